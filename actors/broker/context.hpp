@@ -1,0 +1,41 @@
+// What every broker actor of a node shares. Immutable after the node has
+// started its actors (handles are filled in before any traffic).
+#pragma once
+
+#include "base/alerts.hpp"
+#include "config/settings.hpp"
+
+#include <caf/actor.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace edda::storage {
+class environment;
+} // namespace edda::storage
+
+namespace edda::broker {
+
+struct context {
+  std::shared_ptr<storage::environment> env;
+  caf::actor writer;    ///< the group-commit storage writer
+  caf::actor scheduler; ///< delay / retry scheduler
+  config::node_settings settings;
+  std::shared_ptr<alert_sink> alerts;
+  /// Wall-clock milliseconds; deterministic tests substitute a manual clock.
+  std::function<int64_t()> clock;
+  /// How long an actor waits for the storage writer.
+  int64_t write_timeout_ms = 60000;
+};
+using context_ptr = std::shared_ptr<const context>;
+
+/// The retry topic of a clustering group (RocketMQ's naming).
+[[nodiscard]] inline std::string retry_topic(const std::string& group) {
+  return "%RETRY%" + group;
+}
+[[nodiscard]] inline bool is_retry_topic(const std::string& topic) {
+  return topic.rfind("%RETRY%", 0) == 0;
+}
+
+} // namespace edda::broker

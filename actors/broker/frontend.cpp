@@ -1,0 +1,71 @@
+// frontend: the actor a node publishes. Clients (in-process or remote)
+// send every request here; it delegates to the owning actor, so replies go
+// straight back to the client.
+#include "base/errc.hpp"
+#include "base/metrics.hpp"
+#include "broker/actors.hpp"
+#include "storage/environment.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+namespace edda::broker {
+
+namespace {
+
+namespace pb = wire::pb;
+
+struct frontend_state {
+  static inline const char* name = "edda.frontend";
+};
+
+caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
+                       context_ptr ctx, caf::actor topics, caf::actor groups,
+                       caf::actor dedup) {
+  return {
+    [=](pb::ProduceRequest& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::CreateTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::AlterTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::DeleteTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::DescribeTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::ListTopics& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::GetTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::Subscribe& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::Unsubscribe& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::ListGroups& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::DlqList& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::DlqRedrive& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
+    [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
+    [=](const pb::NodeStatusRequest&) {
+      pb::NodeStatus s;
+      s.set_data_dir(ctx->settings.data_dir);
+      s.set_listen(ctx->settings.listen_host + ":"
+                   + std::to_string(ctx->settings.listen_port));
+      s.set_durability(config::to_string(ctx->settings.mode));
+      s.set_map_size(ctx->settings.map_size);
+      s.set_map_used(ctx->env->map_used());
+      for (auto& [k, v] : metrics::snapshot())
+        (*s.mutable_counters())[k] = v;
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_frontend(caf::actor_system& sys, context_ptr ctx,
+                          caf::actor topics, caf::actor groups,
+                          caf::actor dedup) {
+  return sys.spawn(frontend, std::move(ctx), std::move(topics),
+                   std::move(groups), std::move(dedup));
+}
+
+void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {
+  caf::anon_send(topics, groups);
+  caf::anon_send(scheduler, topics);
+}
+
+} // namespace edda::broker

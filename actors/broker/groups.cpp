@@ -1,0 +1,508 @@
+// group_manager and group_coordinator.
+//
+// The manager knows every group (persisted in db `meta` as "group/<name>"),
+// spawns one coordinator per group on first use, and answers DLQ requests.
+// A coordinator tracks the live members of its group (monitored: a member
+// that dies or disconnects leaves), checks that their subscriptions agree,
+// and assigns partitions: clustering = contiguous balanced ranges over the
+// members sorted by client id (plus the group's retry topic); broadcast =
+// every partition to every member under its own cursor "group@client".
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "broker/actors.hpp"
+#include "broker/assignment.hpp"
+#include "broker/tag_expression.hpp"
+#include "storage/environment.hpp"
+#include "storage/keys.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <chrono>
+#include <map>
+#include <set>
+
+namespace edda::broker {
+
+namespace {
+
+namespace pb = wire::pb;
+using storage::db;
+namespace keys = storage::keys;
+using std::chrono::seconds;
+
+// -- coordinator --------------------------------------------------------------
+
+struct member_info {
+  caf::actor handle;
+  std::map<std::string, std::string> subs; // topic -> expression
+};
+
+struct route {
+  pb::TopicMeta meta;
+  std::vector<caf::actor> partitions;
+};
+
+struct coordinator_state {
+  context_ptr ctx;
+  caf::actor topics;
+  std::string group;
+  pb::ConsumeMode mode = pb::CLUSTERING;
+  pb::ConsumeFrom from = pb::EARLIEST;
+  uint32_t max_reconsume = 0;
+  std::vector<uint64_t> delays;
+  std::map<std::string, member_info> members; // by client id
+  std::map<std::string, route> routes;        // by topic
+  uint64_t generation = 0;
+  static inline const char* name = "edda.group";
+};
+
+using coord_ptr = caf::stateful_actor<coordinator_state>*;
+
+/// Topic -> expression as the group subscribes it (from any member).
+std::map<std::string, std::string> group_subs(const coordinator_state& st) {
+  std::map<std::string, std::string> out;
+  for (auto& [id, m] : st.members)
+    for (auto& [t, e] : m.subs)
+      out.emplace(t, e);
+  return out;
+}
+
+pb::AssignCursor base_assign(coord_ptr self, const std::string& topic,
+                             uint32_t p, const std::string& expr) {
+  auto& st = self->state;
+  pb::AssignCursor a;
+  a.set_cursor(st.group);
+  a.set_group(st.group);
+  a.set_topic(topic);
+  a.set_partition(p);
+  a.set_expression(expr);
+  a.set_from(st.from);
+  a.set_generation(st.generation);
+  a.set_max_reconsume(st.max_reconsume);
+  for (auto d : st.delays)
+    a.add_retry_delays_ms(d);
+  return a;
+}
+
+void rebalance(coord_ptr self) {
+  auto& st = self->state;
+  ++st.generation;
+  auto subs = group_subs(st);
+  if (st.mode == pb::CLUSTERING && !st.members.empty())
+    subs.emplace(retry_topic(st.group), "*");
+  for (auto& [topic, r] : st.routes) {
+    auto s = subs.find(topic);
+    // Members of this topic, sorted by client id (std::map order).
+    std::vector<const std::pair<const std::string, member_info>*> owners;
+    for (auto& m : st.members)
+      if (is_retry_topic(topic) || m.second.subs.count(topic) != 0)
+        owners.push_back(&m);
+    auto n = static_cast<uint32_t>(r.partitions.size());
+    if (st.mode == pb::BROADCAST) {
+      if (s == subs.end())
+        continue;
+      for (auto* m : owners)
+        for (uint32_t p = 0; p < n; ++p) {
+          auto a = base_assign(self, topic, p, s->second);
+          a.set_cursor(st.group + "@" + m->first);
+          a.set_member_id(m->first);
+          self->send(r.partitions[p], std::move(a), m->second.handle);
+        }
+      continue;
+    }
+    if (owners.empty() || s == subs.end()) {
+      for (uint32_t p = 0; p < n; ++p) {
+        auto a = base_assign(self, topic, p, "*");
+        a.set_revoke(true);
+        self->send(r.partitions[p], std::move(a), caf::actor{});
+      }
+      continue;
+    }
+    auto owner = assign_average(n, owners.size());
+    for (uint32_t p = 0; p < n; ++p) {
+      auto* m = owners[owner[p]];
+      auto a = base_assign(self, topic, p, s->second);
+      a.set_member_id(m->first);
+      self->send(r.partitions[p], std::move(a), m->second.handle);
+    }
+  }
+  EDDA_DEBUG("group", st.group << " generation " << st.generation << ": "
+                               << st.members.size() << " members");
+}
+
+/// Fetches (or refreshes) the route of `topic`, then runs `then(err)`.
+template <class F>
+void fetch_route(coord_ptr self, const std::string& topic, bool create, F then) {
+  self
+    ->request(self->state.topics, seconds(60), wire::route_atom::value, topic,
+              create)
+    .then(
+      [=](pb::TopicMeta& meta, std::vector<caf::actor>& parts) mutable {
+        self->state.routes[topic] = route{std::move(meta), std::move(parts)};
+        then(caf::error{});
+      },
+      [=](caf::error& err) mutable {
+        self->state.routes.erase(topic);
+        then(err);
+      });
+}
+
+void remove_member(coord_ptr self, const std::string& client_id) {
+  auto& st = self->state;
+  auto i = st.members.find(client_id);
+  if (i == st.members.end())
+    return;
+  auto subs = i->second.subs;
+  st.members.erase(i);
+  EDDA_INFO("group", st.group << ": member " << client_id << " left ("
+                              << st.members.size() << " remain)");
+  if (st.mode == pb::BROADCAST) {
+    ++st.generation;
+    for (auto& [topic, r] : st.routes)
+      for (uint32_t p = 0; p < r.partitions.size(); ++p) {
+        auto a = base_assign(self, topic, p, "*");
+        a.set_cursor(st.group + "@" + client_id);
+        a.set_member_id(client_id);
+        a.set_revoke(true);
+        self->send(r.partitions[p], std::move(a), caf::actor{});
+      }
+  }
+  rebalance(self);
+}
+
+caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
+                          std::string group) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.topics = std::move(topics);
+  st.group = std::move(group);
+  st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
+  st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    for (auto& [id, m] : self->state.members)
+      if (m.handle.address() == dm.source) {
+        auto cid = id;
+        remove_member(self, cid);
+        return;
+      }
+  });
+  return {
+    [=](const pb::Subscribe& sub) -> caf::result<pb::Subscribed> {
+      auto& st = self->state;
+      auto member = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!member)
+        return make_error(errc::invalid_argument, "subscriber has no address");
+      auto expr = tag_expression::parse(sub.expression());
+      if (!expr)
+        return expr.error();
+      if (sub.client_id().empty())
+        return make_error(errc::invalid_argument, "client_id is empty");
+      // Every other live member must agree on mode and expression.
+      for (auto& [id, m] : st.members) {
+        if (id == sub.client_id())
+          continue;
+        if (st.mode != sub.mode())
+          return make_error(errc::subscription_conflict,
+                            "group '" + st.group + "' consumes in "
+                              + (st.mode == pb::CLUSTERING ? "clustering"
+                                                           : "broadcast")
+                              + " mode; member '" + sub.client_id()
+                              + "' asked for the other");
+        auto e = m.subs.find(sub.topic());
+        if (e != m.subs.end() && e->second != expr->to_string())
+          return make_error(errc::subscription_conflict,
+                            "group '" + st.group + "' subscribes to '"
+                              + sub.topic() + "' with '" + e->second
+                              + "'; member '" + sub.client_id() + "' asked '"
+                              + expr->to_string() + "'");
+      }
+      auto rp = self->make_response_promise<pb::Subscribed>();
+      auto norm = expr->to_string();
+      auto s = sub;
+      fetch_route(self, sub.topic(), false, [=](const caf::error& err) mutable {
+        if (err) {
+          rp.deliver(err);
+          return;
+        }
+        auto& st = self->state;
+        bool first = st.members.empty();
+        if (first) {
+          st.mode = s.mode();
+          st.from = s.from();
+          if (s.max_reconsume() != 0)
+            st.max_reconsume = s.max_reconsume();
+          if (s.retry_delays_ms_size() > 0)
+            st.delays.assign(s.retry_delays_ms().begin(),
+                             s.retry_delays_ms().end());
+        }
+        auto& m = st.members[s.client_id()];
+        if (m.handle != member) {
+          if (m.handle)
+            self->demonitor(m.handle);
+          m.handle = member;
+          self->monitor(member);
+        }
+        m.subs[s.topic()] = norm;
+        auto finish = [=](const caf::error& err) mutable {
+          rebalance(self);
+          pb::Subscribed ok;
+          ok.set_group(self->state.group);
+          ok.set_topic(s.topic());
+          ok.set_partitions(
+            self->state.routes[s.topic()].meta.partitions());
+          EDDA_INFO("group", self->state.group << ": member " << s.client_id()
+                               << " subscribed to " << s.topic() << " ("
+                               << norm << ")");
+          rp.deliver(ok);
+        };
+        if (st.mode == pb::CLUSTERING
+            && st.routes.count(retry_topic(st.group)) == 0)
+          fetch_route(self, retry_topic(st.group), true, finish);
+        else
+          finish(caf::error{});
+      });
+      return rp;
+    },
+    [=](const pb::Unsubscribe& u) {
+      remove_member(self, u.client_id());
+      pb::Done d;
+      d.set_what("unsubscribed " + u.client_id());
+      return d;
+    },
+    [=](wire::route_atom, const std::string& topic) {
+      // The topic changed (partitions added, restarted or deleted).
+      if (self->state.routes.count(topic) == 0)
+        return;
+      fetch_route(self, topic, false,
+                  [=](const caf::error&) { rebalance(self); });
+    },
+    [=](const pb::ListGroups&) {
+      auto& st = self->state;
+      pb::GroupInfo g;
+      g.set_group(st.group);
+      g.set_mode(st.mode);
+      g.set_generation(st.generation);
+      for (auto& [id, m] : st.members)
+        g.add_members(id);
+      for (auto& [t, e] : group_subs(st))
+        g.add_topics(t + " (" + e + ")");
+      return g;
+    },
+  };
+}
+
+// -- manager ------------------------------------------------------------------
+
+struct manager_state {
+  context_ptr ctx;
+  caf::actor topics;
+  std::map<std::string, caf::actor> coordinators;
+  std::set<std::string> known; // every group ever seen (persisted)
+  static inline const char* name = "edda.group_manager";
+};
+
+using manager_ptr = caf::stateful_actor<manager_state>*;
+
+caf::actor coordinator_of(manager_ptr self, const std::string& group) {
+  auto& st = self->state;
+  auto& c = st.coordinators[group];
+  if (!c) {
+    c = self->home_system().spawn(coordinator, st.ctx, st.topics, group);
+    self->link_to(c); // coordinators stop with the manager
+    if (st.known.insert(group).second) {
+      pb::GroupInfo g;
+      g.set_group(group);
+      pb::WriteBatch b;
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::meta));
+      op->set_key("group/" + group);
+      op->set_value(g.SerializeAsString());
+      self->request(st.ctx->writer, seconds(60), std::move(b))
+        .then([](const pb::WriteResult&) {},
+              [=](caf::error& err) {
+                EDDA_ERROR("group", "cannot record group " << group << ": "
+                                                           << render(err));
+              });
+    }
+  }
+  return c;
+}
+
+caf::error check_group_name(const std::string& g) {
+  if (g.empty() || g.size() > 120)
+    return make_error(errc::invalid_argument,
+                      "group name must be 1-120 characters");
+  for (char c : g)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+          || c == '.'))
+      return make_error(errc::invalid_argument,
+                        "group name '" + g
+                          + "' may only contain letters, digits, '_', '-' "
+                            "and '.'");
+  return caf::none;
+}
+
+caf::behavior group_manager(manager_ptr self, context_ptr ctx,
+                            caf::actor topics) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.topics = std::move(topics);
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    auto& cs = self->state.coordinators;
+    for (auto i = cs.begin(); i != cs.end(); ++i)
+      if (i->second.address() == em.source) {
+        // Respawned on the next subscribe; members re-subscribe when their
+        // deliveries stop (they keep their offsets).
+        EDDA_WARN("group", "coordinator of " << i->first << " stopped: "
+                                             << render(em.reason));
+        cs.erase(i);
+        return;
+      }
+    self->quit(em.reason);
+  });
+  {
+    auto txn = st.ctx->env->read();
+    txn.scan(db::meta, "group/", "group/",
+             [&](std::string_view k, std::string_view) {
+               st.known.emplace(k.substr(6));
+               return true;
+             });
+  }
+  return {
+    [=](pb::Subscribe& sub) -> caf::result<pb::Subscribed> {
+      if (auto err = check_group_name(sub.group()))
+        return err;
+      self->delegate(coordinator_of(self, sub.group()), std::move(sub));
+      return caf::delegated<pb::Subscribed>{};
+    },
+    [=](pb::Unsubscribe& u) -> caf::result<pb::Done> {
+      auto i = self->state.coordinators.find(u.group());
+      if (i == self->state.coordinators.end())
+        return make_error(errc::unknown_group, "no group '" + u.group() + "'");
+      self->delegate(i->second, std::move(u));
+      return caf::delegated<pb::Done>{};
+    },
+    [=](wire::route_atom a, const std::string& topic) {
+      for (auto& [g, c] : self->state.coordinators)
+        self->send(c, a, topic);
+    },
+    [=](const pb::ListGroups& req) -> caf::result<pb::GroupList> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<pb::GroupList>();
+      auto acc = std::make_shared<pb::GroupList>();
+      for (auto& g : st.known)
+        if (st.coordinators.count(g) == 0)
+          acc->add_groups()->set_group(g);
+      auto remaining = std::make_shared<size_t>(st.coordinators.size());
+      if (*remaining == 0) {
+        rp.deliver(*acc);
+        return rp;
+      }
+      for (auto& [g, c] : st.coordinators)
+        self->request(c, seconds(10), req)
+          .then(
+            [=](pb::GroupInfo& info) mutable {
+              *acc->add_groups() = std::move(info);
+              if (--*remaining == 0)
+                rp.deliver(*acc);
+            },
+            [=](caf::error&) mutable {
+              if (--*remaining == 0)
+                rp.deliver(*acc);
+            });
+      return rp;
+    },
+    [=](const pb::DlqList& req) -> caf::result<pb::DlqEntries> {
+      auto& st = self->state;
+      if (st.known.count(req.group()) == 0)
+        return make_error(errc::unknown_group,
+                          "no group '" + req.group() + "'");
+      pb::DlqEntries out;
+      auto limit = req.limit() == 0 ? 1000u : req.limit();
+      auto txn = st.ctx->env->read();
+      auto prefix = keys::dlq_prefix(req.group());
+      txn.scan(db::dlq, prefix, prefix,
+               [&](std::string_view, std::string_view v) {
+                 out.add_entries()->ParseFromArray(v.data(),
+                                                   static_cast<int>(v.size()));
+                 return static_cast<uint32_t>(out.entries_size()) < limit;
+               });
+      return out;
+    },
+    [=](const pb::DlqRedrive& req) -> caf::result<pb::DlqRedriven> {
+      // Dead letters go back through the group's retry topic, so only this
+      // group sees them again; each is removed from the DLQ in the same
+      // transaction that appends it.
+      auto& st = self->state;
+      if (st.known.count(req.group()) == 0)
+        return make_error(errc::unknown_group,
+                          "no group '" + req.group() + "'");
+      std::set<std::string> wanted(req.ids().begin(), req.ids().end());
+      pb::AppendInternal app;
+      app.set_topic(retry_topic(req.group()));
+      app.set_partition(-1);
+      {
+        auto txn = st.ctx->env->read();
+        auto prefix = keys::dlq_prefix(req.group());
+        txn.scan(db::dlq, prefix, prefix,
+                 [&](std::string_view k, std::string_view v) {
+                   pb::DeadLetter dl;
+                   if (!dl.ParseFromArray(v.data(), static_cast<int>(v.size())))
+                     return true;
+                   if (!wanted.empty() && wanted.count(dl.message().id()) == 0)
+                     return true;
+                   auto* m = app.add_messages();
+                   *m = dl.message();
+                   m->set_reconsume_times(0);
+                   auto* op = app.mutable_extra()->add_ops();
+                   op->set_db(static_cast<uint32_t>(db::dlq));
+                   op->set_key(std::string{k});
+                   op->set_kind(pb::WriteOp::DEL);
+                   return true;
+                 });
+      }
+      pb::DlqRedriven res;
+      res.set_count(static_cast<uint32_t>(app.messages_size()));
+      if (app.messages_size() == 0) {
+        if (!wanted.empty())
+          return make_error(errc::not_found,
+                            "none of the given ids is in %DLQ%" + req.group());
+        return res;
+      }
+      auto rp = self->make_response_promise<pb::DlqRedriven>();
+      auto group = req.group();
+      // Make sure the retry topic exists (a group may have only broadcast
+      // members, or none since a restart).
+      self
+        ->request(st.topics, seconds(60), wire::route_atom::value,
+                  retry_topic(group), true)
+        .then(
+          [=](pb::TopicMeta&, std::vector<caf::actor>&) mutable {
+            self->request(self->state.topics, seconds(60), std::move(app))
+              .then(
+                [=](const pb::ProduceResult&) mutable {
+                  EDDA_INFO("group", "redrove " << res.count()
+                                                << " dead letters of "
+                                                << group);
+                  rp.deliver(res);
+                },
+                [=](caf::error& err) mutable { rp.deliver(err); });
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_group_manager(caf::actor_system& sys, context_ptr ctx,
+                               caf::actor topics) {
+  return sys.spawn(group_manager, std::move(ctx), std::move(topics));
+}
+
+} // namespace edda::broker

@@ -1,0 +1,79 @@
+#include "client/admin.hpp"
+
+#include "client/connection_impl.hpp"
+#include "wire/types.hpp"
+
+namespace edda::client::admin {
+
+namespace {
+template <class Reply, class Request>
+caf::expected<Reply> call(const connection& c, const Request& req) {
+  return c.impl()->call<Reply>(req, c.impl()->opts.request_timeout);
+}
+} // namespace
+
+caf::expected<pb::TopicInfo>
+create_topic(const connection& c, const std::string& name, uint32_t partitions) {
+  pb::CreateTopic req;
+  req.set_name(name);
+  req.set_partitions(partitions);
+  return call<pb::TopicInfo>(c, req);
+}
+
+caf::expected<pb::TopicInfo>
+alter_topic(const connection& c, const std::string& name, uint32_t partitions) {
+  pb::AlterTopic req;
+  req.set_name(name);
+  req.set_partitions(partitions);
+  return call<pb::TopicInfo>(c, req);
+}
+
+caf::expected<pb::Done> delete_topic(const connection& c,
+                                     const std::string& name) {
+  pb::DeleteTopic req;
+  req.set_name(name);
+  return call<pb::Done>(c, req);
+}
+
+caf::expected<pb::TopicInfo> describe_topic(const connection& c,
+                                            const std::string& name) {
+  pb::DescribeTopic req;
+  req.set_name(name);
+  return call<pb::TopicInfo>(c, req);
+}
+
+caf::expected<pb::TopicList> list_topics(const connection& c,
+                                         bool include_internal) {
+  pb::ListTopics req;
+  req.set_include_internal(include_internal);
+  return call<pb::TopicList>(c, req);
+}
+
+caf::expected<pb::GroupList> list_groups(const connection& c) {
+  return call<pb::GroupList>(c, pb::ListGroups{});
+}
+
+caf::expected<pb::DlqEntries> dlq_list(const connection& c,
+                                       const std::string& group,
+                                       uint32_t limit) {
+  pb::DlqList req;
+  req.set_group(group);
+  req.set_limit(limit);
+  return call<pb::DlqEntries>(c, req);
+}
+
+caf::expected<pb::DlqRedriven> dlq_redrive(const connection& c,
+                                           const std::string& group,
+                                           const std::vector<std::string>& ids) {
+  pb::DlqRedrive req;
+  req.set_group(group);
+  for (auto& id : ids)
+    req.add_ids(id);
+  return call<pb::DlqRedriven>(c, req);
+}
+
+caf::expected<pb::NodeStatus> node_status(const connection& c) {
+  return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
+}
+
+} // namespace edda::client::admin

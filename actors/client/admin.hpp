@@ -1,0 +1,39 @@
+// Blocking administrative calls (topics, groups, dead letters, status).
+// Each waits at most the connection's request timeout. Errors: those of the
+// node (unknown_topic, topic_exists, invalid_argument, unknown_group, ...),
+// or unavailable / timeout when the node cannot be reached.
+#pragma once
+
+#include "broker.pb.h"
+#include "client/connection.hpp"
+
+#include <caf/expected.hpp>
+
+#include <string>
+#include <vector>
+
+namespace edda::client::admin {
+
+namespace pb = edda::wire::v1;
+
+[[nodiscard]] caf::expected<pb::TopicInfo>
+create_topic(const connection& c, const std::string& name, uint32_t partitions);
+[[nodiscard]] caf::expected<pb::TopicInfo>
+alter_topic(const connection& c, const std::string& name, uint32_t partitions);
+[[nodiscard]] caf::expected<pb::Done> delete_topic(const connection& c,
+                                                   const std::string& name);
+[[nodiscard]] caf::expected<pb::TopicInfo>
+describe_topic(const connection& c, const std::string& name);
+[[nodiscard]] caf::expected<pb::TopicList>
+list_topics(const connection& c, bool include_internal = false);
+[[nodiscard]] caf::expected<pb::GroupList> list_groups(const connection& c);
+[[nodiscard]] caf::expected<pb::DlqEntries>
+dlq_list(const connection& c, const std::string& group, uint32_t limit = 0);
+/// Redrives the given dead letters (all if `ids` is empty) through the
+/// group's retry topic.
+[[nodiscard]] caf::expected<pb::DlqRedriven>
+dlq_redrive(const connection& c, const std::string& group,
+            const std::vector<std::string>& ids = {});
+[[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
+
+} // namespace edda::client::admin

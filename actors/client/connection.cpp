@@ -1,0 +1,117 @@
+#include "client/connection_impl.hpp"
+
+#include "base/errc.hpp"
+#include "wire/types.hpp"
+
+#include <caf/atom.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/timespan.hpp>
+
+namespace edda::client {
+
+connection_impl::~connection_impl() {
+  frontend_ = nullptr;
+  // own_sys (if any) is destroyed here, after every client actor is gone.
+}
+
+caf::actor connection_impl::frontend() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  return frontend_;
+}
+
+void connection_impl::set_frontend(caf::actor fe) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  frontend_ = std::move(fe);
+}
+
+caf::expected<caf::actor> connection_impl::reconnect(const caf::actor& stale) {
+  if (!own_sys)
+    return frontend();
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (frontend_ && frontend_ != stale)
+      return frontend_;
+  }
+  auto fe = sys->middleman().remote_actor(host, port);
+  if (!fe)
+    return make_error(errc::unavailable,
+                      "cannot reach an edda node at " + endpoint + " ("
+                        + sys->render(fe.error())
+                        + "); is `edda node` running?");
+  set_frontend(*fe);
+  return *fe;
+}
+
+connection::connection(std::shared_ptr<connection_impl> impl)
+  : impl_(std::move(impl)) {
+}
+
+std::string connection::endpoint() const {
+  return impl_->endpoint;
+}
+
+void apply_runtime_settings(caf::actor_system_config& cfg,
+                            const std::string& policy, uint32_t max_threads,
+                            std::chrono::milliseconds heartbeat,
+                            std::chrono::milliseconds connection_timeout) {
+  cfg.set("scheduler.policy", caf::atom_from_string(policy));
+  if (max_threads > 0)
+    cfg.set("scheduler.max-threads", static_cast<size_t>(max_threads));
+  cfg.set("middleman.workers", static_cast<size_t>(0));
+  cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat});
+  if (heartbeat.count() > 0)
+    cfg.set("middleman.connection-timeout", caf::timespan{connection_timeout});
+}
+
+caf::expected<connection> connection::open(const std::string& host,
+                                           uint16_t port,
+                                           connect_options opts) {
+  auto impl = std::make_shared<connection_impl>();
+  impl->own_cfg = std::make_unique<caf::actor_system_config>();
+  auto& cfg = *impl->own_cfg;
+  wire::register_types(cfg);
+  cfg.load<caf::io::middleman>();
+  apply_runtime_settings(cfg, "sharing", 2, opts.heartbeat,
+                         opts.connection_timeout);
+  impl->own_sys = std::make_unique<caf::actor_system>(cfg);
+  impl->sys = impl->own_sys.get();
+  impl->opts = opts;
+  impl->endpoint = host + ":" + std::to_string(port);
+  impl->host = host;
+  impl->port = port;
+  auto fe = impl->reconnect(caf::actor{});
+  if (!fe)
+    return fe.error();
+  return connection{impl};
+}
+
+connection make_local_connection(caf::actor_system& sys, caf::actor frontend) {
+  auto impl = std::make_shared<connection_impl>();
+  impl->sys = &sys;
+  impl->set_frontend(std::move(frontend));
+  impl->endpoint = "embedded";
+  return connection{impl};
+}
+
+bool parse_endpoint(const std::string& text, std::string& host,
+                    uint16_t& port) {
+  auto colon = text.rfind(':');
+  host = colon == std::string::npos ? text : text.substr(0, colon);
+  if (host.empty())
+    host = "127.0.0.1";
+  if (colon == std::string::npos) {
+    port = 7420;
+    return true;
+  }
+  auto p = text.substr(colon + 1);
+  if (p.empty() || p.size() > 5
+      || p.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  auto v = std::stoul(p);
+  if (v > 65535)
+    return false;
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+} // namespace edda::client

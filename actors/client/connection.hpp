@@ -1,0 +1,51 @@
+// A connection to an edda node: in-process (embedded node) or remote (over
+// CAF's middleman, TCP). Producers, consumers and admin calls take a
+// connection and behave the same either way.
+//
+// Thread-safety: a connection may be copied and used from any thread. A
+// remote connection owns a small actor system that lives until the last
+// copy (and every producer / consumer made from it) is gone.
+#pragma once
+
+#include <caf/expected.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace edda::client {
+
+struct connection_impl;
+
+struct connect_options {
+  std::chrono::milliseconds heartbeat{100};   ///< 0 disables heartbeats
+  std::chrono::milliseconds connection_timeout{1000};
+  std::chrono::milliseconds request_timeout{30000};
+};
+
+class connection {
+public:
+  /// Connects to the node listening on host:port.
+  /// Errors: unavailable (nothing listens there, or the peer is not edda).
+  [[nodiscard]] static caf::expected<connection>
+  open(const std::string& host, uint16_t port, connect_options opts = {});
+
+  /// "host:port" (or "embedded").
+  [[nodiscard]] std::string endpoint() const;
+
+  /// For the embedded node and internals.
+  explicit connection(std::shared_ptr<connection_impl> impl);
+  [[nodiscard]] const std::shared_ptr<connection_impl>& impl() const {
+    return impl_;
+  }
+
+private:
+  std::shared_ptr<connection_impl> impl_;
+};
+
+/// Parses "host:port" (port defaults to 7420).
+[[nodiscard]] bool parse_endpoint(const std::string& text, std::string& host,
+                                  uint16_t& port);
+
+} // namespace edda::client

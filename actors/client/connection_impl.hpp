@@ -1,0 +1,64 @@
+// Internal: what a connection holds. Includes CAF; not for user code.
+#pragma once
+
+#include "client/connection.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace edda::client {
+
+struct connection_impl {
+  std::unique_ptr<caf::actor_system_config> own_cfg; // remote only
+  std::unique_ptr<caf::actor_system> own_sys;        // remote only
+  caf::actor_system* sys = nullptr;
+  std::string host; // remote only
+  uint16_t port = 0;
+  std::string endpoint;
+  connect_options opts;
+  ~connection_impl();
+
+  /// The node's frontend as last connected (thread-safe).
+  [[nodiscard]] caf::actor frontend() const;
+  /// Remote: connects again if `stale` is still the current handle (so that
+  /// many actors noticing the same loss reconnect once). Local: no-op.
+  /// Errors: unavailable.
+  [[nodiscard]] caf::expected<caf::actor> reconnect(const caf::actor& stale);
+  void set_frontend(caf::actor fe);
+
+private:
+  mutable std::mutex mtx_;
+  caf::actor frontend_;
+
+public:
+
+  /// Sends `req` to the node and waits for the reply of type Reply.
+  template <class Reply, class Request>
+  caf::expected<Reply> call(const Request& req,
+                            std::chrono::milliseconds timeout) {
+    caf::expected<Reply> out{Reply{}};
+    caf::scoped_actor self{*sys}; // short-lived: no stale timeouts pile up
+    self->request(frontend(), timeout, req)
+      .receive([&](Reply& r) { out = std::move(r); },
+               [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+};
+
+/// Wraps an in-process node's frontend.
+[[nodiscard]] connection make_local_connection(caf::actor_system& sys,
+                                               caf::actor frontend);
+
+/// CAF settings every edda client and node uses (scheduler, heartbeats).
+void apply_runtime_settings(caf::actor_system_config& cfg,
+                            const std::string& policy, uint32_t max_threads,
+                            std::chrono::milliseconds heartbeat,
+                            std::chrono::milliseconds connection_timeout);
+
+} // namespace edda::client

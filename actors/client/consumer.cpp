@@ -1,0 +1,263 @@
+#include "client/consumer.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "client/connection_impl.hpp"
+#include "wire/types.hpp"
+
+#include <caf/blocking_actor.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <future>
+#include <mutex>
+#include <unistd.h>
+
+namespace edda::client {
+
+namespace pb = wire::pb;
+
+struct consumer::impl {
+  std::shared_ptr<connection_impl> conn;
+  consumer_options opts;
+  handler h;
+  caf::actor actor;
+  std::atomic<uint64_t> delivered{0}, succeeded{0}, failed{0}, acks{0},
+    reconnects{0};
+  std::atomic<bool> stopped{false};
+};
+
+namespace {
+
+struct consumer_state {
+  std::shared_ptr<consumer::impl> impl;
+  caf::actor frontend;
+  bool stopping = false;
+  static inline const char* name = "edda.consumer";
+};
+
+using self_ptr = caf::stateful_actor<consumer_state>*;
+
+pb::Subscribe subscribe_request(const consumer_options& o) {
+  pb::Subscribe s;
+  s.set_group(o.group);
+  s.set_client_id(o.client_id);
+  s.set_topic(o.topic);
+  s.set_expression(o.expression);
+  s.set_mode(o.mode == consume_mode::broadcast ? pb::BROADCAST
+                                               : pb::CLUSTERING);
+  s.set_from(o.from == consume_from::latest ? pb::LATEST : pb::EARLIEST);
+  s.set_max_reconsume(o.max_reconsume);
+  for (auto d : o.retry_delays_ms)
+    s.add_retry_delays_ms(d);
+  return s;
+}
+
+void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done);
+
+void schedule_reconnect(self_ptr self) {
+  self->delayed_send(self, std::chrono::milliseconds(500),
+                     wire::tick_atom::value);
+}
+
+void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done) {
+  auto& st = self->state;
+  auto fe = st.impl->conn->reconnect(st.frontend);
+  if (!fe) {
+    if (done)
+      done->set_value(fe.error());
+    else
+      schedule_reconnect(self);
+    return;
+  }
+  st.frontend = *fe;
+  self->monitor(st.frontend);
+  self->request(st.frontend, st.impl->opts.request_timeout,
+                subscribe_request(st.impl->opts))
+    .then(
+      [=](const pb::Subscribed&) {
+        if (done)
+          done->set_value(caf::error{});
+      },
+      [=](caf::error& err) {
+        if (done) {
+          done->set_value(err);
+          return;
+        }
+        EDDA_WARN("consumer", "re-subscribe failed: " << render(err));
+        schedule_reconnect(self);
+      });
+}
+
+caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl,
+                             std::shared_ptr<std::promise<caf::error>> started) {
+  self->state.impl = impl;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (!st.frontend || dm.source != st.frontend.address() || st.stopping)
+      return;
+    EDDA_WARN("consumer", st.impl->opts.group << "/" << st.impl->opts.client_id
+                            << ": lost the node at " << st.impl->conn->endpoint
+                            << ", reconnecting");
+    st.impl->reconnects++;
+    schedule_reconnect(self);
+  });
+  subscribe(self, started);
+  return {
+    [=](pb::Deliver& d) {
+      auto& st = self->state;
+      auto& im = *st.impl;
+      auto partition_actor = caf::actor_cast<caf::actor>(self->current_sender());
+      pb::AckRequest ack;
+      ack.set_cursor(d.cursor());
+      ack.set_topic(d.topic());
+      ack.set_partition(d.partition());
+      bool retry = d.topic().rfind("%RETRY%", 0) == 0;
+      for (auto& m : *d.mutable_messages()) {
+        received r;
+        r.msg.topic = retry && !m.origin_topic().empty() ? m.origin_topic()
+                                                         : m.topic();
+        r.msg.body = std::move(*m.mutable_body());
+        r.msg.key = m.key();
+        r.msg.tags.assign(m.tags().begin(), m.tags().end());
+        r.msg.properties.insert(m.properties().begin(), m.properties().end());
+        r.msg.id = m.id();
+        r.msg.deliver_at_ms = m.deliver_at_ms();
+        r.group = im.opts.group;
+        r.partition = d.partition();
+        r.offset = m.offset();
+        r.reconsume_times = m.reconsume_times();
+        r.born_ms = m.born_ms();
+        r.stored_ms = m.stored_ms();
+        r.last_error = m.last_error();
+        r.from_retry = retry;
+        consume_result res = consume_result::retry_later;
+        std::string why = "handler asked to retry later";
+        try {
+          res = im.h(r);
+        } catch (const std::exception& e) {
+          why = std::string("handler threw: ") + e.what();
+        } catch (...) {
+          why = "handler threw a non-standard exception";
+        }
+        im.delivered++;
+        if (res == consume_result::success) {
+          im.succeeded++;
+          ack.add_acks(m.offset());
+        } else {
+          im.failed++;
+          auto* n = ack.add_nacks();
+          n->set_offset(m.offset());
+          n->set_reason(why);
+        }
+      }
+      if (!partition_actor)
+        return;
+      self->request(partition_actor, im.opts.request_timeout, std::move(ack))
+        .then([=](const pb::AckResult&) { self->state.impl->acks++; },
+              [=](caf::error& err) {
+                EDDA_DEBUG("consumer", "ack not confirmed: " << render(err));
+              });
+    },
+    [=](wire::tick_atom) {
+      if (!self->state.stopping)
+        subscribe(self, nullptr);
+    },
+    [=](wire::stop_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      st.stopping = true;
+      auto rp = self->make_response_promise<bool>();
+      if (!st.frontend) {
+        rp.deliver(true);
+        self->quit();
+        return rp;
+      }
+      pb::Unsubscribe u;
+      u.set_group(st.impl->opts.group);
+      u.set_client_id(st.impl->opts.client_id);
+      self->request(st.frontend, std::chrono::seconds(5), u)
+        .then(
+          [=](const pb::Done&) mutable {
+            rp.deliver(true);
+            self->quit();
+          },
+          [=](caf::error&) mutable {
+            rp.deliver(false);
+            self->quit();
+          });
+      return rp;
+    },
+  };
+}
+
+std::string default_client_id() {
+  static std::atomic<uint32_t> n{0};
+  char host[64] = "host";
+  ::gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "-" + std::to_string(::getpid()) + "-"
+         + std::to_string(n++);
+}
+
+} // namespace
+
+consumer::consumer(std::shared_ptr<impl> i) : impl_(std::move(i)) {
+}
+
+caf::expected<std::unique_ptr<consumer>>
+consumer::start(connection conn, consumer_options opts, handler h) {
+  if (opts.group.empty() || opts.topic.empty())
+    return make_error(errc::invalid_argument,
+                      "a consumer needs a group and a topic");
+  if (!h)
+    return make_error(errc::invalid_argument, "a consumer needs a handler");
+  if (opts.client_id.empty())
+    opts.client_id = default_client_id();
+  auto im = std::make_shared<impl>();
+  im->conn = conn.impl();
+  im->opts = std::move(opts);
+  im->h = std::move(h);
+  auto started = std::make_shared<std::promise<caf::error>>();
+  auto fut = started->get_future();
+  // Detached: a handler may block without stalling the scheduler.
+  im->actor = im->conn->sys->spawn<caf::detached>(consumer_actor, im, started);
+  auto err = fut.get();
+  if (err) {
+    caf::anon_send_exit(im->actor, caf::exit_reason::user_shutdown);
+    return err;
+  }
+  return std::unique_ptr<consumer>{new consumer(im)};
+}
+
+consumer::~consumer() {
+  stop();
+}
+
+void consumer::stop() {
+  if (impl_->stopped.exchange(true))
+    return;
+  caf::scoped_actor self{*impl_->conn->sys};
+  self->request(impl_->actor, std::chrono::seconds(10), wire::stop_atom::value)
+    .receive([](bool) {},
+             [&](caf::error&) {
+               caf::anon_send_exit(impl_->actor,
+                                   caf::exit_reason::user_shutdown);
+             });
+  // A detached actor's thread ends only when its last handle is gone.
+  impl_->actor = nullptr;
+}
+
+consumer_counters consumer::counters() const {
+  consumer_counters c;
+  c.delivered = impl_->delivered;
+  c.succeeded = impl_->succeeded;
+  c.failed = impl_->failed;
+  c.acks_durable = impl_->acks;
+  c.reconnects = impl_->reconnects;
+  return c;
+}
+
+const std::string& consumer::client_id() const {
+  return impl_->opts.client_id;
+}
+
+} // namespace edda::client

@@ -1,0 +1,75 @@
+// consumer: a member of a consumer group. Partitions push batches of
+// messages (filtered by the tag expression at the node); the handler runs
+// on the consumer's own thread, one message at a time; the results go back
+// as one ack batch per delivered batch.
+//
+// * clustering (default): each message goes to one live member; partitions
+//   are rebalanced as members join, leave or die.
+// * broadcast: every member gets every message, with its own offsets.
+// A handler that returns retry_later or throws fails that delivery: the
+// message comes back after the next delay level (1s 5s 10s 30s 1m ...), and
+// after max_reconsume failures it moves to the group's DLQ (%DLQ%<group>)
+// and an alert is raised. A delivery not acknowledged within the node's
+// consume_timeout counts as failed.
+//
+// Thread-safety: start/stop/counters from any thread. The handler is only
+// ever called from the consumer's thread.
+#pragma once
+
+#include "client/connection.hpp"
+#include "client/types.hpp"
+
+#include <caf/expected.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+namespace edda::client {
+
+struct consumer_options {
+  std::string group;
+  std::string topic;
+  std::string expression = "*";   ///< "*", "TagA", "TagA || TagC"
+  consume_mode mode = consume_mode::clustering;
+  consume_from from = consume_from::earliest; ///< for a group's first start
+  std::string client_id;          ///< stable per instance; default host-pid-n
+  uint32_t max_reconsume = 0;     ///< 0 = the node's setting for the group
+  std::vector<uint64_t> retry_delays_ms; ///< empty = the node's setting
+  std::chrono::milliseconds request_timeout{30000};
+};
+
+using handler = std::function<consume_result(const received&)>;
+
+struct consumer_counters {
+  uint64_t delivered = 0;  ///< handler invocations
+  uint64_t succeeded = 0;
+  uint64_t failed = 0;     ///< retry_later or exception
+  uint64_t acks_durable = 0; ///< ack batches the node confirmed durable
+  uint64_t reconnects = 0;
+};
+
+class consumer {
+public:
+  /// Subscribes and starts consuming. Errors: unknown_topic,
+  /// invalid_tag_expression, subscription_conflict, invalid_argument,
+  /// unavailable.
+  [[nodiscard]] static caf::expected<std::unique_ptr<consumer>>
+  start(connection conn, consumer_options opts, handler h);
+
+  /// Leaves the group (its partitions go to the other members) and stops.
+  ~consumer();
+  void stop();
+
+  [[nodiscard]] consumer_counters counters() const;
+  [[nodiscard]] const std::string& client_id() const;
+
+  struct impl;
+
+private:
+  explicit consumer(std::shared_ptr<impl> i);
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace edda::client

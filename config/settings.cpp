@@ -1,0 +1,820 @@
+#include "config/settings.hpp"
+
+#include "config/toml.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <type_traits>
+#include <utility>
+
+namespace edda::config {
+
+const char* to_string(durability d) {
+  switch (d) {
+    case durability::fsync:
+      return "fsync";
+    case durability::nometasync:
+      return "nometasync";
+    case durability::nosync:
+      return "nosync";
+  }
+  return "unknown";
+}
+
+const group_settings& node_settings::group(const std::string& name) const {
+  auto it = groups.find(name);
+  return it != groups.end() ? it->second : group_defaults;
+}
+
+// -- durations and sizes -----------------------------------------------------
+
+namespace {
+
+struct unit {
+  const char* suffix;
+  uint64_t factor;
+};
+
+// Largest first, so formatting picks the biggest exact unit.
+constexpr unit duration_units[]
+  = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+
+constexpr unit size_units[] = {{"TiB", 1ull << 40},
+                               {"GiB", 1ull << 30},
+                               {"MiB", 1ull << 20},
+                               {"KiB", 1ull << 10}};
+
+bool parse_with_units(const std::string& text, const unit* units, size_t n,
+                      uint64_t& out) {
+  size_t i = 0;
+  uint64_t number = 0;
+  constexpr uint64_t max = std::numeric_limits<uint64_t>::max();
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    uint64_t digit = static_cast<uint64_t>(text[i] - '0');
+    if (number > (max - digit) / 10)
+      return false;
+    number = number * 10 + digit;
+    ++i;
+  }
+  if (i == 0)
+    return false;
+  std::string suffix = text.substr(i);
+  uint64_t factor = 0;
+  if (suffix.empty()) {
+    factor = 1;
+  } else {
+    for (size_t u = 0; u < n; ++u)
+      if (suffix == units[u].suffix)
+        factor = units[u].factor;
+  }
+  if (factor == 0 || (number != 0 && number > max / factor))
+    return false;
+  out = number * factor;
+  return true;
+}
+
+std::string format_with_units(uint64_t x, const unit* units, size_t n,
+                              const char* zero) {
+  if (x == 0)
+    return zero;
+  for (size_t u = 0; u < n; ++u)
+    if (x % units[u].factor == 0)
+      return std::to_string(x / units[u].factor) + units[u].suffix;
+  return std::to_string(x);
+}
+
+} // namespace
+
+bool parse_duration_ms(const std::string& text, uint64_t& out) {
+  return parse_with_units(text, duration_units, std::size(duration_units), out);
+}
+
+bool parse_size_bytes(const std::string& text, uint64_t& out) {
+  return parse_with_units(text, size_units, std::size(size_units), out);
+}
+
+std::string format_duration_ms(uint64_t ms) {
+  return format_with_units(ms, duration_units, std::size(duration_units),
+                           "0ms");
+}
+
+std::string format_size_bytes(uint64_t b) {
+  return format_with_units(b, size_units, std::size(size_units), "0");
+}
+
+// -- value conversion
+// ----------------------------------------------------------
+
+namespace {
+
+using toml::kind;
+using toml::value;
+
+// Each converter returns an empty string on success, else the problem
+// without location or key; callers add those.
+
+std::string expected(const char* what, const value& v) {
+  std::string got = toml::to_string(v.type);
+  if (v.type == kind::string)
+    got += " (" + toml::quote(v.str) + ")";
+  else if (v.type != kind::array)
+    got += " (" + toml::format_value(v) + ")";
+  return std::string("expected ") + what + ", got " + got;
+}
+
+// "must be >= lo" when the upper bound is just the type's maximum.
+std::string out_of_range(const std::string& x, const std::string& lo,
+                         const std::string& hi, bool only_lower_bound) {
+  if (only_lower_bound)
+    return "must be >= " + lo + ", got " + x;
+  return x + " is out of range " + lo + ".." + hi;
+}
+
+std::string to_uint(const value& v, uint64_t lo, uint64_t hi, uint64_t& out) {
+  if (v.type != kind::integer)
+    return expected("an integer", v);
+  bool open_ended = hi == std::numeric_limits<uint32_t>::max()
+                    || hi == std::numeric_limits<uint64_t>::max();
+  bool below = v.integer < 0 || static_cast<uint64_t>(v.integer) < lo;
+  if (below || static_cast<uint64_t>(v.integer) > hi)
+    return out_of_range(std::to_string(v.integer), std::to_string(lo),
+                        std::to_string(hi), open_ended && below);
+  out = static_cast<uint64_t>(v.integer);
+  return {};
+}
+
+std::string to_duration(const value& v, uint64_t& out) {
+  if (v.type == kind::integer) {
+    if (v.integer < 0)
+      return "duration must not be negative, got " + std::to_string(v.integer);
+    out = static_cast<uint64_t>(v.integer);
+    return {};
+  }
+  if (v.type != kind::string)
+    return expected("a duration such as \"5s\"", v);
+  if (!parse_duration_ms(v.str, out))
+    return "'" + v.str + "' is not a duration (use e.g. 250ms, 5s, 2m, 1h, 1d)";
+  return {};
+}
+
+std::string to_size(const value& v, uint64_t lo, uint64_t hi, uint64_t& out) {
+  uint64_t x = 0;
+  if (v.type == kind::integer) {
+    if (v.integer < 0)
+      return "size must not be negative, got " + std::to_string(v.integer);
+    x = static_cast<uint64_t>(v.integer);
+  } else if (v.type != kind::string) {
+    return expected("a size such as \"4MiB\"", v);
+  } else if (!parse_size_bytes(v.str, x)) {
+    return "'" + v.str
+           + "' is not a size (use bytes or KiB, MiB, GiB, TiB, e.g. 4MiB)";
+  }
+  if (x < lo || x > hi)
+    return out_of_range(format_size_bytes(x), format_size_bytes(lo),
+                        format_size_bytes(hi),
+                        x < lo && hi == std::numeric_limits<uint64_t>::max());
+  out = x;
+  return {};
+}
+
+std::string to_nonempty_string(const value& v, std::string& out) {
+  if (v.type != kind::string)
+    return expected("a string", v);
+  if (v.str.empty())
+    return "must not be empty";
+  out = v.str;
+  return {};
+}
+
+template <size_t N>
+std::string to_choice(const value& v, const char* const (&options)[N],
+                      std::string& out) {
+  if (v.type != kind::string)
+    return expected("a string", v);
+  std::string all;
+  for (const char* o : options) {
+    if (v.str == o) {
+      out = o;
+      return {};
+    }
+    all += (all.empty() ? "" : ", ") + std::string(o);
+  }
+  return "'" + v.str + "' is not one of " + all;
+}
+
+std::string to_delays(const value& v, std::vector<uint64_t>& out) {
+  std::vector<value> items;
+  if (v.type == kind::array) {
+    items = v.array;
+  } else if (v.type == kind::string) {
+    // "1s 5s 10s": the compact form, handy on the command line.
+    size_t i = 0;
+    while (i < v.str.size()) {
+      size_t start = v.str.find_first_not_of(" \t", i);
+      if (start == std::string::npos)
+        break;
+      size_t end = v.str.find_first_of(" \t", start);
+      if (end == std::string::npos)
+        end = v.str.size();
+      items.push_back(value::of_string(v.str.substr(start, end - start)));
+      i = end;
+    }
+  } else {
+    return expected("an array of durations or a string like \"1s 5s\"", v);
+  }
+  if (items.empty())
+    return "must not be empty";
+  std::vector<uint64_t> result;
+  for (const auto& item : items) {
+    uint64_t ms = 0;
+    if (auto err = to_duration(item, ms); !err.empty())
+      return err;
+    if (ms == 0)
+      return "each delay must be > 0, got " + toml::format_value(item);
+    result.push_back(ms);
+  }
+  out = std::move(result);
+  return {};
+}
+
+value duration_value(uint64_t ms) {
+  return value::of_string(format_duration_ms(ms));
+}
+
+value delays_value(const std::vector<uint64_t>& delays) {
+  std::vector<value> items;
+  for (auto ms : delays)
+    items.push_back(duration_value(ms));
+  return value::of_array(std::move(items));
+}
+
+/// Human form for defaults: strings unquoted, arrays space separated.
+std::string display(const value& v) {
+  if (v.type == kind::string)
+    return v.str;
+  if (v.type != kind::array)
+    return toml::format_value(v);
+  std::string out;
+  for (const auto& item : v.array)
+    out += (out.empty() ? "" : " ") + display(item);
+  return out;
+}
+
+// -- the declaration table
+// -----------------------------------------------------
+
+struct field {
+  const char* key;
+  const char* type;
+  const char* bounds;
+  const char* description;
+  std::string (*set)(const value&, node_settings&);
+  value (*get)(const node_settings&);
+};
+
+template <auto Member, uint64_t Lo, uint64_t Hi>
+std::string set_uint(const value& v, node_settings& s) {
+  using type = std::remove_reference_t<decltype(s.*Member)>;
+  uint64_t x = 0;
+  auto err = to_uint(v, Lo, Hi, x);
+  if (err.empty())
+    s.*Member = static_cast<type>(x);
+  return err;
+}
+
+template <auto Member>
+value get_uint(const node_settings& s) {
+  return value::of_integer(static_cast<int64_t>(s.*Member));
+}
+
+template <auto Member>
+std::string set_duration(const value& v, node_settings& s) {
+  return to_duration(v, s.*Member);
+}
+
+template <auto Member>
+value get_duration(const node_settings& s) {
+  return duration_value(s.*Member);
+}
+
+template <auto Member, uint64_t Lo, uint64_t Hi>
+std::string set_size(const value& v, node_settings& s) {
+  return to_size(v, Lo, Hi, s.*Member);
+}
+
+template <auto Member>
+value get_size(const node_settings& s) {
+  return value::of_string(format_size_bytes(s.*Member));
+}
+
+template <auto Member>
+std::string set_string(const value& v, node_settings& s) {
+  return to_nonempty_string(v, s.*Member);
+}
+
+template <auto Member>
+value get_string(const node_settings& s) {
+  return value::of_string(s.*Member);
+}
+
+// Arrays, not vectors: constant initialized, safe from static init order.
+constexpr const char* durability_names[] = {"fsync", "nometasync", "nosync"};
+constexpr const char* policy_names[] = {"sharing", "stealing"};
+constexpr const char* level_names[] = {"debug", "info", "warn", "error"};
+
+std::string set_durability(const value& v, node_settings& s) {
+  std::string name;
+  auto err = to_choice(v, durability_names, name);
+  if (err.empty())
+    for (size_t i = 0; i < std::size(durability_names); ++i)
+      if (name == durability_names[i])
+        s.mode = static_cast<durability>(i);
+  return err;
+}
+
+value get_durability(const node_settings& s) {
+  return value::of_string(to_string(s.mode));
+}
+
+std::string set_policy(const value& v, node_settings& s) {
+  return to_choice(v, policy_names, s.scheduler_policy);
+}
+
+std::string set_level(const value& v, node_settings& s) {
+  return to_choice(v, level_names, s.log_level);
+}
+
+// Shared by [consumer] and [groups."name"].
+std::string set_max_reconsume(const value& v, group_settings& g) {
+  uint64_t x = 0;
+  auto err = to_uint(v, 0, 64, x);
+  if (err.empty())
+    g.max_reconsume = static_cast<uint32_t>(x);
+  return err;
+}
+
+value get_max_reconsume(const group_settings& g) {
+  return value::of_integer(g.max_reconsume);
+}
+
+std::string set_retry_delays(const value& v, group_settings& g) {
+  return to_delays(v, g.retry_delays_ms);
+}
+
+value get_retry_delays(const group_settings& g) {
+  return delays_value(g.retry_delays_ms);
+}
+
+constexpr uint64_t u32_max = std::numeric_limits<uint32_t>::max();
+constexpr uint64_t u64_max = std::numeric_limits<uint64_t>::max();
+using ns = node_settings;
+
+// File order. Keep the runtime_changeable column in all_settings() in sync
+// once some setting can change at runtime.
+const field fields[] = {
+  {"node.data_dir", "string", "non-empty",
+   "LMDB environment directory, created if missing", set_string<&ns::data_dir>,
+   get_string<&ns::data_dir>},
+  {"node.listen_host", "string", "non-empty", "address to listen on",
+   set_string<&ns::listen_host>, get_string<&ns::listen_host>},
+  {"node.listen_port", "integer", "0..65535",
+   "TCP port to listen on, 0 = the OS picks one",
+   set_uint<&ns::listen_port, 0, 65535>, get_uint<&ns::listen_port>},
+  {"storage.durability", "enum", "fsync, nometasync, nosync",
+   "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,
+   get_durability},
+  {"storage.map_size", "size", ">= 1MiB",
+   "LMDB map size, the upper bound of the database size",
+   set_size<&ns::map_size, (1ull << 20), u64_max>, get_size<&ns::map_size>},
+  {"broker.max_message_size", "size", "1KiB..64MiB",
+   "largest message accepted (body + properties + key + tags)",
+   set_size<&ns::max_message_size, (1ull << 10), (64ull << 20)>,
+   get_size<&ns::max_message_size>},
+  {"broker.default_partitions", "integer", "1..1024",
+   "partitions of a topic created without a partition count",
+   set_uint<&ns::default_partitions, 1, 1024>,
+   get_uint<&ns::default_partitions>},
+  {"consumer.max_reconsume", "integer", "0..64",
+   "redeliveries of a failed message before it is given up",
+   [](const value& v, ns& s) { return set_max_reconsume(v, s.group_defaults); },
+   [](const ns& s) {
+     return get_max_reconsume(s.group_defaults);
+   }},
+  {"consumer.retry_delays", "duration list", "non-empty, each > 0",
+   "delay before each redelivery",
+   [](const value& v, ns& s) { return set_retry_delays(v, s.group_defaults); },
+   [](const ns& s) {
+     return get_retry_delays(s.group_defaults);
+   }},
+  {"consumer.consume_timeout", "duration", "",
+   "an unacked delivery older than this counts as a failed attempt",
+   set_duration<&ns::consume_timeout_ms>,
+   get_duration<&ns::consume_timeout_ms>},
+  {"consumer.max_inflight", "integer", ">= 1",
+   "unacked messages per member per partition",
+   set_uint<&ns::max_inflight, 1, u32_max>, get_uint<&ns::max_inflight>},
+  {"consumer.max_span", "integer", ">= consumer.max_inflight",
+   "max offsets between the lowest unacked and the next to deliver",
+   set_uint<&ns::max_span, 1, u32_max>, get_uint<&ns::max_span>},
+  {"idempotency.retention", "duration", "",
+   "how long message ids are remembered to drop duplicates",
+   set_duration<&ns::dedup_retention_ms>,
+   get_duration<&ns::dedup_retention_ms>},
+  {"network.heartbeat_interval", "duration", "",
+   "interval between heartbeats to peers, 0 = none",
+   set_duration<&ns::heartbeat_interval_ms>,
+   get_duration<&ns::heartbeat_interval_ms>},
+  {"network.connection_timeout", "duration",
+   "> network.heartbeat_interval unless that is 0",
+   "a peer silent this long is considered gone",
+   set_duration<&ns::connection_timeout_ms>,
+   get_duration<&ns::connection_timeout_ms>},
+  {"scheduler.policy", "enum", "sharing, stealing",
+   "actor scheduler: work sharing or work stealing", set_policy,
+   get_string<&ns::scheduler_policy>},
+  {"scheduler.max_threads", "integer", "",
+   "scheduler worker threads, 0 = number of cores",
+   set_uint<&ns::max_threads, 0, u32_max>, get_uint<&ns::max_threads>},
+  {"log.level", "enum", "debug, info, warn, error", "least severe level logged",
+   set_level, get_string<&ns::log_level>},
+};
+
+struct group_field {
+  const char* name; // key inside [groups."<name>"]
+  const char* type;
+  const char* bounds;
+  const char* inherits; // shown as the default
+  const char* description;
+  std::string (*set)(const value&, group_settings&);
+  value (*get)(const group_settings&);
+};
+
+const group_field group_fields[] = {
+  {"max_reconsume", "integer", "0..64", "consumer.max_reconsume",
+   "this group's consumer.max_reconsume", set_max_reconsume, get_max_reconsume},
+  {"retry_delays", "duration list", "non-empty, each > 0",
+   "consumer.retry_delays", "this group's consumer.retry_delays",
+   set_retry_delays, get_retry_delays},
+};
+
+const char* const table_names[]
+  = {"node",        "storage", "broker",    "consumer", "groups",
+     "idempotency", "network", "scheduler", "log"};
+
+const field* find_field(const std::string& key) {
+  for (const auto& f : fields)
+    if (key == f.key)
+      return &f;
+  return nullptr;
+}
+
+/// The group field a path like groups."name".max_reconsume names, if any.
+const group_field* find_group_field(const toml::key_path& path) {
+  if (path.size() != 3 || path[0] != "groups")
+    return nullptr;
+  for (const auto& f : group_fields)
+    if (path[2] == f.name)
+      return &f;
+  return nullptr;
+}
+
+std::string table_of(const std::string& key) {
+  return key.substr(0, key.find('.'));
+}
+
+std::string last_part(const std::string& key) {
+  auto dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min(
+        {row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// " (did you mean 'x'?)" for the closest candidate, or "".
+std::string did_you_mean(const toml::key_path& path,
+                         const std::vector<std::string>& candidates) {
+  std::string key = toml::format_key(path);
+  std::string last = path.empty() ? key : path.back();
+  size_t best = std::numeric_limits<size_t>::max();
+  std::string best_key;
+  for (const auto& c : candidates) {
+    // Whole key catches typos; the last part alone catches a key put in
+    // the wrong table or at top level.
+    size_t whole = edit_distance(key, c);
+    size_t tail = edit_distance(last, last_part(c));
+    bool close = whole <= std::max<size_t>(2, key.size() / 4)
+                 || tail <= std::max<size_t>(1, last.size() / 4);
+    size_t score = std::min(whole, tail + 1);
+    if (close && score < best) {
+      best = score;
+      best_key = c;
+    }
+  }
+  return best_key.empty() ? "" : " (did you mean '" + best_key + "'?)";
+}
+
+std::string unknown_key(const toml::key_path& path) {
+  std::vector<std::string> candidates;
+  for (const auto& f : fields)
+    candidates.emplace_back(f.key);
+  if (path.size() >= 2 && path[0] == "groups")
+    for (const auto& f : group_fields)
+      candidates.push_back(toml::format_key({"groups", path[1], f.name}));
+  return "unknown key '" + toml::format_key(path) + "'"
+         + did_you_mean(path, candidates);
+}
+
+std::string unknown_table(const toml::key_path& path) {
+  std::vector<std::string> candidates(std::begin(table_names),
+                                      std::end(table_names));
+  return "unknown table '" + toml::format_key(path) + "'"
+         + did_you_mean(path, candidates);
+}
+
+/// Validation state of one parse or override.
+class applier {
+public:
+  applier(node_settings base, std::function<std::string(int)> where)
+      : s_(std::move(base)), where_(std::move(where)) {}
+
+  /// Empty on success, else the full error line.
+  [[nodiscard]] std::string table(const toml::key_path& path, int line) {
+    if (path[0] != "groups") {
+      bool known
+        = path.size() == 1
+          && std::find_if(std::begin(table_names), std::end(table_names),
+                          [&](const char* t) { return path[0] == t; })
+               != std::end(table_names);
+      return known ? "" : where_(line) + unknown_table(path);
+    }
+    if (path.size() == 1)
+      return {};
+    if (path.size() > 2)
+      return where_(line) + unknown_table(path);
+    if (path[1].empty())
+      return where_(line) + "group name must not be empty";
+    pending_groups_[path[1]];
+    return {};
+  }
+
+  [[nodiscard]] std::string set(const toml::key_path& path, const value& v,
+                                int line) {
+    std::string key = toml::format_key(path);
+    if (const auto* f = find_field(key)) {
+      lines_[key] = line;
+      auto err = f->set(v, s_);
+      return err.empty() ? "" : where_(line) + key + ": " + err;
+    }
+    if (const auto* f = find_group_field(path)) {
+      if (path[1].empty())
+        return where_(line) + "group name must not be empty";
+      // Validate now, against a scratch copy, to report the right line.
+      group_settings scratch;
+      auto err = f->set(v, scratch);
+      if (!err.empty())
+        return where_(line) + key + ": " + err;
+      pending_groups_[path[1]].emplace_back(f, v);
+      return {};
+    }
+    return where_(line) + unknown_key(path);
+  }
+
+  /// Builds the groups and checks rules spanning several keys.
+  [[nodiscard]] std::string finish() {
+    for (auto& [name, overrides] : pending_groups_) {
+      auto it = s_.groups.find(name);
+      group_settings g = it != s_.groups.end() ? it->second : s_.group_defaults;
+      for (const auto& [f, v] : overrides)
+        (void)f->set(v, g); // validated in set()
+      s_.groups[name] = std::move(g);
+    }
+    pending_groups_.clear();
+    if (s_.max_span < s_.max_inflight) {
+      if (blame("consumer.max_span", "consumer.max_inflight"))
+        return where_(line_of("consumer.max_span"))
+               + "consumer.max_span: " + std::to_string(s_.max_span)
+               + " must be >= consumer.max_inflight ("
+               + std::to_string(s_.max_inflight) + ")";
+      return where_(line_of("consumer.max_inflight"))
+             + "consumer.max_inflight: " + std::to_string(s_.max_inflight)
+             + " must be <= consumer.max_span (" + std::to_string(s_.max_span)
+             + ")";
+    }
+    if (s_.heartbeat_interval_ms != 0
+        && s_.connection_timeout_ms <= s_.heartbeat_interval_ms) {
+      auto timeout = format_duration_ms(s_.connection_timeout_ms);
+      auto heartbeat = format_duration_ms(s_.heartbeat_interval_ms);
+      if (blame("network.connection_timeout", "network.heartbeat_interval"))
+        return where_(line_of("network.connection_timeout"))
+               + "network.connection_timeout: " + timeout
+               + " must be > network.heartbeat_interval (" + heartbeat + ")";
+      return where_(line_of("network.heartbeat_interval"))
+             + "network.heartbeat_interval: " + heartbeat
+             + " must be < network.connection_timeout (" + timeout + ")";
+    }
+    return {};
+  }
+
+  [[nodiscard]] node_settings& result() {
+    return s_;
+  }
+
+private:
+  int line_of(const std::string& key) const {
+    auto it = lines_.find(key);
+    return it == lines_.end() ? 0 : it->second;
+  }
+
+  // The key a cross-key rule lives on is blamed unless only the other one
+  // was set here.
+  bool blame(const std::string& key, const std::string& other) const {
+    return lines_.count(key) > 0 || lines_.count(other) == 0;
+  }
+
+  node_settings s_;
+  std::function<std::string(int)> where_;
+  std::map<std::string, int> lines_;
+  std::map<std::string, std::vector<std::pair<const group_field*, value>>>
+    pending_groups_;
+};
+
+} // namespace
+
+const std::vector<setting_info>& all_settings() {
+  static const std::vector<setting_info> table = [] {
+    std::vector<setting_info> out;
+    node_settings defaults;
+    for (const auto& f : fields)
+      out.push_back({f.key, f.type, display(f.get(defaults)), f.description,
+                     f.bounds, false});
+    for (const auto& f : group_fields)
+      out.push_back({std::string("groups.<name>.") + f.name, f.type, f.inherits,
+                     f.description, f.bounds, false});
+    return out;
+  }();
+  return table;
+}
+
+bool parse_settings(const std::string& text, const std::string& source_name,
+                    node_settings& out, std::string& error) {
+  toml::document doc;
+  if (!toml::parse(text, source_name, doc, error))
+    return false;
+  applier a{out, [&](int line) {
+              return line > 0 ? source_name + ":" + std::to_string(line) + ": "
+                              : source_name + ": ";
+            }};
+  // Headers and entries in document order, so the first error is reported.
+  size_t t = 0;
+  size_t e = 0;
+  while (t < doc.tables.size() || e < doc.entries.size()) {
+    std::string err;
+    if (e == doc.entries.size()
+        || (t < doc.tables.size()
+            && doc.tables[t].line < doc.entries[e].line)) {
+      err = a.table(doc.tables[t].path, doc.tables[t].line);
+      ++t;
+    } else {
+      const auto& en = doc.entries[e];
+      err = a.set(en.path, en.val, en.line);
+      ++e;
+    }
+    if (!err.empty()) {
+      error = std::move(err);
+      return false;
+    }
+  }
+  if (auto err = a.finish(); !err.empty()) {
+    error = std::move(err);
+    return false;
+  }
+  out = std::move(a.result());
+  return true;
+}
+
+bool load_settings_file(const std::string& path, node_settings& out,
+                        std::string& error) {
+  // stdio rather than iostreams: it reliably leaves errno set.
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    error = "cannot read '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  std::string text;
+  char buf[4096];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0)
+    text.append(buf, n);
+  bool failed = std::ferror(f) != 0;
+  int err = errno;
+  std::fclose(f);
+  if (failed) {
+    error = "cannot read '" + path + "': " + std::strerror(err);
+    return false;
+  }
+  return parse_settings(text, path, out, error);
+}
+
+bool apply_override(const std::string& key_eq_value, node_settings& out,
+                    std::string& error) {
+  const std::string where = "command line: ";
+  toml::key_path path;
+  std::string raw;
+  std::string err;
+  if (!toml::parse_assignment(key_eq_value, path, raw, err)) {
+    error = where + err + " in '" + key_eq_value + "' (use key=value)";
+    return false;
+  }
+  std::string key = toml::format_key(path);
+  const field* f = find_field(key);
+  const group_field* gf = find_group_field(path);
+  if (f == nullptr && gf == nullptr) {
+    error = where + unknown_key(path);
+    return false;
+  }
+  if (raw.empty()) {
+    error = where + key + ": missing value";
+    return false;
+  }
+  // Quoted text and arrays are TOML; anything else is taken as a bare
+  // string, except for integer settings where "8" must stay a number.
+  std::string type = f != nullptr ? f->type : gf->type;
+  value v;
+  if (raw[0] == '"' || raw[0] == '\'' || raw[0] == '[') {
+    if (!toml::parse_value(raw, v, err)) {
+      error = where + key + ": " + err;
+      return false;
+    }
+  } else if (type != "integer" || !toml::parse_value(raw, v, err)) {
+    v = value::of_string(raw);
+  }
+  applier a{out, [&](int) {
+              return where;
+            }};
+  if (auto e = a.set(path, v, 0); !e.empty()) {
+    error = std::move(e);
+    return false;
+  }
+  if (auto e = a.finish(); !e.empty()) {
+    error = std::move(e);
+    return false;
+  }
+  out = std::move(a.result());
+  return true;
+}
+
+std::string render_settings(const node_settings& s) {
+  std::string out
+    = "# edda node settings, as printed by render_settings(): every key with\n"
+      "# its type, default and meaning. Durations take ms, s, m, h or d\n"
+      "# (a bare integer is ms); sizes take KiB, MiB, GiB or TiB (a bare\n"
+      "# integer is bytes).\n";
+  auto line = [&](const std::string& key, const value& v, const char* type,
+                  const std::string& def, const char* description) {
+    out += key + " = " + toml::format_value(v) + "  # " + type + ", default "
+           + def + ": " + description + "\n";
+  };
+  node_settings defaults;
+  std::string table;
+  for (const auto& f : fields) {
+    if (table_of(f.key) != table) {
+      table = table_of(f.key);
+      out += "\n[" + table + "]\n";
+    }
+    line(last_part(f.key), f.get(s), f.type, display(f.get(defaults)),
+         f.description);
+  }
+  for (const auto& [name, g] : s.groups) {
+    out += "\n[groups." + toml::quote(name) + "]\n";
+    for (const auto& f : group_fields)
+      line(f.name, f.get(g), f.type, f.inherits, f.description);
+  }
+  if (s.groups.empty())
+    out += "\n# Per consumer group overrides; keys left out come from "
+           "[consumer]:\n"
+           "# [groups.\"orders\"]\n"
+           "# max_reconsume = 3\n"
+           "# retry_delays = [\"1s\", \"10s\", \"1m\"]\n";
+  return out;
+}
+
+} // namespace edda::config

@@ -1,0 +1,130 @@
+// Typed node settings: every setting is declared once (key, type, default,
+// bounds, description, runtime changeability) in settings.cpp; defaults live
+// in the member initializers below and nowhere else.
+//
+// Sources, later ones winning: built-in defaults, a TOML file
+// (load_settings_file / parse_settings), then command line "key=value"
+// overrides (apply_override). All three run the same validation.
+//
+// Thread-safety: free functions without shared state; all_settings() returns
+// an immutable table built on first use (thread-safe static init).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace edda::config {
+
+/// LMDB sync mode of the storage environment.
+enum class durability : uint8_t {
+  fsync = 0,      ///< fsync data and meta pages on every commit
+  nometasync = 1, ///< MDB_NOMETASYNC: skip the meta page sync
+  nosync = 2,     ///< MDB_NOSYNC: leave flushing to the OS
+};
+
+/// "fsync", "nometasync" or "nosync".
+[[nodiscard]] const char* to_string(durability);
+
+/// Retry behaviour of one consumer group.
+struct group_settings {
+  /// Redeliveries of a failed message before it is given up.
+  uint32_t max_reconsume = 16;
+  /// Delay before each redelivery, in milliseconds.
+  std::vector<uint64_t> retry_delays_ms = {
+    1000,   5000,   10000,  30000,  60000,  120000,  180000,  240000,  300000,
+    360000, 420000, 480000, 540000, 600000, 1200000, 1800000, 3600000, 7200000};
+};
+
+struct node_settings {
+  // [node]
+  std::string data_dir = "edda-data"; // LMDB env directory, created if missing
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 7420; // 0 = OS picks
+  // [storage]
+  durability mode = durability::fsync;
+  uint64_t map_size = 4ull << 30; // bytes
+  // [broker]
+  uint64_t max_message_size = 4ull << 20; // bytes, body+properties+key+tags
+  uint32_t default_partitions = 4;
+  // [consumer]
+  group_settings group_defaults;
+  uint64_t consume_timeout_ms = 60000; // unacked delivery -> failed attempt
+  uint32_t max_inflight = 1024; // unacked messages per member per partition
+  uint32_t max_span = 2048;     // max offsets lowest unacked .. next to deliver
+  // [idempotency]
+  uint64_t dedup_retention_ms = 24ull * 3600 * 1000;
+  // [network]
+  uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats
+  uint64_t connection_timeout_ms = 1000;
+  // [scheduler]
+  std::string scheduler_policy = "sharing"; // "sharing" or "stealing"
+  uint32_t max_threads = 0;                 // 0 = number of cores
+  // [log]
+  std::string log_level = "info"; // "debug", "info", "warn", "error"
+  // [groups."<name>"]: per group overrides. Each entry is complete: keys a
+  // group table leaves out are copied from `group_defaults` when the file
+  // or override is applied (later changes to the defaults do not reach
+  // groups already present).
+  std::map<std::string, group_settings> groups;
+
+  /// The group's overrides, or `group_defaults` for a group without any.
+  [[nodiscard]] const group_settings& group(const std::string& name) const;
+};
+
+/// One row of the declaration table.
+struct setting_info {
+  std::string key;           ///< dotted TOML key, e.g. "storage.map_size"
+  std::string type;          ///< "string", "integer", "size", "duration", ...
+  std::string default_value; ///< human form, e.g. "4GiB", "fsync"
+  std::string description;
+  std::string bounds; ///< e.g. "0..65535", "fsync, nometasync, nosync"
+  bool runtime_changeable = false;
+};
+
+/// Every setting, in file order. Group keys appear as
+/// "groups.<name>.max_reconsume" and "groups.<name>.retry_delays".
+[[nodiscard]] const std::vector<setting_info>& all_settings();
+
+/// Parses a TOML document on top of `out`: keys absent from `text` keep the
+/// value they have in `out`. On failure returns false, leaves `out` as it
+/// was and sets `error` to one line naming the file/line and the key, e.g.
+/// "edda.toml:7: unknown key 'storage.mapsize' (did you mean
+/// 'storage.map_size'?)" or "edda.toml:3: storage.durability: 'fast' is not
+/// one of fsync, nometasync, nosync".
+[[nodiscard]] bool parse_settings(const std::string& text,
+                                  const std::string& source_name,
+                                  node_settings& out, std::string& error);
+
+/// Reads and parses `path` (see parse_settings). An unreadable file gives
+/// "cannot read '<path>': <strerror>".
+[[nodiscard]] bool load_settings_file(const std::string& path,
+                                      node_settings& out, std::string& error);
+
+/// Applies one "key=value" from the command line, with the same validation
+/// as a file. The value may be TOML ("\"x\"", "[\"1s\", \"5s\"]") or bare
+/// text ("nosync", "8MiB", "1s 5s"). Errors start with "command line: ";
+/// on failure `out` is unchanged.
+[[nodiscard]] bool apply_override(const std::string& key_eq_value,
+                                  node_settings& out, std::string& error);
+
+/// Every setting as valid TOML, grouped by table, one
+/// "key = value  # type, default X: description" line each.
+[[nodiscard]] std::string render_settings(const node_settings& s);
+
+/// "250ms", "5s", "2m", "1h", "1d"; a bare integer is milliseconds.
+[[nodiscard]] bool parse_duration_ms(const std::string& text, uint64_t& out);
+
+/// "512" (bytes), "64KiB", "4MiB", "1GiB", "1TiB". Decimal units (MB) are
+/// rejected on purpose: they are too easily confused with MiB.
+[[nodiscard]] bool parse_size_bytes(const std::string& text, uint64_t& out);
+
+/// Largest unit that divides exactly: 60000 -> "1m", 1500 -> "1500ms".
+[[nodiscard]] std::string format_duration_ms(uint64_t ms);
+
+/// Largest binary unit that divides exactly: 4194304 -> "4MiB", 1000 ->
+/// "1000".
+[[nodiscard]] std::string format_size_bytes(uint64_t b);
+
+} // namespace edda::config

@@ -1,0 +1,73 @@
+#include "base/failpoint.hpp"
+
+#include "base/log.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unistd.h>
+
+namespace edda::failpoint {
+
+namespace {
+std::atomic<bool> armed_{false};
+std::mutex mtx_;
+struct point {
+  long remaining = 1;
+};
+std::map<std::string, point>& points() {
+  static std::map<std::string, point> m;
+  return m;
+}
+} // namespace
+
+void init_from_env() {
+  const char* spec = std::getenv("EDDA_FAILPOINTS");
+  if (spec == nullptr || *spec == '\0')
+    return;
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::string s = spec;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    auto end = s.find(',', pos);
+    if (end == std::string::npos)
+      end = s.size();
+    auto item = s.substr(pos, end - pos);
+    pos = end + 1;
+    auto eq = item.find('=');
+    if (eq == std::string::npos)
+      continue;
+    auto name = item.substr(0, eq);
+    auto action = item.substr(eq + 1);
+    long nth = 1;
+    if (auto at = action.find('@'); at != std::string::npos) {
+      nth = std::strtol(action.c_str() + at + 1, nullptr, 10);
+      action = action.substr(0, at);
+    }
+    if (action != "crash" || nth < 1) {
+      EDDA_WARN("failpoint", "ignoring '" << item << "' (use name=crash@N)");
+      continue;
+    }
+    points()[name].remaining = nth;
+    EDDA_INFO("failpoint", "armed " << name << " (crash at hit " << nth << ")");
+  }
+  armed_ = !points().empty();
+}
+
+void hit(const char* name) {
+  if (!armed_.load(std::memory_order_relaxed))
+    return;
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = points().find(name);
+  if (i == points().end())
+    return;
+  if (--i->second.remaining == 0) {
+    EDDA_WARN("failpoint", "crashing at " << name);
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+} // namespace edda::failpoint

@@ -1,0 +1,73 @@
+// Strong id types: a partition id can never be passed as an offset.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+
+namespace edda {
+
+/// A value of type T tagged with Tag, so that two ids of the same
+/// representation are still different types.
+template <class Tag, class T>
+class strong_id {
+public:
+  using value_type = T;
+  strong_id() = default;
+  explicit strong_id(T v) : value_(std::move(v)) {
+  }
+  [[nodiscard]] const T& value() const noexcept {
+    return value_;
+  }
+  friend bool operator==(const strong_id& a, const strong_id& b) {
+    return a.value_ == b.value_;
+  }
+  friend bool operator!=(const strong_id& a, const strong_id& b) {
+    return a.value_ != b.value_;
+  }
+  friend bool operator<(const strong_id& a, const strong_id& b) {
+    return a.value_ < b.value_;
+  }
+
+private:
+  T value_{};
+};
+
+using partition_id = strong_id<struct partition_id_tag, uint32_t>;
+using offset = strong_id<struct offset_tag, uint64_t>;
+using topic_id = strong_id<struct topic_id_tag, uint32_t>;
+using topic_name = strong_id<struct topic_name_tag, std::string>;
+using group_name = strong_id<struct group_name_tag, std::string>;
+using txn_id = strong_id<struct txn_id_tag, std::string>;
+using saga_id = strong_id<struct saga_id_tag, std::string>;
+
+/// A fresh 128-bit id as 32 hex characters, from a per-process random
+/// generator seeded with the clock, pid and a counter.
+[[nodiscard]] std::string new_unique_id();
+
+/// FNV-1a, 64 bit: a stable hash (same on every build and node), used to
+/// map message keys to partitions.
+[[nodiscard]] constexpr uint64_t stable_hash(const char* p, size_t n) {
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<uint8_t>(p[i]);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+[[nodiscard]] inline uint64_t stable_hash(const std::string& s) {
+  return stable_hash(s.data(), s.size());
+}
+
+/// Milliseconds since the Unix epoch (wall clock, for persisted times).
+[[nodiscard]] int64_t now_ms();
+
+} // namespace edda
+
+template <class Tag, class T>
+struct std::hash<edda::strong_id<Tag, T>> {
+  size_t operator()(const edda::strong_id<Tag, T>& x) const noexcept {
+    return std::hash<T>{}(x.value());
+  }
+};

@@ -1,0 +1,90 @@
+#include "base/log.hpp"
+
+#include "base/ids.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <random>
+#include <unistd.h>
+
+namespace edda::log {
+
+namespace {
+std::atomic<int> level_{static_cast<int>(level::info)};
+const char* names[] = {"DEBUG", "INFO", "WARN", "ERROR", "OFF"};
+} // namespace
+
+void set_level(level x) {
+  level_ = static_cast<int>(x);
+}
+
+level current_level() {
+  return static_cast<level>(level_.load(std::memory_order_relaxed));
+}
+
+bool parse_level(const std::string& text, level& out) {
+  for (int i = 0; i <= 4; ++i) {
+    std::string n = names[i];
+    for (auto& c : n)
+      c = static_cast<char>(std::tolower(c));
+    if (n == text) {
+      out = static_cast<level>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+void write(level lvl, const char* component, const std::string& line) {
+  auto now = std::chrono::system_clock::now();
+  auto t = std::chrono::system_clock::to_time_t(now);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%H:%M:%S", &tm);
+  std::string out;
+  out.reserve(line.size() + 48);
+  out += buf;
+  char msbuf[8];
+  std::snprintf(msbuf, sizeof(msbuf), ".%03d ", static_cast<int>(ms));
+  out += msbuf;
+  out += names[static_cast<int>(lvl)];
+  out += " [";
+  out += component;
+  out += "] ";
+  out += line;
+  out += '\n';
+  std::fwrite(out.data(), 1, out.size(), stderr);
+}
+
+} // namespace edda::log
+
+namespace edda {
+
+std::string new_unique_id() {
+  static std::atomic<uint64_t> counter{0};
+  thread_local std::mt19937_64 rng{
+    static_cast<uint64_t>(
+      std::chrono::high_resolution_clock::now().time_since_epoch().count())
+    ^ (static_cast<uint64_t>(::getpid()) << 32)
+    ^ counter.fetch_add(0x9e3779b97f4a7c15ull)};
+  uint64_t a = rng();
+  uint64_t b = rng() ^ counter.fetch_add(1);
+  char buf[33];
+  std::snprintf(buf, sizeof(buf), "%016llx%016llx",
+                static_cast<unsigned long long>(a),
+                static_cast<unsigned long long>(b));
+  return std::string(buf, 32);
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace edda

@@ -1,0 +1,649 @@
+// edda: the command line. `edda --help` lists the commands; every command
+// has its own --help.
+#include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "cli/args.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "node/embedded_node.hpp"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <pthread.h>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+namespace edda::cli {
+namespace {
+
+namespace pb = wire::v1;
+using clock_type = std::chrono::steady_clock;
+
+const char* main_help = R"(edda: transactional messages and sagas on an actor runtime.
+
+Usage: edda COMMAND [ARGS] [--node HOST:PORT] [--json]
+
+Commands:
+  node                      run a node (embedded single node by default)
+  topic create|list|describe|alter|delete
+                            manage topics
+  produce                   send messages (or measure throughput with --count)
+  consume                   receive messages as a member of a consumer group
+  group list                show consumer groups and their members
+  dlq list|redrive          inspect and redrive a group's dead letters
+  status                    the node's storage, durability and counters
+
+Options for every command that talks to a node:
+  --node HOST:PORT          the node (default $EDDA_NODE or 127.0.0.1:7420)
+  --json                    machine-readable output
+Run `edda COMMAND --help` for a command's options.
+)";
+
+const char* node_help = R"(Usage: edda node [--config FILE] [--set KEY=VALUE]... [options]
+
+Runs a node until SIGINT or SIGTERM. With no arguments: a single node with
+its data in ./edda-data, listening on 127.0.0.1:7420, fsync durability.
+
+  --config FILE             TOML settings (see config/default.toml)
+  --set KEY=VALUE           override one setting, e.g. --set storage.durability=nosync
+  --data-dir DIR            same as --set node.data_dir=DIR
+  --listen HOST:PORT        same as node.listen_host / node.listen_port
+  --durability MODE         fsync (default), nometasync or nosync
+  --print-config            print every setting with its value and description, then exit
+)";
+
+const char* topic_help = R"(Usage:
+  edda topic create NAME [--partitions N]   (default: broker.default_partitions)
+  edda topic list [--all]                   (--all: include %RETRY% topics)
+  edda topic describe NAME                  partitions, end offsets, group lag
+  edda topic alter NAME --partitions N      add partitions online (only grows)
+  edda topic delete NAME                    delete the topic and its messages
+)";
+
+const char* produce_help = R"(Usage:
+  edda produce --topic T [--key K] [--tag TAG]... [--prop K=V]... [--delay-ms MS] BODY...
+      sends one message whose body is BODY (words joined by spaces), or
+      standard input when no BODY is given; prints where it was stored.
+  edda produce --topic T --count N [--size BYTES] [--window W]
+      throughput: N messages of BYTES (default 256) with at most W (default
+      256) unacknowledged; every one is durable on the node before it counts.
+)";
+
+const char* consume_help = R"(Usage: edda consume --topic T --group G [options]
+
+  --expr EXPR               tag expression: '*' (default), 'TagA', 'TagA || TagC'
+  --broadcast               broadcast mode (default: clustering)
+  --from latest             a new group starts at the end (default: earliest)
+  --count N                 stop after N messages
+  --idle-ms MS              stop after MS without a message (default: run until Ctrl-C,
+                            or 3000 with --count)
+  --fail-every K            answer retry_later for every K-th message (to try retries)
+  --quiet                   do not print messages; print the throughput at the end
+  --client-id ID            stable member id (default: host-pid-n)
+)";
+
+const char* dlq_help = R"(Usage:
+  edda dlq list --group G [--limit N]        dead letters of group G
+  edda dlq redrive --group G [--id ID]...    send them back through the group's
+                                             retry topic (all, or the given ids)
+)";
+
+struct context {
+  args a;
+  bool json = false;
+};
+
+int fail(const std::string& what) {
+  std::cerr << "edda: " << what << "\n";
+  return 1;
+}
+
+int fail(const caf::error& err) {
+  return fail(render(err));
+}
+
+void print_json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.always_print_primitive_fields = true;
+  opts.preserve_proto_field_names = true;
+  (void) google::protobuf::util::MessageToJsonString(m, &out, opts);
+  std::cout << out << "\n";
+}
+
+caf::expected<client::connection> connect(const args& a) {
+  std::string ep = a.get("node");
+  if (ep.empty()) {
+    const char* env = std::getenv("EDDA_NODE");
+    ep = env != nullptr ? env : "127.0.0.1:7420";
+  }
+  std::string host;
+  uint16_t port = 0;
+  if (!client::parse_endpoint(ep, host, port))
+    return make_error(errc::invalid_argument,
+                      "--node expects HOST:PORT, got '" + ep + "'");
+  return client::connection::open(host, port);
+}
+
+// -- node ---------------------------------------------------------------------
+
+int cmd_node(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "print-config"},
+               {"config", "set", "data-dir", "listen", "durability"}, err))
+    return fail(err + "\n" + node_help);
+  if (a.has("help")) {
+    std::cout << node_help;
+    return 0;
+  }
+  if (!a.positional.empty())
+    return fail("unexpected argument '" + a.positional[0] + "'\n" + node_help);
+  config::node_settings s;
+  if (a.has("config") && !config::load_settings_file(a.get("config"), s, err))
+    return fail(make_error(errc::bad_config, err));
+  std::vector<std::string> overrides = a.all("set");
+  if (a.has("data-dir"))
+    overrides.push_back("node.data_dir=" + a.get("data-dir"));
+  if (a.has("durability"))
+    overrides.push_back("storage.durability=" + a.get("durability"));
+  if (a.has("listen")) {
+    std::string host;
+    uint16_t port = 0;
+    if (!client::parse_endpoint(a.get("listen"), host, port))
+      return fail("--listen expects HOST:PORT, got '" + a.get("listen") + "'");
+    overrides.push_back("node.listen_host=" + host);
+    overrides.push_back("node.listen_port=" + std::to_string(port));
+  }
+  for (auto& o : overrides)
+    if (!config::apply_override(o, s, err))
+      return fail(make_error(errc::bad_config, err));
+  if (a.has("print-config")) {
+    std::cout << config::render_settings(s);
+    return 0;
+  }
+  // Block the shutdown signals before any thread starts, so that only the
+  // main thread's sigwait sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  auto node = node::embedded_node::start(s);
+  if (!node)
+    return fail(node.error());
+  std::cout << "edda node listening on " << s.listen_host << ":"
+            << (*node)->port() << " (data dir " << s.data_dir
+            << ", durability " << config::to_string(s.mode) << ")"
+            << std::endl;
+  node::wait_for_shutdown_signal();
+  (*node)->stop();
+  return 0;
+}
+
+// -- topic --------------------------------------------------------------------
+
+void print_topic(const pb::TopicInfo& t) {
+  std::cout << "topic " << t.meta().name() << ": " << t.meta().partitions()
+            << " partitions, id " << t.meta().id() << "\n";
+  for (auto& p : t.partitions())
+    std::cout << "  partition " << p.partition() << ": end offset "
+              << p.end_offset() << ", " << p.message_count() << " messages\n";
+  for (auto& g : t.groups())
+    std::cout << "  group " << g.cursor() << " partition " << g.partition()
+              << ": committed " << g.committed() << ", lag " << g.lag()
+              << ", in flight " << g.inflight()
+              << (g.member().empty() ? ", no member" : ", member " + g.member())
+              << "\n";
+}
+
+int cmd_topic(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json", "all"}, {"node", "partitions"}, err))
+    return fail(err + "\n" + topic_help);
+  if (a.has("help") || a.positional.empty()) {
+    std::cout << topic_help;
+    return a.has("help") ? 0 : 1;
+  }
+  bool json = a.has("json");
+  const auto& verb = a.positional[0];
+  auto need_name = [&]() -> std::string {
+    return a.positional.size() > 1 ? a.positional[1] : std::string{};
+  };
+  uint64_t partitions = 0;
+  if (!a.get_uint("partitions", 0, partitions, err))
+    return fail(err);
+  if (verb != "list" && need_name().empty())
+    return fail("topic " + verb + " needs a topic NAME\n" + topic_help);
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  if (verb == "create" || verb == "alter" || verb == "describe") {
+    if (verb == "alter" && partitions == 0)
+      return fail("topic alter needs --partitions N");
+    auto r = verb == "create"
+               ? client::admin::create_topic(*conn, need_name(),
+                                             static_cast<uint32_t>(partitions))
+             : verb == "alter"
+               ? client::admin::alter_topic(*conn, need_name(),
+                                            static_cast<uint32_t>(partitions))
+               : client::admin::describe_topic(*conn, need_name());
+    if (!r)
+      return fail(r.error());
+    if (json)
+      print_json(*r);
+    else
+      print_topic(*r);
+    return 0;
+  }
+  if (verb == "list") {
+    auto r = client::admin::list_topics(*conn, a.has("all"));
+    if (!r)
+      return fail(r.error());
+    if (json) {
+      print_json(*r);
+      return 0;
+    }
+    for (auto& t : r->topics())
+      std::cout << t.meta().name() << "\t" << t.meta().partitions()
+                << " partitions\n";
+    if (r->topics().empty())
+      std::cout << "(no topics)\n";
+    return 0;
+  }
+  if (verb == "delete") {
+    auto r = client::admin::delete_topic(*conn, need_name());
+    if (!r)
+      return fail(r.error());
+    if (json)
+      print_json(*r);
+    else
+      std::cout << r->what() << "\n";
+    return 0;
+  }
+  return fail("unknown topic command '" + verb + "'\n" + topic_help);
+}
+
+// -- produce ------------------------------------------------------------------
+
+int cmd_produce(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"},
+               {"node", "topic", "key", "tag", "prop", "delay-ms", "count",
+                "size", "window"},
+               err))
+    return fail(err + "\n" + produce_help);
+  if (a.has("help")) {
+    std::cout << produce_help;
+    return 0;
+  }
+  if (a.get("topic").empty())
+    return fail("produce needs --topic\n" + std::string(produce_help));
+  uint64_t count = 0, size = 256, window = 256, delay = 0;
+  if (!a.get_uint("count", 0, count, err) || !a.get_uint("size", 256, size, err)
+      || !a.get_uint("window", 256, window, err)
+      || !a.get_uint("delay-ms", 0, delay, err))
+    return fail(err);
+  if (window == 0)
+    return fail("--window must be at least 1");
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  client::producer prod{*conn};
+  if (count == 0) {
+    client::message m;
+    m.topic = a.get("topic");
+    m.key = a.get("key");
+    m.tags = a.all("tag");
+    for (auto& kv : a.all("prop")) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos)
+        return fail("--prop expects KEY=VALUE, got '" + kv + "'");
+      m.properties[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    if (delay > 0)
+      m.deliver_at_ms = now_ms() + static_cast<int64_t>(delay);
+    if (a.positional.empty()) {
+      std::string line;
+      while (std::getline(std::cin, line))
+        m.body += line + "\n";
+    } else {
+      for (size_t i = 0; i < a.positional.size(); ++i)
+        m.body += (i ? " " : "") + a.positional[i];
+    }
+    auto r = prod.send(std::move(m));
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      std::cout << "{\"id\":\"" << r->id << "\",\"topic\":\"" << r->topic
+                << "\",\"partition\":" << r->partition
+                << ",\"offset\":" << r->offset
+                << ",\"delayed\":" << (r->delayed ? "true" : "false") << "}\n";
+    } else if (r->delayed) {
+      std::cout << "stored " << r->id << " (delayed " << delay
+                << " ms) for " << r->topic << "\n";
+    } else {
+      std::cout << "stored " << r->id << " at " << r->topic << "/"
+                << r->partition << " offset " << r->offset << "\n";
+    }
+    return 0;
+  }
+  // Throughput mode.
+  std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t outstanding = 0, ok = 0, failed = 0;
+  caf::error first_error;
+  std::string body(size, 'x');
+  auto start = clock_type::now();
+  for (uint64_t i = 0; i < count; ++i) {
+    {
+      std::unique_lock<std::mutex> guard{mtx};
+      cv.wait(guard, [&] { return outstanding < window; });
+      ++outstanding;
+    }
+    client::message m;
+    m.topic = a.get("topic");
+    m.body = body;
+    m.tags = a.all("tag");
+    if (a.has("key"))
+      m.key = a.get("key") + std::to_string(i % 1024);
+    prod.send_async(std::move(m), [&](caf::expected<client::send_result> r) {
+      std::lock_guard<std::mutex> guard{mtx};
+      --outstanding;
+      if (r)
+        ++ok;
+      else {
+        ++failed;
+        if (!first_error)
+          first_error = r.error();
+      }
+      cv.notify_all();
+    });
+  }
+  prod.flush();
+  auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
+  auto status = client::admin::node_status(*conn);
+  std::string mode = status ? status->durability() : "unknown";
+  if (a.has("json")) {
+    std::printf("{\"messages\":%llu,\"failed\":%llu,\"bytes\":%llu,"
+                "\"seconds\":%.3f,\"msg_per_s\":%.0f,\"durability\":\"%s\"}\n",
+                static_cast<unsigned long long>(ok),
+                static_cast<unsigned long long>(failed),
+                static_cast<unsigned long long>(size), secs, ok / secs,
+                mode.c_str());
+  } else {
+    std::printf("produced %llu messages of %llu bytes in %.3f s: %.0f msg/s "
+                "durable (node durability %s, window %llu)\n",
+                static_cast<unsigned long long>(ok),
+                static_cast<unsigned long long>(size), secs, ok / secs,
+                mode.c_str(), static_cast<unsigned long long>(window));
+  }
+  if (failed > 0)
+    return fail(std::to_string(failed) + " sends failed, first: "
+                + render(first_error));
+  return 0;
+}
+
+// -- consume ------------------------------------------------------------------
+
+int cmd_consume(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json", "broadcast", "quiet"},
+               {"node", "topic", "group", "expr", "from", "count", "idle-ms",
+                "fail-every", "client-id"},
+               err))
+    return fail(err + "\n" + consume_help);
+  if (a.has("help")) {
+    std::cout << consume_help;
+    return 0;
+  }
+  if (a.get("topic").empty() || a.get("group").empty())
+    return fail("consume needs --topic and --group\n"
+                + std::string(consume_help));
+  uint64_t count = 0, idle = 0, fail_every = 0;
+  if (!a.get_uint("count", 0, count, err)
+      || !a.get_uint("idle-ms", 0, idle, err)
+      || !a.get_uint("fail-every", 0, fail_every, err))
+    return fail(err);
+  if (idle == 0 && count > 0)
+    idle = 3000;
+  auto from = a.get("from", "earliest");
+  if (from != "earliest" && from != "latest")
+    return fail("--from expects earliest or latest, got '" + from + "'");
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  client::consumer_options o;
+  o.group = a.get("group");
+  o.topic = a.get("topic");
+  o.expression = a.get("expr", "*");
+  o.mode = a.has("broadcast") ? client::consume_mode::broadcast
+                              : client::consume_mode::clustering;
+  o.from = from == "latest" ? client::consume_from::latest
+                            : client::consume_from::earliest;
+  o.client_id = a.get("client-id");
+  bool quiet = a.has("quiet"), json = a.has("json");
+  std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t seen = 0;
+  auto last = clock_type::now();
+  clock_type::time_point first{};
+  auto c = client::consumer::start(
+    *conn, o, [&](const client::received& r) {
+      std::lock_guard<std::mutex> guard{mtx};
+      ++seen;
+      if (seen == 1)
+        first = clock_type::now();
+      last = clock_type::now();
+      bool fail_it = fail_every > 0 && seen % fail_every == 0;
+      if (!quiet) {
+        if (json)
+          std::cout << "{\"id\":\"" << r.msg.id << "\",\"topic\":\""
+                    << r.msg.topic << "\",\"partition\":" << r.partition
+                    << ",\"offset\":" << r.offset
+                    << ",\"reconsume_times\":" << r.reconsume_times
+                    << ",\"body_bytes\":" << r.msg.body.size() << "}\n";
+        else
+          std::cout << r.msg.topic << "/" << r.partition << "@" << r.offset
+                    << (r.msg.tags.empty() ? "" : " [" + r.msg.tags[0] + "]")
+                    << (r.reconsume_times ? " (retry "
+                                              + std::to_string(r.reconsume_times)
+                                              + ")"
+                                          : "")
+                    << ": " << r.msg.body << "\n";
+        std::cout.flush();
+      }
+      cv.notify_all();
+      return fail_it ? client::consume_result::retry_later
+                     : client::consume_result::success;
+    });
+  if (!c)
+    return fail(c.error());
+  if (!quiet && !json)
+    std::cerr << "consuming " << o.topic << " as " << o.group << " ("
+              << (*c)->client_id() << "), Ctrl-C to stop\n";
+  {
+    std::unique_lock<std::mutex> guard{mtx};
+    for (;;) {
+      if (count > 0 && seen >= count)
+        break;
+      cv.wait_for(guard, std::chrono::milliseconds(100));
+      if (idle > 0 && seen > 0
+          && clock_type::now() - last > std::chrono::milliseconds(idle))
+        break;
+      if (idle > 0 && seen == 0
+          && clock_type::now() - last > std::chrono::milliseconds(idle * 10))
+        break;
+    }
+  }
+  auto end = clock_type::now();
+  auto counters = (*c)->counters();
+  (*c)->stop();
+  if (quiet) {
+    auto secs = seen > 1 ? std::chrono::duration<double>(end - first).count()
+                         : 0.0;
+    std::printf("consumed %llu messages in %.3f s: %.0f msg/s (%llu durable "
+                "ack batches)\n",
+                static_cast<unsigned long long>(seen), secs,
+                secs > 0 ? seen / secs : 0.0,
+                static_cast<unsigned long long>(counters.acks_durable));
+  }
+  if (count > 0 && seen < count)
+    return fail("stopped after " + std::to_string(seen) + " of "
+                + std::to_string(count) + " messages (idle)");
+  return 0;
+}
+
+// -- group, dlq, status -------------------------------------------------------
+
+int cmd_group(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
+    return fail(err);
+  if (a.has("help") || a.positional.empty() || a.positional[0] != "list") {
+    std::cout << "Usage: edda group list\n";
+    return a.has("help") ? 0 : 1;
+  }
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  auto r = client::admin::list_groups(*conn);
+  if (!r)
+    return fail(r.error());
+  if (a.has("json")) {
+    print_json(*r);
+    return 0;
+  }
+  for (auto& g : r->groups()) {
+    std::cout << g.group() << "\t"
+              << (g.mode() == pb::BROADCAST ? "broadcast" : "clustering")
+              << "\t" << g.members_size() << " members";
+    for (auto& t : g.topics())
+      std::cout << "\t" << t;
+    std::cout << "\n";
+  }
+  if (r->groups().empty())
+    std::cout << "(no groups)\n";
+  return 0;
+}
+
+int cmd_dlq(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"}, {"node", "group", "limit", "id"}, err))
+    return fail(err + "\n" + dlq_help);
+  if (a.has("help") || a.positional.empty()) {
+    std::cout << dlq_help;
+    return a.has("help") ? 0 : 1;
+  }
+  if (a.get("group").empty())
+    return fail("dlq needs --group\n" + std::string(dlq_help));
+  uint64_t limit = 0;
+  if (!a.get_uint("limit", 0, limit, err))
+    return fail(err);
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  const auto& verb = a.positional[0];
+  if (verb == "list") {
+    auto r = client::admin::dlq_list(*conn, a.get("group"),
+                                     static_cast<uint32_t>(limit));
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    for (auto& e : r->entries())
+      std::cout << e.message().id() << "\t" << e.message().origin_topic()
+                << "/" << e.message().origin_partition() << "@"
+                << e.message().origin_offset() << "\tattempts "
+                << e.message().reconsume_times() << "\t" << e.reason() << "\n";
+    std::cout << r->entries_size() << " dead letters in %DLQ%" << a.get("group")
+              << "\n";
+    return 0;
+  }
+  if (verb == "redrive") {
+    auto r = client::admin::dlq_redrive(*conn, a.get("group"), a.all("id"));
+    if (!r)
+      return fail(r.error());
+    if (a.has("json"))
+      print_json(*r);
+    else
+      std::cout << "redrove " << r->count() << " dead letters to %RETRY%"
+                << a.get("group") << "\n";
+    return 0;
+  }
+  return fail("unknown dlq command '" + verb + "'\n" + dlq_help);
+}
+
+int cmd_status(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
+    return fail(err);
+  if (a.has("help")) {
+    std::cout << "Usage: edda status [--node HOST:PORT] [--json]\n";
+    return 0;
+  }
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  auto r = client::admin::node_status(*conn);
+  if (!r)
+    return fail(r.error());
+  if (a.has("json")) {
+    print_json(*r);
+    return 0;
+  }
+  std::cout << "node at " << conn->endpoint() << "\n  data dir " << r->data_dir()
+            << "\n  durability " << r->durability() << "\n  map "
+            << r->map_used() << " of " << r->map_size() << " bytes used\n";
+  for (auto& [k, v] : r->counters())
+    std::cout << "  " << k << " = " << v << "\n";
+  return 0;
+}
+
+} // namespace
+} // namespace edda::cli
+
+int main(int argc, char** argv) {
+  using namespace edda::cli;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h"
+      || args[0] == "help") {
+    std::cout << main_help;
+    return args.empty() ? 1 : 0;
+  }
+  auto cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "node")
+    return cmd_node(args);
+  if (cmd == "topic")
+    return cmd_topic(args);
+  if (cmd == "produce")
+    return cmd_produce(args);
+  if (cmd == "consume")
+    return cmd_consume(args);
+  if (cmd == "group")
+    return cmd_group(args);
+  if (cmd == "dlq")
+    return cmd_dlq(args);
+  if (cmd == "status")
+    return cmd_status(args);
+  std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
+  return 1;
+}

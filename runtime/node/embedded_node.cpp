@@ -1,0 +1,161 @@
+#include "node/embedded_node.hpp"
+
+#include "base/errc.hpp"
+#include "base/failpoint.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "broker/actors.hpp"
+#include "client/connection_impl.hpp"
+#include "storage/environment.hpp"
+#include "storage/writer_actor.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/publish.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <csignal>
+#include <mutex>
+
+namespace edda::node {
+
+struct embedded_node::impl {
+  config::node_settings settings;
+  std::shared_ptr<storage::environment> env;
+  std::shared_ptr<alert_sink> alerts = std::make_shared<alert_sink>();
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor writer, scheduler, topics, groups, dedup, frontend;
+  uint16_t port = 0;
+  std::once_flag stopped;
+};
+
+embedded_node::embedded_node(std::unique_ptr<impl> i) : impl_(std::move(i)) {
+}
+
+caf::expected<std::unique_ptr<embedded_node>>
+embedded_node::start(const config::node_settings& settings, start_options opts) {
+  failpoint::init_from_env();
+  log::level lvl;
+  if (log::parse_level(settings.log_level, lvl))
+    log::set_level(lvl);
+  auto im = std::make_unique<impl>();
+  im->settings = settings;
+  storage::options so;
+  so.dir = settings.data_dir;
+  so.map_size = settings.map_size;
+  so.mode = settings.mode;
+  auto env = storage::environment::open(so);
+  if (!env)
+    return env.error();
+  im->env = *env;
+  wire::register_types(im->cfg);
+  im->cfg.load<caf::io::middleman>();
+  client::apply_runtime_settings(
+    im->cfg, settings.scheduler_policy, settings.max_threads,
+    std::chrono::milliseconds(settings.heartbeat_interval_ms),
+    std::chrono::milliseconds(settings.connection_timeout_ms));
+  im->sys = std::make_unique<caf::actor_system>(im->cfg);
+  auto& sys = *im->sys;
+  im->writer = storage::spawn_writer(sys, im->env, true);
+  auto ctx = std::make_shared<broker::context>();
+  ctx->env = im->env;
+  ctx->writer = im->writer;
+  ctx->settings = settings;
+  ctx->alerts = im->alerts;
+  ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
+  auto sched_ctx = ctx;
+  im->scheduler = broker::spawn_scheduler(sys, ctx);
+  ctx->scheduler = im->scheduler;
+  im->topics = broker::spawn_topic_manager(sys, ctx);
+  im->groups = broker::spawn_group_manager(sys, ctx, im->topics);
+  im->dedup = broker::spawn_dedup(sys, ctx);
+  im->frontend = broker::spawn_frontend(sys, ctx, im->topics, im->groups,
+                                        im->dedup);
+  broker::wire_up(im->scheduler, im->topics, im->groups);
+  std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
+  if (opts.listen) {
+    auto& i = *node->impl_;
+    auto port = caf::io::publish(i.frontend, settings.listen_port,
+                                 settings.listen_host.c_str(), true);
+    if (!port) {
+      auto why = i.sys->render(port.error());
+      node->stop();
+      return make_error(errc::unavailable,
+                        "cannot listen on " + settings.listen_host + ":"
+                          + std::to_string(settings.listen_port) + ": " + why);
+    }
+    i.port = *port;
+  }
+  EDDA_INFO("node", "started: data dir " << settings.data_dir << ", durability "
+                                         << config::to_string(settings.mode)
+                                         << (opts.listen ? ", listening on " : "")
+                                         << (opts.listen ? settings.listen_host
+                                                             + ":"
+                                                             + std::to_string(
+                                                               node->port())
+                                                         : std::string{}));
+  return node;
+}
+
+embedded_node::~embedded_node() {
+  stop();
+}
+
+client::connection embedded_node::connect() const {
+  return client::make_local_connection(*impl_->sys, impl_->frontend);
+}
+
+uint16_t embedded_node::port() const {
+  return impl_->port;
+}
+
+const config::node_settings& embedded_node::settings() const {
+  return impl_->settings;
+}
+
+alert_sink& embedded_node::alerts() {
+  return *impl_->alerts;
+}
+
+void embedded_node::stop() {
+  std::call_once(impl_->stopped, [this] {
+    auto& i = *impl_;
+    if (!i.sys)
+      return;
+    if (i.port != 0)
+      i.sys->middleman().unpublish(i.frontend, i.port);
+    for (auto* a : {&i.frontend, &i.dedup, &i.groups, &i.topics, &i.scheduler})
+      if (*a)
+        caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
+    // The writer goes last: the actors above may still be finishing writes.
+    {
+      caf::scoped_actor self{*i.sys};
+      for (auto* a : {&i.groups, &i.topics}) {
+        self->monitor(*a);
+        self->receive([](const caf::down_msg&) {},
+                      caf::after(std::chrono::seconds(5)) >> [] {});
+      }
+    }
+    caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
+    i.frontend = i.dedup = i.groups = i.topics = i.scheduler = i.writer = nullptr;
+    i.sys.reset();
+    i.env.reset();
+    EDDA_INFO("node", "stopped");
+  });
+}
+
+void wait_for_shutdown_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  int sig = 0;
+  sigwait(&set, &sig);
+  EDDA_INFO("node", "signal " << sig << " received, stopping");
+}
+
+} // namespace edda::node

@@ -1,0 +1,61 @@
+// embedded_node: the composition root. Builds one node in this process:
+// opens storage, starts the actor system, spawns the storage writer, the
+// delay scheduler, the topic and group managers, the idempotency store and
+// the frontend, and (optionally) publishes the frontend on a TCP port.
+//
+// Ownership: the embedded_node owns everything; connections made from it
+// must not outlive it. Thread-safety: all members may be called from any
+// thread; stop() is idempotent.
+#pragma once
+
+#include "base/alerts.hpp"
+#include "client/connection.hpp"
+#include "config/settings.hpp"
+
+#include <caf/expected.hpp>
+
+#include <functional>
+#include <memory>
+
+namespace edda::node {
+
+struct start_options {
+  bool listen = true; ///< publish on settings.listen_host:listen_port
+  /// Wall clock in ms; tests may substitute their own.
+  std::function<int64_t()> clock;
+};
+
+class embedded_node {
+public:
+  /// Starts a node. Errors: data_dir_unusable, data_dir_locked,
+  /// storage_error, bad_config, unavailable (cannot listen: the port is
+  /// taken, with the OS reason).
+  [[nodiscard]] static caf::expected<std::unique_ptr<embedded_node>>
+  start(const config::node_settings& settings, start_options opts = {});
+
+  ~embedded_node();
+  embedded_node(const embedded_node&) = delete;
+  embedded_node& operator=(const embedded_node&) = delete;
+
+  /// A connection to this node that does not go through the network.
+  [[nodiscard]] client::connection connect() const;
+  /// The port the node listens on (0 if not listening).
+  [[nodiscard]] uint16_t port() const;
+  [[nodiscard]] const config::node_settings& settings() const;
+  /// Register alert hooks here (DLQ moves, ...).
+  [[nodiscard]] alert_sink& alerts();
+  /// Stops every actor and closes storage.
+  void stop();
+
+  struct impl;
+
+private:
+  explicit embedded_node(std::unique_ptr<impl> i);
+  std::unique_ptr<impl> impl_;
+};
+
+/// Blocks SIGINT and SIGTERM in the calling thread and waits for one.
+/// Call before starting threads you want to keep signal-free.
+void wait_for_shutdown_signal();
+
+} // namespace edda::node

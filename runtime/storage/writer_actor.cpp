@@ -1,0 +1,106 @@
+#include "storage/writer_actor.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "storage/environment.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <vector>
+
+namespace edda::storage {
+
+namespace {
+
+struct pending_write {
+  wire::pb::WriteBatch batch;
+  caf::response_promise promise;
+};
+
+struct writer_state {
+  std::shared_ptr<environment> env;
+  std::vector<pending_write> pending;
+  bool flush_scheduled = false;
+  caf::error stopped; // sticky failure
+  uint64_t commit_seq = 0;
+  static inline const char* name = "edda.storage.writer";
+};
+
+caf::behavior writer(caf::stateful_actor<writer_state>* self,
+                     std::shared_ptr<environment> env) {
+  self->state.env = std::move(env);
+  auto& commits = metrics::counter("storage.commits");
+  auto& batches_total = metrics::counter("storage.batches");
+  return {
+    [=](wire::pb::WriteBatch& batch) -> caf::result<wire::pb::WriteResult> {
+      auto& st = self->state;
+      if (st.stopped)
+        return st.stopped;
+      auto rp = self->make_response_promise<wire::pb::WriteResult>();
+      st.pending.push_back(pending_write{std::move(batch), rp});
+      if (!st.flush_scheduled) {
+        // The flush message queues behind every write already in the
+        // mailbox: they all join this commit.
+        st.flush_scheduled = true;
+        self->send(self, wire::flush_atom::value);
+      }
+      return rp;
+    },
+    [=, &commits, &batches_total](wire::flush_atom) {
+      auto& st = self->state;
+      st.flush_scheduled = false;
+      if (st.pending.empty())
+        return;
+      std::vector<pending_write> work;
+      work.swap(st.pending);
+      if (st.stopped) {
+        for (auto& w : work)
+          w.promise.deliver(st.stopped);
+        return;
+      }
+      std::vector<const wire::pb::WriteBatch*> ptrs;
+      ptrs.reserve(work.size());
+      for (auto& w : work)
+        ptrs.push_back(&w.batch);
+      std::vector<caf::error> failed;
+      auto err = st.env->apply(ptrs, failed);
+      if (err) {
+        EDDA_ERROR("storage", "write transaction failed, writes stopped: "
+                                << render(err));
+        metrics::counter("storage.failures")++;
+        st.stopped = err;
+        for (auto& w : work)
+          w.promise.deliver(err);
+        return;
+      }
+      ++st.commit_seq;
+      commits++;
+      batches_total += work.size();
+      wire::pb::WriteResult res;
+      res.set_commit_seq(st.commit_seq);
+      res.set_batches_in_commit(static_cast<uint32_t>(work.size()));
+      for (size_t i = 0; i < work.size(); ++i) {
+        if (failed[i])
+          work[i].promise.deliver(failed[i]);
+        else
+          work[i].promise.deliver(res);
+      }
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_writer(caf::actor_system& sys,
+                        std::shared_ptr<environment> env, bool detached) {
+  if (detached)
+    return sys.spawn<caf::detached>(writer, std::move(env));
+  return sys.spawn(writer, std::move(env));
+}
+
+} // namespace edda::storage

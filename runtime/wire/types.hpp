@@ -1,0 +1,112 @@
+// The one CAF type-id block of edda: every protobuf type that travels in a
+// CAF message (between actors, between nodes) is registered here, under the
+// same name on every node. Include only in actor translation units: it pulls
+// in CAF and the generated protobuf headers.
+#pragma once
+
+#include "broker.pb.h"
+#include "records.pb.h"
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/sec.hpp>
+#include <caf/type_id.hpp>
+
+#include <google/protobuf/message.h>
+
+#include <string>
+#include <type_traits>
+
+namespace caf {
+class actor_system_config;
+} // namespace caf
+
+namespace edda::wire::v1 {
+
+template <class T>
+using if_pb =
+  std::enable_if_t<std::is_base_of_v<google::protobuf::Message, T>>;
+
+/// Serializer and to_string: a protobuf message travels as its bytes.
+template <class Inspector, class T, class = if_pb<T>>
+std::enable_if_t<Inspector::reads_state, typename Inspector::result_type>
+inspect(Inspector& f, T& x) {
+  if constexpr (std::is_same_v<typename Inspector::result_type, void>) {
+    std::string txt = x.ShortDebugString();
+    return f(caf::meta::type_name(T::descriptor()->full_name().c_str()), txt);
+  } else {
+    std::string buf = x.SerializeAsString();
+    return f(caf::meta::type_name("pb"), buf);
+  }
+}
+
+/// Deserializer: bytes that do not parse are a clear error, never a crash.
+template <class Inspector, class T, class = if_pb<T>>
+std::enable_if_t<Inspector::writes_state, typename Inspector::result_type>
+inspect(Inspector& f, T& x) {
+  std::string buf;
+  auto parse = caf::meta::load_callback([&]() -> caf::error {
+    if (!x.ParseFromString(buf))
+      return caf::make_error(caf::sec::invalid_argument,
+                             "protobuf parse failed");
+    return caf::none;
+  });
+  return f(caf::meta::type_name("pb"), buf, parse);
+}
+
+} // namespace edda::wire::v1
+
+namespace edda::wire {
+namespace pb = edda::wire::v1;
+/// Registers edda's type-id block and error category: call on every
+/// actor_system_config before constructing the actor_system.
+void register_types(caf::actor_system_config& cfg);
+} // namespace edda::wire
+
+// clang-format off
+CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Message))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::TopicMeta))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::WriteBatch))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::WriteResult))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::CreateTopic))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::AlterTopic))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DeleteTopic))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DescribeTopic))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ListTopics))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::GetTopic))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DedupCheck))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DedupMark))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DedupStatus))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::TopicInfo))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::TopicList))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Done))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ProduceRequest))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ProduceResult))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Subscribe))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Subscribed))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Unsubscribe))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::Deliver))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::AckRequest))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::AckResult))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::AssignCursor))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::GroupInfo))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ListGroups))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::GroupList))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DlqList))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DlqEntries))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DlqRedrive))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DlqRedriven))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::AppendInternal))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::DelayAdded))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::NodeStatusRequest))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::NodeStatus))
+  CAF_ADD_ATOM(edda, edda::wire, flush_atom, "flush")
+  CAF_ADD_ATOM(edda, edda::wire, tick_atom, "tick")
+  CAF_ADD_ATOM(edda, edda::wire, drain_atom, "drain")
+  CAF_ADD_ATOM(edda, edda::wire, stop_atom, "stop")
+  CAF_ADD_ATOM(edda, edda::wire, route_atom, "route")
+CAF_END_TYPE_ID_BLOCK(edda)
+// clang-format on
