@@ -1,0 +1,100 @@
+// Pure functions of the broker: tag expressions, partition assignment,
+// key encoding, placement.
+#include "base/errc.hpp"
+#include "broker/assignment.hpp"
+#include "broker/tag_expression.hpp"
+#include "cluster/placement.hpp"
+#include "storage/keys.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+using namespace edda;
+using broker::tag_expression;
+
+TEST(TagExpressionTest, StarAndEmptyMatchEverythingIncludingUntagged) {
+  for (auto text : {"*", "", "  *  "}) {
+    auto e = tag_expression::parse(text);
+    ASSERT_TRUE(e) << text;
+    EXPECT_TRUE(e->matches({}));
+    EXPECT_TRUE(e->matches({"TagZ"}));
+    EXPECT_EQ(e->to_string(), "*");
+  }
+}
+
+TEST(TagExpressionTest, OrOfTagsSelectsExactlyThoseTags) {
+  auto e = tag_expression::parse(" TagA ||TagC ");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->matches({"TagA"}));
+  EXPECT_TRUE(e->matches({"TagC"}));
+  EXPECT_TRUE(e->matches({"TagB", "TagC"}));
+  EXPECT_FALSE(e->matches({"TagB"}));
+  EXPECT_FALSE(e->matches({}));
+  EXPECT_FALSE(e->matches({"taga"})) << "tags are case-sensitive";
+  EXPECT_EQ(e->to_string(), "TagA || TagC");
+}
+
+TEST(TagExpressionTest, MalformedExpressionsAreRejectedWithPosition) {
+  for (auto text : {"TagA &&", "||", "TagA ||", "Tag A", "*x", "TagA | TagB",
+                    "(TagA)"}) {
+    auto e = tag_expression::parse(text);
+    ASSERT_FALSE(e) << text;
+    EXPECT_EQ(code_of(e.error()), errc::invalid_tag_expression) << text;
+    EXPECT_NE(render(e.error()).find("position"), std::string::npos) << text;
+  }
+  EXPECT_FALSE(tag_expression::parse(std::string(65, 'a')));
+}
+
+TEST(AssignmentTest, RangesAreContiguousAndBalanced) {
+  auto owner = broker::assign_average(5, 2);
+  EXPECT_EQ(owner, (std::vector<size_t>{0, 0, 0, 1, 1}));
+  owner = broker::assign_average(4, 4);
+  EXPECT_EQ(owner, (std::vector<size_t>{0, 1, 2, 3}));
+  owner = broker::assign_average(2, 3);
+  EXPECT_EQ(owner, (std::vector<size_t>{0, 1})) << "extra member idles";
+  for (size_t parts = 1; parts < 40; ++parts)
+    for (size_t members = 1; members < 12; ++members) {
+      auto o = broker::assign_average(parts, members);
+      std::map<size_t, size_t> load;
+      for (auto m : o)
+        load[m]++;
+      size_t lo = parts, hi = 0;
+      for (size_t m = 0; m < std::min(parts, members); ++m) {
+        lo = std::min(lo, load[m]);
+        hi = std::max(hi, load[m]);
+      }
+      EXPECT_LE(hi - lo, 1u) << parts << "/" << members;
+      EXPECT_TRUE(std::is_sorted(o.begin(), o.end()));
+    }
+}
+
+TEST(KeysTest, LogKeysSortNumericallyAndRoundTrip) {
+  auto a = storage::keys::log_key(1, 2, 255);
+  auto b = storage::keys::log_key(1, 2, 256);
+  auto c = storage::keys::log_key(1, 3, 0);
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(storage::keys::log_key_offset(b), 256u);
+  EXPECT_EQ(a.substr(0, 8), storage::keys::log_prefix(1, 2));
+  auto d1 = storage::keys::delay_key(1000, "g", "m1");
+  auto d2 = storage::keys::delay_key(999, "z", "m2");
+  EXPECT_LT(d2, d1) << "delay keys order by due time first";
+  EXPECT_EQ(storage::keys::delay_key_due(d1), 1000u);
+}
+
+TEST(PlacementTest, OwnerIsStableAndMovesOnlyFromRemovedMember) {
+  std::vector<std::string> members{"n1", "n2", "n3"};
+  std::map<std::string, std::string> before;
+  for (int i = 0; i < 300; ++i) {
+    auto r = "orders/" + std::to_string(i);
+    before[r] = cluster::owner_of(r, members);
+    EXPECT_EQ(before[r], cluster::owner_of(r, {"n3", "n1", "n2"}));
+  }
+  std::vector<std::string> fewer{"n1", "n3"};
+  for (auto& [r, owner] : before)
+    if (owner != "n2")
+      EXPECT_EQ(cluster::owner_of(r, fewer), owner) << r;
+  EXPECT_EQ(cluster::owner_of("x", {}), "");
+}
