@@ -345,6 +345,12 @@ std::string set_policy(const value& v, node_settings& s) {
   return to_choice(v, policy_names, s.scheduler_policy);
 }
 
+const char* const txn_policy_names[] = {"rollback", "commit"};
+
+std::string set_txn_policy(const value& v, node_settings& s) {
+  return to_choice(v, txn_policy_names, s.txn_final_policy);
+}
+
 std::string set_level(const value& v, node_settings& s) {
   return to_choice(v, level_names, s.log_level);
 }
@@ -422,9 +428,30 @@ const field fields[] = {
    "max offsets between the lowest unacked and the next to deliver",
    set_uint<&ns::max_span, 1, u32_max>, get_uint<&ns::max_span>},
   {"idempotency.retention", "duration", "",
-   "how long message ids are remembered to drop duplicates",
+   "how long processed business keys are remembered (client::idempotency)",
    set_duration<&ns::dedup_retention_ms>,
    get_duration<&ns::dedup_retention_ms>},
+  {"txn.check_after", "duration", "> 0",
+   "age of a half message without outcome before its first check-back",
+   set_duration<&ns::txn_check_after_ms>,
+   get_duration<&ns::txn_check_after_ms>},
+  {"txn.max_checks", "integer", "1..1000",
+   "answered check-backs (unknown or no answer) before the final policy",
+   set_uint<&ns::txn_max_checks, 1, 1000>, get_uint<&ns::txn_max_checks>},
+  {"txn.max_check_interval", "duration", "> 0",
+   "cap of the doubling backoff between check-backs",
+   set_duration<&ns::txn_max_check_interval_ms>,
+   get_duration<&ns::txn_max_check_interval_ms>},
+  {"txn.check_timeout", "duration", "> 0",
+   "a checker that has not answered by then counts as unknown",
+   set_duration<&ns::txn_check_timeout_ms>,
+   get_duration<&ns::txn_check_timeout_ms>},
+  {"txn.final_policy", "enum", "rollback, commit",
+   "outcome applied (and alerted) after the last check-back", set_txn_policy,
+   get_string<&ns::txn_final_policy>},
+  {"txn.retention", "duration", "",
+   "how long resolved outcomes are kept to answer late or repeated ends",
+   set_duration<&ns::txn_retention_ms>, get_duration<&ns::txn_retention_ms>},
   {"network.heartbeat_interval", "duration", "",
    "interval between heartbeats to peers, 0 = none",
    set_duration<&ns::heartbeat_interval_ms>,
@@ -464,7 +491,7 @@ const group_field group_fields[] = {
 
 const char* const table_names[]
   = {"node",        "storage", "broker",    "consumer", "groups",
-     "idempotency", "network", "scheduler", "log"};
+     "idempotency", "txn", "network", "scheduler", "log"};
 
 const field* find_field(const std::string& key) {
   for (const auto& f : fields)

@@ -55,6 +55,13 @@ struct node_settings {
   uint32_t max_span = 2048;     // max offsets lowest unacked .. next to deliver
   // [idempotency]
   uint64_t dedup_retention_ms = 24ull * 3600 * 1000;
+  // [txn] transactional messages
+  uint64_t txn_check_after_ms = 6000;        // first check-back of a half message
+  uint32_t txn_max_checks = 15;              // answered checks before the final policy
+  uint64_t txn_max_check_interval_ms = 60000; // backoff cap between checks
+  uint64_t txn_check_timeout_ms = 3000;      // a checker silent this long = unknown
+  std::string txn_final_policy = "rollback"; // after max_checks: rollback | commit
+  uint64_t txn_retention_ms = 24ull * 3600 * 1000; // resolved outcomes kept
   // [network]
   uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats
   uint64_t connection_timeout_ms = 1000;

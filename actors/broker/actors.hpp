@@ -14,7 +14,9 @@
 //                  DlqRedrive -> DlqRedriven
 // scheduler:       DelayAdded -> (), moves due delayed/retry messages to
 //                  their topics through the topic manager
-// frontend:        the node's published actor; routes every request above.
+// frontend:        the node's published actor; routes every request above
+//                  and the transactional ones to the txn coordinator
+//                  (actors/txn), which it knows only as a handle.
 #pragma once
 
 #include "broker/context.hpp"
@@ -39,7 +41,8 @@ namespace edda::broker {
 [[nodiscard]] caf::actor spawn_dedup(caf::actor_system& sys, context_ptr ctx);
 [[nodiscard]] caf::actor spawn_frontend(caf::actor_system& sys,
                                         context_ptr ctx, caf::actor topics,
-                                        caf::actor groups, caf::actor dedup);
+                                        caf::actor groups, caf::actor dedup,
+                                        caf::actor txn);
 /// Tells the scheduler and topic manager about each other (startup wiring).
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups);
 

@@ -23,7 +23,7 @@ struct frontend_state {
 
 caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
                        context_ptr ctx, caf::actor topics, caf::actor groups,
-                       caf::actor dedup) {
+                       caf::actor dedup, caf::actor txn) {
   return {
     [=](pb::ProduceRequest& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::CreateTopic& x) { return self->delegate(topics, std::move(x)); },
@@ -39,6 +39,11 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
     [=](pb::DlqRedrive& x) { return self->delegate(groups, std::move(x)); },
     [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
+    [=](pb::RegisterProducer& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::HalfMessage& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::EndTxn& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::TxnList& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::TxnShow& x) { return self->delegate(txn, std::move(x)); },
     [=](const pb::NodeStatusRequest&) {
       pb::NodeStatus s;
       s.set_data_dir(ctx->settings.data_dir);
@@ -58,9 +63,9 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
 
 caf::actor spawn_frontend(caf::actor_system& sys, context_ptr ctx,
                           caf::actor topics, caf::actor groups,
-                          caf::actor dedup) {
+                          caf::actor dedup, caf::actor txn) {
   return sys.spawn(frontend, std::move(ctx), std::move(topics),
-                   std::move(groups), std::move(dedup));
+                   std::move(groups), std::move(dedup), std::move(txn));
 }
 
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {

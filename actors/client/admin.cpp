@@ -76,4 +76,27 @@ caf::expected<pb::NodeStatus> node_status(const connection& c) {
   return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
 }
 
+caf::expected<pb::TxnRecords> txn_list(const connection& c, uint32_t limit) {
+  pb::TxnList req;
+  req.set_limit(limit);
+  return call<pb::TxnRecords>(c, req);
+}
+
+caf::expected<pb::TxnRecord> txn_show(const connection& c,
+                                      const std::string& txn_id) {
+  pb::TxnShow req;
+  req.set_txn_id(txn_id);
+  return call<pb::TxnRecord>(c, req);
+}
+
+caf::expected<pb::EndResult> txn_resolve(const connection& c,
+                                         const std::string& txn_id, bool commit,
+                                         const std::string& who) {
+  pb::EndTxn req;
+  req.set_txn_id(txn_id);
+  req.set_outcome(commit ? pb::TXN_COMMIT : pb::TXN_ROLLBACK);
+  req.set_resolved_by("operator:" + (who.empty() ? std::string{"cli"} : who));
+  return call<pb::EndResult>(c, req);
+}
+
 } // namespace edda::client::admin

@@ -35,5 +35,16 @@ dlq_list(const connection& c, const std::string& group, uint32_t limit = 0);
 dlq_redrive(const connection& c, const std::string& group,
             const std::vector<std::string>& ids = {});
 [[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
+/// Transactions without an outcome, oldest check first.
+[[nodiscard]] caf::expected<pb::TxnRecords> txn_list(const connection& c,
+                                                     uint32_t limit = 0);
+/// One transaction, pending or resolved. Errors: unknown_txn.
+[[nodiscard]] caf::expected<pb::TxnRecord> txn_show(const connection& c,
+                                                    const std::string& txn_id);
+/// Operator override, recorded as resolved_by "operator:<who>".
+/// Errors: unknown_txn, txn_conflict.
+[[nodiscard]] caf::expected<pb::EndResult>
+txn_resolve(const connection& c, const std::string& txn_id, bool commit,
+            const std::string& who);
 
 } // namespace edda::client::admin

@@ -22,9 +22,30 @@ std::map<std::string, point>& points() {
   static std::map<std::string, point> m;
   return m;
 }
+void load();
 } // namespace
 
 void init_from_env() {
+  static std::once_flag once;
+  std::call_once(once, [] { load(); });
+}
+
+void hit(const char* name) {
+  init_from_env(); // any process (node or client) honours EDDA_FAILPOINTS
+  if (!armed_.load(std::memory_order_relaxed))
+    return;
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = points().find(name);
+  if (i == points().end())
+    return;
+  if (--i->second.remaining == 0) {
+    EDDA_WARN("failpoint", "crashing at " << name);
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+namespace {
+void load() {
   const char* spec = std::getenv("EDDA_FAILPOINTS");
   if (spec == nullptr || *spec == '\0')
     return;
@@ -56,18 +77,6 @@ void init_from_env() {
   }
   armed_ = !points().empty();
 }
-
-void hit(const char* name) {
-  if (!armed_.load(std::memory_order_relaxed))
-    return;
-  std::lock_guard<std::mutex> guard{mtx_};
-  auto i = points().find(name);
-  if (i == points().end())
-    return;
-  if (--i->second.remaining == 0) {
-    EDDA_WARN("failpoint", "crashing at " << name);
-    ::kill(::getpid(), SIGKILL);
-  }
-}
+} // namespace
 
 } // namespace edda::failpoint

@@ -6,7 +6,7 @@
 
 namespace edda::failpoint {
 
-/// Reads EDDA_FAILPOINTS once; called by the node at start.
+/// Reads EDDA_FAILPOINTS (once per process; also done on the first hit).
 void init_from_env();
 
 /// Hit the named point: crashes the process if armed and due.

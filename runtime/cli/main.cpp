@@ -7,6 +7,7 @@
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
+#include "client/transaction_producer.hpp"
 #include "node/embedded_node.hpp"
 
 #include <google/protobuf/util/json_util.h>
@@ -40,6 +41,7 @@ Commands:
   consume                   receive messages as a member of a consumer group
   group list                show consumer groups and their members
   dlq list|redrive          inspect and redrive a group's dead letters
+  txn list|show|resolve     transactions without an outcome; operator override
   status                    the node's storage, durability and counters
 
 Options for every command that talks to a node:
@@ -76,6 +78,19 @@ const char* produce_help = R"(Usage:
   edda produce --topic T --count N [--size BYTES] [--window W]
       throughput: N messages of BYTES (default 256) with at most W (default
       256) unacknowledged; every one is durable on the node before it counts.
+  edda produce --topic T --count N --transactional [--group G] [--window W]
+      transactional throughput: each message is a half message + a local
+      transaction that does nothing + a commit, both durable; W concurrent
+      transactions (default 16) in producer group G (default edda-cli).
+)";
+
+const char* txn_help = R"(Usage:
+  edda txn list [--limit N]                 transactions without an outcome:
+                                            age, check-backs so far, next check
+  edda txn show TXN_ID                      one transaction, pending or resolved
+  edda txn resolve TXN_ID commit|rollback [--by NAME]
+                                            operator override, recorded as
+                                            resolved by operator:NAME
 )";
 
 const char* consume_help = R"(Usage: edda consume --topic T --group G [options]
@@ -276,12 +291,78 @@ int cmd_topic(const std::vector<std::string>& argv) {
 
 // -- produce ------------------------------------------------------------------
 
+std::string durability_of(const client::connection& conn) {
+  auto status = client::admin::node_status(conn);
+  return status ? status->durability() : "unknown";
+}
+
+/// `window` threads each run transactions back to back: half message, a
+/// local transaction that does nothing, commit.
+int produce_transactional(const args& a, const client::connection& conn,
+                          uint64_t count, uint64_t size, uint64_t window) {
+  if (count == 0)
+    count = 1;
+  client::txn_producer_options o;
+  o.group = a.get("group", "edda-cli");
+  auto p = client::transaction_producer::start(
+    conn, o, [](const client::txn_check&) { return client::txn_outcome::commit; });
+  if (!p)
+    return fail(p.error());
+  std::atomic<uint64_t> next{0}, ok{0}, failed{0};
+  std::mutex mtx;
+  caf::error first_error;
+  std::string body(size, 'x');
+  auto start = clock_type::now();
+  std::vector<std::thread> threads;
+  for (uint64_t t = 0; t < window; ++t)
+    threads.emplace_back([&] {
+      while (next.fetch_add(1) < count) {
+        client::message m;
+        m.topic = a.get("topic");
+        m.body = body;
+        auto r = (*p)->send_in_transaction(
+          std::move(m), [](const client::message&, const std::string&) {
+            return client::txn_outcome::commit;
+          });
+        if (r && r->ended) {
+          ++ok;
+        } else {
+          ++failed;
+          std::lock_guard<std::mutex> guard{mtx};
+          if (!first_error)
+            first_error = r ? r->end_error : r.error();
+        }
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
+  auto mode = durability_of(conn);
+  if (a.has("json"))
+    std::printf("{\"transactions\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
+                "\"txn_per_s\":%.0f,\"durability\":\"%s\"}\n",
+                static_cast<unsigned long long>(ok.load()),
+                static_cast<unsigned long long>(failed.load()), secs,
+                ok / secs, mode.c_str());
+  else
+    std::printf("committed %llu transactional messages of %llu bytes in %.3f "
+                "s: %.0f msg/s (half + commit both durable; node durability "
+                "%s, %llu concurrent)\n",
+                static_cast<unsigned long long>(ok.load()),
+                static_cast<unsigned long long>(size), secs, ok / secs,
+                mode.c_str(), static_cast<unsigned long long>(window));
+  if (failed > 0)
+    return fail(std::to_string(failed.load()) + " transactions failed, first: "
+                + render(first_error));
+  return 0;
+}
+
 int cmd_produce(const std::vector<std::string>& argv) {
   args a;
   std::string err;
-  if (!a.parse(argv, {"help", "json"},
+  if (!a.parse(argv, {"help", "json", "transactional"},
                {"node", "topic", "key", "tag", "prop", "delay-ms", "count",
-                "size", "window"},
+                "size", "window", "group"},
                err))
     return fail(err + "\n" + produce_help);
   if (a.has("help")) {
@@ -300,6 +381,9 @@ int cmd_produce(const std::vector<std::string>& argv) {
   auto conn = connect(a);
   if (!conn)
     return fail(conn.error());
+  if (a.has("transactional"))
+    return produce_transactional(a, *conn, count, size,
+                                 a.has("window") ? window : 16);
   client::producer prod{*conn};
   if (count == 0) {
     client::message m;
@@ -373,8 +457,7 @@ int cmd_produce(const std::vector<std::string>& argv) {
   }
   prod.flush();
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
-  auto status = client::admin::node_status(*conn);
-  std::string mode = status ? status->durability() : "unknown";
+  std::string mode = durability_of(*conn);
   if (a.has("json")) {
     std::printf("{\"messages\":%llu,\"failed\":%llu,\"bytes\":%llu,"
                 "\"seconds\":%.3f,\"msg_per_s\":%.0f,\"durability\":\"%s\"}\n",
@@ -590,6 +673,101 @@ int cmd_dlq(const std::vector<std::string>& argv) {
   return fail("unknown dlq command '" + verb + "'\n" + dlq_help);
 }
 
+std::string age(int64_t ms) {
+  if (ms < 0)
+    return "-" + age(-ms);
+  if (ms < 10'000)
+    return std::to_string(ms) + "ms";
+  if (ms < 600'000)
+    return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms / 60'000) + "m";
+}
+
+const char* state_name(const pb::TxnRecord& r) {
+  switch (r.state()) {
+    case pb::TxnRecord::COMMITTED: return "committed";
+    case pb::TxnRecord::ROLLED_BACK: return "rolled back";
+    default: return "in doubt";
+  }
+}
+
+int cmd_txn(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"}, {"node", "limit", "by"}, err))
+    return fail(err + "\n" + txn_help);
+  if (a.has("help") || a.positional.empty()) {
+    std::cout << txn_help;
+    return a.has("help") ? 0 : 1;
+  }
+  uint64_t limit = 0;
+  if (!a.get_uint("limit", 0, limit, err))
+    return fail(err);
+  const auto& verb = a.positional[0];
+  if ((verb == "show" && a.positional.size() != 2)
+      || (verb == "resolve"
+          && (a.positional.size() != 3
+              || (a.positional[2] != "commit" && a.positional[2] != "rollback"))))
+    return fail("wrong arguments for txn " + verb + "\n" + txn_help);
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  if (verb == "list") {
+    auto r = client::admin::txn_list(*conn, static_cast<uint32_t>(limit));
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    std::printf("%-34s %-16s %-16s %8s %6s %10s\n", "txn", "producer group",
+                "topic", "age", "checks", "next check");
+    for (auto& t : r->records())
+      std::printf("%-34s %-16s %-16s %8s %6u %10s\n", t.txn_id().c_str(),
+                  t.producer_group().c_str(), t.message().topic().c_str(),
+                  age(r->now_ms() - t.created_ms()).c_str(), t.checks(),
+                  age(t.next_check_ms() - r->now_ms()).c_str());
+    std::printf("%d transactions in doubt\n", r->records_size());
+    return 0;
+  }
+  if (verb == "show") {
+    auto r = client::admin::txn_show(*conn, a.positional[1]);
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    std::cout << "txn " << r->txn_id() << ": " << state_name(*r)
+              << "\n  producer group " << r->producer_group() << " (sent by "
+              << r->client_id() << ")\n  topic " << r->message().topic()
+              << ", message " << r->message().id() << ", "
+              << r->message().body().size() << " bytes\n  check-backs "
+              << r->checks() << "\n";
+    if (r->state() != pb::TxnRecord::PREPARED)
+      std::cout << "  resolved by " << r->resolved_by()
+                << (r->reason().empty() ? "" : ": " + r->reason()) << "\n";
+    return 0;
+  }
+  if (verb == "resolve") {
+    const char* user = std::getenv("USER");
+    auto who = a.get("by", user != nullptr ? user : "cli");
+    auto r = client::admin::txn_resolve(*conn, a.positional[1],
+                                        a.positional[2] == "commit", who);
+    if (!r)
+      return fail(r.error());
+    if (a.has("json"))
+      print_json(*r);
+    else
+      std::cout << "txn " << a.positional[1] << " "
+                << (r->already() ? "was already " : "is now ")
+                << state_name(r->record()) << " (by "
+                << r->record().resolved_by() << ")\n";
+    return 0;
+  }
+  return fail("unknown txn command '" + verb + "'\n" + txn_help);
+}
+
 int cmd_status(const std::vector<std::string>& argv) {
   args a;
   std::string err;
@@ -644,6 +822,8 @@ int main(int argc, char** argv) {
     return cmd_dlq(args);
   if (cmd == "status")
     return cmd_status(args);
+  if (cmd == "txn")
+    return cmd_txn(args);
   std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
   return 1;
 }

@@ -8,6 +8,7 @@
 #include "client/connection_impl.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
+#include "txn/coordinator.hpp"
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
@@ -27,7 +28,7 @@ struct embedded_node::impl {
   std::shared_ptr<alert_sink> alerts = std::make_shared<alert_sink>();
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  caf::actor writer, scheduler, topics, groups, dedup, frontend;
+  caf::actor writer, scheduler, topics, groups, dedup, txn, frontend;
   uint16_t port = 0;
   std::once_flag stopped;
 };
@@ -72,8 +73,9 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   im->topics = broker::spawn_topic_manager(sys, ctx);
   im->groups = broker::spawn_group_manager(sys, ctx, im->topics);
   im->dedup = broker::spawn_dedup(sys, ctx);
+  im->txn = txn::spawn_coordinator(sys, ctx, im->topics);
   im->frontend = broker::spawn_frontend(sys, ctx, im->topics, im->groups,
-                                        im->dedup);
+                                        im->dedup, im->txn);
   broker::wire_up(im->scheduler, im->topics, im->groups);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
   if (opts.listen) {
@@ -127,7 +129,8 @@ void embedded_node::stop() {
       return;
     if (i.port != 0)
       i.sys->middleman().unpublish(i.frontend, i.port);
-    for (auto* a : {&i.frontend, &i.dedup, &i.groups, &i.topics, &i.scheduler})
+    for (auto* a :
+         {&i.frontend, &i.txn, &i.dedup, &i.groups, &i.topics, &i.scheduler})
       if (*a)
         caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
     // The writer goes last: the actors above may still be finishing writes.
@@ -140,7 +143,8 @@ void embedded_node::stop() {
       }
     }
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
-    i.frontend = i.dedup = i.groups = i.topics = i.scheduler = i.writer = nullptr;
+    i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
+      = i.writer = nullptr;
     i.sys.reset();
     i.env.reset();
     EDDA_INFO("node", "stopped");

@@ -87,6 +87,13 @@ std::string dlq_key(std::string_view group, uint64_t dead_ms,
   return k;
 }
 
+std::string txn_due_key(uint64_t due_ms, std::string_view txn) {
+  std::string k;
+  put_u64(k, due_ms);
+  k.append(txn);
+  return k;
+}
+
 std::string dedup_key(std::string_view scope, std::string_view key) {
   std::string k{scope};
   k.push_back('\0');

@@ -7,6 +7,8 @@
 //   delay    due ms u64 | cursor | 0x00 | message id -> Delayed
 //   dlq      group | 0x00 | dead ms u64 | message id -> DeadLetter
 //   dedup    scope | 0x00 | business key           -> DedupRecord
+//   half     txn id                                -> TxnRecord
+//   txn_due  next check ms u64 | txn id            -> (empty)
 #pragma once
 
 #include <cstdint>
@@ -34,6 +36,7 @@ void put_u64(std::string& out, uint64_t x);
 [[nodiscard]] std::string dlq_prefix(std::string_view group);
 [[nodiscard]] std::string dlq_key(std::string_view group, uint64_t dead_ms,
                                   std::string_view message_id);
+[[nodiscard]] std::string txn_due_key(uint64_t due_ms, std::string_view txn);
 [[nodiscard]] std::string dedup_key(std::string_view scope,
                                     std::string_view key);
 

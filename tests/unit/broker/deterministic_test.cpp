@@ -62,7 +62,8 @@ protected:
     topics_ = broker::spawn_topic_manager(sys_, ctx);
     groups_ = broker::spawn_group_manager(sys_, ctx, topics_);
     dedup_ = broker::spawn_dedup(sys_, ctx);
-    frontend_ = broker::spawn_frontend(sys_, ctx, topics_, groups_, dedup_);
+    frontend_ = broker::spawn_frontend(sys_, ctx, topics_, groups_, dedup_,
+                                       caf::actor{});
     broker::wire_up(scheduler_, topics_, groups_);
     sched_.run();
   }

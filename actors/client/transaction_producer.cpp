@@ -1,0 +1,271 @@
+#include "client/transaction_producer.hpp"
+
+#include "base/errc.hpp"
+#include "base/failpoint.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "client/connection_impl.hpp"
+#include "wire/types.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <atomic>
+#include <future>
+#include <unistd.h>
+
+namespace edda::client {
+
+namespace pb = wire::pb;
+
+const char* to_string(txn_outcome x) {
+  switch (x) {
+    case txn_outcome::commit: return "commit";
+    case txn_outcome::rollback: return "rollback";
+    default: return "unknown";
+  }
+}
+
+struct transaction_producer::impl {
+  std::shared_ptr<connection_impl> conn;
+  txn_producer_options opts;
+  txn_checker checker;
+  caf::actor actor;
+  std::atomic<uint64_t> answered{0};
+};
+
+namespace {
+
+pb::TxnOutcome to_wire(txn_outcome x) {
+  return x == txn_outcome::commit     ? pb::TXN_COMMIT
+         : x == txn_outcome::rollback ? pb::TXN_ROLLBACK
+                                      : pb::TXN_UNKNOWN;
+}
+
+message from_wire(const pb::Message& m) {
+  message out;
+  out.topic = m.topic();
+  out.body = m.body();
+  out.key = m.key();
+  out.tags.assign(m.tags().begin(), m.tags().end());
+  out.properties.insert(m.properties().begin(), m.properties().end());
+  out.deliver_at_ms = m.deliver_at_ms();
+  out.id = m.id();
+  return out;
+}
+
+struct checker_state {
+  std::shared_ptr<transaction_producer::impl> impl;
+  caf::actor frontend;
+  bool stopping = false;
+  static inline const char* name = "edda.txn_checker";
+};
+
+using self_ptr = caf::stateful_actor<checker_state>*;
+
+void register_with(self_ptr self,
+                   std::shared_ptr<std::promise<caf::error>> done) {
+  auto& st = self->state;
+  auto fe = st.impl->conn->reconnect(st.frontend);
+  if (!fe) {
+    if (done)
+      done->set_value(fe.error());
+    else
+      self->delayed_send(self, std::chrono::milliseconds(500),
+                         wire::tick_atom::value);
+    return;
+  }
+  st.frontend = *fe;
+  self->monitor(st.frontend);
+  pb::RegisterProducer r;
+  r.set_group(st.impl->opts.group);
+  r.set_client_id(st.impl->opts.client_id);
+  self->request(st.frontend, st.impl->opts.timeout, r)
+    .then(
+      [=](const pb::ProducerRegistered&) {
+        if (done)
+          done->set_value(caf::error{});
+      },
+      [=](caf::error& err) {
+        if (done) {
+          done->set_value(err);
+          return;
+        }
+        self->delayed_send(self, std::chrono::milliseconds(500),
+                           wire::tick_atom::value);
+      });
+}
+
+caf::behavior checker_actor(self_ptr self,
+                            std::shared_ptr<transaction_producer::impl> impl,
+                            std::shared_ptr<std::promise<caf::error>> started) {
+  self->state.impl = impl;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.stopping || !st.frontend || dm.source != st.frontend.address())
+      return;
+    EDDA_WARN("txn_producer", "lost the node; re-registering");
+    self->delayed_send(self, std::chrono::milliseconds(500),
+                       wire::tick_atom::value);
+  });
+  register_with(self, started);
+  return {
+    [=](const pb::CheckTxn& q) {
+      auto& im = *self->state.impl;
+      txn_check c;
+      c.txn_id = q.txn_id();
+      c.msg = from_wire(q.message());
+      c.check = q.check();
+      auto outcome = txn_outcome::unknown;
+      try {
+        outcome = im.checker(c);
+      } catch (const std::exception& e) {
+        EDDA_WARN("txn_producer", "checker threw for " << q.txn_id() << ": "
+                                                       << e.what()
+                                                       << " (answering unknown)");
+      } catch (...) {
+        EDDA_WARN("txn_producer", "checker threw for " << q.txn_id());
+      }
+      im.answered++;
+      pb::CheckAnswer a;
+      a.set_txn_id(q.txn_id());
+      a.set_outcome(to_wire(outcome));
+      return a;
+    },
+    [=](wire::tick_atom) {
+      if (!self->state.stopping)
+        register_with(self, nullptr);
+    },
+    [=](wire::stop_atom) {
+      self->state.stopping = true;
+      self->quit();
+    },
+  };
+}
+
+std::string default_client_id() {
+  static std::atomic<uint32_t> n{0};
+  char host[64] = "host";
+  ::gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "-" + std::to_string(::getpid()) + "-t"
+         + std::to_string(n++);
+}
+
+} // namespace
+
+transaction_producer::transaction_producer(std::shared_ptr<impl> i)
+  : impl_(std::move(i)) {
+}
+
+caf::expected<std::unique_ptr<transaction_producer>>
+transaction_producer::start(connection conn, txn_producer_options opts,
+                            txn_checker checker) {
+  if (!checker)
+    return make_error(errc::invalid_argument,
+                      "a transaction producer needs a checker");
+  if (opts.client_id.empty())
+    opts.client_id = default_client_id();
+  auto im = std::make_shared<impl>();
+  im->conn = conn.impl();
+  im->opts = std::move(opts);
+  im->checker = std::move(checker);
+  auto started = std::make_shared<std::promise<caf::error>>();
+  auto fut = started->get_future();
+  // Detached: a checker may block on the application's own store.
+  im->actor = im->conn->sys->spawn<caf::detached>(checker_actor, im, started);
+  if (auto err = fut.get()) {
+    caf::anon_send(im->actor, wire::stop_atom::value);
+    im->actor = nullptr;
+    return err;
+  }
+  return std::unique_ptr<transaction_producer>{new transaction_producer(im)};
+}
+
+transaction_producer::~transaction_producer() {
+  caf::anon_send(impl_->actor, wire::stop_atom::value);
+  impl_->actor = nullptr;
+}
+
+caf::expected<txn_result> transaction_producer::end(const std::string& txn_id,
+                                                    txn_outcome outcome) {
+  pb::EndTxn e;
+  e.set_txn_id(txn_id);
+  e.set_outcome(to_wire(outcome));
+  auto r = impl_->conn->call<pb::EndResult>(e, impl_->opts.timeout);
+  if (!r)
+    return r.error();
+  txn_result out;
+  out.txn_id = txn_id;
+  out.local = outcome;
+  out.ended = true;
+  if (r->record().state() == pb::TxnRecord::COMMITTED && !r->already()) {
+    send_result s;
+    s.id = r->record().message().id();
+    s.topic = r->record().message().topic();
+    s.partition = r->partition();
+    s.offset = r->offset();
+    out.stored = s;
+  }
+  return out;
+}
+
+caf::expected<txn_result>
+transaction_producer::send_in_transaction(message m,
+                                          const local_transaction& fn) {
+  if (m.topic.empty())
+    return make_error(errc::invalid_argument, "message has no topic");
+  pb::HalfMessage h;
+  h.set_txn_id(new_unique_id());
+  h.set_producer_group(impl_->opts.group);
+  h.set_client_id(impl_->opts.client_id);
+  h.set_check_after_ms(impl_->opts.check_after_ms);
+  auto* pm = h.mutable_message();
+  pm->set_id(m.id.empty() ? new_unique_id() : m.id);
+  pm->set_topic(m.topic);
+  pm->set_key(m.key);
+  for (auto& t : m.tags)
+    pm->add_tags(t);
+  for (auto& [k, v] : m.properties)
+    (*pm->mutable_properties())[k] = v;
+  pm->set_body(m.body);
+  pm->set_born_ms(now_ms());
+  pm->set_producer_group(impl_->opts.group);
+  m.id = pm->id();
+  auto ack = impl_->conn->call<pb::HalfAck>(h, impl_->opts.timeout);
+  if (!ack)
+    return ack.error();
+  txn_result out;
+  out.txn_id = h.txn_id();
+  try {
+    out.local = fn(m, out.txn_id);
+  } catch (const std::exception& e) {
+    EDDA_WARN("txn_producer", "local transaction " << out.txn_id
+                                << " threw: " << e.what()
+                                << " (left to check-back)");
+    out.local = txn_outcome::unknown;
+  }
+  EDDA_FAILPOINT("txn.before_end");
+  if (out.local == txn_outcome::unknown) {
+    out.end_error = make_error(errc::unknown_txn,
+                               "local transaction outcome unknown: left to "
+                               "check-back");
+    return out;
+  }
+  auto r = end(out.txn_id, out.local);
+  if (!r) {
+    out.end_error = r.error();
+    return out;
+  }
+  r->local = out.local;
+  return std::move(*r);
+}
+
+const std::string& transaction_producer::client_id() const {
+  return impl_->opts.client_id;
+}
+
+uint64_t transaction_producer::checks_answered() const {
+  return impl_->answered;
+}
+
+} // namespace edda::client

@@ -1,0 +1,93 @@
+// transaction_producer: RocketMQ-style transactional messages.
+//
+//   auto p = transaction_producer::start(conn, {"wallet"}, checker);
+//   auto r = (*p)->send_in_transaction(msg, [&](const message&, const
+//   std::string& txn_id) {
+//     return wallet.buy_money_market_fund(order) ? txn_outcome::commit
+//                                                : txn_outcome::rollback;
+//   });
+//
+// send_in_transaction stores a half message (durable, invisible to every
+// consumer), runs the local transaction, then ends the transaction with its
+// outcome (acknowledged once durable). If the end never arrives (the
+// process dies, the network drops it, the local transaction says unknown),
+// the node asks a checker of the same producer group ("check-back"): first
+// the producer that sent it, else any live member of the group.
+//
+// The checker runs on the producer's own thread; an exception or a
+// timeout counts as unknown, never as commit. Thread-safety:
+// send_in_transaction may be called from several threads at once.
+#pragma once
+
+#include "client/connection.hpp"
+#include "client/types.hpp"
+
+#include <caf/expected.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+namespace edda::client {
+
+enum class txn_outcome { unknown = 0, commit = 1, rollback = 2 };
+[[nodiscard]] const char* to_string(txn_outcome x);
+
+/// A check-back from the node.
+struct txn_check {
+  std::string txn_id;
+  message msg;
+  uint32_t check = 1; ///< 1 for the first check of this transaction
+};
+
+using local_transaction =
+  std::function<txn_outcome(const message& msg, const std::string& txn_id)>;
+using txn_checker = std::function<txn_outcome(const txn_check&)>;
+
+struct txn_producer_options {
+  std::string group;          ///< producer group, 1-120 of [A-Za-z0-9_.-]
+  std::string client_id;      ///< default host-pid-n
+  int64_t check_after_ms = 0; ///< 0 = the node's txn.check_after
+  std::chrono::milliseconds timeout{30000};
+};
+
+struct txn_result {
+  std::string txn_id;
+  txn_outcome local = txn_outcome::unknown; ///< what the local transaction said
+  bool ended = false;  ///< the node recorded the outcome durably
+  caf::error end_error; ///< why not, if not (check-back will settle it)
+  std::optional<send_result> stored; ///< where a committed message went
+};
+
+class transaction_producer {
+public:
+  /// Joins the producer group. Errors: invalid_producer_group, unavailable.
+  [[nodiscard]] static caf::expected<std::unique_ptr<transaction_producer>>
+  start(connection conn, txn_producer_options opts, txn_checker checker);
+
+  ~transaction_producer();
+
+  /// Errors (nothing was stored): invalid_argument, unknown_topic,
+  /// message_too_large, invalid_producer_group, unavailable, timeout.
+  /// Once the half message is stored the result is a txn_result, even when
+  /// the end could not be confirmed (`ended == false`).
+  [[nodiscard]] caf::expected<txn_result>
+  send_in_transaction(message m, const local_transaction& fn);
+
+  /// Ends a transaction explicitly (e.g. one whose local transaction
+  /// finished later). Errors: unknown_txn, txn_conflict.
+  [[nodiscard]] caf::expected<txn_result> end(const std::string& txn_id,
+                                              txn_outcome outcome);
+
+  [[nodiscard]] const std::string& client_id() const;
+  /// Check-backs this producer answered.
+  [[nodiscard]] uint64_t checks_answered() const;
+
+  struct impl;
+
+private:
+  explicit transaction_producer(std::shared_ptr<impl> i);
+  std::shared_ptr<impl> impl_;
+};
+
+} // namespace edda::client

@@ -1,0 +1,538 @@
+#include "txn/coordinator.hpp"
+
+#include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "storage/environment.hpp"
+#include "storage/keys.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <chrono>
+#include <limits>
+#include <map>
+#include <set>
+
+namespace edda::txn {
+
+namespace {
+
+namespace pb = wire::pb;
+using storage::db;
+namespace keys = storage::keys;
+using std::chrono::milliseconds;
+
+struct coordinator_state {
+  broker::context_ptr ctx;
+  caf::actor topics;
+  std::map<std::string, pb::TxnRecord> pending; // PREPARED, by txn id
+  std::multimap<int64_t, std::string> due;      // next check -> txn id
+  // group -> client id -> checker
+  std::map<std::string, std::map<std::string, caf::actor>> producers;
+  std::map<std::string, std::vector<caf::response_promise>> ending;
+  std::set<std::string> checking;
+  int64_t next_wakeup = std::numeric_limits<int64_t>::max();
+  static inline const char* name = "edda.txn_coordinator";
+};
+
+using self_ptr = caf::stateful_actor<coordinator_state>*;
+
+void put(pb::WriteBatch& b, db d, std::string key, std::string value) {
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(d));
+  op->set_key(std::move(key));
+  op->set_value(std::move(value));
+}
+
+void del(pb::WriteBatch& b, db d, std::string key) {
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(d));
+  op->set_key(std::move(key));
+  op->set_kind(pb::WriteOp::DEL);
+}
+
+void arm(self_ptr self, int64_t due) {
+  auto& st = self->state;
+  if (due >= st.next_wakeup)
+    return;
+  st.next_wakeup = due;
+  auto delay = std::max<int64_t>(0, due - st.ctx->clock());
+  self->delayed_send(self, milliseconds(delay), wire::tick_atom::value);
+}
+
+void unindex(self_ptr self, const std::string& txn) {
+  auto& st = self->state;
+  auto i = st.pending.find(txn);
+  if (i == st.pending.end())
+    return;
+  auto range = st.due.equal_range(i->second.next_check_ms());
+  for (auto j = range.first; j != range.second; ++j)
+    if (j->second == txn) {
+      st.due.erase(j);
+      break;
+    }
+}
+
+void index(self_ptr self, const pb::TxnRecord& rec) {
+  auto& st = self->state;
+  st.pending[rec.txn_id()] = rec;
+  st.due.emplace(rec.next_check_ms(), rec.txn_id());
+  arm(self, rec.next_check_ms());
+}
+
+std::optional<pb::TxnRecord> load(self_ptr self, const std::string& txn) {
+  auto txn_r = self->state.ctx->env->read();
+  auto v = txn_r.get(db::half, txn);
+  if (!v)
+    return std::nullopt;
+  pb::TxnRecord rec;
+  if (!rec.ParseFromArray(v->data(), static_cast<int>(v->size())))
+    return std::nullopt;
+  return rec;
+}
+
+const char* outcome_name(pb::TxnOutcome o) {
+  return o == pb::TXN_COMMIT ? "commit"
+         : o == pb::TXN_ROLLBACK ? "rollback"
+                                 : "unknown";
+}
+
+/// Records `outcome` for a PREPARED transaction (commit: appends its
+/// message in the same LMDB transaction) and answers every waiter.
+void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
+            const std::string& by, const std::string& reason) {
+  auto& st = self->state;
+  auto i = st.pending.find(txn);
+  EDDA_ASSERT(i != st.pending.end(), "finish of a transaction not pending");
+  auto rec = i->second;
+  auto old_due = keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()),
+                                   txn);
+  rec.set_state(outcome == pb::TXN_COMMIT ? pb::TxnRecord::COMMITTED
+                                          : pb::TxnRecord::ROLLED_BACK);
+  rec.set_resolved_ms(st.ctx->clock());
+  rec.set_resolved_by(by);
+  rec.set_reason(reason);
+  auto reply = [=](const caf::error& err, uint32_t partition, uint64_t offset) {
+    auto& st = self->state;
+    auto waiters = std::move(st.ending[txn]);
+    st.ending.erase(txn);
+    if (err) {
+      EDDA_WARN("txn", txn << ": recording " << outcome_name(outcome)
+                           << " failed, will check back: " << render(err));
+      for (auto& w : waiters)
+        w.deliver(err);
+      return;
+    }
+    unindex(self, txn);
+    st.pending.erase(txn);
+    metrics::counter(outcome == pb::TXN_COMMIT ? "txn.committed"
+                                               : "txn.rolled_back")++;
+    pb::EndResult res;
+    *res.mutable_record() = rec;
+    res.set_partition(partition);
+    res.set_offset(offset);
+    for (auto& w : waiters)
+      w.deliver(res);
+  };
+  if (outcome == pb::TXN_COMMIT) {
+    pb::AppendInternal app;
+    app.set_topic(rec.message().topic());
+    app.set_partition(-1);
+    auto* m = app.add_messages();
+    *m = rec.message();
+    m->set_txn_id(txn);
+    m->set_deliver_at_ms(0);
+    put(*app.mutable_extra(), db::half, txn, rec.SerializeAsString());
+    del(*app.mutable_extra(), db::txn_due, old_due);
+    self->request(st.topics, milliseconds(st.ctx->write_timeout_ms), std::move(app))
+      .then(
+        [=](const pb::ProduceResult& r) {
+          reply(caf::error{}, r.partition(),
+                r.offsets_size() > 0 ? r.offsets(0) : 0);
+        },
+        [=](caf::error& err) { reply(err, 0, 0); });
+    return;
+  }
+  pb::WriteBatch b;
+  put(b, db::half, txn, rec.SerializeAsString());
+  del(b, db::txn_due, old_due);
+  self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                std::move(b))
+    .then([=](const pb::WriteResult&) { reply(caf::error{}, 0, 0); },
+          [=](caf::error& err) { reply(err, 0, 0); });
+}
+
+/// Ends `txn` with `outcome`, answering `rp` (may be invalid) once durable.
+void end(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
+         const std::string& by, const std::string& reason,
+         caf::response_promise rp) {
+  auto& st = self->state;
+  auto deliver = [&](auto&& x) {
+    if (rp.pending())
+      rp.deliver(std::forward<decltype(x)>(x));
+  };
+  if (outcome == pb::TXN_UNKNOWN) {
+    deliver(make_error(errc::invalid_argument,
+                       "an end needs commit or rollback; unknown is left to "
+                       "check-back"));
+    return;
+  }
+  if (st.pending.count(txn) == 0) {
+    auto rec = load(self, txn);
+    if (!rec) {
+      deliver(make_error(errc::unknown_txn, "no transaction '" + txn + "'"));
+      return;
+    }
+    bool same = (rec->state() == pb::TxnRecord::COMMITTED)
+                == (outcome == pb::TXN_COMMIT);
+    if (!same) {
+      deliver(make_error(
+        errc::txn_conflict,
+        "transaction '" + txn + "' was already "
+          + (rec->state() == pb::TxnRecord::COMMITTED ? "committed"
+                                                      : "rolled back")
+          + " by " + rec->resolved_by()
+          + (rec->reason().empty() ? "" : " (" + rec->reason() + ")")
+          + "; " + outcome_name(outcome) + " refused"));
+      return;
+    }
+    pb::EndResult res;
+    *res.mutable_record() = *rec;
+    res.set_already(true);
+    deliver(res);
+    return;
+  }
+  auto& waiters = st.ending[txn];
+  if (rp.pending())
+    waiters.push_back(rp);
+  if (waiters.size() > (rp.pending() ? 1u : 0u))
+    return; // an end is already being written; everyone gets its result
+  finish(self, txn, outcome, by, reason);
+}
+
+caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec) {
+  auto& st = self->state;
+  auto g = st.producers.find(rec.producer_group());
+  if (g == st.producers.end() || g->second.empty())
+    return {};
+  auto own = g->second.find(rec.client_id());
+  if (own != g->second.end())
+    return own->second;
+  // Any other live member, spread by txn id.
+  auto n = stable_hash(rec.txn_id()) % g->second.size();
+  auto i = g->second.begin();
+  std::advance(i, static_cast<long>(n));
+  return i->second;
+}
+
+/// An answered check without a decision: count it, back off or apply the
+/// final policy.
+void count_check(self_ptr self, const std::string& txn, const std::string& why) {
+  auto& st = self->state;
+  auto i = st.pending.find(txn);
+  if (i == st.pending.end() || st.ending.count(txn) != 0)
+    return;
+  auto rec = i->second;
+  rec.set_checks(rec.checks() + 1);
+  const auto& cfg = st.ctx->settings;
+  if (rec.checks() >= cfg.txn_max_checks) {
+    auto policy = cfg.txn_final_policy == "commit" ? pb::TXN_COMMIT
+                                                   : pb::TXN_ROLLBACK;
+    auto reason = "no outcome after " + std::to_string(rec.checks())
+                  + " check-backs (last: " + why + "); final policy "
+                  + cfg.txn_final_policy;
+    st.pending[txn].set_checks(rec.checks());
+    st.ctx->alerts->raise(alert{"txn_policy", txn, reason,
+                                rec.message().id(), st.ctx->clock()});
+    end(self, txn, policy, "policy", reason, caf::response_promise{});
+    return;
+  }
+  auto shift = std::min<uint32_t>(rec.checks(), 20);
+  auto backoff = std::min<uint64_t>(
+    static_cast<uint64_t>(rec.check_after_ms()) << shift,
+    cfg.txn_max_check_interval_ms);
+  auto old_due = keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()),
+                                   txn);
+  unindex(self, txn);
+  rec.set_next_check_ms(st.ctx->clock() + static_cast<int64_t>(backoff));
+  index(self, rec);
+  pb::WriteBatch b;
+  put(b, db::half, txn, rec.SerializeAsString());
+  del(b, db::txn_due, old_due);
+  put(b, db::txn_due,
+      keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()), txn), "");
+  self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                std::move(b))
+    .then([](const pb::WriteResult&) {},
+          [=](caf::error& err) {
+            EDDA_WARN("txn", txn << ": check count not stored: " << render(err));
+          });
+}
+
+void check_due(self_ptr self) {
+  auto& st = self->state;
+  auto now = st.ctx->clock();
+  std::vector<std::string> due_now;
+  for (auto& [when, txn] : st.due) {
+    if (when > now)
+      break;
+    if (st.checking.count(txn) == 0 && st.ending.count(txn) == 0)
+      due_now.push_back(txn);
+  }
+  for (auto& txn : due_now) {
+    auto& rec = st.pending[txn];
+    auto checker = pick_checker(self, rec);
+    if (!checker) {
+      // Nobody to ask: try again later, without using up the budget.
+      unindex(self, txn);
+      rec.set_next_check_ms(now + std::min<int64_t>(
+                                    rec.check_after_ms(),
+                                    static_cast<int64_t>(
+                                      st.ctx->settings.txn_max_check_interval_ms)));
+      index(self, rec);
+      metrics::counter("txn.checks_undeliverable")++;
+      continue;
+    }
+    pb::CheckTxn q;
+    q.set_txn_id(txn);
+    q.set_producer_group(rec.producer_group());
+    *q.mutable_message() = rec.message();
+    q.set_check(rec.checks() + 1);
+    st.checking.insert(txn);
+    metrics::counter("txn.checks")++;
+    self
+      ->request(checker, milliseconds(st.ctx->settings.txn_check_timeout_ms), q)
+      .then(
+        [=](const pb::CheckAnswer& a) {
+          self->state.checking.erase(txn);
+          if (a.outcome() == pb::TXN_UNKNOWN) {
+            count_check(self, txn, "producer answered unknown");
+            return;
+          }
+          if (self->state.pending.count(txn) != 0)
+            end(self, txn, a.outcome(), "check-back", "", {});
+        },
+        [=](caf::error& err) {
+          self->state.checking.erase(txn);
+          count_check(self, txn, render(err));
+        });
+  }
+  if (!st.due.empty())
+    arm(self, std::max(st.due.begin()->first, now + 1));
+}
+
+caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
+                          caf::actor topics) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.topics = std::move(topics);
+  {
+    // Recovery: every transaction without an outcome is checked back.
+    std::vector<std::string> txns;
+    auto txn_r = st.ctx->env->read();
+    txn_r.scan(db::txn_due, "", "", [&](std::string_view k, std::string_view) {
+      txns.emplace_back(k.substr(8));
+      return true;
+    });
+    for (auto& t : txns)
+      if (auto v = txn_r.get(db::half, t)) {
+        pb::TxnRecord rec;
+        if (rec.ParseFromArray(v->data(), static_cast<int>(v->size()))
+            && rec.state() == pb::TxnRecord::PREPARED) {
+          st.pending[t] = rec;
+          st.due.emplace(rec.next_check_ms(), t);
+        }
+      }
+    if (!st.pending.empty())
+      EDDA_INFO("txn", "recovered " << st.pending.size()
+                                    << " transactions without outcome");
+  }
+  if (!st.due.empty())
+    arm(self, st.due.begin()->first);
+  self->delayed_send(self, std::chrono::minutes(10), wire::drain_atom::value);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    for (auto& [group, members] : self->state.producers)
+      for (auto i = members.begin(); i != members.end(); ++i)
+        if (i->second.address() == dm.source) {
+          EDDA_INFO("txn", "producer " << i->first << " of " << group
+                                       << " left");
+          members.erase(i);
+          return;
+        }
+  });
+  return {
+    [=](const pb::RegisterProducer& r) -> caf::result<pb::ProducerRegistered> {
+      if (auto err = check_producer_group(r.group()))
+        return err;
+      if (r.client_id().empty())
+        return make_error(errc::invalid_argument, "client_id is empty");
+      auto checker = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!checker)
+        return make_error(errc::invalid_argument, "producer has no address");
+      auto& members = self->state.producers[r.group()];
+      auto& slot = members[r.client_id()];
+      if (slot != checker) {
+        slot = checker;
+        self->monitor(checker);
+      }
+      pb::ProducerRegistered ok;
+      ok.set_group(r.group());
+      ok.set_members(static_cast<uint32_t>(members.size()));
+      return ok;
+    },
+    [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
+      auto& st = self->state;
+      if (auto err = check_producer_group(h.producer_group()))
+        return err;
+      if (h.txn_id().empty() || h.txn_id().size() > 128)
+        return make_error(errc::invalid_argument,
+                          "txn id must be 1-128 bytes");
+      if (h.message().topic().empty())
+        return make_error(errc::invalid_argument, "half message has no topic");
+      auto size = h.message().ByteSizeLong();
+      if (size > st.ctx->settings.max_message_size)
+        return make_error(errc::message_too_large,
+                          "half message is " + std::to_string(size)
+                            + " bytes, over the limit of "
+                            + std::to_string(st.ctx->settings.max_message_size));
+      if (st.pending.count(h.txn_id()) != 0 || load(self, h.txn_id())) {
+        // Same id again: the first half message stands (idempotent resend).
+        pb::HalfAck ack;
+        ack.set_txn_id(h.txn_id());
+        return ack;
+      }
+      auto rp = self->make_response_promise<pb::HalfAck>();
+      pb::GetTopic gt;
+      gt.set_name(h.message().topic());
+      auto half = std::move(h);
+      self->request(st.topics, std::chrono::seconds(30), gt)
+        .then(
+          [=](const pb::TopicMeta&) mutable {
+            auto& st = self->state;
+            auto now = st.ctx->clock();
+            pb::TxnRecord rec;
+            rec.set_txn_id(half.txn_id());
+            rec.set_producer_group(half.producer_group());
+            rec.set_client_id(half.client_id());
+            *rec.mutable_message() = half.message();
+            rec.mutable_message()->set_txn_id(half.txn_id());
+            if (rec.message().id().empty())
+              rec.mutable_message()->set_id(new_unique_id());
+            if (rec.message().born_ms() == 0)
+              rec.mutable_message()->set_born_ms(now);
+            rec.set_state(pb::TxnRecord::PREPARED);
+            rec.set_created_ms(now);
+            auto after = half.check_after_ms() > 0
+                           ? half.check_after_ms()
+                           : static_cast<int64_t>(
+                             st.ctx->settings.txn_check_after_ms);
+            rec.set_check_after_ms(after);
+            rec.set_next_check_ms(now + after);
+            pb::WriteBatch b;
+            put(b, db::half, rec.txn_id(), rec.SerializeAsString());
+            put(b, db::txn_due,
+                keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()),
+                                  rec.txn_id()),
+                "");
+            self
+              ->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                        std::move(b))
+              .then(
+                [=](const pb::WriteResult&) mutable {
+                  index(self, rec);
+                  metrics::counter("txn.half")++;
+                  pb::HalfAck ack;
+                  ack.set_txn_id(rec.txn_id());
+                  rp.deliver(ack);
+                },
+                [=](caf::error& err) mutable { rp.deliver(err); });
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](const pb::EndTxn& e) -> caf::result<pb::EndResult> {
+      auto rp = self->make_response_promise<pb::EndResult>();
+      auto by = e.resolved_by().empty() ? std::string{"producer"}
+                                        : e.resolved_by();
+      end(self, e.txn_id(), e.outcome(), by, "", rp);
+      return rp;
+    },
+    [=](const pb::TxnList& q) {
+      auto& st = self->state;
+      pb::TxnRecords out;
+      out.set_now_ms(st.ctx->clock());
+      auto limit = q.limit() == 0 ? 1000u : q.limit();
+      for (auto& [when, txn] : st.due) {
+        if (static_cast<uint32_t>(out.records_size()) >= limit)
+          break;
+        *out.add_records() = st.pending[txn];
+      }
+      return out;
+    },
+    [=](const pb::TxnShow& q) -> caf::result<pb::TxnRecord> {
+      auto i = self->state.pending.find(q.txn_id());
+      if (i != self->state.pending.end())
+        return i->second;
+      if (auto rec = load(self, q.txn_id()))
+        return *rec;
+      return make_error(errc::unknown_txn, "no transaction '" + q.txn_id() + "'");
+    },
+    [=](wire::tick_atom) {
+      self->state.next_wakeup = std::numeric_limits<int64_t>::max();
+      check_due(self);
+    },
+    [=](wire::drain_atom) {
+      // Resolved outcomes older than txn.retention are forgotten; an end
+      // for them afterwards is unknown_txn.
+      auto& st = self->state;
+      auto cutoff = st.ctx->clock()
+                    - static_cast<int64_t>(st.ctx->settings.txn_retention_ms);
+      pb::WriteBatch b;
+      {
+        auto txn_r = st.ctx->env->read();
+        txn_r.scan(db::half, "", "", [&](std::string_view k, std::string_view v) {
+          pb::TxnRecord rec;
+          if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))
+              && rec.state() != pb::TxnRecord::PREPARED
+              && rec.resolved_ms() < cutoff)
+            del(b, db::half, std::string{k});
+          return b.ops_size() < 10000;
+        });
+      }
+      if (b.ops_size() > 0)
+        self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                      std::move(b))
+          .then([](const pb::WriteResult&) {}, [](caf::error&) {});
+      self->delayed_send(self, std::chrono::minutes(10), wire::drain_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+caf::error check_producer_group(const std::string& g) {
+  if (g.empty() || g.size() > 120)
+    return make_error(errc::invalid_producer_group,
+                      "producer group must be 1-120 characters, got "
+                        + std::to_string(g.size()));
+  for (char c : g)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+          || c == '.'))
+      return make_error(errc::invalid_producer_group,
+                        "producer group '" + g
+                          + "' may only contain letters, digits, '_', '-' "
+                            "and '.'");
+  return caf::none;
+}
+
+caf::actor spawn_coordinator(caf::actor_system& sys, broker::context_ptr ctx,
+                             caf::actor topics) {
+  return sys.spawn(coordinator, std::move(ctx), std::move(topics));
+}
+
+} // namespace edda::txn
