@@ -49,6 +49,8 @@ struct route {
 struct coordinator_state {
   context_ptr ctx;
   caf::actor topics;
+  caf::actor manager;
+  bool recorded = false; // the group is known to the manager (persisted)
   std::string group;
   pb::ConsumeMode mode = pb::CLUSTERING;
   pb::ConsumeFrom from = pb::EARLIEST;
@@ -175,10 +177,11 @@ void remove_member(coord_ptr self, const std::string& client_id) {
 }
 
 caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
-                          std::string group) {
+                          caf::actor manager, std::string group) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
+  st.manager = std::move(manager);
   st.group = std::move(group);
   st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
   st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
@@ -233,6 +236,9 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
         if (first) {
           st.mode = s.mode();
           st.from = s.from();
+          // A group that emptied out starts again from the node's settings.
+          st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
+          st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
           if (s.max_reconsume() != 0)
             st.max_reconsume = s.max_reconsume();
           if (s.retry_delays_ms_size() > 0)
@@ -240,6 +246,8 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
                              s.retry_delays_ms().end());
         }
         auto& m = st.members[s.client_id()];
+        bool unchanged = m.handle == member && m.subs.count(s.topic()) != 0
+                         && m.subs[s.topic()] == norm;
         if (m.handle != member) {
           if (m.handle)
             self->demonitor(m.handle);
@@ -247,6 +255,15 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
           self->monitor(member);
         }
         m.subs[s.topic()] = norm;
+        if (unchanged) {
+          // A member re-asserting its subscription: nothing to rebalance.
+          pb::Subscribed ok;
+          ok.set_group(st.group);
+          ok.set_topic(s.topic());
+          ok.set_partitions(st.routes[s.topic()].meta.partitions());
+          rp.deliver(ok);
+          return;
+        }
         auto finish = [=](const caf::error& err) mutable {
           rebalance(self);
           pb::Subscribed ok;
@@ -254,6 +271,13 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
           ok.set_topic(s.topic());
           ok.set_partitions(
             self->state.routes[s.topic()].meta.partitions());
+          if (!self->state.recorded) {
+            // Only a group that subscribed successfully becomes known.
+            self->state.recorded = true;
+            pb::GroupInfo g;
+            g.set_group(self->state.group);
+            self->send(self->state.manager, g);
+          }
           EDDA_INFO("group", self->state.group << ": member " << s.client_id()
                                << " subscribed to " << s.topic() << " ("
                                << norm << ")");
@@ -311,8 +335,17 @@ caf::actor coordinator_of(manager_ptr self, const std::string& group) {
   auto& st = self->state;
   auto& c = st.coordinators[group];
   if (!c) {
-    c = self->home_system().spawn(coordinator, st.ctx, st.topics, group);
+    c = self->home_system().spawn(coordinator, st.ctx, st.topics,
+                                  caf::actor{self}, group);
     self->link_to(c); // coordinators stop with the manager
+  }
+  return c;
+}
+
+/// Records a group that a member subscribed to successfully.
+void remember_group(manager_ptr self, const std::string& group) {
+  auto& st = self->state;
+  {
     if (st.known.insert(group).second) {
       pb::GroupInfo g;
       g.set_group(group);
@@ -329,7 +362,6 @@ caf::actor coordinator_of(manager_ptr self, const std::string& group) {
               });
     }
   }
-  return c;
 }
 
 caf::error check_group_name(const std::string& g) {
@@ -390,6 +422,7 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       for (auto& [g, c] : self->state.coordinators)
         self->send(c, a, topic);
     },
+    [=](const pb::GroupInfo& g) { remember_group(self, g.group()); },
     [=](const pb::ListGroups& req) -> caf::result<pb::GroupList> {
       auto& st = self->state;
       auto rp = self->make_response_promise<pb::GroupList>();

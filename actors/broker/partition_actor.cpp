@@ -291,7 +291,7 @@ void write(self_ptr self, pb::WriteBatch b, std::vector<int64_t> dues,
 /// the commit. Messages with a future deliver_at go to the delay db.
 void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs,
             const pb::WriteBatch* extra,
-            caf::response_promise rp) {
+            caf::response_promise rp, uint32_t topic_partitions = 0) {
   // Internal appends (due delayed messages, retry copies) are never delayed
   // again: their time has come.
   bool allow_delay = extra == nullptr;
@@ -302,7 +302,15 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
     return;
   }
   for (int i = 0; i < msgs->size(); ++i) {
-    auto size = msgs->Get(i).ByteSizeLong();
+    for (const auto& [k, v] : msgs->Get(i).properties())
+      if (k.empty() || !is_utf8(k)) {
+        rp.deliver(make_error(errc::invalid_argument,
+                              "message " + std::to_string(i)
+                                + ": property names must be non-empty UTF-8; "
+                                  "nothing in this batch was stored"));
+        return;
+      }
+    auto size = wire::payload_size(msgs->Get(i));
     if (size > cfg.max_message_size) {
       rp.deliver(make_error(
         errc::message_too_large,
@@ -318,6 +326,7 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
   pb::ProduceResult res;
   res.set_topic(st.meta.name());
   res.set_partition(st.partition);
+  res.set_topic_partitions(topic_partitions);
   std::vector<int64_t> dues;
   for (auto& m : *msgs) {
     if (m.id().empty())
@@ -408,7 +417,8 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
   return {
     [=](pb::ProduceRequest& req) -> caf::result<pb::ProduceResult> {
       auto rp = self->make_response_promise<pb::ProduceResult>();
-      append(self, req.mutable_messages(), nullptr, rp);
+      append(self, req.mutable_messages(), nullptr, rp,
+             req.topic_partitions());
       return rp;
     },
     [=](pb::AppendInternal& req) -> caf::result<pb::ProduceResult> {
@@ -516,12 +526,22 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
           touched.push_back(name);
         }
       }
+      std::map<std::string, uint64_t> committed;
+      for (auto& name : touched)
+        committed[name] = st.cursors[name].committed();
       if (b.ops_size() > 0)
         write(self, std::move(b), std::move(dues), std::move(alerts),
               [=](const caf::error& err) {
-                if (err)
+                if (err) {
                   EDDA_ERROR("partition", "timeout handling not stored: "
                                             << render(err));
+                  return;
+                }
+                for (auto& [name, off] : committed) {
+                  auto j = self->state.cursors.find(name);
+                  if (j != self->state.cursors.end())
+                    j->second.persisted = std::max(j->second.persisted, off);
+                }
               });
       pump_all(self);
       if (!st.cursors.empty())

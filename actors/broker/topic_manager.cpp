@@ -235,8 +235,9 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
                           else
                             rp.deliver(info_of(self->state.topics[name]));
                         });
+      // Once a promise exists, CAF drops a returned error: deliver it.
       if (err)
-        return err;
+        rp.deliver(err);
       return rp;
     },
     [=](const pb::GetTopic& req) -> caf::result<pb::TopicMeta> {
@@ -316,6 +317,9 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
         return make_error(errc::invalid_argument,
                           "internal topics go away with their group");
       auto& e = **t;
+      if (e.pending)
+        return make_error(errc::invalid_argument,
+                          "topic '" + req.name() + "' is being changed");
       pb::WriteBatch b;
       auto* op = b.add_ops();
       op->set_db(static_cast<uint32_t>(db::topics));
@@ -336,9 +340,11 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
           [=](const pb::WriteResult&) mutable {
             auto& topics = self->state.topics;
             auto i = topics.find(name);
-            for (auto& p : i->second.partitions)
-              self->send_exit(p, caf::exit_reason::user_shutdown);
-            topics.erase(i);
+            if (i != topics.end()) {
+              for (auto& p : i->second.partitions)
+                self->send_exit(p, caf::exit_reason::user_shutdown);
+              topics.erase(i);
+            }
             notify_route(self, name);
             EDDA_INFO("topics", "deleted " << name);
             pb::Done d;
@@ -346,7 +352,9 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
             rp.deliver(d);
           },
           [=](caf::error& err) mutable {
-            self->state.topics[name].pending = false;
+            auto i = self->state.topics.find(name);
+            if (i != self->state.topics.end())
+              i->second.pending = false;
             rp.deliver(err);
           });
       return rp;
@@ -365,6 +373,7 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
                           "topic '" + req.topic() + "' has no partition "
                             + std::to_string(p));
       req.set_partition(p);
+      req.set_topic_partitions(static_cast<uint32_t>(e.partitions.size()));
       self->delegate(e.partitions[static_cast<size_t>(p)],
                             std::move(req));
       return caf::delegated<pb::ProduceResult>{};

@@ -4,12 +4,16 @@
 #include "wire/types.hpp"
 
 #include <caf/atom.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/timespan.hpp>
 
 namespace edda::client {
 
 connection_impl::~connection_impl() {
+  if (watcher)
+    caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+  watcher = nullptr;
   frontend_ = nullptr;
   // own_sys (if any) is destroyed here, after every client actor is gone.
 }
@@ -29,7 +33,7 @@ caf::expected<caf::actor> connection_impl::reconnect(const caf::actor& stale) {
     return frontend();
   {
     std::lock_guard<std::mutex> guard{mtx_};
-    if (frontend_ && frontend_ != stale)
+    if (frontend_ && frontend_ != stale && !lost->load())
       return frontend_;
   }
   auto fe = sys->middleman().remote_actor(host, port);
@@ -38,7 +42,21 @@ caf::expected<caf::actor> connection_impl::reconnect(const caf::actor& stale) {
                       "cannot reach an edda node at " + endpoint + " ("
                         + sys->render(fe.error())
                         + "); is `edda node` running?");
+  if (lost->load()) {
+    // CAF may hand back its cached proxy of a dead node, or a live one of a
+    // node that resumed (same identity): only an answer tells them apart.
+    bool alive = false;
+    caf::scoped_actor self{*sys};
+    self->request(*fe, std::chrono::seconds(2), wire::pb::NodeStatusRequest{})
+      .receive([&](const wire::pb::NodeStatus&) { alive = true; },
+               [&](caf::error&) {});
+    if (!alive)
+      return make_error(errc::unavailable,
+                        "the node at " + endpoint + " is still unreachable");
+  }
   set_frontend(*fe);
+  lost->store(false);
+  caf::anon_send(watcher, *fe);
   return *fe;
 }
 
@@ -79,6 +97,19 @@ caf::expected<connection> connection::open(const std::string& host,
   impl->endpoint = host + ":" + std::to_string(port);
   impl->host = host;
   impl->port = port;
+  // The watcher marks the connection lost when the node goes away, so that
+  // the next call reconnects instead of waiting for a dead proxy to time out.
+  impl->watcher = impl->sys->spawn([lost = impl->lost](caf::event_based_actor* self) {
+    auto current = std::make_shared<caf::actor_addr>();
+    self->set_down_handler([=](caf::down_msg& dm) {
+      if (dm.source == *current)
+        lost->store(true);
+    });
+    return caf::behavior{[=](caf::actor fe) {
+      *current = fe.address();
+      self->monitor(fe);
+    }};
+  });
   auto fe = impl->reconnect(caf::actor{});
   if (!fe)
     return fe.error();

@@ -8,6 +8,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,7 +28,10 @@ struct connection_impl {
   /// The node's frontend as last connected (thread-safe).
   [[nodiscard]] caf::actor frontend() const;
   /// Remote: connects again if `stale` is still the current handle (so that
-  /// many actors noticing the same loss reconnect once). Local: no-op.
+  /// many actors noticing the same loss reconnect once), or if the node was
+  /// lost. After a loss the new handle must answer a status request first
+  /// (CAF may return its cached proxy of the dead node); if it does not,
+  /// the result is unavailable: try later. Local: no-op.
   /// Errors: unavailable.
   [[nodiscard]] caf::expected<caf::actor> reconnect(const caf::actor& stale);
   void set_frontend(caf::actor fe);
@@ -38,13 +42,26 @@ private:
 
 public:
 
-  /// Sends `req` to the node and waits for the reply of type Reply.
+  /// Set when the watched frontend went down (remote connections).
+  std::shared_ptr<std::atomic<bool>> lost
+    = std::make_shared<std::atomic<bool>>(false);
+  caf::actor watcher; // monitors the current frontend (remote only)
+
+  /// Sends `req` to the node and waits for the reply of type Reply. After
+  /// the node was lost, reconnects first (a dead proxy would only time out).
   template <class Reply, class Request>
   caf::expected<Reply> call(const Request& req,
                             std::chrono::milliseconds timeout) {
+    auto fe = frontend();
+    if (lost->load()) {
+      auto again = reconnect(fe);
+      if (!again)
+        return again.error();
+      fe = *again;
+    }
     caf::expected<Reply> out{Reply{}};
     caf::scoped_actor self{*sys}; // short-lived: no stale timeouts pile up
-    self->request(frontend(), timeout, req)
+    self->request(fe, timeout, req)
       .receive([&](Reply& r) { out = std::move(r); },
                [&](caf::error& err) { out = std::move(err); });
     return out;

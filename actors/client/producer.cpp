@@ -14,6 +14,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 
 namespace edda::client {
 
@@ -59,11 +60,15 @@ struct batch_state {
 struct producer_state {
   std::shared_ptr<connection_impl> conn;
   caf::actor frontend; // monitored; null after it was lost
+  caf::actor lost;     // the handle we lost, for reconnect()
+  uint64_t route_gen = 0; // bumped on loss: late route replies are ignored
   uint64_t next_batch = 0;
   std::map<uint64_t, std::shared_ptr<batch_state>> inflight;
   std::shared_ptr<queue> q;
   producer_options opts;
   std::map<std::string, uint32_t> routes; // topic -> partitions
+  std::map<std::string, int64_t> route_age; // topic -> when fetched (ms)
+  std::set<std::string> refreshing;
   std::map<std::string, std::vector<pending>> awaiting_route;
   std::map<std::pair<std::string, uint32_t>, partition_queue> parts;
   std::map<std::string, uint32_t> round_robin;
@@ -79,15 +84,18 @@ void fail(self_ptr self, pending& p, const caf::error& err) {
 
 void dispatch(self_ptr self, const std::string& topic, uint32_t partition);
 
+constexpr int64_t route_refresh_ms = 2000;
+
 /// The node's frontend, reconnecting after a loss. Errors: unavailable.
 caf::expected<caf::actor> node(self_ptr self) {
   auto& st = self->state;
   if (st.frontend)
     return st.frontend;
-  auto fe = st.conn->reconnect(st.conn->frontend());
+  auto fe = st.conn->reconnect(st.lost ? st.lost : st.conn->frontend());
   if (!fe)
     return fe.error();
   st.frontend = *fe;
+  st.lost = nullptr;
   self->monitor(st.frontend);
   return st.frontend;
 }
@@ -111,11 +119,15 @@ void enqueue(self_ptr self, pending p) {
         fail(self, w, fe.error());
       return;
     }
+    auto gen = st.route_gen;
     self->request(*fe, st.opts.timeout, req)
       .then(
         [=](const pb::TopicMeta& meta) {
           auto& st = self->state;
+          if (gen != st.route_gen)
+            return; // abandoned when the node was lost
           st.routes[topic] = meta.partitions();
+          st.route_age[topic] = now_ms();
           auto waiting = std::move(st.awaiting_route[topic]);
           st.awaiting_route.erase(topic);
           for (auto& w : waiting)
@@ -123,12 +135,33 @@ void enqueue(self_ptr self, pending p) {
         },
         [=](caf::error& err) {
           auto& st = self->state;
+          if (gen != st.route_gen)
+            return;
           auto waiting = std::move(st.awaiting_route[topic]);
           st.awaiting_route.erase(topic);
           for (auto& w : waiting)
             fail(self, w, err);
         });
     return;
+  }
+  // Partitions can be added to a live topic: refresh the count now and then
+  // (in the background; this message uses the count we have).
+  if (now_ms() - st.route_age[topic] > route_refresh_ms
+      && st.refreshing.insert(topic).second) {
+    if (auto fe = node(self)) {
+      pb::GetTopic req;
+      req.set_name(topic);
+      self->request(*fe, st.opts.timeout, req)
+        .then(
+          [=](const pb::TopicMeta& meta) {
+            self->state.routes[topic] = meta.partitions();
+            self->state.route_age[topic] = now_ms();
+            self->state.refreshing.erase(topic);
+          },
+          [=](caf::error&) { self->state.refreshing.erase(topic); });
+    } else {
+      st.refreshing.erase(topic);
+    }
   }
   uint32_t n = std::max<uint32_t>(1, r->second);
   uint32_t part = p.msg.key().empty()
@@ -183,6 +216,12 @@ void dispatch(self_ptr self, const std::string& topic, uint32_t partition) {
     self->request(*fe, st.opts.timeout, std::move(req))
       .then(
         [=](const pb::ProduceResult& res) {
+          if (res.topic_partitions() > 0) {
+            // The node tells us the current count: learn of added partitions
+            // from the first reply after an alter.
+            self->state.routes[topic] = res.topic_partitions();
+            self->state.route_age[topic] = now_ms();
+          }
           if (batch->completed)
             return;
           std::vector<send_result> out(batch->cbs.size());
@@ -215,8 +254,11 @@ caf::behavior producer_actor(self_ptr self, std::shared_ptr<connection_impl> con
       return;
     EDDA_WARN("producer", "lost the node at " << st.conn->endpoint
                                               << "; failing in-flight sends");
+    st.lost = st.frontend;
     st.frontend = nullptr;
     st.routes.clear();
+    st.refreshing.clear();
+    ++st.route_gen;
     auto lost = st.inflight;
     auto err = make_error(errc::unavailable,
                           "connection to " + st.conn->endpoint
@@ -224,6 +266,14 @@ caf::behavior producer_actor(self_ptr self, std::shared_ptr<connection_impl> con
                               "it may or may not be stored");
     for (auto& [id, b] : lost)
       complete(self, id, b, &err, nullptr);
+    auto waiting = std::move(st.awaiting_route);
+    st.awaiting_route.clear();
+    auto lookup_err = make_error(errc::unavailable,
+                                 "connection to " + st.conn->endpoint
+                                   + " lost; not sent");
+    for (auto& [topic, ps] : waiting)
+      for (auto& p : ps)
+        fail(self, p, lookup_err);
   });
   return {
     [=](wire::drain_atom) {
@@ -271,6 +321,12 @@ void producer::send_async(message m, callback cb) {
     size += t.size();
   for (auto& [k, v] : m.properties)
     size += k.size() + v.size();
+  for (auto& [k, v] : m.properties)
+    if (k.empty() || !is_utf8(k)) {
+      cb(make_error(errc::invalid_argument,
+                    "property names must be non-empty UTF-8; not sent"));
+      return;
+    }
   if (size > impl_->opts.max_message_size) {
     cb(make_error(errc::message_too_large,
                   "message is " + std::to_string(size)

@@ -4,9 +4,11 @@
 // in batches (up to `max_batch` messages, at most `max_inflight_batches`
 // batches per partition in flight), so many small sends cost few round
 // trips and few commits. Order is kept per partition: the same key always
-// maps to the same partition (FNV-1a of the key modulo the partition count;
-// adding partitions changes the mapping), messages without a key go round
-// robin.
+// maps to the same partition (FNV-1a of the key modulo the partition count),
+// messages without a key go round robin. Adding partitions changes the
+// mapping: the producer learns the new count from its next reply (every
+// reply carries it) or within 2 s, so sends already in flight during an
+// alter may use the old count.
 //
 // Thread-safety: all member functions may be called from any thread.
 // Callbacks of send_async run on a client actor thread: keep them short.

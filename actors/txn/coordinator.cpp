@@ -394,7 +394,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
                           "txn id must be 1-128 bytes");
       if (h.message().topic().empty())
         return make_error(errc::invalid_argument, "half message has no topic");
-      auto size = h.message().ByteSizeLong();
+      auto size = wire::payload_size(h.message());
       if (size > st.ctx->settings.max_message_size)
         return make_error(errc::message_too_large,
                           "half message is " + std::to_string(size)

@@ -60,6 +60,9 @@ using saga_id = strong_id<struct saga_id_tag, std::string>;
   return stable_hash(s.data(), s.size());
 }
 
+/// True if `s` is well-formed UTF-8 (protobuf `string` fields require it).
+[[nodiscard]] bool is_utf8(const std::string& s);
+
 /// Milliseconds since the Unix epoch (wall clock, for persisted times).
 [[nodiscard]] int64_t now_ms();
 

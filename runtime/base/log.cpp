@@ -81,6 +81,22 @@ std::string new_unique_id() {
   return std::string(buf, 32);
 }
 
+bool is_utf8(const std::string& s) {
+  size_t i = 0, n = s.size();
+  while (i < n) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3
+                                                 : (c >> 3) == 0x1e ? 4 : 0;
+    if (len == 0 || i + len > n)
+      return false;
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2)
+        return false;
+    i += len;
+  }
+  return true;
+}
+
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
            std::chrono::system_clock::now().time_since_epoch())

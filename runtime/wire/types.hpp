@@ -60,6 +60,10 @@ inspect(Inspector& f, T& x) {
 
 namespace edda::wire {
 namespace pb = edda::wire::v1;
+/// The size broker.max_message_size limits: body + key + tags + property
+/// names and values (what the producer checks too).
+[[nodiscard]] size_t payload_size(const v1::Message& m);
+
 /// Registers edda's type-id block and error category: call on every
 /// actor_system_config before constructing the actor_system.
 void register_types(caf::actor_system_config& cfg);

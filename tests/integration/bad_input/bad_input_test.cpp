@@ -1,0 +1,788 @@
+// Bad input: every way a client, a peer or an operator can hand a node
+// something wrong. Each test checks the exact error code, that the text
+// names the offending value, and that nothing was lost or stored wrongly.
+// Real actors, real LMDB in a fresh temp dir, remote peers on 127.0.0.1.
+// Tests blocked by a known bug are skipped; EDDA_RUN_BLOCKED=1 runs them.
+#include "base/errc.hpp"
+#include "client/admin.hpp"
+#include "client/connection.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "config/settings.hpp"
+#include "node/embedded_node.hpp"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <mutex>
+#include <netinet/in.h>
+#include <poll.h>
+#include <random>
+#include <signal.h>
+#include <spawn.h>
+#include <sstream>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using namespace edda;
+namespace admin = edda::client::admin;
+namespace ch = std::chrono;
+using ch::milliseconds;
+using strings = std::vector<std::string>;
+
+#define SKIP_IF_BLOCKED(why)                                                   \
+  do {                                                                         \
+    if (std::getenv("EDDA_RUN_BLOCKED") == nullptr) {                          \
+      GTEST_SKIP() << "blocked by: " << why;                                   \
+    }                                                                          \
+  } while (false)
+
+std::string text(const caf::error& e) {
+  return edda::render(e);
+}
+
+/// The error has code `want` and its text names every one of `mentions`.
+void expect_error(const caf::error& err, errc want, const strings& mentions,
+                  const std::string& what = "") {
+  EXPECT_STREQ(to_string(code_of(err)), to_string(want))
+    << what << ": " << text(err);
+  for (const auto& m : mentions)
+    EXPECT_NE(text(err).find(m), std::string::npos)
+      << what << ": '" << m << "' missing in \"" << text(err) << "\"";
+}
+
+/// The call failed with code `want` and a text naming all of `mentions`.
+template <class T>
+void expect_error(const caf::expected<T>& x, errc want, const strings& mentions,
+                  const std::string& what = "") {
+  if (x)
+    ADD_FAILURE() << what << ": succeeded, expected " << to_string(want);
+  else
+    expect_error(x.error(), want, mentions, what);
+}
+
+/// Polls `pred` every 10 ms until it holds or `limit` passes.
+template <class Pred>
+bool wait_until(Pred pred, milliseconds limit = milliseconds(15000)) {
+  auto deadline = ch::steady_clock::now() + limit;
+  while (ch::steady_clock::now() < deadline) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return pred();
+}
+
+/// Collects the bodies a consumer's handler sees.
+struct inbox {
+  std::mutex mtx;
+  strings got;
+  client::handler handler() {
+    return [this](const client::received& r) {
+      std::lock_guard<std::mutex> guard{mtx};
+      got.push_back(r.msg.body);
+      return client::consume_result::success;
+    };
+  }
+  strings bodies() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return got;
+  }
+  size_t size() {
+    return bodies().size();
+  }
+};
+
+client::message msg(const std::string& topic, std::string body,
+                    strings tags = {}) {
+  return client::message{topic, std::move(body), "", std::move(tags), {}, 0,
+                         ""};
+}
+
+caf::expected<std::unique_ptr<client::consumer>>
+start_consumer(const client::connection& c, const std::string& group,
+               const std::string& topic, const std::string& expr, inbox& box,
+               const std::string& client_id = "",
+               client::consume_mode mode = client::consume_mode::clustering) {
+  client::consumer_options o;
+  o.group = group;
+  o.topic = topic;
+  o.expression = expr;
+  o.client_id = client_id;
+  o.mode = mode;
+  o.request_timeout = milliseconds(10000);
+  return client::consumer::start(c, o, box.handler());
+}
+
+/// Sum of the end offsets of `topic`'s partitions (UINT64_MAX on error).
+uint64_t end_offset(const client::connection& c, const std::string& topic) {
+  auto info = admin::describe_topic(c, topic);
+  if (!info) {
+    ADD_FAILURE() << "describe " << topic << ": " << text(info.error());
+    return UINT64_MAX;
+  }
+  uint64_t sum = 0;
+  for (auto& p : info->partitions())
+    sum += p.end_offset();
+  return sum;
+}
+
+/// Consumes `topic` as a new group until `n` messages arrived (or 15 s),
+/// stops the consumer and returns the bodies in arrival order.
+strings consume_n(const client::connection& c, const std::string& group,
+                  const std::string& topic, size_t n) {
+  inbox box;
+  auto cons = start_consumer(c, group, topic, "*", box);
+  if (!cons) {
+    ADD_FAILURE() << "consumer " << group << ": " << text(cons.error());
+    return {};
+  }
+  EXPECT_TRUE(wait_until([&] { return box.size() >= n; }))
+    << group << " got " << box.size() << " of " << n;
+  (*cons)->stop();
+  return box.bodies();
+}
+
+class BadInputTest : public ::testing::Test {
+protected:
+  std::string tmp;
+
+  void SetUp() override {
+    char pattern[] = "/tmp/edda-bad-input-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    tmp = pattern;
+  }
+
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(tmp, ec);
+  }
+
+  config::node_settings settings() {
+    config::node_settings s;
+    s.data_dir = tmp + "/data";
+    s.listen_host = "127.0.0.1";
+    s.listen_port = 0;
+    s.mode = config::durability::nosync;
+    s.max_threads = 2;
+    s.log_level = "error";
+    return s;
+  }
+
+  std::unique_ptr<node::embedded_node> start(const config::node_settings& s,
+                                             bool listen = false) {
+    auto n = node::embedded_node::start(s, {listen, {}});
+    if (!n) {
+      ADD_FAILURE() << "node start: " << text(n.error());
+      return nullptr;
+    }
+    return std::move(*n);
+  }
+};
+
+// -- 1. message size ----------------------------------------------------------
+
+TEST_F(BadInputTest, OversizedMessageIsRejectedByTheClientAndNothingIsStored) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  ASSERT_TRUE(admin::create_topic(c, "sized", 1));
+  client::producer prod{c};
+  ASSERT_TRUE(prod.send(msg("sized", "before")));
+  expect_error(prod.send(msg("sized", std::string((4u << 20) + 1, 'x'))),
+               errc::message_too_large, {"4194305", "4194304"});
+  EXPECT_EQ(end_offset(c, "sized"), 1u);
+  EXPECT_EQ(consume_n(c, "g-sized", "sized", 1), strings{"before"});
+}
+
+TEST_F(BadInputTest, MessageOverTheNodeLimitIsRejectedAndTheNextOneSucceeds) {
+  auto s = settings();
+  s.max_message_size = 64u << 10;
+  auto node = start(s);
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  ASSERT_TRUE(admin::create_topic(c, "sized", 1));
+  client::producer_options po;
+  po.max_message_size = 1u << 20; // the client lets it through
+  client::producer prod{c, po};
+  ASSERT_TRUE(prod.send(msg("sized", "first")));
+  expect_error(prod.send(msg("sized", std::string((64u << 10) + 1, 'x'))),
+               errc::message_too_large, {"65536", "broker.max_message_size"});
+  EXPECT_EQ(end_offset(c, "sized"), 1u);
+  auto ok = prod.send(msg("sized", "second"));
+  ASSERT_TRUE(ok) << text(ok.error());
+  EXPECT_EQ(ok->offset, 1u);
+  EXPECT_EQ(end_offset(c, "sized"), 2u);
+  EXPECT_EQ(consume_n(c, "g-sized", "sized", 2), (strings{"first", "second"}));
+}
+
+// broker.max_message_size is documented (config/settings.hpp, settings.cpp)
+// as "body + properties + key + tags", which is also what the producer
+// checks: a message of exactly that size fits on both sides.
+TEST_F(BadInputTest, MessageExactlyAtTheNodeLimitIsAccepted) {
+  auto s = settings();
+  s.max_message_size = 64u << 10;
+  auto node = start(s);
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  ASSERT_TRUE(admin::create_topic(c, "sized", 1));
+  client::producer_options po;
+  po.max_message_size = 64u << 10; // same limit on both sides
+  client::producer prod{c, po};
+  auto r = prod.send(msg("sized", std::string(64u << 10, 'x')));
+  EXPECT_TRUE(r) << "the client accepted it, the node said: "
+                 << text(r.error());
+  EXPECT_EQ(end_offset(c, "sized"), r ? 1u : 0u);
+}
+
+TEST_F(BadInputTest, FiveMiBMessageOverARemoteConnectionIsStoredIntact) {
+  auto s = settings();
+  s.max_message_size = 8u << 20;
+  auto node = start(s, true);
+  ASSERT_TRUE(node);
+  auto remote = client::connection::open("127.0.0.1", node->port());
+  ASSERT_TRUE(remote) << text(remote.error());
+  ASSERT_TRUE(admin::create_topic(*remote, "big", 1));
+  client::producer_options po;
+  po.max_message_size = 8u << 20;
+  po.timeout = milliseconds(15000);
+  client::producer prod{*remote, po};
+  ASSERT_TRUE(prod.send(msg("big", "small")));
+  std::string body(5u << 20, 'b');
+  body.front() = '<';
+  body.back() = '>';
+  // CAF 0.17's middleman has no frame limit that 5 MiB would hit: it is
+  // stored (a timeout or unavailable here would be the unclear answer).
+  auto t0 = ch::steady_clock::now();
+  auto r = prod.send(msg("big", body));
+  auto took = ch::duration_cast<milliseconds>(ch::steady_clock::now() - t0);
+  ASSERT_TRUE(r) << "after " << took.count() << " ms: " << text(r.error());
+  EXPECT_EQ(r->offset, 1u);
+  EXPECT_LT(took, milliseconds(10000));
+  ASSERT_TRUE(prod.send(msg("big", "after")));
+  EXPECT_EQ(end_offset(*remote, "big"), 3u);
+  auto got = consume_n(*remote, "g-big", "big", 3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], "small");
+  EXPECT_TRUE(got[1] == body)
+    << "the 5 MiB body changed, size " << got[1].size();
+  EXPECT_EQ(got[2], "after");
+}
+
+// -- 2. unknown topic ---------------------------------------------------------
+
+TEST_F(BadInputTest, UnknownTopicIsNamedByEveryOperation) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  {
+    client::producer prod{c};
+    expect_error(prod.send(msg("ghost", "boo")), errc::unknown_topic,
+                 {"'ghost'"}, "produce");
+    expect_error(prod.send(msg("", "no topic")), errc::invalid_argument,
+                 {"topic"}, "no topic");
+  }
+  expect_error(admin::describe_topic(c, "ghost"), errc::unknown_topic,
+               {"'ghost'"}, "describe");
+  expect_error(admin::alter_topic(c, "ghost", 4), errc::unknown_topic,
+               {"'ghost'"}, "alter");
+  expect_error(admin::delete_topic(c, "ghost"), errc::unknown_topic,
+               {"'ghost'"}, "delete");
+  inbox box;
+  expect_error(start_consumer(c, "g-ghost", "ghost", "*", box),
+               errc::unknown_topic, {"'ghost'"}, "subscribe");
+  auto list = admin::list_topics(c, true);
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->topics_size(), 0) << "a failed call created a topic";
+}
+
+// -- 3. unknown group ---------------------------------------------------------
+
+TEST_F(BadInputTest, DeadLetterCallsForANeverSeenGroupAreUnknownGroup) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  expect_error(admin::dlq_list(c, "nobody-home"), errc::unknown_group,
+               {"'nobody-home'"}, "list");
+  expect_error(admin::dlq_redrive(c, "nobody-home"), errc::unknown_group,
+               {"'nobody-home'"}, "redrive");
+  auto groups = admin::list_groups(c);
+  ASSERT_TRUE(groups);
+  EXPECT_EQ(groups->groups_size(), 0);
+  auto topics = admin::list_topics(c, true);
+  ASSERT_TRUE(topics);
+  EXPECT_EQ(topics->topics_size(), 0) << "redrive created a retry topic";
+}
+
+// -- 4. tag expressions -------------------------------------------------------
+
+TEST_F(BadInputTest, InvalidTagExpressionIsRejectedWithItsPosition) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  ASSERT_TRUE(admin::create_topic(c, "tags", 1));
+  // The position of the first character the parser cannot use
+  // (actors/broker/tag_expression.cpp): a space ends a tag, so "Tag A" is
+  // two tags without "||" between them.
+  const std::pair<std::string, int> bad[] = {
+    {"TagA &&", 5}, {"||", 0}, {"TagA ||", 7}, {"Tag A", 4}, {"*x", 1},
+  };
+  int n = 0;
+  for (auto& [expr, pos] : bad) {
+    inbox box;
+    expect_error(
+      start_consumer(c, "g" + std::to_string(n++), "tags", expr, box),
+      errc::invalid_tag_expression,
+      {"'" + expr + "'", "position " + std::to_string(pos)}, expr);
+  }
+  {
+    client::producer prod{c};
+    for (auto tag : {"TagA", "TagB", "TagC"})
+      ASSERT_TRUE(prod.send(msg("tags", tag, {tag})));
+  }
+  const std::pair<std::string, strings> good[] = {
+    {"*", {"TagA", "TagB", "TagC"}},
+    {"", {"TagA", "TagB", "TagC"}},
+    {"TagA", {"TagA"}},
+    {"TagA||TagB", {"TagA", "TagB"}},
+    {" TagA || TagC ", {"TagA", "TagC"}},
+  };
+  for (auto& [expr, want] : good) {
+    inbox box;
+    auto cons = start_consumer(c, "g" + std::to_string(n++), "tags", expr, box);
+    ASSERT_TRUE(cons) << "'" << expr << "': " << text(cons.error());
+    EXPECT_TRUE(wait_until([&] { return box.size() >= want.size(); }))
+      << "'" << expr << "' got " << box.size();
+    (*cons)->stop();
+    EXPECT_EQ(box.bodies(), want) << "'" << expr << "'";
+  }
+}
+
+// -- 5. garbage from a peer ---------------------------------------------------
+
+int raw_connect(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0
+      && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+bool write_all(int fd, const std::string& bytes) {
+  for (size_t done = 0; done < bytes.size();) {
+    auto n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n <= 0)
+      return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+/// True once the peer closed `fd` (EOF or reset); reads what it sends.
+bool closed_by_peer(int fd, milliseconds limit) {
+  char buf[4096];
+  return wait_until(
+    [&] {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0)
+        return false;
+      auto n = ::recv(fd, buf, sizeof(buf), 0);
+      return n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN);
+    },
+    limit);
+}
+
+/// A CAF 0.17 BASP header (32 bytes, network byte order): operation, two
+/// padding bytes, flags, payload_len, operation_data, source and dest actor.
+std::string basp_header(uint8_t op, uint32_t payload_len) {
+  std::string h(32, '\0');
+  h[0] = static_cast<char>(op);
+  for (int i = 0; i < 4; ++i)
+    h[4 + i] = static_cast<char>((payload_len >> (24 - 8 * i)) & 0xff);
+  return h;
+}
+
+constexpr uint8_t client_handshake = 1;
+constexpr uint8_t direct_message = 2;
+
+TEST_F(BadInputTest, GarbledAndTruncatedFramesFromAPeerDoNotStopTheNode) {
+  auto node = start(settings(), true);
+  ASSERT_TRUE(node);
+  auto local = node->connect();
+  ASSERT_TRUE(admin::create_topic(local, "survive", 1));
+  {
+    client::producer prod{local};
+    ASSERT_TRUE(prod.send(msg("survive", "before")));
+  }
+  // (a) 4 KiB of random bytes starting with an invalid operation: dropped.
+  std::mt19937 rng{42};
+  std::string garbage(4096, '\0');
+  for (auto& x : garbage)
+    x = static_cast<char>(rng());
+  garbage[0] = static_cast<char>(0xee);
+  int a = raw_connect(node->port());
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(write_all(a, garbage));
+  EXPECT_TRUE(closed_by_peer(a, milliseconds(5000))) << "garbage kept open";
+  ::close(a);
+  // (b) half a header, kept open while others are served.
+  int b = raw_connect(node->port());
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(write_all(b, basp_header(client_handshake, 0).substr(0, 13)));
+  // (c) a handshake announcing 16 MiB that never come: CAF reserves the
+  // buffer, then drops the peer when the handshake times out (~1 s).
+  int c = raw_connect(node->port());
+  ASSERT_GE(c, 0);
+  ASSERT_TRUE(write_all(c, basp_header(client_handshake, 16u << 20)));
+  EXPECT_TRUE(closed_by_peer(c, milliseconds(10000))) << "stuck peer kept";
+  ::close(c);
+  // (d) a message before any handshake, announcing ~4 GiB: dropped at once.
+  int d = raw_connect(node->port());
+  ASSERT_GE(d, 0);
+  ASSERT_TRUE(write_all(d, basp_header(direct_message, 0xfffffff0u) + "xx"));
+  EXPECT_TRUE(closed_by_peer(d, milliseconds(5000)));
+  ::close(d);
+  // (e) connect and leave without a byte.
+  int e = raw_connect(node->port());
+  ASSERT_GE(e, 0);
+  ::close(e);
+  // The node (same process: it did not crash) serves old and new clients.
+  auto remote = client::connection::open("127.0.0.1", node->port());
+  ASSERT_TRUE(remote) << text(remote.error());
+  auto status = admin::node_status(*remote);
+  ASSERT_TRUE(status) << text(status.error());
+  {
+    client::producer prod{*remote};
+    auto r = prod.send(msg("survive", "after"));
+    ASSERT_TRUE(r) << text(r.error());
+    EXPECT_EQ(r->offset, 1u);
+  }
+  EXPECT_EQ(consume_n(*remote, "g-survive", "survive", 2),
+            (strings{"before", "after"}));
+  EXPECT_EQ(end_offset(local, "survive"), 2u);
+  ::close(b);
+}
+
+// Only a handshake header with a huge payload_len hurts: CAF 0.17's BASP
+// broker reserves payload_len bytes before reading any, on the middleman's
+// one thread. Measured with 0xffffffff: ~4 GiB resident and ~30 s in which
+// no client can connect (connection_timeout), then the peer is dropped and
+// the node recovers. Too heavy for a shared machine to run by default.
+TEST_F(BadInputTest, PeerAnnouncingAFourGiBHandshakeDoesNotStallTheNode) {
+  SKIP_IF_BLOCKED("CAF 0.17 BASP allocates the payload_len (up to 4 GiB) "
+                  "announced by an unauthenticated handshake header and "
+                  "stalls the middleman meanwhile");
+  auto node = start(settings(), true);
+  ASSERT_TRUE(node);
+  int fd = raw_connect(node->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(write_all(fd, basp_header(client_handshake, 0xffffffffu)));
+  auto t0 = ch::steady_clock::now();
+  auto remote = client::connection::open("127.0.0.1", node->port());
+  ASSERT_TRUE(remote) << text(remote.error());
+  EXPECT_TRUE(admin::node_status(*remote));
+  EXPECT_LT(ch::steady_clock::now() - t0, ch::seconds(3));
+  ::close(fd);
+}
+
+// -- 6. LMDB map full ---------------------------------------------------------
+
+TEST_F(BadInputTest, FullMapStopsWritesWithStorageFullAndLosesNothing) {
+  auto s = settings();
+  s.map_size = 1u << 20; // the smallest allowed
+  strings acked;
+  {
+    auto node = start(s);
+    ASSERT_TRUE(node);
+    auto c = node->connect();
+    ASSERT_TRUE(admin::create_topic(c, "fill", 1));
+    {
+      client::producer prod{c};
+      caf::error failure;
+      for (int i = 0; i < 1000 && !failure; ++i) {
+        std::string body = "m" + std::to_string(i) + ":";
+        body.resize(4096, 'f');
+        auto r = prod.send(msg("fill", body));
+        if (r)
+          acked.push_back(body);
+        else
+          failure = r.error();
+      }
+      ASSERT_TRUE(failure) << "1000 x 4 KiB fit in a 1 MiB map";
+      expect_error(failure, errc::storage_full,
+                   {"writes stopped", "storage.map_size"});
+      expect_error(prod.send(msg("fill", "small")), errc::storage_full, {},
+                   "after the first");
+    }
+    RecordProperty("acked_before_full", static_cast<int>(acked.size()));
+    EXPECT_GT(acked.size(), 10u);
+    EXPECT_EQ(end_offset(c, "fill"), acked.size());
+    // Reads go on while writes are stopped.
+    EXPECT_EQ(consume_n(c, "g-full", "fill", acked.size()), acked);
+  } // the node stops here
+  s.map_size = 64u << 20;
+  auto node = start(s);
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  EXPECT_EQ(end_offset(c, "fill"), acked.size());
+  EXPECT_EQ(consume_n(c, "g-restarted", "fill", acked.size()), acked);
+  client::producer prod{c};
+  auto r = prod.send(msg("fill", "after restart"));
+  ASSERT_TRUE(r) << text(r.error());
+  EXPECT_EQ(r->offset, acked.size());
+  EXPECT_EQ(end_offset(c, "fill"), acked.size() + 1);
+}
+
+// -- 7. unusable data dir -----------------------------------------------------
+
+TEST_F(BadInputTest, DataDirUnderARegularFileOrEmptyIsUnusable) {
+  // Tests run as root, so permissions stop nothing; a file in the path does.
+  auto file = tmp + "/file";
+  std::ofstream{file} << "not a directory";
+  for (const auto& dir : {file + "/sub", file, std::string{}}) {
+    auto s = settings();
+    s.data_dir = dir;
+    expect_error(node::embedded_node::start(s, {false, {}}),
+                 errc::data_dir_unusable, {dir.empty() ? "data dir" : dir},
+                 "'" + dir + "'");
+  }
+  EXPECT_TRUE(std::filesystem::is_regular_file(file));
+}
+
+// -- 8. locked data dir -------------------------------------------------------
+
+TEST_F(BadInputTest, SecondNodeOnTheSameDataDirIsLockedOutAndTheFirstGoesOn) {
+  auto s = settings();
+  {
+    auto first = start(s);
+    ASSERT_TRUE(first);
+    auto c = first->connect();
+    ASSERT_TRUE(admin::create_topic(c, "shared", 1));
+    client::producer prod{c};
+    ASSERT_TRUE(prod.send(msg("shared", "one")));
+    expect_error(node::embedded_node::start(s, {false, {}}),
+                 errc::data_dir_locked,
+                 {s.data_dir, "pid " + std::to_string(::getpid())});
+    auto r = prod.send(msg("shared", "two"));
+    ASSERT_TRUE(r) << text(r.error());
+    EXPECT_EQ(end_offset(c, "shared"), 2u);
+    EXPECT_EQ(consume_n(c, "g-shared", "shared", 2), (strings{"one", "two"}));
+  }
+  // Stopping the first releases the lock.
+  auto again = start(s);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(end_offset(again->connect(), "shared"), 2u);
+}
+
+// -- 9. bad configuration -----------------------------------------------------
+
+struct run_result {
+  int exit_code = -1;
+  bool timed_out = false;
+  std::string err;
+};
+
+/// Runs `edda ARGS...` with stderr captured, killing it after 20 s.
+run_result run_edda(const strings& args, const std::string& dir) {
+  run_result out;
+  auto err_path = dir + "/stderr.txt";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  strings all{EDDA_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, EDDA_BINARY, &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    out.err = std::string("posix_spawn: ") + std::strerror(rc);
+    return out;
+  }
+  int status = 0;
+  if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; },
+                  milliseconds(20000))) {
+    out.timed_out = true;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  std::stringstream ss;
+  ss << std::ifstream{err_path}.rdbuf();
+  out.err = ss.str();
+  return out;
+}
+
+TEST_F(BadInputTest, BadConfigMakesTheNodeCommandFailAndNameTheProblem) {
+  auto file = [&](const std::string& name, const std::string& body) {
+    std::ofstream{tmp + "/" + name} << body;
+    return tmp + "/" + name;
+  };
+  auto check = [&](strings args, const strings& mentions) {
+    args.insert(args.begin(), "node");
+    // Should it start after all: never the default data dir or port.
+    args.insert(args.end(),
+                {"--data-dir", tmp + "/cli-data", "--listen", "127.0.0.1:0"});
+    auto r = run_edda(args, tmp);
+    EXPECT_FALSE(r.timed_out) << args[1] << " " << args[2] << " started";
+    EXPECT_NE(r.exit_code, 0) << r.err;
+    for (auto& m : mentions)
+      EXPECT_NE(r.err.find(m), std::string::npos)
+        << "'" << m << "' missing in stderr: " << r.err;
+  };
+  check({"--config", file("unknown.toml", "[storage]\nmapsize = 1\n")},
+        {"bad_config", "unknown.toml:2", "unknown key 'storage.mapsize'",
+         "did you mean 'storage.map_size'"});
+  check({"--config", file("value.toml", "[storage]\ndurability = \"fast\"\n")},
+        {"value.toml:2", "storage.durability", "'fast'", "nosync"});
+  check({"--config", tmp + "/no-such.toml"},
+        {"cannot read '" + tmp + "/no-such.toml'"});
+  check({"--set", "nonsense=1"}, {"command line", "unknown key 'nonsense'"});
+  EXPECT_FALSE(std::filesystem::exists(tmp + "/cli-data"))
+    << "a rejected config still created the data dir";
+}
+
+// -- 10. topic administration -------------------------------------------------
+
+TEST_F(BadInputTest, TopicAdminMisuseIsRejectedAndChangesNothing) {
+  auto node = start(settings(), true);
+  ASSERT_TRUE(node);
+  // A short request timeout: a rejected create must be answered at once,
+  // and a lost answer should not cost 30 s per call.
+  client::connect_options o;
+  o.request_timeout = milliseconds(2000);
+  auto remote = client::connection::open("127.0.0.1", node->port(), o);
+  ASSERT_TRUE(remote) << text(remote.error());
+  auto& c = *remote;
+  ASSERT_TRUE(admin::create_topic(c, "orders", 2));
+  expect_error(admin::create_topic(c, "orders", 3), errc::topic_exists,
+               {"'orders'"}, "create again");
+  const std::pair<std::string, std::string> names[] = {
+    {"", "got 0"},
+    {"a b", "'a b'"},
+    {"%x", "'%x'"},
+    {std::string(200, 'n'), "got 200"},
+  };
+  for (auto& [name, mention] : names) {
+    auto r = admin::create_topic(c, name, 1);
+    expect_error(r, errc::invalid_argument, {mention}, mention);
+  }
+  expect_error(admin::create_topic(c, "huge", 5000), errc::invalid_argument,
+               {"5000", "1024"}, "5000");
+  for (uint32_t n : {1u, 2u, 5000u}) {
+    expect_error(admin::alter_topic(c, "orders", n), errc::invalid_argument,
+                 {"now 2", "got " + std::to_string(n)},
+                 "alter to " + std::to_string(n));
+  }
+  auto list = admin::list_topics(c, false);
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->topics_size(), 1);
+  EXPECT_EQ(list->topics(0).meta().name(), "orders");
+  EXPECT_EQ(list->topics(0).meta().partitions(), 2u);
+  auto info = admin::describe_topic(c, "orders");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->partitions_size(), 2);
+}
+
+TEST_F(BadInputTest, ConcurrentDeletesOfOneTopicHaveOneWinnerAndTheNodeGoesOn) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  for (int i = 0; i < 20; ++i) {
+    auto name = "twice" + std::to_string(i);
+    ASSERT_TRUE(admin::create_topic(c, name, 1));
+    caf::expected<wire::v1::Done> r1{caf::error{}}, r2{caf::error{}};
+    std::thread t1{[&] {
+      r1 = admin::delete_topic(c, name);
+    }};
+    std::thread t2{[&] {
+      r2 = admin::delete_topic(c, name);
+    }};
+    t1.join();
+    t2.join();
+    EXPECT_NE(static_cast<bool>(r1), static_cast<bool>(r2)) << name;
+    for (auto* r : {&r1, &r2}) {
+      if (!*r) {
+        auto code = code_of(r->error());
+        EXPECT_TRUE(code == errc::unknown_topic
+                    || code == errc::invalid_argument)
+          << text(r->error());
+      }
+    }
+  }
+  auto list = admin::list_topics(c, false);
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->topics_size(), 0);
+}
+
+// -- 11. subscription conflict ------------------------------------------------
+
+TEST_F(BadInputTest, SecondMemberWithADifferentExpressionIsAConflict) {
+  auto node = start(settings());
+  ASSERT_TRUE(node);
+  auto c = node->connect();
+  ASSERT_TRUE(admin::create_topic(c, "conflict", 2));
+  inbox a_box, b_box, c_box, d_box;
+  auto a = start_consumer(c, "billing", "conflict", "TagA", a_box, "member-a");
+  ASSERT_TRUE(a) << text(a.error());
+  auto b = start_consumer(c, "billing", "conflict", "TagB", b_box, "member-b");
+  expect_error(b, errc::subscription_conflict,
+               {"'billing'", "'TagA'", "'TagB'", "'member-b'"});
+  // The other consume mode is a conflict too.
+  expect_error(start_consumer(c, "billing", "conflict", "TagA", c_box,
+                              "member-c", client::consume_mode::broadcast),
+               errc::subscription_conflict,
+               {"'billing'", "clustering", "'member-c'"});
+  // The same expression spelled differently is no conflict.
+  auto d
+    = start_consumer(c, "billing", "conflict", "  TagA ", d_box, "member-d");
+  ASSERT_TRUE(d) << text(d.error());
+  // The group goes on: every TagA message reaches exactly one member.
+  {
+    client::producer prod{c};
+    for (int i = 0; i < 6; ++i) {
+      auto m = msg("conflict", "a" + std::to_string(i), {"TagA"});
+      m.key = "k" + std::to_string(i);
+      ASSERT_TRUE(prod.send(m));
+      ASSERT_TRUE(
+        prod.send(msg("conflict", "b" + std::to_string(i), {"TagB"})));
+    }
+  }
+  EXPECT_TRUE(wait_until([&] { return a_box.size() + d_box.size() >= 6; }));
+  (*d)->stop();
+  (*a)->stop();
+  auto all = a_box.bodies();
+  for (auto& x : d_box.bodies())
+    all.push_back(x);
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, (strings{"a0", "a1", "a2", "a3", "a4", "a5"}));
+  EXPECT_EQ(b_box.size() + c_box.size(), 0u);
+}
+
+} // namespace
