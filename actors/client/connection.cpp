@@ -8,6 +8,9 @@
 #include <caf/io/middleman.hpp>
 #include <caf/timespan.hpp>
 
+#include <atomic>
+#include <unistd.h>
+
 namespace edda::client {
 
 connection_impl::~connection_impl() {
@@ -114,6 +117,14 @@ caf::expected<connection> connection::open(const std::string& host,
   if (!fe)
     return fe.error();
   return connection{impl};
+}
+
+std::string make_client_id(const char* tag) {
+  static std::atomic<uint32_t> n{0};
+  char host[64] = "host";
+  ::gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "-" + std::to_string(::getpid()) + "-" + tag
+         + std::to_string(n++);
 }
 
 connection make_local_connection(caf::actor_system& sys, caf::actor frontend) {

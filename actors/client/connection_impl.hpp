@@ -68,6 +68,9 @@ public:
   }
 };
 
+/// A client id unique on this host: "<host>-<pid>-<tag><n>".
+[[nodiscard]] std::string make_client_id(const char* tag);
+
 /// Wraps an in-process node's frontend.
 [[nodiscard]] connection make_local_connection(caf::actor_system& sys,
                                                caf::actor frontend);

@@ -206,14 +206,6 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
   };
 }
 
-std::string default_client_id() {
-  static std::atomic<uint32_t> n{0};
-  char host[64] = "host";
-  ::gethostname(host, sizeof(host) - 1);
-  return std::string(host) + "-" + std::to_string(::getpid()) + "-"
-         + std::to_string(n++);
-}
-
 } // namespace
 
 consumer::consumer(std::shared_ptr<impl> i) : impl_(std::move(i)) {
@@ -227,7 +219,7 @@ consumer::start(connection conn, consumer_options opts, handler h) {
   if (!h)
     return make_error(errc::invalid_argument, "a consumer needs a handler");
   if (opts.client_id.empty())
-    opts.client_id = default_client_id();
+    opts.client_id = make_client_id("");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
   im->opts = std::move(opts);

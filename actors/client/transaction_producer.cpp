@@ -143,14 +143,6 @@ caf::behavior checker_actor(self_ptr self,
   };
 }
 
-std::string default_client_id() {
-  static std::atomic<uint32_t> n{0};
-  char host[64] = "host";
-  ::gethostname(host, sizeof(host) - 1);
-  return std::string(host) + "-" + std::to_string(::getpid()) + "-t"
-         + std::to_string(n++);
-}
-
 } // namespace
 
 transaction_producer::transaction_producer(std::shared_ptr<impl> i)
@@ -164,7 +156,7 @@ transaction_producer::start(connection conn, txn_producer_options opts,
     return make_error(errc::invalid_argument,
                       "a transaction producer needs a checker");
   if (opts.client_id.empty())
-    opts.client_id = default_client_id();
+    opts.client_id = make_client_id("t");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
   im->opts = std::move(opts);
