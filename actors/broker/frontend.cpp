@@ -40,6 +40,9 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
     [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::RegisterProducer& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::UnregisterProducer& x) {
+      return self->delegate(txn, std::move(x));
+    },
     [=](pb::HalfMessage& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::EndTxn& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::TxnList& x) { return self->delegate(txn, std::move(x)); },

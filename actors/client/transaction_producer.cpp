@@ -174,6 +174,13 @@ transaction_producer::start(connection conn, txn_producer_options opts,
 }
 
 transaction_producer::~transaction_producer() {
+  // Leave the group first, so that no check-back goes to a producer that is
+  // gone (that would cost the transaction a check). Best effort: a node that
+  // is unreachable notices by monitoring.
+  pb::UnregisterProducer u;
+  u.set_group(impl_->opts.group);
+  u.set_client_id(impl_->opts.client_id);
+  (void) impl_->conn->call<pb::Done>(u, std::chrono::seconds(2));
   caf::anon_send(impl_->actor, wire::stop_atom::value);
   impl_->actor = nullptr;
 }

@@ -30,11 +30,22 @@ using std::chrono::milliseconds;
 struct coordinator_state {
   broker::context_ptr ctx;
   caf::actor topics;
-  std::map<std::string, pb::TxnRecord> pending; // PREPARED, by txn id
-  std::multimap<int64_t, std::string> due;      // next check -> txn id
+  // PREPARED records as persisted (next_check_ms = the key in txn_due).
+  std::map<std::string, pb::TxnRecord> pending;
+  // When each is checked next, in memory: may run ahead of the persisted
+  // time when nobody could be asked (that is not worth a write).
+  std::multimap<int64_t, std::string> due;
+  std::map<std::string, int64_t> due_at;
   // group -> client id -> checker
   std::map<std::string, std::map<std::string, caf::actor>> producers;
-  std::map<std::string, std::vector<caf::response_promise>> ending;
+  /// Outcomes being written, by txn id: an entry exists from the first end
+  /// (producer, check-back, policy or operator) until its write completes.
+  struct ending_entry {
+    pb::TxnOutcome outcome = pb::TXN_UNKNOWN;
+    bool initiator_waits = false; // the first end came with a requester
+    std::vector<caf::response_promise> waiters;
+  };
+  std::map<std::string, ending_entry> ending;
   std::set<std::string> checking;
   int64_t next_wakeup = std::numeric_limits<int64_t>::max();
   static inline const char* name = "edda.txn_coordinator";
@@ -67,22 +78,39 @@ void arm(self_ptr self, int64_t due) {
 
 void unindex(self_ptr self, const std::string& txn) {
   auto& st = self->state;
-  auto i = st.pending.find(txn);
-  if (i == st.pending.end())
+  auto at = st.due_at.find(txn);
+  if (at == st.due_at.end())
     return;
-  auto range = st.due.equal_range(i->second.next_check_ms());
+  auto range = st.due.equal_range(at->second);
   for (auto j = range.first; j != range.second; ++j)
     if (j->second == txn) {
       st.due.erase(j);
       break;
     }
+  st.due_at.erase(at);
+}
+
+/// Schedules the next check of a pending transaction at `when`.
+void reschedule(self_ptr self, const std::string& txn, int64_t when) {
+  auto& st = self->state;
+  unindex(self, txn);
+  st.due.emplace(when, txn);
+  st.due_at[txn] = when;
+  arm(self, when);
 }
 
 void index(self_ptr self, const pb::TxnRecord& rec) {
-  auto& st = self->state;
-  st.pending[rec.txn_id()] = rec;
-  st.due.emplace(rec.next_check_ms(), rec.txn_id());
-  arm(self, rec.next_check_ms());
+  self->state.pending[rec.txn_id()] = rec;
+  reschedule(self, rec.txn_id(), rec.next_check_ms());
+}
+
+/// A pending record as operators see it: with its in-memory next check.
+pb::TxnRecord shown(self_ptr self, const std::string& txn) {
+  auto rec = self->state.pending[txn];
+  auto at = self->state.due_at.find(txn);
+  if (at != self->state.due_at.end())
+    rec.set_next_check_ms(at->second);
+  return rec;
 }
 
 std::optional<pb::TxnRecord> load(self_ptr self, const std::string& txn) {
@@ -119,8 +147,9 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
   rec.set_reason(reason);
   auto reply = [=](const caf::error& err, uint32_t partition, uint64_t offset) {
     auto& st = self->state;
-    auto waiters = std::move(st.ending[txn]);
+    auto entry = std::move(st.ending[txn]);
     st.ending.erase(txn);
+    auto& waiters = entry.waiters;
     if (err) {
       EDDA_WARN("txn", txn << ": recording " << outcome_name(outcome)
                            << " failed, will check back: " << render(err));
@@ -136,8 +165,11 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
     *res.mutable_record() = rec;
     res.set_partition(partition);
     res.set_offset(offset);
-    for (auto& w : waiters)
-      w.deliver(res);
+    for (size_t i = 0; i < waiters.size(); ++i) {
+      // Only the end that started the write stored it; the others joined.
+      res.set_already(!(i == 0 && entry.initiator_waits));
+      waiters[i].deliver(res);
+    }
   };
   if (outcome == pb::TXN_COMMIT) {
     pb::AppendInternal app;
@@ -207,11 +239,27 @@ void end(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
     deliver(res);
     return;
   }
-  auto& waiters = st.ending[txn];
+  auto [entry, fresh] = st.ending.try_emplace(txn);
+  if (!fresh) {
+    // An end is being written already: same outcome joins it, a different
+    // one is refused (the first one wins, as it will be recorded).
+    if (entry->second.outcome != outcome) {
+      deliver(make_error(errc::txn_conflict,
+                         "transaction '" + txn + "' is being "
+                           + (entry->second.outcome == pb::TXN_COMMIT
+                                ? "committed"
+                                : "rolled back")
+                           + "; " + outcome_name(outcome) + " refused"));
+      return;
+    }
+    if (rp.pending())
+      entry->second.waiters.push_back(rp);
+    return;
+  }
+  entry->second.outcome = outcome;
+  entry->second.initiator_waits = rp.pending();
   if (rp.pending())
-    waiters.push_back(rp);
-  if (waiters.size() > (rp.pending() ? 1u : 0u))
-    return; // an end is already being written; everyone gets its result
+    entry->second.waiters.push_back(rp);
   finish(self, txn, outcome, by, reason);
 }
 
@@ -289,12 +337,12 @@ void check_due(self_ptr self) {
     auto checker = pick_checker(self, rec);
     if (!checker) {
       // Nobody to ask: try again later, without using up the budget.
-      unindex(self, txn);
-      rec.set_next_check_ms(now + std::min<int64_t>(
-                                    rec.check_after_ms(),
-                                    static_cast<int64_t>(
-                                      st.ctx->settings.txn_max_check_interval_ms)));
-      index(self, rec);
+      reschedule(self, txn,
+                 now
+                   + std::min<int64_t>(
+                     rec.check_after_ms(),
+                     static_cast<int64_t>(
+                       st.ctx->settings.txn_max_check_interval_ms)));
       metrics::counter("txn.checks_undeliverable")++;
       continue;
     }
@@ -318,7 +366,32 @@ void check_due(self_ptr self) {
             end(self, txn, a.outcome(), "check-back", "", {});
         },
         [=](caf::error& err) {
-          self->state.checking.erase(txn);
+          auto& st = self->state;
+          st.checking.erase(txn);
+          // A checker that left (its down notice may arrive while the check
+          // is in flight; over the network CAF drops a request to a dead
+          // actor, so we see a timeout) could not be asked: not delivered,
+          // so it does not count. Forget it and ask again soon.
+          bool gone = err == caf::sec::request_receiver_down;
+          if (!gone) {
+            gone = true;
+            for (auto& [group, members] : st.producers)
+              for (auto& [id, a] : members)
+                if (a == checker)
+                  gone = false;
+          }
+          if (gone) {
+            for (auto& [group, members] : st.producers)
+              for (auto i = members.begin(); i != members.end(); ++i)
+                if (i->second == checker) {
+                  members.erase(i);
+                  break;
+                }
+            if (st.pending.count(txn) != 0)
+              reschedule(self, txn, st.ctx->clock() + 100);
+            metrics::counter("txn.checks_undeliverable")++;
+            return;
+          }
           count_check(self, txn, render(err));
         });
   }
@@ -333,10 +406,10 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
   st.topics = std::move(topics);
   {
     // Recovery: every transaction without an outcome is checked back.
-    std::vector<std::string> txns;
+    std::set<std::string> txns;
     auto txn_r = st.ctx->env->read();
     txn_r.scan(db::txn_due, "", "", [&](std::string_view k, std::string_view) {
-      txns.emplace_back(k.substr(8));
+      txns.emplace(k.substr(8));
       return true;
     });
     for (auto& t : txns)
@@ -346,6 +419,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
             && rec.state() == pb::TxnRecord::PREPARED) {
           st.pending[t] = rec;
           st.due.emplace(rec.next_check_ms(), t);
+          st.due_at[t] = rec.next_check_ms();
         }
       }
     if (!st.pending.empty())
@@ -384,6 +458,17 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       ok.set_group(r.group());
       ok.set_members(static_cast<uint32_t>(members.size()));
       return ok;
+    },
+    [=](const pb::UnregisterProducer& u) {
+      auto& members = self->state.producers[u.group()];
+      auto i = members.find(u.client_id());
+      if (i != members.end()) {
+        self->demonitor(i->second);
+        members.erase(i);
+      }
+      pb::Done d;
+      d.set_what("producer " + u.client_id() + " left " + u.group());
+      return d;
     },
     [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
       auto& st = self->state;
@@ -470,14 +555,13 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       for (auto& [when, txn] : st.due) {
         if (static_cast<uint32_t>(out.records_size()) >= limit)
           break;
-        *out.add_records() = st.pending[txn];
+        *out.add_records() = shown(self, txn);
       }
       return out;
     },
     [=](const pb::TxnShow& q) -> caf::result<pb::TxnRecord> {
-      auto i = self->state.pending.find(q.txn_id());
-      if (i != self->state.pending.end())
-        return i->second;
+      if (self->state.pending.count(q.txn_id()) != 0)
+        return shown(self, q.txn_id());
       if (auto rec = load(self, q.txn_id()))
         return *rec;
       return make_error(errc::unknown_txn, "no transaction '" + q.txn_id() + "'");
