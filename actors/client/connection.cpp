@@ -4,6 +4,7 @@
 #include "wire/types.hpp"
 
 #include <caf/atom.hpp>
+#include <caf/after.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/timespan.hpp>
@@ -117,6 +118,20 @@ caf::expected<connection> connection::open(const std::string& host,
   if (!fe)
     return fe.error();
   return connection{impl};
+}
+
+void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
+                   caf::message stop) {
+  if (!a)
+    return;
+  caf::scoped_actor self{sys};
+  self->monitor(a);
+  if (stop.empty())
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+  else
+    self->send(a, std::move(stop));
+  self->receive([](const caf::down_msg&) {},
+                caf::after(std::chrono::seconds(10)) >> [] {});
 }
 
 std::string make_client_id(const char* tag) {

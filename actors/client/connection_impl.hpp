@@ -68,6 +68,13 @@ public:
   }
 };
 
+/// Sends `stop` to `a` (an exit if it is empty) and waits up to 10 s until
+/// `a` has terminated. Client objects call this before they release their
+/// connection: an actor holding the last reference would otherwise destroy
+/// the actor system from inside itself.
+void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
+                   caf::message stop);
+
 /// A client id unique on this host: "<host>-<pid>-<tag><n>".
 [[nodiscard]] std::string make_client_id(const char* tag);
 

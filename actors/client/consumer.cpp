@@ -243,13 +243,8 @@ consumer::~consumer() {
 void consumer::stop() {
   if (impl_->stopped.exchange(true))
     return;
-  caf::scoped_actor self{*impl_->conn->sys};
-  self->request(impl_->actor, std::chrono::seconds(10), wire::stop_atom::value)
-    .receive([](bool) {},
-             [&](caf::error&) {
-               caf::anon_send_exit(impl_->actor,
-                                   caf::exit_reason::user_shutdown);
-             });
+  stop_and_wait(*impl_->conn->sys, impl_->actor,
+                caf::make_message(wire::stop_atom::value));
   // A detached actor's thread ends only when its last handle is gone.
   impl_->actor = nullptr;
 }

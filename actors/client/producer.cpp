@@ -308,7 +308,8 @@ producer::producer(connection conn, producer_options opts)
 
 producer::~producer() {
   flush();
-  caf::anon_send_exit(impl_->actor, caf::exit_reason::user_shutdown);
+  stop_and_wait(*impl_->conn->sys, impl_->actor, caf::message{});
+  impl_->actor = nullptr;
 }
 
 void producer::send_async(message m, callback cb) {

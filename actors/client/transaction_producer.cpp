@@ -181,7 +181,8 @@ transaction_producer::~transaction_producer() {
   u.set_group(impl_->opts.group);
   u.set_client_id(impl_->opts.client_id);
   (void) impl_->conn->call<pb::Done>(u, std::chrono::seconds(2));
-  caf::anon_send(impl_->actor, wire::stop_atom::value);
+  stop_and_wait(*impl_->conn->sys, impl_->actor,
+                caf::make_message(wire::stop_atom::value));
   impl_->actor = nullptr;
 }
 
@@ -242,10 +243,14 @@ transaction_producer::send_in_transaction(message m,
                                 << " threw: " << e.what()
                                 << " (left to check-back)");
     out.local = txn_outcome::unknown;
+  } catch (...) {
+    EDDA_WARN("txn_producer", "local transaction " << out.txn_id
+                                << " threw (left to check-back)");
+    out.local = txn_outcome::unknown;
   }
   EDDA_FAILPOINT("txn.before_end");
   if (out.local == txn_outcome::unknown) {
-    out.end_error = make_error(errc::unknown_txn,
+    out.end_error = make_error(errc::txn_outcome_unknown,
                                "local transaction outcome unknown: left to "
                                "check-back");
     return out;

@@ -395,8 +395,15 @@ void check_due(self_ptr self) {
           count_check(self, txn, render(err));
         });
   }
+  // Wake for the first entry that is not already being asked or ended; the
+  // others are re-armed when their answer (or end) comes back.
+  for (auto& [when, txn] : st.due)
+    if (st.checking.count(txn) == 0 && st.ending.count(txn) == 0) {
+      arm(self, std::max(when, now + 1));
+      return;
+    }
   if (!st.due.empty())
-    arm(self, std::max(st.due.begin()->first, now + 1));
+    arm(self, now + static_cast<int64_t>(st.ctx->settings.txn_check_timeout_ms));
 }
 
 caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,

@@ -35,6 +35,7 @@ const char* to_string(errc x) {
     case errc::txn_conflict: return "txn_conflict";
     case errc::invalid_producer_group: return "invalid_producer_group";
     case errc::shutting_down: return "shutting_down";
+    case errc::txn_outcome_unknown: return "txn_outcome_unknown";
   }
   return "unknown_error";
 }

@@ -36,6 +36,7 @@ enum class errc : uint8_t {
   txn_conflict = 18,         ///< outcome contradicts an outcome already recorded
   invalid_producer_group = 19,
   shutting_down = 20,
+  txn_outcome_unknown = 21, ///< local transaction undecided: check-back settles it
 };
 
 [[nodiscard]] const char* to_string(errc x);
