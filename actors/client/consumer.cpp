@@ -103,23 +103,7 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
     schedule_reconnect(self);
   });
   subscribe(self, started);
-  // Re-assert membership now and then: a subscribe that races with the
-  // node's handling of an old connection loss can leave us unassigned;
-  // an unchanged re-subscribe costs the node nothing.
-  self->delayed_send(self, std::chrono::seconds(5), wire::drain_atom::value);
   return {
-    [=](wire::drain_atom) {
-      auto& st = self->state;
-      if (st.stopping)
-        return;
-      if (st.frontend)
-        self->request(st.frontend, st.impl->opts.request_timeout,
-                      subscribe_request(st.impl->opts))
-          .then([](const pb::Subscribed&) {},
-                [](caf::error&) { /* the down handler reconnects */ });
-      self->delayed_send(self, std::chrono::seconds(5),
-                         wire::drain_atom::value);
-    },
     [=](pb::Deliver& d) {
       auto& st = self->state;
       auto& im = *st.impl;
