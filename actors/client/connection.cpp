@@ -10,15 +10,54 @@
 #include <caf/timespan.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <unistd.h>
 
 namespace edda::client {
+
+namespace {
+// Teardowns of remote connections' actor systems in progress. CAF 0.17 can
+// stall ~actor_system (a terminated detached actor still referenced by a
+// pending clock entry); the caller must never hang on that, so the system
+// is destroyed on a background thread and the process waits at exit (at
+// most 2 s) for teardowns still running.
+std::mutex teardown_mtx;
+std::condition_variable teardown_cv;
+int teardowns = 0;
+
+void wait_for_teardowns() {
+  std::unique_lock<std::mutex> guard{teardown_mtx};
+  teardown_cv.wait_for(guard, std::chrono::seconds(2),
+                       [] { return teardowns == 0; });
+}
+} // namespace
 
 connection_impl::~connection_impl() {
   if (watcher)
     caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
   watcher = nullptr;
   frontend_ = nullptr;
+  if (own_sys) {
+    {
+      std::lock_guard<std::mutex> guard{teardown_mtx};
+      static bool registered = false;
+      if (!registered) {
+        registered = true;
+        std::atexit(wait_for_teardowns);
+      }
+      ++teardowns;
+    }
+    std::thread([sys = std::move(own_sys), cfg = std::move(own_cfg)]() mutable {
+      sys.reset();
+      cfg.reset();
+      std::lock_guard<std::mutex> guard{teardown_mtx};
+      --teardowns;
+      teardown_cv.notify_all();
+    }).detach();
+  }
   // own_sys (if any) is destroyed here, after every client actor is gone.
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <future>
+#include <thread>
 #include <unistd.h>
 
 namespace edda::client {
@@ -63,6 +64,13 @@ struct checker_state {
 
 using self_ptr = caf::stateful_actor<checker_state>*;
 
+/// Detached actor: wait on our own thread instead of delayed_send (see
+/// consumer.cpp: a pending clock entry keeps a stopped actor referenced).
+void retry_later(self_ptr self) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  self->send(self, wire::tick_atom::value);
+}
+
 void register_with(self_ptr self,
                    std::shared_ptr<std::promise<caf::error>> done) {
   auto& st = self->state;
@@ -71,8 +79,7 @@ void register_with(self_ptr self,
     if (done)
       done->set_value(fe.error());
     else
-      self->delayed_send(self, std::chrono::milliseconds(500),
-                         wire::tick_atom::value);
+      retry_later(self);
     return;
   }
   st.frontend = *fe;
@@ -91,8 +98,7 @@ void register_with(self_ptr self,
           done->set_value(err);
           return;
         }
-        self->delayed_send(self, std::chrono::milliseconds(500),
-                           wire::tick_atom::value);
+        retry_later(self);
       });
 }
 
@@ -105,8 +111,7 @@ caf::behavior checker_actor(self_ptr self,
     if (st.stopping || !st.frontend || dm.source != st.frontend.address())
       return;
     EDDA_WARN("txn_producer", "lost the node; re-registering");
-    self->delayed_send(self, std::chrono::milliseconds(500),
-                       wire::tick_atom::value);
+    retry_later(self);
   });
   register_with(self, started);
   return {
