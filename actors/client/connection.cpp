@@ -173,6 +173,11 @@ void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
                 caf::after(std::chrono::seconds(10)) >> [] {});
 }
 
+void retry_after_pause(caf::actor self) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  caf::anon_send(self, wire::tick_atom::value);
+}
+
 std::string make_client_id(const char* tag) {
   static std::atomic<uint32_t> n{0};
   char host[64] = "host";

@@ -75,6 +75,12 @@ public:
 void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
                    caf::message stop);
 
+/// For detached client actors: waits 500 ms on the actor's own thread, then
+/// sends `tick_atom` to it. Not delayed_send: a pending entry in CAF 0.17's
+/// clock holds a strong reference that keeps a stopped actor's thread, and
+/// so the destruction of its connection's actor system, waiting.
+void retry_after_pause(caf::actor self);
+
 /// A client id unique on this host: "<host>-<pid>-<tag><n>".
 [[nodiscard]] std::string make_client_id(const char* tag);
 

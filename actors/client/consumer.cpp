@@ -57,12 +57,7 @@ pb::Subscribe subscribe_request(const consumer_options& o) {
 void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done);
 
 void schedule_reconnect(self_ptr self) {
-  // This actor is detached (its own thread): wait here rather than with
-  // delayed_send, whose pending entry in CAF 0.17's clock holds a strong
-  // reference that keeps a stopped consumer's thread, and so the destruction
-  // of its connection's actor system, waiting.
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  self->send(self, wire::tick_atom::value);
+  retry_after_pause(caf::actor_cast<caf::actor>(self));
 }
 
 void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done) {

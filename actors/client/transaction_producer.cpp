@@ -64,11 +64,8 @@ struct checker_state {
 
 using self_ptr = caf::stateful_actor<checker_state>*;
 
-/// Detached actor: wait on our own thread instead of delayed_send (see
-/// consumer.cpp: a pending clock entry keeps a stopped actor referenced).
 void retry_later(self_ptr self) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  self->send(self, wire::tick_atom::value);
+  retry_after_pause(caf::actor_cast<caf::actor>(self));
 }
 
 void register_with(self_ptr self,
