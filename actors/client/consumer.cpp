@@ -24,7 +24,7 @@ struct consumer::impl {
   handler h;
   caf::actor actor;
   std::atomic<uint64_t> delivered{0}, succeeded{0}, failed{0}, acks{0},
-    reconnects{0};
+    acked{0}, reconnects{0};
   std::atomic<bool> stopped{false};
 };
 
@@ -153,8 +153,12 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
       }
       if (!partition_actor)
         return;
+      auto acked = static_cast<uint64_t>(ack.acks_size());
       self->request(partition_actor, im.opts.request_timeout, std::move(ack))
-        .then([=](const pb::AckResult&) { self->state.impl->acks++; },
+        .then([=](const pb::AckResult&) {
+                self->state.impl->acks++;
+                self->state.impl->acked += acked;
+              },
               [=](caf::error& err) {
                 EDDA_DEBUG("consumer", "ack not confirmed: " << render(err));
               });
@@ -239,6 +243,7 @@ consumer_counters consumer::counters() const {
   c.succeeded = impl_->succeeded;
   c.failed = impl_->failed;
   c.acks_durable = impl_->acks;
+  c.acked_durable = impl_->acked;
   c.reconnects = impl_->reconnects;
   return c;
 }

@@ -47,6 +47,7 @@ struct consumer_counters {
   uint64_t succeeded = 0;
   uint64_t failed = 0;     ///< retry_later or exception
   uint64_t acks_durable = 0; ///< ack batches the node confirmed durable
+  uint64_t acked_durable = 0; ///< successful messages whose ack is durable
   uint64_t reconnects = 0;
 };
 

@@ -4,6 +4,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
+#include "client/handoff.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -27,21 +28,7 @@ struct pending {
   producer::callback cb;
 };
 
-/// The hand-off between user threads and the producer actor.
-struct queue {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::vector<pending> items;
-  bool signaled = false;
-  size_t outstanding = 0; // queued or in flight, not yet called back
-
-  void done(size_t n) {
-    std::lock_guard<std::mutex> guard{mtx};
-    outstanding -= n;
-    if (outstanding == 0)
-      cv.notify_all();
-  }
-};
+using queue = handoff<pending>;
 
 struct partition_queue {
   std::deque<pending> backlog;
@@ -277,13 +264,7 @@ caf::behavior producer_actor(self_ptr self, std::shared_ptr<connection_impl> con
   });
   return {
     [=](wire::drain_atom) {
-      std::vector<pending> items;
-      {
-        std::lock_guard<std::mutex> guard{self->state.q->mtx};
-        items.swap(self->state.q->items);
-        self->state.q->signaled = false;
-      }
-      for (auto& p : items)
+      for (auto& p : self->state.q->take())
         enqueue(self, std::move(p));
     },
   };
@@ -358,15 +339,7 @@ void producer::send_async(message m, callback cb) {
   } else {
     p.cb = std::move(cb);
   }
-  bool signal = false;
-  {
-    std::lock_guard<std::mutex> guard{impl_->q->mtx};
-    impl_->q->items.push_back(std::move(p));
-    ++impl_->q->outstanding;
-    if (!impl_->q->signaled)
-      signal = impl_->q->signaled = true;
-  }
-  if (signal)
+  if (impl_->q->push(std::move(p)))
     caf::anon_send(impl_->actor, wire::drain_atom::value);
 }
 
@@ -380,8 +353,7 @@ caf::expected<send_result> producer::send(message m) {
 }
 
 void producer::flush() {
-  std::unique_lock<std::mutex> guard{impl_->q->mtx};
-  impl_->q->cv.wait(guard, [&] { return impl_->q->outstanding == 0; });
+  impl_->q->wait_idle();
 }
 
 } // namespace edda::client

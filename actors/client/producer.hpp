@@ -28,7 +28,7 @@ namespace edda::client {
 struct producer_options {
   std::string group = "default-producer"; ///< producer group (transactions)
   size_t max_batch = 256;
-  size_t max_inflight_batches = 4;         ///< per partition
+  size_t max_inflight_batches = 1;         ///< per partition
   std::chrono::milliseconds timeout{30000}; ///< per batch, until durable
   uint64_t max_message_size = 4ull << 20;   ///< rejected before sending
 };

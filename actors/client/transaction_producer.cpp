@@ -5,6 +5,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
+#include "client/handoff.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -27,11 +28,21 @@ const char* to_string(txn_outcome x) {
   }
 }
 
+/// One send_in_transaction_async on its way to the sender actor.
+struct txn_item {
+  pb::HalfMessage half;
+  message msg;
+  local_transaction fn;
+  transaction_producer::txn_callback cb;
+};
+
 struct transaction_producer::impl {
   std::shared_ptr<connection_impl> conn;
   txn_producer_options opts;
   txn_checker checker;
   caf::actor actor;
+  caf::actor sender; // send_in_transaction_async
+  std::shared_ptr<handoff<txn_item>> q = std::make_shared<handoff<txn_item>>();
   std::atomic<uint64_t> answered{0};
 };
 
@@ -145,6 +156,147 @@ caf::behavior checker_actor(self_ptr self,
   };
 }
 
+pb::HalfMessage half_message(const transaction_producer::impl& im, message& m) {
+  pb::HalfMessage h;
+  h.set_txn_id(new_unique_id());
+  h.set_producer_group(im.opts.group);
+  h.set_client_id(im.opts.client_id);
+  h.set_check_after_ms(im.opts.check_after_ms);
+  auto* pm = h.mutable_message();
+  pm->set_id(m.id.empty() ? new_unique_id() : m.id);
+  pm->set_topic(m.topic);
+  pm->set_key(m.key);
+  for (auto& t : m.tags)
+    pm->add_tags(t);
+  for (auto& [k, v] : m.properties)
+    (*pm->mutable_properties())[k] = v;
+  pm->set_body(m.body);
+  pm->set_born_ms(now_ms());
+  pm->set_producer_group(im.opts.group);
+  m.id = pm->id();
+  return h;
+}
+
+txn_result ended(const pb::EndResult& r, const std::string& txn_id,
+                 txn_outcome outcome) {
+  txn_result out;
+  out.txn_id = txn_id;
+  out.local = outcome;
+  out.ended = true;
+  if (r.record().state() == pb::TxnRecord::COMMITTED && !r.already()) {
+    send_result s;
+    s.id = r.record().message().id();
+    s.topic = r.record().message().topic();
+    s.partition = r.partition();
+    s.offset = r.offset();
+    out.stored = s;
+  }
+  return out;
+}
+
+/// Runs the application's local transaction; a throw counts as unknown.
+txn_outcome run_local(const local_transaction& fn, const message& m,
+                      const std::string& txn_id) {
+  try {
+    return fn(m, txn_id);
+  } catch (const std::exception& e) {
+    EDDA_WARN("txn_producer", "local transaction " << txn_id << " threw: "
+                                << e.what() << " (left to check-back)");
+  } catch (...) {
+    EDDA_WARN("txn_producer", "local transaction " << txn_id
+                                << " threw (left to check-back)");
+  }
+  return txn_outcome::unknown;
+}
+
+caf::error outcome_unknown() {
+  return make_error(errc::txn_outcome_unknown,
+                    "local transaction outcome unknown: left to check-back");
+}
+
+struct sender_state {
+  std::shared_ptr<transaction_producer::impl> impl;
+  caf::actor frontend;
+  static inline const char* name = "edda.txn_sender";
+};
+
+using sender_ptr = caf::stateful_actor<sender_state>*;
+
+/// Pipelines transactions: many half messages and ends in flight at once,
+/// each transaction still strictly half -> local -> end.
+caf::behavior sender_actor(sender_ptr self,
+                           std::shared_ptr<transaction_producer::impl> impl) {
+  self->state.impl = impl;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.frontend && dm.source == st.frontend.address())
+      st.frontend = nullptr; // the next transaction reconnects
+  });
+  return {
+    [=](wire::drain_atom) {
+      auto& st = self->state;
+      auto q = st.impl->q;
+      for (auto& item : q->take()) {
+        auto it = std::make_shared<txn_item>(std::move(item));
+        auto finish = [q, it](caf::expected<txn_result> r) {
+          it->cb(std::move(r));
+          q->done(1);
+        };
+        auto fe = st.impl->conn->reconnect(st.frontend);
+        if (!fe) {
+          finish(fe.error());
+          continue;
+        }
+        if (st.frontend != *fe) {
+          st.frontend = *fe;
+          self->monitor(st.frontend);
+        }
+        auto timeout = st.impl->opts.timeout;
+        self->request(*fe, timeout, it->half)
+          .then(
+            [=](const pb::HalfAck&) {
+              auto& txn_id = it->half.txn_id();
+              auto local = run_local(it->fn, it->msg, txn_id);
+              if (local == txn_outcome::unknown) {
+                txn_result out;
+                out.txn_id = txn_id;
+                out.end_error = outcome_unknown();
+                finish(std::move(out));
+                return;
+              }
+              pb::EndTxn e;
+              e.set_txn_id(txn_id);
+              e.set_outcome(to_wire(local));
+              auto fe = self->state.frontend;
+              if (!fe) {
+                txn_result out;
+                out.txn_id = txn_id;
+                out.local = local;
+                out.end_error = make_error(errc::unavailable,
+                                           "lost the node before the end; "
+                                           "left to check-back");
+                finish(std::move(out));
+                return;
+              }
+              self->request(fe, timeout, std::move(e))
+                .then(
+                  [=](const pb::EndResult& r) {
+                    finish(ended(r, it->half.txn_id(), local));
+                  },
+                  [=](caf::error& err) {
+                    txn_result out;
+                    out.txn_id = it->half.txn_id();
+                    out.local = local;
+                    out.end_error = err;
+                    finish(std::move(out));
+                  });
+            },
+            [=](caf::error& err) { finish(err); });
+      }
+    },
+  };
+}
+
 } // namespace
 
 transaction_producer::transaction_producer(std::shared_ptr<impl> i)
@@ -167,7 +319,10 @@ transaction_producer::start(connection conn, txn_producer_options opts,
   auto fut = started->get_future();
   // Detached: a checker may block on the application's own store.
   im->actor = im->conn->sys->spawn<caf::detached>(checker_actor, im, started);
+  im->sender = im->conn->sys->spawn(sender_actor, im);
   if (auto err = fut.get()) {
+    caf::anon_send_exit(im->sender, caf::exit_reason::user_shutdown);
+    im->sender = nullptr;
     caf::anon_send(im->actor, wire::stop_atom::value);
     im->actor = nullptr;
     return err;
@@ -176,6 +331,9 @@ transaction_producer::start(connection conn, txn_producer_options opts,
 }
 
 transaction_producer::~transaction_producer() {
+  impl_->q->wait_idle();
+  stop_and_wait(*impl_->conn->sys, impl_->sender, caf::message{});
+  impl_->sender = nullptr;
   // Leave the group first, so that no check-back goes to a producer that is
   // gone (that would cost the transaction a check). Best effort: a node that
   // is unreachable notices by monitoring.
@@ -196,19 +354,7 @@ caf::expected<txn_result> transaction_producer::end(const std::string& txn_id,
   auto r = impl_->conn->call<pb::EndResult>(e, impl_->opts.timeout);
   if (!r)
     return r.error();
-  txn_result out;
-  out.txn_id = txn_id;
-  out.local = outcome;
-  out.ended = true;
-  if (r->record().state() == pb::TxnRecord::COMMITTED && !r->already()) {
-    send_result s;
-    s.id = r->record().message().id();
-    s.topic = r->record().message().topic();
-    s.partition = r->partition();
-    s.offset = r->offset();
-    out.stored = s;
-  }
-  return out;
+  return ended(*r, txn_id, outcome);
 }
 
 caf::expected<txn_result>
@@ -216,45 +362,16 @@ transaction_producer::send_in_transaction(message m,
                                           const local_transaction& fn) {
   if (m.topic.empty())
     return make_error(errc::invalid_argument, "message has no topic");
-  pb::HalfMessage h;
-  h.set_txn_id(new_unique_id());
-  h.set_producer_group(impl_->opts.group);
-  h.set_client_id(impl_->opts.client_id);
-  h.set_check_after_ms(impl_->opts.check_after_ms);
-  auto* pm = h.mutable_message();
-  pm->set_id(m.id.empty() ? new_unique_id() : m.id);
-  pm->set_topic(m.topic);
-  pm->set_key(m.key);
-  for (auto& t : m.tags)
-    pm->add_tags(t);
-  for (auto& [k, v] : m.properties)
-    (*pm->mutable_properties())[k] = v;
-  pm->set_body(m.body);
-  pm->set_born_ms(now_ms());
-  pm->set_producer_group(impl_->opts.group);
-  m.id = pm->id();
+  auto h = half_message(*impl_, m);
   auto ack = impl_->conn->call<pb::HalfAck>(h, impl_->opts.timeout);
   if (!ack)
     return ack.error();
   txn_result out;
   out.txn_id = h.txn_id();
-  try {
-    out.local = fn(m, out.txn_id);
-  } catch (const std::exception& e) {
-    EDDA_WARN("txn_producer", "local transaction " << out.txn_id
-                                << " threw: " << e.what()
-                                << " (left to check-back)");
-    out.local = txn_outcome::unknown;
-  } catch (...) {
-    EDDA_WARN("txn_producer", "local transaction " << out.txn_id
-                                << " threw (left to check-back)");
-    out.local = txn_outcome::unknown;
-  }
+  out.local = run_local(fn, m, out.txn_id);
   EDDA_FAILPOINT("txn.before_end");
   if (out.local == txn_outcome::unknown) {
-    out.end_error = make_error(errc::txn_outcome_unknown,
-                               "local transaction outcome unknown: left to "
-                               "check-back");
+    out.end_error = outcome_unknown();
     return out;
   }
   auto r = end(out.txn_id, out.local);
@@ -264,6 +381,26 @@ transaction_producer::send_in_transaction(message m,
   }
   r->local = out.local;
   return std::move(*r);
+}
+
+void transaction_producer::send_in_transaction_async(message m,
+                                                     local_transaction fn,
+                                                     txn_callback cb) {
+  if (m.topic.empty()) {
+    cb(make_error(errc::invalid_argument, "message has no topic"));
+    return;
+  }
+  txn_item item;
+  item.half = half_message(*impl_, m);
+  item.msg = std::move(m);
+  item.fn = std::move(fn);
+  item.cb = std::move(cb);
+  if (impl_->q->push(std::move(item)))
+    caf::anon_send(impl_->sender, wire::drain_atom::value);
+}
+
+void transaction_producer::flush() {
+  impl_->q->wait_idle();
 }
 
 const std::string& transaction_producer::client_id() const {

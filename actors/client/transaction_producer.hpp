@@ -74,6 +74,20 @@ public:
   [[nodiscard]] caf::expected<txn_result>
   send_in_transaction(message m, const local_transaction& fn);
 
+  using txn_callback = std::function<void(caf::expected<txn_result>)>;
+
+  /// The pipelined form of send_in_transaction, for many transactions in
+  /// flight from one thread: returns at once; `fn` runs on a client thread
+  /// once the half message is durable, then the end is sent and `cb` gets
+  /// the same result send_in_transaction would return. Keep `fn` and `cb`
+  /// short: a slow local transaction delays the others (use the blocking
+  /// form from several threads for those).
+  void send_in_transaction_async(message m, local_transaction fn,
+                                 txn_callback cb);
+
+  /// Waits until every send_in_transaction_async so far has its result.
+  void flush();
+
   /// Ends a transaction explicitly (e.g. one whose local transaction
   /// finished later). Errors: unknown_txn, txn_conflict.
   [[nodiscard]] caf::expected<txn_result> end(const std::string& txn_id,

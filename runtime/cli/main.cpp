@@ -9,6 +9,8 @@
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
 #include "node/embedded_node.hpp"
+#include "txmsg.hpp"
+#include <unistd.h>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -43,6 +45,8 @@ Commands:
   dlq list|redrive          inspect and redrive a group's dead letters
   txn list|show|resolve     transactions without an outcome; operator override
   status                    the node's storage, durability and counters
+  bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
+                            against a node process; the LMDB disk floor
 
 Options for every command that talks to a node:
   --node HOST:PORT          the node (default $EDDA_NODE or 127.0.0.1:7420)
@@ -795,6 +799,38 @@ int cmd_status(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// -- bench --------------------------------------------------------------------
+
+const char* bench_help = R"(Usage:
+  edda bench txmsg [options]   the txmsg workload (`edda bench txmsg --help`)
+  edda bench disk [--dir DIR]  the LMDB commit floor of this disk
+)";
+
+int cmd_bench(std::vector<std::string> argv) {
+  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+    std::cout << bench_help;
+    return argv.empty() ? 2 : 0;
+  }
+  auto what = argv[0];
+  argv.erase(argv.begin());
+  if (what == "txmsg") {
+    char self[4096];
+    auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+      {
+      std::cerr << "edda bench: cannot find the edda binary (/proc/self/exe)\n";
+      return 1;
+    }
+    return bench::txmsg_main(argv, std::string(self, static_cast<size_t>(n)));
+  }
+  if (what == "disk")
+    return bench::disk_main(argv);
+  std::cerr << "edda bench: unknown benchmark '" << what << "' (txmsg, disk; "
+               "saga comes with the saga runtime)\n\n"
+            << bench_help;
+  return 2;
+}
+
 } // namespace
 } // namespace edda::cli
 
@@ -824,6 +860,8 @@ int main(int argc, char** argv) {
     return cmd_status(args);
   if (cmd == "txn")
     return cmd_txn(args);
+  if (cmd == "bench")
+    return cmd_bench(args);
   std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
   return 1;
 }

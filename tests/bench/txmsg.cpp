@@ -1,0 +1,539 @@
+#include "txmsg.hpp"
+
+#include "client/admin.hpp"
+#include "client/connection.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "client/transaction_producer.hpp"
+#include "harness.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+namespace edda::bench {
+
+namespace {
+
+struct txmsg_options {
+  options load;
+  std::string node;        ///< host:port of a running node; empty = start one
+  std::string durability = "fsync";
+  uint32_t partitions = 4;
+  std::string modes = "both"; ///< plain, transactional, both
+  std::string csv;
+  std::string data_dir;    ///< for the node we start; default a temp dir
+  std::string floor_dir;   ///< measure the disk floor here too
+  std::vector<std::string> node_settings; ///< --node-set KEY=VALUE
+};
+
+const char* txmsg_help = R"(usage: edda bench txmsg [options]
+
+Runs the txmsg workload (BENCHMARKS.md): one producer process and one
+consumer process talk to an edda node process over 127.0.0.1. Phases, each
+on a fresh topic, for plain and then transactional messages:
+  throughput  --count messages unpaced, at most --window unacknowledged:
+              producer msg/s and end-to-end msg/s (to the consumer's last
+              durable ack)
+  latency     --latency-count messages at --latency-rate msg/s: p50/p99
+              send to receive
+  sync        --sync-count messages, one in flight: msg/s, p50/p99 send to
+              durable ack
+Every phase checks that each message arrived exactly once. At the end: the
+node's peak RSS and a table.
+
+options:
+  --count N            throughput messages (default 50000)
+  --window W           max sent but unacknowledged (default 256)
+  --size B             message body bytes, at least 16 (default 256)
+  --partitions P       partitions per topic (default 4)
+  --latency-count N    (default 2000)     --latency-rate R  (default 1000)
+  --sync-count N       (default 5000)
+  --mode M             plain, transactional or both (default both)
+  --durability D       fsync, nometasync or nosync for the node started here
+                       (default fsync)
+  --node HOST:PORT     use a running node instead (no RSS figure then)
+  --data-dir DIR       data dir of the node started here (default: a new
+                       temporary dir, removed afterwards)
+  --node-set KEY=VALUE a setting for the node started here (repeatable),
+                       e.g. --node-set scheduler.max_threads=1
+  --disk-floor         also measure the LMDB commit floor next to the data dir
+  --csv FILE           append one row per phase (tests/bench/peers joins them)
+)";
+
+struct node_process {
+  pid_t pid = -1;
+  std::string endpoint;
+  std::string data_dir;
+  bool owns_dir = false;
+};
+
+/// Starts `edda node` and reads its listening line. Empty endpoint on error
+/// (the reason goes to stderr).
+node_process start_node(const std::string& self_exe, const txmsg_options& o) {
+  node_process n;
+  n.data_dir = o.data_dir;
+  if (n.data_dir.empty()) {
+    char tmpl[] = "/tmp/edda-bench-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      std::cerr << "edda bench: cannot create a temporary data dir\n";
+      return n;
+    }
+    n.data_dir = tmpl;
+    n.owns_dir = true;
+  }
+  int fds[2];
+  if (pipe(fds) != 0)
+    return n;
+  std::fflush(nullptr);
+  auto pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0)
+      dup2(devnull, 2); // the node's log; errors show up as no ready line
+    std::vector<std::string> args{self_exe, "node", "--set",
+                                  "node.data_dir=" + n.data_dir, "--set",
+                                  "node.listen_port=0", "--set",
+                                  "storage.durability=" + o.durability};
+    for (auto& s : o.node_settings) {
+      args.push_back("--set");
+      args.push_back(s);
+    }
+    std::vector<char*> cargs;
+    for (auto& a : args)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    execv(self_exe.c_str(), cargs.data());
+    _exit(127);
+  }
+  ::close(fds[1]);
+  n.pid = pid;
+  std::string buf;
+  char c;
+  while (::read(fds[0], &c, 1) == 1 && c != '\n')
+    buf += c;
+  ::close(fds[0]);
+  // "edda node listening on 127.0.0.1:PORT (...)"
+  auto at = buf.find("listening on ");
+  if (at == std::string::npos) {
+    std::cerr << "edda bench: the node did not start (" << self_exe
+              << " node --set " << "node.data_dir=" << n.data_dir
+              << "); run it by hand to see why\n";
+    ::kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    n.pid = -1;
+    return n;
+  }
+  auto rest = buf.substr(at + 13);
+  n.endpoint = rest.substr(0, rest.find(' '));
+  return n;
+}
+
+void stop_node(node_process& n) {
+  if (n.pid > 0) {
+    ::kill(n.pid, SIGTERM);
+    waitpid(n.pid, nullptr, 0);
+  }
+  if (n.owns_dir) {
+    std::error_code ec;
+    std::filesystem::remove_all(n.data_dir, ec);
+  }
+}
+
+caf::expected<client::connection> connect(const std::string& endpoint) {
+  std::string host;
+  uint16_t port = 0;
+  client::parse_endpoint(endpoint, host, port);
+  return client::connection::open(host, port);
+}
+
+std::string error_text(const caf::error& err) {
+  std::ostringstream os;
+  os << caf::to_string(err);
+  return os.str();
+}
+
+/// The consumer side of one phase: creates the topic, subscribes, signals
+/// ready, then counts every message until all n arrived and their acks are
+/// durable.
+report consume(const std::string& endpoint, uint32_t partitions,
+               const phase_spec& spec, const std::function<void()>& ready) {
+  report r;
+  auto conn = connect(endpoint);
+  if (!conn) {
+    r["error"] = error_text(conn.error());
+    return r;
+  }
+  if (auto t = client::admin::create_topic(*conn, spec.topic, partitions); !t) {
+    r["error"] = "create topic " + spec.topic + ": " + error_text(t.error());
+    return r;
+  }
+  std::mutex mtx;
+  receipts seen(spec.n);
+  samples lat;
+  lat.reserve(spec.n);
+  client::consumer_options co;
+  co.group = "bench";
+  co.topic = spec.topic;
+  auto c = client::consumer::start(
+    *conn, co, [&](const client::received& m) {
+      auto now = mono_ns();
+      uint64_t seq = 0;
+      int64_t sent = 0;
+      std::lock_guard<std::mutex> guard{mtx};
+      if (read_body(m.msg.body, seq, sent)) {
+        seen.add(seq);
+        lat.add(now - sent);
+      } else {
+        seen.add(~uint64_t{0});
+      }
+      return client::consume_result::success;
+    });
+  if (!c) {
+    r["error"] = "subscribe: " + error_text(c.error());
+    return r;
+  }
+  ready();
+  int64_t last_progress = mono_ns();
+  uint64_t last_count = 0;
+  int64_t last_ack_ns = 0;
+  for (;;) {
+    auto counters = (*c)->counters();
+    auto now = mono_ns();
+    if (counters.acked_durable >= spec.n) {
+      last_ack_ns = now;
+      break;
+    }
+    if (counters.acked_durable + counters.delivered != last_count) {
+      last_count = counters.acked_durable + counters.delivered;
+      last_progress = now;
+    }
+    if (now - last_progress > 30'000'000'000) {
+      r["error"] = "no progress for 30 s";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  // Anything else (duplicates) would arrive right after the last message.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  (*c)->stop();
+  std::lock_guard<std::mutex> guard{mtx};
+  r["received"] = std::to_string(seen.received());
+  r["distinct"] = std::to_string(seen.distinct());
+  r["duplicates"] = std::to_string(seen.duplicates());
+  r["foreign"] = std::to_string(seen.foreign());
+  r["p50_ms"] = std::to_string(lat.percentile_ms(0.5));
+  r["p99_ms"] = std::to_string(lat.percentile_ms(0.99));
+  r["last_ack_ns"] = std::to_string(last_ack_ns);
+  return r;
+}
+
+/// Keeps at most `window` sends in flight and records their outcomes.
+struct flight {
+  std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t inflight = 0, acked = 0, failed = 0;
+  int64_t last_ack_ns = 0;
+  std::string first_error;
+  samples ack_lat;
+
+  void admit(uint64_t window) {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [&] { return inflight < window; });
+    ++inflight;
+  }
+
+  void settle(int64_t sent_ns, const caf::error* err) {
+    auto now = mono_ns();
+    std::lock_guard<std::mutex> guard{mtx};
+    --inflight;
+    if (err != nullptr) {
+      ++failed;
+      if (first_error.empty())
+        first_error = error_text(*err);
+    } else {
+      ++acked;
+      ack_lat.add(now - sent_ns);
+      last_ack_ns = std::max(last_ack_ns, now);
+    }
+    cv.notify_all();
+  }
+
+  void wait_all() {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [&] { return inflight == 0; });
+  }
+};
+
+report produce(const std::string& endpoint, const phase_spec& spec,
+               const std::function<void()>& ready) {
+  report r;
+  auto conn = connect(endpoint);
+  if (!conn) {
+    r["error"] = error_text(conn.error());
+    return r;
+  }
+  flight f;
+  f.ack_lat.reserve(spec.n);
+  int64_t first = 0;
+  auto run = [&](auto&& send_one) {
+    first = mono_ns();
+    pacer pace(spec.rate, first);
+    for (uint64_t i = 0; i < spec.n; ++i) {
+      pace.wait(i);
+      f.admit(spec.window);
+      send_one(i);
+    }
+    f.wait_all();
+  };
+  if (!spec.transactional) {
+    client::producer p(*conn);
+    run([&](uint64_t i) {
+      client::message m;
+      m.topic = spec.topic;
+      auto t = mono_ns();
+      m.body = make_body(i, t, spec.size);
+      p.send_async(std::move(m), [&f, t](caf::expected<client::send_result> res) {
+        f.settle(t, res ? nullptr : &res.error());
+      });
+    });
+  } else {
+    client::txn_producer_options to;
+    to.group = "bench-txn";
+    // The local transaction always commits, so a check-back can only be
+    // about an end that did not arrive: commit is the true answer.
+    auto tp = client::transaction_producer::start(
+      *conn, to, [](const client::txn_check&) { return client::txn_outcome::commit; });
+    if (!tp) {
+      r["error"] = "start transaction producer: " + error_text(tp.error());
+      return r;
+    }
+    auto& p = **tp;
+    run([&](uint64_t i) {
+      client::message m;
+      m.topic = spec.topic;
+      auto t = mono_ns();
+      m.body = make_body(i, t, spec.size);
+      p.send_in_transaction_async(
+        std::move(m),
+        [](const client::message&, const std::string&) {
+          return client::txn_outcome::commit; // a local transaction doing nothing
+        },
+        [&f, t](caf::expected<client::txn_result> res) {
+          if (!res) {
+            f.settle(t, &res.error());
+          } else if (!res->ended) {
+            f.settle(t, &res->end_error);
+          } else {
+            f.settle(t, nullptr);
+          }
+        });
+    });
+  }
+  r["first_send_ns"] = std::to_string(first);
+  r["last_ack_ns"] = std::to_string(f.last_ack_ns);
+  r["acked"] = std::to_string(f.acked);
+  r["failed"] = std::to_string(f.failed);
+  if (!f.first_error.empty())
+    r["first_error"] = f.first_error;
+  r["ack_p50_ms"] = std::to_string(f.ack_lat.percentile_ms(0.5));
+  r["ack_p99_ms"] = std::to_string(f.ack_lat.percentile_ms(0.99));
+  return r;
+}
+
+bool parse(const std::vector<std::string>& argv, txmsg_options& o,
+           std::string& err) {
+  auto need = [&](size_t& i) -> const std::string* {
+    if (i + 1 >= argv.size()) {
+      err = argv[i] + " needs a value";
+      return nullptr;
+    }
+    return &argv[++i];
+  };
+  auto to_u64 = [&](const std::string& name, const std::string& v,
+                    uint64_t& out) {
+    try {
+      size_t used = 0;
+      out = std::stoull(v, &used);
+      if (used != v.size() || v[0] == '-')
+        throw std::invalid_argument(v);
+      return true;
+    } catch (...) {
+      err = name + " takes a positive integer, got '" + v + "'";
+      return false;
+    }
+  };
+  for (size_t i = 0; i < argv.size(); ++i) {
+    auto a = argv[i];
+    if (a == "--disk-floor") {
+      o.floor_dir = "auto";
+      continue;
+    }
+    const std::string* v = nullptr;
+    uint64_t x = 0;
+    if (a == "--count" || a == "--window" || a == "--size"
+        || a == "--partitions" || a == "--latency-count"
+        || a == "--latency-rate" || a == "--sync-count") {
+      if (!(v = need(i)) || !to_u64(a, *v, x))
+        return false;
+      if (x == 0) {
+        err = a + " must be at least 1";
+        return false;
+      }
+      if (a == "--count") o.load.n = x;
+      else if (a == "--window") o.load.window = x;
+      else if (a == "--size") o.load.size = std::max<uint64_t>(x, 16);
+      else if (a == "--partitions") o.partitions = static_cast<uint32_t>(x);
+      else if (a == "--latency-count") o.load.latency_n = x;
+      else if (a == "--latency-rate") o.load.latency_rate = static_cast<double>(x);
+      else o.load.sync_n = x;
+      continue;
+    }
+    if (a == "--mode" || a == "--durability" || a == "--node" || a == "--csv"
+        || a == "--data-dir" || a == "--node-set") {
+      if (!(v = need(i)))
+        return false;
+      if (a == "--mode") {
+        if (*v != "plain" && *v != "transactional" && *v != "both") {
+          err = "--mode takes plain, transactional or both, got '" + *v + "'";
+          return false;
+        }
+        o.modes = *v;
+      } else if (a == "--durability") {
+        if (*v != "fsync" && *v != "nometasync" && *v != "nosync") {
+          err = "--durability takes fsync, nometasync or nosync, got '" + *v + "'";
+          return false;
+        }
+        o.durability = *v;
+      } else if (a == "--node") {
+        o.node = *v;
+      } else if (a == "--csv") {
+        o.csv = *v;
+      } else if (a == "--node-set") {
+        o.node_settings.push_back(*v);
+      } else {
+        o.data_dir = *v;
+      }
+      continue;
+    }
+    err = "unknown option '" + a + "'";
+    return false;
+  }
+  return true;
+}
+
+} // namespace
+
+int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe) {
+  if (!argv.empty() && (argv[0] == "--help" || argv[0] == "-h")) {
+    std::cout << txmsg_help;
+    return 0;
+  }
+  txmsg_options o;
+  std::string err;
+  if (!parse(argv, o, err)) {
+    std::cerr << "edda bench txmsg: " << err << "\n\n" << txmsg_help;
+    return 2;
+  }
+  node_process node;
+  std::string endpoint = o.node;
+  if (endpoint.empty()) {
+    node = start_node(self_exe, o);
+    if (node.endpoint.empty())
+      return 1;
+    endpoint = node.endpoint;
+  }
+  std::cout << "edda bench txmsg: node " << endpoint
+            << (o.node.empty() ? " (started here, durability " + o.durability
+                                   + ", data dir " + node.data_dir + ")"
+                               : std::string{" (running node)"})
+            << ", " << o.partitions << " partitions, " << o.load.size
+            << "-byte messages, window " << o.load.window << ", "
+            << std::thread::hardware_concurrency() << " cores\n"
+            << std::flush;
+  auto prefix = "bench-" + std::to_string(::getpid());
+  std::vector<phase_result> results;
+  uint64_t rss_after_plain = 0;
+  for (bool txn : {false, true}) {
+    if ((txn && o.modes == "plain") || (!txn && o.modes == "transactional"))
+      continue;
+    for (auto& spec : standard_phases(o.load, prefix, txn)) {
+      auto parts = o.partitions;
+      auto r = run_phase(
+        "edda", spec,
+        [&](const phase_spec& s, const std::function<void()>& ready) {
+          return consume(endpoint, parts, s, ready);
+        },
+        [&](const phase_spec& s, const std::function<void()>& ready) {
+          return produce(endpoint, s, ready);
+        });
+      std::cout << line(r) << "\n" << std::flush;
+      results.push_back(r);
+      if (!txn && spec.kind == phase_kind::throughput && node.pid > 0)
+        rss_after_plain = peak_rss_kib(node.pid);
+    }
+  }
+  if (node.pid > 0) {
+    auto rss = peak_rss_kib(node.pid);
+    std::cout << "edda node peak RSS: " << grouped(static_cast<double>(rss) / 1024.0)
+              << " MiB over the whole run";
+    if (rss_after_plain > 0)
+      std::cout << " (" << grouped(static_cast<double>(rss_after_plain) / 1024.0)
+                << " MiB after the plain throughput phase)";
+    std::cout << "\n";
+  }
+  if (!o.floor_dir.empty()) {
+    auto dir = (node.data_dir.empty() ? std::string{"/tmp"} : node.data_dir)
+               + "-floor";
+    std::cout << line(measure_disk_floor(dir)) << "\n";
+  }
+  print_table(std::cout, results);
+  if (!o.csv.empty())
+    append_csv(o.csv, results);
+  stop_node(node);
+  bool ok = true;
+  for (auto& r : results)
+    ok = ok && r.error.empty() && r.exactly_once;
+  return ok ? 0 : 1;
+}
+
+int disk_main(const std::vector<std::string>& argv) {
+  std::string dir;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    if (argv[i] == "--help" || argv[i] == "-h") {
+      std::cout << "usage: edda bench disk [--dir DIR]\n\n"
+                   "Measures the disk floor with LMDB as edda opens it (fsync):\n"
+                   "p50/p99 of a single-put commit and puts/s with 100 puts per\n"
+                   "commit, in DIR (default: a new directory under /tmp,\n"
+                   "removed afterwards).\n";
+      return 0;
+    }
+    if (argv[i] == "--dir" && i + 1 < argv.size()) {
+      dir = argv[++i];
+      continue;
+    }
+    std::cerr << "edda bench disk: unknown option '" << argv[i] << "'\n";
+    return 2;
+  }
+  if (dir.empty())
+    dir = "/tmp/edda-disk-floor-" + std::to_string(::getpid());
+  auto d = measure_disk_floor(dir);
+  std::cout << line(d) << "\n";
+  return d.error.empty() ? 0 : 1;
+}
+
+} // namespace edda::bench
