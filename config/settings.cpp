@@ -427,6 +427,11 @@ const field fields[] = {
   {"consumer.max_span", "integer", ">= consumer.max_inflight",
    "max offsets between the lowest unacked and the next to deliver",
    set_uint<&ns::max_span, 1, u32_max>, get_uint<&ns::max_span>},
+  {"consumer.offset_flush_delay", "duration", "",
+   "an ack's offset write waits up to this long to share the commit of a "
+   "message write (0 = commit at once); the ack is answered after the commit",
+   set_duration<&ns::offset_flush_delay_ms>,
+   get_duration<&ns::offset_flush_delay_ms>},
   {"idempotency.retention", "duration", "",
    "how long processed business keys are remembered (client::idempotency)",
    set_duration<&ns::dedup_retention_ms>,

@@ -53,6 +53,7 @@ struct node_settings {
   uint64_t consume_timeout_ms = 60000; // unacked delivery -> failed attempt
   uint32_t max_inflight = 1024; // unacked messages per member per partition
   uint32_t max_span = 2048;     // max offsets lowest unacked .. next to deliver
+  uint64_t offset_flush_delay_ms = 5; // an ack's offset write waits this long to share a commit
   // [idempotency]
   uint64_t dedup_retention_ms = 24ull * 3600 * 1000;
   // [txn] transactional messages

@@ -45,6 +45,8 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
     },
     [=](pb::HalfMessage& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::EndTxn& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::HalfBatch& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::EndBatch& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::TxnList& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::TxnShow& x) { return self->delegate(txn, std::move(x)); },
     [=](const pb::NodeStatusRequest&) {

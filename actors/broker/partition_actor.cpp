@@ -485,6 +485,8 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
         return res;
       auto rp = self->make_response_promise<pb::AckResult>();
       auto name = c.name;
+      // Only the offset moved: it can share the commit of the next append.
+      b.set_deferrable(req.nacks_size() == 0);
       write(self, std::move(b), std::move(dues), std::move(alerts),
             [=](const caf::error& err) mutable {
               if (err) {

@@ -12,6 +12,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <atomic>
+#include <deque>
 #include <future>
 #include <thread>
 #include <unistd.h>
@@ -214,85 +215,186 @@ caf::error outcome_unknown() {
                     "local transaction outcome unknown: left to check-back");
 }
 
+struct pending_end {
+  std::shared_ptr<txn_item> item;
+  txn_outcome local = txn_outcome::unknown;
+};
+
 struct sender_state {
   std::shared_ptr<transaction_producer::impl> impl;
   caf::actor frontend;
+  std::deque<std::shared_ptr<txn_item>> halves; // not sent yet
+  std::deque<pending_end> ends;                 // local done, end not sent
+  size_t halves_inflight = 0, ends_inflight = 0; // batches
   static inline const char* name = "edda.txn_sender";
 };
 
 using sender_ptr = caf::stateful_actor<sender_state>*;
 
-/// Pipelines transactions: many half messages and ends in flight at once,
-/// each transaction still strictly half -> local -> end.
+// Batches of at most max_items go out, at most max_inflight of each kind at
+// a time: while one is being stored, the next one fills up.
+constexpr size_t max_items = 256;
+constexpr size_t max_inflight = 2;
+
+void finish(sender_ptr self, const std::shared_ptr<txn_item>& it,
+            caf::expected<txn_result> r) {
+  it->cb(std::move(r));
+  self->state.impl->q->done(1);
+}
+
+caf::error from_wire(const pb::BatchItem& item) {
+  auto code = static_cast<errc>(item.code());
+  std::string what = item.error();
+  std::string prefix = std::string(to_string(code)) + ": ";
+  if (what.rfind(prefix, 0) == 0)
+    what.erase(0, prefix.size());
+  return make_error(code, what);
+}
+
+void pump(sender_ptr self);
+
+void pump_ends(sender_ptr self) {
+  auto& st = self->state;
+  while (st.ends_inflight < max_inflight && !st.ends.empty()) {
+    auto batch = std::make_shared<std::vector<pending_end>>();
+    pb::EndBatch req;
+    while (!st.ends.empty() && batch->size() < max_items) {
+      auto& e = st.ends.front();
+      auto* x = req.add_ends();
+      x->set_txn_id(e.item->half.txn_id());
+      x->set_outcome(to_wire(e.local));
+      batch->push_back(std::move(e));
+      st.ends.pop_front();
+    }
+    auto unsent = [=](const caf::error& err) {
+      for (auto& e : *batch) {
+        txn_result out;
+        out.txn_id = e.item->half.txn_id();
+        out.local = e.local;
+        out.end_error = err;
+        finish(self, e.item, std::move(out));
+      }
+    };
+    if (!st.frontend) {
+      unsent(make_error(errc::unavailable,
+                        "lost the node before the end; left to check-back"));
+      continue;
+    }
+    ++st.ends_inflight;
+    self->request(st.frontend, st.impl->opts.timeout, std::move(req))
+      .then(
+        [=](const pb::BatchResult& res) {
+          --self->state.ends_inflight;
+          for (size_t i = 0; i < batch->size(); ++i) {
+            auto& e = (*batch)[i];
+            auto& txn_id = e.item->half.txn_id();
+            if (i >= static_cast<size_t>(res.items_size())) {
+              txn_result out;
+              out.txn_id = txn_id;
+              out.local = e.local;
+              out.end_error = make_error(errc::malformed_message,
+                                         "end batch result is short");
+              finish(self, e.item, std::move(out));
+              continue;
+            }
+            auto& item = res.items(static_cast<int>(i));
+            if (item.code() == 0) {
+              finish(self, e.item, ended(item.end(), txn_id, e.local));
+              continue;
+            }
+            txn_result out;
+            out.txn_id = txn_id;
+            out.local = e.local;
+            out.end_error = from_wire(item);
+            finish(self, e.item, std::move(out));
+          }
+          pump_ends(self);
+        },
+        [=](caf::error& err) {
+          --self->state.ends_inflight;
+          unsent(err);
+          pump_ends(self);
+        });
+  }
+}
+
+void pump(sender_ptr self) {
+  auto& st = self->state;
+  while (st.halves_inflight < max_inflight && !st.halves.empty()) {
+    auto batch = std::make_shared<std::vector<std::shared_ptr<txn_item>>>();
+    pb::HalfBatch req;
+    while (!st.halves.empty() && batch->size() < max_items) {
+      *req.add_halves() = st.halves.front()->half;
+      batch->push_back(std::move(st.halves.front()));
+      st.halves.pop_front();
+    }
+    auto fe = st.impl->conn->reconnect(st.frontend);
+    if (!fe) {
+      for (auto& it : *batch)
+        finish(self, it, fe.error());
+      continue;
+    }
+    if (st.frontend != *fe) {
+      st.frontend = *fe;
+      self->monitor(st.frontend);
+    }
+    ++st.halves_inflight;
+    self->request(*fe, st.impl->opts.timeout, std::move(req))
+      .then(
+        [=](const pb::BatchResult& res) {
+          auto& st = self->state;
+          --st.halves_inflight;
+          for (size_t i = 0; i < batch->size(); ++i) {
+            auto& it = (*batch)[i];
+            if (i >= static_cast<size_t>(res.items_size())) {
+              finish(self, it, make_error(errc::malformed_message,
+                                          "half batch result is short"));
+              continue;
+            }
+            auto& item = res.items(static_cast<int>(i));
+            if (item.code() != 0) {
+              finish(self, it, from_wire(item));
+              continue;
+            }
+            auto& txn_id = it->half.txn_id();
+            auto local = run_local(it->fn, it->msg, txn_id);
+            if (local == txn_outcome::unknown) {
+              txn_result out;
+              out.txn_id = txn_id;
+              out.end_error = outcome_unknown();
+              finish(self, it, std::move(out));
+              continue;
+            }
+            st.ends.push_back(pending_end{it, local});
+          }
+          pump_ends(self);
+          pump(self);
+        },
+        [=](caf::error& err) {
+          --self->state.halves_inflight;
+          for (auto& it : *batch)
+            finish(self, it, err);
+          pump(self);
+        });
+  }
+}
+
+/// Pipelines transactions: half messages and ends travel in batches, each
+/// transaction still strictly half -> local -> end.
 caf::behavior sender_actor(sender_ptr self,
                            std::shared_ptr<transaction_producer::impl> impl) {
   self->state.impl = impl;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     if (st.frontend && dm.source == st.frontend.address())
-      st.frontend = nullptr; // the next transaction reconnects
+      st.frontend = nullptr; // the next batch reconnects
   });
   return {
     [=](wire::drain_atom) {
       auto& st = self->state;
-      auto q = st.impl->q;
-      for (auto& item : q->take()) {
-        auto it = std::make_shared<txn_item>(std::move(item));
-        auto finish = [q, it](caf::expected<txn_result> r) {
-          it->cb(std::move(r));
-          q->done(1);
-        };
-        auto fe = st.impl->conn->reconnect(st.frontend);
-        if (!fe) {
-          finish(fe.error());
-          continue;
-        }
-        if (st.frontend != *fe) {
-          st.frontend = *fe;
-          self->monitor(st.frontend);
-        }
-        auto timeout = st.impl->opts.timeout;
-        self->request(*fe, timeout, it->half)
-          .then(
-            [=](const pb::HalfAck&) {
-              auto& txn_id = it->half.txn_id();
-              auto local = run_local(it->fn, it->msg, txn_id);
-              if (local == txn_outcome::unknown) {
-                txn_result out;
-                out.txn_id = txn_id;
-                out.end_error = outcome_unknown();
-                finish(std::move(out));
-                return;
-              }
-              pb::EndTxn e;
-              e.set_txn_id(txn_id);
-              e.set_outcome(to_wire(local));
-              auto fe = self->state.frontend;
-              if (!fe) {
-                txn_result out;
-                out.txn_id = txn_id;
-                out.local = local;
-                out.end_error = make_error(errc::unavailable,
-                                           "lost the node before the end; "
-                                           "left to check-back");
-                finish(std::move(out));
-                return;
-              }
-              self->request(fe, timeout, std::move(e))
-                .then(
-                  [=](const pb::EndResult& r) {
-                    finish(ended(r, it->half.txn_id(), local));
-                  },
-                  [=](caf::error& err) {
-                    txn_result out;
-                    out.txn_id = it->half.txn_id();
-                    out.local = local;
-                    out.end_error = err;
-                    finish(std::move(out));
-                  });
-            },
-            [=](caf::error& err) { finish(err); });
-      }
+      for (auto& item : st.impl->q->take())
+        st.halves.push_back(std::make_shared<txn_item>(std::move(item)));
+      pump(self);
     },
   };
 }

@@ -14,6 +14,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <chrono>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -26,6 +27,14 @@ namespace pb = wire::pb;
 using storage::db;
 namespace keys = storage::keys;
 using std::chrono::milliseconds;
+
+using end_cb = std::function<void(caf::expected<pb::EndResult>)>;
+using topic_cb = std::function<void(const caf::error&, uint32_t partitions)>;
+using write_cb = std::function<void(const caf::error&)>;
+using append_cb =
+  std::function<void(const caf::error&, uint32_t partition, uint64_t offset)>;
+
+constexpr int64_t topic_ttl_ms = 1000;
 
 struct coordinator_state {
   broker::context_ptr ctx;
@@ -43,11 +52,31 @@ struct coordinator_state {
   struct ending_entry {
     pb::TxnOutcome outcome = pb::TXN_UNKNOWN;
     bool initiator_waits = false; // the first end came with a requester
-    std::vector<caf::response_promise> waiters;
+    std::vector<end_cb> waiters;
   };
   std::map<std::string, ending_entry> ending;
   std::set<std::string> checking;
   int64_t next_wakeup = std::numeric_limits<int64_t>::max();
+  // Topics seen recently (partition counts), so that a half message does
+  // not cost a lookup at the topic manager; refreshed after topic_ttl_ms.
+  struct topic_entry {
+    uint32_t partitions = 1;
+    int64_t fetched_ms = 0;
+    uint32_t round_robin = 0;
+  };
+  std::map<std::string, topic_entry> topic_cache;
+  std::map<std::string, std::vector<topic_cb>> topic_lookups;
+  // Writes gathered until the flush message comes back around: every half
+  // message, rollback and commit handled in between shares one write (and
+  // commits one append per partition).
+  std::vector<std::pair<pb::WriteBatch, write_cb>> writes;
+  struct commit_entry {
+    pb::Message msg;
+    pb::WriteBatch extra;
+    append_cb done;
+  };
+  std::map<std::string, std::vector<commit_entry>> commits; // by topic
+  bool flush_scheduled = false;
   static inline const char* name = "edda.txn_coordinator";
 };
 
@@ -65,6 +94,132 @@ void del(pb::WriteBatch& b, db d, std::string key) {
   op->set_db(static_cast<uint32_t>(d));
   op->set_key(std::move(key));
   op->set_kind(pb::WriteOp::DEL);
+}
+
+void schedule_flush(self_ptr self) {
+  if (self->state.flush_scheduled)
+    return;
+  // Queues behind everything already in the mailbox: it all joins.
+  self->state.flush_scheduled = true;
+  self->send(self, wire::flush_atom::value);
+}
+
+/// Queues `b` for the next flush; `done` runs after the commit.
+void queue_write(self_ptr self, pb::WriteBatch b, write_cb done) {
+  self->state.writes.emplace_back(std::move(b), std::move(done));
+  schedule_flush(self);
+}
+
+/// Calls `f` with the partition count of `topic` (cached for topic_ttl_ms),
+/// or with the lookup's error (unknown_topic).
+void with_topic(self_ptr self, const std::string& topic, topic_cb f) {
+  auto& st = self->state;
+  auto i = st.topic_cache.find(topic);
+  if (i != st.topic_cache.end()
+      && st.ctx->clock() - i->second.fetched_ms < topic_ttl_ms) {
+    f(caf::error{}, i->second.partitions);
+    return;
+  }
+  auto& waiting = st.topic_lookups[topic];
+  waiting.push_back(std::move(f));
+  if (waiting.size() > 1)
+    return;
+  pb::GetTopic gt;
+  gt.set_name(topic);
+  auto answer = [=](const caf::error& err, uint32_t n) {
+    auto& st = self->state;
+    auto fs = std::move(st.topic_lookups[topic]);
+    st.topic_lookups.erase(topic);
+    if (!err) {
+      auto& e = st.topic_cache[topic];
+      e.partitions = std::max<uint32_t>(1, n);
+      e.fetched_ms = st.ctx->clock();
+    } else {
+      st.topic_cache.erase(topic);
+    }
+    for (auto& g : fs)
+      g(err, n);
+  };
+  self->request(st.topics, std::chrono::seconds(30), gt)
+    .then([=](const pb::TopicMeta& meta) { answer({}, meta.partitions()); },
+          [=](caf::error& err) { answer(err, 0); });
+}
+
+/// Appends a committed message (with `extra`, its record update) at the
+/// next flush, batched with the other commits for the same partition.
+void queue_commit(self_ptr self, pb::Message msg, pb::WriteBatch extra,
+                  append_cb done) {
+  auto topic = msg.topic();
+  self->state.commits[topic].push_back(
+    {std::move(msg), std::move(extra), std::move(done)});
+  schedule_flush(self);
+}
+
+void flush(self_ptr self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  auto timeout = milliseconds(st.ctx->write_timeout_ms);
+  if (!st.writes.empty()) {
+    auto work = std::make_shared<std::vector<std::pair<pb::WriteBatch, write_cb>>>();
+    work->swap(st.writes);
+    pb::WriteBatch b;
+    for (auto& [w, cb] : *work)
+      for (auto& op : *w.mutable_ops())
+        *b.add_ops() = std::move(op);
+    self->request(st.ctx->writer, timeout, std::move(b))
+      .then(
+        [=](const pb::WriteResult&) {
+          for (auto& [w, cb] : *work)
+            cb(caf::error{});
+        },
+        [=](caf::error& err) {
+          for (auto& [w, cb] : *work)
+            cb(err);
+        });
+  }
+  auto commits = std::move(st.commits);
+  st.commits.clear();
+  for (auto& [topic, entries] : commits) {
+    auto& t = st.topic_cache[topic];
+    auto n = std::max<uint32_t>(1, t.partitions);
+    // Keyed messages keep the producer's mapping; keyless ones of one
+    // flush go together to the next partition in turn.
+    auto keyless = static_cast<int32_t>(t.round_robin++ % n);
+    std::map<int32_t, std::vector<size_t>> by_partition;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      auto& key = entries[i].msg.key();
+      auto p = key.empty() ? keyless
+                           : static_cast<int32_t>(stable_hash(key) % n);
+      by_partition[p].push_back(i);
+    }
+    auto shared = std::make_shared<std::vector<coordinator_state::commit_entry>>(std::move(entries));
+    for (auto& [p, idx] : by_partition) {
+      pb::AppendInternal app;
+      app.set_topic(topic);
+      app.set_partition(p);
+      auto dones = std::make_shared<std::vector<append_cb>>();
+      for (auto i : idx) {
+        auto& e = (*shared)[i];
+        *app.add_messages() = std::move(e.msg);
+        for (auto& op : *e.extra.mutable_ops())
+          *app.mutable_extra()->add_ops() = std::move(op);
+        dones->push_back(std::move(e.done));
+      }
+      self->request(st.topics, timeout, std::move(app))
+        .then(
+          [=](const pb::ProduceResult& r) {
+            for (size_t i = 0; i < dones->size(); ++i)
+              (*dones)[i](caf::error{}, r.partition(),
+                          i < static_cast<size_t>(r.offsets_size())
+                            ? r.offsets(static_cast<int>(i))
+                            : 0);
+          },
+          [=](caf::error& err) {
+            for (auto& d : *dones)
+              d(err, 0, 0);
+          });
+    }
+  }
 }
 
 void arm(self_ptr self, int64_t due) {
@@ -154,7 +309,7 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
       EDDA_WARN("txn", txn << ": recording " << outcome_name(outcome)
                            << " failed, will check back: " << render(err));
       for (auto& w : waiters)
-        w.deliver(err);
+        w(err);
       return;
     }
     unindex(self, txn);
@@ -168,45 +323,41 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
     for (size_t i = 0; i < waiters.size(); ++i) {
       // Only the end that started the write stored it; the others joined.
       res.set_already(!(i == 0 && entry.initiator_waits));
-      waiters[i].deliver(res);
+      waiters[i](res);
     }
   };
   if (outcome == pb::TXN_COMMIT) {
-    pb::AppendInternal app;
-    app.set_topic(rec.message().topic());
-    app.set_partition(-1);
-    auto* m = app.add_messages();
-    *m = rec.message();
-    m->set_txn_id(txn);
-    m->set_deliver_at_ms(0);
-    put(*app.mutable_extra(), db::half, txn, rec.SerializeAsString());
-    del(*app.mutable_extra(), db::txn_due, old_due);
-    self->request(st.topics, milliseconds(st.ctx->write_timeout_ms), std::move(app))
-      .then(
-        [=](const pb::ProduceResult& r) {
-          reply(caf::error{}, r.partition(),
-                r.offsets_size() > 0 ? r.offsets(0) : 0);
-        },
-        [=](caf::error& err) { reply(err, 0, 0); });
+    pb::Message m = rec.message();
+    m.set_txn_id(txn);
+    m.set_deliver_at_ms(0);
+    pb::WriteBatch extra;
+    put(extra, db::half, txn, rec.SerializeAsString());
+    del(extra, db::txn_due, old_due);
+    auto topic = m.topic();
+    with_topic(self, topic,
+               [=](const caf::error& err, uint32_t) mutable {
+                 if (err) {
+                   reply(err, 0, 0);
+                   return;
+                 }
+                 queue_commit(self, std::move(m), std::move(extra), reply);
+               });
     return;
   }
   pb::WriteBatch b;
   put(b, db::half, txn, rec.SerializeAsString());
   del(b, db::txn_due, old_due);
-  self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                std::move(b))
-    .then([=](const pb::WriteResult&) { reply(caf::error{}, 0, 0); },
-          [=](caf::error& err) { reply(err, 0, 0); });
+  queue_write(self, std::move(b),
+              [=](const caf::error& err) { reply(err, 0, 0); });
 }
 
-/// Ends `txn` with `outcome`, answering `rp` (may be invalid) once durable.
+/// Ends `txn` with `outcome`, calling `cb` (may be empty) once durable.
 void end(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
-         const std::string& by, const std::string& reason,
-         caf::response_promise rp) {
+         const std::string& by, const std::string& reason, end_cb cb) {
   auto& st = self->state;
-  auto deliver = [&](auto&& x) {
-    if (rp.pending())
-      rp.deliver(std::forward<decltype(x)>(x));
+  auto deliver = [&](caf::expected<pb::EndResult> x) {
+    if (cb)
+      cb(std::move(x));
   };
   if (outcome == pb::TXN_UNKNOWN) {
     deliver(make_error(errc::invalid_argument,
@@ -252,14 +403,14 @@ void end(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
                            + "; " + outcome_name(outcome) + " refused"));
       return;
     }
-    if (rp.pending())
-      entry->second.waiters.push_back(rp);
+    if (cb)
+      entry->second.waiters.push_back(std::move(cb));
     return;
   }
   entry->second.outcome = outcome;
-  entry->second.initiator_waits = rp.pending();
-  if (rp.pending())
-    entry->second.waiters.push_back(rp);
+  entry->second.initiator_waits = static_cast<bool>(cb);
+  if (cb)
+    entry->second.waiters.push_back(std::move(cb));
   finish(self, txn, outcome, by, reason);
 }
 
@@ -297,7 +448,7 @@ void count_check(self_ptr self, const std::string& txn, const std::string& why) 
     st.pending[txn].set_checks(rec.checks());
     st.ctx->alerts->raise(alert{"txn_policy", txn, reason,
                                 rec.message().id(), st.ctx->clock()});
-    end(self, txn, policy, "policy", reason, caf::response_promise{});
+    end(self, txn, policy, "policy", reason, nullptr);
     return;
   }
   auto shift = std::min<uint32_t>(rec.checks(), 20);
@@ -314,12 +465,10 @@ void count_check(self_ptr self, const std::string& txn, const std::string& why) 
   del(b, db::txn_due, old_due);
   put(b, db::txn_due,
       keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()), txn), "");
-  self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                std::move(b))
-    .then([](const pb::WriteResult&) {},
-          [=](caf::error& err) {
-            EDDA_WARN("txn", txn << ": check count not stored: " << render(err));
-          });
+  queue_write(self, std::move(b), [=](const caf::error& err) {
+    if (err)
+      EDDA_WARN("txn", txn << ": check count not stored: " << render(err));
+  });
 }
 
 void check_due(self_ptr self) {
@@ -363,7 +512,7 @@ void check_due(self_ptr self) {
             return;
           }
           if (self->state.pending.count(txn) != 0)
-            end(self, txn, a.outcome(), "check-back", "", {});
+            end(self, txn, a.outcome(), "check-back", "", nullptr);
         },
         [=](caf::error& err) {
           auto& st = self->state;
@@ -404,6 +553,86 @@ void check_due(self_ptr self) {
     }
   if (!st.due.empty())
     arm(self, now + static_cast<int64_t>(st.ctx->settings.txn_check_timeout_ms));
+}
+
+void to_wire(const caf::error& err, pb::BatchItem& item) {
+  auto code = code_of(err);
+  item.set_code(static_cast<uint32_t>(code == errc::none ? errc::unavailable
+                                                         : code));
+  item.set_error(render(err));
+}
+
+/// Validates and stores a half message (durable, invisible); `done` runs
+/// once it is stored, or with the reason it was refused.
+void accept_half(self_ptr self, pb::HalfMessage h, write_cb done) {
+  auto& st = self->state;
+  if (auto err = check_producer_group(h.producer_group())) {
+    done(err);
+    return;
+  }
+  if (h.txn_id().empty() || h.txn_id().size() > 128) {
+    done(make_error(errc::invalid_argument, "txn id must be 1-128 bytes"));
+    return;
+  }
+  if (h.message().topic().empty()) {
+    done(make_error(errc::invalid_argument, "half message has no topic"));
+    return;
+  }
+  auto size = wire::payload_size(h.message());
+  if (size > st.ctx->settings.max_message_size) {
+    done(make_error(errc::message_too_large,
+                    "half message is " + std::to_string(size)
+                      + " bytes, over the limit of "
+                      + std::to_string(st.ctx->settings.max_message_size)));
+    return;
+  }
+  if (st.pending.count(h.txn_id()) != 0 || load(self, h.txn_id())) {
+    // Same id again: the first half message stands (idempotent resend).
+    done(caf::error{});
+    return;
+  }
+  auto topic = h.message().topic();
+  with_topic(self, topic, [=, half = std::move(h)](const caf::error& err,
+                                                   uint32_t) mutable {
+    if (err) {
+      done(err);
+      return;
+    }
+    auto& st = self->state;
+    auto now = st.ctx->clock();
+    pb::TxnRecord rec;
+    rec.set_txn_id(half.txn_id());
+    rec.set_producer_group(half.producer_group());
+    rec.set_client_id(half.client_id());
+    *rec.mutable_message() = std::move(*half.mutable_message());
+    rec.mutable_message()->set_txn_id(half.txn_id());
+    if (rec.message().id().empty())
+      rec.mutable_message()->set_id(new_unique_id());
+    if (rec.message().born_ms() == 0)
+      rec.mutable_message()->set_born_ms(now);
+    rec.set_state(pb::TxnRecord::PREPARED);
+    rec.set_created_ms(now);
+    auto after = half.check_after_ms() > 0
+                   ? half.check_after_ms()
+                   : static_cast<int64_t>(st.ctx->settings.txn_check_after_ms);
+    rec.set_check_after_ms(after);
+    rec.set_next_check_ms(now + after);
+    pb::WriteBatch b;
+    put(b, db::half, rec.txn_id(), rec.SerializeAsString());
+    put(b, db::txn_due,
+        keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()),
+                          rec.txn_id()),
+        "");
+    queue_write(self, std::move(b), [=](const caf::error& err) {
+      if (err) {
+        done(err);
+        return;
+      }
+      index(self, rec);
+      metrics::counter("txn.half")++;
+      done(caf::error{});
+    });
+  });
 }
 
 caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
@@ -478,80 +707,84 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       return d;
     },
     [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
-      auto& st = self->state;
-      if (auto err = check_producer_group(h.producer_group()))
-        return err;
-      if (h.txn_id().empty() || h.txn_id().size() > 128)
-        return make_error(errc::invalid_argument,
-                          "txn id must be 1-128 bytes");
-      if (h.message().topic().empty())
-        return make_error(errc::invalid_argument, "half message has no topic");
-      auto size = wire::payload_size(h.message());
-      if (size > st.ctx->settings.max_message_size)
-        return make_error(errc::message_too_large,
-                          "half message is " + std::to_string(size)
-                            + " bytes, over the limit of "
-                            + std::to_string(st.ctx->settings.max_message_size));
-      if (st.pending.count(h.txn_id()) != 0 || load(self, h.txn_id())) {
-        // Same id again: the first half message stands (idempotent resend).
-        pb::HalfAck ack;
-        ack.set_txn_id(h.txn_id());
-        return ack;
-      }
       auto rp = self->make_response_promise<pb::HalfAck>();
-      pb::GetTopic gt;
-      gt.set_name(h.message().topic());
-      auto half = std::move(h);
-      self->request(st.topics, std::chrono::seconds(30), gt)
-        .then(
-          [=](const pb::TopicMeta&) mutable {
-            auto& st = self->state;
-            auto now = st.ctx->clock();
-            pb::TxnRecord rec;
-            rec.set_txn_id(half.txn_id());
-            rec.set_producer_group(half.producer_group());
-            rec.set_client_id(half.client_id());
-            *rec.mutable_message() = half.message();
-            rec.mutable_message()->set_txn_id(half.txn_id());
-            if (rec.message().id().empty())
-              rec.mutable_message()->set_id(new_unique_id());
-            if (rec.message().born_ms() == 0)
-              rec.mutable_message()->set_born_ms(now);
-            rec.set_state(pb::TxnRecord::PREPARED);
-            rec.set_created_ms(now);
-            auto after = half.check_after_ms() > 0
-                           ? half.check_after_ms()
-                           : static_cast<int64_t>(
-                             st.ctx->settings.txn_check_after_ms);
-            rec.set_check_after_ms(after);
-            rec.set_next_check_ms(now + after);
-            pb::WriteBatch b;
-            put(b, db::half, rec.txn_id(), rec.SerializeAsString());
-            put(b, db::txn_due,
-                keys::txn_due_key(static_cast<uint64_t>(rec.next_check_ms()),
-                                  rec.txn_id()),
-                "");
-            self
-              ->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                        std::move(b))
-              .then(
-                [=](const pb::WriteResult&) mutable {
-                  index(self, rec);
-                  metrics::counter("txn.half")++;
-                  pb::HalfAck ack;
-                  ack.set_txn_id(rec.txn_id());
-                  rp.deliver(ack);
-                },
-                [=](caf::error& err) mutable { rp.deliver(err); });
-          },
-          [=](caf::error& err) mutable { rp.deliver(err); });
+      auto txn_id = h.txn_id();
+      accept_half(self, std::move(h), [=](const caf::error& err) mutable {
+        if (err) {
+          rp.deliver(err);
+          return;
+        }
+        pb::HalfAck ack;
+        ack.set_txn_id(txn_id);
+        rp.deliver(ack);
+      });
+      return rp;
+    },
+    [=](pb::HalfBatch& batch) -> caf::result<pb::BatchResult> {
+      auto rp = self->make_response_promise<pb::BatchResult>();
+      auto n = batch.halves_size();
+      auto res = std::make_shared<pb::BatchResult>();
+      auto left = std::make_shared<int>(n);
+      for (int i = 0; i < n; ++i)
+        res->add_items();
+      if (n == 0) {
+        rp.deliver(*res);
+        return rp;
+      }
+      for (int i = 0; i < n; ++i)
+        accept_half(self, std::move(*batch.mutable_halves(i)),
+                    [=](const caf::error& err) mutable {
+                      if (err)
+                        to_wire(err, *res->mutable_items(i));
+                      if (--*left == 0)
+                        rp.deliver(*res);
+                    });
       return rp;
     },
     [=](const pb::EndTxn& e) -> caf::result<pb::EndResult> {
       auto rp = self->make_response_promise<pb::EndResult>();
       auto by = e.resolved_by().empty() ? std::string{"producer"}
                                         : e.resolved_by();
-      end(self, e.txn_id(), e.outcome(), by, "", rp);
+      end(self, e.txn_id(), e.outcome(), by, "",
+          [rp](caf::expected<pb::EndResult> r) mutable {
+            if (r)
+              rp.deliver(std::move(*r));
+            else
+              rp.deliver(r.error());
+          });
+      return rp;
+    },
+    [=](const pb::EndBatch& batch) -> caf::result<pb::BatchResult> {
+      auto rp = self->make_response_promise<pb::BatchResult>();
+      auto n = batch.ends_size();
+      auto res = std::make_shared<pb::BatchResult>();
+      auto left = std::make_shared<int>(n);
+      for (int i = 0; i < n; ++i)
+        res->add_items();
+      if (n == 0) {
+        rp.deliver(*res);
+        return rp;
+      }
+      for (int i = 0; i < n; ++i) {
+        const auto& e = batch.ends(i);
+        auto by = e.resolved_by().empty() ? std::string{"producer"}
+                                          : e.resolved_by();
+        end(self, e.txn_id(), e.outcome(), by, "",
+            [=](caf::expected<pb::EndResult> r) mutable {
+              auto& item = *res->mutable_items(i);
+              if (r) {
+                *item.mutable_end() = std::move(*r);
+                // The producer has the message: send back where it went.
+                auto* m = item.mutable_end()->mutable_record()->mutable_message();
+                m->clear_body();
+                m->clear_properties();
+              }
+              else
+                to_wire(r.error(), item);
+              if (--*left == 0)
+                rp.deliver(*res);
+            });
+      }
       return rp;
     },
     [=](const pb::TxnList& q) {
@@ -573,6 +806,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
         return *rec;
       return make_error(errc::unknown_txn, "no transaction '" + q.txn_id() + "'");
     },
+    [=](wire::flush_atom) { flush(self); },
     [=](wire::tick_atom) {
       self->state.next_wakeup = std::numeric_limits<int64_t>::max();
       check_due(self);
@@ -596,9 +830,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
         });
       }
       if (b.ops_size() > 0)
-        self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                      std::move(b))
-          .then([](const pb::WriteResult&) {}, [](caf::error&) {});
+        queue_write(self, std::move(b), [](const caf::error&) {});
       self->delayed_send(self, std::chrono::minutes(10), wire::drain_atom::value);
     },
   };

@@ -72,11 +72,21 @@ std::string new_unique_id() {
       std::chrono::high_resolution_clock::now().time_since_epoch().count())
     ^ (static_cast<uint64_t>(::getpid()) << 32)
     ^ counter.fetch_add(0x9e3779b97f4a7c15ull)};
+  // Time first (48 bits of wall-clock ms), then 80 random bits: ids made
+  // close in time sort close together, so records keyed by id (half
+  // messages, dedup keys) land on few B-tree pages per commit instead of
+  // one page each.
+  auto ms = static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count())
+            & 0xffffffffffffull;
   uint64_t a = rng();
   uint64_t b = rng() ^ counter.fetch_add(1);
   char buf[33];
-  std::snprintf(buf, sizeof(buf), "%016llx%016llx",
-                static_cast<unsigned long long>(a),
+  std::snprintf(buf, sizeof(buf), "%012llx%04llx%016llx",
+                static_cast<unsigned long long>(ms),
+                static_cast<unsigned long long>(a & 0xffff),
                 static_cast<unsigned long long>(b));
   return std::string(buf, 32);
 }

@@ -60,7 +60,9 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
     std::chrono::milliseconds(settings.connection_timeout_ms));
   im->sys = std::make_unique<caf::actor_system>(im->cfg);
   auto& sys = *im->sys;
-  im->writer = storage::spawn_writer(sys, im->env, true);
+  im->writer = storage::spawn_writer(
+    sys, im->env, true,
+    std::chrono::milliseconds(settings.offset_flush_delay_ms));
   auto ctx = std::make_shared<broker::context>();
   ctx->env = im->env;
   ctx->writer = im->writer;

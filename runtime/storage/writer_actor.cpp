@@ -11,6 +11,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <chrono>
 #include <vector>
 
 namespace edda::storage {
@@ -26,13 +27,16 @@ struct writer_state {
   std::shared_ptr<environment> env;
   std::vector<pending_write> pending;
   bool flush_scheduled = false;
+  bool timer_armed = false;   // a delayed flush for deferrable writes
+  size_t urgent = 0;          // pending writes that are not deferrable
   caf::error stopped; // sticky failure
   uint64_t commit_seq = 0;
   static inline const char* name = "edda.storage.writer";
 };
 
 caf::behavior writer(caf::stateful_actor<writer_state>* self,
-                     std::shared_ptr<environment> env) {
+                     std::shared_ptr<environment> env,
+                     std::chrono::milliseconds defer) {
   self->state.env = std::move(env);
   auto& commits = metrics::counter("storage.commits");
   auto& batches_total = metrics::counter("storage.batches");
@@ -42,7 +46,17 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       if (st.stopped)
         return st.stopped;
       auto rp = self->make_response_promise<wire::pb::WriteResult>();
+      bool deferrable = batch.deferrable() && defer.count() > 0;
       st.pending.push_back(pending_write{std::move(batch), rp});
+      if (deferrable) {
+        // Waits for an urgent write to share its commit, at most `defer`.
+        if (!st.timer_armed && st.urgent == 0) {
+          st.timer_armed = true;
+          self->delayed_send(self, defer, wire::tick_atom::value);
+        }
+        return rp;
+      }
+      ++st.urgent;
       if (!st.flush_scheduled) {
         // The flush message queues behind every write already in the
         // mailbox: they all join this commit.
@@ -51,9 +65,18 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       }
       return rp;
     },
+    [=](wire::tick_atom) {
+      auto& st = self->state;
+      st.timer_armed = false;
+      if (st.urgent == 0 && !st.pending.empty() && !st.flush_scheduled) {
+        st.flush_scheduled = true;
+        self->send(self, wire::flush_atom::value);
+      }
+    },
     [=, &commits, &batches_total](wire::flush_atom) {
       auto& st = self->state;
       st.flush_scheduled = false;
+      st.urgent = 0;
       if (st.pending.empty())
         return;
       std::vector<pending_write> work;
@@ -97,10 +120,11 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
 } // namespace
 
 caf::actor spawn_writer(caf::actor_system& sys,
-                        std::shared_ptr<environment> env, bool detached) {
+                        std::shared_ptr<environment> env, bool detached,
+                        std::chrono::milliseconds defer) {
   if (detached)
-    return sys.spawn<caf::detached>(writer, std::move(env));
-  return sys.spawn(writer, std::move(env));
+    return sys.spawn<caf::detached>(writer, std::move(env), defer);
+  return sys.spawn(writer, std::move(env), defer);
 }
 
 } // namespace edda::storage

@@ -3,6 +3,8 @@
 // commit is pending joins the next transaction, which is committed once
 // (with the node's durability mode); then each requester gets its reply.
 // A requester is never answered before the commit that stored its batch.
+// A batch marked deferrable (consumer offsets) waits up to `defer` for an
+// urgent batch to share a commit with, instead of costing a commit alone.
 //
 // Protocol:  request(writer, deadline, WriteBatch) -> WriteResult | error
 // Errors:    storage_full (sticky: the writer refuses all later writes;
@@ -12,6 +14,7 @@
 
 #include <caf/fwd.hpp>
 
+#include <chrono>
 #include <memory>
 
 namespace edda::storage {
@@ -20,8 +23,10 @@ class environment;
 
 /// Spawns the writer. `detached` gives it its own thread (production);
 /// deterministic tests pass false so that the test scheduler runs it.
-[[nodiscard]] caf::actor spawn_writer(caf::actor_system& sys,
-                                      std::shared_ptr<environment> env,
-                                      bool detached = true);
+/// `defer` 0 commits deferrable batches at once.
+[[nodiscard]] caf::actor
+spawn_writer(caf::actor_system& sys, std::shared_ptr<environment> env,
+             bool detached = true,
+             std::chrono::milliseconds defer = std::chrono::milliseconds{0});
 
 } // namespace edda::storage

@@ -1377,6 +1377,89 @@ int run_child_producer(int argc, char** argv) {
   return 3;
 }
 
+// -- pipelined transactions (send_in_transaction_async) -------------------------
+
+TEST_F(TxnTest, PipelinedTransactionsCommitRollBackAndRefuseItemByItem) {
+  // Many transactions in flight from one thread travel in batches; each one
+  // still gets its own outcome: committed ones are delivered once, rolled
+  // back ones never, undecided ones wait for check-back, and a half
+  // message the node refuses fails alone without running its local
+  // transaction.
+  decisions dec;
+  auto p = producer("pipelined", dec.checker(), {}, 60000);
+  ASSERT_TRUE(p);
+  constexpr int n = 300;
+  std::mutex mtx;
+  std::map<std::string, caf::expected<txn_result>> results;
+  std::set<std::string> ran_local;
+  std::set<std::string> committed, undecided;
+  for (int i = 0; i < n; ++i) {
+    auto id = "p-" + std::to_string(i);
+    auto local = i % 3 == 0   ? txn_outcome::commit
+                 : i % 3 == 1 ? txn_outcome::rollback
+                              : (i % 30 == 2 ? txn_outcome::unknown
+                                             : txn_outcome::commit);
+    if (local == txn_outcome::commit)
+      committed.insert(id);
+    if (local == txn_outcome::unknown)
+      undecided.insert(id);
+    message m = msg(id);
+    if (i == 151) {
+      m.topic = "no-such-topic"; // refused: unknown_topic
+      committed.erase(id);
+    }
+    if (i == 152) {
+      m.body.assign(settings_.max_message_size + 1, 'x'); // refused: too large
+      committed.erase(id);
+      undecided.erase(id);
+    }
+    p->send_in_transaction_async(
+      std::move(m),
+      [&, id, local](const message& got, const std::string&) {
+        EXPECT_EQ(got.id, id);
+        std::lock_guard<std::mutex> guard{mtx};
+        ran_local.insert(id);
+        return local;
+      },
+      [&, id](caf::expected<txn_result> r) {
+        std::lock_guard<std::mutex> guard{mtx};
+        EXPECT_EQ(results.count(id), 0u) << id << " called back twice";
+        results.emplace(id, std::move(r));
+      });
+  }
+  p->flush();
+  std::lock_guard<std::mutex> guard{mtx};
+  ASSERT_EQ(results.size(), static_cast<size_t>(n));
+  for (auto& [id, r] : results) {
+    if (id == "p-151" || id == "p-152") {
+      ASSERT_FALSE(r) << id << " should have been refused";
+      EXPECT_EQ(edda::code_of(r.error()), id == "p-151" ? errc::unknown_topic
+                                                  : errc::message_too_large)
+        << render(r.error());
+      EXPECT_EQ(ran_local.count(id), 0u) << id << ": local ran without half";
+      continue;
+    }
+    ASSERT_TRUE(r) << id << ": " << render(r.error());
+    EXPECT_EQ(ran_local.count(id), 1u) << id;
+    if (undecided.count(id) != 0) {
+      EXPECT_FALSE(r->ended) << id;
+      EXPECT_EQ(edda::code_of(r->end_error), errc::txn_outcome_unknown) << id;
+      continue;
+    }
+    EXPECT_TRUE(r->ended) << id << ": " << render(r->end_error);
+    EXPECT_EQ(r->stored.has_value(), committed.count(id) != 0) << id;
+    if (r->stored) {
+      EXPECT_EQ(r->stored->id, id);
+      EXPECT_EQ(r->stored->topic, topic);
+    }
+  }
+  expect_delivered_exactly(committed);
+  // The undecided ones are still pending at the node, to be checked back.
+  auto pending = admin::txn_list(*conn_, 1000);
+  ASSERT_TRUE(pending) << render(pending.error());
+  EXPECT_EQ(static_cast<size_t>(pending->records_size()), undecided.size());
+}
+
 } // namespace
 
 int main(int argc, char** argv) {

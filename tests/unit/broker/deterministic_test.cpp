@@ -33,6 +33,43 @@ TEST_F(BrokerDeterministicTest, WriterGroupCommitsEverythingPendingAtOnce) {
   EXPECT_TRUE(txn.get(storage::db::dedup, "k4"));
 }
 
+TEST_F(BrokerDeterministicTest, DeferrableWriteWaitsForAnUrgentOneOrItsDelay) {
+  // Consumer offsets are written deferrable: they share the next message
+  // write's commit, or commit alone once the delay has passed; never are
+  // they answered before a commit.
+  auto writer = storage::spawn_writer(sys_, env_, false, milliseconds(5));
+  auto batch = [](const std::string& key, bool deferrable) {
+    pb::WriteBatch b;
+    auto* op = b.add_ops();
+    op->set_db(static_cast<uint32_t>(storage::db::dedup));
+    op->set_key(key);
+    op->set_value("v");
+    b.set_deferrable(deferrable);
+    return b;
+  };
+  self_->send(writer, batch("offset-1", true));
+  sched_.run();
+  EXPECT_FALSE(env_->read().get(storage::db::dedup, "offset-1"))
+    << "a deferrable write alone waits";
+  self_->send(writer, batch("message-1", false));
+  sched_.run();
+  auto a = next<pb::WriteResult>(self_);
+  auto b = next<pb::WriteResult>(self_);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->commit_seq(), b->commit_seq()) << "one commit for both";
+  EXPECT_EQ(a->batches_in_commit(), 2u);
+  self_->send(writer, batch("offset-2", true));
+  sched_.run();
+  EXPECT_FALSE(env_->read().get(storage::db::dedup, "offset-2"));
+  advance(5);
+  auto c = next<pb::WriteResult>(self_);
+  ASSERT_TRUE(c) << "committed alone after the delay";
+  EXPECT_EQ(c->batches_in_commit(), 1u);
+  EXPECT_TRUE(env_->read().get(storage::db::dedup, "offset-2"));
+  caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+  sched_.run();
+}
+
 TEST_F(BrokerDeterministicTest, CommittedOffsetIsTheLowestUnackedAndIsPersisted) {
   create_topic("t", 1);
   produce("t", 0, 10);

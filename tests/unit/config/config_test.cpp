@@ -168,7 +168,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "consumer.retry_delays",
                                        "consumer.consume_timeout",
                                        "consumer.max_inflight",
-                                       "consumer.max_span",
+                                       "consumer.max_span", "consumer.offset_flush_delay",
                                        "idempotency.retention",
                                        "txn.check_after",
                                        "txn.max_checks",
