@@ -84,8 +84,9 @@ const char* produce_help = R"(Usage:
       256) unacknowledged; every one is durable on the node before it counts.
   edda produce --topic T --count N --transactional [--group G] [--window W]
       transactional throughput: each message is a half message + a local
-      transaction that does nothing + a commit, both durable; W concurrent
-      transactions (default 16) in producer group G (default edda-cli).
+      transaction that does nothing + a commit, both durable; at most W
+      transactions in flight (default 256, pipelined) in producer group G
+      (default edda-cli).
 )";
 
 const char* txn_help = R"(Usage:
@@ -300,8 +301,8 @@ std::string durability_of(const client::connection& conn) {
   return status ? status->durability() : "unknown";
 }
 
-/// `window` threads each run transactions back to back: half message, a
-/// local transaction that does nothing, commit.
+/// Up to `window` transactions in flight (pipelined, batched on the wire):
+/// half message, a local transaction that does nothing, commit.
 int produce_transactional(const args& a, const client::connection& conn,
                           uint64_t count, uint64_t size, uint64_t window) {
   if (count == 0)
@@ -312,34 +313,41 @@ int produce_transactional(const args& a, const client::connection& conn,
     conn, o, [](const client::txn_check&) { return client::txn_outcome::commit; });
   if (!p)
     return fail(p.error());
-  std::atomic<uint64_t> next{0}, ok{0}, failed{0};
+  std::atomic<uint64_t> ok{0}, failed{0};
   std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t inflight = 0;
   caf::error first_error;
   std::string body(size, 'x');
   auto start = clock_type::now();
-  std::vector<std::thread> threads;
-  for (uint64_t t = 0; t < window; ++t)
-    threads.emplace_back([&] {
-      while (next.fetch_add(1) < count) {
-        client::message m;
-        m.topic = a.get("topic");
-        m.body = body;
-        auto r = (*p)->send_in_transaction(
-          std::move(m), [](const client::message&, const std::string&) {
-            return client::txn_outcome::commit;
-          });
+  for (uint64_t i = 0; i < count; ++i) {
+    {
+      std::unique_lock<std::mutex> guard{mtx};
+      cv.wait(guard, [&] { return inflight < window; });
+      ++inflight;
+    }
+    client::message m;
+    m.topic = a.get("topic");
+    m.body = body;
+    (*p)->send_in_transaction_async(
+      std::move(m),
+      [](const client::message&, const std::string&) {
+        return client::txn_outcome::commit;
+      },
+      [&](caf::expected<client::txn_result> r) {
+        std::lock_guard<std::mutex> guard{mtx};
         if (r && r->ended) {
           ++ok;
         } else {
           ++failed;
-          std::lock_guard<std::mutex> guard{mtx};
           if (!first_error)
             first_error = r ? r->end_error : r.error();
         }
-      }
-    });
-  for (auto& t : threads)
-    t.join();
+        --inflight;
+        cv.notify_all();
+      });
+  }
+  (*p)->flush();
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
   auto mode = durability_of(conn);
   if (a.has("json"))
@@ -351,7 +359,7 @@ int produce_transactional(const args& a, const client::connection& conn,
   else
     std::printf("committed %llu transactional messages of %llu bytes in %.3f "
                 "s: %.0f msg/s (half + commit both durable; node durability "
-                "%s, %llu concurrent)\n",
+                "%s, window %llu)\n",
                 static_cast<unsigned long long>(ok.load()),
                 static_cast<unsigned long long>(size), secs, ok / secs,
                 mode.c_str(), static_cast<unsigned long long>(window));
@@ -386,8 +394,7 @@ int cmd_produce(const std::vector<std::string>& argv) {
   if (!conn)
     return fail(conn.error());
   if (a.has("transactional"))
-    return produce_transactional(a, *conn, count, size,
-                                 a.has("window") ? window : 16);
+    return produce_transactional(a, *conn, count, size, window);
   client::producer prod{*conn};
   if (count == 0) {
     client::message m;

@@ -8,11 +8,13 @@
 #include "harness.hpp"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -79,15 +81,42 @@ struct node_process {
   bool owns_dir = false;
 };
 
+/// Removes data dirs of earlier runs that were killed before they could
+/// clean up (/tmp/edda-bench-<pid>-*, with <pid> no longer running).
+void remove_stale_dirs() {
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/tmp", ec)) {
+    auto name = e.path().filename().string();
+    if (name.rfind("edda-bench-", 0) != 0)
+      continue;
+    auto rest = name.substr(11);
+    auto dash = rest.find('-');
+    if (dash == std::string::npos)
+      continue;
+    pid_t pid = 0;
+    try {
+      pid = static_cast<pid_t>(std::stol(rest.substr(0, dash)));
+    } catch (...) {
+      continue;
+    }
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) {
+      std::error_code ignored;
+      std::filesystem::remove_all(e.path(), ignored);
+      std::filesystem::remove_all(e.path().string() + "-floor", ignored);
+    }
+  }
+}
+
 /// Starts `edda node` and reads its listening line. Empty endpoint on error
 /// (the reason goes to stderr).
 node_process start_node(const std::string& self_exe, const txmsg_options& o) {
   node_process n;
   n.data_dir = o.data_dir;
   if (n.data_dir.empty()) {
-    char tmpl[] = "/tmp/edda-bench-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) {
-      std::cerr << "edda bench: cannot create a temporary data dir\n";
+    remove_stale_dirs();
+    auto tmpl = "/tmp/edda-bench-" + std::to_string(::getpid()) + "-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::cerr << "edda bench: cannot create a temporary data dir in /tmp\n";
       return n;
     }
     n.data_dir = tmpl;
@@ -99,6 +128,8 @@ node_process start_node(const std::string& self_exe, const txmsg_options& o) {
   std::fflush(nullptr);
   auto pid = fork();
   if (pid == 0) {
+    // The node goes when the driver goes, however it ends.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(fds[1], 1);
     ::close(fds[0]);
     ::close(fds[1]);
