@@ -169,7 +169,9 @@ void pump(self_ptr self, cursor_state& c) {
   d.set_partition(st.partition);
   d.set_generation(c.generation);
   metrics::counter("broker.delivered") += d.messages_size();
-  self->send(c.member, std::move(d));
+  pb::DeliverFrame f;
+  d.SerializeToString(f.mutable_deliver());
+  self->send(c.member, std::move(f));
 }
 
 void pump_all(self_ptr self) {

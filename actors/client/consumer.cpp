@@ -89,6 +89,68 @@ void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done) {
       });
 }
 
+/// Runs the handler on each delivered message, then acknowledges the batch
+/// (acks and nacks together) to the partition that sent it.
+void deliver(self_ptr self, pb::Deliver& d) {
+  auto& st = self->state;
+  auto& im = *st.impl;
+  auto partition_actor = caf::actor_cast<caf::actor>(self->current_sender());
+  pb::AckRequest ack;
+  ack.set_cursor(d.cursor());
+  ack.set_topic(d.topic());
+  ack.set_partition(d.partition());
+  bool retry = d.topic().rfind("%RETRY%", 0) == 0;
+  for (auto& m : *d.mutable_messages()) {
+    received r;
+    r.msg.topic = retry && !m.origin_topic().empty() ? m.origin_topic()
+                                                     : m.topic();
+    r.msg.body = std::move(*m.mutable_body());
+    r.msg.key = m.key();
+    r.msg.tags.assign(m.tags().begin(), m.tags().end());
+    r.msg.properties.insert(m.properties().begin(), m.properties().end());
+    r.msg.id = m.id();
+    r.msg.deliver_at_ms = m.deliver_at_ms();
+    r.group = im.opts.group;
+    r.partition = d.partition();
+    r.offset = m.offset();
+    r.reconsume_times = m.reconsume_times();
+    r.born_ms = m.born_ms();
+    r.stored_ms = m.stored_ms();
+    r.last_error = m.last_error();
+    r.from_retry = retry;
+    consume_result res = consume_result::retry_later;
+    std::string why = "handler asked to retry later";
+    try {
+      res = im.h(r);
+    } catch (const std::exception& e) {
+      why = std::string("handler threw: ") + e.what();
+    } catch (...) {
+      why = "handler threw a non-standard exception";
+    }
+    im.delivered++;
+    if (res == consume_result::success) {
+      im.succeeded++;
+      ack.add_acks(m.offset());
+    } else {
+      im.failed++;
+      auto* n = ack.add_nacks();
+      n->set_offset(m.offset());
+      n->set_reason(why);
+    }
+  }
+  if (!partition_actor)
+    return;
+  auto acked = static_cast<uint64_t>(ack.acks_size());
+  self->request(partition_actor, im.opts.request_timeout, std::move(ack))
+    .then([=](const pb::AckResult&) {
+            self->state.impl->acks++;
+            self->state.impl->acked += acked;
+          },
+          [=](caf::error& err) {
+            EDDA_DEBUG("consumer", "ack not confirmed: " << render(err));
+          });
+}
+
 caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl,
                              std::shared_ptr<std::promise<caf::error>> started) {
   self->state.impl = impl;
@@ -104,64 +166,15 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
   });
   subscribe(self, started);
   return {
-    [=](pb::Deliver& d) {
-      auto& st = self->state;
-      auto& im = *st.impl;
-      auto partition_actor = caf::actor_cast<caf::actor>(self->current_sender());
-      pb::AckRequest ack;
-      ack.set_cursor(d.cursor());
-      ack.set_topic(d.topic());
-      ack.set_partition(d.partition());
-      bool retry = d.topic().rfind("%RETRY%", 0) == 0;
-      for (auto& m : *d.mutable_messages()) {
-        received r;
-        r.msg.topic = retry && !m.origin_topic().empty() ? m.origin_topic()
-                                                         : m.topic();
-        r.msg.body = std::move(*m.mutable_body());
-        r.msg.key = m.key();
-        r.msg.tags.assign(m.tags().begin(), m.tags().end());
-        r.msg.properties.insert(m.properties().begin(), m.properties().end());
-        r.msg.id = m.id();
-        r.msg.deliver_at_ms = m.deliver_at_ms();
-        r.group = im.opts.group;
-        r.partition = d.partition();
-        r.offset = m.offset();
-        r.reconsume_times = m.reconsume_times();
-        r.born_ms = m.born_ms();
-        r.stored_ms = m.stored_ms();
-        r.last_error = m.last_error();
-        r.from_retry = retry;
-        consume_result res = consume_result::retry_later;
-        std::string why = "handler asked to retry later";
-        try {
-          res = im.h(r);
-        } catch (const std::exception& e) {
-          why = std::string("handler threw: ") + e.what();
-        } catch (...) {
-          why = "handler threw a non-standard exception";
-        }
-        im.delivered++;
-        if (res == consume_result::success) {
-          im.succeeded++;
-          ack.add_acks(m.offset());
-        } else {
-          im.failed++;
-          auto* n = ack.add_nacks();
-          n->set_offset(m.offset());
-          n->set_reason(why);
-        }
-      }
-      if (!partition_actor)
+    [=](pb::DeliverFrame& f) {
+      pb::Deliver d;
+      if (!d.ParseFromString(f.deliver())) {
+        // Left unacknowledged: redelivered after the consume timeout.
+        EDDA_ERROR("consumer", "a delivery from the node does not parse; "
+                               "ignored");
         return;
-      auto acked = static_cast<uint64_t>(ack.acks_size());
-      self->request(partition_actor, im.opts.request_timeout, std::move(ack))
-        .then([=](const pb::AckResult&) {
-                self->state.impl->acks++;
-                self->state.impl->acked += acked;
-              },
-              [=](caf::error& err) {
-                EDDA_DEBUG("consumer", "ack not confirmed: " << render(err));
-              });
+      }
+      deliver(self, d);
     },
     [=](wire::tick_atom) {
       if (!self->state.stopping)

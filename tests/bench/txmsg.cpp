@@ -1,5 +1,6 @@
 #include "txmsg.hpp"
 
+#include "base/errc.hpp"
 #include "client/admin.hpp"
 #include "client/connection.hpp"
 #include "client/consumer.hpp"
@@ -21,7 +22,6 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 namespace edda::bench {
@@ -188,14 +188,14 @@ void stop_node(node_process& n) {
 caf::expected<client::connection> connect(const std::string& endpoint) {
   std::string host;
   uint16_t port = 0;
-  client::parse_endpoint(endpoint, host, port);
+  if (!client::parse_endpoint(endpoint, host, port))
+    return make_error(errc::invalid_argument,
+                      "'" + endpoint + "' is not HOST:PORT");
   return client::connection::open(host, port);
 }
 
 std::string error_text(const caf::error& err) {
-  std::ostringstream os;
-  os << caf::to_string(err);
-  return os.str();
+  return render(err);
 }
 
 /// The consumer side of one phase: creates the topic, subscribes, signals
@@ -502,6 +502,8 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
   for (bool txn : {false, true}) {
     if ((txn && o.modes == "plain") || (!txn && o.modes == "transactional"))
       continue;
+    if (!results.empty() && !results.back().error.empty())
+      break;
     for (auto& spec : standard_phases(o.load, prefix, txn)) {
       auto parts = o.partitions;
       auto r = run_phase(
@@ -514,6 +516,10 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
         });
       std::cout << line(r) << "\n" << std::flush;
       results.push_back(r);
+      if (!r.error.empty()) {
+        std::cerr << "edda bench txmsg: stopping after a failed phase\n";
+        break;
+      }
       if (!txn && spec.kind == phase_kind::throughput && node.pid > 0)
         rss_after_plain = peak_rss_kib(node.pid);
     }

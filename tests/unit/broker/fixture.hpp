@@ -111,7 +111,9 @@ protected:
     for (;;) {
       bool got = false;
       who->receive(
-        [&](pb::Deliver& d) {
+        [&](pb::DeliverFrame& f) {
+          pb::Deliver d;
+          EXPECT_TRUE(d.ParseFromString(f.deliver()));
           out.emplace_back(std::move(d), caf::actor_cast<caf::actor>(
                                            who->current_sender()));
           got = true;
