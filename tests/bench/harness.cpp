@@ -396,13 +396,18 @@ void append_csv(const std::string& path, const std::vector<phase_result>& rs) {
         << "," << (r.exactly_once ? "yes" : "no") << "\n";
 }
 
-uint64_t peak_rss_kib(pid_t pid) {
+uint64_t status_kib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string l;
+  auto prefix = field + ":";
   while (std::getline(in, l))
-    if (l.rfind("VmHWM:", 0) == 0)
-      return std::stoull(l.substr(6));
+    if (l.rfind(prefix, 0) == 0)
+      return std::stoull(l.substr(prefix.size()));
   return 0;
+}
+
+uint64_t peak_rss_kib(pid_t pid) {
+  return status_kib(pid, "VmHWM");
 }
 
 } // namespace edda::bench

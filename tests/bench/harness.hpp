@@ -146,6 +146,8 @@ void append_csv(const std::string& path, const std::vector<phase_result>& rs);
 
 /// Peak resident set (VmHWM) of `pid` in KiB, 0 if unknown.
 [[nodiscard]] uint64_t peak_rss_kib(pid_t pid);
+/// A field of /proc/<pid>/status in KiB ("RssAnon", "RssFile"), 0 if unknown.
+[[nodiscard]] uint64_t status_kib(pid_t pid, const std::string& field);
 
 /// "75,012" for 75012.4.
 [[nodiscard]] std::string grouped(double x);

@@ -531,7 +531,13 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
     if (rss_after_plain > 0)
       std::cout << " (" << grouped(static_cast<double>(rss_after_plain) / 1024.0)
                 << " MiB after the plain throughput phase)";
-    std::cout << "\n";
+    // File-backed pages are LMDB's mapped data file, read back for
+    // delivery; anonymous ones are the node's own memory.
+    std::cout << "; resident now: "
+              << grouped(static_cast<double>(status_kib(node.pid, "RssAnon")) / 1024.0)
+              << " MiB anonymous, "
+              << grouped(static_cast<double>(status_kib(node.pid, "RssFile")) / 1024.0)
+              << " MiB file-backed\n";
   }
   if (!o.floor_dir.empty()) {
     auto dir = (node.data_dir.empty() ? std::string{"/tmp"} : node.data_dir)
