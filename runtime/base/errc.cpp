@@ -36,6 +36,8 @@ const char* to_string(errc x) {
     case errc::invalid_producer_group: return "invalid_producer_group";
     case errc::shutting_down: return "shutting_down";
     case errc::txn_outcome_unknown: return "txn_outcome_unknown";
+    case errc::unknown_saga_type: return "unknown_saga_type";
+    case errc::invalid_saga: return "invalid_saga";
   }
   return "unknown_error";
 }

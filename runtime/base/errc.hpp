@@ -37,6 +37,8 @@ enum class errc : uint8_t {
   invalid_producer_group = 19,
   shutting_down = 20,
   txn_outcome_unknown = 21, ///< local transaction undecided: check-back settles it
+  unknown_saga_type = 22,   ///< start of a saga type nobody registered
+  invalid_saga = 23,        ///< a saga definition that does not validate
 };
 
 [[nodiscard]] const char* to_string(errc x);

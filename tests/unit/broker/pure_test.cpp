@@ -93,8 +93,10 @@ TEST(PlacementTest, OwnerIsStableAndMovesOnlyFromRemovedMember) {
     EXPECT_EQ(before[r], cluster::owner_of(r, {"n3", "n1", "n2"}));
   }
   std::vector<std::string> fewer{"n1", "n3"};
-  for (auto& [r, owner] : before)
-    if (owner != "n2")
+  for (auto& [r, owner] : before) {
+    if (owner != "n2") {
       EXPECT_EQ(cluster::owner_of(r, fewer), owner) << r;
+    }
+  }
   EXPECT_EQ(cluster::owner_of("x", {}), "");
 }

@@ -1,0 +1,118 @@
+#include "sagas/saga.hpp"
+
+#include "base/errc.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace edda::sagas {
+
+const char* to_string(saga_state x) {
+  switch (x) {
+    case saga_state::running: return "running";
+    case saga_state::compensating: return "compensating";
+    case saga_state::completed: return "completed";
+    case saga_state::compensated: return "compensated";
+    case saga_state::failed: return "failed";
+  }
+  return "unknown";
+}
+
+bool is_terminal(saga_state x) {
+  return x == saga_state::completed || x == saga_state::compensated
+         || x == saga_state::failed;
+}
+
+std::chrono::milliseconds retry_policy::backoff(uint32_t attempt) const {
+  auto n = std::max<uint32_t>(attempt, 1) - 1;
+  auto x = static_cast<double>(initial_backoff.count())
+           * std::pow(multiplier, static_cast<double>(std::min<uint32_t>(n, 60)));
+  auto cap = static_cast<double>(max_backoff.count());
+  return std::chrono::milliseconds(static_cast<int64_t>(std::min(x, cap)));
+}
+
+step_result step_result::success(std::string output) {
+  step_result r;
+  r.ok = true;
+  r.output = std::move(output);
+  return r;
+}
+
+step_result step_result::failure(std::string error, bool retryable) {
+  step_result r;
+  r.error = std::move(error);
+  r.retryable = retryable;
+  return r;
+}
+
+participant::participant(step_function f) : fn_(std::move(f)) {
+}
+
+participant participant::of(caf::actor a) {
+  participant p;
+  p.actor_ = std::move(a);
+  return p;
+}
+
+saga_definition::saga_definition(std::string name) : name_(std::move(name)) {
+}
+
+saga_definition& saga_definition::step(std::string name, participant action,
+                                       participant compensation,
+                                       step_options options) {
+  steps_.push_back(step_definition{std::move(name), std::move(action),
+                                   std::move(compensation), options});
+  return *this;
+}
+
+saga_definition& saga_definition::deadline(std::chrono::milliseconds d) {
+  deadline_ = d;
+  return *this;
+}
+
+caf::error saga_definition::validate() const {
+  auto bad = [&](const std::string& what) {
+    return make_error(errc::invalid_saga,
+                      "saga '" + name_ + "': " + what);
+  };
+  if (name_.empty() || name_.size() > 120)
+    return make_error(errc::invalid_saga,
+                      "a saga type needs a name of 1-120 characters");
+  if (steps_.empty())
+    return bad("has no steps");
+  if (deadline_.count() < 0)
+    return bad("deadline must not be negative");
+  std::set<std::string> names;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    auto& s = steps_[i];
+    auto where = "step " + std::to_string(i + 1)
+                 + (s.name.empty() ? std::string{} : " '" + s.name + "'");
+    if (s.name.empty() || s.name.size() > 120 || s.name.find('/') != std::string::npos)
+      return bad(where + ": a step needs a name of 1-120 characters without '/'");
+    if (!names.insert(s.name).second)
+      return bad(where + ": duplicate step name");
+    if (s.action.empty())
+      return bad(where + ": no action");
+    if (s.options.compensable && s.compensation.empty())
+      return bad(where + ": no compensation (give one, or mark the step "
+                         "compensable = false if it is the last)");
+    if (!s.options.compensable && !s.compensation.empty())
+      return bad(where + ": marked not compensable but has a compensation");
+    if (!s.options.compensable && i + 1 != steps_.size())
+      return bad(where + ": only the last step may be without compensation "
+                         "(a later step could fail and leave it applied)");
+    auto& r = s.options.retry;
+    if (r.max_attempts < 1 || r.max_attempts > 1000)
+      return bad(where + ": retry.max_attempts must be 1-1000");
+    if (r.multiplier < 1.0)
+      return bad(where + ": retry.multiplier must be at least 1");
+    if (r.initial_backoff.count() < 0 || r.max_backoff < r.initial_backoff)
+      return bad(where + ": retry backoff must be 0 <= initial <= max");
+    if (s.options.timeout.count() <= 0)
+      return bad(where + ": timeout must be positive");
+  }
+  return caf::none;
+}
+
+} // namespace edda::sagas

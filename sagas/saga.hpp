@@ -1,0 +1,164 @@
+// Saga definitions: a named, ordered list of steps, each with a participant
+// that does it, a compensation that undoes it, a retry policy and a timeout.
+//
+//   saga_definition buy("fund_purchase");
+//   buy.step("redeem_money_market", wallet.redeem, wallet.refund)
+//      .step("buy_target_fund", fund.buy, fund.sell_back)
+//      .step("notify", notifier.send, nullptr, {.compensable = false})
+//      .deadline(std::chrono::minutes(5));
+//
+// Every command a participant receives carries the idempotency key
+// "<saga id>/<step>", the same on every attempt and for the compensation,
+// so that a participant applies each step at most once.
+//
+// States (fixed numbers, stored in LMDB):
+//
+//   running --all steps done---------------------------> completed
+//      |
+//      | a step failed after its retries, or the deadline passed
+//      v
+//   compensating --every attempted step compensated----> compensated
+//      |
+//      | a compensation failed after its retries
+//      v
+//   failed (listed, alerted: an operator decides)
+//
+// Compensation runs in reverse order over every step that was attempted,
+// including the one that failed (its last attempt may have been applied
+// before a timeout), so a compensation must tolerate an action that never
+// happened ("empty compensation").
+#pragma once
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace edda::sagas {
+
+enum class saga_state : uint32_t {
+  running = 1,
+  compensating = 2,
+  completed = 3,
+  compensated = 4,
+  failed = 5,
+};
+
+[[nodiscard]] const char* to_string(saga_state x);
+[[nodiscard]] bool is_terminal(saga_state x);
+
+struct retry_policy {
+  uint32_t max_attempts = 3; ///< including the first
+  std::chrono::milliseconds initial_backoff{200};
+  double multiplier = 2.0;
+  std::chrono::milliseconds max_backoff{10000};
+  /// Failures whose error starts with one of these are not retried.
+  std::vector<std::string> non_retryable;
+
+  /// The pause before attempt `attempt + 1` (attempt >= 1).
+  [[nodiscard]] std::chrono::milliseconds backoff(uint32_t attempt) const;
+};
+
+/// What a participant is asked to do.
+struct step_request {
+  std::string saga_id;
+  std::string saga_type;
+  std::string step;
+  std::string idempotency_key; ///< "<saga id>/<step>"
+  std::string input;           ///< the saga's input
+  uint32_t attempt = 1;
+  bool compensate = false;
+};
+
+struct step_result {
+  bool ok = false;
+  std::string output;
+  std::string error;
+  bool retryable = true;
+
+  [[nodiscard]] static step_result success(std::string output = {});
+  [[nodiscard]] static step_result failure(std::string error,
+                                           bool retryable = true);
+};
+
+using step_function = std::function<step_result(const step_request&)>;
+
+/// Who carries out a step: a function (edda wraps it in an actor; an
+/// exception counts as a retryable failure) or an actor that answers
+/// wire::v1::StepCommand with wire::v1::StepReply.
+class participant {
+public:
+  participant() = default;
+  participant(step_function f); // NOLINT: implicit on purpose
+  /// Any callable taking a step_request and returning a step_result.
+  template <class F,
+            class = std::enable_if_t<
+              std::is_invocable_r_v<step_result, F, const step_request&>
+              && !std::is_same_v<std::decay_t<F>, step_function>
+              && !std::is_same_v<std::decay_t<F>, participant>>>
+  participant(F f) // NOLINT: implicit on purpose
+    : participant(step_function{std::move(f)}) {
+  }
+  participant(std::nullptr_t) {} // NOLINT: "no participant"
+  [[nodiscard]] static participant of(caf::actor a);
+
+  [[nodiscard]] bool empty() const { return !fn_ && !actor_; }
+  [[nodiscard]] const step_function& function() const { return fn_; }
+  [[nodiscard]] const caf::actor& actor() const { return actor_; }
+
+private:
+  step_function fn_;
+  caf::actor actor_;
+};
+
+struct step_options {
+  retry_policy retry;
+  std::chrono::milliseconds timeout{5000}; ///< per attempt
+  /// false: the step has no compensation. Only the last step may be so (a
+  /// pivot: once it succeeded nothing after it can fail).
+  bool compensable = true;
+};
+
+struct step_definition {
+  std::string name;
+  participant action;
+  participant compensation;
+  step_options options;
+};
+
+class saga_definition {
+public:
+  explicit saga_definition(std::string name);
+
+  saga_definition& step(std::string name, participant action,
+                        participant compensation, step_options options = {});
+  /// The whole saga must end within `d` of its start, else it compensates.
+  saga_definition& deadline(std::chrono::milliseconds d);
+
+  /// Errors (invalid_saga): no name, no steps, a duplicate or empty step
+  /// name, a step without action, a compensable step without compensation,
+  /// a non-compensable step before the last, a retry policy or timeout out
+  /// of range.
+  [[nodiscard]] caf::error validate() const;
+
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] const std::vector<step_definition>& steps() const {
+    return steps_;
+  }
+  [[nodiscard]] std::chrono::milliseconds deadline() const { return deadline_; }
+
+private:
+  std::string name_;
+  std::vector<step_definition> steps_;
+  std::chrono::milliseconds deadline_{0};
+};
+
+using definition_ptr = std::shared_ptr<const saga_definition>;
+
+} // namespace edda::sagas

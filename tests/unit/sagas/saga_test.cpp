@@ -1,0 +1,364 @@
+// Sagas on CAF's deterministic scheduler with virtual time and a real LMDB
+// in a temp dir: definitions, the forward path, retries with backoff,
+// timeouts, compensation in reverse order, the deadline, failed
+// compensations, idempotent start and recovery from the stored state.
+#include "../broker/fixture.hpp"
+
+#include "sagas/runtime.hpp"
+#include "sagas/saga.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+
+namespace edda::testing {
+namespace {
+
+using sagas::participant;
+using sagas::saga_definition;
+using sagas::saga_state;
+using sagas::step_options;
+using sagas::step_request;
+using sagas::step_result;
+
+/// What participants saw, in order: "debit:<key>:<attempt>", "~debit:..."
+/// for compensations.
+struct journal {
+  std::vector<std::string> calls;
+  sagas::step_function record(const std::string& tag, step_result result) {
+    return [this, tag, result](const step_request& r) {
+      calls.push_back((r.compensate ? "~" : "") + tag + ":" + r.idempotency_key
+                      + ":" + std::to_string(r.attempt));
+      return result;
+    };
+  }
+};
+
+step_options fast(uint32_t attempts = 3) {
+  step_options o;
+  o.retry.max_attempts = attempts;
+  o.retry.initial_backoff = milliseconds(100);
+  o.retry.multiplier = 2.0;
+  o.retry.max_backoff = milliseconds(1000);
+  o.timeout = milliseconds(500);
+  return o;
+}
+
+/// An actor participant that never answers (its promises are kept open).
+caf::behavior silent(caf::event_based_actor* self,
+                     std::shared_ptr<std::vector<std::string>> seen) {
+  auto kept = std::make_shared<std::vector<caf::response_promise>>();
+  return {
+    [=](const pb::StepCommand& c) {
+      seen->push_back(c.idempotency_key() + ":" + std::to_string(c.attempt()));
+      kept->push_back(self->make_response_promise());
+      return kept->back();
+    },
+  };
+}
+
+class SagaTest : public DeterministicFixture {
+protected:
+  ~SagaTest() override {
+    rt_.reset();
+    sched_.run();
+  }
+
+  void start_runtime(std::vector<saga_definition> defs) {
+    sagas::runtime_options o;
+    o.shards = 2;
+    o.detached_participants = false;
+    rt_ = std::make_unique<sagas::saga_runtime>(sys_, ctx_, o);
+    for (auto& d : defs)
+      ASSERT_FALSE(rt_->add(std::move(d)));
+    rt_->start();
+    sched_.run();
+  }
+
+  std::optional<pb::SagaStarted> start(const std::string& type,
+                                       const std::string& id,
+                                       const std::string& input = "{}") {
+    pb::SagaStart s;
+    s.set_type(type);
+    s.set_id(id);
+    s.set_input(input);
+    self_->send(rt_->shard_for(id), s);
+    return next<pb::SagaStarted>(self_);
+  }
+
+  pb::SagaRecord get(const std::string& id) {
+    pb::SagaGet g;
+    g.set_id(id);
+    self_->send(rt_->shard_for(id), g);
+    auto r = next<pb::SagaRecord>(self_);
+    EXPECT_TRUE(r) << "no record for " << id;
+    return r ? *r : pb::SagaRecord{};
+  }
+
+  saga_state state(const std::string& id) {
+    return static_cast<saga_state>(get(id).state());
+  }
+
+  std::unique_ptr<sagas::saga_runtime> rt_;
+  journal j_;
+};
+
+saga_definition three_steps(journal& j, step_result third,
+                            step_options third_opts = fast()) {
+  saga_definition d("transfer");
+  d.step("debit", j.record("debit", step_result::success("d1")),
+         j.record("debit", step_result::success()), fast())
+    .step("credit", j.record("credit", step_result::success()),
+          j.record("credit", step_result::success()), fast())
+    .step("voucher", j.record("voucher", third),
+          j.record("voucher", step_result::success()), third_opts);
+  return d;
+}
+
+// -- definitions ----------------------------------------------------------------
+
+TEST(SagaDefinition, ValidationNamesWhatIsWrong) {
+  auto ok = [](const step_request&) { return step_result::success(); };
+  auto msg = [](const saga_definition& d) {
+    auto err = d.validate();
+    return err ? render(err) : std::string{"ok"};
+  };
+  saga_definition good("pay");
+  good.step("a", ok, ok).step("b", ok, nullptr, [] {
+    step_options o;
+    o.compensable = false;
+    return o;
+  }());
+  EXPECT_EQ(msg(good), "ok");
+
+  EXPECT_NE(msg(saga_definition("empty")).find("has no steps"),
+            std::string::npos);
+  saga_definition dup("pay");
+  dup.step("a", ok, ok).step("a", ok, ok);
+  EXPECT_NE(msg(dup).find("step 2 'a': duplicate step name"), std::string::npos)
+    << msg(dup);
+  saga_definition nocomp("pay");
+  nocomp.step("a", ok, nullptr);
+  EXPECT_NE(msg(nocomp).find("step 1 'a': no compensation"), std::string::npos)
+    << msg(nocomp);
+  saga_definition pivot_first("pay");
+  step_options pivot;
+  pivot.compensable = false;
+  pivot_first.step("a", ok, nullptr, pivot).step("b", ok, ok);
+  EXPECT_NE(msg(pivot_first).find("only the last step"), std::string::npos)
+    << msg(pivot_first);
+  saga_definition noaction("pay");
+  noaction.step("a", nullptr, ok);
+  EXPECT_NE(msg(noaction).find("no action"), std::string::npos);
+  saga_definition zero("pay");
+  step_options z;
+  z.retry.max_attempts = 0;
+  zero.step("a", ok, ok, z);
+  EXPECT_NE(msg(zero).find("max_attempts"), std::string::npos);
+  saga_definition slash("pay");
+  slash.step("a/b", ok, ok);
+  EXPECT_NE(msg(slash).find("without '/'"), std::string::npos);
+  EXPECT_EQ(edda::code_of(dup.validate()), errc::invalid_saga);
+}
+
+TEST(SagaDefinition, BackoffGrowsByTheMultiplierUpToTheCap) {
+  sagas::retry_policy p;
+  p.initial_backoff = milliseconds(100);
+  p.multiplier = 2;
+  p.max_backoff = milliseconds(500);
+  EXPECT_EQ(p.backoff(1), milliseconds(100));
+  EXPECT_EQ(p.backoff(2), milliseconds(200));
+  EXPECT_EQ(p.backoff(3), milliseconds(400));
+  EXPECT_EQ(p.backoff(4), milliseconds(500));
+}
+
+// -- running ------------------------------------------------------------------
+
+TEST_F(SagaTest, StepsRunInOrderWithOneIdempotencyKeyEachAndComplete) {
+  start_runtime({three_steps(j_, step_result::success())});
+  auto s = start("transfer", "t-1", R"({"amount":100})");
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->existed());
+  sched_.run();
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"debit:t-1/debit:1",
+                                                "credit:t-1/credit:1",
+                                                "voucher:t-1/voucher:1"}));
+  auto rec = get("t-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
+  ASSERT_EQ(rec.steps_size(), 3);
+  EXPECT_EQ(rec.steps(0).output(), "d1");
+  EXPECT_EQ(rec.input(), R"({"amount":100})");
+  for (auto& st : rec.steps())
+    EXPECT_EQ(st.status(), pb::SagaStep::DONE) << st.name();
+}
+
+TEST_F(SagaTest, StartIsIdempotentAndAnUnknownTypeIsRefused) {
+  start_runtime({three_steps(j_, step_result::success())});
+  ASSERT_TRUE(start("transfer", "t-2"));
+  sched_.run();
+  auto again = start("transfer", "t-2");
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->existed());
+  EXPECT_EQ(static_cast<saga_state>(again->record().state()),
+            saga_state::completed);
+  EXPECT_EQ(j_.calls.size(), 3u) << "no step ran twice";
+
+  pb::SagaStart bad;
+  bad.set_type("no-such-saga");
+  bad.set_id("t-3");
+  self_->send(rt_->shard_for("t-3"), bad);
+  sched_.run();
+  bool refused = false;
+  self_->receive(
+    [&](caf::error& err) {
+      refused = true;
+      EXPECT_EQ(edda::code_of(err), errc::unknown_saga_type) << render(err);
+    },
+    [&](pb::SagaStarted&) {}, caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_TRUE(refused);
+}
+
+TEST_F(SagaTest, FailingStepIsRetriedWithBackoffThenAllAttemptedStepsCompensateInReverse) {
+  start_runtime({three_steps(j_, step_result::failure("ledger down"))});
+  ASSERT_TRUE(start("transfer", "t-4"));
+  sched_.run();
+  EXPECT_EQ(j_.calls.back(), "voucher:t-4/voucher:1");
+  EXPECT_EQ(state("t-4"), saga_state::running);
+  advance(99);
+  EXPECT_EQ(j_.calls.back(), "voucher:t-4/voucher:1") << "backoff is 100 ms";
+  advance(1);
+  EXPECT_EQ(j_.calls.back(), "voucher:t-4/voucher:2");
+  advance(199);
+  EXPECT_EQ(j_.calls.back(), "voucher:t-4/voucher:2") << "then 200 ms";
+  advance(1);
+  // The third attempt fails too: compensate voucher (attempted), credit,
+  // debit, in that order.
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{
+                        "debit:t-4/debit:1", "credit:t-4/credit:1",
+                        "voucher:t-4/voucher:1", "voucher:t-4/voucher:2",
+                        "voucher:t-4/voucher:3", "~voucher:t-4/voucher:1",
+                        "~credit:t-4/credit:1", "~debit:t-4/debit:1"}));
+  auto rec = get("t-4");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated);
+  EXPECT_NE(rec.reason().find("voucher failed after 3 attempts: ledger down"),
+            std::string::npos)
+    << rec.reason();
+  EXPECT_EQ(rec.steps(2).status(), pb::SagaStep::COMPENSATED);
+}
+
+TEST_F(SagaTest, NonRetryableErrorCompensatesAtOnce) {
+  auto opts = fast(5);
+  opts.retry.non_retryable = {"insufficient funds"};
+  start_runtime({three_steps(
+    j_, step_result::failure("insufficient funds: 10 < 100"), opts)});
+  ASSERT_TRUE(start("transfer", "t-5"));
+  sched_.run();
+  EXPECT_EQ(state("t-5"), saga_state::compensated);
+  EXPECT_EQ(std::count(j_.calls.begin(), j_.calls.end(),
+                       "voucher:t-5/voucher:1"),
+            1);
+  EXPECT_EQ(j_.calls.size(), 6u) << "3 actions, 3 compensations, no retry";
+}
+
+TEST_F(SagaTest, ParticipantThatNeverRepliesTimesOutIsRetriedAndCompensated) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto mute = sys_.spawn(silent, seen);
+  saga_definition d("mute");
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::success()), fast())
+    .step("call", participant::of(mute),
+          j_.record("call", step_result::success()), fast(2));
+  start_runtime({d});
+  ASSERT_TRUE(start("mute", "t-6"));
+  sched_.run();
+  EXPECT_EQ(*seen, (std::vector<std::string>{"t-6/call:1"}));
+  advance(500); // timeout
+  EXPECT_EQ(get("t-6").steps(1).last_error(), "no reply within 500 ms");
+  advance(100); // backoff
+  EXPECT_EQ(*seen, (std::vector<std::string>{"t-6/call:1", "t-6/call:2"}));
+  advance(500); // second timeout: out of attempts
+  EXPECT_EQ(state("t-6"), saga_state::compensated);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"debit:t-6/debit:1",
+                                                "~call:t-6/call:1",
+                                                "~debit:t-6/debit:1"}));
+  caf::anon_send_exit(mute, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, DeadlineTurnsARunningSagaToCompensation) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto mute = sys_.spawn(silent, seen);
+  saga_definition d("slow");
+  step_options long_wait = fast(1);
+  long_wait.timeout = milliseconds(10000);
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::success()), fast())
+    .step("wait", participant::of(mute),
+          j_.record("wait", step_result::success()), long_wait)
+    .deadline(milliseconds(2000));
+  start_runtime({d});
+  ASSERT_TRUE(start("slow", "t-7"));
+  sched_.run();
+  advance(2000);
+  auto rec = get("t-7");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensating);
+  EXPECT_EQ(rec.reason(), "deadline passed");
+  // The step in flight ends (here by its timeout) before compensation
+  // starts: a late reply cannot race the compensation of its own step.
+  advance(8000);
+  EXPECT_EQ(state("t-7"), saga_state::compensated);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"debit:t-7/debit:1",
+                                                "~wait:t-7/wait:1",
+                                                "~debit:t-7/debit:1"}));
+  caf::anon_send_exit(mute, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, CompensationThatKeepsFailingLeavesTheSagaFailedAndAlerts) {
+  saga_definition d("stuck");
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::failure("bank offline")), fast(2))
+    .step("credit", j_.record("credit", step_result::failure("no", false)),
+          j_.record("credit", step_result::success()), fast());
+  start_runtime({d});
+  ASSERT_TRUE(start("stuck", "t-8"));
+  sched_.run();
+  advance(100);
+  auto rec = get("t-8");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::failed);
+  EXPECT_NE(rec.reason().find("compensation of debit failed after 2 attempts: "
+                              "bank offline"),
+            std::string::npos)
+    << rec.reason();
+  EXPECT_EQ(rec.steps(0).status(), pb::SagaStep::COMPENSATION_FAILED);
+  ASSERT_EQ(alerts_.size(), 1u);
+  EXPECT_EQ(alerts_[0].kind, "saga_failed");
+}
+
+TEST_F(SagaTest, RestartedRuntimeResumesAStepInFlightWithTheSameKey) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto mute = sys_.spawn(silent, seen);
+  auto def = [&](participant second) {
+    saga_definition d("resume");
+    d.step("debit", j_.record("debit", step_result::success()),
+           j_.record("debit", step_result::success()), fast())
+      .step("credit", std::move(second),
+            j_.record("credit", step_result::success()), fast());
+    return d;
+  };
+  start_runtime({def(participant::of(mute))});
+  ASSERT_TRUE(start("resume", "t-9"));
+  sched_.run();
+  EXPECT_EQ(*seen, (std::vector<std::string>{"t-9/credit:1"}));
+  // The node goes down with credit in flight: only LMDB remains.
+  rt_.reset();
+  sched_.run();
+  caf::anon_send_exit(mute, caf::exit_reason::user_shutdown);
+  start_runtime({def(j_.record("credit", step_result::success()))});
+  sched_.run();
+  EXPECT_EQ(state("t-9"), saga_state::completed);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"debit:t-9/debit:1",
+                                                "credit:t-9/credit:1"}))
+    << "debit is not applied again; credit is sent again with its key and "
+       "attempt number";
+}
+
+} // namespace
+} // namespace edda::testing
