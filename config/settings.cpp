@@ -457,6 +457,10 @@ const field fields[] = {
   {"txn.retention", "duration", "",
    "how long resolved outcomes are kept to answer late or repeated ends",
    set_duration<&ns::txn_retention_ms>, get_duration<&ns::txn_retention_ms>},
+  {"saga.shards", "integer", "1-1024",
+   "saga shards: a saga belongs to shard hash(id) % shards; changing it "
+   "moves sagas between shards only at the next start",
+   set_uint<&ns::saga_shards, 1, 1024>, get_uint<&ns::saga_shards>},
   {"network.heartbeat_interval", "duration", "",
    "interval between heartbeats to peers, 0 = none",
    set_duration<&ns::heartbeat_interval_ms>,
@@ -496,7 +500,7 @@ const group_field group_fields[] = {
 
 const char* const table_names[]
   = {"node",        "storage", "broker",    "consumer", "groups",
-     "idempotency", "txn", "network", "scheduler", "log"};
+     "idempotency", "txn", "saga", "network", "scheduler", "log"};
 
 const field* find_field(const std::string& key) {
   for (const auto& f : fields)

@@ -63,6 +63,8 @@ struct node_settings {
   uint64_t txn_check_timeout_ms = 3000;      // a checker silent this long = unknown
   std::string txn_final_policy = "rollback"; // after max_checks: rollback | commit
   uint64_t txn_retention_ms = 24ull * 3600 * 1000; // resolved outcomes kept
+  // [saga]
+  uint32_t saga_shards = 4; // actors that own running sagas (by id hash)
   // [network]
   uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats
   uint64_t connection_timeout_ms = 1000;

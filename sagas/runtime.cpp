@@ -12,6 +12,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -522,6 +523,39 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (auto rec = load(self, req.id()))
         return std::move(*rec);
       return make_error(errc::not_found, "no saga '" + req.id() + "'");
+    },
+    [=](const pb::SagaList& q) {
+      // Any shard answers for the node: they share one environment.
+      auto& st = self->state;
+      auto now = st.ctx->clock();
+      auto limit = q.limit() == 0 ? 1000u : q.limit();
+      std::vector<pb::SagaRecord> found;
+      auto txn = st.ctx->env->read();
+      txn.scan(db::saga, "", "", [&](std::string_view, std::string_view v) {
+        pb::SagaRecord rec;
+        if (!rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
+          return true;
+        if ((q.state() != 0 && rec.state() != q.state())
+            || (!q.type().empty() && rec.type() != q.type())
+            || (q.older_than_ms() > 0
+                && now - rec.created_ms() < q.older_than_ms()))
+          return true;
+        rec.clear_history();
+        found.push_back(std::move(rec));
+        return true;
+      });
+      std::sort(found.begin(), found.end(), [](auto& a, auto& b) {
+        return a.created_ms() != b.created_ms() ? a.created_ms() < b.created_ms()
+                                                : a.id() < b.id();
+      });
+      pb::SagaRecords out;
+      out.set_now_ms(now);
+      for (auto& r : found) {
+        if (static_cast<uint32_t>(out.records_size()) >= limit)
+          break;
+        *out.add_records() = std::move(r);
+      }
+      return out;
     },
     [=](wire::stop_atom) {
       for (auto& [id, a] : self->state.live)

@@ -19,6 +19,8 @@
 //                  (actors/txn), which it knows only as a handle.
 #pragma once
 
+#include <vector>
+
 #include "broker/context.hpp"
 
 #include <caf/fwd.hpp>
@@ -42,7 +44,8 @@ namespace edda::broker {
 [[nodiscard]] caf::actor spawn_frontend(caf::actor_system& sys,
                                         context_ptr ctx, caf::actor topics,
                                         caf::actor groups, caf::actor dedup,
-                                        caf::actor txn);
+                                        caf::actor txn,
+                                        std::vector<caf::actor> saga_shards = {});
 /// Tells the scheduler and topic manager about each other (startup wiring).
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups);
 

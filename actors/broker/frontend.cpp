@@ -2,6 +2,7 @@
 // send every request here; it delegates to the owning actor, so replies go
 // straight back to the client.
 #include "base/errc.hpp"
+#include "base/ids.hpp"
 #include "base/metrics.hpp"
 #include "broker/actors.hpp"
 #include "storage/environment.hpp"
@@ -23,8 +24,43 @@ struct frontend_state {
 
 caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
                        context_ptr ctx, caf::actor topics, caf::actor groups,
-                       caf::actor dedup, caf::actor txn) {
+                       caf::actor dedup, caf::actor txn,
+                       std::vector<caf::actor> shards) {
+  // A saga lives on shard stable_hash(id) % shards (sagas/runtime.hpp).
+  auto shard_for = [shards](const std::string& id) {
+    return shards[stable_hash(id) % shards.size()];
+  };
+  auto no_sagas = [] {
+    return make_error(errc::unknown_saga_type,
+                      "no saga types are registered on this node (sagas "
+                      "are registered by the program that embeds the node)");
+  };
   return {
+    [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
+      if (shards.empty())
+        return no_sagas();
+      if (x.id().empty())
+        x.set_id(new_unique_id());
+      auto shard = shard_for(x.id());
+      self->delegate(shard, std::move(x));
+      return caf::delegated<pb::SagaStarted>{};
+    },
+    [=](pb::SagaGet& x) -> caf::result<pb::SagaRecord> {
+      if (shards.empty())
+        return make_error(errc::not_found, "no saga '" + x.id() + "'");
+      auto shard = shard_for(x.id());
+      self->delegate(shard, std::move(x));
+      return caf::delegated<pb::SagaRecord>{};
+    },
+    [=](pb::SagaList& x) -> caf::result<pb::SagaRecords> {
+      if (shards.empty()) {
+        pb::SagaRecords none;
+        none.set_now_ms(ctx->clock());
+        return none;
+      }
+      self->delegate(shards.front(), std::move(x));
+      return caf::delegated<pb::SagaRecords>{};
+    },
     [=](pb::ProduceRequest& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::CreateTopic& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::AlterTopic& x) { return self->delegate(topics, std::move(x)); },
@@ -68,9 +104,11 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
 
 caf::actor spawn_frontend(caf::actor_system& sys, context_ptr ctx,
                           caf::actor topics, caf::actor groups,
-                          caf::actor dedup, caf::actor txn) {
+                          caf::actor dedup, caf::actor txn,
+                          std::vector<caf::actor> saga_shards) {
   return sys.spawn(frontend, std::move(ctx), std::move(topics),
-                   std::move(groups), std::move(dedup), std::move(txn));
+                   std::move(groups), std::move(dedup), std::move(txn),
+                   std::move(saga_shards));
 }
 
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {

@@ -82,6 +82,29 @@ caf::expected<pb::TxnRecords> txn_list(const connection& c, uint32_t limit) {
   return call<pb::TxnRecords>(c, req);
 }
 
+caf::expected<pb::SagaStarted> saga_start(const connection& c,
+                                          const std::string& type,
+                                          const std::string& id,
+                                          const std::string& input) {
+  pb::SagaStart req;
+  req.set_type(type);
+  req.set_id(id);
+  req.set_input(input);
+  return call<pb::SagaStarted>(c, req);
+}
+
+caf::expected<pb::SagaRecord> saga_show(const connection& c,
+                                        const std::string& id) {
+  pb::SagaGet req;
+  req.set_id(id);
+  return call<pb::SagaRecord>(c, req);
+}
+
+caf::expected<pb::SagaRecords> saga_list(const connection& c,
+                                         const pb::SagaList& q) {
+  return call<pb::SagaRecords>(c, q);
+}
+
 caf::expected<pb::TxnRecord> txn_show(const connection& c,
                                       const std::string& txn_id) {
   pb::TxnShow req;

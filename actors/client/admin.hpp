@@ -38,6 +38,18 @@ dlq_redrive(const connection& c, const std::string& group,
 /// Transactions without an outcome, oldest check first.
 [[nodiscard]] caf::expected<pb::TxnRecords> txn_list(const connection& c,
                                                      uint32_t limit = 0);
+/// Starts a saga of a type registered on the node (idempotent: an existing
+/// id returns that saga, `existed` set). An empty id gets a fresh one.
+/// Errors: unknown_saga_type, invalid_argument.
+[[nodiscard]] caf::expected<pb::SagaStarted>
+saga_start(const connection& c, const std::string& type, const std::string& id,
+           const std::string& input);
+/// One saga: steps, attempts, errors, timings, history. Errors: not_found.
+[[nodiscard]] caf::expected<pb::SagaRecord> saga_show(const connection& c,
+                                                      const std::string& id);
+/// Sagas matching `q` (state, type, age), oldest first.
+[[nodiscard]] caf::expected<pb::SagaRecords> saga_list(const connection& c,
+                                                       const pb::SagaList& q);
 /// One transaction, pending or resolved. Errors: unknown_txn.
 [[nodiscard]] caf::expected<pb::TxnRecord> txn_show(const connection& c,
                                                     const std::string& txn_id);

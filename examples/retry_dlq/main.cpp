@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/edda-retry-XXXXXX";
   s.data_dir = argc > 1 ? argv[1] : ::mkdtemp(tmpl);
   s.log_level = "warn";
-  auto node = node::embedded_node::start(s, {/*listen=*/false, {}});
+  auto node = node::embedded_node::start(s, {/*listen=*/false, {}, {}});
   if (!node) {
     std::fprintf(stderr, "cannot start node: %s\n", render(node.error()).c_str());
     return 1;

@@ -9,6 +9,7 @@
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
 #include "node/embedded_node.hpp"
+#include "sagas/saga.hpp"
 #include "txmsg.hpp"
 #include <unistd.h>
 
@@ -44,6 +45,7 @@ Commands:
   group list                show consumer groups and their members
   dlq list|redrive          inspect and redrive a group's dead letters
   txn list|show|resolve     transactions without an outcome; operator override
+  saga list|show|start      sagas: filter by state, type, age; steps and history
   status                    the node's storage, durability and counters
   bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
                             against a node process; the LMDB disk floor
@@ -806,6 +808,145 @@ int cmd_status(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// -- saga ---------------------------------------------------------------------
+
+const char* saga_help = R"(Usage:
+  edda saga list [--state S] [--type T] [--older-than SECONDS] [--limit N]
+                                            sagas, oldest first; S is running,
+                                            compensating, completed,
+                                            compensated or failed
+  edda saga show ID                         one saga: state, steps, attempts,
+                                            errors, timings, history
+  edda saga start TYPE [--id ID] [--input TEXT]
+                                            start a saga of a type registered
+                                            on the node; idempotent: an
+                                            existing ID returns that saga
+)";
+
+const char* saga_state_name(uint32_t s) {
+  return s >= 1 && s <= 5 ? sagas::to_string(static_cast<sagas::saga_state>(s))
+                          : "unknown";
+}
+
+const char* step_status_name(pb::SagaStep::Status s) {
+  switch (s) {
+    case pb::SagaStep::PENDING: return "pending";
+    case pb::SagaStep::RUNNING: return "running";
+    case pb::SagaStep::DONE: return "done";
+    case pb::SagaStep::FAILED: return "failed";
+    case pb::SagaStep::COMPENSATING: return "compensating";
+    case pb::SagaStep::COMPENSATED: return "compensated";
+    case pb::SagaStep::COMPENSATION_FAILED: return "compensation failed";
+    default: return "unknown";
+  }
+}
+
+void print_saga(const pb::SagaRecord& r, int64_t now) {
+  std::cout << "saga " << r.id() << " (" << r.type() << "): "
+            << saga_state_name(r.state()) << ", age "
+            << age(now - r.created_ms()) << "\n";
+  if (!r.reason().empty())
+    std::cout << "  reason: " << r.reason() << "\n";
+  if (r.deadline_ms() > 0)
+    std::cout << "  deadline in " << age(r.deadline_ms() - now) << "\n";
+  for (auto& s : r.steps()) {
+    std::cout << "  step " << s.name() << ": " << step_status_name(s.status())
+              << ", " << s.attempts() << " attempt(s)";
+    if (s.compensations() > 0)
+      std::cout << ", " << s.compensations() << " compensation attempt(s)";
+    if (s.finished_ms() > 0 && s.started_ms() > 0)
+      std::cout << ", took " << (s.finished_ms() - s.started_ms()) << " ms";
+    if (!s.last_error().empty())
+      std::cout << ", last error: " << s.last_error();
+    std::cout << "\n";
+  }
+  for (auto& e : r.history())
+    std::cout << "  " << age(now - e.at_ms()) << " ago: " << e.what() << "\n";
+}
+
+int cmd_saga(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"},
+               {"node", "state", "type", "older-than", "limit", "id", "input"},
+               err))
+    return fail(err + "\n" + saga_help);
+  if (a.has("help") || a.positional.empty()) {
+    std::cout << saga_help;
+    return a.has("help") ? 0 : 1;
+  }
+  const auto& verb = a.positional[0];
+  if ((verb == "show" || verb == "start") && a.positional.size() != 2)
+    return fail("wrong arguments for saga " + verb + "\n" + saga_help);
+  if (verb != "list" && verb != "show" && verb != "start")
+    return fail("unknown saga command '" + verb + "'\n" + saga_help);
+  pb::SagaList q;
+  if (verb == "list") {
+    uint64_t limit = 0, older = 0;
+    if (!a.get_uint("limit", 0, limit, err)
+        || !a.get_uint("older-than", 0, older, err))
+      return fail(err);
+    q.set_limit(static_cast<uint32_t>(limit));
+    q.set_older_than_ms(static_cast<int64_t>(older) * 1000);
+    q.set_type(a.get("type"));
+    if (a.has("state")) {
+      auto s = a.get("state");
+      uint32_t n = 0;
+      for (uint32_t i = 1; i <= 5; ++i)
+        if (s == saga_state_name(i))
+          n = i;
+      if (n == 0)
+        return fail("--state takes running, compensating, completed, "
+                    "compensated or failed, got '" + s + "'");
+      q.set_state(n);
+    }
+  }
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  if (verb == "list") {
+    auto r = client::admin::saga_list(*conn, q);
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    std::printf("%-34s %-20s %-13s %8s  %s\n", "saga", "type", "state", "age",
+                "reason");
+    for (auto& s : r->records())
+      std::printf("%-34s %-20s %-13s %8s  %s\n", s.id().c_str(),
+                  s.type().c_str(), saga_state_name(s.state()),
+                  age(r->now_ms() - s.created_ms()).c_str(),
+                  s.reason().c_str());
+    std::printf("%d sagas\n", r->records_size());
+    return 0;
+  }
+  if (verb == "show") {
+    auto r = client::admin::saga_show(*conn, a.positional[1]);
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    print_saga(*r, now_ms());
+    return 0;
+  }
+  auto r = client::admin::saga_start(*conn, a.positional[1], a.get("id"),
+                                     a.get("input"));
+  if (!r)
+    return fail(r.error());
+  if (a.has("json")) {
+    print_json(*r);
+    return 0;
+  }
+  std::cout << (r->existed() ? "saga exists already: " : "started saga ")
+            << r->record().id() << " (" << r->record().type() << "), "
+            << saga_state_name(r->record().state()) << "\n";
+  return 0;
+}
+
 // -- bench --------------------------------------------------------------------
 
 const char* bench_help = R"(Usage:
@@ -869,6 +1010,8 @@ int main(int argc, char** argv) {
     return cmd_txn(args);
   if (cmd == "bench")
     return cmd_bench(args);
+  if (cmd == "saga")
+    return cmd_saga(args);
   std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
   return 1;
 }

@@ -1,5 +1,7 @@
 #include "node/embedded_node.hpp"
 
+#include "sagas/runtime.hpp"
+
 #include "base/errc.hpp"
 #include "base/failpoint.hpp"
 #include "base/ids.hpp"
@@ -29,6 +31,7 @@ struct embedded_node::impl {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor writer, scheduler, topics, groups, dedup, txn, frontend;
+  std::unique_ptr<sagas::saga_runtime> sagas;
   uint16_t port = 0;
   std::once_flag stopped;
 };
@@ -76,8 +79,22 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   im->groups = broker::spawn_group_manager(sys, ctx, im->topics);
   im->dedup = broker::spawn_dedup(sys, ctx);
   im->txn = txn::spawn_coordinator(sys, ctx, im->topics);
+  std::vector<caf::actor> shards;
+  if (!opts.sagas.empty()) {
+    sagas::runtime_options ro;
+    ro.shards = settings.saga_shards;
+    im->sagas = std::make_unique<sagas::saga_runtime>(sys, ctx, ro);
+    for (auto& def : opts.sagas)
+      if (auto err = im->sagas->add(std::move(def))) {
+        std::unique_ptr<embedded_node> partial{new embedded_node(std::move(im))};
+        partial->stop();
+        return err;
+      }
+    im->sagas->start();
+    shards = im->sagas->shards();
+  }
   im->frontend = broker::spawn_frontend(sys, ctx, im->topics, im->groups,
-                                        im->dedup, im->txn);
+                                        im->dedup, im->txn, std::move(shards));
   broker::wire_up(im->scheduler, im->topics, im->groups);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
   if (opts.listen) {
@@ -135,6 +152,8 @@ void embedded_node::stop() {
          {&i.frontend, &i.txn, &i.dedup, &i.groups, &i.topics, &i.scheduler})
       if (*a)
         caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
+    if (i.sagas)
+      i.sagas->stop();
     // The writer goes last: the actors above may still be finishing writes.
     {
       caf::scoped_actor self{*i.sys};
@@ -147,6 +166,7 @@ void embedded_node::stop() {
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
       = i.writer = nullptr;
+    i.sagas.reset();
     i.sys.reset();
     i.env.reset();
     EDDA_INFO("node", "stopped");

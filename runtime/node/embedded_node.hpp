@@ -11,11 +11,13 @@
 #include "base/alerts.hpp"
 #include "client/connection.hpp"
 #include "config/settings.hpp"
+#include "sagas/saga.hpp"
 
 #include <caf/expected.hpp>
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace edda::node {
 
@@ -23,6 +25,8 @@ struct start_options {
   bool listen = true; ///< publish on settings.listen_host:listen_port
   /// Wall clock in ms; tests may substitute their own.
   std::function<int64_t()> clock;
+  /// Saga types this node runs (validated at start: invalid_saga).
+  std::vector<sagas::saga_definition> sagas;
 };
 
 class embedded_node {

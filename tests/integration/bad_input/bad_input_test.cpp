@@ -185,7 +185,7 @@ protected:
 
   std::unique_ptr<node::embedded_node> start(const config::node_settings& s,
                                              bool listen = false) {
-    auto n = node::embedded_node::start(s, {listen, {}});
+    auto n = node::embedded_node::start(s, {listen, {}, {}});
     if (!n) {
       ADD_FAILURE() << "node start: " << text(n.error());
       return nullptr;
@@ -562,7 +562,7 @@ TEST_F(BadInputTest, DataDirUnderARegularFileOrEmptyIsUnusable) {
   for (const auto& dir : {file + "/sub", file, std::string{}}) {
     auto s = settings();
     s.data_dir = dir;
-    expect_error(node::embedded_node::start(s, {false, {}}),
+    expect_error(node::embedded_node::start(s, {false, {}, {}}),
                  errc::data_dir_unusable, {dir.empty() ? "data dir" : dir},
                  "'" + dir + "'");
   }
@@ -580,7 +580,7 @@ TEST_F(BadInputTest, SecondNodeOnTheSameDataDirIsLockedOutAndTheFirstGoesOn) {
     ASSERT_TRUE(admin::create_topic(c, "shared", 1));
     client::producer prod{c};
     ASSERT_TRUE(prod.send(msg("shared", "one")));
-    expect_error(node::embedded_node::start(s, {false, {}}),
+    expect_error(node::embedded_node::start(s, {false, {}, {}}),
                  errc::data_dir_locked,
                  {s.data_dir, "pid " + std::to_string(::getpid())});
     auto r = prod.send(msg("shared", "two"));

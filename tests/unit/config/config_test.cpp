@@ -175,7 +175,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "txn.max_check_interval",
                                        "txn.check_timeout",
                                        "txn.final_policy",
-                                       "txn.retention",
+                                       "txn.retention", "saga.shards",
                                        "network.heartbeat_interval",
                                        "network.connection_timeout",
                                        "scheduler.policy",
