@@ -272,7 +272,7 @@ void on_reply(instance_ptr self, size_t i, bool comp, bool ok,
 /// Takes the next step forward or back, or ends the saga.
 void advance(instance_ptr self) {
   auto& st = self->state;
-  if (st.inflight)
+  if (st.inflight || st.rec.paused())
     return;
   auto& def = *st.type->def;
   auto n = static_cast<size_t>(st.rec.steps_size());
@@ -350,7 +350,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
         persist(self, [=] { resume(self); });
         return;
       }
-      if (gen != st.timer_gen || st.inflight)
+      if (gen != st.timer_gen || st.inflight || st.rec.paused())
         return;
       if (comp)
         run_compensation(self, i);
@@ -358,6 +358,83 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
         run_action(self, i);
       else
         advance(self);
+    },
+    [=](const pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
+      auto& st = self->state;
+      auto who = c.by().empty() ? std::string{"operator"} : c.by();
+      auto state = state_of(st.rec);
+      auto reply = [=]() mutable {
+        auto rp = self->make_response_promise<pb::SagaRecord>();
+        persist(self, [=]() mutable {
+          rp.deliver(self->state.rec);
+          advance(self);
+        });
+        return rp;
+      };
+      switch (c.op()) {
+        case pb::SagaCommand::PAUSE:
+          if (st.rec.paused())
+            return st.rec;
+          st.rec.set_paused(true);
+          note(self, "paused by " + who);
+          return reply();
+        case pb::SagaCommand::RESUME:
+          if (!st.rec.paused())
+            return st.rec;
+          st.rec.set_paused(false);
+          note(self, "resumed by " + who);
+          return reply();
+        case pb::SagaCommand::RETRY:
+          if (st.inflight)
+            return make_error(errc::invalid_argument,
+                              "saga " + st.rec.id()
+                                + " has a step in flight; nothing waits");
+          ++st.timer_gen; // the pending backoff is not waited for
+          note(self, "retry now, by " + who);
+          return reply();
+        case pb::SagaCommand::SKIP: {
+          if (st.inflight)
+            return make_error(errc::invalid_argument,
+                              "saga " + st.rec.id() + ": step in flight; "
+                              "pause, wait for it, then skip");
+          for (auto& s : *st.rec.mutable_steps()) {
+            if (s.name() != c.step())
+              continue;
+            if (state == saga_state::running
+                && s.status() != pb::SagaStep::DONE) {
+              s.set_status(pb::SagaStep::DONE);
+              s.set_last_error("skipped by " + who);
+            } else if (state == saga_state::compensating
+                       && s.status() != pb::SagaStep::COMPENSATED) {
+              s.set_status(pb::SagaStep::COMPENSATED);
+              s.set_last_error("compensation skipped by " + who);
+            } else {
+              return make_error(errc::invalid_argument,
+                                "step " + c.step() + " has nothing to skip");
+            }
+            ++st.timer_gen;
+            note(self, "step " + c.step() + " skipped by " + who);
+            return reply();
+          }
+          return make_error(errc::not_found, "saga " + st.rec.id()
+                                               + " has no step '" + c.step()
+                                               + "'");
+        }
+        case pb::SagaCommand::COMPENSATE: {
+          if (state != saga_state::running)
+            return make_error(errc::invalid_argument,
+                              "saga " + st.rec.id() + " is "
+                                + to_string(state)
+                                + "; only a running saga can be compensated");
+          ++st.timer_gen;
+          st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
+          st.rec.set_reason("compensation forced by " + who);
+          note(self, "compensation forced by " + who);
+          return reply();
+        }
+        default:
+          return make_error(errc::invalid_argument, "unknown saga command");
+      }
     },
     [=](wire::deadline_atom) {
       if (state_of(self->state.rec) != saga_state::running)
@@ -517,6 +594,69 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
             for (auto& w : waiters)
               w.deliver(err);
           });
+      return rp;
+    },
+    [=](pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
+      auto& st = self->state;
+      if (auto i = st.live.find(c.id()); i != st.live.end()) {
+        self->delegate(i->second, std::move(c));
+        return caf::delegated<pb::SagaRecord>{};
+      }
+      auto rec = load(self, c.id());
+      if (!rec)
+        return make_error(errc::not_found, "no saga '" + c.id() + "'");
+      auto state = state_of(*rec);
+      auto who = c.by().empty() ? std::string{"operator"} : c.by();
+      if (state != saga_state::failed
+          || (c.op() != pb::SagaCommand::RETRY
+              && c.op() != pb::SagaCommand::SKIP))
+        return make_error(errc::invalid_argument,
+                          "saga " + c.id() + " is " + to_string(state)
+                            + (state == saga_state::failed
+                                 ? ": retry its compensation or skip the "
+                                   "failed step"
+                                 : ": nothing to do"));
+      // A failed saga goes back to compensating: its failed compensations
+      // are tried again (RETRY) or taken as done (SKIP STEP).
+      bool found = false;
+      for (auto& s : *rec->mutable_steps()) {
+        if (s.status() != pb::SagaStep::COMPENSATION_FAILED)
+          continue;
+        if (c.op() == pb::SagaCommand::RETRY) {
+          s.set_compensations(0);
+          found = true;
+        } else if (s.name() == c.step()) {
+          s.set_status(pb::SagaStep::COMPENSATED);
+          s.set_last_error("compensation skipped by " + who);
+          found = true;
+        }
+      }
+      if (!found)
+        return make_error(errc::invalid_argument,
+                          "saga " + c.id() + " has no failed compensation"
+                            + (c.step().empty() ? "" : " at step " + c.step()));
+      rec->set_state(static_cast<uint32_t>(saga_state::compensating));
+      auto* e = rec->add_history();
+      e->set_at_ms(st.ctx->clock());
+      e->set_what(c.op() == pb::SagaCommand::RETRY
+                    ? "compensation retried by " + who
+                    : "step " + c.step() + " compensation skipped by " + who);
+      rec->set_updated_ms(st.ctx->clock());
+      pb::WriteBatch b;
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::saga));
+      op->set_key(rec->id());
+      op->set_value(rec->SerializeAsString());
+      auto rp = self->make_response_promise<pb::SagaRecord>();
+      auto stored = *rec;
+      self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                    std::move(b))
+        .then(
+          [=](const pb::WriteResult&) mutable {
+            spawn_instance(self, stored, false);
+            rp.deliver(stored);
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
       return rp;
     },
     [=](const pb::SagaGet& req) -> caf::result<pb::SagaRecord> {

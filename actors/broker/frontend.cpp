@@ -52,6 +52,13 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
       self->delegate(shard, std::move(x));
       return caf::delegated<pb::SagaRecord>{};
     },
+    [=](pb::SagaCommand& x) -> caf::result<pb::SagaRecord> {
+      if (shards.empty())
+        return make_error(errc::not_found, "no saga '" + x.id() + "'");
+      auto shard = shard_for(x.id());
+      self->delegate(shard, std::move(x));
+      return caf::delegated<pb::SagaRecord>{};
+    },
     [=](pb::SagaList& x) -> caf::result<pb::SagaRecords> {
       if (shards.empty()) {
         pb::SagaRecords none;

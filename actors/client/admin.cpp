@@ -100,6 +100,19 @@ caf::expected<pb::SagaRecord> saga_show(const connection& c,
   return call<pb::SagaRecord>(c, req);
 }
 
+caf::expected<pb::SagaRecord> saga_command(const connection& c,
+                                           const std::string& id,
+                                           pb::SagaCommand::Op op,
+                                           const std::string& step,
+                                           const std::string& by) {
+  pb::SagaCommand req;
+  req.set_id(id);
+  req.set_op(op);
+  req.set_step(step);
+  req.set_by(by);
+  return call<pb::SagaRecord>(c, req);
+}
+
 caf::expected<pb::SagaRecords> saga_list(const connection& c,
                                          const pb::SagaList& q) {
   return call<pb::SagaRecords>(c, q);

@@ -47,6 +47,13 @@ saga_start(const connection& c, const std::string& type, const std::string& id,
 /// One saga: steps, attempts, errors, timings, history. Errors: not_found.
 [[nodiscard]] caf::expected<pb::SagaRecord> saga_show(const connection& c,
                                                       const std::string& id);
+/// An operator command (pause, resume, retry, skip STEP, compensate),
+/// recorded in the saga's history as done by `by`; returns the saga after
+/// it. Errors: not_found, invalid_argument (e.g. a completed saga).
+[[nodiscard]] caf::expected<pb::SagaRecord>
+saga_command(const connection& c, const std::string& id,
+             pb::SagaCommand::Op op, const std::string& step = {},
+             const std::string& by = {});
 /// Sagas matching `q` (state, type, age), oldest first.
 [[nodiscard]] caf::expected<pb::SagaRecords> saga_list(const connection& c,
                                                        const pb::SagaList& q);

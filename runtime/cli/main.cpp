@@ -821,6 +821,15 @@ const char* saga_help = R"(Usage:
                                             start a saga of a type registered
                                             on the node; idempotent: an
                                             existing ID returns that saga
+  edda saga pause ID [--by NAME]            no new step starts
+  edda saga resume ID [--by NAME]
+  edda saga retry ID [--by NAME]            the waiting step now; a failed
+                                            saga: its failed compensations
+  edda saga skip ID STEP [--by NAME]        take STEP as done (forward) or
+                                            compensated (backward)
+  edda saga compensate ID [--by NAME]       stop going forward, undo what
+                                            was done
+Every operator command is recorded in the saga's history.
 )";
 
 const char* saga_state_name(uint32_t s) {
@@ -843,7 +852,8 @@ const char* step_status_name(pb::SagaStep::Status s) {
 
 void print_saga(const pb::SagaRecord& r, int64_t now) {
   std::cout << "saga " << r.id() << " (" << r.type() << "): "
-            << saga_state_name(r.state()) << ", age "
+            << saga_state_name(r.state()) << (r.paused() ? " (paused)" : "")
+            << ", age "
             << age(now - r.created_ms()) << "\n";
   if (!r.reason().empty())
     std::cout << "  reason: " << r.reason() << "\n";
@@ -868,7 +878,8 @@ int cmd_saga(const std::vector<std::string>& argv) {
   args a;
   std::string err;
   if (!a.parse(argv, {"help", "json"},
-               {"node", "state", "type", "older-than", "limit", "id", "input"},
+               {"node", "state", "type", "older-than", "limit", "id", "input",
+                "by"},
                err))
     return fail(err + "\n" + saga_help);
   if (a.has("help") || a.positional.empty()) {
@@ -876,10 +887,16 @@ int cmd_saga(const std::vector<std::string>& argv) {
     return a.has("help") ? 0 : 1;
   }
   const auto& verb = a.positional[0];
-  if ((verb == "show" || verb == "start") && a.positional.size() != 2)
-    return fail("wrong arguments for saga " + verb + "\n" + saga_help);
-  if (verb != "list" && verb != "show" && verb != "start")
+  static const std::map<std::string, pb::SagaCommand::Op> ops{
+    {"pause", pb::SagaCommand::PAUSE},   {"resume", pb::SagaCommand::RESUME},
+    {"retry", pb::SagaCommand::RETRY},   {"skip", pb::SagaCommand::SKIP},
+    {"compensate", pb::SagaCommand::COMPENSATE}};
+  auto op = ops.find(verb);
+  if (verb != "list" && verb != "show" && verb != "start" && op == ops.end())
     return fail("unknown saga command '" + verb + "'\n" + saga_help);
+  size_t want = verb == "list" ? 1 : verb == "skip" ? 3 : 2;
+  if (a.positional.size() != want)
+    return fail("wrong arguments for saga " + verb + "\n" + saga_help);
   pb::SagaList q;
   if (verb == "list") {
     uint64_t limit = 0, older = 0;
@@ -920,6 +937,20 @@ int cmd_saga(const std::vector<std::string>& argv) {
                   age(r->now_ms() - s.created_ms()).c_str(),
                   s.reason().c_str());
     std::printf("%d sagas\n", r->records_size());
+    return 0;
+  }
+  if (op != ops.end()) {
+    auto r = client::admin::saga_command(
+      *conn, a.positional[1], op->second,
+      verb == "skip" ? a.positional[2] : std::string{},
+      a.get("by", "operator:cli"));
+    if (!r)
+      return fail(r.error());
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    print_saga(*r, now_ms());
     return 0;
   }
   if (verb == "show") {

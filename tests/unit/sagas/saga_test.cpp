@@ -98,6 +98,35 @@ protected:
     return static_cast<saga_state>(get(id).state());
   }
 
+  /// Sends an operator command; the saga after it, or the error.
+  caf::expected<pb::SagaRecord> command(const std::string& id,
+                                        pb::SagaCommand::Op op,
+                                        const std::string& step = {}) {
+    pb::SagaCommand cmd;
+    cmd.set_id(id);
+    cmd.set_op(op);
+    cmd.set_step(step);
+    cmd.set_by("operator:test");
+    self_->send(rt_->shard_for(id), cmd);
+    sched_.run();
+    std::optional<pb::SagaRecord> rec;
+    caf::error err = make_error(errc::timeout, "no answer to the command");
+    self_->receive([&](pb::SagaRecord& r) { rec = std::move(r); },
+                   [&](caf::error& e) { err = std::move(e); },
+                   caf::after(std::chrono::seconds(0)) >> [] {});
+    if (rec)
+      return std::move(*rec);
+    return err;
+  }
+
+  bool in_history(const std::string& id, const std::string& what) {
+    auto rec = get(id);
+    for (auto& e : rec.history())
+      if (e.what().find(what) != std::string::npos)
+        return true;
+    return false;
+  }
+
   std::unique_ptr<sagas::saga_runtime> rt_;
   journal j_;
 };
@@ -358,6 +387,95 @@ TEST_F(SagaTest, RestartedRuntimeResumesAStepInFlightWithTheSameKey) {
                                                 "credit:t-9/credit:1"}))
     << "debit is not applied again; credit is sent again with its key and "
        "attempt number";
+}
+
+// -- operator commands --------------------------------------------------------
+
+TEST_F(SagaTest, PausedSagaStartsNoStepUntilResumed) {
+  bool up = false;
+  saga_definition d("flaky");
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::success()), fast())
+    .step("credit",
+          [&](const step_request& r) {
+            j_.calls.push_back("credit:" + std::to_string(r.attempt));
+            return up ? step_result::success()
+                      : step_result::failure("bank down");
+          },
+          j_.record("credit", step_result::success()), fast(10));
+  start_runtime({d});
+  ASSERT_TRUE(start("flaky", "op-1"));
+  sched_.run(); // credit attempt 1 failed: backoff 100 ms
+  auto p = command("op-1", pb::SagaCommand::PAUSE);
+  ASSERT_TRUE(p) << render(p.error());
+  EXPECT_TRUE(p->paused());
+  advance(5000);
+  EXPECT_EQ(j_.calls.back(), "credit:1") << "no attempt while paused";
+  up = true;
+  auto r = command("op-1", pb::SagaCommand::RESUME);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(state("op-1"), saga_state::completed);
+  EXPECT_EQ(j_.calls.back(), "credit:2");
+  EXPECT_TRUE(in_history("op-1", "paused by operator:test"));
+  EXPECT_TRUE(in_history("op-1", "resumed by operator:test"));
+  auto done = command("op-1", pb::SagaCommand::RETRY);
+  ASSERT_FALSE(done) << "a completed saga has nothing to retry";
+  EXPECT_EQ(edda::code_of(done.error()), errc::invalid_argument);
+  EXPECT_NE(render(done.error()).find("is completed"), std::string::npos);
+}
+
+TEST_F(SagaTest, ForcedCompensationUndoesWhatWasDoneInReverse) {
+  start_runtime({three_steps(j_, step_result::failure("slow ledger"), fast(10))});
+  ASSERT_TRUE(start("transfer", "op-2"));
+  sched_.run(); // voucher failed once, waiting 100 ms
+  auto r = command("op-2", pb::SagaCommand::COMPENSATE);
+  ASSERT_TRUE(r) << render(r.error());
+  EXPECT_EQ(state("op-2"), saga_state::compensated);
+  EXPECT_EQ(get("op-2").reason(), "compensation forced by operator:test");
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{
+                        "debit:op-2/debit:1", "credit:op-2/credit:1",
+                        "voucher:op-2/voucher:1", "~voucher:op-2/voucher:1",
+                        "~credit:op-2/credit:1", "~debit:op-2/debit:1"}));
+}
+
+TEST_F(SagaTest, FailedSagaIsRetriedOrItsStepSkippedByAnOperator) {
+  bool bank_back = false;
+  saga_definition d("stuck");
+  d.step("debit", j_.record("debit", step_result::success()),
+         [&](const step_request&) {
+           j_.calls.push_back("~debit");
+           return bank_back ? step_result::success()
+                            : step_result::failure("bank offline");
+         },
+         fast(2))
+    .step("credit", j_.record("credit", step_result::failure("no", false)),
+          j_.record("credit", step_result::success()), fast());
+  start_runtime({d});
+  for (auto id : {"op-3", "op-4"})
+    ASSERT_TRUE(start("stuck", id));
+  sched_.run();
+  advance(100);
+  ASSERT_EQ(state("op-3"), saga_state::failed);
+  ASSERT_EQ(state("op-4"), saga_state::failed);
+  bank_back = true;
+  auto r = command("op-3", pb::SagaCommand::RETRY);
+  ASSERT_TRUE(r) << render(r.error());
+  sched_.run();
+  EXPECT_EQ(state("op-3"), saga_state::compensated);
+  EXPECT_TRUE(in_history("op-3", "compensation retried by operator:test"));
+  bank_back = false;
+  auto s = command("op-4", pb::SagaCommand::SKIP, "debit");
+  ASSERT_TRUE(s) << render(s.error());
+  sched_.run();
+  auto rec = get("op-4");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated);
+  EXPECT_EQ(rec.steps(0).last_error(),
+            "compensation skipped by operator:test");
+  auto again = command("op-4", pb::SagaCommand::SKIP, "debit");
+  ASSERT_FALSE(again) << "a compensated saga has nothing to skip";
+  auto missing = command("nope", pb::SagaCommand::PAUSE);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(edda::code_of(missing.error()), errc::not_found);
 }
 
 } // namespace
