@@ -90,6 +90,46 @@ std::vector<phase_spec> standard_phases(const options& o,
   return out;
 }
 
+bool parse_positive(const std::string& name, const std::string& value,
+                    uint64_t& out, std::string& err) {
+  try {
+    size_t used = 0;
+    out = std::stoull(value, &used);
+    if (used == value.size() && !value.empty() && value[0] != '-' && out > 0)
+      return true;
+  } catch (...) {
+  }
+  err = name + " takes a positive integer, got '" + value + "'";
+  return false;
+}
+
+int parse_load_option(const std::vector<std::string>& argv, size_t& i,
+                      options& o, std::string& err) {
+  const auto& a = argv[i];
+  uint64_t* target = a == "--count"           ? &o.n
+                     : a == "--window"        ? &o.window
+                     : a == "--latency-count" ? &o.latency_n
+                     : a == "--sync-count"    ? &o.sync_n
+                                              : nullptr;
+  bool size = a == "--size", rate = a == "--latency-rate";
+  if (target == nullptr && !size && !rate)
+    return 0;
+  if (i + 1 >= argv.size()) {
+    err = a + " needs a value";
+    return -1;
+  }
+  uint64_t x = 0;
+  if (!parse_positive(a, argv[++i], x, err))
+    return -1;
+  if (size)
+    o.size = std::max<uint64_t>(x, 16);
+  else if (rate)
+    o.latency_rate = static_cast<double>(x);
+  else
+    *target = x;
+  return 1;
+}
+
 void pacer::wait(uint64_t i) const {
   if (rate_ <= 0)
     return;

@@ -85,6 +85,17 @@ struct options {
   size_t size = 256;
 };
 
+/// A positive integer option value ("--count 5000"); false with `err`.
+bool parse_positive(const std::string& name, const std::string& value,
+                    uint64_t& out, std::string& err);
+
+/// The options every system takes: --count --window --size --latency-count
+/// --latency-rate --sync-count at argv[i]. Returns 1 when it took one (i
+/// then points at its value), 0 when argv[i] is some other option, -1 with
+/// `err` for a missing or bad value.
+int parse_load_option(const std::vector<std::string>& argv, size_t& i,
+                      options& o, std::string& err);
+
 /// The three phases of the workload for `topic_prefix`, plain or
 /// transactional.
 [[nodiscard]] std::vector<phase_spec>

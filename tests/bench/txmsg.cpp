@@ -395,43 +395,23 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
     }
     return &argv[++i];
   };
-  auto to_u64 = [&](const std::string& name, const std::string& v,
-                    uint64_t& out) {
-    try {
-      size_t used = 0;
-      out = std::stoull(v, &used);
-      if (used != v.size() || v[0] == '-')
-        throw std::invalid_argument(v);
-      return true;
-    } catch (...) {
-      err = name + " takes a positive integer, got '" + v + "'";
-      return false;
-    }
-  };
   for (size_t i = 0; i < argv.size(); ++i) {
     auto a = argv[i];
     if (a == "--disk-floor") {
       o.floor_dir = "auto";
       continue;
     }
+    if (auto took = parse_load_option(argv, i, o.load, err); took != 0) {
+      if (took < 0)
+        return false;
+      continue;
+    }
     const std::string* v = nullptr;
-    uint64_t x = 0;
-    if (a == "--count" || a == "--window" || a == "--size"
-        || a == "--partitions" || a == "--latency-count"
-        || a == "--latency-rate" || a == "--sync-count") {
-      if (!(v = need(i)) || !to_u64(a, *v, x))
+    if (a == "--partitions") {
+      uint64_t x = 0;
+      if (!(v = need(i)) || !parse_positive(a, *v, x, err))
         return false;
-      if (x == 0) {
-        err = a + " must be at least 1";
-        return false;
-      }
-      if (a == "--count") o.load.n = x;
-      else if (a == "--window") o.load.window = x;
-      else if (a == "--size") o.load.size = std::max<uint64_t>(x, 16);
-      else if (a == "--partitions") o.partitions = static_cast<uint32_t>(x);
-      else if (a == "--latency-count") o.load.latency_n = x;
-      else if (a == "--latency-rate") o.load.latency_rate = static_cast<double>(x);
-      else o.load.sync_n = x;
+      o.partitions = static_cast<uint32_t>(x);
       continue;
     }
     if (a == "--mode" || a == "--durability" || a == "--node" || a == "--csv"
