@@ -25,11 +25,19 @@ namespace pb = wire::pb;
 using storage::db;
 using std::chrono::milliseconds;
 
-/// Per type: the actors that carry out each step (action, compensation).
+/// Who carries out each part of a step.
+struct step_actors {
+  caf::actor action, compensation, confirm;
+};
+
+/// Per type: the definition and its step actors.
 struct type_entry {
   definition_ptr def;
-  std::vector<std::pair<caf::actor, caf::actor>> steps;
+  std::vector<step_actors> steps;
 };
+
+/// The three things a step can be asked to do.
+enum class part { action, compensation, confirm };
 using registry = std::map<std::string, type_entry>;
 using registry_ptr = std::shared_ptr<const registry>;
 
@@ -46,6 +54,7 @@ caf::behavior function_participant(caf::event_based_actor*, step_function fn) {
       r.input = c.input();
       r.attempt = c.attempt();
       r.compensate = c.compensate();
+      r.confirm = c.confirm();
       step_result res;
       try {
         res = fn(r);
@@ -132,38 +141,52 @@ void finish(instance_ptr self, saga_state s, const std::string& reason) {
   });
 }
 
+bool confirming(instance_ptr self);
+
 void begin_compensation(instance_ptr self, const std::string& reason) {
   auto& st = self->state;
   if (state_of(st.rec) != saga_state::running)
     return;
+  if (confirming(self)) {
+    // Reservations are being confirmed: going back is no longer possible.
+    note(self, "not compensating (" + reason + "): TCC steps are confirming");
+    persist(self, [=] { advance(self); });
+    return;
+  }
   st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
   st.rec.set_reason(reason);
   note(self, "compensating: " + reason);
   persist(self, [=] { advance(self); });
 }
 
-void on_reply(instance_ptr self, size_t i, bool comp, bool ok,
+void on_reply(instance_ptr self, size_t i, part p, bool ok,
               std::string output, std::string error, bool retryable);
 
-/// Sends the command of step `i` as recorded (attempt counts included).
-void send(instance_ptr self, size_t i, bool comp) {
+/// Sends part `p` of step `i` as recorded (attempt counts included).
+void send(instance_ptr self, size_t i, part p) {
   auto& st = self->state;
   auto& def = st.type->def->steps()[i];
   auto& s = st.rec.steps(static_cast<int>(i));
-  auto target = comp ? st.type->steps[i].second : st.type->steps[i].first;
+  auto& actors = st.type->steps[i];
+  auto target = p == part::action         ? actors.action
+                : p == part::compensation ? actors.compensation
+                                          : actors.confirm;
   pb::StepCommand cmd;
   cmd.set_saga_id(st.rec.id());
   cmd.set_saga_type(st.rec.type());
   cmd.set_step(s.name());
   cmd.set_idempotency_key(st.rec.id() + "/" + s.name());
-  cmd.set_compensate(comp);
+  cmd.set_compensate(p == part::compensation);
+  cmd.set_confirm(p == part::confirm);
   cmd.set_input(st.rec.input());
-  cmd.set_attempt(comp ? s.compensations() : s.attempts());
+  cmd.set_attempt(p == part::action         ? s.attempts()
+                  : p == part::compensation ? s.compensations()
+                                            : s.confirms());
   st.inflight = true;
   self->request(target, def.options.timeout, std::move(cmd))
     .then(
       [=](pb::StepReply& r) {
-        on_reply(self, i, comp, r.ok(), std::move(*r.mutable_output()),
+        on_reply(self, i, p, r.ok(), std::move(*r.mutable_output()),
                  std::move(*r.mutable_error()), r.retryable());
       },
       [=](caf::error& err) {
@@ -171,8 +194,17 @@ void send(instance_ptr self, size_t i, bool comp) {
                      ? "no reply within "
                          + std::to_string(def.options.timeout.count()) + " ms"
                      : render(err);
-        on_reply(self, i, comp, false, {}, why, true);
+        on_reply(self, i, p, false, {}, why, true);
       });
+}
+
+/// Once a TCC step is being confirmed the saga only goes forward.
+bool confirming(instance_ptr self) {
+  for (auto& s : self->state.rec.steps())
+    if (s.status() == pb::SagaStep::CONFIRMING
+        || s.status() == pb::SagaStep::CONFIRMED)
+      return true;
+  return false;
 }
 
 void run_action(instance_ptr self, size_t i) {
@@ -183,7 +215,7 @@ void run_action(instance_ptr self, size_t i) {
   if (s.started_ms() == 0)
     s.set_started_ms(st.ctx->clock());
   st.inflight = true; // until the reply, even while the write is pending
-  persist(self, [=] { send(self, i, false); });
+  persist(self, [=] { send(self, i, part::action); });
 }
 
 void run_compensation(instance_ptr self, size_t i) {
@@ -192,7 +224,16 @@ void run_compensation(instance_ptr self, size_t i) {
   s.set_status(pb::SagaStep::COMPENSATING);
   s.set_compensations(s.compensations() + 1);
   st.inflight = true;
-  persist(self, [=] { send(self, i, true); });
+  persist(self, [=] { send(self, i, part::compensation); });
+}
+
+void run_confirm(instance_ptr self, size_t i) {
+  auto& st = self->state;
+  auto& s = *st.rec.mutable_steps(static_cast<int>(i));
+  s.set_status(pb::SagaStep::CONFIRMING);
+  s.set_confirms(s.confirms() + 1);
+  st.inflight = true;
+  persist(self, [=] { send(self, i, part::confirm); });
 }
 
 bool non_retryable(const retry_policy& p, const std::string& error) {
@@ -202,22 +243,44 @@ bool non_retryable(const retry_policy& p, const std::string& error) {
   return false;
 }
 
-void schedule_retry(instance_ptr self, size_t i, bool comp, uint32_t attempt) {
+void schedule_retry(instance_ptr self, size_t i, uint32_t attempt) {
   auto& st = self->state;
   auto& policy = st.type->def->steps()[i].options.retry;
   auto gen = ++st.timer_gen;
+  // The retry takes whatever the record says is next (advance()).
   self->delayed_send(self, policy.backoff(attempt), wire::retry_atom::value,
-                     gen, static_cast<uint32_t>(i), comp);
+                     gen, static_cast<uint32_t>(i), false);
 }
 
-void on_reply(instance_ptr self, size_t i, bool comp, bool ok,
+void on_reply(instance_ptr self, size_t i, part p, bool ok,
               std::string output, std::string error, bool retryable) {
   auto& st = self->state;
   st.inflight = false;
   auto& def = st.type->def->steps()[i];
   auto& s = *st.rec.mutable_steps(static_cast<int>(i));
   auto& policy = def.options.retry;
-  if (!comp) {
+  if (p == part::confirm) {
+    if (ok) {
+      s.set_status(pb::SagaStep::CONFIRMED);
+      s.set_last_error("");
+      persist(self, [=] { advance(self); });
+      return;
+    }
+    s.set_last_error(error);
+    if (retryable && !non_retryable(policy, error)
+        && s.confirms() < policy.max_attempts) {
+      note(self, s.name() + " confirm attempt " + std::to_string(s.confirms())
+                   + " failed: " + error);
+      auto attempt = s.confirms();
+      persist(self, [=] { schedule_retry(self, i, attempt); });
+      return;
+    }
+    finish(self, saga_state::failed,
+           "confirm of " + s.name() + " failed after "
+             + std::to_string(s.confirms()) + " attempts: " + error);
+    return;
+  }
+  if (p == part::action) {
     if (ok) {
       s.set_status(pb::SagaStep::DONE);
       s.set_output(std::move(output));
@@ -234,7 +297,7 @@ void on_reply(instance_ptr self, size_t i, bool comp, bool ok,
       note(self, s.name() + " attempt " + std::to_string(s.attempts())
                    + " failed: " + error);
       auto attempt = s.attempts();
-      persist(self, [=] { schedule_retry(self, i, false, attempt); });
+      persist(self, [=] { schedule_retry(self, i, attempt); });
       return;
     }
     s.set_status(pb::SagaStep::FAILED);
@@ -260,7 +323,7 @@ void on_reply(instance_ptr self, size_t i, bool comp, bool ok,
     note(self, s.name() + " compensation attempt "
                  + std::to_string(s.compensations()) + " failed: " + error);
     auto attempt = s.compensations();
-    persist(self, [=] { schedule_retry(self, i, true, attempt); });
+    persist(self, [=] { schedule_retry(self, i, attempt); });
     return;
   }
   s.set_status(pb::SagaStep::COMPENSATION_FAILED);
@@ -282,9 +345,20 @@ void advance(instance_ptr self) {
         begin_compensation(self, "deadline passed");
         return;
       }
-      for (size_t i = 0; i < n; ++i)
-        if (st.rec.steps(static_cast<int>(i)).status() != pb::SagaStep::DONE) {
+      for (size_t i = 0; i < n; ++i) {
+        auto status = st.rec.steps(static_cast<int>(i)).status();
+        if (status != pb::SagaStep::DONE && status != pb::SagaStep::CONFIRMING
+            && status != pb::SagaStep::CONFIRMED) {
           run_action(self, i);
+          return;
+        }
+      }
+      // Every try succeeded: confirm the TCC steps, in order.
+      for (size_t i = 0; i < n; ++i)
+        if (def.steps()[i].is_tcc()
+            && st.rec.steps(static_cast<int>(i)).status()
+                 != pb::SagaStep::CONFIRMED) {
+          run_confirm(self, i);
           return;
         }
       finish(self, saga_state::completed, "");
@@ -316,11 +390,15 @@ void resume(instance_ptr self) {
     auto status = st.rec.steps(i).status();
     if (status == pb::SagaStep::RUNNING
         && state_of(st.rec) == saga_state::running) {
-      send(self, static_cast<size_t>(i), false);
+      send(self, static_cast<size_t>(i), part::action);
       return;
     }
     if (status == pb::SagaStep::COMPENSATING) {
-      send(self, static_cast<size_t>(i), true);
+      send(self, static_cast<size_t>(i), part::compensation);
+      return;
+    }
+    if (status == pb::SagaStep::CONFIRMING) {
+      send(self, static_cast<size_t>(i), part::confirm);
       return;
     }
   }
@@ -344,7 +422,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   else
     resume(self);
   return {
-    [=](wire::retry_atom, uint64_t gen, uint32_t i, bool comp) {
+    [=](wire::retry_atom, uint64_t gen, uint32_t, bool) {
       auto& st = self->state;
       if (gen == 0) { // a write failed: try the same transition again
         persist(self, [=] { resume(self); });
@@ -352,12 +430,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
       }
       if (gen != st.timer_gen || st.inflight || st.rec.paused())
         return;
-      if (comp)
-        run_compensation(self, i);
-      else if (state_of(st.rec) == saga_state::running)
-        run_action(self, i);
-      else
-        advance(self);
+      advance(self);
     },
     [=](const pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
       auto& st = self->state;
@@ -421,6 +494,11 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
                                                + "'");
         }
         case pb::SagaCommand::COMPENSATE: {
+          if (state == saga_state::running && confirming(self))
+            return make_error(errc::invalid_argument,
+                              "saga " + st.rec.id()
+                                + " is confirming its TCC steps; it can only "
+                                  "go forward");
           if (state != saga_state::running)
             return make_error(errc::invalid_argument,
                               "saga " + st.rec.id() + " is "
@@ -754,7 +832,8 @@ caf::error saga_runtime::add(saga_definition def) {
     return a;
   };
   for (auto& s : def.steps())
-    e.steps.emplace_back(wrap(s.action), wrap(s.compensation));
+    e.steps.push_back(
+      step_actors{wrap(s.action), wrap(s.compensation), wrap(s.confirm)});
   auto name = def.name();
   e.def = std::make_shared<const saga_definition>(std::move(def));
   impl_->reg.emplace(name, std::move(e));

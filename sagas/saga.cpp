@@ -62,8 +62,52 @@ saga_definition& saga_definition::step(std::string name, participant action,
                                        participant compensation,
                                        step_options options) {
   steps_.push_back(step_definition{std::move(name), std::move(action),
-                                   std::move(compensation), options});
+                                   std::move(compensation), participant{},
+                                   options});
   return *this;
+}
+
+saga_definition& saga_definition::tcc_step(std::string name, participant try_,
+                                           participant confirm,
+                                           participant cancel,
+                                           step_options options) {
+  options.compensable = true;
+  steps_.push_back(step_definition{std::move(name), std::move(try_),
+                                   std::move(cancel), std::move(confirm),
+                                   options});
+  return *this;
+}
+
+bool tcc_fence::begin_try(const std::string& key) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& p = phases_[key];
+  if (p != phase::none)
+    return false;
+  p = phase::tried;
+  return true;
+}
+
+bool tcc_fence::begin_confirm(const std::string& key) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& p = phases_[key];
+  if (p != phase::tried)
+    return false;
+  p = phase::confirmed;
+  return true;
+}
+
+bool tcc_fence::begin_cancel(const std::string& key) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto& p = phases_[key];
+  bool reserved = p == phase::tried;
+  p = phase::cancelled; // a try arriving later is refused
+  return reserved;
+}
+
+tcc_fence::phase tcc_fence::of(const std::string& key) const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto i = phases_.find(key);
+  return i == phases_.end() ? phase::none : i->second;
 }
 
 saga_definition& saga_definition::deadline(std::chrono::milliseconds d) {
@@ -94,6 +138,8 @@ caf::error saga_definition::validate() const {
       return bad(where + ": duplicate step name");
     if (s.action.empty())
       return bad(where + ": no action");
+    if (s.is_tcc() && s.compensation.empty())
+      return bad(where + ": a TCC step needs a cancel");
     if (s.options.compensable && s.compensation.empty())
       return bad(where + ": no compensation (give one, or mark the step "
                          "compensable = false if it is the last)");

@@ -35,7 +35,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -73,7 +75,8 @@ struct step_request {
   std::string idempotency_key; ///< "<saga id>/<step>"
   std::string input;           ///< the saga's input
   uint32_t attempt = 1;
-  bool compensate = false;
+  bool compensate = false; ///< the compensation (TCC: the cancel)
+  bool confirm = false;    ///< TCC: the confirm
 };
 
 struct step_result {
@@ -127,9 +130,11 @@ struct step_options {
 
 struct step_definition {
   std::string name;
-  participant action;
-  participant compensation;
+  participant action;       ///< TCC: the try
+  participant compensation; ///< TCC: the cancel
+  participant confirm;      ///< TCC only
   step_options options;
+  [[nodiscard]] bool is_tcc() const { return !confirm.empty(); }
 };
 
 class saga_definition {
@@ -138,6 +143,15 @@ public:
 
   saga_definition& step(std::string name, participant action,
                         participant compensation, step_options options = {});
+  /// A TCC step: `try_` reserves, and once every step of the saga has
+  /// succeeded each TCC step is confirmed (in order; a confirm is retried by
+  /// the step's policy and a confirm that keeps failing leaves the saga
+  /// failed). On the way back the reservation is cancelled. The participant
+  /// sees the same idempotency key in all three; tcc_fence gives it the
+  /// guards against a cancel without try and a try after its cancel.
+  saga_definition& tcc_step(std::string name, participant try_,
+                            participant confirm, participant cancel,
+                            step_options options = {});
   /// The whole saga must end within `d` of its start, else it compensates.
   saga_definition& deadline(std::chrono::milliseconds d);
 
@@ -160,5 +174,29 @@ private:
 };
 
 using definition_ptr = std::shared_ptr<const saga_definition>;
+
+/// The participant side of a TCC step (Seata's "fence"), per idempotency
+/// key: a cancel that arrives before (or without) its try is an empty
+/// rollback, and a try that arrives after its cancel must not reserve
+/// anything. Thread-safe; in memory (a participant that restarts keeps
+/// these records in its own database, next to the reservation).
+class tcc_fence {
+public:
+  enum class phase { none, tried, confirmed, cancelled };
+
+  /// True: reserve now. False: this key was cancelled already (a late try)
+  /// or tried already (a repeat): do nothing, answer success for a repeat.
+  [[nodiscard]] bool begin_try(const std::string& key);
+  /// True: confirm the reservation now. False: confirmed already.
+  [[nodiscard]] bool begin_confirm(const std::string& key);
+  /// True: release the reservation now. False: nothing was reserved (empty
+  /// rollback) or it was cancelled already; either way answer success.
+  [[nodiscard]] bool begin_cancel(const std::string& key);
+  [[nodiscard]] phase of(const std::string& key) const;
+
+private:
+  mutable std::mutex mtx_;
+  std::map<std::string, phase> phases_;
+};
 
 } // namespace edda::sagas

@@ -846,6 +846,8 @@ const char* step_status_name(pb::SagaStep::Status s) {
     case pb::SagaStep::COMPENSATING: return "compensating";
     case pb::SagaStep::COMPENSATED: return "compensated";
     case pb::SagaStep::COMPENSATION_FAILED: return "compensation failed";
+    case pb::SagaStep::CONFIRMING: return "confirming";
+    case pb::SagaStep::CONFIRMED: return "confirmed";
     default: return "unknown";
   }
 }
@@ -864,6 +866,8 @@ void print_saga(const pb::SagaRecord& r, int64_t now) {
               << ", " << s.attempts() << " attempt(s)";
     if (s.compensations() > 0)
       std::cout << ", " << s.compensations() << " compensation attempt(s)";
+    if (s.confirms() > 0)
+      std::cout << ", " << s.confirms() << " confirm attempt(s)";
     if (s.finished_ms() > 0 && s.started_ms() > 0)
       std::cout << ", took " << (s.finished_ms() - s.started_ms()) << " ms";
     if (!s.last_error().empty())

@@ -389,6 +389,122 @@ TEST_F(SagaTest, RestartedRuntimeResumesAStepInFlightWithTheSameKey) {
        "attempt number";
 }
 
+
+// -- TCC ----------------------------------------------------------------------
+
+TEST(TccFence, GuardsAgainstEmptyRollbackAndLateTry) {
+  sagas::tcc_fence f;
+  EXPECT_TRUE(f.begin_try("s/a"));
+  EXPECT_FALSE(f.begin_try("s/a")) << "a repeated try reserves nothing more";
+  EXPECT_TRUE(f.begin_confirm("s/a"));
+  EXPECT_FALSE(f.begin_confirm("s/a"));
+  EXPECT_FALSE(f.begin_cancel("s/b")) << "cancel without try: empty rollback";
+  EXPECT_FALSE(f.begin_try("s/b")) << "a try after its cancel is refused";
+  EXPECT_EQ(f.of("s/b"), sagas::tcc_fence::phase::cancelled);
+  EXPECT_TRUE(f.begin_try("s/c"));
+  EXPECT_TRUE(f.begin_cancel("s/c")) << "a real reservation is released";
+  EXPECT_FALSE(f.begin_cancel("s/c")) << "once";
+}
+
+/// A TCC participant: reserves, confirms and cancels through a fence.
+struct points_service {
+  sagas::tcc_fence fence;
+  int64_t reserved = 0, confirmed = 0;
+  std::vector<std::string> calls;
+  bool fail_try = false;
+  int failing_confirms = 0;
+
+  step_result tried(const step_request& r) {
+    calls.push_back("try " + r.idempotency_key);
+    if (fail_try)
+      return step_result::failure("points frozen", false);
+    if (fence.begin_try(r.idempotency_key))
+      reserved += 10;
+    return step_result::success();
+  }
+  step_result confirmed_(const step_request& r) {
+    calls.push_back("confirm " + r.idempotency_key + ":"
+                    + std::to_string(r.attempt));
+    if (failing_confirms > 0) {
+      --failing_confirms;
+      return step_result::failure("ledger busy");
+    }
+    if (fence.begin_confirm(r.idempotency_key)) {
+      reserved -= 10;
+      confirmed += 10;
+    }
+    return step_result::success();
+  }
+  step_result cancelled(const step_request& r) {
+    calls.push_back("cancel " + r.idempotency_key);
+    if (fence.begin_cancel(r.idempotency_key))
+      reserved -= 10;
+    return step_result::success();
+  }
+};
+
+saga_definition tcc_saga(points_service& points, points_service& credit,
+                         journal& j, step_result last) {
+  saga_definition d("payment");
+  d.tcc_step("points", [&](const step_request& r) { return points.tried(r); },
+             [&](const step_request& r) { return points.confirmed_(r); },
+             [&](const step_request& r) { return points.cancelled(r); }, fast())
+    .tcc_step("credit", [&](const step_request& r) { return credit.tried(r); },
+              [&](const step_request& r) { return credit.confirmed_(r); },
+              [&](const step_request& r) { return credit.cancelled(r); },
+              fast())
+    .step("voucher", j.record("voucher", last),
+          j.record("voucher", step_result::success()), fast());
+  return d;
+}
+
+TEST_F(SagaTest, TccStepsAreConfirmedInOrderOnceEveryStepSucceeded) {
+  points_service points, credit;
+  points.failing_confirms = 1;
+  start_runtime({tcc_saga(points, credit, j_, step_result::success())});
+  ASSERT_TRUE(start("payment", "p-1"));
+  sched_.run();
+  advance(100); // the first confirm of points failed: retried after 100 ms
+  auto rec = get("p-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
+  EXPECT_EQ(points.calls, (std::vector<std::string>{
+                            "try p-1/points", "confirm p-1/points:1",
+                            "confirm p-1/points:2"}));
+  EXPECT_EQ(credit.calls, (std::vector<std::string>{"try p-1/credit",
+                                                    "confirm p-1/credit:1"}));
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"voucher:p-1/voucher:1"}))
+    << "the voucher ran after both tries, before the confirms";
+  EXPECT_EQ(points.confirmed, 10);
+  EXPECT_EQ(points.reserved, 0);
+  EXPECT_EQ(rec.steps(0).status(), pb::SagaStep::CONFIRMED);
+  EXPECT_EQ(rec.steps(0).confirms(), 2u);
+  EXPECT_EQ(rec.steps(2).status(), pb::SagaStep::DONE);
+}
+
+TEST_F(SagaTest, FailedTryCancelsEveryReservationAndTheFenceAbsorbsTheEmptyOne) {
+  points_service points, credit;
+  credit.fail_try = true;
+  start_runtime({tcc_saga(points, credit, j_, step_result::success())});
+  ASSERT_TRUE(start("payment", "p-2"));
+  sched_.run();
+  EXPECT_EQ(state("p-2"), saga_state::compensated);
+  // credit's try failed before reserving: its cancel is an empty rollback.
+  EXPECT_EQ(credit.calls, (std::vector<std::string>{"try p-2/credit",
+                                                    "cancel p-2/credit"}));
+  EXPECT_EQ(points.calls, (std::vector<std::string>{"try p-2/points",
+                                                    "cancel p-2/points"}));
+  EXPECT_EQ(points.reserved, 0);
+  EXPECT_EQ(credit.reserved, 0);
+  EXPECT_EQ(points.confirmed + credit.confirmed, 0);
+  EXPECT_TRUE(j_.calls.empty()) << "the voucher never ran";
+  // A try that arrives late (after its cancel) reserves nothing.
+  step_request late;
+  late.idempotency_key = "p-2/credit";
+  credit.fail_try = false;
+  (void) credit.tried(late);
+  EXPECT_EQ(credit.reserved, 0);
+}
+
 // -- operator commands --------------------------------------------------------
 
 TEST_F(SagaTest, PausedSagaStartsNoStepUntilResumed) {
