@@ -302,6 +302,13 @@ void on_reply(instance_ptr self, size_t i, part p, bool ok,
     }
     s.set_status(pb::SagaStep::FAILED);
     s.set_finished_ms(st.ctx->clock());
+    if (def.options.best_effort) {
+      note(self, "gave up on " + s.name() + " after "
+                   + std::to_string(s.attempts()) + " attempts (best effort): "
+                   + error);
+      persist(self, [=] { advance(self); });
+      return;
+    }
     if (state_of(st.rec) == saga_state::running) {
       begin_compensation(self, "step " + s.name() + " failed after "
                                  + std::to_string(s.attempts())
@@ -347,8 +354,10 @@ void advance(instance_ptr self) {
       }
       for (size_t i = 0; i < n; ++i) {
         auto status = st.rec.steps(static_cast<int>(i)).status();
+        bool given_up = def.steps()[i].options.best_effort
+                        && status == pb::SagaStep::FAILED;
         if (status != pb::SagaStep::DONE && status != pb::SagaStep::CONFIRMING
-            && status != pb::SagaStep::CONFIRMED) {
+            && status != pb::SagaStep::CONFIRMED && !given_up) {
           run_action(self, i);
           return;
         }
@@ -368,6 +377,7 @@ void advance(instance_ptr self) {
       for (size_t k = n; k-- > 0;) {
         auto& s = st.rec.steps(static_cast<int>(k));
         if (s.attempts() == 0 || !def.steps()[k].options.compensable
+            || def.steps()[k].options.best_effort
             || s.status() == pb::SagaStep::COMPENSATED)
           continue;
         run_compensation(self, k);

@@ -140,14 +140,6 @@ caf::error saga_definition::validate() const {
       return bad(where + ": no action");
     if (s.is_tcc() && s.compensation.empty())
       return bad(where + ": a TCC step needs a cancel");
-    if (s.options.compensable && s.compensation.empty())
-      return bad(where + ": no compensation (give one, or mark the step "
-                         "compensable = false if it is the last)");
-    if (!s.options.compensable && !s.compensation.empty())
-      return bad(where + ": marked not compensable but has a compensation");
-    if (!s.options.compensable && i + 1 != steps_.size())
-      return bad(where + ": only the last step may be without compensation "
-                         "(a later step could fail and leave it applied)");
     auto& r = s.options.retry;
     if (r.max_attempts < 1 || r.max_attempts > 1000)
       return bad(where + ": retry.max_attempts must be 1-1000");
@@ -157,6 +149,18 @@ caf::error saga_definition::validate() const {
       return bad(where + ": retry backoff must be 0 <= initial <= max");
     if (s.options.timeout.count() <= 0)
       return bad(where + ": timeout must be positive");
+    if (s.options.best_effort && (!s.compensation.empty() || s.is_tcc()))
+      return bad(where + ": a best-effort step has no compensation");
+    if (s.options.best_effort)
+      continue;
+    if (s.options.compensable && s.compensation.empty())
+      return bad(where + ": no compensation (give one, or mark the step "
+                         "compensable = false if it is the last)");
+    if (!s.options.compensable && !s.compensation.empty())
+      return bad(where + ": marked not compensable but has a compensation");
+    if (!s.options.compensable && i + 1 != steps_.size())
+      return bad(where + ": only the last step may be without compensation "
+                         "(a later step could fail and leave it applied)");
   }
   return caf::none;
 }

@@ -505,6 +505,43 @@ TEST_F(SagaTest, FailedTryCancelsEveryReservationAndTheFenceAbsorbsTheEmptyOne) 
   EXPECT_EQ(credit.reserved, 0);
 }
 
+// -- best-effort notification ---------------------------------------------------
+
+TEST_F(SagaTest, BestEffortNotificationGivesUpAndTheSagaGoesOn) {
+  auto notify = fast(3);
+  notify.best_effort = true;
+  notify.compensable = false;
+  saga_definition d("notify");
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::success()), fast())
+    .step("tell_merchant", j_.record("tell", step_result::failure("503")),
+          nullptr, notify)
+    .step("credit", j_.record("credit", step_result::failure("closed", false)),
+          j_.record("credit", step_result::success()), fast());
+  start_runtime({d});
+  ASSERT_TRUE(start("notify", "n-1"));
+  sched_.run();
+  advance(100);
+  advance(200); // three attempts on 0 / 100 / 300 ms, then given up
+  auto rec = get("n-1");
+  EXPECT_EQ(rec.steps(1).status(), pb::SagaStep::FAILED);
+  EXPECT_EQ(rec.steps(1).attempts(), 3u);
+  EXPECT_TRUE(in_history("n-1", "gave up on tell_merchant after 3 attempts"));
+  // The saga went on; credit failed, so it compensated, skipping the
+  // notification (nothing to undo).
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{
+                        "debit:n-1/debit:1", "tell:n-1/tell_merchant:1",
+                        "tell:n-1/tell_merchant:2", "tell:n-1/tell_merchant:3",
+                        "credit:n-1/credit:1", "~credit:n-1/credit:1",
+                        "~debit:n-1/debit:1"}));
+  saga_definition bad("bad");
+  bad.step("a", j_.record("a", step_result::success()),
+           j_.record("a", step_result::success()), notify);
+  EXPECT_NE(render(bad.validate()).find("best-effort step has no compensation"),
+            std::string::npos);
+}
+
 // -- operator commands --------------------------------------------------------
 
 TEST_F(SagaTest, PausedSagaStartsNoStepUntilResumed) {
