@@ -97,27 +97,31 @@ void note(instance_ptr self, std::string what) {
   e->set_what(std::move(what));
 }
 
+/// The write that stores `rec` as it is now (db saga, key: its id).
+pb::WriteBatch record_write(const pb::SagaRecord& rec) {
+  pb::WriteBatch b;
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(db::saga));
+  op->set_key(rec.id());
+  op->set_value(rec.SerializeAsString());
+  return b;
+}
+
 /// Writes the record, then runs `then` (after the commit). A failed write
 /// is retried after a second: nothing goes out before it is stored.
 template <class F>
 void persist(instance_ptr self, F then) {
   auto& st = self->state;
   st.rec.set_updated_ms(st.ctx->clock());
-  pb::WriteBatch b;
-  auto* op = b.add_ops();
-  op->set_db(static_cast<uint32_t>(db::saga));
-  op->set_key(st.rec.id());
-  op->set_value(st.rec.SerializeAsString());
   self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                std::move(b))
+                record_write(st.rec))
     .then([=](const pb::WriteResult&) mutable { then(); },
           [=](caf::error& err) mutable {
             EDDA_ERROR("saga", self->state.rec.id()
                                  << ": state not stored, retrying in 1 s: "
                                  << render(err));
             self->delayed_send(self, std::chrono::seconds(1),
-                               wire::retry_atom::value, uint64_t{0},
-                               uint32_t{0}, false);
+                               wire::retry_atom::value, uint64_t{0});
           });
 }
 
@@ -249,7 +253,7 @@ void schedule_retry(instance_ptr self, size_t i, uint32_t attempt) {
   auto gen = ++st.timer_gen;
   // The retry takes whatever the record says is next (advance()).
   self->delayed_send(self, policy.backoff(attempt), wire::retry_atom::value,
-                     gen, static_cast<uint32_t>(i), false);
+                     gen);
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
@@ -432,7 +436,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   else
     resume(self);
   return {
-    [=](wire::retry_atom, uint64_t gen, uint32_t, bool) {
+    [=](wire::retry_atom, uint64_t gen) {
       auto& st = self->state;
       if (gen == 0) { // a write failed: try the same transition again
         persist(self, [=] { resume(self); });
@@ -655,13 +659,8 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       e->set_at_ms(now);
       e->set_what("started");
       st.starting[req.id()].push_back(rp);
-      pb::WriteBatch b;
-      auto* op = b.add_ops();
-      op->set_db(static_cast<uint32_t>(db::saga));
-      op->set_key(rec.id());
-      op->set_value(rec.SerializeAsString());
       self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                    std::move(b))
+                    record_write(rec))
         .then(
           [=](const pb::WriteResult&) {
             auto& st = self->state;
@@ -730,15 +729,10 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
                     ? "compensation retried by " + who
                     : "step " + c.step() + " compensation skipped by " + who);
       rec->set_updated_ms(st.ctx->clock());
-      pb::WriteBatch b;
-      auto* op = b.add_ops();
-      op->set_db(static_cast<uint32_t>(db::saga));
-      op->set_key(rec->id());
-      op->set_value(rec->SerializeAsString());
       auto rp = self->make_response_promise<pb::SagaRecord>();
       auto stored = *rec;
       self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                    std::move(b))
+                    record_write(stored))
         .then(
           [=](const pb::WriteResult&) mutable {
             spawn_instance(self, stored, false);

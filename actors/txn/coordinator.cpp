@@ -562,6 +562,33 @@ void to_wire(const caf::error& err, pb::BatchItem& item) {
   item.set_error(render(err));
 }
 
+/// Answers a batch request: runs `item(i, slot, done)` for each of its `n`
+/// items, and once every item called `done` (having filled its slot on an
+/// error or a result) replies with all the slots, in order.
+template <class F>
+caf::result<pb::BatchResult> for_each_item(self_ptr self, int n, F item) {
+  auto rp = self->make_response_promise<pb::BatchResult>();
+  auto res = std::make_shared<pb::BatchResult>();
+  for (int i = 0; i < n; ++i)
+    res->add_items();
+  if (n == 0) {
+    rp.deliver(*res);
+    return rp;
+  }
+  auto left = std::make_shared<int>(n);
+  for (int i = 0; i < n; ++i)
+    item(i, res->mutable_items(i), [=]() mutable {
+      if (--*left == 0)
+        rp.deliver(*res);
+    });
+  return rp;
+}
+
+/// Who ended a transaction, as recorded: the producer unless an operator.
+std::string ended_by(const pb::EndTxn& e) {
+  return e.resolved_by().empty() ? std::string{"producer"} : e.resolved_by();
+}
+
 /// Validates and stores a half message (durable, invisible); `done` runs
 /// once it is stored, or with the reason it was refused.
 void accept_half(self_ptr self, pb::HalfMessage h, write_cb done) {
@@ -720,32 +747,21 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       });
       return rp;
     },
-    [=](pb::HalfBatch& batch) -> caf::result<pb::BatchResult> {
-      auto rp = self->make_response_promise<pb::BatchResult>();
-      auto n = batch.halves_size();
-      auto res = std::make_shared<pb::BatchResult>();
-      auto left = std::make_shared<int>(n);
-      for (int i = 0; i < n; ++i)
-        res->add_items();
-      if (n == 0) {
-        rp.deliver(*res);
-        return rp;
-      }
-      for (int i = 0; i < n; ++i)
-        accept_half(self, std::move(*batch.mutable_halves(i)),
-                    [=](const caf::error& err) mutable {
-                      if (err)
-                        to_wire(err, *res->mutable_items(i));
-                      if (--*left == 0)
-                        rp.deliver(*res);
-                    });
-      return rp;
+    [=](pb::HalfBatch& batch) {
+      return for_each_item(
+        self, batch.halves_size(),
+        [&](int i, pb::BatchItem* slot, std::function<void()> done) {
+          accept_half(self, std::move(*batch.mutable_halves(i)),
+                      [=](const caf::error& err) {
+                        if (err)
+                          to_wire(err, *slot);
+                        done();
+                      });
+        });
     },
     [=](const pb::EndTxn& e) -> caf::result<pb::EndResult> {
       auto rp = self->make_response_promise<pb::EndResult>();
-      auto by = e.resolved_by().empty() ? std::string{"producer"}
-                                        : e.resolved_by();
-      end(self, e.txn_id(), e.outcome(), by, "",
+      end(self, e.txn_id(), e.outcome(), ended_by(e), "",
           [rp](caf::expected<pb::EndResult> r) mutable {
             if (r)
               rp.deliver(std::move(*r));
@@ -754,38 +770,25 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
           });
       return rp;
     },
-    [=](const pb::EndBatch& batch) -> caf::result<pb::BatchResult> {
-      auto rp = self->make_response_promise<pb::BatchResult>();
-      auto n = batch.ends_size();
-      auto res = std::make_shared<pb::BatchResult>();
-      auto left = std::make_shared<int>(n);
-      for (int i = 0; i < n; ++i)
-        res->add_items();
-      if (n == 0) {
-        rp.deliver(*res);
-        return rp;
-      }
-      for (int i = 0; i < n; ++i) {
-        const auto& e = batch.ends(i);
-        auto by = e.resolved_by().empty() ? std::string{"producer"}
-                                          : e.resolved_by();
-        end(self, e.txn_id(), e.outcome(), by, "",
-            [=](caf::expected<pb::EndResult> r) mutable {
-              auto& item = *res->mutable_items(i);
-              if (r) {
-                *item.mutable_end() = std::move(*r);
-                // The producer has the message: send back where it went.
-                auto* m = item.mutable_end()->mutable_record()->mutable_message();
-                m->clear_body();
-                m->clear_properties();
-              }
-              else
-                to_wire(r.error(), item);
-              if (--*left == 0)
-                rp.deliver(*res);
-            });
-      }
-      return rp;
+    [=](const pb::EndBatch& batch) {
+      return for_each_item(
+        self, batch.ends_size(),
+        [&](int i, pb::BatchItem* slot, std::function<void()> done) {
+          const auto& e = batch.ends(i);
+          end(self, e.txn_id(), e.outcome(), ended_by(e), "",
+              [=](caf::expected<pb::EndResult> r) {
+                if (r) {
+                  *slot->mutable_end() = std::move(*r);
+                  // The producer has the message: send back where it went.
+                  auto* m = slot->mutable_end()->mutable_record()->mutable_message();
+                  m->clear_body();
+                  m->clear_properties();
+                } else {
+                  to_wire(r.error(), *slot);
+                }
+                done();
+              });
+        });
     },
     [=](const pb::TxnList& q) {
       auto& st = self->state;

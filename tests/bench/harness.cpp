@@ -319,7 +319,6 @@ phase_result run_phase(const std::string& system, const phase_spec& spec,
     r.producer_rate = n / ((prod_last - first) / 1e9);
   if (cons_last > first)
     r.e2e_rate = n / ((cons_last - first) / 1e9);
-  r.rate = r.producer_rate;
   if (spec.kind == phase_kind::sync) {
     r.p50_ms = num(prod.rep, "ack_p50_ms");
     r.p99_ms = num(prod.rep, "ack_p99_ms");
@@ -394,7 +393,7 @@ std::string line(const phase_result& r) {
          << grouped(r.spec.rate) << " msg/s)";
       break;
     case phase_kind::sync:
-      os << grouped(r.rate) << " msg/s, p50 " << ms(r.p50_ms) << " ms, p99 "
+      os << grouped(r.producer_rate) << " msg/s, p50 " << ms(r.p50_ms) << " ms, p99 "
          << ms(r.p99_ms) << " ms send to durable ack (" << r.spec.n
          << ", one in flight)";
       break;

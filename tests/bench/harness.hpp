@@ -127,9 +127,10 @@ struct phase_result {
   std::string system;  ///< "edda", "redis"
   std::string mode;    ///< "plain", "transactional"
   phase_spec spec;
-  double producer_rate = 0; ///< throughput: n / (first send .. last durable ack)
+  /// n / (first send .. last durable ack): the throughput phase's producer
+  /// rate, the sync phase's rate.
+  double producer_rate = 0;
   double e2e_rate = 0;      ///< throughput: n / (first send .. consumer's last durable ack)
-  double rate = 0;          ///< sync: n / elapsed
   double p50_ms = 0, p99_ms = 0;
   bool exactly_once = false;
   std::string check;   ///< "exactly once" or what went wrong
