@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <optional>
 
 namespace edda::sagas {
@@ -39,7 +40,56 @@ struct type_entry {
 /// The three things a step can be asked to do.
 enum class part { action, compensation, confirm };
 using registry = std::map<std::string, type_entry>;
-using registry_ptr = std::shared_ptr<const registry>;
+
+/// Named participants as registered by participant processes
+/// (ParticipantRegister); read by instances, written by the directory
+/// actor.
+class directory_table {
+public:
+  /// One of the actors serving `name` (in turn), or none.
+  caf::actor pick(const std::string& name) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto i = by_name_.find(name);
+    if (i == by_name_.end() || i->second.empty())
+      return {};
+    return i->second[next_++ % i->second.size()];
+  }
+  void add(const std::string& name, const caf::actor& a) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto& v = by_name_[name];
+    if (std::find(v.begin(), v.end(), a) == v.end())
+      v.push_back(a);
+  }
+  /// Forgets `a` everywhere; returns how many names it served.
+  size_t remove(const caf::actor_addr& a) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    size_t n = 0;
+    for (auto& [name, v] : by_name_) {
+      auto before = v.size();
+      v.erase(std::remove_if(v.begin(), v.end(),
+                             [&](const caf::actor& x) {
+                               return x.address() == a;
+                             }),
+              v.end());
+      n += before - v.size();
+    }
+    return n;
+  }
+
+private:
+  std::mutex mtx_;
+  std::map<std::string, std::vector<caf::actor>> by_name_;
+  size_t next_ = 0;
+};
+
+/// What shards and instances share: the types, the named participants and
+/// the topics (reliable-message steps append through it).
+struct runtime_shared {
+  registry reg;
+  std::shared_ptr<directory_table> directory;
+  caf::actor topics;
+};
+using shared_env = std::shared_ptr<const runtime_shared>;
 
 // -- function participants ----------------------------------------------------
 
@@ -52,6 +102,7 @@ caf::behavior function_participant(caf::event_based_actor*, step_function fn) {
       r.step = c.step();
       r.idempotency_key = c.idempotency_key();
       r.input = c.input();
+      r.outputs.insert(c.outputs().begin(), c.outputs().end());
       r.attempt = c.attempt();
       r.compensate = c.compensate();
       r.confirm = c.confirm();
@@ -75,13 +126,32 @@ caf::behavior function_participant(caf::event_based_actor*, step_function fn) {
 
 // -- saga_instance ------------------------------------------------------------
 
+/// A part of a step to send once the write that authorises it is stored.
+struct pending_send {
+  size_t step;
+  part what;
+};
+
 struct instance_state {
   broker::context_ptr ctx;
+  shared_env rt; // keeps `type` alive
   const type_entry* type = nullptr;
-  registry_ptr reg; // keeps `type` alive
   pb::SagaRecord rec;
-  bool inflight = false;
-  uint64_t timer_gen = 0; // retry timers of older attempts are ignored
+  std::vector<char> busy;    // per step: a part of it is in flight
+  std::vector<char> waiting; // per step: a retry timer is pending
+  uint64_t timer_gen = 1;    // timers of an older generation are ignored
+  // Write-ahead: what the next write authorises, sent once it is stored.
+  std::vector<pending_send> sends;
+  std::vector<std::pair<size_t, milliseconds>> timers;
+  std::vector<caf::response_promise> after_write; // operator commands
+  bool writing = false;  // one write at a time, so writes land in order
+  std::string stored;    // the record as last stored
+  int emit = -1;         // a message step whose append carries the write
+  pb::Message emit_msg;
+  bool ended = false;      // the next write ends the saga
+  bool stored_once = false;
+  bool claimed = false;    // the start that created it has been answered
+  std::vector<std::pair<caf::response_promise, bool>> on_stored, on_end;
   static inline const char* name = "edda.saga_instance";
 };
 
@@ -107,25 +177,14 @@ pb::WriteBatch record_write(const pb::SagaRecord& rec) {
   return b;
 }
 
-/// Writes the record, then runs `then` (after the commit). A failed write
-/// is retried after a second: nothing goes out before it is stored.
-template <class F>
-void persist(instance_ptr self, F then) {
-  auto& st = self->state;
-  st.rec.set_updated_ms(st.ctx->clock());
-  self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                record_write(st.rec))
-    .then([=](const pb::WriteResult&) mutable { then(); },
-          [=](caf::error& err) mutable {
-            EDDA_ERROR("saga", self->state.rec.id()
-                                 << ": state not stored, retrying in 1 s: "
-                                 << render(err));
-            self->delayed_send(self, std::chrono::seconds(1),
-                               wire::retry_atom::value, uint64_t{0});
-          });
+pb::SagaStep& step_at(instance_ptr self, size_t i) {
+  return *self->state.rec.mutable_steps(static_cast<int>(i));
 }
 
 void advance(instance_ptr self);
+void commit(instance_ptr self);
+void fail_attempt(instance_ptr self, size_t i, part p, std::string error,
+                  bool retryable);
 
 void finish(instance_ptr self, saga_state s, const std::string& reason) {
   auto& st = self->state;
@@ -133,34 +192,38 @@ void finish(instance_ptr self, saga_state s, const std::string& reason) {
   if (!reason.empty())
     st.rec.set_reason(reason);
   note(self, std::string(to_string(s)) + (reason.empty() ? "" : ": " + reason));
-  persist(self, [=] {
-    auto& st = self->state;
-    metrics::counter(std::string("sagas.") + to_string(s))++;
-    if (s == saga_state::failed)
-      st.ctx->alerts->raise(alert{"saga_failed", st.rec.id(),
-                                  "saga " + st.rec.id() + " (" + st.rec.type()
-                                    + ") failed: " + st.rec.reason(),
-                                  "", st.ctx->clock()});
-    self->quit();
-  });
+  st.ended = true;
 }
 
-bool confirming(instance_ptr self);
+/// Once a TCC step is being confirmed the saga only goes forward.
+bool confirming(instance_ptr self) {
+  for (auto& s : self->state.rec.steps())
+    if (s.status() == pb::SagaStep::CONFIRMING
+        || s.status() == pb::SagaStep::CONFIRMED)
+      return true;
+  return false;
+}
 
-void begin_compensation(instance_ptr self, const std::string& reason) {
+/// Pending retries are dropped: whatever waited is taken up again now.
+void cancel_timers(instance_ptr self) {
+  auto& st = self->state;
+  ++st.timer_gen;
+  std::fill(st.waiting.begin(), st.waiting.end(), 0);
+}
+
+void to_compensating(instance_ptr self, const std::string& reason) {
   auto& st = self->state;
   if (state_of(st.rec) != saga_state::running)
     return;
   if (confirming(self)) {
     // Reservations are being confirmed: going back is no longer possible.
     note(self, "not compensating (" + reason + "): TCC steps are confirming");
-    persist(self, [=] { advance(self); });
     return;
   }
+  cancel_timers(self);
   st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
   st.rec.set_reason(reason);
   note(self, "compensating: " + reason);
-  persist(self, [=] { advance(self); });
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
@@ -172,9 +235,20 @@ void send(instance_ptr self, size_t i, part p) {
   auto& def = st.type->def->steps()[i];
   auto& s = st.rec.steps(static_cast<int>(i));
   auto& actors = st.type->steps[i];
+  auto& who = p == part::action         ? def.action
+              : p == part::compensation ? def.compensation
+                                        : def.confirm;
   auto target = p == part::action         ? actors.action
                 : p == part::compensation ? actors.compensation
                                           : actors.confirm;
+  if (!who.name().empty()) {
+    target = st.rt->directory->pick(who.name());
+    if (!target) {
+      on_reply(self, i, p, false, {},
+               "no participant '" + who.name() + "' is registered", true);
+      return;
+    }
+  }
   pb::StepCommand cmd;
   cmd.set_saga_id(st.rec.id());
   cmd.set_saga_type(st.rec.type());
@@ -183,10 +257,15 @@ void send(instance_ptr self, size_t i, part p) {
   cmd.set_compensate(p == part::compensation);
   cmd.set_confirm(p == part::confirm);
   cmd.set_input(st.rec.input());
+  cmd.set_participant(who.name());
+  for (auto& o : st.rec.steps())
+    if (o.status() == pb::SagaStep::DONE || o.status() == pb::SagaStep::CONFIRMING
+        || o.status() == pb::SagaStep::CONFIRMED)
+      (*cmd.mutable_outputs())[o.name()] = o.output();
   cmd.set_attempt(p == part::action         ? s.attempts()
                   : p == part::compensation ? s.compensations()
                                             : s.confirms());
-  st.inflight = true;
+  st.busy[i] = 1;
   self->request(target, def.options.timeout, std::move(cmd))
     .then(
       [=](pb::StepReply& r) {
@@ -202,42 +281,111 @@ void send(instance_ptr self, size_t i, part p) {
       });
 }
 
-/// Once a TCC step is being confirmed the saga only goes forward.
-bool confirming(instance_ptr self) {
-  for (auto& s : self->state.rec.steps())
-    if (s.status() == pb::SagaStep::CONFIRMING
-        || s.status() == pb::SagaStep::CONFIRMED)
-      return true;
-  return false;
+/// The step as a participant would see it (for message builders).
+step_request request_for(instance_ptr self, size_t i) {
+  auto& st = self->state;
+  step_request r;
+  r.saga_id = st.rec.id();
+  r.saga_type = st.rec.type();
+  r.step = st.rec.steps(static_cast<int>(i)).name();
+  r.idempotency_key = r.saga_id + "/" + r.step;
+  r.input = st.rec.input();
+  r.attempt = st.rec.steps(static_cast<int>(i)).attempts();
+  for (auto& o : st.rec.steps())
+    if (o.status() == pb::SagaStep::DONE)
+      r.outputs[o.name()] = o.output();
+  return r;
 }
 
-void run_action(instance_ptr self, size_t i) {
+/// A reliable-message step: its message goes out with the write that
+/// records the step as done (commit(): one AppendInternal, one LMDB txn).
+void start_emit(instance_ptr self, size_t i) {
   auto& st = self->state;
-  auto& s = *st.rec.mutable_steps(static_cast<int>(i));
+  auto& s = step_at(self, i);
+  if (s.attempts() > 0) {
+    // An earlier append reported an error but may have committed (a
+    // timeout): the stored record knows.
+    auto txn = st.ctx->env->read();
+    pb::SagaRecord stored;
+    if (auto v = txn.get(db::saga, st.rec.id());
+        v && stored.ParseFromArray(v->data(), static_cast<int>(v->size()))
+        && static_cast<int>(i) < stored.steps_size()
+        && stored.steps(static_cast<int>(i)).status() == pb::SagaStep::DONE) {
+      s = stored.steps(static_cast<int>(i));
+      note(self, s.name() + ": the message of an attempt that reported an "
+                            "error was stored after all");
+      return;
+    }
+  }
+  s.set_attempts(s.attempts() + 1);
+  if (s.started_ms() == 0)
+    s.set_started_ms(st.ctx->clock());
+  outgoing_message m;
+  try {
+    m = st.type->def->steps()[i].message(request_for(self, i));
+  } catch (const std::exception& e) {
+    fail_attempt(self, i, part::action,
+                 std::string("message builder threw: ") + e.what(), true);
+    return;
+  } catch (...) {
+    fail_attempt(self, i, part::action, "message builder threw", true);
+    return;
+  }
+  if (m.topic.empty()) {
+    fail_attempt(self, i, part::action, "message builder gave no topic",
+                 false);
+    return;
+  }
+  pb::Message msg;
+  msg.set_id(new_unique_id());
+  msg.set_topic(m.topic);
+  msg.set_key(m.key.empty() ? st.rec.id() : m.key);
+  for (auto& t : m.tags)
+    msg.add_tags(t);
+  for (auto& [k, v] : m.properties)
+    (*msg.mutable_properties())[k] = v;
+  (*msg.mutable_properties())["saga_id"] = st.rec.id();
+  (*msg.mutable_properties())["idempotency_key"] = st.rec.id() + "/" + s.name();
+  msg.set_body(std::move(m.body));
+  msg.set_born_ms(st.ctx->clock());
+  s.set_status(pb::SagaStep::DONE);
+  s.set_output("message " + msg.id() + " to " + msg.topic());
+  s.set_last_error("");
+  s.set_finished_ms(st.ctx->clock());
+  st.emit = static_cast<int>(i);
+  st.emit_msg = std::move(msg);
+  st.busy[i] = 1;
+}
+
+void start_action(instance_ptr self, size_t i) {
+  auto& st = self->state;
+  if (st.type->def->steps()[i].is_message()) {
+    start_emit(self, i);
+    return;
+  }
+  auto& s = step_at(self, i);
   s.set_status(pb::SagaStep::RUNNING);
   s.set_attempts(s.attempts() + 1);
   if (s.started_ms() == 0)
     s.set_started_ms(st.ctx->clock());
-  st.inflight = true; // until the reply, even while the write is pending
-  persist(self, [=] { send(self, i, part::action); });
+  st.busy[i] = 1; // until the reply, even while the write is pending
+  st.sends.push_back({i, part::action});
 }
 
-void run_compensation(instance_ptr self, size_t i) {
-  auto& st = self->state;
-  auto& s = *st.rec.mutable_steps(static_cast<int>(i));
+void start_compensation(instance_ptr self, size_t i) {
+  auto& s = step_at(self, i);
   s.set_status(pb::SagaStep::COMPENSATING);
   s.set_compensations(s.compensations() + 1);
-  st.inflight = true;
-  persist(self, [=] { send(self, i, part::compensation); });
+  self->state.busy[i] = 1;
+  self->state.sends.push_back({i, part::compensation});
 }
 
-void run_confirm(instance_ptr self, size_t i) {
-  auto& st = self->state;
-  auto& s = *st.rec.mutable_steps(static_cast<int>(i));
+void start_confirm(instance_ptr self, size_t i) {
+  auto& s = step_at(self, i);
   s.set_status(pb::SagaStep::CONFIRMING);
   s.set_confirms(s.confirms() + 1);
-  st.inflight = true;
-  persist(self, [=] { send(self, i, part::confirm); });
+  self->state.busy[i] = 1;
+  self->state.sends.push_back({i, part::confirm});
 }
 
 bool non_retryable(const retry_policy& p, const std::string& error) {
@@ -247,185 +395,369 @@ bool non_retryable(const retry_policy& p, const std::string& error) {
   return false;
 }
 
-void schedule_retry(instance_ptr self, size_t i, uint32_t attempt) {
+/// Retries part of step `i` after the policy's backoff for `attempt`.
+void retry_later(instance_ptr self, size_t i, uint32_t attempt) {
   auto& st = self->state;
-  auto& policy = st.type->def->steps()[i].options.retry;
-  auto gen = ++st.timer_gen;
-  // The retry takes whatever the record says is next (advance()).
-  self->delayed_send(self, policy.backoff(attempt), wire::retry_atom::value,
-                     gen);
+  st.waiting[i] = 1;
+  st.timers.emplace_back(
+    i, st.type->def->steps()[i].options.retry.backoff(attempt));
+}
+
+/// An attempt failed: retry it by the policy, else give up on the step
+/// (best effort), turn back, or end failed.
+void fail_attempt(instance_ptr self, size_t i, part p, std::string error,
+                  bool retryable) {
+  auto& st = self->state;
+  auto& def = st.type->def->steps()[i];
+  auto& s = step_at(self, i);
+  auto& policy = def.options.retry;
+  s.set_last_error(error);
+  bool may_retry = retryable && !non_retryable(policy, error);
+  if (p == part::confirm) {
+    if (may_retry && s.confirms() < policy.max_attempts) {
+      note(self, s.name() + " confirm attempt " + std::to_string(s.confirms())
+                   + " failed: " + error);
+      retry_later(self, i, s.confirms());
+    } else {
+      finish(self, saga_state::failed,
+             "confirm of " + s.name() + " failed after "
+               + std::to_string(s.confirms()) + " attempts: " + error);
+    }
+    return;
+  }
+  if (p == part::compensation) {
+    if (may_retry && s.compensations() < policy.max_attempts) {
+      note(self, s.name() + " compensation attempt "
+                   + std::to_string(s.compensations()) + " failed: " + error);
+      retry_later(self, i, s.compensations());
+      return;
+    }
+    s.set_status(pb::SagaStep::COMPENSATION_FAILED);
+    finish(self, saga_state::failed,
+           "compensation of " + s.name() + " failed after "
+             + std::to_string(s.compensations()) + " attempts: " + error);
+    return;
+  }
+  if (may_retry && s.attempts() < policy.max_attempts
+      && state_of(st.rec) == saga_state::running) {
+    note(self, s.name() + " attempt " + std::to_string(s.attempts())
+                 + " failed: " + error);
+    retry_later(self, i, s.attempts());
+    return;
+  }
+  s.set_status(pb::SagaStep::FAILED);
+  s.set_finished_ms(st.ctx->clock());
+  if (def.options.best_effort) {
+    note(self, "gave up on " + s.name() + " after "
+                 + std::to_string(s.attempts()) + " attempts (best effort): "
+                 + error);
+    return;
+  }
+  to_compensating(self, "step " + s.name() + " failed after "
+                          + std::to_string(s.attempts())
+                          + " attempts: " + error);
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
               std::string output, std::string error, bool retryable) {
   auto& st = self->state;
-  st.inflight = false;
-  auto& def = st.type->def->steps()[i];
-  auto& s = *st.rec.mutable_steps(static_cast<int>(i));
-  auto& policy = def.options.retry;
-  if (p == part::confirm) {
-    if (ok) {
-      s.set_status(pb::SagaStep::CONFIRMED);
-      s.set_last_error("");
-      persist(self, [=] { advance(self); });
-      return;
-    }
-    s.set_last_error(error);
-    if (retryable && !non_retryable(policy, error)
-        && s.confirms() < policy.max_attempts) {
-      note(self, s.name() + " confirm attempt " + std::to_string(s.confirms())
-                   + " failed: " + error);
-      auto attempt = s.confirms();
-      persist(self, [=] { schedule_retry(self, i, attempt); });
-      return;
-    }
-    finish(self, saga_state::failed,
-           "confirm of " + s.name() + " failed after "
-             + std::to_string(s.confirms()) + " attempts: " + error);
+  if (st.ended)
     return;
-  }
-  if (p == part::action) {
-    if (ok) {
-      s.set_status(pb::SagaStep::DONE);
-      s.set_output(std::move(output));
-      s.set_last_error("");
-      s.set_finished_ms(st.ctx->clock());
-      persist(self, [=] { advance(self); });
-      return;
-    }
-    s.set_last_error(error);
-    bool again = retryable && !non_retryable(policy, error)
-                 && s.attempts() < policy.max_attempts
-                 && state_of(st.rec) == saga_state::running;
-    if (again) {
-      note(self, s.name() + " attempt " + std::to_string(s.attempts())
-                   + " failed: " + error);
-      auto attempt = s.attempts();
-      persist(self, [=] { schedule_retry(self, i, attempt); });
-      return;
-    }
-    s.set_status(pb::SagaStep::FAILED);
+  st.busy[i] = 0;
+  auto& s = step_at(self, i);
+  if (!ok) {
+    fail_attempt(self, i, p, std::move(error), retryable);
+  } else if (p == part::confirm) {
+    s.set_status(pb::SagaStep::CONFIRMED);
+    s.set_last_error("");
+  } else if (p == part::action) {
+    // Also while compensating (a sibling failed): it is then compensated.
+    s.set_status(pb::SagaStep::DONE);
+    s.set_output(std::move(output));
+    s.set_last_error("");
     s.set_finished_ms(st.ctx->clock());
-    if (def.options.best_effort) {
-      note(self, "gave up on " + s.name() + " after "
-                   + std::to_string(s.attempts()) + " attempts (best effort): "
-                   + error);
-      persist(self, [=] { advance(self); });
-      return;
-    }
-    if (state_of(st.rec) == saga_state::running) {
-      begin_compensation(self, "step " + s.name() + " failed after "
-                                 + std::to_string(s.attempts())
-                                 + " attempts: " + error);
-      return;
-    }
-    persist(self, [=] { advance(self); });
-    return;
-  }
-  if (ok) {
+  } else {
     s.set_status(pb::SagaStep::COMPENSATED);
     s.set_last_error("");
-    persist(self, [=] { advance(self); });
-    return;
   }
-  s.set_last_error(error);
-  if (retryable && !non_retryable(policy, error)
-      && s.compensations() < policy.max_attempts) {
-    note(self, s.name() + " compensation attempt "
-                 + std::to_string(s.compensations()) + " failed: " + error);
-    auto attempt = s.compensations();
-    persist(self, [=] { schedule_retry(self, i, attempt); });
-    return;
-  }
-  s.set_status(pb::SagaStep::COMPENSATION_FAILED);
-  finish(self, saga_state::failed,
-         "compensation of " + s.name() + " failed after "
-           + std::to_string(s.compensations()) + " attempts: " + error);
+  advance(self);
 }
 
-/// Takes the next step forward or back, or ends the saga.
+/// Writes the record if it changed, then sends what the write authorised.
+/// One write at a time: the next one starts when this one is stored.
+void commit(instance_ptr self) {
+  auto& st = self->state;
+  if (st.writing)
+    return;
+  if (st.emit < 0 && st.rec.SerializeAsString() == st.stored) {
+    // Nothing to store: what waited for a write may go now.
+    auto sends = std::move(st.sends);
+    auto timers = std::move(st.timers);
+    auto replies = std::move(st.after_write);
+    st.sends.clear();
+    st.timers.clear();
+    st.after_write.clear();
+    for (auto& rp : replies)
+      rp.deliver(st.rec);
+    for (auto& [i, delay] : timers)
+      self->delayed_send(self, delay, wire::retry_atom::value, st.timer_gen,
+                         uint64_t{i});
+    for (auto& x : sends)
+      send(self, x.step, x.what);
+    return;
+  }
+  st.rec.set_updated_ms(st.ctx->clock());
+  st.stored = st.rec.SerializeAsString();
+  st.writing = true;
+  auto sends = std::make_shared<std::vector<pending_send>>(std::move(st.sends));
+  auto timers = std::move(st.timers);
+  auto replies = std::move(st.after_write);
+  st.sends.clear();
+  st.timers.clear();
+  st.after_write.clear();
+  auto emit = st.emit;
+  st.emit = -1;
+  auto stored = [=]() mutable {
+    auto& st = self->state;
+    st.writing = false;
+    if (!st.stored_once) {
+      st.stored_once = true;
+      metrics::counter("sagas.started")++;
+    }
+    for (auto& [rp, existed] : st.on_stored) {
+      pb::SagaStarted out;
+      out.set_existed(existed);
+      *out.mutable_record() = st.rec;
+      rp.deliver(std::move(out));
+    }
+    st.on_stored.clear();
+    for (auto& rp : replies)
+      rp.deliver(st.rec);
+    if (emit >= 0)
+      st.busy[static_cast<size_t>(emit)] = 0;
+    auto s = state_of(st.rec);
+    if (st.ended && is_terminal(s)) {
+      metrics::counter(std::string("sagas.") + to_string(s))++;
+      if (s == saga_state::failed)
+        st.ctx->alerts->raise(alert{"saga_failed", st.rec.id(),
+                                    "saga " + st.rec.id() + " ("
+                                      + st.rec.type()
+                                      + ") failed: " + st.rec.reason(),
+                                    "", st.ctx->clock()});
+      for (auto& [rp, existed] : st.on_end) {
+        pb::SagaStarted out;
+        out.set_existed(existed);
+        *out.mutable_record() = st.rec;
+        rp.deliver(std::move(out));
+      }
+      self->quit();
+      return;
+    }
+    for (auto& [i, delay] : timers)
+      self->delayed_send(self, delay, wire::retry_atom::value, st.timer_gen,
+                         uint64_t{i});
+    for (auto& x : *sends)
+      send(self, x.step, x.what);
+    advance(self); // changes made meanwhile, the step after a message step
+  };
+  auto failed = [=](const caf::error& err) mutable {
+    auto& st = self->state;
+    st.writing = false;
+    st.stored.clear();
+    if (!st.stored_once) {
+      // The saga was never stored: it does not exist.
+      for (auto& [rp, existed] : st.on_stored)
+        rp.deliver(err);
+      for (auto& [rp, existed] : st.on_end)
+        rp.deliver(err);
+      for (auto& rp : replies)
+        rp.deliver(err);
+      self->quit(err);
+      return;
+    }
+    st.sends.insert(st.sends.begin(), sends->begin(), sends->end());
+    st.timers.insert(st.timers.end(), timers.begin(), timers.end());
+    st.after_write.insert(st.after_write.end(), replies.begin(), replies.end());
+    if (emit >= 0) {
+      // The message and the step's new state were not stored.
+      auto i = static_cast<size_t>(emit);
+      st.busy[i] = 0;
+      auto& s = step_at(self, i);
+      s.set_status(pb::SagaStep::FAILED);
+      s.set_output("");
+      s.set_finished_ms(0);
+      fail_attempt(self, i, part::action,
+                   "message to " + st.emit_msg.topic()
+                     + " not stored: " + render(err),
+                   true);
+      advance(self);
+      return;
+    }
+    EDDA_ERROR("saga", st.rec.id() << ": state not stored, retrying in 1 s: "
+                                   << render(err));
+    self->delayed_send(self, std::chrono::seconds(1), wire::retry_atom::value,
+                       uint64_t{0}, uint64_t{0});
+  };
+  auto timeout = milliseconds(st.ctx->write_timeout_ms);
+  if (emit >= 0) {
+    pb::AppendInternal app;
+    app.set_topic(st.emit_msg.topic());
+    app.set_partition(-1); // by key
+    *app.add_messages() = st.emit_msg;
+    *app.mutable_extra() = record_write(st.rec);
+    self->request(st.rt->topics, timeout, std::move(app))
+      .then(
+        [=](const pb::ProduceResult& r) mutable {
+          auto& s = step_at(self, static_cast<size_t>(emit));
+          s.set_output(self->state.emit_msg.topic() + "/"
+                       + std::to_string(r.partition()) + "/"
+                       + std::to_string(r.offsets_size() > 0 ? r.offsets(0)
+                                                             : 0));
+          stored();
+        },
+        [=](caf::error& err) mutable { failed(err); });
+    return;
+  }
+  self->request(st.ctx->writer, timeout, record_write(st.rec))
+    .then([=](const pb::WriteResult&) mutable { stored(); },
+          [=](caf::error& err) mutable { failed(err); });
+}
+
+/// Whether step `i` still has to be undone on the way back.
+bool needs_compensation(instance_ptr self, size_t i) {
+  auto& def = self->state.type->def->steps()[i];
+  auto& s = self->state.rec.steps(static_cast<int>(i));
+  if (s.attempts() == 0 || !def.compensable()
+      || s.status() == pb::SagaStep::COMPENSATED)
+    return false;
+  // A message step that failed was never sent.
+  return !def.is_message() || s.status() != pb::SagaStep::FAILED;
+}
+
+/// Takes every step forward or back that can go now, or ends the saga,
+/// then writes what changed.
 void advance(instance_ptr self) {
   auto& st = self->state;
-  if (st.inflight || st.rec.paused())
+  if (st.ended || st.rec.paused()) {
+    commit(self);
     return;
+  }
   auto& def = *st.type->def;
-  auto n = static_cast<size_t>(st.rec.steps_size());
+  auto& steps = def.steps();
+  auto n = steps.size();
+  auto idle = [&](size_t i) { return !st.busy[i] && !st.waiting[i]; };
+  if (state_of(st.rec) == saga_state::running && st.rec.deadline_ms() > 0
+      && st.ctx->clock() >= st.rec.deadline_ms())
+    to_compensating(self, "deadline passed");
   switch (state_of(st.rec)) {
     case saga_state::running: {
-      if (st.rec.deadline_ms() > 0 && st.ctx->clock() >= st.rec.deadline_ms()) {
-        begin_compensation(self, "deadline passed");
-        return;
-      }
-      for (size_t i = 0; i < n; ++i) {
-        auto status = st.rec.steps(static_cast<int>(i)).status();
-        bool given_up = def.steps()[i].options.best_effort
-                        && status == pb::SagaStep::FAILED;
-        if (status != pb::SagaStep::DONE && status != pb::SagaStep::CONFIRMING
-            && status != pb::SagaStep::CONFIRMED && !given_up) {
-          run_action(self, i);
+      // The first group with a step not yet done: start what is idle.
+      for (size_t i = 0; i < n;) {
+        bool open = false;
+        auto g = steps[i].group;
+        for (; i < n && steps[i].group == g; ++i) {
+          auto status = st.rec.steps(static_cast<int>(i)).status();
+          if (status == pb::SagaStep::DONE || status == pb::SagaStep::CONFIRMING
+              || status == pb::SagaStep::CONFIRMED
+              || (steps[i].options.best_effort
+                  && status == pb::SagaStep::FAILED))
+            continue;
+          open = true;
+          if (idle(i) && st.emit < 0)
+            start_action(self, i);
+        }
+        if (open || state_of(st.rec) != saga_state::running) {
+          if (state_of(st.rec) != saga_state::running)
+            return advance(self); // an attempt failed for good on the way
+          commit(self);
           return;
         }
       }
       // Every try succeeded: confirm the TCC steps, in order.
       for (size_t i = 0; i < n; ++i)
-        if (def.steps()[i].is_tcc()
+        if (steps[i].is_tcc()
             && st.rec.steps(static_cast<int>(i)).status()
                  != pb::SagaStep::CONFIRMED) {
-          run_confirm(self, i);
+          if (idle(i))
+            start_confirm(self, i);
+          commit(self);
           return;
         }
       finish(self, saga_state::completed, "");
+      commit(self);
       return;
     }
     case saga_state::compensating: {
-      for (size_t k = n; k-- > 0;) {
-        auto& s = st.rec.steps(static_cast<int>(k));
-        if (s.attempts() == 0 || !def.steps()[k].options.compensable
-            || def.steps()[k].options.best_effort
-            || s.status() == pb::SagaStep::COMPENSATED)
-          continue;
-        run_compensation(self, k);
-        return;
+      // The last group with something to undo, once none of it is in
+      // flight (a late action reply is compensated, not raced).
+      for (size_t k = n; k > 0;) {
+        auto g = steps[k - 1].group;
+        size_t lo = k;
+        while (lo > 0 && steps[lo - 1].group == g)
+          --lo;
+        bool open = false;
+        for (size_t i = k; i-- > lo;) {
+          if (!needs_compensation(self, i))
+            continue;
+          open = true;
+          if (idle(i))
+            start_compensation(self, i);
+        }
+        if (open) {
+          commit(self);
+          return;
+        }
+        k = lo;
       }
       finish(self, saga_state::compensated, "");
+      commit(self);
       return;
     }
     default:
-      self->quit(); // terminal
+      commit(self);
   }
 }
 
-/// Picks up where the record left off: a step in flight is sent again
+/// Picks up where the record left off: a part in flight is sent again
 /// (same idempotency key, same attempt number).
 void resume(instance_ptr self) {
   auto& st = self->state;
-  auto n = st.rec.steps_size();
-  for (int i = 0; i < n; ++i) {
-    auto status = st.rec.steps(i).status();
-    if (status == pb::SagaStep::RUNNING
-        && state_of(st.rec) == saga_state::running) {
-      send(self, static_cast<size_t>(i), part::action);
-      return;
-    }
-    if (status == pb::SagaStep::COMPENSATING) {
-      send(self, static_cast<size_t>(i), part::compensation);
-      return;
-    }
-    if (status == pb::SagaStep::CONFIRMING) {
-      send(self, static_cast<size_t>(i), part::confirm);
-      return;
+  auto running = state_of(st.rec) == saga_state::running;
+  for (size_t i = 0; i < st.busy.size(); ++i) {
+    auto status = st.rec.steps(static_cast<int>(i)).status();
+    if (status == pb::SagaStep::RUNNING && running) {
+      st.busy[i] = 1;
+      st.sends.push_back({i, part::action});
+    } else if (status == pb::SagaStep::COMPENSATING) {
+      st.busy[i] = 1;
+      st.sends.push_back({i, part::compensation});
+    } else if (status == pb::SagaStep::CONFIRMING) {
+      st.busy[i] = 1;
+      st.sends.push_back({i, part::confirm});
     }
   }
   advance(self);
 }
 
+bool any_busy(instance_ptr self) {
+  auto& b = self->state.busy;
+  return std::any_of(b.begin(), b.end(), [](char x) { return x != 0; });
+}
+
 caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
-                            registry_ptr reg, pb::SagaRecord rec, bool fresh) {
+                            shared_env rt, pb::SagaRecord rec, bool fresh) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.reg = std::move(reg);
-  st.type = &st.reg->at(rec.type());
+  st.rt = std::move(rt);
+  st.type = &st.rt->reg.at(rec.type());
   st.rec = std::move(rec);
+  st.busy.assign(static_cast<size_t>(st.rec.steps_size()), 0);
+  st.waiting.assign(st.busy.size(), 0);
+  if (!fresh) {
+    st.stored = st.rec.SerializeAsString();
+    st.stored_once = true;
+    st.claimed = true;
+  }
   if (st.rec.deadline_ms() > 0
       && state_of(st.rec) == saga_state::running) {
     auto left = std::max<int64_t>(0, st.rec.deadline_ms() - st.ctx->clock());
@@ -436,26 +768,45 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   else
     resume(self);
   return {
-    [=](wire::retry_atom, uint64_t gen) {
+    [=](wire::retry_atom, uint64_t gen, uint64_t i) {
       auto& st = self->state;
-      if (gen == 0) { // a write failed: try the same transition again
-        persist(self, [=] { resume(self); });
+      if (gen == 0) { // a write failed: write again
+        commit(self);
         return;
       }
-      if (gen != st.timer_gen || st.inflight || st.rec.paused())
+      if (gen != st.timer_gen || i >= st.waiting.size())
         return;
+      st.waiting[i] = 0;
       advance(self);
+    },
+    [=](pb::SagaStart& req) -> caf::result<pb::SagaStarted> {
+      auto& st = self->state;
+      bool existed = st.claimed;
+      st.claimed = true;
+      auto rp = self->make_response_promise<pb::SagaStarted>();
+      if (req.wait())
+        st.on_end.emplace_back(rp, existed);
+      else if (!st.stored_once)
+        st.on_stored.emplace_back(rp, existed);
+      else {
+        pb::SagaStarted out;
+        out.set_existed(existed);
+        *out.mutable_record() = st.rec;
+        rp.deliver(std::move(out));
+      }
+      return rp;
     },
     [=](const pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
       auto& st = self->state;
       auto who = c.by().empty() ? std::string{"operator"} : c.by();
       auto state = state_of(st.rec);
+      if (st.ended)
+        return make_error(errc::invalid_argument,
+                          "saga " + st.rec.id() + " is ending");
       auto reply = [=]() mutable {
         auto rp = self->make_response_promise<pb::SagaRecord>();
-        persist(self, [=]() mutable {
-          rp.deliver(self->state.rec);
-          advance(self);
-        });
+        self->state.after_write.push_back(rp);
+        advance(self);
         return rp;
       };
       switch (c.op()) {
@@ -472,15 +823,15 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
           note(self, "resumed by " + who);
           return reply();
         case pb::SagaCommand::RETRY:
-          if (st.inflight)
+          if (any_busy(self))
             return make_error(errc::invalid_argument,
                               "saga " + st.rec.id()
                                 + " has a step in flight; nothing waits");
-          ++st.timer_gen; // the pending backoff is not waited for
+          cancel_timers(self); // the pending backoff is not waited for
           note(self, "retry now, by " + who);
           return reply();
         case pb::SagaCommand::SKIP: {
-          if (st.inflight)
+          if (any_busy(self))
             return make_error(errc::invalid_argument,
                               "saga " + st.rec.id() + ": step in flight; "
                               "pause, wait for it, then skip");
@@ -499,7 +850,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
               return make_error(errc::invalid_argument,
                                 "step " + c.step() + " has nothing to skip");
             }
-            ++st.timer_gen;
+            cancel_timers(self);
             note(self, "step " + c.step() + " skipped by " + who);
             return reply();
           }
@@ -518,10 +869,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
                               "saga " + st.rec.id() + " is "
                                 + to_string(state)
                                 + "; only a running saga can be compensated");
-          ++st.timer_gen;
-          st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
-          st.rec.set_reason("compensation forced by " + who);
-          note(self, "compensation forced by " + who);
+          to_compensating(self, "compensation forced by " + who);
           return reply();
         }
         default:
@@ -531,8 +879,8 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
     [=](wire::deadline_atom) {
       if (state_of(self->state.rec) != saga_state::running)
         return;
-      ++self->state.timer_gen; // a pending retry is not taken
-      begin_compensation(self, "deadline passed");
+      to_compensating(self, "deadline passed");
+      advance(self);
     },
   };
 }
@@ -541,10 +889,9 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
 
 struct shard_state {
   broker::context_ptr ctx;
-  registry_ptr reg;
+  shared_env rt;
   uint32_t index = 0, count = 1;
   std::map<std::string, caf::actor> live;
-  std::map<std::string, std::vector<caf::response_promise>> starting;
   static inline const char* name = "edda.saga_shard";
 };
 
@@ -559,24 +906,25 @@ std::optional<pb::SagaRecord> load(shard_ptr self, const std::string& id) {
   return rec;
 }
 
-void spawn_instance(shard_ptr self, pb::SagaRecord rec, bool fresh) {
+caf::actor spawn_instance(shard_ptr self, pb::SagaRecord rec, bool fresh) {
   auto& st = self->state;
-  if (st.reg->count(rec.type()) == 0) {
+  if (st.rt->reg.count(rec.type()) == 0) {
     EDDA_ERROR("saga", rec.id() << ": type " << rec.type()
                                 << " is not registered; left as it is");
-    return;
+    return {};
   }
   auto id = rec.id();
-  auto a = self->spawn(saga_instance, st.ctx, st.reg, std::move(rec), fresh);
+  auto a = self->spawn(saga_instance, st.ctx, st.rt, std::move(rec), fresh);
   self->monitor(a);
   st.live[id] = a;
+  return a;
 }
 
 caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
-                         registry_ptr reg, uint32_t index, uint32_t count) {
+                         shared_env rt, uint32_t index, uint32_t count) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
-  st.reg = std::move(reg);
+  st.rt = std::move(rt);
   st.index = index;
   st.count = count;
   {
@@ -618,8 +966,8 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
   return {
     [=](pb::SagaStart& req) -> caf::result<pb::SagaStarted> {
       auto& st = self->state;
-      auto t = st.reg->find(req.type());
-      if (t == st.reg->end())
+      auto t = st.rt->reg.find(req.type());
+      if (t == st.rt->reg.end())
         return make_error(errc::unknown_saga_type,
                           "no saga type '" + req.type() + "' is registered");
       if (req.id().empty())
@@ -630,18 +978,18 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (stable_hash(req.id()) % st.count != st.index)
         return make_error(errc::invalid_argument,
                           "saga " + req.id() + " belongs to another shard");
-      auto rp = self->make_response_promise<pb::SagaStarted>();
-      if (auto w = st.starting.find(req.id()); w != st.starting.end()) {
-        w->second.push_back(rp);
-        return rp;
+      if (auto i = st.live.find(req.id()); i != st.live.end()) {
+        self->delegate(i->second, std::move(req));
+        return caf::delegated<pb::SagaStarted>{};
       }
       if (auto rec = load(self, req.id())) {
         pb::SagaStarted out;
         out.set_existed(true);
         *out.mutable_record() = std::move(*rec);
-        rp.deliver(std::move(out));
-        return rp;
+        return out;
       }
+      // The instance stores the saga with its first step and answers once
+      // that write is durable (or, with `wait`, once the saga has ended).
       auto now = st.ctx->clock();
       auto& def = *t->second.def;
       pb::SagaRecord rec;
@@ -658,30 +1006,9 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       auto* e = rec.add_history();
       e->set_at_ms(now);
       e->set_what("started");
-      st.starting[req.id()].push_back(rp);
-      self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
-                    record_write(rec))
-        .then(
-          [=](const pb::WriteResult&) {
-            auto& st = self->state;
-            auto waiters = std::move(st.starting[rec.id()]);
-            st.starting.erase(rec.id());
-            metrics::counter("sagas.started")++;
-            spawn_instance(self, rec, true);
-            for (size_t i = 0; i < waiters.size(); ++i) {
-              pb::SagaStarted out;
-              out.set_existed(i > 0);
-              *out.mutable_record() = rec;
-              waiters[i].deliver(std::move(out));
-            }
-          },
-          [=](caf::error& err) {
-            auto waiters = std::move(self->state.starting[rec.id()]);
-            self->state.starting.erase(rec.id());
-            for (auto& w : waiters)
-              w.deliver(err);
-          });
-      return rp;
+      auto a = spawn_instance(self, std::move(rec), true);
+      self->delegate(a, std::move(req));
+      return caf::delegated<pb::SagaStarted>{};
     },
     [=](pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
       auto& st = self->state;
@@ -788,6 +1115,47 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
   };
 }
 
+// -- participant directory ------------------------------------------------------
+
+/// Takes ParticipantRegister from participant processes (through the
+/// frontend, which delegates: the sender is the participant's actor) and
+/// forgets a participant when it goes down.
+caf::behavior participant_directory(caf::event_based_actor* self,
+                                    std::shared_ptr<directory_table> table) {
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (auto n = table->remove(dm.source); n > 0)
+      EDDA_INFO("saga", "a participant serving " << n
+                                                 << " names went away");
+  });
+  return {
+    [=](const pb::ParticipantRegister& r)
+      -> caf::result<pb::ParticipantRegistered> {
+      auto who = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!who)
+        return make_error(errc::invalid_argument,
+                          "ParticipantRegister needs a sender that answers "
+                          "StepCommand");
+      if (r.names_size() == 0)
+        return make_error(errc::invalid_argument,
+                          "ParticipantRegister names no participant");
+      for (auto& n : r.names())
+        if (!valid_participant_name(n))
+          return make_error(errc::invalid_argument,
+                            "participant name '" + n
+                              + "' must be 1-120 of [A-Za-z0-9_.-]");
+      for (auto& n : r.names())
+        table->add(n, who);
+      self->monitor(who);
+      EDDA_INFO("saga", "participant " << r.client_id() << " registered "
+                                       << r.names_size() << " names");
+      pb::ParticipantRegistered out;
+      out.set_names(static_cast<uint32_t>(r.names_size()));
+      return out;
+    },
+    [=](wire::stop_atom) { self->quit(); },
+  };
+}
+
 } // namespace
 
 struct saga_runtime::impl {
@@ -797,6 +1165,8 @@ struct saga_runtime::impl {
   registry reg;
   std::vector<caf::actor> functions; // wrapped function participants
   std::vector<caf::actor> shards;
+  std::shared_ptr<directory_table> table = std::make_shared<directory_table>();
+  caf::actor directory;
 };
 
 saga_runtime::saga_runtime(caf::actor_system& sys, broker::context_ptr ctx,
@@ -847,16 +1217,23 @@ caf::error saga_runtime::add(saga_definition def) {
 void saga_runtime::start() {
   if (!impl_->shards.empty())
     return;
-  auto reg = std::make_shared<const registry>(impl_->reg);
+  auto rt = std::make_shared<runtime_shared>();
+  rt->reg = impl_->reg;
+  rt->directory = impl_->table;
+  rt->topics = impl_->opts.topics;
+  impl_->directory = impl_->sys->spawn(participant_directory, impl_->table);
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
-    impl_->shards.push_back(
-      impl_->sys->spawn(saga_shard, impl_->ctx, reg, i, impl_->opts.shards));
+    impl_->shards.push_back(impl_->sys->spawn(
+      saga_shard, impl_->ctx, shared_env{rt}, i, impl_->opts.shards));
 }
 
 void saga_runtime::stop() {
   for (auto& s : impl_->shards)
     caf::anon_send(s, wire::stop_atom::value);
   impl_->shards.clear();
+  if (impl_->directory)
+    caf::anon_send(impl_->directory, wire::stop_atom::value);
+  impl_->directory = nullptr;
   for (auto& f : impl_->functions)
     caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
   impl_->functions.clear();
@@ -866,6 +1243,10 @@ caf::actor saga_runtime::shard_for(const std::string& saga_id) const {
   if (impl_->shards.empty())
     return {};
   return impl_->shards[stable_hash(saga_id) % impl_->shards.size()];
+}
+
+const caf::actor& saga_runtime::directory() const {
+  return impl_->directory;
 }
 
 const std::vector<caf::actor>& saga_runtime::shards() const {

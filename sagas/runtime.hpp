@@ -9,8 +9,13 @@
 // again with the same idempotency key.
 //
 // Protocol (to shard_for(id)):
-//   SagaStart -> SagaStarted | unknown_saga_type, invalid_argument
-//   SagaGet   -> SagaRecord  | not_found
+//   SagaStart   -> SagaStarted | unknown_saga_type, invalid_argument
+//                  (wait: once the saga has ended)
+//   SagaGet     -> SagaRecord  | not_found
+//   SagaCommand -> SagaRecord  | not_found, invalid_argument
+//   SagaList    -> SagaRecords (any shard)
+// and to directory():
+//   ParticipantRegister -> ParticipantRegistered | invalid_argument
 #pragma once
 
 #include "broker/context.hpp"
@@ -29,6 +34,8 @@ struct runtime_options {
   /// Function participants on their own threads (production). Deterministic
   /// tests pass false so that the test scheduler runs them.
   bool detached_participants = true;
+  /// The node's topic manager: reliable-message steps append through it.
+  caf::actor topics;
 };
 
 class saga_runtime {
@@ -50,6 +57,8 @@ public:
 
   [[nodiscard]] caf::actor shard_for(const std::string& saga_id) const;
   [[nodiscard]] const std::vector<caf::actor>& shards() const;
+  /// Where participant processes register their names (after start()).
+  [[nodiscard]] const caf::actor& directory() const;
 
   struct impl;
 

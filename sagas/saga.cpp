@@ -3,6 +3,7 @@
 #include "base/errc.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <set>
 
@@ -55,16 +56,37 @@ participant participant::of(caf::actor a) {
   return p;
 }
 
+participant participant::named(std::string name) {
+  participant p;
+  p.name_ = std::move(name);
+  return p;
+}
+
+bool valid_participant_name(const std::string& name) {
+  if (name.empty() || name.size() > 120)
+    return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'
+           || c == '-';
+  });
+}
+
 saga_definition::saga_definition(std::string name) : name_(std::move(name)) {
+}
+
+saga_definition& saga_definition::add(step_definition s) {
+  if (!steps_.empty())
+    s.group = steps_.back().group + (s.options.parallel ? 0 : 1);
+  steps_.push_back(std::move(s));
+  return *this;
 }
 
 saga_definition& saga_definition::step(std::string name, participant action,
                                        participant compensation,
                                        step_options options) {
-  steps_.push_back(step_definition{std::move(name), std::move(action),
-                                   std::move(compensation), participant{},
-                                   options});
-  return *this;
+  return add(step_definition{std::move(name), std::move(action),
+                             std::move(compensation), participant{}, options,
+                             nullptr});
 }
 
 saga_definition& saga_definition::tcc_step(std::string name, participant try_,
@@ -72,10 +94,19 @@ saga_definition& saga_definition::tcc_step(std::string name, participant try_,
                                            participant cancel,
                                            step_options options) {
   options.compensable = true;
-  steps_.push_back(step_definition{std::move(name), std::move(try_),
-                                   std::move(cancel), std::move(confirm),
-                                   options});
-  return *this;
+  return add(step_definition{std::move(name), std::move(try_),
+                             std::move(cancel), std::move(confirm), options,
+                             nullptr});
+}
+
+saga_definition& saga_definition::message_step(std::string name,
+                                               message_builder build,
+                                               participant compensation,
+                                               step_options options) {
+  options.compensable = !compensation.empty();
+  return add(step_definition{std::move(name), participant{},
+                             std::move(compensation), participant{}, options,
+                             std::move(build)});
 }
 
 bool tcc_fence::begin_try(const std::string& key) {
@@ -128,6 +159,7 @@ caf::error saga_definition::validate() const {
   if (deadline_.count() < 0)
     return bad("deadline must not be negative");
   std::set<std::string> names;
+  const step_definition* pivot = nullptr; // a step that cannot be undone
   for (size_t i = 0; i < steps_.size(); ++i) {
     auto& s = steps_[i];
     auto where = "step " + std::to_string(i + 1)
@@ -136,8 +168,24 @@ caf::error saga_definition::validate() const {
       return bad(where + ": a step needs a name of 1-120 characters without '/'");
     if (!names.insert(s.name).second)
       return bad(where + ": duplicate step name");
-    if (s.action.empty())
+    if (s.action.empty() && !s.is_message())
       return bad(where + ": no action");
+    for (auto* p : {&s.action, &s.compensation, &s.confirm})
+      if (!p->name().empty() && !valid_participant_name(p->name()))
+        return bad(where + ": participant name '" + p->name()
+                   + "' must be 1-120 of [A-Za-z0-9_.-]");
+    if (s.options.parallel && i == 0)
+      return bad(where + ": the first step cannot be parallel (it runs "
+                         "alongside the step before it)");
+    if (s.is_message()
+        && (s.options.parallel
+            || (i + 1 < steps_.size() && steps_[i + 1].options.parallel)))
+      return bad(where + ": a message step runs alone (not in a parallel "
+                         "group)");
+    if (pivot && !s.options.best_effort)
+      return bad(where + ": follows step '" + pivot->name
+                 + "', which cannot be compensated; only best-effort steps "
+                   "may follow it (a later failure would leave it applied)");
     if (s.is_tcc() && s.compensation.empty())
       return bad(where + ": a TCC step needs a cancel");
     auto& r = s.options.retry;
@@ -155,12 +203,17 @@ caf::error saga_definition::validate() const {
       continue;
     if (s.options.compensable && s.compensation.empty())
       return bad(where + ": no compensation (give one, or mark the step "
-                         "compensable = false if it is the last)");
+                         "compensable = false if only best-effort steps "
+                         "follow it)");
     if (!s.options.compensable && !s.compensation.empty())
       return bad(where + ": marked not compensable but has a compensation");
-    if (!s.options.compensable && i + 1 != steps_.size())
-      return bad(where + ": only the last step may be without compensation "
-                         "(a later step could fail and leave it applied)");
+    if (!s.options.compensable) {
+      if (s.options.parallel
+          || (i + 1 < steps_.size() && steps_[i + 1].options.parallel))
+        return bad(where + ": a step without compensation runs alone (a "
+                           "failing step beside it would leave it applied)");
+      pivot = &s;
+    }
   }
   return caf::none;
 }

@@ -4,8 +4,14 @@
 //   saga_definition buy("fund_purchase");
 //   buy.step("redeem_money_market", wallet.redeem, wallet.refund)
 //      .step("buy_target_fund", fund.buy, fund.sell_back)
-//      .step("notify", notifier.send, nullptr, {.compensable = false})
+//      .step("credit_points", points.add, points.remove, {.parallel = true})
+//      .message_step("voucher", voucher_message)
+//      .step("notify", notifier.send, nullptr, {.best_effort = true})
 //      .deadline(std::chrono::minutes(5));
+//
+// Steps run in order; a step marked `parallel` runs alongside the step
+// before it (a group), and the next group starts once the whole group has
+// succeeded.
 //
 // Every command a participant receives carries the idempotency key
 // "<saga id>/<step>", the same on every attempt and for the compensation,
@@ -24,9 +30,10 @@
 //   failed (listed, alerted: an operator decides)
 //
 // Compensation runs in reverse order over every step that was attempted,
-// including the one that failed (its last attempt may have been applied
-// before a timeout), so a compensation must tolerate an action that never
-// happened ("empty compensation").
+// group by group (the steps of one group are compensated together, once
+// none of them has an action in flight), including the one that failed (its
+// last attempt may have been applied before a timeout), so a compensation
+// must tolerate an action that never happened ("empty compensation").
 #pragma once
 
 #include <caf/actor.hpp>
@@ -74,6 +81,8 @@ struct step_request {
   std::string step;
   std::string idempotency_key; ///< "<saga id>/<step>"
   std::string input;           ///< the saga's input
+  /// The outputs of the steps that succeeded so far, by step name.
+  std::map<std::string, std::string> outputs;
   uint32_t attempt = 1;
   bool compensate = false; ///< the compensation (TCC: the cancel)
   bool confirm = false;    ///< TCC: the confirm
@@ -93,8 +102,11 @@ struct step_result {
 using step_function = std::function<step_result(const step_request&)>;
 
 /// Who carries out a step: a function (edda wraps it in an actor; an
-/// exception counts as a retryable failure) or an actor that answers
-/// wire::v1::StepCommand with wire::v1::StepReply.
+/// exception counts as a retryable failure), an actor that answers
+/// wire::v1::StepCommand with wire::v1::StepReply, or a name that a
+/// participant process registers with the node at run time
+/// (participant_host, sagas/remote.hpp). A named participant that is not
+/// registered yet fails the attempt (retryable).
 class participant {
 public:
   participant() = default;
@@ -110,15 +122,37 @@ public:
   }
   participant(std::nullptr_t) {} // NOLINT: "no participant"
   [[nodiscard]] static participant of(caf::actor a);
+  /// 1-120 of [A-Za-z0-9_.-], e.g. "ledger.debit".
+  [[nodiscard]] static participant named(std::string name);
 
-  [[nodiscard]] bool empty() const { return !fn_ && !actor_; }
+  [[nodiscard]] bool empty() const {
+    return !fn_ && !actor_ && name_.empty();
+  }
   [[nodiscard]] const step_function& function() const { return fn_; }
   [[nodiscard]] const caf::actor& actor() const { return actor_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
 
 private:
   step_function fn_;
   caf::actor actor_;
+  std::string name_;
 };
+
+/// 1-120 of [A-Za-z0-9_.-].
+[[nodiscard]] bool valid_participant_name(const std::string& name);
+
+/// The message a reliable-message step sends.
+struct outgoing_message {
+  std::string topic;
+  std::string body;
+  std::string key; ///< empty: the saga id (same saga, same partition)
+  std::vector<std::string> tags;
+  std::map<std::string, std::string> properties;
+};
+
+/// Builds a reliable-message step's message from the saga's input and the
+/// outputs so far. An exception fails the attempt (retryable).
+using message_builder = std::function<outgoing_message(const step_request&)>;
 
 struct step_options {
   retry_policy retry;
@@ -131,6 +165,10 @@ struct step_options {
   /// compensation and may stand anywhere. The receiver reconciles through
   /// the saga's state (`SagaGet`, `edda saga show`).
   bool best_effort = false;
+  /// Runs alongside the step before it: the two (and any further parallel
+  /// steps) form a group that starts together; the saga goes on once every
+  /// step of the group has succeeded.
+  bool parallel = false;
 };
 
 struct step_definition {
@@ -139,7 +177,14 @@ struct step_definition {
   participant compensation; ///< TCC: the cancel
   participant confirm;      ///< TCC only
   step_options options;
+  message_builder message;  ///< reliable-message steps only
+  uint32_t group = 0;       ///< steps of one group run together
   [[nodiscard]] bool is_tcc() const { return !confirm.empty(); }
+  [[nodiscard]] bool is_message() const { return static_cast<bool>(message); }
+  /// Compensated on the way back.
+  [[nodiscard]] bool compensable() const {
+    return !compensation.empty() && !options.best_effort;
+  }
 };
 
 class saga_definition {
@@ -157,13 +202,24 @@ public:
   saga_definition& tcc_step(std::string name, participant try_,
                             participant confirm, participant cancel,
                             step_options options = {});
+  /// A reliable-message step: the message is appended to its topic in the
+  /// same LMDB transaction that records the step as done, so it is sent if
+  /// and only if the step committed (no half message, no check-back). The
+  /// compensation, if given, runs on the way back (a message cannot be
+  /// unsent: typically it sends a reversal); without one the step is a
+  /// pivot, after which only best-effort steps may follow. A failed append
+  /// (unknown topic, full map) is retried by the policy.
+  saga_definition& message_step(std::string name, message_builder build,
+                                participant compensation = nullptr,
+                                step_options options = {});
   /// The whole saga must end within `d` of its start, else it compensates.
   saga_definition& deadline(std::chrono::milliseconds d);
 
   /// Errors (invalid_saga): no name, no steps, a duplicate or empty step
   /// name, a step without action, a compensable step without compensation,
-  /// a non-compensable step before the last, a retry policy or timeout out
-  /// of range.
+  /// a step without compensation followed by one that is not best-effort, a
+  /// parallel first step or message step, a bad participant name, a retry
+  /// policy or timeout out of range.
   [[nodiscard]] caf::error validate() const;
 
   [[nodiscard]] const std::string& name() const { return name_; }
@@ -171,8 +227,13 @@ public:
     return steps_;
   }
   [[nodiscard]] std::chrono::milliseconds deadline() const { return deadline_; }
+  [[nodiscard]] uint32_t groups() const {
+    return steps_.empty() ? 0 : steps_.back().group + 1;
+  }
 
 private:
+  saga_definition& add(step_definition s);
+
   std::string name_;
   std::vector<step_definition> steps_;
   std::chrono::milliseconds deadline_{0};

@@ -45,7 +45,8 @@ namespace edda::broker {
                                         context_ptr ctx, caf::actor topics,
                                         caf::actor groups, caf::actor dedup,
                                         caf::actor txn,
-                                        std::vector<caf::actor> saga_shards = {});
+                                        std::vector<caf::actor> saga_shards = {},
+                                        caf::actor saga_directory = {});
 /// Tells the scheduler and topic manager about each other (startup wiring).
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups);
 

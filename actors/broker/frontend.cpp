@@ -25,7 +25,7 @@ struct frontend_state {
 caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
                        context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
-                       std::vector<caf::actor> shards) {
+                       std::vector<caf::actor> shards, caf::actor directory) {
   // A saga lives on shard stable_hash(id) % shards (sagas/runtime.hpp).
   auto shard_for = [shards](const std::string& id) {
     return shards[stable_hash(id) % shards.size()];
@@ -36,6 +36,13 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
                       "are registered by the program that embeds the node)");
   };
   return {
+    [=](pb::ParticipantRegister& x)
+      -> caf::result<pb::ParticipantRegistered> {
+      if (!directory)
+        return no_sagas();
+      self->delegate(directory, std::move(x));
+      return caf::delegated<pb::ParticipantRegistered>{};
+    },
     [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
       if (shards.empty())
         return no_sagas();
@@ -112,10 +119,11 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
 caf::actor spawn_frontend(caf::actor_system& sys, context_ptr ctx,
                           caf::actor topics, caf::actor groups,
                           caf::actor dedup, caf::actor txn,
-                          std::vector<caf::actor> saga_shards) {
+                          std::vector<caf::actor> saga_shards,
+                          caf::actor saga_directory) {
   return sys.spawn(frontend, std::move(ctx), std::move(topics),
                    std::move(groups), std::move(dedup), std::move(txn),
-                   std::move(saga_shards));
+                   std::move(saga_shards), std::move(saga_directory));
 }
 
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {

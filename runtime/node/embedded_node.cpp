@@ -80,9 +80,11 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   im->dedup = broker::spawn_dedup(sys, ctx);
   im->txn = txn::spawn_coordinator(sys, ctx, im->topics);
   std::vector<caf::actor> shards;
+  caf::actor directory;
   if (!opts.sagas.empty()) {
     sagas::runtime_options ro;
     ro.shards = settings.saga_shards;
+    ro.topics = im->topics;
     im->sagas = std::make_unique<sagas::saga_runtime>(sys, ctx, ro);
     for (auto& def : opts.sagas)
       if (auto err = im->sagas->add(std::move(def))) {
@@ -92,9 +94,11 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
       }
     im->sagas->start();
     shards = im->sagas->shards();
+    directory = im->sagas->directory();
   }
   im->frontend = broker::spawn_frontend(sys, ctx, im->topics, im->groups,
-                                        im->dedup, im->txn, std::move(shards));
+                                        im->dedup, im->txn, std::move(shards),
+                                        std::move(directory));
   broker::wire_up(im->scheduler, im->topics, im->groups);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
   if (opts.listen) {

@@ -56,6 +56,35 @@ caf::behavior silent(caf::event_based_actor* self,
   };
 }
 
+/// An actor participant that holds every command until the test releases
+/// it: (step, ok) answers the oldest held command of that step.
+caf::behavior gate(caf::event_based_actor* self,
+                   std::shared_ptr<std::vector<std::string>> seen) {
+  using held = std::pair<std::string, caf::response_promise>;
+  auto kept = std::make_shared<std::vector<held>>();
+  return {
+    [=](const pb::StepCommand& c) {
+      seen->push_back(std::string(c.compensate() ? "~" : "") + c.step() + ":"
+                      + std::to_string(c.attempt()));
+      kept->emplace_back(c.step(), self->make_response_promise());
+      return kept->back().second;
+    },
+    [=](const std::string& step, bool ok) {
+      for (auto i = kept->begin(); i != kept->end(); ++i) {
+        if (i->first != step)
+          continue;
+        pb::StepReply r;
+        r.set_ok(ok);
+        r.set_error(ok ? "" : "refused");
+        r.set_retryable(false);
+        i->second.deliver(r);
+        kept->erase(i);
+        return;
+      }
+    },
+  };
+}
+
 class SagaTest : public DeterministicFixture {
 protected:
   ~SagaTest() override {
@@ -173,8 +202,40 @@ TEST(SagaDefinition, ValidationNamesWhatIsWrong) {
   step_options pivot;
   pivot.compensable = false;
   pivot_first.step("a", ok, nullptr, pivot).step("b", ok, ok);
-  EXPECT_NE(msg(pivot_first).find("only the last step"), std::string::npos)
+  EXPECT_NE(msg(pivot_first).find("only best-effort steps may follow it"),
+            std::string::npos)
     << msg(pivot_first);
+  step_options notify;
+  notify.best_effort = true;
+  saga_definition pivot_then_notify("pay");
+  pivot_then_notify.step("a", ok, nullptr, pivot).step("n", ok, nullptr, notify);
+  EXPECT_FALSE(pivot_then_notify.validate()) << msg(pivot_then_notify);
+  step_options par;
+  par.parallel = true;
+  saga_definition first_parallel("pay");
+  first_parallel.step("a", ok, ok, par);
+  EXPECT_NE(msg(first_parallel).find("the first step cannot be parallel"),
+            std::string::npos);
+  saga_definition parallel_pivot("pay");
+  parallel_pivot.step("a", ok, nullptr, pivot).step("b", ok, ok, par);
+  EXPECT_NE(msg(parallel_pivot).find("runs alone"), std::string::npos)
+    << msg(parallel_pivot);
+  auto build = [](const step_request&) { return sagas::outgoing_message{}; };
+  saga_definition parallel_message("pay");
+  parallel_message.step("a", ok, ok).message_step("m", build, ok, par);
+  EXPECT_NE(msg(parallel_message).find("a message step runs alone"),
+            std::string::npos)
+    << msg(parallel_message);
+  saga_definition bad_name("pay");
+  bad_name.step("a", participant::named("ledger debit"), ok);
+  EXPECT_NE(msg(bad_name).find("participant name 'ledger debit'"),
+            std::string::npos)
+    << msg(bad_name);
+  saga_definition groups("pay");
+  groups.step("a", ok, ok).step("b", ok, ok).step("c", ok, ok, par).step("d", ok, ok);
+  EXPECT_FALSE(groups.validate());
+  EXPECT_EQ(groups.groups(), 3u);
+  EXPECT_EQ(groups.steps()[2].group, 1u);
   saga_definition noaction("pay");
   noaction.step("a", nullptr, ok);
   EXPECT_NE(msg(noaction).find("no action"), std::string::npos);
@@ -629,6 +690,180 @@ TEST_F(SagaTest, FailedSagaIsRetriedOrItsStepSkippedByAnOperator) {
   auto missing = command("nope", pb::SagaCommand::PAUSE);
   ASSERT_FALSE(missing);
   EXPECT_EQ(edda::code_of(missing.error()), errc::not_found);
+}
+
+// -- parallel groups ---------------------------------------------------------
+
+step_options in_parallel(step_options o = fast()) {
+  o.parallel = true;
+  return o;
+}
+
+TEST_F(SagaTest, ParallelGroupStartsTogetherAndTheNextGroupWaitsForAllOfIt) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  auto ok = j_.record("undo", step_result::success());
+  saga_definition d("pay");
+  d.step("order", j_.record("order", step_result::success()), ok, fast())
+    .step("merchant", participant::of(g), ok, fast())
+    .step("points", participant::of(g), ok, in_parallel())
+    .step("voucher", j_.record("voucher", step_result::success()), ok, fast());
+  start_runtime({d});
+  ASSERT_TRUE(start("pay", "p-1"));
+  sched_.run();
+  EXPECT_EQ(*seen, (std::vector<std::string>{"merchant:1", "points:1"}))
+    << "both steps of the group are in flight at once";
+  self_->send(g, std::string{"points"}, true);
+  sched_.run();
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:p-1/order:1"}))
+    << "the next group waits for the whole group";
+  self_->send(g, std::string{"merchant"}, true);
+  sched_.run();
+  EXPECT_EQ(state("p-1"), saga_state::completed);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:p-1/order:1",
+                                                "voucher:p-1/voucher:1"}));
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, FailureInAGroupWaitsForTheLateSiblingThenUndoesGroupsInReverse) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  saga_definition d("pay");
+  d.step("order", j_.record("order", step_result::success()),
+         j_.record("order", step_result::success()), fast())
+    .step("merchant", j_.record("merchant", step_result::failure("closed", false)),
+          j_.record("merchant", step_result::success()), fast())
+    .step("points", participant::of(g), participant::of(g), in_parallel());
+  start_runtime({d});
+  ASSERT_TRUE(start("pay", "p-2"));
+  sched_.run();
+  // merchant failed for good while points is still in flight.
+  EXPECT_EQ(state("p-2"), saga_state::compensating);
+  EXPECT_EQ(*seen, (std::vector<std::string>{"points:1"}))
+    << "points is not compensated while its action is in flight";
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:p-2/order:1",
+                                                "merchant:p-2/merchant:1",
+                                                "~merchant:p-2/merchant:1"}));
+  self_->send(g, std::string{"points"}, true); // the late reply: applied
+  sched_.run();
+  EXPECT_EQ(*seen, (std::vector<std::string>{"points:1", "~points:1"}));
+  EXPECT_EQ(j_.calls.size(), 3u) << "order waits for its later group";
+  self_->send(g, std::string{"points"}, true); // compensation done
+  sched_.run();
+  EXPECT_EQ(state("p-2"), saga_state::compensated);
+  EXPECT_EQ(j_.calls.back(), "~order:p-2/order:1");
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, CompensationRacingALateReplyRunsOnceAndTheLateReplyIsIgnored) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  saga_definition d("late");
+  d.step("debit", j_.record("debit", step_result::success()),
+         j_.record("debit", step_result::success()), fast())
+    .step("call", participant::of(g),
+          j_.record("call", step_result::success()), fast(1));
+  start_runtime({d});
+  ASSERT_TRUE(start("late", "l-1"));
+  sched_.run();
+  advance(500); // the call times out: out of attempts, compensate
+  EXPECT_EQ(state("l-1"), saga_state::compensated);
+  self_->send(g, std::string{"call"}, true); // the reply arrives too late
+  sched_.run();
+  advance(1000);
+  auto rec = get("l-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated);
+  EXPECT_EQ(rec.steps(1).status(), pb::SagaStep::COMPENSATED);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"debit:l-1/debit:1",
+                                                "~call:l-1/call:1",
+                                                "~debit:l-1/debit:1"}))
+    << "each compensation once; the late success changed nothing";
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, ParallelStepsAreRetriedEachOnItsOwnBackoff) {
+  int left = 2; // the points service fails twice, then works
+  saga_definition d("retry");
+  d.step("order", j_.record("order", step_result::success()),
+         j_.record("order", step_result::success()), fast())
+    .step("merchant", j_.record("merchant", step_result::success()),
+          j_.record("merchant", step_result::success()), fast())
+    .step("points",
+          [&](const step_request& r) {
+            j_.calls.push_back("points:" + std::to_string(r.attempt));
+            return left-- > 0 ? step_result::failure("busy")
+                              : step_result::success();
+          },
+          j_.record("points", step_result::success()), in_parallel());
+  start_runtime({d});
+  ASSERT_TRUE(start("retry", "r-1"));
+  sched_.run();
+  EXPECT_EQ(state("r-1"), saga_state::running);
+  advance(100); // first backoff
+  EXPECT_EQ(j_.calls.back(), "points:2");
+  advance(200); // second backoff
+  EXPECT_EQ(state("r-1"), saga_state::completed);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:r-1/order:1",
+                                                "merchant:r-1/merchant:1",
+                                                "points:1", "points:2",
+                                                "points:3"}));
+}
+
+// -- named participants -----------------------------------------------------
+
+TEST_F(SagaTest, NamedParticipantIsUsedOnceRegisteredAndForgottenWhenGone) {
+  saga_definition d("named");
+  d.step("debit", participant::named("ledger.debit"),
+         j_.record("debit", step_result::success()), fast(3));
+  start_runtime({d});
+  ASSERT_TRUE(start("named", "n-1"));
+  sched_.run();
+  EXPECT_EQ(get("n-1").steps(0).last_error(),
+            "no participant 'ledger.debit' is registered");
+  // A participant (in production: another process) registers itself; the
+  // directory keeps the sender.
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto p = sys_.spawn([seen](caf::event_based_actor* self) -> caf::behavior {
+    return {
+      [seen](const pb::StepCommand& c) {
+        seen->push_back(c.participant() + ":" + c.idempotency_key() + ":"
+                        + std::to_string(c.attempt()));
+        pb::StepReply r;
+        r.set_ok(true);
+        return r;
+      },
+      [self](const caf::actor& directory) {
+        pb::ParticipantRegister reg;
+        reg.add_names("ledger.debit");
+        reg.set_client_id("test");
+        self->request(directory, std::chrono::seconds(1), reg)
+          .then([](const pb::ParticipantRegistered&) {});
+      },
+    };
+  });
+  self_->send(p, rt_->directory());
+  sched_.run();
+  advance(100); // the backoff: attempt 2 goes to the registered actor
+  EXPECT_EQ(state("n-1"), saga_state::completed);
+  EXPECT_EQ(*seen, (std::vector<std::string>{"ledger.debit:n-1/debit:2"}));
+  // Gone: the directory forgets it, and the next saga waits for a new one.
+  caf::anon_send_exit(p, caf::exit_reason::kill);
+  sched_.run();
+  ASSERT_TRUE(start("named", "n-2"));
+  sched_.run();
+  EXPECT_EQ(get("n-2").steps(0).last_error(),
+            "no participant 'ledger.debit' is registered");
+  // A bad registration is refused with the reason.
+  pb::ParticipantRegister bad;
+  bad.add_names("no spaces");
+  self_->send(rt_->directory(), bad);
+  sched_.run();
+  bool refused = false;
+  self_->receive([&](caf::error& e) {
+                   refused = render(e).find("must be 1-120") != std::string::npos;
+                 },
+                 caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_TRUE(refused);
 }
 
 } // namespace

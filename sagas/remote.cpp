@@ -1,0 +1,182 @@
+#include "sagas/remote.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "client/connection_impl.hpp"
+#include "wire/types.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <atomic>
+#include <future>
+#include <vector>
+
+namespace edda::sagas {
+
+namespace pb = wire::pb;
+
+struct participant_host::impl {
+  std::shared_ptr<client::connection_impl> conn;
+  std::map<std::string, step_function> handlers;
+  host_options opts;
+  std::atomic<uint64_t> served{0};
+  std::vector<caf::actor> workers;
+};
+
+namespace {
+
+struct worker_state {
+  std::shared_ptr<participant_host::impl> impl;
+  caf::actor frontend;
+  bool stopping = false;
+  static inline const char* name = "edda.participant_host";
+};
+
+using worker_ptr = caf::stateful_actor<worker_state>*;
+
+void register_with(worker_ptr self,
+                   std::shared_ptr<std::promise<caf::error>> done) {
+  auto& st = self->state;
+  auto again = [=](const caf::error& err) {
+    if (done) {
+      done->set_value(err);
+      return;
+    }
+    client::retry_after_pause(caf::actor_cast<caf::actor>(self));
+  };
+  auto fe = st.impl->conn->reconnect(st.frontend);
+  if (!fe) {
+    again(fe.error());
+    return;
+  }
+  st.frontend = *fe;
+  self->monitor(st.frontend);
+  pb::ParticipantRegister r;
+  for (auto& [name, fn] : st.impl->handlers)
+    r.add_names(name);
+  r.set_client_id(st.impl->opts.client_id);
+  self->request(st.frontend, st.impl->opts.timeout, r)
+    .then(
+      [=](const pb::ParticipantRegistered&) {
+        if (done)
+          done->set_value(caf::error{});
+      },
+      [=](caf::error& err) { again(err); });
+}
+
+caf::behavior worker(worker_ptr self,
+                     std::shared_ptr<participant_host::impl> impl,
+                     std::shared_ptr<std::promise<caf::error>> started) {
+  self->state.impl = impl;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.stopping || !st.frontend || dm.source != st.frontend.address())
+      return;
+    EDDA_WARN("participant_host", "lost the node; registering again");
+    client::retry_after_pause(caf::actor_cast<caf::actor>(self));
+  });
+  register_with(self, started);
+  return {
+    [=](const pb::StepCommand& c) {
+      auto& im = *self->state.impl;
+      pb::StepReply rep;
+      auto h = im.handlers.find(c.participant());
+      if (h == im.handlers.end()) {
+        rep.set_error("participant '" + c.participant()
+                      + "' is not served here");
+        rep.set_retryable(true);
+        return rep;
+      }
+      step_request r;
+      r.saga_id = c.saga_id();
+      r.saga_type = c.saga_type();
+      r.step = c.step();
+      r.idempotency_key = c.idempotency_key();
+      r.input = c.input();
+      r.outputs.insert(c.outputs().begin(), c.outputs().end());
+      r.attempt = c.attempt();
+      r.compensate = c.compensate();
+      r.confirm = c.confirm();
+      step_result res;
+      try {
+        res = h->second(r);
+      } catch (const std::exception& e) {
+        res = step_result::failure(std::string("participant threw: ")
+                                   + e.what());
+      } catch (...) {
+        res = step_result::failure("participant threw");
+      }
+      im.served++;
+      rep.set_ok(res.ok);
+      rep.set_output(std::move(res.output));
+      rep.set_error(std::move(res.error));
+      rep.set_retryable(res.retryable);
+      return rep;
+    },
+    [=](wire::tick_atom) {
+      if (!self->state.stopping)
+        register_with(self, nullptr);
+    },
+    [=](wire::stop_atom) {
+      self->state.stopping = true;
+      self->quit();
+    },
+  };
+}
+
+} // namespace
+
+participant_host::participant_host(std::shared_ptr<impl> i)
+  : impl_(std::move(i)) {
+}
+
+caf::expected<std::unique_ptr<participant_host>>
+participant_host::start(client::connection conn,
+                        std::map<std::string, step_function> handlers,
+                        host_options opts) {
+  if (handlers.empty())
+    return make_error(errc::invalid_argument,
+                      "a participant host needs at least one handler");
+  for (auto& [name, fn] : handlers) {
+    if (!valid_participant_name(name))
+      return make_error(errc::invalid_argument,
+                        "participant name '" + name
+                          + "' must be 1-120 of [A-Za-z0-9_.-]");
+    if (!fn)
+      return make_error(errc::invalid_argument,
+                        "participant '" + name + "' has no function");
+  }
+  if (opts.workers == 0)
+    return make_error(errc::invalid_argument, "workers must be at least 1");
+  if (opts.client_id.empty())
+    opts.client_id = client::make_client_id("p");
+  auto im = std::make_shared<impl>();
+  im->conn = conn.impl();
+  im->handlers = std::move(handlers);
+  im->opts = std::move(opts);
+  std::unique_ptr<participant_host> host{new participant_host(im)};
+  for (uint32_t i = 0; i < im->opts.workers; ++i) {
+    auto started = std::make_shared<std::promise<caf::error>>();
+    auto fut = started->get_future();
+    // Detached: a step may block on the application's own store.
+    im->workers.push_back(
+      im->conn->sys->spawn<caf::detached>(worker, im, started));
+    if (auto err = fut.get())
+      return err; // the destructor stops the workers
+  }
+  return host;
+}
+
+participant_host::~participant_host() {
+  for (auto& w : impl_->workers)
+    client::stop_and_wait(*impl_->conn->sys, w,
+                          caf::make_message(wire::stop_atom::value));
+  impl_->workers.clear();
+}
+
+uint64_t participant_host::served() const {
+  return impl_->served.load();
+}
+
+} // namespace edda::sagas
