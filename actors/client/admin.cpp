@@ -85,12 +85,16 @@ caf::expected<pb::TxnRecords> txn_list(const connection& c, uint32_t limit) {
 caf::expected<pb::SagaStarted> saga_start(const connection& c,
                                           const std::string& type,
                                           const std::string& id,
-                                          const std::string& input) {
+                                          const std::string& input,
+                                          std::chrono::milliseconds wait) {
   pb::SagaStart req;
   req.set_type(type);
   req.set_id(id);
   req.set_input(input);
-  return call<pb::SagaStarted>(c, req);
+  if (wait.count() <= 0)
+    return call<pb::SagaStarted>(c, req);
+  req.set_wait(true);
+  return c.impl()->call<pb::SagaStarted>(req, wait);
 }
 
 caf::expected<pb::SagaRecord> saga_show(const connection& c,

@@ -9,6 +9,7 @@
 
 #include <caf/expected.hpp>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,13 @@ dlq_redrive(const connection& c, const std::string& group,
                                                      uint32_t limit = 0);
 /// Starts a saga of a type registered on the node (idempotent: an existing
 /// id returns that saga, `existed` set). An empty id gets a fresh one.
-/// Errors: unknown_saga_type, invalid_argument.
+/// Errors: unknown_saga_type, invalid_argument. With `wait` > 0 the reply
+/// comes once the saga has ended (completed, compensated or failed), or the
+/// call fails with a timeout after `wait` (the saga goes on).
 [[nodiscard]] caf::expected<pb::SagaStarted>
 saga_start(const connection& c, const std::string& type, const std::string& id,
-           const std::string& input);
+           const std::string& input,
+           std::chrono::milliseconds wait = std::chrono::milliseconds{0});
 /// One saga: steps, attempts, errors, timings, history. Errors: not_found.
 [[nodiscard]] caf::expected<pb::SagaRecord> saga_show(const connection& c,
                                                       const std::string& id);

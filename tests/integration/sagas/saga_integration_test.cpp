@@ -2,11 +2,15 @@
 // driven over a remote connection the way `edda saga` does: a transfer
 // whose steps move money in an in-memory ledger that deduplicates by the
 // idempotency key, run to completion, compensated, and resumed after the
-// node restarts with a step unfinished.
+// node restarts with a step unfinished; a reliable-message step whose
+// message is on its topic exactly when the step committed; participants
+// served from a participant_host over a remote connection.
 #include "base/errc.hpp"
 #include "client/admin.hpp"
 #include "client/connection.hpp"
+#include "client/consumer.hpp"
 #include "node/embedded_node.hpp"
+#include "sagas/remote.hpp"
 #include "sagas/saga.hpp"
 
 #include <gtest/gtest.h>
@@ -243,6 +247,129 @@ TEST_F(SagaIntegration, NodeRestartResumesTheSagaWithoutApplyingAStepTwice) {
   EXPECT_EQ(l.balance("alice"), 400) << "debit applied once across restarts";
   EXPECT_EQ(l.balance("bob"), 100);
   EXPECT_EQ(l.seen("order-3/debit#do"), 1u);
+}
+
+/// Messages a consumer received, by idempotency key.
+struct inbox {
+  std::mutex mtx;
+  std::map<std::string, int> by_key;
+  size_t total() {
+    std::lock_guard<std::mutex> guard{mtx};
+    size_t n = 0;
+    for (auto& [k, c] : by_key)
+      n += static_cast<size_t>(c);
+    return n;
+  }
+};
+
+TEST_F(SagaIntegration, ReliableMessageIsOnItsTopicExactlyWhenTheStepCommitted) {
+  ledger l({{"shop", 0}});
+  auto order = [&l](const step_request& r) { return l.apply(r, "shop", 100); };
+  auto voucher = [](const step_request& r) {
+    edda::sagas::outgoing_message m;
+    m.topic = "vouchers";
+    m.tags = {"voucher"};
+    m.body = "voucher for " + r.saga_id + ", order said " + r.outputs.at("order");
+    return m;
+  };
+  step_options notify = quick(2);
+  notify.best_effort = true;
+  saga_definition pay("payment");
+  pay.step("order", order, order, quick())
+    .message_step("voucher", voucher)
+    .step("notify", [](const step_request&) { return step_result::failure("merchant down"); },
+          nullptr, notify);
+  saga_definition lost("payment_to_nowhere");
+  lost.step("order", order, order, quick())
+    .message_step("voucher",
+                  [](const step_request&) {
+                    edda::sagas::outgoing_message m;
+                    m.topic = "no_such_topic";
+                    m.body = "x";
+                    return m;
+                  },
+                  nullptr, quick(2));
+  start_node({pay, lost});
+  ASSERT_TRUE(admin::create_topic(*conn_, "vouchers", 2));
+  for (int i = 0; i < 5; ++i) {
+    auto id = "pay-" + std::to_string(i);
+    auto s = admin::saga_start(*conn_, "payment", id, "{}", 10s);
+    ASSERT_TRUE(s) << edda::render(s.error());
+    EXPECT_EQ(static_cast<saga_state>(s->record().state()), saga_state::completed)
+      << s->record().reason();
+    EXPECT_EQ(s->record().steps(1).status(), pb::SagaStep::DONE);
+    EXPECT_EQ(s->record().steps(1).output().rfind("vouchers/", 0), 0u)
+      << "topic/partition/offset: " << s->record().steps(1).output();
+    EXPECT_EQ(s->record().steps(2).status(), pb::SagaStep::FAILED)
+      << "the best-effort notification gave up; the saga completed anyway";
+  }
+  inbox got;
+  edda::client::consumer_options co;
+  co.group = "accounting";
+  co.topic = "vouchers";
+  auto c = edda::client::consumer::start(
+    *conn_, co, [&](const edda::client::received& r) {
+      std::lock_guard<std::mutex> guard{got.mtx};
+      EXPECT_NE(r.msg.body.find("order said"), std::string::npos);
+      got.by_key[r.msg.properties.at("idempotency_key")]++;
+      return edda::client::consume_result::success;
+    });
+  ASSERT_TRUE(c) << edda::render(c.error());
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (got.total() < 5 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(200ms); // nothing more comes
+  EXPECT_EQ(got.total(), 5u);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(got.by_key["pay-" + std::to_string(i) + "/voucher"], 1);
+  // The append fails (unknown topic): no message, the order is undone.
+  auto s = admin::saga_start(*conn_, "payment_to_nowhere", "lost-1", "{}", 10s);
+  ASSERT_TRUE(s) << edda::render(s.error());
+  EXPECT_EQ(static_cast<saga_state>(s->record().state()), saga_state::compensated);
+  EXPECT_NE(s->record().reason().find("no_such_topic"), std::string::npos)
+    << s->record().reason();
+  EXPECT_EQ(s->record().steps(1).attempts(), 2u);
+  EXPECT_EQ(l.balance("shop"), 500) << "5 orders kept, the lost one undone";
+}
+
+TEST_F(SagaIntegration, ParticipantsInAHostProcessServeNamedSteps) {
+  using edda::sagas::participant;
+  saga_definition d("remote_transfer");
+  d.step("debit", participant::named("bank.debit"),
+         participant::named("bank.refund"), quick(1000))
+    .step("credit", participant::named("bank.credit"),
+          participant::named("bank.uncredit"), quick(1000));
+  start_node({d});
+  ASSERT_TRUE(admin::saga_start(*conn_, "remote_transfer", "rt-1", "{}"));
+  // No host yet: attempts fail and are retried.
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < until) {
+    auto r = admin::saga_show(*conn_, "rt-1");
+    if (r && r->steps(0).last_error().find("no participant 'bank.debit'")
+               != std::string::npos)
+      break;
+    std::this_thread::sleep_for(10ms);
+  }
+  ledger l({{"alice", 500}, {"bob", 0}});
+  auto host = edda::sagas::participant_host::start(
+    *conn_,
+    {{"bank.debit", [&l](const step_request& r) { return l.apply(r, "alice", -100); }},
+     {"bank.refund", [&l](const step_request& r) { return l.apply(r, "alice", -100); }},
+     {"bank.credit", [&l](const step_request& r) { return l.apply(r, "bob", 100); }},
+     {"bank.uncredit", [&l](const step_request& r) { return l.apply(r, "bob", 100); }}},
+    {.client_id = "bank-1", .workers = 2});
+  ASSERT_TRUE(host) << edda::render(host.error());
+  wait_for("rt-1", saga_state::completed);
+  auto s = admin::saga_start(*conn_, "remote_transfer", "rt-2", "{}", 10s);
+  ASSERT_TRUE(s) << edda::render(s.error());
+  EXPECT_EQ(static_cast<saga_state>(s->record().state()), saga_state::completed);
+  EXPECT_EQ(l.balance("alice"), 300);
+  EXPECT_EQ(l.balance("bob"), 200);
+  EXPECT_EQ((*host)->served(), 4u);
+  auto bad = edda::sagas::participant_host::start(
+    *conn_, {{"bad name", [](const step_request&) { return step_result::success(); }}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(edda::code_of(bad.error()), errc::invalid_argument);
 }
 
 } // namespace
