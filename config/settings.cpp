@@ -259,6 +259,8 @@ std::string display(const value& v) {
     return v.str;
   if (v.type != kind::array)
     return toml::format_value(v);
+  if (v.array.empty())
+    return "none";
   std::string out;
   for (const auto& item : v.array)
     out += (out.empty() ? "" : " ") + display(item);
@@ -349,6 +351,37 @@ const char* const txn_policy_names[] = {"rollback", "commit"};
 
 std::string set_txn_policy(const value& v, node_settings& s) {
   return to_choice(v, txn_policy_names, s.txn_final_policy);
+}
+
+/// One string or an array of strings; each "NAME = step, step, ...".
+std::string set_saga_types(const value& v, node_settings& s) {
+  std::vector<value> items;
+  if (v.type == kind::array)
+    items = v.array;
+  else if (v.type == kind::string)
+    items.push_back(v);
+  else
+    return expected("an array of strings like \"transfer = debit, credit\"",
+                    v);
+  std::vector<std::string> out;
+  for (auto& item : items) {
+    if (item.type != kind::string)
+      return expected("a string like \"transfer = debit, credit\"", item);
+    auto eq = item.str.find('=');
+    if (eq == std::string::npos || item.str.find_first_not_of(" \t") == eq
+        || item.str.find_first_not_of(" \t,", eq + 1) == std::string::npos)
+      return "'" + item.str + "' is not NAME = STEP, STEP, ...";
+    out.push_back(item.str);
+  }
+  s.saga_types = std::move(out);
+  return {};
+}
+
+value get_saga_types(const node_settings& s) {
+  std::vector<value> items;
+  for (auto& t : s.saga_types)
+    items.push_back(value::of_string(t));
+  return value::of_array(std::move(items));
 }
 
 std::string set_level(const value& v, node_settings& s) {
@@ -461,6 +494,24 @@ const field fields[] = {
    "saga shards: a saga belongs to shard hash(id) % shards; changing it "
    "moves sagas between shards only at the next start",
    set_uint<&ns::saga_shards, 1, 1024>, get_uint<&ns::saga_shards>},
+  {"saga.types", "string list", "NAME = STEP, STEP, ...",
+   "saga types run by this node, each step served by named participants "
+   "(NAME.STEP, compensation NAME.STEP.undo; +STEP runs alongside the step "
+   "before, STEP~ is best effort, STEP! has no compensation)",
+   set_saga_types, get_saga_types},
+  {"saga.step_timeout", "duration", "> 0",
+   "how long a step of a declared type may take per attempt",
+   set_duration<&ns::saga_step_timeout_ms>,
+   get_duration<&ns::saga_step_timeout_ms>},
+  {"saga.step_attempts", "integer", "1-1000",
+   "attempts per step of a declared type, the first included",
+   set_uint<&ns::saga_step_attempts, 1, 1000>,
+   get_uint<&ns::saga_step_attempts>},
+  {"saga.step_backoff", "duration", "",
+   "pause before the first retry of a step of a declared type (doubles, "
+   "at most 10 s)",
+   set_duration<&ns::saga_step_backoff_ms>,
+   get_duration<&ns::saga_step_backoff_ms>},
   {"network.heartbeat_interval", "duration", "",
    "interval between heartbeats to peers, 0 = none",
    set_duration<&ns::heartbeat_interval_ms>,

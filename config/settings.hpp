@@ -65,6 +65,12 @@ struct node_settings {
   uint64_t txn_retention_ms = 24ull * 3600 * 1000; // resolved outcomes kept
   // [saga]
   uint32_t saga_shards = 4; // actors that own running sagas (by id hash)
+  // Saga types declared in settings, served by named participants
+  // ("transfer = debit, credit, notify~"; sagas::declared_saga).
+  std::vector<std::string> saga_types;
+  uint64_t saga_step_timeout_ms = 5000; // per attempt, declared types
+  uint32_t saga_step_attempts = 3;      // including the first
+  uint64_t saga_step_backoff_ms = 200;  // first retry; doubles up to 10 s
   // [network]
   uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats
   uint64_t connection_timeout_ms = 1000;

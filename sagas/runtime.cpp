@@ -975,6 +975,13 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (req.id().size() > 200)
         return make_error(errc::invalid_argument,
                           "saga id must be at most 200 bytes");
+      if (auto& check = t->second.def->input_checker()) {
+        auto what = check(req.input());
+        if (!what.empty())
+          return make_error(errc::invalid_argument,
+                            "input of saga type '" + req.type()
+                              + "' does not parse: " + what);
+      }
       if (stable_hash(req.id()) % st.count != st.index)
         return make_error(errc::invalid_argument,
                           "saga " + req.id() + " belongs to another shard");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <cmath>
 #include <set>
 
@@ -139,6 +140,226 @@ tcc_fence::phase tcc_fence::of(const std::string& key) const {
   std::lock_guard<std::mutex> guard{mtx_};
   auto i = phases_.find(key);
   return i == phases_.end() ? phase::none : i->second;
+}
+
+namespace {
+
+std::string trim(const std::string& x) {
+  auto b = x.find_first_not_of(" \t");
+  if (b == std::string::npos)
+    return {};
+  auto e = x.find_last_not_of(" \t");
+  return x.substr(b, e - b + 1);
+}
+
+} // namespace
+
+namespace {
+
+/// A recursive-descent JSON syntax check; sets `err` at the first problem.
+class json_checker {
+public:
+  explicit json_checker(const std::string& s) : s_(s) {}
+
+  std::string run() {
+    ws();
+    if (!value(0))
+      return err_;
+    ws();
+    if (i_ != s_.size()) {
+      fail("unexpected '" + std::string(1, s_[i_]) + "' after the value");
+      return err_;
+    }
+    return {};
+  }
+
+private:
+  bool fail(const std::string& what) {
+    err_ = what + " at byte " + std::to_string(i_);
+    return false;
+  }
+  void ws() {
+    while (i_ < s_.size() && std::strchr(" \t\r\n", s_[i_]) && s_[i_] != '\0')
+      ++i_;
+  }
+  bool lit(const char* w) {
+    auto n = std::strlen(w);
+    if (s_.compare(i_, n, w) != 0)
+      return fail("invalid literal");
+    i_ += n;
+    return true;
+  }
+  bool string() {
+    ++i_; // the opening quote
+    while (i_ < s_.size()) {
+      auto c = static_cast<unsigned char>(s_[i_++]);
+      if (c == '"')
+        return true;
+      if (c < 0x20)
+        return fail("control character in a string");
+      if (c == '\\') {
+        if (i_ >= s_.size())
+          break;
+        auto e = s_[i_++];
+        if (e == 'u') {
+          for (int k = 0; k < 4; ++k, ++i_)
+            if (i_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_])))
+              return fail("bad \\u escape");
+        } else if (!std::strchr("\"\\/bfnrt", e) || e == '\0') {
+          return fail("bad escape");
+        }
+      }
+    }
+    return fail("unterminated string");
+  }
+  bool number() {
+    auto digits = [&] {
+      auto b = i_;
+      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_])))
+        ++i_;
+      return i_ > b;
+    };
+    if (s_[i_] == '-')
+      ++i_;
+    if (i_ < s_.size() && s_[i_] == '0')
+      ++i_;
+    else if (!digits())
+      return fail("bad number");
+    if (i_ < s_.size() && s_[i_] == '.') {
+      ++i_;
+      if (!digits())
+        return fail("bad number");
+    }
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-'))
+        ++i_;
+      if (!digits())
+        return fail("bad number");
+    }
+    return true;
+  }
+  bool value(int depth) {
+    if (depth > 64)
+      return fail("nested too deep");
+    if (i_ >= s_.size())
+      return fail("a value is missing");
+    switch (s_[i_]) {
+      case '{':
+      case '[': {
+        char close = s_[i_] == '{' ? '}' : ']';
+        bool object = close == '}';
+        ++i_;
+        ws();
+        if (i_ < s_.size() && s_[i_] == close) {
+          ++i_;
+          return true;
+        }
+        for (;;) {
+          ws();
+          if (object) {
+            if (i_ >= s_.size() || s_[i_] != '"')
+              return fail("expected a member name");
+            if (!string())
+              return false;
+            ws();
+            if (i_ >= s_.size() || s_[i_] != ':')
+              return fail("expected ':'");
+            ++i_;
+            ws();
+          }
+          if (!value(depth + 1))
+            return false;
+          ws();
+          if (i_ < s_.size() && s_[i_] == ',') {
+            ++i_;
+            continue;
+          }
+          if (i_ < s_.size() && s_[i_] == close) {
+            ++i_;
+            return true;
+          }
+          return fail(std::string("expected ',' or '") + close + "'");
+        }
+      }
+      case '"': return string();
+      case 't': return lit("true");
+      case 'f': return lit("false");
+      case 'n': return lit("null");
+      default:
+        if (s_[i_] == '-' || std::isdigit(static_cast<unsigned char>(s_[i_])))
+          return number();
+        return fail("unexpected '" + std::string(1, s_[i_]) + "'");
+    }
+  }
+
+  const std::string& s_;
+  size_t i_ = 0;
+  std::string err_;
+};
+
+} // namespace
+
+std::string check_json(const std::string& input) {
+  return json_checker{input}.run();
+}
+
+saga_definition& saga_definition::input(input_check check) {
+  input_ = std::move(check);
+  return *this;
+}
+
+caf::expected<saga_definition> declared_saga(const std::string& spec,
+                                             const step_options& defaults) {
+  auto eq = spec.find('=');
+  if (eq == std::string::npos)
+    return make_error(errc::invalid_saga,
+                      "saga type '" + spec + "': expected NAME = STEP, ...");
+  auto name = trim(spec.substr(0, eq));
+  if (!valid_participant_name(name))
+    return make_error(errc::invalid_saga,
+                      "saga type '" + name
+                        + "': a declared type needs a name of 1-120 of "
+                          "[A-Za-z0-9_.-]");
+  saga_definition d(name);
+  auto rest = spec.substr(eq + 1);
+  size_t pos = 0;
+  while (pos <= rest.size()) {
+    auto comma = rest.find(',', pos);
+    if (comma == std::string::npos)
+      comma = rest.size();
+    auto step = trim(rest.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (step.empty())
+      return make_error(errc::invalid_saga,
+                        "saga type '" + name + "': an empty step in '"
+                          + trim(rest) + "'");
+    auto opts = defaults;
+    if (step.front() == '+') {
+      opts.parallel = true;
+      step = trim(step.substr(1));
+    }
+    char mark = step.empty() ? '\0' : step.back();
+    if (mark == '~' || mark == '!')
+      step = trim(step.substr(0, step.size() - 1));
+    auto action = participant::named(name + "." + step);
+    if (mark == '~') {
+      opts.best_effort = true;
+      d.step(step, action, nullptr, opts);
+    } else if (mark == '!') {
+      opts.compensable = false;
+      d.step(step, action, nullptr, opts);
+    } else {
+      d.step(step, action, participant::named(name + "." + step + ".undo"),
+             opts);
+    }
+  }
+  d.input([](const std::string& in) {
+    return in.empty() ? std::string{} : check_json(in);
+  });
+  if (auto err = d.validate())
+    return err;
+  return d;
 }
 
 saga_definition& saga_definition::deadline(std::chrono::milliseconds d) {

@@ -38,6 +38,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -150,6 +151,14 @@ struct outgoing_message {
   std::map<std::string, std::string> properties;
 };
 
+/// Checks a saga's input when it is started: what is wrong, or "" if the
+/// input is fine. A start with bad input is refused (invalid_argument).
+using input_check = std::function<std::string(const std::string& input)>;
+
+/// An input_check: the input is one JSON value (RFC 8259 syntax; nesting at
+/// most 64 deep).
+[[nodiscard]] std::string check_json(const std::string& input);
+
 /// Builds a reliable-message step's message from the saga's input and the
 /// outputs so far. An exception fails the attempt (retryable).
 using message_builder = std::function<outgoing_message(const step_request&)>;
@@ -214,6 +223,8 @@ public:
                                 step_options options = {});
   /// The whole saga must end within `d` of its start, else it compensates.
   saga_definition& deadline(std::chrono::milliseconds d);
+  /// Refuses starts whose input `check` finds wrong (e.g. check_json).
+  saga_definition& input(input_check check);
 
   /// Errors (invalid_saga): no name, no steps, a duplicate or empty step
   /// name, a step without action, a compensable step without compensation,
@@ -227,6 +238,7 @@ public:
     return steps_;
   }
   [[nodiscard]] std::chrono::milliseconds deadline() const { return deadline_; }
+  [[nodiscard]] const input_check& input_checker() const { return input_; }
   [[nodiscard]] uint32_t groups() const {
     return steps_.empty() ? 0 : steps_.back().group + 1;
   }
@@ -237,9 +249,24 @@ private:
   std::string name_;
   std::vector<step_definition> steps_;
   std::chrono::milliseconds deadline_{0};
+  input_check input_;
 };
 
 using definition_ptr = std::shared_ptr<const saga_definition>;
+
+/// A saga type declared in text (the node's `saga.types` setting), every
+/// step served by named participants, so that `edda node` runs it without
+/// C++ on the node's side:
+///
+///   "transfer = debit, credit, +points, notify~"
+///
+/// Step S of type T is done by "T.S" and compensated by "T.S.undo"; `+S`
+/// runs alongside the step before it, `S~` is best effort (no
+/// compensation), `S!` has no compensation (only best-effort steps may
+/// follow). Every step gets `defaults`; the input must be empty or JSON.
+/// Errors: invalid_saga.
+[[nodiscard]] caf::expected<saga_definition>
+declared_saga(const std::string& spec, const step_options& defaults = {});
 
 /// The participant side of a TCC step (Seata's "fence"), per idempotency
 /// key: a cancel that arrives before (or without) its try is an empty

@@ -817,10 +817,11 @@ const char* saga_help = R"(Usage:
                                             compensated or failed
   edda saga show ID                         one saga: state, steps, attempts,
                                             errors, timings, history
-  edda saga start TYPE [--id ID] [--input TEXT]
+  edda saga start TYPE [--id ID] [--input JSON] [--wait SECONDS]
                                             start a saga of a type registered
                                             on the node; idempotent: an
-                                            existing ID returns that saga
+                                            existing ID returns that saga;
+                                            --wait: until it has ended
   edda saga pause ID [--by NAME]            no new step starts
   edda saga resume ID [--by NAME]
   edda saga retry ID [--by NAME]            the waiting step now; a failed
@@ -883,7 +884,7 @@ int cmd_saga(const std::vector<std::string>& argv) {
   std::string err;
   if (!a.parse(argv, {"help", "json"},
                {"node", "state", "type", "older-than", "limit", "id", "input",
-                "by"},
+                "by", "wait"},
                err))
     return fail(err + "\n" + saga_help);
   if (a.has("help") || a.positional.empty()) {
@@ -968,10 +969,25 @@ int cmd_saga(const std::vector<std::string>& argv) {
     print_saga(*r, now_ms());
     return 0;
   }
+  uint64_t wait_s = 0;
+  if (!a.get_uint("wait", 0, wait_s, err))
+    return fail(err);
   auto r = client::admin::saga_start(*conn, a.positional[1], a.get("id"),
-                                     a.get("input"));
+                                     a.get("input"),
+                                     std::chrono::seconds(wait_s));
   if (!r)
     return fail(r.error());
+  if (wait_s > 0) {
+    if (a.has("json")) {
+      print_json(*r);
+      return 0;
+    }
+    print_saga(r->record(), now_ms());
+    return r->record().state()
+               == static_cast<uint32_t>(sagas::saga_state::completed)
+             ? 0
+             : 3;
+  }
   if (a.has("json")) {
     print_json(*r);
     return 0;

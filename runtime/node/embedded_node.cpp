@@ -45,6 +45,19 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   log::level lvl;
   if (log::parse_level(settings.log_level, lvl))
     log::set_level(lvl);
+  // Declared saga types (saga.types), checked before anything is opened.
+  sagas::step_options step_defaults;
+  step_defaults.timeout = std::chrono::milliseconds(settings.saga_step_timeout_ms);
+  step_defaults.retry.max_attempts = settings.saga_step_attempts;
+  step_defaults.retry.initial_backoff
+    = std::chrono::milliseconds(std::min<uint64_t>(settings.saga_step_backoff_ms, 10000));
+  for (auto& spec : settings.saga_types) {
+    auto d = sagas::declared_saga(spec, step_defaults);
+    if (!d)
+      return make_error(errc::bad_config,
+                        "saga.types: " + render(d.error()));
+    opts.sagas.push_back(std::move(*d));
+  }
   auto im = std::make_unique<impl>();
   im->settings = settings;
   storage::options so;

@@ -250,6 +250,41 @@ TEST(SagaDefinition, ValidationNamesWhatIsWrong) {
   EXPECT_EQ(edda::code_of(dup.validate()), errc::invalid_saga);
 }
 
+TEST(SagaDefinition, DeclaredTypeNamesItsParticipantsAndChecksItsInput) {
+  auto d = sagas::declared_saga("transfer = debit, credit, +points, notify~");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->steps().size(), 4u);
+  EXPECT_EQ(d->steps()[0].action.name(), "transfer.debit");
+  EXPECT_EQ(d->steps()[0].compensation.name(), "transfer.debit.undo");
+  EXPECT_TRUE(d->steps()[2].options.parallel);
+  EXPECT_EQ(d->steps()[2].group, d->steps()[1].group);
+  EXPECT_TRUE(d->steps()[3].options.best_effort);
+  EXPECT_TRUE(d->steps()[3].compensation.empty());
+  EXPECT_EQ(d->input_checker()(""), "");
+  EXPECT_EQ(d->input_checker()(R"({"amount": 100, "to": ["b", 1.5e3, null]})"), "");
+  EXPECT_NE(d->input_checker()(R"({"amount": 100,})"), "");
+  auto pivot = sagas::declared_saga("pay = charge!, notify~");
+  ASSERT_TRUE(pivot) << render(pivot.error());
+  EXPECT_FALSE(pivot->steps()[0].options.compensable);
+  for (auto bad : {"no equals sign", "x = a,, b", " = a", "bad name = a",
+                   "t = a!, b"}) {
+    auto r = sagas::declared_saga(bad);
+    EXPECT_FALSE(r) << bad;
+  }
+}
+
+TEST(SagaDefinition, JsonCheckFindsTheFirstProblem) {
+  for (auto good : {"0", "-1.5e-3", "\"a\\n\\u00e9\"", "[]", "{}", "true",
+                    " {\"a\": [1, {\"b\": false}]} "})
+    EXPECT_EQ(sagas::check_json(good), "") << good;
+  EXPECT_EQ(sagas::check_json("{\"a\" 1}"), "expected ':' at byte 5");
+  EXPECT_EQ(sagas::check_json("[1, 2"), "expected ',' or ']' at byte 5");
+  EXPECT_EQ(sagas::check_json("01"), "unexpected '1' after the value at byte 1");
+  EXPECT_EQ(sagas::check_json(""), "a value is missing at byte 0");
+  EXPECT_EQ(sagas::check_json(std::string(100, '[')), "nested too deep at byte 65");
+  EXPECT_NE(sagas::check_json("\"tab\there\""), "");
+}
+
 TEST(SagaDefinition, BackoffGrowsByTheMultiplierUpToTheCap) {
   sagas::retry_policy p;
   p.initial_backoff = milliseconds(100);
@@ -279,6 +314,31 @@ TEST_F(SagaTest, StepsRunInOrderWithOneIdempotencyKeyEachAndComplete) {
   EXPECT_EQ(rec.input(), R"({"amount":100})");
   for (auto& st : rec.steps())
     EXPECT_EQ(st.status(), pb::SagaStep::DONE) << st.name();
+}
+
+TEST_F(SagaTest, InputThatDoesNotParseIsRefusedWithTheReason) {
+  saga_definition d("typed");
+  d.step("a", j_.record("a", step_result::success()),
+         j_.record("a", step_result::success()), fast())
+    .input(sagas::check_json);
+  start_runtime({d});
+  pb::SagaStart s;
+  s.set_type("typed");
+  s.set_id("in-1");
+  s.set_input("{amount: 1}");
+  self_->send(rt_->shard_for("in-1"), s);
+  sched_.run();
+  std::string refused;
+  self_->receive([&](caf::error& e) { refused = render(e); },
+                 caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_NE(refused.find("input of saga type 'typed' does not parse: "
+                         "expected a member name at byte 1"),
+            std::string::npos)
+    << refused;
+  ASSERT_TRUE(start("typed", "in-2", R"({"amount": 1})"));
+  sched_.run();
+  EXPECT_EQ(state("in-2"), saga_state::completed);
+  EXPECT_TRUE(j_.calls.size() == 1) << "the refused saga ran nothing";
 }
 
 TEST_F(SagaTest, StartIsIdempotentAndAnUnknownTypeIsRefused) {
