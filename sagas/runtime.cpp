@@ -986,8 +986,24 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
         return make_error(errc::invalid_argument,
                           "saga " + req.id() + " belongs to another shard");
       if (auto i = st.live.find(req.id()); i != st.live.end()) {
-        self->delegate(i->second, std::move(req));
-        return caf::delegated<pb::SagaStarted>{};
+        // Asked, not delegated: an instance that has just ended (its down
+        // message not here yet) is answered from storage instead.
+        auto rp = self->make_response_promise<pb::SagaStarted>();
+        auto id = req.id();
+        self->request(i->second, caf::infinite, std::move(req))
+          .then([=](pb::SagaStarted& out) mutable { rp.deliver(std::move(out)); },
+                [=](caf::error& err) mutable {
+                  auto rec = load(self, id);
+                  if (err != caf::sec::request_receiver_down || !rec) {
+                    rp.deliver(err);
+                    return;
+                  }
+                  pb::SagaStarted out;
+                  out.set_existed(true);
+                  *out.mutable_record() = std::move(*rec);
+                  rp.deliver(std::move(out));
+                });
+        return rp;
       }
       if (auto rec = load(self, req.id())) {
         pb::SagaStarted out;
@@ -1020,8 +1036,20 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
     [=](pb::SagaCommand& c) -> caf::result<pb::SagaRecord> {
       auto& st = self->state;
       if (auto i = st.live.find(c.id()); i != st.live.end()) {
-        self->delegate(i->second, std::move(c));
-        return caf::delegated<pb::SagaRecord>{};
+        auto rp = self->make_response_promise<pb::SagaRecord>();
+        auto id = c.id();
+        self->request(i->second, caf::infinite, std::move(c))
+          .then([=](pb::SagaRecord& out) mutable { rp.deliver(std::move(out)); },
+                [=](caf::error& err) mutable {
+                  auto rec = load(self, id);
+                  if (err == caf::sec::request_receiver_down && rec)
+                    err = make_error(errc::invalid_argument,
+                                     "saga " + id + " has just ended ("
+                                       + to_string(state_of(*rec))
+                                       + "); look at it and try again");
+                  rp.deliver(err);
+                });
+        return rp;
       }
       auto rec = load(self, c.id());
       if (!rec)

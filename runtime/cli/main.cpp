@@ -10,6 +10,7 @@
 #include "client/transaction_producer.hpp"
 #include "node/embedded_node.hpp"
 #include "sagas/saga.hpp"
+#include "saga.hpp"
 #include "txmsg.hpp"
 #include <unistd.h>
 
@@ -1002,6 +1003,8 @@ int cmd_saga(const std::vector<std::string>& argv) {
 
 const char* bench_help = R"(Usage:
   edda bench txmsg [options]   the txmsg workload (`edda bench txmsg --help`)
+  edda bench saga [options]    three-step sagas, participants in another
+                               process (`edda bench saga --help`)
   edda bench disk [--dir DIR]  the LMDB commit floor of this disk
 )";
 
@@ -1012,20 +1015,21 @@ int cmd_bench(std::vector<std::string> argv) {
   }
   auto what = argv[0];
   argv.erase(argv.begin());
-  if (what == "txmsg") {
+  if (what == "txmsg" || what == "saga") {
     char self[4096];
     auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-      {
+    if (n <= 0) {
       std::cerr << "edda bench: cannot find the edda binary (/proc/self/exe)\n";
       return 1;
     }
-    return bench::txmsg_main(argv, std::string(self, static_cast<size_t>(n)));
+    auto exe = std::string(self, static_cast<size_t>(n));
+    return what == "saga" ? bench::saga_main(argv, exe)
+                          : bench::txmsg_main(argv, exe);
   }
   if (what == "disk")
     return bench::disk_main(argv);
-  std::cerr << "edda bench: unknown benchmark '" << what << "' (txmsg, disk; "
-               "saga comes with the saga runtime)\n\n"
+  std::cerr << "edda bench: unknown benchmark '" << what
+            << "' (txmsg, saga, disk)\n\n"
             << bench_help;
   return 2;
 }

@@ -1,0 +1,31 @@
+// `edda node` as a child process of a benchmark driver: started with a data
+// dir (a fresh temp dir unless given) and settings, its listening line read
+// from its stdout, stopped with SIGTERM (and SIGTERM'd by the kernel when
+// the driver dies). Temp dirs of killed earlier runs are removed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace edda::bench {
+
+struct node_process {
+  pid_t pid = -1;
+  std::string endpoint; ///< "127.0.0.1:PORT"; empty if it did not start
+  std::string data_dir;
+  bool owns_dir = false;
+};
+
+/// Starts `self_exe node` with `storage.durability=durability` and each of
+/// `settings` as --set. Empty endpoint on error (the reason goes to stderr).
+[[nodiscard]] node_process start_node(const std::string& self_exe,
+                                      const std::string& durability,
+                                      const std::string& data_dir,
+                                      const std::vector<std::string>& settings);
+
+/// SIGTERM, reap, and remove the data dir if it was made here.
+void stop_node(node_process& n);
+
+} // namespace edda::bench

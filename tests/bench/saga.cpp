@@ -1,0 +1,402 @@
+// `edda bench saga`: three-step sagas against an `edda node` process whose
+// steps are served by participants in a second process.
+//
+//   driver (this process) --SagaStart{wait}--> node --StepCommand--> participants
+//
+// The node runs the declared types "bench3 = a, b, c" (every step durable:
+// one LMDB write per transition batch, through the group-commit writer) and
+// "hold = a", whose participant keeps every command unanswered, so that its
+// sagas stay live. Phases:
+//   throughput  --count sagas, at most --window in flight: sagas/s, and p50
+//               / p99 of start-to-end saga latency under that load;
+//   latency     --latency-count sagas one at a time: p50 / p99;
+//   memory      --live sagas of type hold started and left waiting: the
+//               node's anonymous resident memory before and after, per saga.
+#include "saga.hpp"
+
+#include "base/errc.hpp"
+#include "client/connection.hpp"
+#include "client/connection_impl.hpp"
+#include "harness.hpp"
+#include "node_child.hpp"
+#include "sagas/remote.hpp"
+#include "wire/types.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <future>
+#include <iostream>
+#include <thread>
+
+namespace edda::bench {
+
+namespace {
+
+namespace pb = wire::pb;
+using clk = std::chrono::steady_clock;
+
+struct saga_options {
+  uint64_t count = 20000;
+  uint64_t window = 256;
+  uint64_t latency_count = 1000;
+  uint64_t live = 100000;
+  uint64_t workers = 2;
+  std::string durability = "fsync";
+  std::vector<std::string> node_settings;
+};
+
+const char* saga_help = R"(usage: edda bench saga [options]
+
+Three-step sagas with durable state against an edda node process, the steps
+served by participants in another process (a participant_host over TCP).
+Phases:
+  throughput  --count sagas, at most --window in flight: sagas/s and p50/p99
+              saga latency (start to end) under that load
+  latency     --latency-count sagas one at a time: p50/p99
+  memory      --live sagas left waiting for a participant that never
+              answers: the node's anonymous memory per live saga
+Every saga must complete; the run fails otherwise.
+
+options:
+  --count N           (default 20000)   --window W  (default 256)
+  --latency-count N   (default 1000)    --live N    (default 100000; 0 = skip)
+  --workers N         participant threads (default 2)
+  --durability D      fsync, nometasync or nosync (default fsync)
+  --node-set KEY=VALUE  a setting for the node (repeatable)
+)";
+
+bool parse(const std::vector<std::string>& argv, saga_options& o,
+           std::string& err) {
+  for (size_t i = 0; i < argv.size(); ++i) {
+    auto& a = argv[i];
+    auto value = [&]() -> const std::string* {
+      if (i + 1 >= argv.size()) {
+        err = a + " needs a value";
+        return nullptr;
+      }
+      return &argv[++i];
+    };
+    uint64_t* num = a == "--count"           ? &o.count
+                    : a == "--window"        ? &o.window
+                    : a == "--latency-count" ? &o.latency_count
+                    : a == "--workers"       ? &o.workers
+                                             : nullptr;
+    if (num) {
+      auto v = value();
+      if (!v || !parse_positive(a, *v, *num, err))
+        return false;
+    } else if (a == "--live") {
+      auto v = value();
+      if (!v)
+        return false;
+      if (*v == "0")
+        o.live = 0;
+      else if (!parse_positive(a, *v, o.live, err))
+        return false;
+    } else if (a == "--durability") {
+      auto v = value();
+      if (!v)
+        return false;
+      if (*v != "fsync" && *v != "nometasync" && *v != "nosync") {
+        err = "--durability takes fsync, nometasync or nosync";
+        return false;
+      }
+      o.durability = *v;
+    } else if (a == "--node-set") {
+      auto v = value();
+      if (!v)
+        return false;
+      o.node_settings.push_back(*v);
+    } else {
+      err = "unknown option '" + a + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
+// -- the participant process ---------------------------------------------------
+
+/// Registers "hold.a" and never answers: its sagas stay live.
+caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
+  auto kept = std::make_shared<std::vector<caf::response_promise>>();
+  pb::ParticipantRegister r;
+  r.add_names("hold.a");
+  r.set_client_id("bench-holder");
+  self->request(frontend, std::chrono::seconds(10), r)
+    .then([](const pb::ParticipantRegistered&) {},
+          [](caf::error& err) {
+            std::cerr << "edda bench saga: holder not registered: "
+                      << render(err) << "\n";
+          });
+  return {
+    [=](const pb::StepCommand&) {
+      kept->push_back(self->make_response_promise());
+      return kept->back();
+    },
+  };
+}
+
+/// The child: serves bench3.{a,b,c} (and their compensations) and hold.a,
+/// writes one byte to `ready` once registered, runs until `quit` closes.
+[[noreturn]] void participants(const std::string& endpoint, uint32_t workers,
+                               int ready, int quit) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::string host;
+  uint16_t port = 0;
+  client::parse_endpoint(endpoint, host, port);
+  auto conn = client::connection::open(host, port);
+  if (!conn) {
+    std::cerr << "edda bench saga: participants cannot connect: "
+              << render(conn.error()) << "\n";
+    _exit(1);
+  }
+  auto ok = [](const sagas::step_request&) {
+    return sagas::step_result::success();
+  };
+  std::map<std::string, sagas::step_function> handlers;
+  for (auto s : {"a", "b", "c"}) {
+    handlers[std::string("bench3.") + s] = ok;
+    handlers[std::string("bench3.") + s + ".undo"] = ok;
+  }
+  sagas::host_options ho;
+  ho.client_id = "bench-participants";
+  ho.workers = workers;
+  auto host_ = sagas::participant_host::start(*conn, handlers, ho);
+  if (!host_) {
+    std::cerr << "edda bench saga: participant host: "
+              << render(host_.error()) << "\n";
+    _exit(1);
+  }
+  auto& im = *conn->impl();
+  auto hold = im.sys->spawn(holder, im.frontend());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  char c = 1;
+  (void) ::write(ready, &c, 1);
+  while (::read(quit, &c, 1) > 0) {
+  }
+  _exit(0);
+}
+
+// -- the driver ------------------------------------------------------------------
+
+struct run_result {
+  uint64_t done = 0, not_completed = 0, errors = 0;
+  std::string first_problem;
+  samples latency;
+  double seconds = 0;
+};
+
+struct driver_state {
+  std::shared_ptr<run_result> out;
+  std::shared_ptr<std::promise<void>> finished;
+  caf::actor frontend;
+  std::string type, prefix;
+  uint64_t count = 0, window = 0, next = 0, settled = 0;
+  bool wait = true;
+  clk::time_point began;
+  static inline const char* name = "edda.bench_saga_driver";
+};
+
+using driver_ptr = caf::stateful_actor<driver_state>*;
+
+void issue(driver_ptr self) {
+  auto& st = self->state;
+  if (st.next >= st.count)
+    return;
+  pb::SagaStart s;
+  s.set_type(st.type);
+  s.set_id(st.prefix + std::to_string(st.next++));
+  s.set_input("{}");
+  s.set_wait(st.wait);
+  auto t0 = clk::now();
+  auto settle = [=] {
+    auto& st = self->state;
+    if (++st.settled == st.count) {
+      st.out->seconds
+        = std::chrono::duration<double>(clk::now() - st.began).count();
+      st.finished->set_value();
+      self->quit();
+      return;
+    }
+    issue(self);
+  };
+  self->request(st.frontend, std::chrono::minutes(5), std::move(s))
+    .then(
+      [=](const pb::SagaStarted& r) {
+        auto& out = *self->state.out;
+        out.latency.add(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          clk::now() - t0)
+                          .count());
+        ++out.done;
+        bool want_end = self->state.wait;
+        if (want_end && r.record().state() != 3) { // completed
+          ++out.not_completed;
+          if (out.first_problem.empty())
+            out.first_problem = r.record().id() + ": " + r.record().reason();
+        }
+        settle();
+      },
+      [=](caf::error& err) {
+        auto& out = *self->state.out;
+        ++out.errors;
+        if (out.first_problem.empty())
+          out.first_problem = render(err);
+        settle();
+      });
+}
+
+caf::behavior driver(driver_ptr self, std::shared_ptr<run_result> out,
+                     std::shared_ptr<std::promise<void>> finished,
+                     caf::actor frontend, std::string type, std::string prefix,
+                     uint64_t count, uint64_t window, bool wait) {
+  auto& st = self->state;
+  st.out = std::move(out);
+  st.finished = std::move(finished);
+  st.frontend = std::move(frontend);
+  st.type = std::move(type);
+  st.prefix = std::move(prefix);
+  st.count = count;
+  st.window = window;
+  st.wait = wait;
+  st.began = clk::now();
+  for (uint64_t i = 0; i < window; ++i)
+    issue(self);
+  return {[](wire::tick_atom) {}};
+}
+
+std::shared_ptr<run_result> run(client::connection& conn,
+                                const std::string& type,
+                                const std::string& prefix, uint64_t count,
+                                uint64_t window, bool wait) {
+  auto out = std::make_shared<run_result>();
+  out->latency.reserve(count);
+  auto finished = std::make_shared<std::promise<void>>();
+  auto fut = finished->get_future();
+  auto& im = *conn.impl();
+  im.sys->spawn(driver, out, finished, im.frontend(), type, prefix, count,
+                window, wait);
+  fut.wait();
+  return out;
+}
+
+std::string ms(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f ms", x);
+  return buf;
+}
+
+} // namespace
+
+int saga_main(const std::vector<std::string>& argv, const std::string& self_exe) {
+  if (!argv.empty() && (argv[0] == "--help" || argv[0] == "-h")) {
+    std::cout << saga_help;
+    return 0;
+  }
+  saga_options o;
+  std::string err;
+  if (!parse(argv, o, err)) {
+    std::cerr << "edda bench saga: " << err << "\n\n" << saga_help;
+    return 2;
+  }
+  auto settings = o.node_settings;
+  settings.insert(settings.begin(),
+                  {R"(saga.types=["bench3 = a, b, c", "hold = a"])",
+                   "saga.step_timeout=10m"});
+  auto node = start_node(self_exe, o.durability, {}, settings);
+  if (node.endpoint.empty())
+    return 1;
+  // The participant process, forked before this process has any thread.
+  int ready[2], quit[2];
+  if (pipe(ready) != 0 || pipe(quit) != 0) {
+    stop_node(node);
+    return 1;
+  }
+  std::fflush(nullptr);
+  auto ppid = fork();
+  if (ppid == 0) {
+    ::close(ready[0]);
+    ::close(quit[1]);
+    participants(node.endpoint, static_cast<uint32_t>(o.workers), ready[1],
+                 quit[0]);
+  }
+  ::close(ready[1]);
+  ::close(quit[0]);
+  char c = 0;
+  bool up = ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  auto finish = [&](int rc) {
+    ::close(quit[1]);
+    waitpid(ppid, nullptr, 0);
+    stop_node(node);
+    return rc;
+  };
+  if (!up) {
+    std::cerr << "edda bench saga: the participant process did not start\n";
+    return finish(1);
+  }
+  std::string host;
+  uint16_t port = 0;
+  client::parse_endpoint(node.endpoint, host, port);
+  auto conn = client::connection::open(host, port);
+  if (!conn) {
+    std::cerr << "edda bench saga: " << render(conn.error()) << "\n";
+    return finish(1);
+  }
+  std::cout << "edda bench saga: node " << node.endpoint << " (durability "
+            << o.durability << ", data dir " << node.data_dir
+            << "), participants in process " << ppid << " (" << o.workers
+            << " workers), " << std::thread::hardware_concurrency()
+            << " cores\n"
+            << std::flush;
+  bool ok = true;
+  auto report = [&](const char* phase, run_result& r, uint64_t window) {
+    ok = ok && r.errors == 0 && r.not_completed == 0 && r.done > 0;
+    std::cout << phase << "  " << r.done << " three-step sagas, window "
+              << window << ": " << grouped(static_cast<double>(r.done) / r.seconds)
+              << " sagas/s; saga latency p50 " << ms(r.latency.percentile_ms(0.5))
+              << ", p99 " << ms(r.latency.percentile_ms(0.99));
+    if (r.errors + r.not_completed > 0)
+      std::cout << "; " << r.errors << " errors, " << r.not_completed
+                << " not completed (" << r.first_problem << ")";
+    std::cout << "\n" << std::flush;
+  };
+  auto prefix = "b" + std::to_string(::getpid()) + "-";
+  // A short warm-up: connections, the first LMDB pages.
+  (void) run(*conn, "bench3", prefix + "w", std::min<uint64_t>(o.count, 500),
+             o.window, true);
+  auto t = run(*conn, "bench3", prefix + "t", o.count, o.window, true);
+  report("throughput", *t, o.window);
+  auto l = run(*conn, "bench3", prefix + "l", o.latency_count, 1, true);
+  report("latency   ", *l, 1);
+  auto rss_peak = peak_rss_kib(node.pid);
+  if (o.live > 0 && ok) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto before = status_kib(node.pid, "RssAnon");
+    auto h = run(*conn, "hold", prefix + "h", o.live, o.window, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto after = status_kib(node.pid, "RssAnon");
+    ok = ok && h->errors == 0;
+    auto per = after > before ? static_cast<double>(after - before) * 1024.0
+                                  / static_cast<double>(o.live)
+                              : 0.0;
+    std::cout << "memory      " << h->done << " live sagas (first step waiting): "
+              << "node anonymous RSS " << grouped(before / 1024.0) << " -> "
+              << grouped(after / 1024.0) << " MiB, "
+              << grouped(per) << " bytes per live saga ("
+              << grouped(static_cast<double>(o.live) / h->seconds)
+              << " starts/s)\n";
+  }
+  std::cout << "edda node peak RSS before the memory phase: "
+            << grouped(static_cast<double>(rss_peak) / 1024.0) << " MiB\n";
+  return finish(ok ? 0 : 1);
+}
+
+} // namespace edda::bench
