@@ -168,13 +168,17 @@ void note(instance_ptr self, std::string what) {
 }
 
 /// The write that stores `rec` as it is now (db saga, key: its id).
-pb::WriteBatch record_write(const pb::SagaRecord& rec) {
+pb::WriteBatch record_write(const std::string& id, std::string bytes) {
   pb::WriteBatch b;
   auto* op = b.add_ops();
   op->set_db(static_cast<uint32_t>(db::saga));
-  op->set_key(rec.id());
-  op->set_value(rec.SerializeAsString());
+  op->set_key(id);
+  op->set_value(std::move(bytes));
   return b;
+}
+
+pb::WriteBatch record_write(const pb::SagaRecord& rec) {
+  return record_write(rec.id(), rec.SerializeAsString());
 }
 
 pb::SagaStep& step_at(instance_ptr self, size_t i) {
@@ -604,7 +608,7 @@ void commit(instance_ptr self) {
     app.set_topic(st.emit_msg.topic());
     app.set_partition(-1); // by key
     *app.add_messages() = st.emit_msg;
-    *app.mutable_extra() = record_write(st.rec);
+    *app.mutable_extra() = record_write(st.rec.id(), st.stored);
     self->request(st.rt->topics, timeout, std::move(app))
       .then(
         [=](const pb::ProduceResult& r) mutable {
@@ -618,7 +622,7 @@ void commit(instance_ptr self) {
         [=](caf::error& err) mutable { failed(err); });
     return;
   }
-  self->request(st.ctx->writer, timeout, record_write(st.rec))
+  self->request(st.ctx->writer, timeout, record_write(st.rec.id(), st.stored))
     .then([=](const pb::WriteResult&) mutable { stored(); },
           [=](caf::error& err) mutable { failed(err); });
 }
