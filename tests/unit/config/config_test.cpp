@@ -765,6 +765,23 @@ TEST(ConfigTest, ApplyOverrideSetsTypedValues) {
             (std::vector<uint64_t>{2000, 3000}));
 }
 
+TEST(ConfigTest, SagaTypesTakeOneStringOrAnArrayOfNameEqualsSteps) {
+  node_settings s;
+  std::string error;
+  ASSERT_TRUE(apply_override(R"(saga.types=["a = x, y", "b = z~"])", s, error))
+    << error;
+  EXPECT_EQ(s.saga_types, (std::vector<std::string>{"a = x, y", "b = z~"}));
+  ASSERT_TRUE(apply_override("saga.types=\"t = one\"", s, error)) << error;
+  EXPECT_EQ(s.saga_types, (std::vector<std::string>{"t = one"}));
+  EXPECT_NE(override_error("saga.types=[\"no steps =\"]").find("is not NAME = STEP"),
+            std::string::npos);
+  EXPECT_NE(override_error("saga.types=[\"= a\"]").find("is not NAME = STEP"),
+            std::string::npos);
+  EXPECT_NE(override_error("saga.types=[1]").find("a string like"),
+            std::string::npos);
+  EXPECT_NE(override_error("saga.step_attempts=0"), "");
+}
+
 TEST(ConfigTest, ApplyOverrideWinsOverTheFile) {
   node_settings s;
   std::string error;
