@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 
 namespace edda::sagas {
 
@@ -68,7 +69,10 @@ public:
       auto before = v.size();
       v.erase(std::remove_if(v.begin(), v.end(),
                              [&](const caf::actor& x) {
-                               return x.address() == a;
+                               // The same proxy, not one made since for
+                               // the same remote actor (same address).
+                               return caf::actor_cast<caf::actor_control_block*>(x)
+                                      == a.get();
                              }),
               v.end());
       n += before - v.size();
@@ -142,7 +146,13 @@ struct instance_state {
   uint64_t timer_gen = 1;    // timers of an older generation are ignored
   // Write-ahead: what the next write authorises, sent once it is stored.
   std::vector<pending_send> sends;
-  std::vector<std::pair<size_t, milliseconds>> timers;
+  struct timer {
+    size_t step;
+    milliseconds delay;
+    uint64_t gen; // the generation when it was decided
+  };
+  std::vector<timer> timers;
+  bool past_deadline = false; // the deadline was acted on (once)
   std::vector<caf::response_promise> after_write; // operator commands
   bool writing = false;  // one write at a time, so writes land in order
   std::string stored;    // the record as last stored
@@ -215,19 +225,45 @@ void cancel_timers(instance_ptr self) {
   std::fill(st.waiting.begin(), st.waiting.end(), 0);
 }
 
-void to_compensating(instance_ptr self, const std::string& reason) {
+/// A step that cannot be undone and may have taken effect (in flight or
+/// done): the saga can then only go forward. Null if there is none.
+const pb::SagaStep* past_pivot(instance_ptr self) {
+  auto& st = self->state;
+  auto& steps = st.type->def->steps();
+  for (size_t i = 0; i < steps.size(); ++i) {
+    auto& s = st.rec.steps(static_cast<int>(i));
+    if (!steps[i].compensable() && !steps[i].options.best_effort
+        && (st.busy[i] || s.status() == pb::SagaStep::RUNNING
+            || s.status() == pb::SagaStep::DONE))
+      return &s;
+  }
+  return nullptr;
+}
+
+/// Why the saga cannot turn back now, or "".
+std::string cannot_compensate(instance_ptr self) {
+  if (confirming(self))
+    return "TCC steps are confirming";
+  if (auto* p = past_pivot(self))
+    return "step " + p->name() + " cannot be undone and has been attempted";
+  return {};
+}
+
+/// Turns a running saga back, unless it can only go forward (then the
+/// refusal is noted and returned).
+std::string to_compensating(instance_ptr self, const std::string& reason) {
   auto& st = self->state;
   if (state_of(st.rec) != saga_state::running)
-    return;
-  if (confirming(self)) {
-    // Reservations are being confirmed: going back is no longer possible.
-    note(self, "not compensating (" + reason + "): TCC steps are confirming");
-    return;
+    return {};
+  if (auto why = cannot_compensate(self); !why.empty()) {
+    note(self, "not compensating (" + reason + "): " + why);
+    return why;
   }
   cancel_timers(self);
   st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
   st.rec.set_reason(reason);
   note(self, "compensating: " + reason);
+  return {};
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
@@ -301,6 +337,17 @@ step_request request_for(instance_ptr self, size_t i) {
   return r;
 }
 
+/// Step `i` as stored in LMDB now, if the saga is stored.
+std::optional<pb::SagaStep> stored_status(instance_ptr self, size_t i) {
+  auto txn = self->state.ctx->env->read();
+  pb::SagaRecord stored;
+  auto v = txn.get(db::saga, self->state.rec.id());
+  if (!v || !stored.ParseFromArray(v->data(), static_cast<int>(v->size()))
+      || static_cast<int>(i) >= stored.steps_size())
+    return std::nullopt;
+  return stored.steps(static_cast<int>(i));
+}
+
 /// A reliable-message step: its message goes out with the write that
 /// records the step as done (commit(): one AppendInternal, one LMDB txn).
 void start_emit(instance_ptr self, size_t i) {
@@ -309,13 +356,9 @@ void start_emit(instance_ptr self, size_t i) {
   if (s.attempts() > 0) {
     // An earlier append reported an error but may have committed (a
     // timeout): the stored record knows.
-    auto txn = st.ctx->env->read();
-    pb::SagaRecord stored;
-    if (auto v = txn.get(db::saga, st.rec.id());
-        v && stored.ParseFromArray(v->data(), static_cast<int>(v->size()))
-        && static_cast<int>(i) < stored.steps_size()
-        && stored.steps(static_cast<int>(i)).status() == pb::SagaStep::DONE) {
-      s = stored.steps(static_cast<int>(i));
+    if (auto stored_step = stored_status(self, i);
+        stored_step && stored_step->status() == pb::SagaStep::DONE) {
+      s = *stored_step;
       note(self, s.name() + ": the message of an attempt that reported an "
                             "error was stored after all");
       return;
@@ -403,8 +446,8 @@ bool non_retryable(const retry_policy& p, const std::string& error) {
 void retry_later(instance_ptr self, size_t i, uint32_t attempt) {
   auto& st = self->state;
   st.waiting[i] = 1;
-  st.timers.emplace_back(
-    i, st.type->def->steps()[i].options.retry.backoff(attempt));
+  st.timers.push_back(instance_state::timer{
+    i, st.type->def->steps()[i].options.retry.backoff(attempt), st.timer_gen});
 }
 
 /// An attempt failed: retry it by the policy, else give up on the step
@@ -457,9 +500,9 @@ void fail_attempt(instance_ptr self, size_t i, part p, std::string error,
                  + error);
     return;
   }
-  to_compensating(self, "step " + s.name() + " failed after "
-                          + std::to_string(s.attempts())
-                          + " attempts: " + error);
+  (void) to_compensating(self, "step " + s.name() + " failed after "
+                                 + std::to_string(s.attempts())
+                                 + " attempts: " + error);
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
@@ -503,9 +546,9 @@ void commit(instance_ptr self) {
     st.after_write.clear();
     for (auto& rp : replies)
       rp.deliver(st.rec);
-    for (auto& [i, delay] : timers)
-      self->delayed_send(self, delay, wire::retry_atom::value, st.timer_gen,
-                         uint64_t{i});
+    for (auto& t : timers)
+      self->delayed_send(self, t.delay, wire::retry_atom::value, t.gen,
+                         uint64_t{t.step});
     for (auto& x : sends)
       send(self, x.step, x.what);
     return;
@@ -521,6 +564,7 @@ void commit(instance_ptr self) {
   st.after_write.clear();
   auto emit = st.emit;
   st.emit = -1;
+  bool final = st.ended && is_terminal(state_of(st.rec));
   auto stored = [=]() mutable {
     auto& st = self->state;
     st.writing = false;
@@ -540,7 +584,7 @@ void commit(instance_ptr self) {
     if (emit >= 0)
       st.busy[static_cast<size_t>(emit)] = 0;
     auto s = state_of(st.rec);
-    if (st.ended && is_terminal(s)) {
+    if (final) {
       metrics::counter(std::string("sagas.") + to_string(s))++;
       if (s == saga_state::failed)
         st.ctx->alerts->raise(alert{"saga_failed", st.rec.id(),
@@ -557,9 +601,9 @@ void commit(instance_ptr self) {
       self->quit();
       return;
     }
-    for (auto& [i, delay] : timers)
-      self->delayed_send(self, delay, wire::retry_atom::value, st.timer_gen,
-                         uint64_t{i});
+    for (auto& t : timers)
+      self->delayed_send(self, t.delay, wire::retry_atom::value, t.gen,
+                         uint64_t{t.step});
     for (auto& x : *sends)
       send(self, x.step, x.what);
     advance(self); // changes made meanwhile, the step after a message step
@@ -583,10 +627,21 @@ void commit(instance_ptr self) {
     st.timers.insert(st.timers.end(), timers.begin(), timers.end());
     st.after_write.insert(st.after_write.end(), replies.begin(), replies.end());
     if (emit >= 0) {
-      // The message and the step's new state were not stored.
       auto i = static_cast<size_t>(emit);
       st.busy[i] = 0;
       auto& s = step_at(self, i);
+      // An error (a timeout) does not prove the append failed: the stored
+      // record does. (A commit later still, after a writer stalled for the
+      // whole write timeout, is found before the next attempt.)
+      if (auto stored_step = stored_status(self, i);
+          stored_step && stored_step->status() == pb::SagaStep::DONE) {
+        note(self, s.name() + ": its message was stored although the append "
+                              "reported " + render(err));
+        s = *stored_step;
+        advance(self);
+        return;
+      }
+      // The message and the step's new state were not stored.
       s.set_status(pb::SagaStep::FAILED);
       s.set_output("");
       s.set_finished_ms(0);
@@ -651,8 +706,10 @@ void advance(instance_ptr self) {
   auto n = steps.size();
   auto idle = [&](size_t i) { return !st.busy[i] && !st.waiting[i]; };
   if (state_of(st.rec) == saga_state::running && st.rec.deadline_ms() > 0
-      && st.ctx->clock() >= st.rec.deadline_ms())
-    to_compensating(self, "deadline passed");
+      && !st.past_deadline && st.ctx->clock() >= st.rec.deadline_ms()) {
+    st.past_deadline = true; // acted on once, even if refused
+    (void) to_compensating(self, "deadline passed");
+  }
   switch (state_of(st.rec)) {
     case saga_state::running: {
       // The first group with a step not yet done: start what is idle.
@@ -661,10 +718,13 @@ void advance(instance_ptr self) {
         auto g = steps[i].group;
         for (; i < n && steps[i].group == g; ++i) {
           auto status = st.rec.steps(static_cast<int>(i)).status();
-          if (status == pb::SagaStep::DONE || status == pb::SagaStep::CONFIRMING
-              || status == pb::SagaStep::CONFIRMED
-              || (steps[i].options.best_effort
-                  && status == pb::SagaStep::FAILED))
+          // A message step is done once its append is stored (not busy).
+          if (!st.busy[i]
+              && (status == pb::SagaStep::DONE
+                  || status == pb::SagaStep::CONFIRMING
+                  || status == pb::SagaStep::CONFIRMED
+                  || (steps[i].options.best_effort
+                      && status == pb::SagaStep::FAILED)))
             continue;
           open = true;
           if (idle(i) && st.emit < 0)
@@ -767,6 +827,24 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
     auto left = std::max<int64_t>(0, st.rec.deadline_ms() - st.ctx->clock());
     self->delayed_send(self, milliseconds(left), wire::deadline_atom::value);
   }
+  // Stopped from outside (the runtime stops): whoever waits is told.
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    auto& st = self->state;
+    auto err = make_error(errc::unavailable,
+                          "saga " + st.rec.id()
+                            + ": the saga runtime stopped; it resumes when "
+                              "the node starts again");
+    for (auto& [rp, existed] : st.on_stored)
+      rp.deliver(err);
+    for (auto& [rp, existed] : st.on_end)
+      rp.deliver(err);
+    for (auto& rp : st.after_write)
+      rp.deliver(err);
+    st.on_stored.clear();
+    st.on_end.clear();
+    st.after_write.clear();
+    self->quit(em.reason);
+  });
   if (fresh)
     advance(self);
   else
@@ -827,10 +905,11 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
           note(self, "resumed by " + who);
           return reply();
         case pb::SagaCommand::RETRY:
-          if (any_busy(self))
+          if (std::none_of(st.waiting.begin(), st.waiting.end(),
+                           [](char w) { return w != 0; }))
             return make_error(errc::invalid_argument,
                               "saga " + st.rec.id()
-                                + " has a step in flight; nothing waits");
+                                + ": no step waits for a retry");
           cancel_timers(self); // the pending backoff is not waited for
           note(self, "retry now, by " + who);
           return reply();
@@ -843,7 +922,9 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
             if (s.name() != c.step())
               continue;
             if (state == saga_state::running
-                && s.status() != pb::SagaStep::DONE) {
+                && s.status() != pb::SagaStep::DONE
+                && s.status() != pb::SagaStep::CONFIRMING
+                && s.status() != pb::SagaStep::CONFIRMED) {
               s.set_status(pb::SagaStep::DONE);
               s.set_last_error("skipped by " + who);
             } else if (state == saga_state::compensating
@@ -863,17 +944,18 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
                                                + "'");
         }
         case pb::SagaCommand::COMPENSATE: {
-          if (state == saga_state::running && confirming(self))
-            return make_error(errc::invalid_argument,
-                              "saga " + st.rec.id()
-                                + " is confirming its TCC steps; it can only "
-                                  "go forward");
+          if (state == saga_state::running) {
+            if (auto why = cannot_compensate(self); !why.empty())
+              return make_error(errc::invalid_argument,
+                                "saga " + st.rec.id() + " can only go forward: "
+                                  + why);
+          }
           if (state != saga_state::running)
             return make_error(errc::invalid_argument,
                               "saga " + st.rec.id() + " is "
                                 + to_string(state)
                                 + "; only a running saga can be compensated");
-          to_compensating(self, "compensation forced by " + who);
+          (void) to_compensating(self, "compensation forced by " + who);
           return reply();
         }
         default:
@@ -881,9 +963,11 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
       }
     },
     [=](wire::deadline_atom) {
-      if (state_of(self->state.rec) != saga_state::running)
+      auto& st = self->state;
+      if (state_of(st.rec) != saga_state::running || st.past_deadline)
         return;
-      to_compensating(self, "deadline passed");
+      st.past_deadline = true;
+      (void) to_compensating(self, "deadline passed");
       advance(self);
     },
   };
@@ -896,6 +980,7 @@ struct shard_state {
   shared_env rt;
   uint32_t index = 0, count = 1;
   std::map<std::string, caf::actor> live;
+  std::set<std::string> reopening; // failed sagas whose retry is being stored
   static inline const char* name = "edda.saga_shard";
 };
 
@@ -922,6 +1007,46 @@ caf::actor spawn_instance(shard_ptr self, pb::SagaRecord rec, bool fresh) {
   self->monitor(a);
   st.live[id] = a;
   return a;
+}
+
+/// Passes a start to the live instance of its saga. An instance that has
+/// just ended (its down message not here yet) is answered from storage; one
+/// that crashed is restarted from it and asked again (`tries` times).
+void ask_instance(shard_ptr self, pb::SagaStart req,
+                  caf::response_promise rp, int tries) {
+  auto i = self->state.live.find(req.id());
+  if (i == self->state.live.end()) {
+    rp.deliver(make_error(errc::not_found, "no saga '" + req.id() + "'"));
+    return;
+  }
+  auto asked = i->second;
+  // Bounded: a lost promise must not keep a handler here forever.
+  self->request(asked, std::chrono::minutes(24 * 60), req)
+    .then([=](pb::SagaStarted& out) mutable { rp.deliver(std::move(out)); },
+          [=](caf::error& err) mutable {
+            auto rec = load(self, req.id());
+            if (err != caf::sec::request_receiver_down || !rec) {
+              rp.deliver(err);
+              return;
+            }
+            auto& live = self->state.live;
+            if (auto j = live.find(req.id()); j != live.end() && j->second != asked) {
+              ask_instance(self, req, rp, tries); // restarted meanwhile
+              return;
+            }
+            if (!is_terminal(state_of(*rec)) && tries > 0) {
+              live.erase(req.id());
+              if (spawn_instance(self, std::move(*rec), false)) {
+                ask_instance(self, req, rp, tries - 1);
+                return;
+              }
+              rec = load(self, req.id());
+            }
+            pb::SagaStarted out;
+            out.set_existed(true);
+            *out.mutable_record() = std::move(*rec);
+            rp.deliver(std::move(out));
+          });
 }
 
 caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
@@ -974,8 +1099,10 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (t == st.rt->reg.end())
         return make_error(errc::unknown_saga_type,
                           "no saga type '" + req.type() + "' is registered");
-      if (req.id().empty())
-        req.set_id(new_unique_id());
+      if (req.id().empty()) // one that belongs here
+        do
+          req.set_id(new_unique_id());
+        while (stable_hash(req.id()) % st.count != st.index);
       if (req.id().size() > 200)
         return make_error(errc::invalid_argument,
                           "saga id must be at most 200 bytes");
@@ -989,31 +1116,24 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (stable_hash(req.id()) % st.count != st.index)
         return make_error(errc::invalid_argument,
                           "saga " + req.id() + " belongs to another shard");
-      if (auto i = st.live.find(req.id()); i != st.live.end()) {
-        // Asked, not delegated: an instance that has just ended (its down
-        // message not here yet) is answered from storage instead.
+      if (st.live.count(req.id()) != 0) {
         auto rp = self->make_response_promise<pb::SagaStarted>();
-        auto id = req.id();
-        self->request(i->second, caf::infinite, std::move(req))
-          .then([=](pb::SagaStarted& out) mutable { rp.deliver(std::move(out)); },
-                [=](caf::error& err) mutable {
-                  auto rec = load(self, id);
-                  if (err != caf::sec::request_receiver_down || !rec) {
-                    rp.deliver(err);
-                    return;
-                  }
-                  pb::SagaStarted out;
-                  out.set_existed(true);
-                  *out.mutable_record() = std::move(*rec);
-                  rp.deliver(std::move(out));
-                });
+        ask_instance(self, std::move(req), rp, 1);
         return rp;
       }
       if (auto rec = load(self, req.id())) {
-        pb::SagaStarted out;
-        out.set_existed(true);
-        *out.mutable_record() = std::move(*rec);
-        return out;
+        if (is_terminal(state_of(*rec)) || st.rt->reg.count(rec->type()) == 0) {
+          pb::SagaStarted out;
+          out.set_existed(true);
+          *out.mutable_record() = std::move(*rec);
+          return out;
+        }
+        // Stored but not running here (a first write that committed after
+        // it had reported an error): run it.
+        spawn_instance(self, std::move(*rec), false);
+        auto rp = self->make_response_promise<pb::SagaStarted>();
+        ask_instance(self, std::move(req), rp, 1);
+        return rp;
       }
       // The instance stores the saga with its first step and answers once
       // that write is durable (or, with `wait`, once the saga has ended).
@@ -1042,7 +1162,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (auto i = st.live.find(c.id()); i != st.live.end()) {
         auto rp = self->make_response_promise<pb::SagaRecord>();
         auto id = c.id();
-        self->request(i->second, caf::infinite, std::move(c))
+        self->request(i->second, std::chrono::minutes(24 * 60), std::move(c))
           .then([=](pb::SagaRecord& out) mutable { rp.deliver(std::move(out)); },
                 [=](caf::error& err) mutable {
                   auto rec = load(self, id);
@@ -1055,6 +1175,10 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
                 });
         return rp;
       }
+      if (st.reopening.count(c.id()) != 0)
+        return make_error(errc::invalid_argument,
+                          "saga " + c.id() + " is being reopened by another "
+                          "command; look at it and try again");
       auto rec = load(self, c.id());
       if (!rec)
         return make_error(errc::not_found, "no saga '" + c.id() + "'");
@@ -1097,14 +1221,19 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       rec->set_updated_ms(st.ctx->clock());
       auto rp = self->make_response_promise<pb::SagaRecord>();
       auto stored = *rec;
+      st.reopening.insert(stored.id());
       self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
                     record_write(stored))
         .then(
           [=](const pb::WriteResult&) mutable {
+            self->state.reopening.erase(stored.id());
             spawn_instance(self, stored, false);
             rp.deliver(stored);
           },
-          [=](caf::error& err) mutable { rp.deliver(err); });
+          [=](caf::error& err) mutable {
+            self->state.reopening.erase(stored.id());
+            rp.deliver(err);
+          });
       return rp;
     },
     [=](const pb::SagaGet& req) -> caf::result<pb::SagaRecord> {

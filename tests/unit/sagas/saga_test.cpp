@@ -57,7 +57,8 @@ caf::behavior silent(caf::event_based_actor* self,
 }
 
 /// An actor participant that holds every command until the test releases
-/// it: (step, ok) answers the oldest held command of that step.
+/// it: (step, ok) answers every held command of that step (a timed-out
+/// one's answer is dropped by CAF).
 caf::behavior gate(caf::event_based_actor* self,
                    std::shared_ptr<std::vector<std::string>> seen) {
   using held = std::pair<std::string, caf::response_promise>;
@@ -70,16 +71,17 @@ caf::behavior gate(caf::event_based_actor* self,
       return kept->back().second;
     },
     [=](const std::string& step, bool ok) {
-      for (auto i = kept->begin(); i != kept->end(); ++i) {
-        if (i->first != step)
+      for (auto i = kept->begin(); i != kept->end();) {
+        if (i->first != step) {
+          ++i;
           continue;
+        }
         pb::StepReply r;
         r.set_ok(ok);
         r.set_error(ok ? "" : "refused");
         r.set_retryable(false);
         i->second.deliver(r);
-        kept->erase(i);
-        return;
+        i = kept->erase(i);
       }
     },
   };
@@ -92,10 +94,12 @@ protected:
     sched_.run();
   }
 
-  void start_runtime(std::vector<saga_definition> defs) {
+  void start_runtime(std::vector<saga_definition> defs,
+                     caf::actor topics = {}) {
     sagas::runtime_options o;
     o.shards = 2;
     o.detached_participants = false;
+    o.topics = std::move(topics);
     rt_ = std::make_unique<sagas::saga_runtime>(sys_, ctx_, o);
     for (auto& d : defs)
       ASSERT_FALSE(rt_->add(std::move(d)));
@@ -867,6 +871,159 @@ TEST_F(SagaTest, ParallelStepsAreRetriedEachOnItsOwnBackoff) {
                                                 "merchant:r-1/merchant:1",
                                                 "points:1", "points:2",
                                                 "points:3"}));
+}
+
+TEST_F(SagaTest, GroupWhoseStepsEndTogetherStoresTheEndBeforeItIsReported) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  auto ok = j_.record("undo", step_result::success());
+  saga_definition d("pair");
+  d.step("left", participant::of(g), ok, fast())
+    .step("right", participant::of(g), ok, in_parallel());
+  start_runtime({d});
+  ASSERT_TRUE(start("pair", "e-1"));
+  sched_.run();
+  // Both replies arrive before either is written.
+  self_->send(g, std::string{"left"}, true);
+  self_->send(g, std::string{"right"}, true);
+  sched_.run();
+  auto rec = get("e-1"); // read from LMDB
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
+  EXPECT_EQ(rec.steps(0).status(), pb::SagaStep::DONE);
+  EXPECT_EQ(rec.steps(1).status(), pb::SagaStep::DONE);
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
+// -- reliable-message steps (a stand-in topic manager) ----------------------
+
+/// Holds every AppendInternal until the test answers it: stored (the
+/// extra write goes to the writer first, as a partition does) or failed.
+struct held_appends {
+  std::vector<std::pair<pb::AppendInternal, caf::response_promise>> held;
+};
+
+caf::behavior fake_topics(caf::event_based_actor* self,
+                          std::shared_ptr<held_appends> h, caf::actor writer) {
+  return {
+    [=](pb::AppendInternal& a) {
+      h->held.emplace_back(std::move(a), self->make_response_promise());
+      return h->held.back().second;
+    },
+    [=](bool store) {
+      if (h->held.empty())
+        return;
+      auto [a, rp] = std::move(h->held.front());
+      h->held.erase(h->held.begin());
+      if (!store) {
+        rp.deliver(make_error(errc::unknown_topic, "no topic " + a.topic()));
+        return;
+      }
+      self->request(writer, std::chrono::seconds(5), a.extra())
+        .then([=](const pb::WriteResult&) mutable {
+          pb::ProduceResult r;
+          r.set_partition(0);
+          r.add_offsets(7);
+          rp.deliver(r);
+        });
+    },
+  };
+}
+
+saga_definition voucher_saga(journal& j, step_options voucher_opts) {
+  step_options notify = fast(2);
+  notify.best_effort = true;
+  saga_definition d("pay");
+  d.step("order", j.record("order", step_result::success("o-1")),
+         j.record("order", step_result::success()), fast())
+    .message_step("voucher",
+                  [](const step_request& r) {
+                    sagas::outgoing_message m;
+                    m.topic = "vouchers";
+                    m.body = "order output " + r.outputs.at("order");
+                    return m;
+                  },
+                  nullptr, voucher_opts)
+    .step("notify", j.record("notify", step_result::success()), nullptr, notify)
+    .deadline(milliseconds(1000));
+  return d;
+}
+
+TEST_F(SagaTest, MessageStepHoldsTheSagaUntilItsAppendIsStored) {
+  auto h = std::make_shared<held_appends>();
+  auto topics = sys_.spawn(fake_topics, h, ctx_->writer);
+  start_runtime({voucher_saga(j_, fast(1))}, topics);
+  ASSERT_TRUE(start("pay", "m-1"));
+  sched_.run();
+  ASSERT_EQ(h->held.size(), 1u);
+  auto& app = h->held.front().first;
+  EXPECT_EQ(app.messages(0).body(), "order output o-1");
+  EXPECT_EQ(app.messages(0).properties().at("idempotency_key"), "m-1/voucher");
+  pb::SagaRecord in_extra;
+  ASSERT_TRUE(in_extra.ParseFromString(app.extra().ops(0).value()));
+  EXPECT_EQ(in_extra.steps(1).status(), pb::SagaStep::DONE)
+    << "the step is recorded done in the append's own write";
+  EXPECT_EQ(get("m-1").steps(1).status(), pb::SagaStep::PENDING)
+    << "and nowhere else before it";
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:m-1/order:1"}))
+    << "notify waits for the append";
+  // The deadline passes with the pivot's message in flight: only forward.
+  advance(1500);
+  self_->send(topics, true);
+  sched_.run();
+  EXPECT_TRUE(in_history("m-1", "not compensating (deadline passed): step "
+                                "voucher cannot be undone"));
+  auto rec = get("m-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
+  EXPECT_EQ(rec.steps(1).output(), "vouchers/0/7");
+  EXPECT_EQ(j_.calls.back(), "notify:m-1/notify:1");
+  caf::anon_send_exit(topics, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, FailedAppendSendsNothingFurtherAndCompensates) {
+  auto h = std::make_shared<held_appends>();
+  auto topics = sys_.spawn(fake_topics, h, ctx_->writer);
+  start_runtime({voucher_saga(j_, fast(2))}, topics);
+  ASSERT_TRUE(start("pay", "m-2"));
+  sched_.run();
+  self_->send(topics, false); // attempt 1: unknown topic
+  sched_.run();
+  EXPECT_EQ(get("m-2").steps(1).status(), pb::SagaStep::FAILED);
+  advance(100); // backoff: attempt 2
+  ASSERT_EQ(h->held.size(), 1u);
+  self_->send(topics, false);
+  sched_.run();
+  auto rec = get("m-2");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated);
+  EXPECT_EQ(rec.steps(1).attempts(), 2u);
+  EXPECT_EQ(j_.calls, (std::vector<std::string>{"order:m-2/order:1",
+                                                "~order:m-2/order:1"}))
+    << "notify never ran; the order was undone";
+  caf::anon_send_exit(topics, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, DeadlineWhileConfirmingIsNotedOnceAndTheConfirmsFinish) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  auto ok = j_.record("x", step_result::success());
+  saga_definition d("tcc");
+  d.tcc_step("reserve", ok, participant::of(g), ok, fast())
+    .deadline(milliseconds(1000));
+  start_runtime({d});
+  ASSERT_TRUE(start("tcc", "c-1"));
+  sched_.run(); // the try succeeded; the confirm is held
+  advance(1500);
+  advance(1500);
+  auto rec = get("c-1");
+  int noted = 0;
+  for (auto& e : rec.history())
+    noted += e.what().find("not compensating") != std::string::npos;
+  EXPECT_EQ(noted, 1);
+  self_->send(g, std::string{"reserve"}, true);
+  sched_.run();
+  rec = get("c-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
+  EXPECT_EQ(rec.steps(0).confirms(), 2u) << "the first confirm timed out";
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
 }
 
 // -- named participants -----------------------------------------------------
