@@ -492,14 +492,15 @@ void fail_attempt(instance_ptr self, size_t i, part p, std::string error,
     retry_later(self, i, s.attempts());
     return;
   }
-  s.set_status(pb::SagaStep::FAILED);
   s.set_finished_ms(st.ctx->clock());
   if (def.options.best_effort) {
+    s.set_status(pb::SagaStep::GAVE_UP);
     note(self, "gave up on " + s.name() + " after "
                  + std::to_string(s.attempts()) + " attempts (best effort): "
                  + error);
     return;
   }
+  s.set_status(pb::SagaStep::FAILED);
   (void) to_compensating(self, "step " + s.name() + " failed after "
                                  + std::to_string(s.attempts())
                                  + " attempts: " + error);
@@ -723,8 +724,7 @@ void advance(instance_ptr self) {
               && (status == pb::SagaStep::DONE
                   || status == pb::SagaStep::CONFIRMING
                   || status == pb::SagaStep::CONFIRMED
-                  || (steps[i].options.best_effort
-                      && status == pb::SagaStep::FAILED)))
+                  || status == pb::SagaStep::GAVE_UP))
             continue;
           open = true;
           if (idle(i) && st.emit < 0)

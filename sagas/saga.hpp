@@ -170,7 +170,7 @@ struct step_options {
   /// pivot: once it succeeded nothing after it can fail).
   bool compensable = true;
   /// A best-effort notification: tried on the retry schedule, then given
-  /// up (recorded, the saga goes on); never compensated, so it needs no
+  /// up (status GAVE_UP, recorded, the saga goes on); never compensated, so it needs no
   /// compensation and may stand anywhere. The receiver reconciles through
   /// the saga's state (`SagaGet`, `edda saga show`).
   bool best_effort = false;

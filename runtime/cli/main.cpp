@@ -845,6 +845,7 @@ const char* step_status_name(pb::SagaStep::Status s) {
     case pb::SagaStep::RUNNING: return "running";
     case pb::SagaStep::DONE: return "done";
     case pb::SagaStep::FAILED: return "failed";
+    case pb::SagaStep::GAVE_UP: return "gave up";
     case pb::SagaStep::COMPENSATING: return "compensating";
     case pb::SagaStep::COMPENSATED: return "compensated";
     case pb::SagaStep::COMPENSATION_FAILED: return "compensation failed";

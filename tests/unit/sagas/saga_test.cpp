@@ -649,7 +649,7 @@ TEST_F(SagaTest, BestEffortNotificationGivesUpAndTheSagaGoesOn) {
   advance(100);
   advance(200); // three attempts on 0 / 100 / 300 ms, then given up
   auto rec = get("n-1");
-  EXPECT_EQ(rec.steps(1).status(), pb::SagaStep::FAILED);
+  EXPECT_EQ(rec.steps(1).status(), pb::SagaStep::GAVE_UP);
   EXPECT_EQ(rec.steps(1).attempts(), 3u);
   EXPECT_TRUE(in_history("n-1", "gave up on tell_merchant after 3 attempts"));
   // The saga went on; credit failed, so it compensated, skipping the
