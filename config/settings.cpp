@@ -512,6 +512,10 @@ const field fields[] = {
    "at most 10 s)",
    set_duration<&ns::saga_step_backoff_ms>,
    get_duration<&ns::saga_step_backoff_ms>},
+  {"saga.retention", "duration", "",
+   "how long a completed, compensated or failed saga stays listed and "
+   "showable before it is purged, 0 = forever",
+   set_duration<&ns::saga_retention_ms>, get_duration<&ns::saga_retention_ms>},
   {"network.heartbeat_interval", "duration", "",
    "interval between heartbeats to peers, 0 = none",
    set_duration<&ns::heartbeat_interval_ms>,

@@ -1075,6 +1075,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       EDDA_INFO("saga", "shard " << index << " resumed " << open.size()
                                  << " sagas");
   }
+  self->send(self, wire::drain_atom::value); // retention
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     for (auto i = st.live.begin(); i != st.live.end(); ++i) {
@@ -1273,6 +1274,47 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
         *out.add_records() = std::move(r);
       }
       return out;
+    },
+    [=](wire::drain_atom) {
+      // Ended sagas older than saga.retention are purged (at most 10,000
+      // per pass; the next pass takes the rest).
+      auto& st = self->state;
+      auto keep = static_cast<int64_t>(st.ctx->settings.saga_retention_ms);
+      if (keep <= 0)
+        return;
+      auto cutoff = st.ctx->clock() - keep;
+      pb::WriteBatch b;
+      {
+        auto txn = st.ctx->env->read();
+        txn.scan(db::saga, "", "", [&](std::string_view k, std::string_view v) {
+          std::string key{k};
+          if (stable_hash(key) % st.count != st.index)
+            return true;
+          pb::SagaRecord rec;
+          if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))
+              && is_terminal(state_of(rec)) && rec.updated_ms() < cutoff
+              && st.live.count(key) == 0) {
+            auto* op = b.add_ops();
+            op->set_db(static_cast<uint32_t>(db::saga));
+            op->set_key(key);
+            op->set_kind(pb::WriteOp::DEL);
+          }
+          return b.ops_size() < 10000;
+        });
+      }
+      auto purged = b.ops_size();
+      auto again = std::min<int64_t>(keep / 10 + 1, 600000); // ms
+      if (purged > 0)
+        self->request(st.ctx->writer, milliseconds(st.ctx->write_timeout_ms),
+                      std::move(b))
+          .then([=](const pb::WriteResult&) {
+                  metrics::counter("sagas.purged") += static_cast<uint64_t>(purged);
+                  EDDA_INFO("saga", "shard " << self->state.index << " purged "
+                                             << purged << " ended sagas");
+                },
+                [](caf::error&) {});
+      self->delayed_send(self, milliseconds(purged >= 10000 ? 1000 : again),
+                         wire::drain_atom::value);
     },
     [=](wire::stop_atom) {
       for (auto& [id, a] : self->state.live)

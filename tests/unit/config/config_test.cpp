@@ -177,7 +177,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "txn.final_policy",
                                        "txn.retention", "saga.shards", "saga.types",
                                        "saga.step_timeout", "saga.step_attempts",
-                                       "saga.step_backoff",
+                                       "saga.step_backoff", "saga.retention",
                                        "network.heartbeat_interval",
                                        "network.connection_timeout",
                                        "scheduler.policy",

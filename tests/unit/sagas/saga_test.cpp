@@ -95,12 +95,18 @@ protected:
   }
 
   void start_runtime(std::vector<saga_definition> defs,
-                     caf::actor topics = {}) {
+                     caf::actor topics = {}, int64_t retention_ms = -1) {
     sagas::runtime_options o;
     o.shards = 2;
     o.detached_participants = false;
     o.topics = std::move(topics);
-    rt_ = std::make_unique<sagas::saga_runtime>(sys_, ctx_, o);
+    auto ctx = ctx_;
+    if (retention_ms >= 0) {
+      auto c = std::make_shared<broker::context>(*ctx_);
+      c->settings.saga_retention_ms = static_cast<uint64_t>(retention_ms);
+      ctx = c;
+    }
+    rt_ = std::make_unique<sagas::saga_runtime>(sys_, ctx, o);
     for (auto& d : defs)
       ASSERT_FALSE(rt_->add(std::move(d)));
     rt_->start();
@@ -1023,6 +1029,39 @@ TEST_F(SagaTest, DeadlineWhileConfirmingIsNotedOnceAndTheConfirmsFinish) {
   rec = get("c-1");
   EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed);
   EXPECT_EQ(rec.steps(0).confirms(), 2u) << "the first confirm timed out";
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, EndedSagasArePurgedAfterTheRetentionRunningOnesStay) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  saga_definition quick_one("quick");
+  quick_one.step("a", j_.record("a", step_result::success()),
+                 j_.record("a", step_result::success()), fast());
+  saga_definition slow_one("slow");
+  auto slow_opts = fast();
+  slow_opts.timeout = milliseconds(100000);
+  slow_one.step("b", participant::of(g), j_.record("b", step_result::success()),
+                slow_opts);
+  start_runtime({quick_one, slow_one}, {}, 1000);
+  ASSERT_TRUE(start("quick", "r-1"));
+  ASSERT_TRUE(start("slow", "r-2"));
+  sched_.run();
+  EXPECT_EQ(state("r-1"), saga_state::completed);
+  advance(500);
+  EXPECT_EQ(state("r-1"), saga_state::completed) << "within the retention";
+  for (int i = 0; i < 20; ++i)
+    advance(100);
+  pb::SagaGet q;
+  q.set_id("r-1");
+  self_->send(rt_->shard_for("r-1"), q);
+  sched_.run();
+  std::string gone;
+  self_->receive([&](pb::SagaRecord&) { gone = "still there"; },
+                 [&](caf::error& e) { gone = render(e); },
+                 caf::after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_NE(gone.find("no saga 'r-1'"), std::string::npos) << gone;
+  EXPECT_EQ(state("r-2"), saga_state::running) << "a running saga stays";
   caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
 }
 
