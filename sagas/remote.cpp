@@ -56,6 +56,7 @@ void register_with(worker_ptr self,
   for (auto& [name, fn] : st.impl->handlers)
     r.add_names(name);
   r.set_client_id(st.impl->opts.client_id);
+  r.set_batches(true);
   self->request(st.frontend, st.impl->opts.timeout, r)
     .then(
       [=](const pb::ParticipantRegistered&) {
@@ -63,6 +64,41 @@ void register_with(worker_ptr self,
           done->set_value(caf::error{});
       },
       [=](caf::error& err) { again(err); });
+}
+
+/// Runs one command through its handler.
+pb::StepReply serve(participant_host::impl& im, const pb::StepCommand& c) {
+  pb::StepReply rep;
+  auto h = im.handlers.find(c.participant());
+  if (h == im.handlers.end()) {
+    rep.set_error("participant '" + c.participant() + "' is not served here");
+    rep.set_retryable(true);
+    return rep;
+  }
+  step_request r;
+  r.saga_id = c.saga_id();
+  r.saga_type = c.saga_type();
+  r.step = c.step();
+  r.idempotency_key = c.idempotency_key();
+  r.input = c.input();
+  r.outputs.insert(c.outputs().begin(), c.outputs().end());
+  r.attempt = c.attempt();
+  r.compensate = c.compensate();
+  r.confirm = c.confirm();
+  step_result res;
+  try {
+    res = h->second(r);
+  } catch (const std::exception& e) {
+    res = step_result::failure(std::string("participant threw: ") + e.what());
+  } catch (...) {
+    res = step_result::failure("participant threw");
+  }
+  im.served++;
+  rep.set_ok(res.ok);
+  rep.set_output(std::move(res.output));
+  rep.set_error(std::move(res.error));
+  rep.set_retryable(res.retryable);
+  return rep;
 }
 
 caf::behavior worker(worker_ptr self,
@@ -78,41 +114,12 @@ caf::behavior worker(worker_ptr self,
   });
   register_with(self, started);
   return {
-    [=](const pb::StepCommand& c) {
-      auto& im = *self->state.impl;
-      pb::StepReply rep;
-      auto h = im.handlers.find(c.participant());
-      if (h == im.handlers.end()) {
-        rep.set_error("participant '" + c.participant()
-                      + "' is not served here");
-        rep.set_retryable(true);
-        return rep;
-      }
-      step_request r;
-      r.saga_id = c.saga_id();
-      r.saga_type = c.saga_type();
-      r.step = c.step();
-      r.idempotency_key = c.idempotency_key();
-      r.input = c.input();
-      r.outputs.insert(c.outputs().begin(), c.outputs().end());
-      r.attempt = c.attempt();
-      r.compensate = c.compensate();
-      r.confirm = c.confirm();
-      step_result res;
-      try {
-        res = h->second(r);
-      } catch (const std::exception& e) {
-        res = step_result::failure(std::string("participant threw: ")
-                                   + e.what());
-      } catch (...) {
-        res = step_result::failure("participant threw");
-      }
-      im.served++;
-      rep.set_ok(res.ok);
-      rep.set_output(std::move(res.output));
-      rep.set_error(std::move(res.error));
-      rep.set_retryable(res.retryable);
-      return rep;
+    [=](const pb::StepCommand& c) { return serve(*self->state.impl, c); },
+    [=](const pb::StepBatch& b) {
+      pb::StepBatchReply out;
+      for (auto& c : b.commands())
+        *out.add_replies() = serve(*self->state.impl, c);
+      return out;
     },
     [=](wire::tick_atom) {
       if (!self->state.stopping)

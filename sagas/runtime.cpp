@@ -47,19 +47,28 @@ using registry = std::map<std::string, type_entry>;
 /// actor.
 class directory_table {
 public:
+  struct entry {
+    caf::actor who;
+    bool batches = false; ///< answers StepBatch too
+  };
+
   /// One of the actors serving `name` (in turn), or none.
-  caf::actor pick(const std::string& name) {
+  entry pick(const std::string& name) {
     std::lock_guard<std::mutex> guard{mtx_};
     auto i = by_name_.find(name);
     if (i == by_name_.end() || i->second.empty())
       return {};
     return i->second[next_++ % i->second.size()];
   }
-  void add(const std::string& name, const caf::actor& a) {
+  void add(const std::string& name, const caf::actor& a, bool batches) {
     std::lock_guard<std::mutex> guard{mtx_};
     auto& v = by_name_[name];
-    if (std::find(v.begin(), v.end(), a) == v.end())
-      v.push_back(a);
+    for (auto& e : v)
+      if (e.who == a) {
+        e.batches = batches;
+        return;
+      }
+    v.push_back(entry{a, batches});
   }
   /// Forgets `a` everywhere; returns how many names it served.
   size_t remove(const caf::actor_addr& a) {
@@ -68,10 +77,10 @@ public:
     for (auto& [name, v] : by_name_) {
       auto before = v.size();
       v.erase(std::remove_if(v.begin(), v.end(),
-                             [&](const caf::actor& x) {
+                             [&](const entry& x) {
                                // The same proxy, not one made since for
                                // the same remote actor (same address).
-                               return caf::actor_cast<caf::actor_control_block*>(x)
+                               return caf::actor_cast<caf::actor_control_block*>(x.who)
                                       == a.get();
                              }),
               v.end());
@@ -82,7 +91,7 @@ public:
 
 private:
   std::mutex mtx_;
-  std::map<std::string, std::vector<caf::actor>> by_name_;
+  std::map<std::string, std::vector<entry>> by_name_;
   size_t next_ = 0;
 };
 
@@ -92,6 +101,7 @@ struct runtime_shared {
   registry reg;
   std::shared_ptr<directory_table> directory;
   caf::actor topics;
+  std::vector<caf::actor> outboxes; // batch commands to named participants
 };
 using shared_env = std::shared_ptr<const runtime_shared>;
 
@@ -281,8 +291,11 @@ void send(instance_ptr self, size_t i, part p) {
   auto target = p == part::action         ? actors.action
                 : p == part::compensation ? actors.compensation
                                           : actors.confirm;
+  bool batch = false;
   if (!who.name().empty()) {
-    target = st.rt->directory->pick(who.name());
+    auto e = st.rt->directory->pick(who.name());
+    target = std::move(e.who);
+    batch = e.batches;
     if (!target) {
       on_reply(self, i, p, false, {},
                "no participant '" + who.name() + "' is registered", true);
@@ -306,8 +319,13 @@ void send(instance_ptr self, size_t i, part p) {
                   : p == part::compensation ? s.compensations()
                                             : s.confirms());
   st.busy[i] = 1;
-  self->request(target, def.options.timeout, std::move(cmd))
-    .then(
+  auto sent = !batch
+                ? self->request(target, def.options.timeout, std::move(cmd))
+                : self->request(st.rt->outboxes[stable_hash(st.rec.id())
+                                                % st.rt->outboxes.size()],
+                                def.options.timeout, std::move(target),
+                                std::move(cmd));
+  sent.then(
       [=](pb::StepReply& r) {
         on_reply(self, i, p, r.ok(), std::move(*r.mutable_output()),
                  std::move(*r.mutable_error()), r.retryable());
@@ -1325,6 +1343,75 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
   };
 }
 
+// -- outbox ---------------------------------------------------------------------
+
+/// Gathers the commands for named (remote) participants that arrive in one
+/// mailbox pass and sends each host one StepBatch: one network message
+/// instead of one per command. Replies go back to each instance; each
+/// instance keeps its own per-step timeout.
+struct outbox_state {
+  using item = std::pair<pb::StepCommand, caf::response_promise>;
+  std::map<caf::actor, std::vector<item>> pending;
+  bool flush_scheduled = false;
+  static inline const char* name = "edda.saga_outbox";
+};
+
+caf::behavior saga_outbox(caf::stateful_actor<outbox_state>* self) {
+  return {
+    [=](caf::actor& target, pb::StepCommand& c)
+      -> caf::result<pb::StepReply> {
+      auto& st = self->state;
+      auto rp = self->make_response_promise<pb::StepReply>();
+      st.pending[std::move(target)].emplace_back(std::move(c), rp);
+      if (!st.flush_scheduled) {
+        st.flush_scheduled = true;
+        self->send(self, wire::flush_atom::value);
+      }
+      return rp;
+    },
+    [=](wire::flush_atom) {
+      auto& st = self->state;
+      st.flush_scheduled = false;
+      auto pending = std::move(st.pending);
+      st.pending.clear();
+      // Instances time out on their own; this only bounds a lost batch.
+      auto bound = std::chrono::minutes(10);
+      for (auto& [target, items] : pending) {
+        if (items.size() == 1) {
+          auto rp = items.front().second;
+          self->request(target, bound, std::move(items.front().first))
+            .then([=](pb::StepReply& r) mutable { rp.deliver(std::move(r)); },
+                  [=](caf::error& err) mutable { rp.deliver(err); });
+          continue;
+        }
+        pb::StepBatch b;
+        auto rps = std::make_shared<std::vector<caf::response_promise>>();
+        for (auto& [c, rp] : items) {
+          *b.add_commands() = std::move(c);
+          rps->push_back(rp);
+        }
+        self->request(target, bound, std::move(b))
+          .then(
+            [=](pb::StepBatchReply& r) {
+              for (size_t i = 0; i < rps->size(); ++i) {
+                if (i < static_cast<size_t>(r.replies_size()))
+                  (*rps)[i].deliver(std::move(*r.mutable_replies(static_cast<int>(i))));
+                else
+                  (*rps)[i].deliver(make_error(errc::invalid_argument,
+                                               "the participant answered "
+                                               "fewer commands than it got"));
+              }
+            },
+            [=](caf::error& err) {
+              for (auto& rp : *rps)
+                rp.deliver(err);
+            });
+      }
+    },
+    [=](wire::stop_atom) { self->quit(); },
+  };
+}
+
 // -- participant directory ------------------------------------------------------
 
 /// Takes ParticipantRegister from participant processes (through the
@@ -1354,7 +1441,7 @@ caf::behavior participant_directory(caf::event_based_actor* self,
                             "participant name '" + n
                               + "' must be 1-120 of [A-Za-z0-9_.-]");
       for (auto& n : r.names())
-        table->add(n, who);
+        table->add(n, who, r.batches());
       self->monitor(who);
       EDDA_INFO("saga", "participant " << r.client_id() << " registered "
                                        << r.names_size() << " names");
@@ -1377,6 +1464,7 @@ struct saga_runtime::impl {
   std::vector<caf::actor> shards;
   std::shared_ptr<directory_table> table = std::make_shared<directory_table>();
   caf::actor directory;
+  std::vector<caf::actor> outboxes;
 };
 
 saga_runtime::saga_runtime(caf::actor_system& sys, broker::context_ptr ctx,
@@ -1431,6 +1519,9 @@ void saga_runtime::start() {
   rt->reg = impl_->reg;
   rt->directory = impl_->table;
   rt->topics = impl_->opts.topics;
+  for (uint32_t i = 0; i < impl_->opts.shards; ++i)
+    rt->outboxes.push_back(impl_->sys->spawn(saga_outbox));
+  impl_->outboxes = rt->outboxes;
   impl_->directory = impl_->sys->spawn(participant_directory, impl_->table);
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
     impl_->shards.push_back(impl_->sys->spawn(
@@ -1443,6 +1534,9 @@ void saga_runtime::stop() {
   impl_->shards.clear();
   if (impl_->directory)
     caf::anon_send(impl_->directory, wire::stop_atom::value);
+  for (auto& o : impl_->outboxes)
+    caf::anon_send(o, wire::stop_atom::value);
+  impl_->outboxes.clear();
   impl_->directory = nullptr;
   for (auto& f : impl_->functions)
     caf::anon_send_exit(f, caf::exit_reason::user_shutdown);

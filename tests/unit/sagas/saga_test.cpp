@@ -1067,6 +1067,70 @@ TEST_F(SagaTest, EndedSagasArePurgedAfterTheRetentionRunningOnesStay) {
 
 // -- named participants -----------------------------------------------------
 
+TEST_F(SagaTest, CommandsForABatchingParticipantTravelTogether) {
+  saga_definition d("batched");
+  d.step("debit", participant::named("bank.debit"),
+         j_.record("debit", step_result::success()), fast());
+  start_runtime({d});
+  auto sizes = std::make_shared<std::vector<int>>(); // commands per message
+  auto p = sys_.spawn([sizes](caf::event_based_actor* self) -> caf::behavior {
+    auto answer = [](const pb::StepCommand&) {
+      pb::StepReply r;
+      r.set_ok(true);
+      r.set_output("ok");
+      return r;
+    };
+    return {
+      [=](const pb::StepCommand& c) {
+        sizes->push_back(1);
+        return answer(c);
+      },
+      [=](const pb::StepBatch& b) {
+        sizes->push_back(b.commands_size());
+        pb::StepBatchReply out;
+        for (auto& c : b.commands())
+          *out.add_replies() = answer(c);
+        return out;
+      },
+      [=](const caf::actor& directory) {
+        pb::ParticipantRegister reg;
+        reg.add_names("bank.debit");
+        reg.set_batches(true);
+        self->request(directory, std::chrono::seconds(1), reg)
+          .then([](const pb::ParticipantRegistered&) {});
+      },
+    };
+  });
+  self_->send(p, rt_->directory());
+  sched_.run();
+  // Ten sagas on one shard start in one go: their first steps are ready in
+  // the same moment.
+  std::vector<std::string> ids;
+  for (int i = 0; ids.size() < 10; ++i) {
+    auto id = "b-" + std::to_string(i);
+    if (rt_->shard_for(id) == rt_->shard_for("b-0"))
+      ids.push_back(id);
+  }
+  for (auto& id : ids) {
+    pb::SagaStart s;
+    s.set_type("batched");
+    s.set_id(id);
+    self_->send(rt_->shard_for(id), s);
+  }
+  sched_.run();
+  for (auto& id : ids)
+    EXPECT_EQ(state(id), saga_state::completed) << id;
+  int total = 0, largest = 0;
+  for (auto n : *sizes) {
+    total += n;
+    largest = std::max(largest, n);
+  }
+  EXPECT_EQ(total, 10);
+  EXPECT_GT(largest, 1) << "at least one StepBatch carried several commands";
+  EXPECT_LT(sizes->size(), 10u);
+  caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(SagaTest, NamedParticipantIsUsedOnceRegisteredAndForgottenWhenGone) {
   saga_definition d("named");
   d.step("debit", participant::named("ledger.debit"),
