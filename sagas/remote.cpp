@@ -1,4 +1,5 @@
 #include "sagas/remote.hpp"
+#include "sagas/step_call.hpp"
 
 #include "base/errc.hpp"
 #include "base/log.hpp"
@@ -68,36 +69,15 @@ void register_with(worker_ptr self,
 
 /// Runs one command through its handler.
 pb::StepReply serve(participant_host::impl& im, const pb::StepCommand& c) {
-  pb::StepReply rep;
   auto h = im.handlers.find(c.participant());
   if (h == im.handlers.end()) {
+    pb::StepReply rep;
     rep.set_error("participant '" + c.participant() + "' is not served here");
     rep.set_retryable(true);
     return rep;
   }
-  step_request r;
-  r.saga_id = c.saga_id();
-  r.saga_type = c.saga_type();
-  r.step = c.step();
-  r.idempotency_key = c.idempotency_key();
-  r.input = c.input();
-  r.outputs.insert(c.outputs().begin(), c.outputs().end());
-  r.attempt = c.attempt();
-  r.compensate = c.compensate();
-  r.confirm = c.confirm();
-  step_result res;
-  try {
-    res = h->second(r);
-  } catch (const std::exception& e) {
-    res = step_result::failure(std::string("participant threw: ") + e.what());
-  } catch (...) {
-    res = step_result::failure("participant threw");
-  }
+  auto rep = call_step(h->second, c);
   im.served++;
-  rep.set_ok(res.ok);
-  rep.set_output(std::move(res.output));
-  rep.set_error(std::move(res.error));
-  rep.set_retryable(res.retryable);
   return rep;
 }
 

@@ -1,4 +1,5 @@
 #include "sagas/runtime.hpp"
+#include "sagas/step_call.hpp"
 
 #include "base/errc.hpp"
 #include "base/ids.hpp"
@@ -109,32 +110,7 @@ using shared_env = std::shared_ptr<const runtime_shared>;
 
 caf::behavior function_participant(caf::event_based_actor*, step_function fn) {
   return {
-    [=](const pb::StepCommand& c) {
-      step_request r;
-      r.saga_id = c.saga_id();
-      r.saga_type = c.saga_type();
-      r.step = c.step();
-      r.idempotency_key = c.idempotency_key();
-      r.input = c.input();
-      r.outputs.insert(c.outputs().begin(), c.outputs().end());
-      r.attempt = c.attempt();
-      r.compensate = c.compensate();
-      r.confirm = c.confirm();
-      step_result res;
-      try {
-        res = fn(r);
-      } catch (const std::exception& e) {
-        res = step_result::failure(std::string("participant threw: ") + e.what());
-      } catch (...) {
-        res = step_result::failure("participant threw");
-      }
-      pb::StepReply rep;
-      rep.set_ok(res.ok);
-      rep.set_output(std::move(res.output));
-      rep.set_error(std::move(res.error));
-      rep.set_retryable(res.retryable);
-      return rep;
-    },
+    [=](const pb::StepCommand& c) { return call_step(fn, c); },
   };
 }
 

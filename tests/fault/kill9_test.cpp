@@ -215,15 +215,8 @@ void produce_loop(client::producer& prod, send_ledger& led,
 // -- tests ----------------------------------------------------------------------
 
 TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
-    seed = std::strtoull(s, nullptr, 10);
-  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
-              static_cast<unsigned long long>(seed));
-  std::mt19937_64 rng{seed};
-  auto pick = [&](int lo, int hi) {
-    return std::uniform_int_distribution<int>{lo, hi}(rng);
-  };
+  auto seed = fault_seed();
+  random_points pick{seed};
   constexpr int external_kills = 3;
   constexpr size_t target_acked = 5000;
   constexpr size_t window = 128;

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +58,30 @@ inline bool eventually(milliseconds timeout,
     std::this_thread::sleep_for(step);
   }
 }
+
+/// The seed of a fault test's random choices: $EDDA_FAULT_SEED if set (to
+/// replay a run), else a fresh one. Printed either way.
+inline uint64_t fault_seed() {
+  uint64_t seed = std::random_device{}();
+  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
+    seed = std::strtoull(s, nullptr, 10);
+  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
+              static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+/// Random choices of a fault test (kill points, delays), from its seed.
+class random_points {
+public:
+  explicit random_points(uint64_t seed) : rng_(seed) {}
+  /// Uniform in [lo, hi].
+  int operator()(int lo, int hi) {
+    return std::uniform_int_distribution<int>{lo, hi}(rng_);
+  }
+
+private:
+  std::mt19937_64 rng_;
+};
 
 inline bool can_bind(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

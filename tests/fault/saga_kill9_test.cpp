@@ -150,15 +150,8 @@ protected:
 };
 
 TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
-    seed = std::strtoull(s, nullptr, 10);
-  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
-              static_cast<unsigned long long>(seed));
-  std::mt19937_64 rng{seed};
-  auto pick = [&](int lo, int hi) {
-    return std::uniform_int_distribution<int>{lo, hi}(rng);
-  };
+  auto seed = fault_seed();
+  random_points pick{seed};
   constexpr int kills = 3;
   constexpr int total = 400;
   constexpr int load_threads = 2;

@@ -251,15 +251,8 @@ struct deliveries {
 
 TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
   auto started = clock_type::now();
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
-    seed = std::strtoull(s, nullptr, 10);
-  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
-              static_cast<unsigned long long>(seed));
-  std::mt19937_64 rng{seed};
-  auto pick = [&](int lo, int hi) {
-    return std::uniform_int_distribution<int>{lo, hi}(rng);
-  };
+  auto seed = fault_seed();
+  random_points pick{seed};
   constexpr int external_kills = 3;
   constexpr size_t target_decided = 1000;
   constexpr int load_threads = 4;
