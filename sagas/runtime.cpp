@@ -997,7 +997,10 @@ caf::actor spawn_instance(shard_ptr self, pb::SagaRecord rec, bool fresh) {
     return {};
   }
   auto id = rec.id();
-  auto a = self->spawn(saga_instance, st.ctx, st.rt, std::move(rec), fresh);
+  // Linked: if the shard crashes, its instances go with it, and the shard
+  // that replaces it resumes them from LMDB (no saga runs twice).
+  auto a = self->spawn<caf::linked>(saga_instance, st.ctx, st.rt,
+                                    std::move(rec), fresh);
   self->monitor(a);
   st.live[id] = a;
   return a;
@@ -1050,6 +1053,9 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
   st.rt = std::move(rt);
   st.index = index;
   st.count = count;
+  // An instance that ends is handled by the down handler (restart from
+  // storage), not by dying with it.
+  self->set_exit_handler([](caf::exit_msg&) {});
   {
     // Recovery: every saga of this shard that is not terminal resumes.
     std::vector<pb::SagaRecord> open;
@@ -1319,6 +1325,94 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
   };
 }
 
+// -- shard keeper -----------------------------------------------------------------
+
+/// The stable handle of shard `index` (what the frontend and shard_for()
+/// hand out): passes requests to the current shard and, when it crashes,
+/// starts a new one after a short pause (its instances died with it; the
+/// new one resumes every open saga of the shard from LMDB).
+struct keeper_state {
+  caf::actor current;
+  bool stopping = false;
+  uint64_t restarts = 0;
+  static inline const char* name = "edda.saga_shard_keeper";
+};
+
+caf::behavior shard_keeper(caf::stateful_actor<keeper_state>* self,
+                           broker::context_ptr ctx, shared_env rt,
+                           uint32_t index, uint32_t count) {
+  auto start = [=] {
+    auto& st = self->state;
+    st.current = self->spawn(saga_shard, ctx, rt, index, count);
+    self->monitor(st.current);
+  };
+  start();
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (!st.current || dm.source != st.current.address())
+      return;
+    st.current = nullptr;
+    if (st.stopping || dm.reason == caf::exit_reason::normal) {
+      self->quit();
+      return;
+    }
+    ++st.restarts;
+    metrics::counter("sagas.shard_restarts")++;
+    EDDA_WARN("saga", "shard " << index << " stopped (" << render(dm.reason)
+                               << "); starting it again from LMDB");
+    self->delayed_send(self, milliseconds(200), wire::tick_atom::value);
+  });
+  auto restarting = [=] {
+    return make_error(errc::unavailable, "saga shard " + std::to_string(index)
+                                           + " is restarting; try again");
+  };
+  return {
+    [=](wire::tick_atom) {
+      if (!self->state.current && !self->state.stopping)
+        start();
+    },
+    [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
+      if (!self->state.current)
+        return restarting();
+      self->delegate(self->state.current, std::move(x));
+      return caf::delegated<pb::SagaStarted>{};
+    },
+    [=](pb::SagaGet& x) -> caf::result<pb::SagaRecord> {
+      if (!self->state.current)
+        return restarting();
+      self->delegate(self->state.current, std::move(x));
+      return caf::delegated<pb::SagaRecord>{};
+    },
+    [=](pb::SagaCommand& x) -> caf::result<pb::SagaRecord> {
+      if (!self->state.current)
+        return restarting();
+      self->delegate(self->state.current, std::move(x));
+      return caf::delegated<pb::SagaRecord>{};
+    },
+    [=](pb::SagaList& x) -> caf::result<pb::SagaRecords> {
+      if (!self->state.current)
+        return restarting();
+      self->delegate(self->state.current, std::move(x));
+      return caf::delegated<pb::SagaRecords>{};
+    },
+    [=](wire::route_atom) -> caf::result<caf::actor> {
+      // The shard behind this keeper (for tests and diagnostics).
+      if (!self->state.current)
+        return restarting();
+      return self->state.current;
+    },
+    [=](wire::stop_atom) {
+      auto& st = self->state;
+      st.stopping = true;
+      if (!st.current) {
+        self->quit();
+        return;
+      }
+      self->send(st.current, wire::stop_atom::value); // quits once it has
+    },
+  };
+}
+
 // -- outbox ---------------------------------------------------------------------
 
 /// Gathers the commands for named (remote) participants that arrive in one
@@ -1501,7 +1595,7 @@ void saga_runtime::start() {
   impl_->directory = impl_->sys->spawn(participant_directory, impl_->table);
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
     impl_->shards.push_back(impl_->sys->spawn(
-      saga_shard, impl_->ctx, shared_env{rt}, i, impl_->opts.shards));
+      shard_keeper, impl_->ctx, shared_env{rt}, i, impl_->opts.shards));
 }
 
 void saga_runtime::stop() {

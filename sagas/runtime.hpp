@@ -2,6 +2,10 @@
 // stable_hash(id) % shards) that start sagas and own one saga_instance
 // actor per running saga.
 //
+// Each shard sits behind a keeper actor (what shard_for() and shards()
+// return) that restarts it after a crash; instances are linked to their
+// shard and resumed by the new one.
+//
 // An instance persists every transition through the group-commit writer
 // before the side effect it authorises (write-ahead), so after a crash (of
 // the instance, its shard, or the whole node) the shard reloads every saga

@@ -1065,6 +1065,34 @@ TEST_F(SagaTest, EndedSagasArePurgedAfterTheRetentionRunningOnesStay) {
   caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
 }
 
+TEST_F(SagaTest, CrashedShardIsRestartedAndItsSagasResumeOnce) {
+  auto seen = std::make_shared<std::vector<std::string>>();
+  auto g = sys_.spawn(gate, seen);
+  saga_definition d("kept");
+  auto opts = fast();
+  opts.timeout = milliseconds(100000);
+  d.step("debit", participant::of(g), j_.record("debit", step_result::success()),
+         opts);
+  start_runtime({d});
+  ASSERT_TRUE(start("kept", "k-1"));
+  sched_.run();
+  EXPECT_EQ(*seen, (std::vector<std::string>{"debit:1"}));
+  // Kill the shard behind the keeper (a crash): its instance dies with it.
+  self_->send(rt_->shard_for("k-1"), wire::route_atom::value);
+  auto shard = next<caf::actor>(self_);
+  ASSERT_TRUE(shard && *shard);
+  caf::anon_send_exit(*shard, caf::exit_reason::kill);
+  sched_.run();
+  advance(200); // the keeper starts a new shard, which resumes the saga
+  EXPECT_EQ(*seen, (std::vector<std::string>{"debit:1", "debit:1"}))
+    << "the step in flight is sent again, same attempt, once";
+  self_->send(g, std::string{"debit"}, true);
+  sched_.run();
+  EXPECT_EQ(state("k-1"), saga_state::completed);
+  EXPECT_EQ(seen->size(), 2u);
+  caf::anon_send_exit(g, caf::exit_reason::user_shutdown);
+}
+
 // -- named participants -----------------------------------------------------
 
 TEST_F(SagaTest, CommandsForABatchingParticipantTravelTogether) {
