@@ -409,6 +409,15 @@ void start_action(instance_ptr self, size_t i) {
   s.set_attempts(s.attempts() + 1);
   if (s.started_ms() == 0)
     s.set_started_ms(st.ctx->clock());
+  // A named participant that is not registered now is not asked at all:
+  // the attempt fails unsent, and an action never sent needs no undo.
+  auto& name = st.type->def->steps()[i].action.name();
+  if (!name.empty() && !st.rt->directory->pick(name).who) {
+    s.set_unsent(s.unsent() + 1);
+    fail_attempt(self, i, part::action,
+                 "no participant '" + name + "' is registered", true);
+    return;
+  }
   st.busy[i] = 1; // until the reply, even while the write is pending
   st.sends.push_back({i, part::action});
 }
@@ -681,7 +690,7 @@ void commit(instance_ptr self) {
 bool needs_compensation(instance_ptr self, size_t i) {
   auto& def = self->state.type->def->steps()[i];
   auto& s = self->state.rec.steps(static_cast<int>(i));
-  if (s.attempts() == 0 || !def.compensable()
+  if (s.attempts() <= s.unsent() || !def.compensable()
       || s.status() == pb::SagaStep::COMPENSATED)
     return false;
   // A message step that failed was never sent.

@@ -1168,6 +1168,7 @@ TEST_F(SagaTest, NamedParticipantIsUsedOnceRegisteredAndForgottenWhenGone) {
   sched_.run();
   EXPECT_EQ(get("n-1").steps(0).last_error(),
             "no participant 'ledger.debit' is registered");
+  EXPECT_EQ(get("n-1").steps(0).unsent(), 1u);
   // A participant (in production: another process) registers itself; the
   // directory keeps the sender.
   auto seen = std::make_shared<std::vector<std::string>>();
@@ -1201,6 +1202,15 @@ TEST_F(SagaTest, NamedParticipantIsUsedOnceRegisteredAndForgottenWhenGone) {
   sched_.run();
   EXPECT_EQ(get("n-2").steps(0).last_error(),
             "no participant 'ledger.debit' is registered");
+  // Out of attempts with nobody registered: nothing was sent, so nothing
+  // is undone and the saga ends compensated, not failed.
+  advance(100);
+  advance(200);
+  auto rec = get("n-2");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::compensated)
+    << rec.reason();
+  EXPECT_EQ(rec.steps(0).unsent(), 3u);
+  EXPECT_EQ(j_.calls, std::vector<std::string>{}) << "no compensation ran";
   // A bad registration is refused with the reason.
   pb::ParticipantRegister bad;
   bad.add_names("no spaces");
