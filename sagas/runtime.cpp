@@ -61,6 +61,12 @@ public:
       return {};
     return i->second[next_++ % i->second.size()];
   }
+  /// Whether anyone serves `name` (does not take a turn).
+  bool has(const std::string& name) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto i = by_name_.find(name);
+    return i != by_name_.end() && !i->second.empty();
+  }
   void add(const std::string& name, const caf::actor& a, bool batches) {
     std::lock_guard<std::mutex> guard{mtx_};
     auto& v = by_name_[name];
@@ -412,7 +418,7 @@ void start_action(instance_ptr self, size_t i) {
   // A named participant that is not registered now is not asked at all:
   // the attempt fails unsent, and an action never sent needs no undo.
   auto& name = st.type->def->steps()[i].action.name();
-  if (!name.empty() && !st.rt->directory->pick(name).who) {
+  if (!name.empty() && !st.rt->directory->has(name)) {
     s.set_unsent(s.unsent() + 1);
     fail_attempt(self, i, part::action,
                  "no participant '" + name + "' is registered", true);

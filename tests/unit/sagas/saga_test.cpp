@@ -1095,6 +1095,46 @@ TEST_F(SagaTest, CrashedShardIsRestartedAndItsSagasResumeOnce) {
 
 // -- named participants -----------------------------------------------------
 
+TEST_F(SagaTest, CommandsForANameGoToItsParticipantsInTurn) {
+  saga_definition d("turns");
+  d.step("debit", participant::named("bank.debit"),
+         j_.record("debit", step_result::success()), fast());
+  start_runtime({d});
+  auto served = std::make_shared<std::map<int, int>>(); // participant -> commands
+  auto make = [&](int who) {
+    return sys_.spawn([served, who](caf::event_based_actor* self) -> caf::behavior {
+      return {
+        [=](const pb::StepCommand&) {
+          ++(*served)[who];
+          pb::StepReply r;
+          r.set_ok(true);
+          return r;
+        },
+        [=](const caf::actor& directory) {
+          pb::ParticipantRegister reg;
+          reg.add_names("bank.debit");
+          self->request(directory, std::chrono::seconds(1), reg)
+            .then([](const pb::ParticipantRegistered&) {});
+        },
+      };
+    });
+  };
+  auto a = make(1);
+  auto b = make(2);
+  self_->send(a, rt_->directory());
+  self_->send(b, rt_->directory());
+  sched_.run();
+  for (int i = 0; i < 4; ++i) {
+    auto id = "t-" + std::to_string(i);
+    ASSERT_TRUE(start("turns", id));
+    sched_.run();
+    EXPECT_EQ(state(id), saga_state::completed);
+  }
+  EXPECT_EQ(*served, (std::map<int, int>{{1, 2}, {2, 2}}));
+  caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(SagaTest, CommandsForABatchingParticipantTravelTogether) {
   saga_definition d("batched");
   d.step("debit", participant::named("bank.debit"),
