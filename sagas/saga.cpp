@@ -1,6 +1,7 @@
 #include "sagas/saga.hpp"
 
 #include "base/errc.hpp"
+#include "base/ids.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -64,12 +65,7 @@ participant participant::named(std::string name) {
 }
 
 bool valid_participant_name(const std::string& name) {
-  if (name.empty() || name.size() > 120)
-    return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'
-           || c == '-';
-  });
+  return !name.empty() && name.size() <= 120 && only_name_chars(name);
 }
 
 saga_definition::saga_definition(std::string name) : name_(std::move(name)) {

@@ -8,6 +8,7 @@
 // members sorted by client id (plus the group's retry topic); broadcast =
 // every partition to every member under its own cursor "group@client".
 #include "base/errc.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 #include "broker/actors.hpp"
 #include "broker/assignment.hpp"
@@ -368,13 +369,11 @@ caf::error check_group_name(const std::string& g) {
   if (g.empty() || g.size() > 120)
     return make_error(errc::invalid_argument,
                       "group name must be 1-120 characters");
-  for (char c : g)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
-          || c == '.'))
-      return make_error(errc::invalid_argument,
-                        "group name '" + g
-                          + "' may only contain letters, digits, '_', '-' "
-                            "and '.'");
+  if (!only_name_chars(g))
+    return make_error(errc::invalid_argument,
+                      "group name '" + g
+                        + "' may only contain letters, digits, '_', '-' "
+                          "and '.'");
   return caf::none;
 }
 

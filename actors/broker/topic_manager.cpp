@@ -52,8 +52,7 @@ caf::error check_name(const std::string& name, bool internal) {
                       "topic name must be 1-127 characters, got "
                         + std::to_string(name.size()));
   for (char c : name) {
-    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_'
-              || c == '-' || c == '.' || (internal && c == '%');
+    bool ok = is_name_char(c) || (internal && c == '%');
     if (!ok)
       return make_error(errc::invalid_argument,
                         "topic name '" + name

@@ -846,13 +846,11 @@ caf::error check_producer_group(const std::string& g) {
     return make_error(errc::invalid_producer_group,
                       "producer group must be 1-120 characters, got "
                         + std::to_string(g.size()));
-  for (char c : g)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
-          || c == '.'))
-      return make_error(errc::invalid_producer_group,
-                        "producer group '" + g
-                          + "' may only contain letters, digits, '_', '-' "
-                            "and '.'");
+  if (!only_name_chars(g))
+    return make_error(errc::invalid_producer_group,
+                      "producer group '" + g
+                        + "' may only contain letters, digits, '_', '-' "
+                          "and '.'");
   return caf::none;
 }
 

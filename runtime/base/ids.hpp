@@ -1,12 +1,26 @@
 // Strong id types: a partition id can never be passed as an offset.
 #pragma once
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
 
 namespace edda {
+
+/// A character of a plain name (topics, consumer and producer groups, saga
+/// participants): a letter, a digit, '_', '-' or '.'.
+[[nodiscard]] inline bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+         || c == '.';
+}
+
+/// Only name characters (see is_name_char).
+[[nodiscard]] inline bool only_name_chars(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), is_name_char);
+}
 
 /// A value of type T tagged with Tag, so that two ids of the same
 /// representation are still different types.
