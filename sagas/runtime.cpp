@@ -1349,11 +1349,27 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
 struct keeper_state {
   caf::actor current;
   bool stopping = false;
-  uint64_t restarts = 0;
   static inline const char* name = "edda.saga_shard_keeper";
 };
 
-caf::behavior shard_keeper(caf::stateful_actor<keeper_state>* self,
+using keeper_ptr = caf::stateful_actor<keeper_state>*;
+
+caf::error restarting(uint32_t index) {
+  return make_error(errc::unavailable, "saga shard " + std::to_string(index)
+                                         + " is restarting; try again");
+}
+
+/// Passes a request on to the keeper's current shard, whose reply goes
+/// straight to the requester.
+template <class Reply, class Request>
+caf::result<Reply> pass_on(keeper_ptr self, Request& x, uint32_t index) {
+  if (!self->state.current)
+    return restarting(index);
+  self->delegate(self->state.current, std::move(x));
+  return caf::delegated<Reply>{};
+}
+
+caf::behavior shard_keeper(keeper_ptr self,
                            broker::context_ptr ctx, shared_env rt,
                            uint32_t index, uint32_t count) {
   auto start = [=] {
@@ -1371,49 +1387,24 @@ caf::behavior shard_keeper(caf::stateful_actor<keeper_state>* self,
       self->quit();
       return;
     }
-    ++st.restarts;
     metrics::counter("sagas.shard_restarts")++;
     EDDA_WARN("saga", "shard " << index << " stopped (" << render(dm.reason)
                                << "); starting it again from LMDB");
     self->delayed_send(self, milliseconds(200), wire::tick_atom::value);
   });
-  auto restarting = [=] {
-    return make_error(errc::unavailable, "saga shard " + std::to_string(index)
-                                           + " is restarting; try again");
-  };
   return {
     [=](wire::tick_atom) {
       if (!self->state.current && !self->state.stopping)
         start();
     },
-    [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
-      if (!self->state.current)
-        return restarting();
-      self->delegate(self->state.current, std::move(x));
-      return caf::delegated<pb::SagaStarted>{};
-    },
-    [=](pb::SagaGet& x) -> caf::result<pb::SagaRecord> {
-      if (!self->state.current)
-        return restarting();
-      self->delegate(self->state.current, std::move(x));
-      return caf::delegated<pb::SagaRecord>{};
-    },
-    [=](pb::SagaCommand& x) -> caf::result<pb::SagaRecord> {
-      if (!self->state.current)
-        return restarting();
-      self->delegate(self->state.current, std::move(x));
-      return caf::delegated<pb::SagaRecord>{};
-    },
-    [=](pb::SagaList& x) -> caf::result<pb::SagaRecords> {
-      if (!self->state.current)
-        return restarting();
-      self->delegate(self->state.current, std::move(x));
-      return caf::delegated<pb::SagaRecords>{};
-    },
+    [=](pb::SagaStart& x) { return pass_on<pb::SagaStarted>(self, x, index); },
+    [=](pb::SagaGet& x) { return pass_on<pb::SagaRecord>(self, x, index); },
+    [=](pb::SagaCommand& x) { return pass_on<pb::SagaRecord>(self, x, index); },
+    [=](pb::SagaList& x) { return pass_on<pb::SagaRecords>(self, x, index); },
     [=](wire::route_atom) -> caf::result<caf::actor> {
       // The shard behind this keeper (for tests and diagnostics).
       if (!self->state.current)
-        return restarting();
+        return restarting(index);
       return self->state.current;
     },
     [=](wire::stop_atom) {
