@@ -38,6 +38,10 @@ const char* to_string(errc x) {
     case errc::txn_outcome_unknown: return "txn_outcome_unknown";
     case errc::unknown_saga_type: return "unknown_saga_type";
     case errc::invalid_saga: return "invalid_saga";
+    case errc::not_owner: return "not_owner";
+    case errc::partition_unavailable: return "partition_unavailable";
+    case errc::fenced: return "fenced";
+    case errc::compacted: return "compacted";
   }
   return "unknown_error";
 }

@@ -39,6 +39,10 @@ enum class errc : uint8_t {
   txn_outcome_unknown = 21, ///< local transaction undecided: check-back settles it
   unknown_saga_type = 22,   ///< start of a saga type nobody registered
   invalid_saga = 23,        ///< a saga definition that does not validate
+  not_owner = 24,           ///< this node does not own the resource (cluster)
+  partition_unavailable = 25, ///< the home of a keyed partition is down
+  fenced = 26,              ///< a stale owner or token: refused, counted
+  compacted = 27,           ///< a watch from a revision the store forgot
 };
 
 [[nodiscard]] const char* to_string(errc x);
