@@ -256,7 +256,7 @@ value delays_value(const std::vector<uint64_t>& delays) {
 /// Human form for defaults: strings unquoted, arrays space separated.
 std::string display(const value& v) {
   if (v.type == kind::string)
-    return v.str;
+    return v.str.empty() ? "empty" : v.str;
   if (v.type != kind::array)
     return toml::format_value(v);
   if (v.array.empty())
@@ -317,6 +317,102 @@ value get_size(const node_settings& s) {
 template <auto Member>
 std::string set_string(const value& v, node_settings& s) {
   return to_nonempty_string(v, s.*Member);
+}
+
+/// A plain name (letters, digits, '_', '-', '.'; at most 64), or empty if
+/// `may_be_empty`.
+template <auto Member, bool may_be_empty>
+std::string set_name(const value& v, node_settings& s) {
+  if (v.type != kind::string)
+    return expected("a string", v);
+  if (v.str.empty() && may_be_empty) {
+    s.*Member = v.str;
+    return {};
+  }
+  if (v.str.empty() || v.str.size() > 64)
+    return "'" + v.str + "' must be 1-64 characters";
+  for (char c : v.str)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'
+          || c == '.'))
+      return "'" + v.str
+             + "' may only contain letters, digits, '_', '-' and '.'";
+  s.*Member = v.str;
+  return {};
+}
+
+/// "host:port" with a port of 1-65535; `scheme` allows an "http://" prefix.
+bool is_endpoint(std::string text, bool scheme) {
+  if (scheme && text.rfind("http://", 0) == 0)
+    text.erase(0, 7);
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()
+      || colon + 6 < text.size())
+    return false;
+  auto port = text.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  auto n = std::stoul(port);
+  return n >= 1 && n <= 65535;
+}
+
+std::string set_advertise(const value& v, node_settings& s) {
+  if (v.type != kind::string)
+    return expected("a string \"host:port\"", v);
+  if (!v.str.empty() && !is_endpoint(v.str, false))
+    return "'" + v.str + "' is not host:port";
+  s.advertise = v.str;
+  return {};
+}
+
+std::string set_etcd(const value& v, node_settings& s) {
+  std::vector<value> items;
+  if (v.type == kind::array)
+    items = v.array;
+  else if (v.type == kind::string)
+    items.push_back(v);
+  else
+    return expected("an array of \"host:port\" strings", v);
+  std::vector<std::string> out;
+  for (auto& item : items) {
+    if (item.type != kind::string)
+      return expected("a string \"host:port\"", item);
+    // A bare string from the command line may list several, comma separated.
+    size_t pos = 0;
+    while (pos <= item.str.size()) {
+      auto end = item.str.find(',', pos);
+      if (end == std::string::npos)
+        end = item.str.size();
+      auto one = item.str.substr(pos, end - pos);
+      pos = end + 1;
+      if (one.empty() && items.size() == 1 && item.str.empty())
+        break; // "" = no etcd
+      if (!is_endpoint(one, true))
+        return "'" + one + "' is not host:port (or http://host:port)";
+      out.push_back(one);
+    }
+  }
+  s.cluster_etcd = std::move(out);
+  return {};
+}
+
+value get_etcd(const node_settings& s) {
+  std::vector<value> items;
+  for (auto& e : s.cluster_etcd)
+    items.push_back(value::of_string(e));
+  return value::of_array(std::move(items));
+}
+
+template <auto Member, uint64_t Lo, uint64_t Hi>
+std::string set_duration_in(const value& v, node_settings& s) {
+  uint64_t x = 0;
+  auto err = to_duration(v, x);
+  if (!err.empty())
+    return err;
+  if (x < Lo || x > Hi)
+    return "'" + format_duration_ms(x) + "' is not within "
+           + format_duration_ms(Lo) + ".." + format_duration_ms(Hi);
+  s.*Member = x;
+  return {};
 }
 
 template <auto Member>
@@ -424,6 +520,31 @@ const field fields[] = {
   {"node.listen_port", "integer", "0..65535",
    "TCP port to listen on, 0 = the OS picks one",
    set_uint<&ns::listen_port, 0, 65535>, get_uint<&ns::listen_port>},
+  {"node.name", "string", "empty, or 1-64 of [A-Za-z0-9_.-]",
+   "this node's id in a cluster; empty = generated on the first start. The "
+   "id is kept in the data dir: a different name later is refused",
+   set_name<&ns::name, true>, get_string<&ns::name>},
+  {"node.advertise", "string", "empty or host:port",
+   "the address peers and clients use to reach this node; empty = the "
+   "listen address",
+   set_advertise, get_string<&ns::advertise>},
+  {"node.stop_grace", "duration", "1s..10m",
+   "after SIGINT / SIGTERM, a node not stopped by then exits at once "
+   "(storage is crash-safe)",
+   set_duration_in<&ns::stop_grace_ms, 1000, 600000>,
+   get_duration<&ns::stop_grace_ms>},
+  {"cluster.name", "string", "1-64 of [A-Za-z0-9_.-]",
+   "the cluster's name: its keys live under /edda/<name>/ in etcd; a node "
+   "of another cluster is refused",
+   set_name<&ns::cluster_name, false>, get_string<&ns::cluster_name>},
+  {"cluster.etcd", "string list", "host:port each",
+   "etcd endpoints; empty = a single node that needs no etcd",
+   set_etcd, get_etcd},
+  {"cluster.lease_ttl", "duration", "2s..60s",
+   "membership lease: a node that cannot renew it this long is taken as "
+   "gone, and fences itself",
+   set_duration_in<&ns::cluster_lease_ttl_ms, 2000, 60000>,
+   get_duration<&ns::cluster_lease_ttl_ms>},
   {"storage.durability", "enum", "fsync, nometasync, nosync",
    "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,
    get_durability},
@@ -555,7 +676,7 @@ const group_field group_fields[] = {
 
 const char* const table_names[]
   = {"node",        "storage", "broker",    "consumer", "groups",
-     "idempotency", "txn", "saga", "network", "scheduler", "log"};
+     "idempotency", "txn", "saga", "network", "scheduler", "log", "cluster"};
 
 const field* find_field(const std::string& key) {
   for (const auto& f : fields)

@@ -42,6 +42,13 @@ struct node_settings {
   std::string data_dir = "edda-data"; // LMDB env directory, created if missing
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 7420; // 0 = OS picks
+  std::string name; // node id; empty = generated on the first start, kept in LMDB
+  std::string advertise; // host:port peers and clients use; empty = listen address
+  uint64_t stop_grace_ms = 10000; // after SIGTERM: exit at once if not stopped by then
+  // [cluster] (no etcd endpoints: a single node that needs nothing else)
+  std::string cluster_name = "edda";  // etcd key prefix /edda/<name>/
+  std::vector<std::string> cluster_etcd; // etcd endpoints, host:port
+  uint64_t cluster_lease_ttl_ms = 10000; // membership lease; fence after it
   // [storage]
   durability mode = durability::fsync;
   uint64_t map_size = 4ull << 30; // bytes

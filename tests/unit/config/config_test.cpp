@@ -44,6 +44,12 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.data_dir, b.data_dir);
   EXPECT_EQ(a.listen_host, b.listen_host);
   EXPECT_EQ(a.listen_port, b.listen_port);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.advertise, b.advertise);
+  EXPECT_EQ(a.stop_grace_ms, b.stop_grace_ms);
+  EXPECT_EQ(a.cluster_name, b.cluster_name);
+  EXPECT_EQ(a.cluster_etcd, b.cluster_etcd);
+  EXPECT_EQ(a.cluster_lease_ttl_ms, b.cluster_lease_ttl_ms);
   EXPECT_EQ(a.mode, b.mode);
   EXPECT_EQ(a.map_size, b.map_size);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
@@ -70,6 +76,12 @@ node_settings non_defaults() {
   s.data_dir = "/var/lib/edda \"main\"";
   s.listen_host = "0.0.0.0";
   s.listen_port = 0;
+  s.name = "node-a";
+  s.advertise = "10.0.0.7:7420";
+  s.stop_grace_ms = 2500;
+  s.cluster_name = "payments.eu";
+  s.cluster_etcd = {"127.0.0.1:2379", "http://10.0.0.2:2379"};
+  s.cluster_lease_ttl_ms = 4000;
   s.mode = durability::nometasync;
   s.map_size = (16ull << 30) + 4096;
   s.max_message_size = 1500;
@@ -160,6 +172,12 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
   std::vector<std::string> expected = {"node.data_dir",
                                        "node.listen_host",
                                        "node.listen_port",
+                                       "node.name",
+                                       "node.advertise",
+                                       "node.stop_grace",
+                                       "cluster.name",
+                                       "cluster.etcd",
+                                       "cluster.lease_ttl",
                                        "storage.durability",
                                        "storage.map_size",
                                        "broker.max_message_size",
@@ -869,3 +887,35 @@ TEST(ConfigTest, LoadSettingsFileReportsErrorsWithTheFilePath) {
 }
 
 } // namespace
+
+TEST(ConfigTest, ClusterSettingsAreCheckedAndEtcdTakesACommaList) {
+  EXPECT_EQ(override_error("cluster.etcd=localhost"),
+            "command line: cluster.etcd: 'localhost' is not host:port (or "
+            "http://host:port)");
+  EXPECT_EQ(override_error("cluster.etcd=127.0.0.1:0"),
+            "command line: cluster.etcd: '127.0.0.1:0' is not host:port (or "
+            "http://host:port)");
+  EXPECT_EQ(override_error("node.name=a/b"),
+            "command line: node.name: 'a/b' may only contain letters, "
+            "digits, '_', '-' and '.'");
+  EXPECT_EQ(parse_error("[cluster]\nname = \"\"\n"),
+            "edda.toml:2: cluster.name: '' must be 1-64 characters");
+  EXPECT_EQ(override_error("cluster.lease_ttl=1s"),
+            "command line: cluster.lease_ttl: '1s' is not within 2s..1m");
+  EXPECT_EQ(override_error("node.advertise=example.org"),
+            "command line: node.advertise: 'example.org' is not host:port");
+  node_settings s;
+  std::string error;
+  ASSERT_TRUE(apply_override("cluster.etcd=127.0.0.1:2379,http://h:2381", s,
+                             error))
+    << error;
+  EXPECT_EQ(s.cluster_etcd,
+            (std::vector<std::string>{"127.0.0.1:2379", "http://h:2381"}));
+  ASSERT_TRUE(apply_override("cluster.etcd=[]", s, error)) << error;
+  EXPECT_TRUE(s.cluster_etcd.empty());
+  auto parsed = parse_ok("[cluster]\nname = \"c1\"\netcd = [\"127.0.0.1:1\","
+                         " \"127.0.0.1:2\"]\nlease_ttl = \"3s\"\n");
+  EXPECT_EQ(parsed.cluster_name, "c1");
+  EXPECT_EQ(parsed.cluster_etcd.size(), 2u);
+  EXPECT_EQ(parsed.cluster_lease_ttl_ms, 3000u);
+}
