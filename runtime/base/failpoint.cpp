@@ -17,6 +17,7 @@ std::atomic<bool> armed_{false};
 std::mutex mtx_;
 struct point {
   long remaining = 1;
+  bool hang = false; // block the hitting thread for ever instead of crashing
 };
 std::map<std::string, point>& points() {
   static std::map<std::string, point> m;
@@ -34,11 +35,17 @@ void hit(const char* name) {
   init_from_env(); // any process (node or client) honours EDDA_FAILPOINTS
   if (!armed_.load(std::memory_order_relaxed))
     return;
-  std::lock_guard<std::mutex> guard{mtx_};
+  std::unique_lock<std::mutex> guard{mtx_};
   auto i = points().find(name);
   if (i == points().end())
     return;
   if (--i->second.remaining == 0) {
+    if (i->second.hang) {
+      EDDA_WARN("failpoint", "hanging at " << name);
+      guard.unlock();
+      for (;;)
+        ::pause();
+    }
     EDDA_WARN("failpoint", "crashing at " << name);
     ::kill(::getpid(), SIGKILL);
   }
@@ -68,12 +75,16 @@ void load() {
       nth = std::strtol(action.c_str() + at + 1, nullptr, 10);
       action = action.substr(0, at);
     }
-    if (action != "crash" || nth < 1) {
-      EDDA_WARN("failpoint", "ignoring '" << item << "' (use name=crash@N)");
+    if ((action != "crash" && action != "hang") || nth < 1) {
+      EDDA_WARN("failpoint", "ignoring '" << item
+                                          << "' (use name=crash@N or "
+                                             "name=hang@N)");
       continue;
     }
     points()[name].remaining = nth;
-    EDDA_INFO("failpoint", "armed " << name << " (crash at hit " << nth << ")");
+    points()[name].hang = action == "hang";
+    EDDA_INFO("failpoint", "armed " << name << " (" << action << " at hit "
+                                    << nth << ")");
   }
   armed_ = !points().empty();
 }

@@ -1,7 +1,8 @@
 // Named failure-injection points for fault tests. A failpoint is armed from
 // the environment: EDDA_FAILPOINTS="storage.after_commit=crash@3,..." makes
 // the 3rd hit of that point kill the process with SIGKILL (as `kill -9`
-// would). Unarmed points cost one relaxed atomic load.
+// would); "name=hang@N" blocks the hitting thread for ever instead (a
+// wedged disk or a stuck call). Unarmed points cost one relaxed atomic load.
 #pragma once
 
 namespace edda::failpoint {

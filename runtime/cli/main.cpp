@@ -9,6 +9,7 @@
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
 #include "node/embedded_node.hpp"
+#include "node/shutdown.hpp"
 #include "sagas/saga.hpp"
 #include "saga.hpp"
 #include "txmsg.hpp"
@@ -19,8 +20,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <csignal>
-#include <pthread.h>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -194,22 +193,23 @@ int cmd_node(const std::vector<std::string>& argv) {
     std::cout << config::render_settings(s);
     return 0;
   }
-  // Block the shutdown signals before any thread starts, so that only the
-  // main thread's sigwait sees them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  auto node = node::embedded_node::start(s);
-  if (!node)
+  // SIGINT / SIGTERM stop the node at every moment, from here on (a second
+  // signal, or a stop longer than 10 s, ends the process at once).
+  node::shutdown_signal shutdown{std::chrono::milliseconds(s.stop_grace_ms)};
+  node::start_options opts;
+  opts.cancel = shutdown.flag();
+  auto node = node::embedded_node::start(s, std::move(opts));
+  if (!node) {
+    shutdown.stopped();
     return fail(node.error());
+  }
   std::cout << "edda node listening on " << s.listen_host << ":"
             << (*node)->port() << " (data dir " << s.data_dir
             << ", durability " << config::to_string(s.mode) << ")"
             << std::endl;
-  node::wait_for_shutdown_signal();
+  shutdown.wait();
   (*node)->stop();
+  shutdown.stopped();
   return 0;
 }
 

@@ -19,7 +19,13 @@
 #include <caf/io/publish.hpp>
 #include <caf/scoped_actor.hpp>
 
-#include <csignal>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <mutex>
 
 namespace edda::node {
@@ -38,6 +44,82 @@ struct embedded_node::impl {
 
 embedded_node::embedded_node(std::unique_ptr<impl> i) : impl_(std::move(i)) {
 }
+
+namespace {
+
+/// Why the OS refuses to listen on host:port ("Address already in use"), or
+/// empty if it would accept (CAF's error does not carry errno).
+std::string listen_problem(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  auto service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &res))
+    return ::gai_strerror(rc);
+  std::string why;
+  for (auto* ai = res; ai != nullptr && why.empty(); ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, 1) != 0)
+      why = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return why;
+}
+
+/// Spawns the node's actors into im.sys. Every handle it makes is kept in
+/// `im` (or in actors it spawned), never in a local that outlives it: a
+/// strong reference left behind keeps a detached actor's thread, and so the
+/// actor system's destruction, waiting for ever (a failed start used to hang
+/// that way).
+caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
+  auto& settings = im.settings;
+  auto& sys = *im.sys;
+  im.writer = storage::spawn_writer(
+    sys, im.env, true,
+    std::chrono::milliseconds(settings.offset_flush_delay_ms));
+  auto ctx = std::make_shared<broker::context>();
+  ctx->env = im.env;
+  ctx->writer = im.writer;
+  ctx->settings = settings;
+  ctx->alerts = im.alerts;
+  ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
+  im.scheduler = broker::spawn_scheduler(sys, ctx);
+  ctx->scheduler = im.scheduler;
+  im.topics = broker::spawn_topic_manager(sys, ctx);
+  im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
+  im.dedup = broker::spawn_dedup(sys, ctx);
+  im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
+  std::vector<caf::actor> shards;
+  caf::actor directory;
+  if (!opts.sagas.empty()) {
+    sagas::runtime_options ro;
+    ro.shards = settings.saga_shards;
+    ro.topics = im.topics;
+    im.sagas = std::make_unique<sagas::saga_runtime>(sys, ctx, ro);
+    for (auto& def : opts.sagas)
+      if (auto err = im.sagas->add(std::move(def)))
+        return err;
+    im.sagas->start();
+    shards = im.sagas->shards();
+    directory = im.sagas->directory();
+  }
+  im.frontend = broker::spawn_frontend(sys, ctx, im.topics, im.groups,
+                                        im.dedup, im.txn, std::move(shards),
+                                        std::move(directory));
+  broker::wire_up(im.scheduler, im.topics, im.groups);
+  return caf::none;
+}
+
+} // namespace
 
 caf::expected<std::unique_ptr<embedded_node>>
 embedded_node::start(const config::node_settings& settings, start_options opts) {
@@ -75,51 +157,21 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
     std::chrono::milliseconds(settings.heartbeat_interval_ms),
     std::chrono::milliseconds(settings.connection_timeout_ms));
   im->sys = std::make_unique<caf::actor_system>(im->cfg);
-  auto& sys = *im->sys;
-  im->writer = storage::spawn_writer(
-    sys, im->env, true,
-    std::chrono::milliseconds(settings.offset_flush_delay_ms));
-  auto ctx = std::make_shared<broker::context>();
-  ctx->env = im->env;
-  ctx->writer = im->writer;
-  ctx->settings = settings;
-  ctx->alerts = im->alerts;
-  ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
-  auto sched_ctx = ctx;
-  im->scheduler = broker::spawn_scheduler(sys, ctx);
-  ctx->scheduler = im->scheduler;
-  im->topics = broker::spawn_topic_manager(sys, ctx);
-  im->groups = broker::spawn_group_manager(sys, ctx, im->topics);
-  im->dedup = broker::spawn_dedup(sys, ctx);
-  im->txn = txn::spawn_coordinator(sys, ctx, im->topics);
-  std::vector<caf::actor> shards;
-  caf::actor directory;
-  if (!opts.sagas.empty()) {
-    sagas::runtime_options ro;
-    ro.shards = settings.saga_shards;
-    ro.topics = im->topics;
-    im->sagas = std::make_unique<sagas::saga_runtime>(sys, ctx, ro);
-    for (auto& def : opts.sagas)
-      if (auto err = im->sagas->add(std::move(def))) {
-        std::unique_ptr<embedded_node> partial{new embedded_node(std::move(im))};
-        partial->stop();
-        return err;
-      }
-    im->sagas->start();
-    shards = im->sagas->shards();
-    directory = im->sagas->directory();
-  }
-  im->frontend = broker::spawn_frontend(sys, ctx, im->topics, im->groups,
-                                        im->dedup, im->txn, std::move(shards),
-                                        std::move(directory));
-  broker::wire_up(im->scheduler, im->topics, im->groups);
+  auto err = spawn_actors(*im, opts);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
+  if (err) {
+    node->stop();
+    return err;
+  }
   if (opts.listen) {
     auto& i = *node->impl_;
+    EDDA_FAILPOINT("node.before_listen");
     auto port = caf::io::publish(i.frontend, settings.listen_port,
                                  settings.listen_host.c_str(), true);
     if (!port) {
-      auto why = i.sys->render(port.error());
+      auto why = listen_problem(settings.listen_host, settings.listen_port);
+      if (why.empty())
+        why = i.sys->render(port.error());
       node->stop();
       return make_error(errc::unavailable,
                         "cannot listen on " + settings.listen_host + ":"
@@ -188,17 +240,6 @@ void embedded_node::stop() {
     i.env.reset();
     EDDA_INFO("node", "stopped");
   });
-}
-
-void wait_for_shutdown_signal() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  int sig = 0;
-  sigwait(&set, &sig);
-  EDDA_INFO("node", "signal " << sig << " received, stopping");
 }
 
 } // namespace edda::node

@@ -15,6 +15,7 @@
 
 #include <caf/expected.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -27,6 +28,9 @@ struct start_options {
   std::function<int64_t()> clock;
   /// Saga types this node runs (validated at start: invalid_saga).
   std::vector<sagas::saga_definition> sagas;
+  /// Set (by a signal) while the node starts: a start that waits for
+  /// something (etcd) gives up with shutting_down. May be null.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class embedded_node {
@@ -57,9 +61,5 @@ private:
   explicit embedded_node(std::unique_ptr<impl> i);
   std::unique_ptr<impl> impl_;
 };
-
-/// Blocks SIGINT and SIGTERM in the calling thread and waits for one.
-/// Call before starting threads you want to keep signal-free.
-void wait_for_shutdown_signal();
 
 } // namespace edda::node

@@ -1,0 +1,79 @@
+#include "node/shutdown.hpp"
+
+#include "base/log.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+#include <unistd.h>
+
+namespace edda::node {
+
+namespace {
+
+sigset_t shutdown_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+} // namespace
+
+shutdown_signal::shutdown_signal(std::chrono::milliseconds grace)
+  : grace_(grace) {
+  auto set = shutdown_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  thread_ = std::thread([this] { run(); });
+}
+
+shutdown_signal::~shutdown_signal() {
+  stopped();
+  // The signal thread may be in sigwait: it ends with the process.
+  thread_.detach();
+}
+
+void shutdown_signal::run() {
+  auto set = shutdown_set();
+  int sig = 0;
+  sigwait(&set, &sig);
+  EDDA_INFO("node", "signal " << sig << " received, stopping");
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    requested_ = true;
+  }
+  cv_.notify_all();
+  // A second signal, or the grace period running out, ends the process.
+  std::thread second([set] {
+    int again = 0;
+    sigwait(&set, &again);
+    std::fprintf(stderr, "edda: second signal %d: exiting now\n", again);
+    _exit(1);
+  });
+  second.detach();
+  std::unique_lock<std::mutex> guard{mtx_};
+  if (!cv_.wait_for(guard, grace_, [this] { return stopped_; })) {
+    std::fprintf(stderr,
+                 "edda: the node did not stop within %lld ms of signal %d; "
+                 "exiting now (storage is crash-safe: nothing acknowledged "
+                 "is lost)\n",
+                 static_cast<long long>(grace_.count()), sig);
+    _exit(1);
+  }
+}
+
+void shutdown_signal::wait() {
+  std::unique_lock<std::mutex> guard{mtx_};
+  cv_.wait(guard, [this] { return requested_.load(); });
+}
+
+void shutdown_signal::stopped() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    stopped_ = true;
+  }
+  cv_.notify_all();
+}
+
+} // namespace edda::node
