@@ -6,6 +6,7 @@
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
 #include "client/handoff.hpp"
+#include "client/inflight.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -226,6 +227,7 @@ struct sender_state {
   std::deque<std::shared_ptr<txn_item>> halves; // not sent yet
   std::deque<pending_end> ends;                 // local done, end not sent
   size_t halves_inflight = 0, ends_inflight = 0; // batches
+  inflight requests; // failed at once when the node is lost
   static inline const char* name = "edda.txn_sender";
 };
 
@@ -281,8 +283,8 @@ void pump_ends(sender_ptr self) {
       continue;
     }
     ++st.ends_inflight;
-    self->request(st.frontend, st.impl->opts.timeout, std::move(req))
-      .then(
+    st.requests.request<pb::BatchResult>(
+      self, st.frontend, st.impl->opts.timeout, std::move(req),
         [=](const pb::BatchResult& res) {
           --self->state.ends_inflight;
           for (size_t i = 0; i < batch->size(); ++i) {
@@ -339,8 +341,8 @@ void pump(sender_ptr self) {
       self->monitor(st.frontend);
     }
     ++st.halves_inflight;
-    self->request(*fe, st.impl->opts.timeout, std::move(req))
-      .then(
+    st.requests.request<pb::BatchResult>(
+      self, *fe, st.impl->opts.timeout, std::move(req),
         [=](const pb::BatchResult& res) {
           auto& st = self->state;
           --st.halves_inflight;
@@ -386,8 +388,13 @@ caf::behavior sender_actor(sender_ptr self,
   self->state.impl = impl;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.frontend && dm.source == st.frontend.address())
-      st.frontend = nullptr; // the next batch reconnects
+    if (!st.frontend || dm.source != st.frontend.address())
+      return;
+    st.frontend = nullptr; // the next batch reconnects
+    // Halves and ends out to the lost node fail now, not at their timeout:
+    // a half's error says it may be stored (check-back settles it), an
+    // end's that the outcome is left to check-back.
+    st.requests.fail(dm.source, inflight::lost(st.impl->conn->endpoint));
   });
   return {
     [=](wire::drain_atom) {
