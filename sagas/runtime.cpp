@@ -22,7 +22,6 @@ struct saga_runtime::impl {
   registry reg;
   std::vector<caf::actor> functions; // wrapped function participants
   std::vector<caf::actor> shards;
-  std::shared_ptr<directory_table> table = std::make_shared<directory_table>();
   caf::actor directory;
   std::vector<caf::actor> outboxes;
 };
@@ -75,15 +74,21 @@ void saga_runtime::start() {
     return;
   auto rt = std::make_shared<runtime_shared>();
   rt->reg = impl_->reg;
-  rt->directory = impl_->table;
   rt->topics = impl_->opts.topics;
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
-    rt->outboxes.push_back(spawn_saga_outbox(*impl_->sys));
+    rt->outboxes.push_back(spawn_saga_outbox(*impl_->sys, i));
   impl_->outboxes = rt->outboxes;
-  impl_->directory = spawn_participant_directory(*impl_->sys, impl_->table);
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
     impl_->shards.push_back(spawn_shard_keeper(
       *impl_->sys, impl_->ctx, shared_env{rt}, i, impl_->opts.shards));
+  // The directory starts empty and tells the outboxes (who serves a name)
+  // and the keepers (whether a name is served) about every change; they
+  // start from the same empty view, so nothing is missed.
+  auto subscribers = impl_->outboxes;
+  subscribers.insert(subscribers.end(), impl_->shards.begin(),
+                     impl_->shards.end());
+  impl_->directory = spawn_participant_directory(*impl_->sys,
+                                                 std::move(subscribers));
 }
 
 void saga_runtime::stop() {

@@ -40,6 +40,9 @@ struct instance_state {
   pb::SagaRecord rec;
   std::vector<char> busy;    // per step: a part of it is in flight
   std::vector<char> waiting; // per step: a retry timer is pending
+  // Per step: its action's named participant is served, as the shard last
+  // said (empty if no action is named).
+  std::vector<char> served;
   uint64_t timer_gen = 1;    // timers of an older generation are ignored
   // Write-ahead: what the next write authorises, sent once it is stored.
   std::vector<pending_send> sends;
@@ -160,16 +163,11 @@ void send(instance_ptr self, size_t i, part p) {
   auto target = p == part::action         ? actors.action
                 : p == part::compensation ? actors.compensation
                                           : actors.confirm;
-  bool batch = false;
+  // A named participant: the outbox picks one of those serving the name
+  // (in turn) and answers for it if nobody does.
   if (!who.name().empty()) {
-    auto e = st.rt->directory->pick(who.name());
-    target = std::move(e.who);
-    batch = e.batches;
-    if (!target) {
-      on_reply(self, i, p, false, {},
-               "no participant '" + who.name() + "' is registered", true);
-      return;
-    }
+    auto& outboxes = st.rt->outboxes;
+    target = outboxes[stable_hash(st.rec.id()) % outboxes.size()];
   }
   pb::StepCommand cmd;
   cmd.set_saga_id(st.rec.id());
@@ -188,13 +186,8 @@ void send(instance_ptr self, size_t i, part p) {
                   : p == part::compensation ? s.compensations()
                                             : s.confirms());
   st.busy[i] = 1;
-  auto sent = !batch
-                ? self->request(target, def.options.timeout, std::move(cmd))
-                : self->request(st.rt->outboxes[stable_hash(st.rec.id())
-                                                % st.rt->outboxes.size()],
-                                def.options.timeout, std::move(target),
-                                std::move(cmd));
-  sent.then(
+  self->request(target, def.options.timeout, std::move(cmd))
+    .then(
       [=](pb::StepReply& r) {
         on_reply(self, i, p, r.ok(), std::move(*r.mutable_output()),
                  std::move(*r.mutable_error()), r.retryable());
@@ -305,7 +298,7 @@ void start_action(instance_ptr self, size_t i) {
   // A named participant that is not registered now is not asked at all:
   // the attempt fails unsent, and an action never sent needs no undo.
   auto& name = st.type->def->steps()[i].action.name();
-  if (!name.empty() && !st.rt->directory->has(name)) {
+  if (!name.empty() && !st.served[i]) {
     s.set_unsent(s.unsent() + 1);
     fail_attempt(self, i, part::action,
                  "no participant '" + name + "' is registered", true);
@@ -705,7 +698,8 @@ bool any_busy(instance_ptr self) {
 }
 
 caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
-                            shared_env rt, pb::SagaRecord rec, bool fresh) {
+                            shared_env rt, pb::SagaRecord rec, bool fresh,
+                            std::vector<char> served) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.rt = std::move(rt);
@@ -713,6 +707,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   st.rec = std::move(rec);
   st.busy.assign(static_cast<size_t>(st.rec.steps_size()), 0);
   st.waiting.assign(st.busy.size(), 0);
+  st.served = std::move(served);
   if (!fresh) {
     st.stored = st.rec.SerializeAsString();
     st.stored_once = true;
@@ -858,6 +853,14 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
           return make_error(errc::invalid_argument, "unknown saga command");
       }
     },
+    [=](wire::serving_atom, const std::string& name, bool served) {
+      // From the shard: `name` is served now, or no longer.
+      auto& st = self->state;
+      auto& steps = st.type->def->steps();
+      for (size_t i = 0; i < st.served.size(); ++i)
+        if (steps[i].action.name() == name)
+          st.served[i] = served;
+    },
     [=](wire::deadline_atom) {
       auto& st = self->state;
       if (state_of(st.rec) != saga_state::running || st.past_deadline)
@@ -873,9 +876,11 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
 
 caf::actor spawn_saga_instance(caf::local_actor* shard,
                                broker::context_ptr ctx, shared_env rt,
-                               pb::SagaRecord rec, bool fresh) {
+                               pb::SagaRecord rec, bool fresh,
+                               std::vector<char> served) {
   return shard->spawn<caf::linked>(saga_instance, std::move(ctx),
-                                   std::move(rt), std::move(rec), fresh);
+                                   std::move(rt), std::move(rec), fresh,
+                                   std::move(served));
 }
 
 } // namespace edda::sagas

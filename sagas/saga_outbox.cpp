@@ -8,9 +8,12 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace edda::sagas {
@@ -19,29 +22,68 @@ namespace {
 
 namespace pb = wire::pb;
 
-/// Gathers the commands for named (remote) participants that arrive in one
-/// mailbox pass and sends each host one StepBatch: one network message
-/// instead of one per command. Replies go back to each instance; each
-/// instance keeps its own per-step timeout.
+/// Who serves one name, as the directory last said.
+struct route {
+  std::vector<caf::actor> who; ///< in the order they registered
+  std::vector<char> batches;   ///< per participant: answers StepBatch
+  size_t next = 0;             ///< whose turn it is (mod who.size())
+};
+
 struct outbox_state {
   using item = std::pair<pb::StepCommand, caf::response_promise>;
-  std::map<caf::actor, std::vector<item>> pending;
+  uint32_t index = 0;
+  std::map<std::string, route> routes; // only names someone serves
+  std::map<caf::actor, std::vector<item>> pending; // batching participants
   bool flush_scheduled = false;
   static inline const char* name = "edda.saga_outbox";
 };
 
-caf::behavior saga_outbox(caf::stateful_actor<outbox_state>* self) {
+using outbox_ptr = caf::stateful_actor<outbox_state>*;
+
+caf::behavior saga_outbox(outbox_ptr self, uint32_t index) {
+  self->state.index = index;
   return {
-    [=](caf::actor& target, pb::StepCommand& c)
-      -> caf::result<pb::StepReply> {
+    [=](pb::StepCommand& c) -> caf::result<pb::StepReply> {
       auto& st = self->state;
+      auto i = st.routes.find(c.participant());
+      if (i == st.routes.end()) {
+        pb::StepReply none;
+        none.set_error("no participant '" + c.participant()
+                       + "' is registered");
+        none.set_retryable(true);
+        return none;
+      }
+      auto& r = i->second;
+      auto k = r.next++ % r.who.size();
+      if (!r.batches[k]) {
+        self->delegate(r.who[k], std::move(c));
+        return caf::delegated<pb::StepReply>{};
+      }
       auto rp = self->make_response_promise<pb::StepReply>();
-      st.pending[std::move(target)].emplace_back(std::move(c), rp);
+      st.pending[r.who[k]].emplace_back(std::move(c), rp);
       if (!st.flush_scheduled) {
         st.flush_scheduled = true;
         self->send(self, wire::flush_atom::value);
       }
       return rp;
+    },
+    [=](wire::serving_atom, const std::string& name,
+        std::vector<caf::actor>& serving,
+        const std::vector<caf::actor>& batching) {
+      auto& routes = self->state.routes;
+      if (serving.empty()) {
+        routes.erase(name);
+        return;
+      }
+      auto [i, added] = routes.try_emplace(name);
+      auto& r = i->second;
+      if (added)
+        r.next = self->state.index;
+      r.batches.assign(serving.size(), 0);
+      for (size_t k = 0; k < serving.size(); ++k)
+        r.batches[k] = std::find(batching.begin(), batching.end(), serving[k])
+                       != batching.end();
+      r.who = std::move(serving);
     },
     [=](wire::flush_atom) {
       auto& st = self->state;
@@ -88,8 +130,8 @@ caf::behavior saga_outbox(caf::stateful_actor<outbox_state>* self) {
 
 } // namespace
 
-caf::actor spawn_saga_outbox(caf::actor_system& sys) {
-  return sys.spawn(saga_outbox);
+caf::actor spawn_saga_outbox(caf::actor_system& sys, uint32_t index) {
+  return sys.spawn(saga_outbox, index);
 }
 
 } // namespace edda::sagas

@@ -33,6 +33,9 @@ struct shard_state {
   uint32_t index = 0, count = 1;
   std::map<std::string, caf::actor> live;
   std::set<std::string> reopening; // failed sagas whose retry is being stored
+  /// The names of named actions that someone serves, as the keeper last
+  /// said (the directory tells the keeper).
+  std::set<std::string> served;
   static inline const char* name = "edda.saga_shard";
 };
 
@@ -55,9 +58,20 @@ caf::actor spawn_instance(shard_ptr self, pb::SagaRecord rec, bool fresh) {
     return {};
   }
   auto id = rec.id();
+  // Per step: its action's named participant is served (none named: empty).
+  std::vector<char> served;
+  auto& steps = st.rt->reg.at(rec.type()).def->steps();
+  for (size_t i = 0; i < steps.size(); ++i) {
+    auto& name = steps[i].action.name();
+    if (name.empty())
+      continue;
+    served.resize(steps.size(), 0);
+    served[i] = st.served.count(name) != 0;
+  }
   // Linked: if the shard crashes, its instances go with it, and the shard
   // that replaces it resumes them from LMDB (no saga runs twice).
-  auto a = spawn_saga_instance(self, st.ctx, st.rt, std::move(rec), fresh);
+  auto a = spawn_saga_instance(self, st.ctx, st.rt, std::move(rec), fresh,
+                               std::move(served));
   self->monitor(a);
   st.live[id] = a;
   return a;
@@ -104,12 +118,14 @@ void ask_instance(shard_ptr self, pb::SagaStart req,
 }
 
 caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
-                         shared_env rt, uint32_t index, uint32_t count) {
+                         shared_env rt, uint32_t index, uint32_t count,
+                         std::set<std::string> served) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.rt = std::move(rt);
   st.index = index;
   st.count = count;
+  st.served = std::move(served);
   // An instance that ends is handled by the down handler (restart from
   // storage), not by dying with it.
   self->set_exit_handler([](caf::exit_msg&) {});
@@ -373,6 +389,18 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       self->delayed_send(self, milliseconds(purged >= 10000 ? 1000 : again),
                          wire::drain_atom::value);
     },
+    [=](wire::serving_atom, const std::string& name, bool served) {
+      // From the keeper: a name of a named action is now served or not.
+      // Rare (a participant's first registration, the last one going
+      // away): every live instance is told.
+      auto& st = self->state;
+      if (served)
+        st.served.insert(name);
+      else
+        st.served.erase(name);
+      for (auto& [id, a] : st.live)
+        self->send(a, wire::serving_atom::value, name, served);
+    },
     [=](wire::stop_atom) {
       for (auto& [id, a] : self->state.live)
         self->send_exit(a, caf::exit_reason::user_shutdown);
@@ -385,9 +413,10 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
 } // namespace
 
 caf::actor spawn_saga_shard(caf::local_actor* keeper, broker::context_ptr ctx,
-                            shared_env rt, uint32_t index, uint32_t count) {
+                            shared_env rt, uint32_t index, uint32_t count,
+                            std::set<std::string> served) {
   return keeper->spawn(saga_shard, std::move(ctx), std::move(rt), index,
-                       count);
+                       count, std::move(served));
 }
 
 } // namespace edda::sagas

@@ -13,6 +13,10 @@
 //                  the live instance; a failed saga is reopened here)
 //   SagaList    -> SagaRecords  (any shard answers for the node)
 //   stop_atom                   from the keeper: stops its instances, quits
+//   (serving_atom, name, bool served)  from the keeper: a name of a named
+//                  action became served or unserved; passed on to every
+//                  live instance (each starts with the flags for its own
+//                  steps, from the names the shard knows to be served)
 //   drain_atom                  from itself: a retention pass
 // It sends WriteBatch -> WriteResult to the writer (reopen, purge).
 #pragma once
@@ -23,14 +27,18 @@
 #include <caf/fwd.hpp>
 
 #include <cstdint>
+#include <set>
+#include <string>
 
 namespace edda::sagas {
 
 /// Spawns shard `index` of `count` as a child of `keeper`, which monitors
-/// it. The shard's instances are linked to it.
+/// it. The shard's instances are linked to it. `served`: the names of
+/// named actions that someone serves now.
 [[nodiscard]] caf::actor spawn_saga_shard(caf::local_actor* keeper,
                                           broker::context_ptr ctx,
                                           shared_env rt, uint32_t index,
-                                          uint32_t count);
+                                          uint32_t count,
+                                          std::set<std::string> served);
 
 } // namespace edda::sagas

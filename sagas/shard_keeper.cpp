@@ -11,6 +11,9 @@
 #include <caf/stateful_actor.hpp>
 
 #include <chrono>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace edda::sagas {
 
@@ -26,6 +29,10 @@ using std::chrono::milliseconds;
 struct keeper_state {
   caf::actor current;
   bool stopping = false;
+  /// The names of named actions (of any type) that someone serves, as the
+  /// directory last said; a new shard starts from this.
+  std::set<std::string> served;
+  std::set<std::string> wanted; // the names of named actions of any type
   static inline const char* name = "edda.saga_shard_keeper";
 };
 
@@ -49,9 +56,13 @@ caf::result<Reply> pass_on(keeper_ptr self, Request& x, uint32_t index) {
 caf::behavior shard_keeper(keeper_ptr self,
                            broker::context_ptr ctx, shared_env rt,
                            uint32_t index, uint32_t count) {
+  for (auto& [type, e] : rt->reg)
+    for (auto& s : e.def->steps())
+      if (!s.action.name().empty())
+        self->state.wanted.insert(s.action.name());
   auto start = [=] {
     auto& st = self->state;
-    st.current = spawn_saga_shard(self, ctx, rt, index, count);
+    st.current = spawn_saga_shard(self, ctx, rt, index, count, st.served);
     self->monitor(st.current);
   };
   start();
@@ -78,6 +89,24 @@ caf::behavior shard_keeper(keeper_ptr self,
     [=](pb::SagaGet& x) { return pass_on<pb::SagaRecord>(self, x, index); },
     [=](pb::SagaCommand& x) { return pass_on<pb::SagaRecord>(self, x, index); },
     [=](pb::SagaList& x) { return pass_on<pb::SagaRecords>(self, x, index); },
+    [=](wire::serving_atom, const std::string& name,
+        const std::vector<caf::actor>& serving,
+        const std::vector<caf::actor>&) {
+      // From the directory. The shard only needs to know whether a name
+      // is served, so only a change of that is passed on.
+      auto& st = self->state;
+      if (st.wanted.count(name) == 0)
+        return;
+      bool now = !serving.empty();
+      if (now == (st.served.count(name) != 0))
+        return;
+      if (now)
+        st.served.insert(name);
+      else
+        st.served.erase(name);
+      if (st.current)
+        self->send(st.current, wire::serving_atom::value, name, now);
+    },
     [=](wire::route_atom) -> caf::result<caf::actor> {
       // The shard behind this keeper (for tests and diagnostics).
       if (!self->state.current)

@@ -144,5 +144,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_ATOM(edda, edda::wire, route_atom, "route")
   CAF_ADD_ATOM(edda, edda::wire, retry_atom, "retry")
   CAF_ADD_ATOM(edda, edda::wire, deadline_atom, "deadline")
+  CAF_ADD_ATOM(edda, edda::wire, serving_atom, "serving")
 CAF_END_TYPE_ID_BLOCK(edda)
 // clang-format on

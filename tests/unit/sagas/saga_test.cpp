@@ -87,6 +87,27 @@ caf::behavior gate(caf::event_based_actor* self,
   };
 }
 
+/// A participant that answers every command, counting them per `who`, and
+/// registers `name` with the directory it is sent.
+caf::behavior counting(caf::event_based_actor* self,
+                       std::shared_ptr<std::map<int, int>> served, int who,
+                       std::string name) {
+  return {
+    [=](const pb::StepCommand&) {
+      ++(*served)[who];
+      pb::StepReply r;
+      r.set_ok(true);
+      return r;
+    },
+    [=](const caf::actor& directory) {
+      pb::ParticipantRegister reg;
+      reg.add_names(name);
+      self->request(directory, std::chrono::seconds(1), reg)
+        .then([](const pb::ParticipantRegistered&) {});
+    },
+  };
+}
+
 class SagaTest : public DeterministicFixture {
 protected:
   ~SagaTest() override {
@@ -1262,6 +1283,59 @@ TEST_F(SagaTest, NamedParticipantIsUsedOnceRegisteredAndForgottenWhenGone) {
                  },
                  caf::after(std::chrono::seconds(0)) >> [] {});
   EXPECT_TRUE(refused);
+}
+
+TEST_F(SagaTest, AParticipantThatGoesAwayIsForgottenAndTheOthersServeOn) {
+  saga_definition d("turns");
+  d.step("debit", participant::named("bank.debit"),
+         j_.record("debit", step_result::success()), fast());
+  start_runtime({d});
+  auto served = std::make_shared<std::map<int, int>>();
+  auto a = sys_.spawn(counting, served, 1, std::string{"bank.debit"});
+  auto b = sys_.spawn(counting, served, 2, std::string{"bank.debit"});
+  self_->send(a, rt_->directory());
+  self_->send(b, rt_->directory());
+  sched_.run();
+  caf::anon_send_exit(a, caf::exit_reason::kill);
+  sched_.run();
+  for (int i = 0; i < 4; ++i) {
+    auto id = "g-" + std::to_string(i);
+    ASSERT_TRUE(start("turns", id));
+    sched_.run();
+    auto rec = get(id);
+    EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed)
+      << id << ": " << rec.steps(0).last_error();
+    EXPECT_EQ(rec.steps(0).attempts(), 1u) << id;
+  }
+  EXPECT_EQ(*served, (std::map<int, int>{{2, 4}}));
+  caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(SagaTest, ShardStartedAgainKnowsTheParticipantsThatRegisteredMeanwhile) {
+  saga_definition d("named");
+  d.step("debit", participant::named("ledger.debit"),
+         j_.record("debit", step_result::success()), fast());
+  start_runtime({d});
+  // The shard crashes; while its keeper waits to start it again, a
+  // participant registers.
+  self_->send(rt_->shard_for("m-1"), wire::route_atom::value);
+  auto shard = next<caf::actor>(self_);
+  ASSERT_TRUE(shard && *shard);
+  caf::anon_send_exit(*shard, caf::exit_reason::kill);
+  sched_.run();
+  auto served = std::make_shared<std::map<int, int>>();
+  auto p = sys_.spawn(counting, served, 1, std::string{"ledger.debit"});
+  self_->send(p, rt_->directory());
+  sched_.run();
+  advance(200); // the new shard
+  ASSERT_TRUE(start("named", "m-1"));
+  sched_.run();
+  auto rec = get("m-1");
+  EXPECT_EQ(static_cast<saga_state>(rec.state()), saga_state::completed)
+    << rec.steps(0).last_error();
+  EXPECT_EQ(rec.steps(0).unsent(), 0u);
+  EXPECT_EQ(*served, (std::map<int, int>{{1, 1}}));
+  caf::anon_send_exit(p, caf::exit_reason::user_shutdown);
 }
 
 } // namespace
