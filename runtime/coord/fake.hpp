@@ -27,15 +27,18 @@ public:
   [[nodiscard]] client_ptr connect();
 
   /// Moves the store's clock forward; leases whose TTL ran out since their
-  /// last keepalive expire (their keys are deleted, watchers see it).
+  /// last keepalive expire (their keys are deleted, watchers see it), in the
+  /// order of their deadlines, one revision each (none for a lease without
+  /// keys).
   void advance(std::chrono::milliseconds d);
 
   /// Cuts `c` off (true) or reconnects it (false). A cut client's calls fail
   /// with unavailable and its watches end with on_error.
   void cut(const client_ptr& c, bool cut_off);
 
-  /// Forgets revisions up to `revision`: a watch from at or below it fails
-  /// with errc::compacted.
+  /// Forgets the revisions before `revision`: a watch from below it fails
+  /// with errc::compacted; from `revision` itself it still replays (as in
+  /// etcd, which keeps the compaction revision).
   void compact(int64_t revision);
 
   /// The current store revision.
