@@ -10,23 +10,31 @@
 //    fencing token of an ownership key) and the one that last changed it
 //    (`mod_revision`, what compare-and-swap compares);
 //  * a lease has a TTL; keys put under it are deleted when it expires or is
-//    revoked; keepalive renews it;
+//    revoked (all of them in one revision); keepalive renews it. etcd raises
+//    a TTL below its minimum (ceil(1.5 election timeouts): 2 s with etcd's
+//    defaults) and expires a lease up to about 1 s late (it checks every
+//    0.5 s): keepalive well within the TTL;
 //  * a watch delivers, in revision order, every change under a prefix made
 //    after `from_revision` (inclusive), with no gaps; if those revisions were
-//    compacted away it fails with errc::compacted, and the caller lists again.
+//    compacted away (`from_revision` below the compaction revision) it ends
+//    with on_error(errc::compacted), and the caller lists again.
 //
 // Thread-safety: every member function may be called from any thread. Calls
 // block the caller (at most `options::call_timeout`); never call them from a
 // CAF actor's handler (use a detached actor or a thread). Watch callbacks run
-// on the watch's own thread, one at a time, in revision order.
+// on the watch's own thread, one at a time, in revision order; they may call
+// the client, and may cancel their own watch.
 //
 // Errors (caf::error, category "edda"):
-//  * unavailable: the store cannot be reached or has no leader (after the
-//    call timeout); the caller retries with backoff and says so;
-//  * not_found: keepalive / revoke of a lease that expired or never existed;
-//  * invalid_argument: an empty key, a TTL out of range, a value over the
-//    store's request limit;
+//  * unavailable: the store cannot be reached (refused at once, or reset)
+//    or has no leader; the caller retries with backoff and says so;
+//  * not_found: keepalive / revoke of a lease that expired or never existed,
+//    or a put bound to such a lease;
+//  * invalid_argument: an empty key or prefix, a TTL out of range, a key +
+//    value over 1 MiB (etcd refuses requests over 1.5 MiB);
 //  * timeout: the call deadline passed.
+// A compare-and-swap that failed with unavailable or timeout may still have
+// been applied: read the key before assuming it was not.
 #pragma once
 
 #include <caf/error.hpp>
@@ -127,7 +135,9 @@ public:
 
   // -- watches ----------------------------------------------------------------
 
-  /// Watches every key under `prefix` from `from_revision` (inclusive).
+  /// Watches every key under `prefix` from `from_revision` (inclusive;
+  /// 0: from the next change on). An error here means no watch was created;
+  /// once created, it ends only through on_error or cancel().
   [[nodiscard]] virtual caf::expected<std::unique_ptr<watch>>
   watch_prefix(const std::string& prefix, int64_t from_revision,
                watch_handlers handlers) = 0;

@@ -3,7 +3,11 @@
 // in golang-etcd-server-dev; gRPC stays inside etcd.cpp.
 //
 // Endpoints are tried in order; a call that fails with UNAVAILABLE moves to
-// the next one. Every call has a deadline (`call_timeout`).
+// the next one, within the same deadline (`call_timeout`, which every call
+// has). A watch stays on the endpoint it was created on and ends (on_error)
+// when that fails; watches ask etcd to cancel them when it has no leader.
+// Plain http only (no TLS). Destroying the client does not end its watches:
+// each ends when it is cancelled or destroyed.
 #pragma once
 
 #include "coord/coord.hpp"
@@ -21,10 +25,10 @@ struct etcd_options {
   std::chrono::milliseconds dial_timeout{2000};
 };
 
-/// Connects to etcd and checks that it answers (a Status-free range read of
-/// one key). Errors: invalid_argument (no or malformed endpoint),
-/// unavailable (nothing answered within dial_timeout, with each endpoint's
-/// reason).
+/// Connects to etcd and checks that it answers (a range read of one key,
+/// retried until one endpoint answers or dial_timeout passes). Errors:
+/// invalid_argument (no or malformed endpoint, https), unavailable (nothing
+/// answered within dial_timeout, with each endpoint's reason).
 [[nodiscard]] caf::expected<client_ptr> connect_etcd(etcd_options opts);
 
 } // namespace edda::coord
