@@ -1,0 +1,257 @@
+// coord::connect_etcd against a real etcd 3.4 that each test starts on its
+// own ports (etcd_process.hpp): the behavioural checks the fake passes
+// (tests/unit/coord/checks.hpp), then what only a real store shows: leases
+// expiring in real time, an unreachable, killed or paused etcd.
+#include "coord/etcd.hpp"
+
+#include "checks.hpp"
+#include "etcd_process.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+namespace edda::coord {
+namespace {
+
+using namespace std::chrono_literals;
+using checks::recorder;
+using steady = std::chrono::steady_clock;
+
+class etcd_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto p = test::etcd_process::start();
+    ASSERT_TRUE(p) << render(p.error());
+    etcd = std::move(*p);
+    auto cl = connect();
+    ASSERT_TRUE(cl) << render(cl.error());
+    c = *cl;
+  }
+
+  caf::expected<client_ptr>
+  connect(std::chrono::milliseconds call_timeout = 2s) {
+    etcd_options opts;
+    opts.endpoints = {etcd->endpoint()};
+    opts.call_timeout = call_timeout;
+    return connect_etcd(opts);
+  }
+
+  void compact(int64_t rev) {
+    auto out = etcd->etcdctl({"compact", std::to_string(rev)});
+    ASSERT_TRUE(out) << render(out.error());
+  }
+
+  std::unique_ptr<test::etcd_process> etcd;
+  client_ptr c;
+};
+
+TEST_F(etcd_test, revisions_and_cas) {
+  checks::revisions_and_cas(*c, "/t/");
+  EXPECT_EQ(c->describe(), "etcd " + etcd->endpoint());
+}
+
+TEST_F(etcd_test, prefix_listing) {
+  checks::prefix_listing(*c, "/t/");
+}
+
+TEST_F(etcd_test, two_clients_race_for_a_key_and_exactly_one_wins) {
+  auto a = connect();
+  auto b = connect();
+  ASSERT_TRUE(a && b);
+  checks::cas_race(*a, *b, "/race/", 200);
+}
+
+TEST_F(etcd_test, lease_revoke_deletes_its_keys_in_one_revision) {
+  checks::lease_revoke(*c, "/t/");
+}
+
+TEST_F(etcd_test, watch_from_a_past_revision_replays_the_later_events) {
+  checks::watch_replay(*c, "/t/");
+}
+
+TEST_F(etcd_test, watch_sees_many_events_in_order) {
+  checks::watch_many_events(*c, "/t/", 500);
+}
+
+TEST_F(etcd_test, watch_cancel_stops_callbacks) {
+  checks::watch_cancel(*c, "/t/");
+}
+
+TEST_F(etcd_test, invalid_arguments_are_refused) {
+  checks::invalid_arguments(*c, "/t/");
+}
+
+TEST_F(etcd_test, compacted_watch_fails_with_compacted) {
+  checks::compacted_watch(*c, "/t/", [this](int64_t rev) { compact(rev); });
+}
+
+// etcd raises a TTL below its minimum, ceil(1.5 election timeouts) in whole
+// seconds: 1 s with the test's 50 ms election timeout (2 s with etcd's
+// default 1 s).
+TEST_F(etcd_test, lease_ttl_is_raised_to_the_minimum) {
+  EDDA_ASSIGN_OR_FAIL(id, c->grant(1s));
+  EDDA_ASSIGN_OR_FAIL(ttl, c->keepalive(id));
+  EXPECT_EQ(ttl, 1s);
+}
+
+TEST_F(etcd_test, lease_expiry_deletes_bound_keys_seen_by_a_watch) {
+  recorder rec;
+  EDDA_ASSIGN_OR_FAIL(w, c->watch_prefix("/t/", 0, rec.handlers()));
+  EDDA_ASSIGN_OR_FAIL(id, c->grant(2s));
+  auto granted = steady::now();
+  ASSERT_TRUE(c->cas_put("/t/a", "1", 0, id)->succeeded);
+  ASSERT_TRUE(c->cas_put("/t/b", "1", 0, id)->succeeded);
+  ASSERT_TRUE(rec.wait_for_events(2));
+  // No keepalive: gone within TTL + 1.5 s (etcd checks every 0.5 s).
+  ASSERT_TRUE(rec.wait_for_events(4, 3500ms));
+  auto took = steady::now() - granted;
+  EXPECT_GE(took, 2s);
+  EXPECT_LE(took, 3500ms);
+  std::cout << "lease of 2 s expired after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(took)
+                 .count()
+            << " ms\n";
+  auto evs = rec.events();
+  EXPECT_EQ(evs[2].type, watch_event::kind::del);
+  EXPECT_EQ(evs[3].type, watch_event::kind::del);
+  EXPECT_EQ(evs[2].kv.mod_revision, evs[3].kv.mod_revision)
+    << "an expiry is one revision";
+  EXPECT_FALSE(c->get("/t/a")->first);
+  auto ka = c->keepalive(id);
+  ASSERT_FALSE(ka);
+  EXPECT_EQ(code_of(ka.error()), errc::not_found) << render(ka.error());
+  EXPECT_EQ(code_of(c->revoke(id)), errc::not_found);
+}
+
+TEST_F(etcd_test, keepalive_keeps_a_2s_lease_alive_for_5s) {
+  recorder rec;
+  EDDA_ASSIGN_OR_FAIL(w, c->watch_prefix("/t/", 0, rec.handlers()));
+  EDDA_ASSIGN_OR_FAIL(id, c->grant(2s));
+  ASSERT_TRUE(c->cas_put("/t/a", "1", 0, id)->succeeded);
+  auto end = steady::now() + 5s;
+  while (steady::now() < end) {
+    std::this_thread::sleep_for(500ms); // the keepalive period
+    EDDA_ASSIGN_OR_FAIL(ttl, c->keepalive(id));
+    EXPECT_EQ(ttl, 2s);
+  }
+  EXPECT_TRUE(c->get("/t/a")->first);
+  checks::put(*c, "/t/fence", "1");
+  ASSERT_TRUE(rec.wait_for_events(2));
+  EXPECT_EQ(rec.events().size(), 2u) << "no delete in between";
+  EXPECT_EQ(rec.events()[1].kv.key, "/t/fence");
+}
+
+TEST_F(etcd_test, nothing_listening_is_unavailable_within_the_dial_timeout) {
+  auto port = test::free_port();
+  ASSERT_NE(port, 0);
+  etcd_options opts;
+  opts.endpoints = {"http://127.0.0.1:" + std::to_string(port)};
+  opts.dial_timeout = 1s;
+  auto start = steady::now();
+  auto r = connect_etcd(opts);
+  auto took = steady::now() - start;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::unavailable);
+  auto text = render(r.error());
+  EXPECT_NE(text.find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+    << text;
+  EXPECT_LE(took, 1500ms);
+  std::cout << text << "\n";
+}
+
+TEST_F(etcd_test, malformed_endpoints_are_refused) {
+  for (auto ep : {"https://127.0.0.1:2379", "127.0.0.1", "127.0.0.1:",
+                  "127.0.0.1:99999", "http://127.0.0.1:x", ""}) {
+    etcd_options opts;
+    opts.endpoints = {ep};
+    auto r = connect_etcd(opts);
+    ASSERT_FALSE(r) << ep;
+    EXPECT_EQ(code_of(r.error()), errc::invalid_argument) << ep;
+  }
+  auto r = connect_etcd(etcd_options{});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::invalid_argument);
+}
+
+TEST_F(etcd_test, a_dead_first_endpoint_is_skipped) {
+  etcd_options opts;
+  opts.endpoints = {"127.0.0.1:" + std::to_string(test::free_port()),
+                    etcd->endpoint()};
+  EDDA_ASSIGN_OR_FAIL(two, connect_etcd(opts));
+  EDDA_ASSIGN_OR_FAIL(p, two->cas_put("/t/a", "1", 0));
+  EXPECT_TRUE(p.succeeded);
+  recorder rec;
+  EDDA_ASSIGN_OR_FAIL(w, two->watch_prefix("/t/", 1, rec.handlers()));
+  EXPECT_TRUE(rec.wait_for_events(1));
+}
+
+// Two independent one-member etcds stand in for two members: when the
+// first dies, calls move on to the second.
+TEST_F(etcd_test, a_call_moves_to_the_next_endpoint_when_one_is_down) {
+  auto second = test::etcd_process::start();
+  ASSERT_TRUE(second) << render(second.error());
+  etcd_options opts;
+  opts.endpoints = {etcd->endpoint(), (*second)->endpoint()};
+  EDDA_ASSIGN_OR_FAIL(two, connect_etcd(opts));
+  EXPECT_EQ(two->describe(),
+            "etcd " + etcd->endpoint() + "," + (*second)->endpoint());
+  ASSERT_TRUE(two->cas_put("/t/first", "1", 0)->succeeded);
+  etcd->kill9();
+  EDDA_ASSIGN_OR_FAIL(g, two->get("/t/first"));
+  EXPECT_FALSE(g.first) << "answered by the second etcd";
+  EDDA_ASSIGN_OR_FAIL(p, two->cas_put("/t/second", "1", 0));
+  EXPECT_TRUE(p.succeeded);
+}
+
+TEST_F(etcd_test, killed_etcd_is_unavailable_and_ends_watches_then_returns) {
+  recorder rec;
+  EDDA_ASSIGN_OR_FAIL(w, c->watch_prefix("/t/", 0, rec.handlers()));
+  ASSERT_TRUE(c->cas_put("/t/a", "1", 0)->succeeded);
+  ASSERT_TRUE(rec.wait_for_events(1));
+
+  etcd->kill9();
+  ASSERT_TRUE(rec.wait_for_error(5s));
+  EXPECT_EQ(code_of(rec.error()), errc::unavailable) << render(rec.error());
+  std::cout << "watch: " << render(rec.error()) << "\n";
+  auto start = steady::now();
+  auto g = c->get("/t/a");
+  ASSERT_FALSE(g);
+  EXPECT_EQ(code_of(g.error()), errc::unavailable) << render(g.error());
+  EXPECT_NE(render(g.error()).find(etcd->endpoint()), std::string::npos)
+    << render(g.error());
+  EXPECT_LE(steady::now() - start, 2500ms);
+  std::cout << "get: " << render(g.error()) << "\n";
+
+  // Same ports and data dir: the client reconnects, the data is there.
+  ASSERT_FALSE(etcd->restart());
+  auto deadline = steady::now() + 5s;
+  caf::expected<std::pair<std::optional<key_value>, int64_t>> again{
+    caf::error{}};
+  while (!(again = c->get("/t/a")) && steady::now() < deadline)
+    std::this_thread::sleep_for(20ms); // gRPC reconnects within ~1 s
+  ASSERT_TRUE(again) << render(again.error());
+  ASSERT_TRUE(again->first);
+  EXPECT_EQ(again->first->value, "1");
+}
+
+TEST_F(etcd_test, paused_etcd_times_out_then_answers_again) {
+  auto slow = connect(500ms);
+  ASSERT_TRUE(slow);
+  etcd->pause();
+  auto start = steady::now();
+  auto g = (*slow)->get("/t/a");
+  auto took = steady::now() - start;
+  etcd->resume();
+  ASSERT_FALSE(g);
+  EXPECT_EQ(code_of(g.error()), errc::timeout) << render(g.error());
+  std::cout << render(g.error()) << "\n";
+  EXPECT_GE(took, 450ms);
+  EXPECT_LE(took, 1500ms);
+  EDDA_ASSIGN_OR_FAIL(g2, (*slow)->get("/t/a"));
+  EXPECT_FALSE(g2.first);
+}
+
+} // namespace
+} // namespace edda::coord
