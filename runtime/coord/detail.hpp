@@ -8,7 +8,6 @@
 #include "base/errc.hpp"
 
 #include <caf/error.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -35,20 +34,19 @@ constexpr std::chrono::seconds max_ttl{3600};
   if (auto err = check_key(key))
     return err;
   if (key.size() + value.size() > max_put_bytes)
-    return make_error(errc::invalid_argument,
-                      "coord: key + value of " + std::to_string(key.size()
-                                                                + value.size())
-                        + " bytes over the limit of "
-                        + std::to_string(max_put_bytes));
+    return make_error(
+      errc::invalid_argument,
+      "coord: key + value of " + std::to_string(key.size() + value.size())
+        + " bytes over the limit of " + std::to_string(max_put_bytes));
   return {};
 }
 
 /// invalid_argument for a TTL outside [min_ttl, max_ttl].
 [[nodiscard]] inline caf::error check_ttl(std::chrono::seconds ttl) {
   if (ttl < min_ttl || ttl > max_ttl)
-    return make_error(errc::invalid_argument,
-                      "coord: lease TTL " + std::to_string(ttl.count())
-                        + " s outside 1 s .. 1 h");
+    return make_error(errc::invalid_argument, "coord: lease TTL "
+                                                + std::to_string(ttl.count())
+                                                + " s outside 1 s .. 1 h");
   return {};
 }
 

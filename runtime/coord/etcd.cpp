@@ -3,6 +3,8 @@
 #include "base/errc.hpp"
 #include "coord/detail.hpp"
 
+#include <atomic>
+#include <condition_variable>
 #include <etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h>
 #include <grpc/grpc.h>
 #include <grpcpp/channel.h>
@@ -12,9 +14,6 @@
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/sync_stream.h>
-
-#include <atomic>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -93,24 +92,42 @@ endpoint_ptr make_endpoint(const std::string& name, const std::string& target) {
 
 const char* code_name(grpc::StatusCode c) {
   switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -172,8 +189,8 @@ struct watch_state {
 
   std::mutex mu;
   std::condition_variable cv;
-  bool started = false;  // guarded by mu: the server created the watch
-  bool finished = false; // guarded by mu: the thread is done with the stream
+  bool started = false;   // guarded by mu: the server created the watch
+  bool finished = false;  // guarded by mu: the thread is done with the stream
   caf::error start_error; // guarded by mu: why it ended before `started`
 
   void run() {
@@ -196,17 +213,16 @@ struct watch_state {
         if (resp.compact_revision() != 0) {
           err = make_error(errc::compacted,
                            "etcd " + ep->name + ": watch of " + prefix
-                             + " from revision "
-                             + std::to_string(from_revision)
+                             + " from revision " + std::to_string(from_revision)
                              + ": compacted up to revision "
                              + std::to_string(resp.compact_revision()));
           break;
         }
         if (resp.canceled()) {
-          err = make_error(errc::unavailable,
-                           "etcd " + ep->name + ": watch of " + prefix
-                             + " cancelled by the server: "
-                             + resp.cancel_reason());
+          err = make_error(errc::unavailable, "etcd " + ep->name + ": watch of "
+                                                + prefix
+                                                + " cancelled by the server: "
+                                                + resp.cancel_reason());
           break;
         }
         if (resp.events_size() == 0 || cancelled)
@@ -215,8 +231,9 @@ struct watch_state {
         batch.reserve(resp.events_size());
         for (auto& ev : resp.events()) {
           watch_event out;
-          out.type = ev.type() == mvccpb::Event::DELETE ? watch_event::kind::del
-                                                        : watch_event::kind::put;
+          out.type = ev.type() == mvccpb::Event::DELETE
+                       ? watch_event::kind::del
+                       : watch_event::kind::put;
           out.kv = to_kv(ev.kv());
           batch.push_back(std::move(out));
         }
@@ -233,9 +250,9 @@ struct watch_state {
     auto st = stream->Finish();
     if (!err) {
       if (st.ok())
-        err = make_error(errc::unavailable,
-                         "etcd " + ep->name + ": watch stream of " + prefix
-                           + " closed by the server");
+        err = make_error(errc::unavailable, "etcd " + ep->name
+                                              + ": watch stream of " + prefix
+                                              + " closed by the server");
       else
         err = to_error(st, *ep, "watch", milliseconds{0});
     }
@@ -262,8 +279,7 @@ struct watch_state {
 class etcd_watch final : public watch {
 public:
   etcd_watch(std::shared_ptr<watch_state> st, std::thread t)
-    : st_(std::move(st)), thread_(std::move(t)) {
-  }
+      : st_(std::move(st)), thread_(std::move(t)) {}
 
   ~etcd_watch() override {
     cancel();
@@ -290,8 +306,7 @@ private:
 class etcd_client final : public client {
 public:
   etcd_client(etcd_options opts, std::vector<endpoint_ptr> eps)
-    : opts_(std::move(opts)), eps_(std::move(eps)) {
-  }
+      : opts_(std::move(opts)), eps_(std::move(eps)) {}
 
   /// Tries the endpoints until one answers a read or `dial_timeout` passes.
   caf::error dial() {
@@ -321,8 +336,8 @@ public:
         // The first reason: gRPC's later ones may only say "tcp
         // handshaker shutdown" where the first said "Connection refused".
         if (reasons[i].empty())
-          reasons[i] = ep.name + ": " + code_name(code) + ": "
-                       + st.error_message();
+          reasons[i]
+            = ep.name + ": " + code_name(code) + ": " + st.error_message();
         ++attempts[i];
         if (sys_clock::now() >= deadline)
           break;
@@ -361,27 +376,26 @@ public:
     pb::LeaseKeepAliveRequest req;
     req.set_id(id);
     pb::LeaseKeepAliveResponse resp;
-    auto err = invoke("lease keepalive", [&](endpoint& ep,
-                                             grpc::ClientContext& c) {
-      // One short stream per call: no state shared between callers.
-      auto stream = ep.lease->LeaseKeepAlive(&c);
-      bool answered = stream->Write(req) && stream->Read(&resp);
-      if (answered)
-        stream->WritesDone();
-      else
-        c.TryCancel();
-      auto st = stream->Finish();
-      if (answered || !st.ok())
-        return answered ? grpc::Status::OK : st;
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "keepalive stream closed without an answer");
-    });
+    auto err
+      = invoke("lease keepalive", [&](endpoint& ep, grpc::ClientContext& c) {
+          // One short stream per call: no state shared between callers.
+          auto stream = ep.lease->LeaseKeepAlive(&c);
+          bool answered = stream->Write(req) && stream->Read(&resp);
+          if (answered)
+            stream->WritesDone();
+          else
+            c.TryCancel();
+          auto st = stream->Finish();
+          if (answered || !st.ok())
+            return answered ? grpc::Status::OK : st;
+          return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "keepalive stream closed without an answer");
+        });
     if (err)
       return err;
     if (resp.ttl() <= 0)
-      return make_error(errc::not_found,
-                        "etcd: lease " + std::to_string(id)
-                          + " not found (expired or revoked)");
+      return make_error(errc::not_found, "etcd: lease " + std::to_string(id)
+                                           + " not found (expired or revoked)");
     return std::chrono::seconds{resp.ttl()};
   }
 
@@ -492,11 +506,11 @@ public:
       st->ctx.TryCancel();
       t.join();
       if (!err)
-        err = make_error(errc::timeout,
-                         "etcd " + st->ep->name + ": watch of " + prefix
-                           + ": not created within "
-                           + std::to_string(opts_.call_timeout.count())
-                           + " ms");
+        err
+          = make_error(errc::timeout,
+                       "etcd " + st->ep->name + ": watch of " + prefix
+                         + ": not created within "
+                         + std::to_string(opts_.call_timeout.count()) + " ms");
       if (code_of(err) != errc::unavailable || sys_clock::now() >= deadline)
         return err;
       rotate(idx);
@@ -535,8 +549,8 @@ private:
     out.succeeded = resp.succeeded();
     out.revision = resp.header().revision();
     if ((!out.succeeded || reads_back_on_success) && resp.responses_size() > 0)
-      out.current = first_kv(
-        resp.responses(resp.responses_size() - 1).response_range());
+      out.current
+        = first_kv(resp.responses(resp.responses_size() - 1).response_range());
     return out;
   }
 

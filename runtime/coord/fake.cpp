@@ -189,8 +189,7 @@ using state_ptr = std::shared_ptr<fake_store::state>;
 class fake_watch final : public watch {
 public:
   fake_watch(state_ptr st, std::shared_ptr<fake_watcher> w)
-    : st_(std::move(st)), w_(std::move(w)), thread_([w = w_] { w->run(); }) {
-  }
+      : st_(std::move(st)), w_(std::move(w)), thread_([w = w_] { w->run(); }) {}
 
   ~fake_watch() override {
     cancel();
@@ -222,8 +221,7 @@ private:
 
 class fake_client final : public client {
 public:
-  fake_client(state_ptr st, uint64_t id) : st_(std::move(st)), id_(id) {
-  }
+  fake_client(state_ptr st, uint64_t id) : st_(std::move(st)), id_(id) {}
 
   const state_ptr& store() const {
     return st_;
@@ -382,11 +380,11 @@ public:
         from_revision = st_->revision + 1;
       w->from_revision = from_revision;
       if (from_revision < st_->compacted) {
-        w->fail(make_error(errc::compacted,
-                           "fake: watch from revision "
-                             + std::to_string(from_revision)
-                             + " but the store is compacted up to "
-                             + std::to_string(st_->compacted)));
+        w->fail(
+          make_error(errc::compacted, "fake: watch from revision "
+                                        + std::to_string(from_revision)
+                                        + " but the store is compacted up to "
+                                        + std::to_string(st_->compacted)));
       } else {
         std::vector<watch_event> replay;
         for (auto& rec : st_->history)
@@ -426,8 +424,7 @@ private:
 
 } // namespace
 
-fake_store::fake_store() : state_(std::make_shared<state>()) {
-}
+fake_store::fake_store() : state_(std::make_shared<state>()) {}
 
 fake_store::~fake_store() = default;
 

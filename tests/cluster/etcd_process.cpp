@@ -21,10 +21,10 @@
 #include <unistd.h>
 
 #ifndef EDDA_ETCD_BINARY
-#  error "EDDA_ETCD_BINARY must name the etcd binary"
+#error "EDDA_ETCD_BINARY must name the etcd binary"
 #endif
 #ifndef EDDA_ETCDCTL_BINARY
-#  error "EDDA_ETCDCTL_BINARY must name the etcdctl binary"
+#error "EDDA_ETCDCTL_BINARY must name the etcdctl binary"
 #endif
 
 namespace edda::test {
@@ -113,9 +113,8 @@ caf::expected<std::unique_ptr<etcd_process>> etcd_process::start() {
   auto tmp = std::filesystem::temp_directory_path() / "edda-etcd-XXXXXX";
   std::string templ = tmp.string();
   if (::mkdtemp(templ.data()) == nullptr)
-    return make_error(errc::unavailable,
-                      std::string{"etcd_process: mkdtemp: "}
-                        + std::strerror(errno));
+    return make_error(errc::unavailable, std::string{"etcd_process: mkdtemp: "}
+                                           + std::strerror(errno));
   p->dir_ = templ;
   p->data_dir_ = p->dir_ + "/data";
   p->log_path_ = p->dir_ + "/etcd.log";
@@ -170,9 +169,8 @@ caf::error etcd_process::launch() {
   exited_during_start_ = false;
   pid_ = spawn(args, log_path_, true);
   if (pid_ == 0)
-    return make_error(errc::unavailable,
-                      std::string{"etcd_process: fork: "}
-                        + std::strerror(errno));
+    return make_error(errc::unavailable, std::string{"etcd_process: fork: "}
+                                           + std::strerror(errno));
   // Ready when a client read succeeds (a leader is elected); bounded.
   auto deadline = steady::now() + 10s;
   coord::etcd_options opts;

@@ -14,7 +14,6 @@
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
-
 #include <cstdint>
 #include <memory>
 #include <string>

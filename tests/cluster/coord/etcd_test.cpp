@@ -2,14 +2,12 @@
 // own ports (etcd_process.hpp): the behavioural checks the fake passes
 // (tests/unit/coord/checks.hpp), then what only a real store shows: leases
 // expiring in real time, an unreachable, killed or paused etcd.
-#include "coord/etcd.hpp"
-
 #include "checks.hpp"
+#include "coord/etcd.hpp"
 #include "etcd_process.hpp"
 
-#include <gtest/gtest.h>
-
 #include <chrono>
+#include <gtest/gtest.h>
 #include <thread>
 
 namespace edda::coord {
@@ -30,8 +28,8 @@ protected:
     c = *cl;
   }
 
-  caf::expected<client_ptr>
-  connect(std::chrono::milliseconds call_timeout = 2s) {
+  caf::expected<client_ptr> connect(std::chrono::milliseconds call_timeout
+                                    = 2s) {
     etcd_options opts;
     opts.endpoints = {etcd->endpoint()};
     opts.call_timeout = call_timeout;
@@ -109,10 +107,10 @@ TEST_F(etcd_test, lease_expiry_deletes_bound_keys_seen_by_a_watch) {
   auto took = steady::now() - granted;
   EXPECT_GE(took, 2s);
   EXPECT_LE(took, 3500ms);
-  std::cout << "lease of 2 s expired after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(took)
-                 .count()
-            << " ms\n";
+  std::cout
+    << "lease of 2 s expired after "
+    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+    << " ms\n";
   auto evs = rec.events();
   EXPECT_EQ(evs[2].type, watch_event::kind::del);
   EXPECT_EQ(evs[3].type, watch_event::kind::del);
@@ -162,8 +160,8 @@ TEST_F(etcd_test, nothing_listening_is_unavailable_within_the_dial_timeout) {
 }
 
 TEST_F(etcd_test, malformed_endpoints_are_refused) {
-  for (auto ep : {"https://127.0.0.1:2379", "127.0.0.1", "127.0.0.1:",
-                  "127.0.0.1:99999", "http://127.0.0.1:x", ""}) {
+  for (auto ep : {"https://127.0.0.1:2379", "127.0.0.1",
+                  "127.0.0.1:", "127.0.0.1:99999", "http://127.0.0.1:x", ""}) {
     etcd_options opts;
     opts.endpoints = {ep};
     auto r = connect_etcd(opts);
@@ -177,8 +175,8 @@ TEST_F(etcd_test, malformed_endpoints_are_refused) {
 
 TEST_F(etcd_test, a_dead_first_endpoint_is_skipped) {
   etcd_options opts;
-  opts.endpoints = {"127.0.0.1:" + std::to_string(test::free_port()),
-                    etcd->endpoint()};
+  opts.endpoints
+    = {"127.0.0.1:" + std::to_string(test::free_port()), etcd->endpoint()};
   EDDA_ASSIGN_OR_FAIL(two, connect_etcd(opts));
   EDDA_ASSIGN_OR_FAIL(p, two->cas_put("/t/a", "1", 0));
   EXPECT_TRUE(p.succeeded);

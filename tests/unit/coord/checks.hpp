@@ -9,14 +9,13 @@
 #include "coord/coord.hpp"
 #include "coord/detail.hpp"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <future>
+#include <gtest/gtest.h>
 #include <mutex>
 #include <set>
 #include <string>
@@ -403,11 +402,10 @@ inline void watch_many_events(client& c, const std::string& p, int n) {
 /// neither deadlocks nor delivers more; a callback may call the client.
 inline void watch_cancel(client& c, const std::string& p) {
   recorder fence;
-  EDDA_ASSIGN_OR_FAIL(fw, c.watch_prefix(p, revision_of(c) + 1,
-                                         fence.handlers()));
+  EDDA_ASSIGN_OR_FAIL(fw,
+                      c.watch_prefix(p, revision_of(c) + 1, fence.handlers()));
   recorder rec;
-  EDDA_ASSIGN_OR_FAIL(w, c.watch_prefix(p, revision_of(c) + 1,
-                                        rec.handlers()));
+  EDDA_ASSIGN_OR_FAIL(w, c.watch_prefix(p, revision_of(c) + 1, rec.handlers()));
   put(c, p + "a", "1");
   ASSERT_TRUE(rec.wait_for_events(1));
   w->cancel();
@@ -433,7 +431,9 @@ inline void watch_cancel(client& c, const std::string& p) {
     self.load()->cancel();
     cancelled.set_value();
   };
-  h.on_error = [&](const caf::error&) { ++calls; };
+  h.on_error = [&](const caf::error&) {
+    ++calls;
+  };
   EDDA_ASSIGN_OR_FAIL(w2, c.watch_prefix(p, revision_of(c) + 1, h));
   self = w2.get();
   put(c, p + "b", "1");
@@ -448,7 +448,9 @@ inline void watch_cancel(client& c, const std::string& p) {
 /// Refused up front with invalid_argument: empty keys, TTLs out of range,
 /// a put over 1 MiB. A put of exactly 1 MiB (key + value) goes through.
 inline void invalid_arguments(client& c, const std::string& p) {
-  auto code = [](const auto& x) { return x ? errc::none : code_of(x.error()); };
+  auto code = [](const auto& x) {
+    return x ? errc::none : code_of(x.error());
+  };
   EXPECT_EQ(code(c.get("")), errc::invalid_argument);
   EXPECT_EQ(code(c.get_prefix("")), errc::invalid_argument);
   EXPECT_EQ(code(c.cas_put("", "v", 0)), errc::invalid_argument);
@@ -457,9 +459,8 @@ inline void invalid_arguments(client& c, const std::string& p) {
   EXPECT_EQ(code(c.grant(0s)), errc::invalid_argument);
   EXPECT_EQ(code(c.grant(3601s)), errc::invalid_argument);
   auto k = p + "big";
-  auto too_big = c.cas_put(k, std::string(detail::max_put_bytes - k.size() + 1,
-                                          'x'),
-                           0);
+  auto too_big
+    = c.cas_put(k, std::string(detail::max_put_bytes - k.size() + 1, 'x'), 0);
   ASSERT_FALSE(too_big);
   EXPECT_EQ(code_of(too_big.error()), errc::invalid_argument)
     << render(too_big.error());

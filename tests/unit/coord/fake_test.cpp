@@ -2,9 +2,8 @@
 // (checks.hpp, also run on a real etcd by tests/cluster/coord), plus what
 // only the fake can show: lease expiry on its manual clock, cut clients,
 // compaction on demand.
-#include "coord/fake.hpp"
-
 #include "checks.hpp"
+#include "coord/fake.hpp"
 
 #include <gtest/gtest.h>
 
@@ -134,7 +133,9 @@ TEST_F(fake_test, cut_client_fails_with_unavailable_and_its_watch_ends) {
   store.cut(c, true);
   ASSERT_TRUE(rec.wait_for_error());
   EXPECT_EQ(code_of(rec.error()), errc::unavailable) << render(rec.error());
-  auto code = [](const auto& x) { return x ? errc::none : code_of(x.error()); };
+  auto code = [](const auto& x) {
+    return x ? errc::none : code_of(x.error());
+  };
   EXPECT_EQ(code(c->get("/t/a")), errc::unavailable);
   EXPECT_EQ(code(c->get_prefix("/t/")), errc::unavailable);
   EXPECT_EQ(code(c->cas_put("/t/b", "1", 0)), errc::unavailable);
