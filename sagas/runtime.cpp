@@ -109,7 +109,7 @@ void saga_runtime::stop() {
 caf::actor saga_runtime::shard_for(const std::string& saga_id) const {
   if (impl_->shards.empty())
     return {};
-  return impl_->shards[stable_hash(saga_id) % impl_->shards.size()];
+  return impl_->shards[shard_of(saga_id, impl_->shards.size())];
 }
 
 const caf::actor& saga_runtime::directory() const {

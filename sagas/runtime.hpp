@@ -1,5 +1,5 @@
 // The saga runtime of a node: saga_shard actors (a saga belongs to shard
-// stable_hash(id) % shards) that start sagas and own one saga_instance
+// shard_of(id, shards)) that start sagas and own one saga_instance
 // actor per running saga.
 //
 // Each shard sits behind a keeper actor (what shard_for() and shards()

@@ -167,7 +167,7 @@ void send(instance_ptr self, size_t i, part p) {
   // (in turn) and answers for it if nobody does.
   if (!who.name().empty()) {
     auto& outboxes = st.rt->outboxes;
-    target = outboxes[stable_hash(st.rec.id()) % outboxes.size()];
+    target = outboxes[shard_of(st.rec.id(), outboxes.size())];
   }
   pb::StepCommand cmd;
   cmd.set_saga_id(st.rec.id());

@@ -8,7 +8,7 @@
 // one per command. A command for another participant is passed on as it
 // is (delegated: the reply goes straight to the instance). Each instance
 // keeps its own per-step timeout. One outbox per shard; an instance uses
-// outbox stable_hash(saga id) % outboxes.
+// outbox shard_of(saga id, outboxes).
 //
 // Protocol:
 //   StepCommand -> StepReply   from saga instances; the command's

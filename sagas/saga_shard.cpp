@@ -134,7 +134,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
     std::vector<pb::SagaRecord> open;
     auto txn = st.ctx->env->read();
     txn.scan(db::saga, "", "", [&](std::string_view k, std::string_view v) {
-      if (stable_hash(std::string(k)) % count != index)
+      if (shard_of(std::string(k), count) != index)
         return true;
       pb::SagaRecord rec;
       if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))
@@ -176,7 +176,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
       if (req.id().empty()) // one that belongs here
         do
           req.set_id(new_unique_id());
-        while (stable_hash(req.id()) % st.count != st.index);
+        while (shard_of(req.id(), st.count) != st.index);
       if (req.id().size() > 200)
         return make_error(errc::invalid_argument,
                           "saga id must be at most 200 bytes");
@@ -187,7 +187,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
                             "input of saga type '" + req.type()
                               + "' does not parse: " + what);
       }
-      if (stable_hash(req.id()) % st.count != st.index)
+      if (shard_of(req.id(), st.count) != st.index)
         return make_error(errc::invalid_argument,
                           "saga " + req.id() + " belongs to another shard");
       if (st.live.count(req.id()) != 0) {
@@ -361,7 +361,7 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
         auto txn = st.ctx->env->read();
         txn.scan(db::saga, "", "", [&](std::string_view k, std::string_view v) {
           std::string key{k};
-          if (stable_hash(key) % st.count != st.index)
+          if (shard_of(key, st.count) != st.index)
             return true;
           pb::SagaRecord rec;
           if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))

@@ -1,4 +1,4 @@
-// saga_shard: starts the sagas that belong to it (stable_hash(id) % count
+// saga_shard: starts the sagas that belong to it (shard_of(id, count)
 // == index) and owns one saga_instance per running saga. When it starts it
 // resumes its sagas that are not terminal; it restarts a crashed instance
 // from its stored state; it purges its ended sagas after saga.retention.

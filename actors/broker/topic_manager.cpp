@@ -166,7 +166,7 @@ caf::expected<topic_entry*> find(self_ptr self, const std::string& name) {
 int32_t pick_partition(topic_entry& t, const std::string& key) {
   auto n = static_cast<uint32_t>(t.partitions.size());
   if (!key.empty())
-    return static_cast<int32_t>(stable_hash(key) % n);
+    return static_cast<int32_t>(shard_of(key, n));
   return static_cast<int32_t>(t.round_robin++ % n);
 }
 
@@ -423,6 +423,11 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
 
 caf::actor spawn_topic_manager(caf::actor_system& sys, context_ptr ctx) {
   return sys.spawn(topic_manager, std::move(ctx));
+}
+
+void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {
+  caf::anon_send(topics, groups);
+  caf::anon_send(scheduler, topics);
 }
 
 } // namespace edda::broker

@@ -153,7 +153,7 @@ void enqueue(self_ptr self, pending p) {
   uint32_t n = std::max<uint32_t>(1, r->second);
   uint32_t part = p.msg.key().empty()
                     ? st.round_robin[topic]++ % n
-                    : static_cast<uint32_t>(stable_hash(p.msg.key()) % n);
+                    : shard_of(p.msg.key(), n);
   st.parts[{topic, part}].backlog.push_back(std::move(p));
   dispatch(self, topic, part);
 }

@@ -189,7 +189,7 @@ void flush(self_ptr self) {
     for (size_t i = 0; i < entries.size(); ++i) {
       auto& key = entries[i].msg.key();
       auto p = key.empty() ? keyless
-                           : static_cast<int32_t>(stable_hash(key) % n);
+                           : static_cast<int32_t>(shard_of(key, n));
       by_partition[p].push_back(i);
     }
     auto shared = std::make_shared<std::vector<coordinator_state::commit_entry>>(std::move(entries));
@@ -423,7 +423,7 @@ caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec) {
   if (own != g->second.end())
     return own->second;
   // Any other live member, spread by txn id.
-  auto n = stable_hash(rec.txn_id()) % g->second.size();
+  auto n = shard_of(rec.txn_id(), g->second.size());
   auto i = g->second.begin();
   std::advance(i, static_cast<long>(n));
   return i->second;

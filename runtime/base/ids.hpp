@@ -75,6 +75,12 @@ using saga_id = strong_id<struct saga_id_tag, std::string>;
   return stable_hash(s.data(), s.size());
 }
 
+/// The shard (partition, saga shard, outbox, ...) of `key` among `n`:
+/// stable_hash(key) % n, the one mapping every node and client uses. n > 0.
+[[nodiscard]] inline uint32_t shard_of(const std::string& key, size_t n) {
+  return static_cast<uint32_t>(stable_hash(key) % n);
+}
+
 /// True if `s` is well-formed UTF-8 (protobuf `string` fields require it).
 [[nodiscard]] bool is_utf8(const std::string& s);
 

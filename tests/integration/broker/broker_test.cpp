@@ -201,7 +201,7 @@ std::vector<std::string> keys_for_partition(uint32_t partition,
   std::vector<std::string> out;
   for (int i = 0; out.size() < n; ++i) {
     auto k = prefix + std::to_string(i);
-    if (edda::stable_hash(k) % partitions == partition)
+    if (edda::shard_of(k, partitions) == partition)
       out.push_back(k);
   }
   return out;
@@ -367,7 +367,7 @@ TEST_F(BrokerIntegration,
     auto& r = *sent[static_cast<size_t>(i)];
     EXPECT_EQ(r.topic, "orders");
     EXPECT_FALSE(r.delayed);
-    EXPECT_EQ(r.partition, edda::stable_hash(key_of(i)) % 4) << "message " << i;
+    EXPECT_EQ(r.partition, edda::shard_of(key_of(i), 4)) << "message " << i;
     by_key[key_of(i)].push_back(i);
   }
   for (auto& [key, seqs] : by_key)
@@ -816,7 +816,7 @@ TEST_F(BrokerIntegration, PartitionsAddedOnlineAreConsumedWithoutRestart) {
       for (auto& k : *ks) {
         auto r = prod.send(msg(topic, "after-" + k, k));
         ASSERT_TRUE(r) << render(r.error());
-        EXPECT_EQ(r->partition, edda::stable_hash(k) % 4);
+        EXPECT_EQ(r->partition, edda::shard_of(k, 4));
         ids.insert(r->id);
         partitions.insert(r->partition);
       }

@@ -794,7 +794,7 @@ public:
     std::set<uint64_t> covered;
     for (int i = 0; covered.size() < partitions && i < 100; ++i) {
       auto id = "seed-" + std::to_string(i);
-      if (!covered.insert(edda::stable_hash(id) % partitions).second)
+      if (!covered.insert(edda::shard_of(id, partitions)).second)
         continue;
       auto r = ballast_.send(msg(id));
       if (!r) {
