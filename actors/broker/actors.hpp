@@ -14,9 +14,9 @@
 //                  DlqRedrive -> DlqRedriven
 // scheduler:       DelayAdded -> (), moves due delayed/retry messages to
 //                  their topics through the topic manager
-// frontend:        the node's published actor; routes every request above
-//                  and the transactional ones to the txn coordinator
-//                  (actors/txn), which it knows only as a handle.
+// The node's published actor (runtime/node/gateway.hpp) routes every
+// request above, and the transactional ones to the txn coordinator
+// (actors/txn), which it knows only as a handle.
 #pragma once
 
 #include <vector>
@@ -41,12 +41,6 @@ namespace edda::broker {
                                              caf::actor topics);
 /// The idempotency store: DedupCheck|DedupMark -> DedupStatus.
 [[nodiscard]] caf::actor spawn_dedup(caf::actor_system& sys, context_ptr ctx);
-[[nodiscard]] caf::actor spawn_frontend(caf::actor_system& sys,
-                                        context_ptr ctx, caf::actor topics,
-                                        caf::actor groups, caf::actor dedup,
-                                        caf::actor txn,
-                                        std::vector<caf::actor> saga_shards = {},
-                                        caf::actor saga_directory = {});
 /// Tells the scheduler and topic manager about each other (startup wiring).
 void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups);
 

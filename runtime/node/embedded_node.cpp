@@ -1,4 +1,5 @@
 #include "node/embedded_node.hpp"
+#include "node/gateway.hpp"
 
 #include "sagas/runtime.hpp"
 
@@ -112,9 +113,8 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     shards = im.sagas->shards();
     directory = im.sagas->directory();
   }
-  im.frontend = broker::spawn_frontend(sys, ctx, im.topics, im.groups,
-                                        im.dedup, im.txn, std::move(shards),
-                                        std::move(directory));
+  im.frontend = spawn_gateway(sys, ctx, im.topics, im.groups, im.dedup, im.txn,
+                              std::move(shards), std::move(directory));
   broker::wire_up(im.scheduler, im.topics, im.groups);
   return caf::none;
 }

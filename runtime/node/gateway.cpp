@@ -1,6 +1,8 @@
-// frontend: the actor a node publishes. Clients (in-process or remote)
+// gateway: the actor a node publishes. Clients (in-process or remote)
 // send every request here; it delegates to the owning actor, so replies go
 // straight back to the client.
+#include "node/gateway.hpp"
+
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/metrics.hpp"
@@ -12,23 +14,23 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
-namespace edda::broker {
+namespace edda::node {
 
 namespace {
 
 namespace pb = wire::pb;
 
-struct frontend_state {
-  static inline const char* name = "edda.frontend";
+struct gateway_state {
+  static inline const char* name = "edda.gateway";
 };
 
-caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
-                       context_ptr ctx, caf::actor topics, caf::actor groups,
+caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
+                      broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
                        std::vector<caf::actor> shards, caf::actor directory) {
-  // A saga lives on shard stable_hash(id) % shards (sagas/runtime.hpp).
+  // A saga lives on shard shard_of(id, shards) (sagas/runtime.hpp).
   auto shard_for = [shards](const std::string& id) {
-    return shards[stable_hash(id) % shards.size()];
+    return shards[shard_of(id, shards.size())];
   };
   auto no_sagas = [] {
     return make_error(errc::unknown_saga_type,
@@ -116,19 +118,14 @@ caf::behavior frontend(caf::stateful_actor<frontend_state>* self,
 
 } // namespace
 
-caf::actor spawn_frontend(caf::actor_system& sys, context_ptr ctx,
-                          caf::actor topics, caf::actor groups,
-                          caf::actor dedup, caf::actor txn,
-                          std::vector<caf::actor> saga_shards,
-                          caf::actor saga_directory) {
-  return sys.spawn(frontend, std::move(ctx), std::move(topics),
+caf::actor spawn_gateway(caf::actor_system& sys, broker::context_ptr ctx,
+                         caf::actor topics, caf::actor groups,
+                         caf::actor dedup, caf::actor txn,
+                         std::vector<caf::actor> saga_shards,
+                         caf::actor saga_directory) {
+  return sys.spawn(gateway, std::move(ctx), std::move(topics),
                    std::move(groups), std::move(dedup), std::move(txn),
                    std::move(saga_shards), std::move(saga_directory));
 }
 
-void wire_up(caf::actor scheduler, caf::actor topics, caf::actor groups) {
-  caf::anon_send(topics, groups);
-  caf::anon_send(scheduler, topics);
-}
-
-} // namespace edda::broker
+} // namespace edda::node

@@ -7,6 +7,7 @@
 
 #include "base/errc.hpp"
 #include "broker/actors.hpp"
+#include "node/gateway.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
 #include "storage/writer_actor.hpp"
@@ -70,7 +71,7 @@ protected:
     dedup_ = broker::spawn_dedup(sys_, ctx);
     ctx_ = ctx;
     txn_ = txn::spawn_coordinator(sys_, ctx, topics_);
-    frontend_ = broker::spawn_frontend(sys_, ctx, topics_, groups_, dedup_,
+    frontend_ = node::spawn_gateway(sys_, ctx, topics_, groups_, dedup_,
                                        txn_);
     broker::wire_up(scheduler_, topics_, groups_);
     sched_.run();
