@@ -22,6 +22,7 @@ struct context {
   caf::actor writer;    ///< the group-commit storage writer
   caf::actor scheduler; ///< delay / retry scheduler
   config::node_settings settings;
+  std::string node_id; ///< this node's id (cluster/identity.hpp)
   std::shared_ptr<alert_sink> alerts;
   /// Wall-clock milliseconds; deterministic tests substitute a manual clock.
   std::function<int64_t()> clock;

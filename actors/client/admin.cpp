@@ -76,6 +76,10 @@ caf::expected<pb::NodeStatus> node_status(const connection& c) {
   return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
 }
 
+caf::expected<pb::ClusterStatus> cluster_status(const connection& c) {
+  return call<pb::ClusterStatus>(c, pb::ClusterStatusRequest{});
+}
+
 caf::expected<pb::TxnRecords> txn_list(const connection& c, uint32_t limit) {
   pb::TxnList req;
   req.set_limit(limit);

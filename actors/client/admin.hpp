@@ -5,6 +5,7 @@
 #pragma once
 
 #include "broker.pb.h"
+#include "cluster.pb.h"
 #include "client/connection.hpp"
 
 #include <caf/expected.hpp>
@@ -36,6 +37,10 @@ dlq_list(const connection& c, const std::string& group, uint32_t limit = 0);
 dlq_redrive(const connection& c, const std::string& group,
             const std::vector<std::string>& ids = {});
 [[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
+/// The cluster as the node sees it: members, their links, its lease (a
+/// single node answers with itself, `clustered` false).
+[[nodiscard]] caf::expected<pb::ClusterStatus>
+cluster_status(const connection& c);
 /// Transactions without an outcome, oldest check first.
 [[nodiscard]] caf::expected<pb::TxnRecords> txn_list(const connection& c,
                                                      uint32_t limit = 0);

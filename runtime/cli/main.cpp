@@ -47,6 +47,7 @@ Commands:
   txn list|show|resolve     transactions without an outcome; operator override
   saga list|show|start      sagas: filter by state, type, age; steps and history
   status                    the node's storage, durability and counters
+  cluster status            members, their addresses and links, the lease
   bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
                             against a node process; the LMDB disk floor
 
@@ -809,6 +810,85 @@ int cmd_status(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// -- cluster ------------------------------------------------------------------
+
+const char* cluster_help = R"(Usage: edda cluster status [--node HOST:PORT] [--json]
+
+The cluster as the node at --node sees it: its members (from etcd), their
+addresses and incarnations, whether this node's link to each is up, and the
+node's own lease (renewed how long ago; FENCED when it could not be renewed
+in time, so its movable duties are stopped). A node without cluster.etcd
+answers as a cluster of one.
+)";
+
+std::string age_of(int64_t ms) {
+  if (ms < 0)
+    return "?";
+  if (ms < 1000)
+    return std::to_string(ms) + "ms";
+  auto s = ms / 1000;
+  if (s < 60)
+    return std::to_string(s) + "s";
+  if (s < 3600)
+    return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + std::to_string((s % 3600) / 60)
+         + "m";
+}
+
+int cmd_cluster(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
+    return fail(err + "\n" + cluster_help);
+  if (a.has("help")) {
+    std::cout << cluster_help;
+    return 0;
+  }
+  if (a.positional.empty() || a.positional[0] != "status")
+    return fail((a.positional.empty() ? std::string{"missing command"}
+                                      : "unknown cluster command '"
+                                          + a.positional[0] + "'")
+                + "\n" + cluster_help);
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  auto r = client::admin::cluster_status(*conn);
+  if (!r)
+    return fail(r.error());
+  if (a.has("json")) {
+    print_json(*r);
+    return 0;
+  }
+  if (!r->clustered()) {
+    std::cout << "single node " << r->node_id() << " (no cluster.etcd)\n";
+    return 0;
+  }
+  std::cout << "cluster " << r->cluster_name() << " (etcd " << r->etcd()
+            << "), seen from " << r->node_id() << "\n";
+  std::cout << "  lease " << r->lease_id() << ", ttl "
+            << age_of(r->lease_ttl_ms()) << ", renewed "
+            << age_of(r->renewed_ms_ago()) << " ago, incarnation "
+            << r->incarnation() << (r->fenced() ? ", FENCED" : "") << "\n";
+  if (!r->problem().empty())
+    std::cout << "  problem: " << r->problem() << "\n";
+  std::cout << "  " << r->members_size() << " member"
+            << (r->members_size() == 1 ? "" : "s") << ":\n";
+  for (auto& m : r->members()) {
+    std::cout << "    " << m.node_id() << "  " << m.endpoint()
+              << "  incarnation " << m.incarnation() << "  up "
+              << age_of(r->now_ms() - m.started_ms()) << "  ";
+    if (m.self())
+      std::cout << "(this node)";
+    else if (m.connected())
+      std::cout << "link up";
+    else
+      std::cout << "link down"
+                << (m.link_error().empty() ? "" : ": " + m.link_error());
+    std::cout << "\n";
+  }
+  return 0;
+}
+
 // -- saga ---------------------------------------------------------------------
 
 const char* saga_help = R"(Usage:
@@ -1062,6 +1142,8 @@ int main(int argc, char** argv) {
     return cmd_dlq(args);
   if (cmd == "status")
     return cmd_status(args);
+  if (cmd == "cluster")
+    return cmd_cluster(args);
   if (cmd == "txn")
     return cmd_txn(args);
   if (cmd == "bench")

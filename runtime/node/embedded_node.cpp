@@ -9,6 +9,10 @@
 #include "base/log.hpp"
 #include "broker/actors.hpp"
 #include "client/connection_impl.hpp"
+#include "cluster/cluster_actor.hpp"
+#include "cluster/identity.hpp"
+#include "cluster/membership.hpp"
+#include "coord/etcd.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
 #include "txn/coordinator.hpp"
@@ -27,7 +31,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <mutex>
+#include <thread>
 
 namespace edda::node {
 
@@ -38,7 +44,11 @@ struct embedded_node::impl {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor writer, scheduler, topics, groups, dedup, txn, frontend;
+  caf::actor cluster; ///< the node's view of its cluster (cluster_actor.hpp)
   std::unique_ptr<sagas::saga_runtime> sagas;
+  std::string node_id;
+  coord::client_ptr store; ///< etcd, in a cluster
+  std::unique_ptr<cluster::membership> membership;
   uint16_t port = 0;
   std::once_flag stopped;
 };
@@ -91,6 +101,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   ctx->env = im.env;
   ctx->writer = im.writer;
   ctx->settings = settings;
+  ctx->node_id = im.node_id;
   ctx->alerts = im.alerts;
   ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
   im.scheduler = broker::spawn_scheduler(sys, ctx);
@@ -99,6 +110,18 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
   im.dedup = broker::spawn_dedup(sys, ctx);
   im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
+  cluster::cluster_actor_options co;
+  co.clustered = !settings.cluster_etcd.empty();
+  co.cluster_name = settings.cluster_name;
+  co.node_id = im.node_id;
+  co.endpoint = settings.advertise;
+  for (auto& e : settings.cluster_etcd)
+    co.etcd += (co.etcd.empty() ? "" : ",") + e;
+  co.lease_ttl = std::chrono::milliseconds(settings.cluster_lease_ttl_ms);
+  // Reconnect only after the peer has dropped its side of the old link.
+  co.reconnect_after = std::chrono::milliseconds(
+    std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
+  im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   std::vector<caf::actor> shards;
   caf::actor directory;
   if (!opts.sagas.empty()) {
@@ -114,9 +137,127 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     directory = im.sagas->directory();
   }
   im.frontend = spawn_gateway(sys, ctx, im.topics, im.groups, im.dedup, im.txn,
-                              std::move(shards), std::move(directory));
+                              std::move(shards), std::move(directory),
+                              im.cluster);
   broker::wire_up(im.scheduler, im.topics, im.groups);
   return caf::none;
+}
+
+/// Sleeps `d` in slices, false as soon as `cancel` is set.
+bool pause_unless_cancelled(std::chrono::milliseconds d,
+                            const std::atomic<bool>* cancel) {
+  auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cancel != nullptr && cancel->load())
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return cancel == nullptr || !cancel->load();
+}
+
+/// Connects to etcd and joins the cluster. Waits for etcd as long as it
+/// takes (saying so at every attempt): a cluster node never runs alone.
+/// Errors: shutting_down (cancelled), bad_config (this node id or data dir
+/// belongs elsewhere), storage_error.
+caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
+                        const std::atomic<bool>* cancel) {
+  auto& s = im.settings;
+  auto ttl = std::chrono::milliseconds(s.cluster_lease_ttl_ms);
+  coord::etcd_options eo;
+  eo.endpoints = s.cluster_etcd;
+  // A renewal must fail well within the lease (membership.hpp).
+  eo.call_timeout = std::clamp(ttl / 4, std::chrono::milliseconds(200),
+                               std::chrono::milliseconds(2000));
+  eo.dial_timeout = std::chrono::milliseconds(2000);
+  std::string where;
+  for (auto& e : s.cluster_etcd)
+    where += (where.empty() ? "" : ",") + e;
+  auto backoff = std::chrono::milliseconds(200);
+  auto give_up = [] {
+    return make_error(errc::shutting_down,
+                      "stopped while waiting for etcd to join the cluster");
+  };
+  for (uint32_t attempt = 1;; ++attempt) {
+    if (cancel != nullptr && cancel->load())
+      return give_up();
+    auto c = coord::connect_etcd(eo);
+    if (c) {
+      im.store = *c;
+      break;
+    }
+    EDDA_WARN("cluster", "waiting for etcd at "
+                           << where << " (attempt " << attempt << "): "
+                           << render(c.error()) << "; retrying in "
+                           << backoff.count() << " ms");
+    if (!pause_unless_cancelled(backoff, cancel))
+      return give_up();
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+  auto rec = cluster::load_cluster_record(*im.env, s.cluster_name);
+  if (!rec)
+    return rec.error();
+  cluster::membership_options mo;
+  mo.cluster_name = s.cluster_name;
+  mo.node_id = im.node_id;
+  mo.endpoint = endpoint;
+  mo.version = "0.1.0";
+  mo.ttl = ttl;
+  mo.previous_lease = rec->last_lease_id;
+  mo.previous_incarnation = rec->incarnation;
+  // The lease is durable before the member key is written under it: a node
+  // restarted after kill -9 finds it and clears its previous life's key.
+  mo.persist = [sys = im.sys.get(), writer = im.writer,
+                name = s.cluster_name](coord::lease_id lease,
+                                       uint64_t inc) -> caf::error {
+    wire::pb::WriteBatch b;
+    auto* op = b.add_ops();
+    op->set_db(static_cast<uint32_t>(storage::db::meta));
+    op->set_key(cluster::cluster_record_key());
+    op->set_value(cluster::encode({name, lease, inc}));
+    caf::error out;
+    caf::scoped_actor self{*sys};
+    self->request(writer, std::chrono::seconds(10), std::move(b))
+      .receive([](const wire::pb::WriteResult&) {},
+               [&](caf::error& err) { out = std::move(err); });
+    return out;
+  };
+  mo.on_view = [cluster = im.cluster](const cluster::membership_view& v) {
+    wire::pb::MembershipView pv;
+    for (auto& m : v.members) {
+      auto* x = pv.add_members();
+      x->set_node_id(m.node_id);
+      x->set_endpoint(m.endpoint);
+      x->set_incarnation(m.incarnation);
+      x->set_started_ms(m.started_ms);
+      pv.add_leases(m.lease);
+    }
+    pv.set_fenced(v.fenced);
+    pv.set_lease_id(v.lease);
+    pv.set_revision(v.revision);
+    pv.set_incarnation(v.incarnation);
+    pv.set_problem(v.problem);
+    auto ago = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - v.renewed);
+    pv.set_renewed_ms(now_ms() - ago.count());
+    caf::anon_send(cluster, std::move(pv));
+  };
+  backoff = std::chrono::milliseconds(200);
+  for (uint32_t attempt = 1;; ++attempt) {
+    auto m = cluster::membership::join(im.store, mo);
+    if (m) {
+      im.membership = std::move(*m);
+      return caf::none;
+    }
+    auto code = code_of(m.error());
+    if (code != errc::unavailable && code != errc::timeout)
+      return m.error();
+    EDDA_WARN("cluster", "cannot join yet (attempt "
+                           << attempt << "): " << render(m.error())
+                           << "; retrying in " << backoff.count() << " ms");
+    if (!pause_unless_cancelled(backoff, cancel))
+      return give_up();
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
 }
 
 } // namespace
@@ -150,6 +291,10 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   if (!env)
     return env.error();
   im->env = *env;
+  auto id = cluster::load_node_id(**env, settings.name, now_ms());
+  if (!id)
+    return id.error();
+  im->node_id = *id;
   wire::register_types(im->cfg);
   im->cfg.load<caf::io::middleman>();
   client::apply_runtime_settings(
@@ -179,7 +324,27 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
     }
     i.port = *port;
   }
-  EDDA_INFO("node", "started: data dir " << settings.data_dir << ", durability "
+  {
+    auto& i = *node->impl_;
+    auto endpoint = !settings.advertise.empty()
+                      ? settings.advertise
+                      : settings.listen_host + ":" + std::to_string(i.port);
+    caf::anon_send(i.cluster, wire::link_atom::value, endpoint);
+    if (!settings.cluster_etcd.empty()) {
+      if (!opts.listen) {
+        node->stop();
+        return make_error(errc::bad_config,
+                          "a cluster node must listen (peers connect to it)");
+      }
+      if (auto err = join_cluster(i, endpoint, opts.cancel)) {
+        node->stop();
+        return err;
+      }
+    }
+  }
+  EDDA_INFO("node", "started: node " << node->impl_->node_id
+                                     << ", data dir " << settings.data_dir
+                                     << ", durability "
                                          << config::to_string(settings.mode)
                                          << (opts.listen ? ", listening on " : "")
                                          << (opts.listen ? settings.listen_host
@@ -215,10 +380,16 @@ void embedded_node::stop() {
     auto& i = *impl_;
     if (!i.sys)
       return;
+    // Leave first: the lease is revoked, so the others see this node gone
+    // at once, not a TTL later.
+    if (i.membership)
+      i.membership->leave();
+    i.membership.reset();
+    i.store.reset();
     if (i.port != 0)
       i.sys->middleman().unpublish(i.frontend, i.port);
-    for (auto* a :
-         {&i.frontend, &i.txn, &i.dedup, &i.groups, &i.topics, &i.scheduler})
+    for (auto* a : {&i.frontend, &i.txn, &i.dedup, &i.groups, &i.topics,
+                    &i.scheduler, &i.cluster})
       if (*a)
         caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
     if (i.sagas)
@@ -234,7 +405,7 @@ void embedded_node::stop() {
     }
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
-      = i.writer = nullptr;
+      = i.writer = i.cluster = nullptr;
     i.sagas.reset();
     i.sys.reset();
     i.env.reset();

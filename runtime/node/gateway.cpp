@@ -27,7 +27,8 @@ struct gateway_state {
 caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
                       broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
-                       std::vector<caf::actor> shards, caf::actor directory) {
+                       std::vector<caf::actor> shards, caf::actor directory,
+                       caf::actor cluster) {
   // A saga lives on shard shard_of(id, shards) (sagas/runtime.hpp).
   auto shard_for = [shards](const std::string& id) {
     return shards[shard_of(id, shards.size())];
@@ -101,8 +102,21 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
     [=](pb::EndBatch& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::TxnList& x) { return self->delegate(txn, std::move(x)); },
     [=](pb::TxnShow& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::ClusterStatusRequest& x) -> caf::result<pb::ClusterStatus> {
+      if (!cluster)
+        return make_error(errc::unavailable, "this node has no cluster view");
+      self->delegate(cluster, std::move(x));
+      return caf::delegated<pb::ClusterStatus>{};
+    },
+    [=](pb::PeerHello& x) -> caf::result<pb::PeerWelcome> {
+      if (!cluster)
+        return make_error(errc::unavailable, "this node has no cluster view");
+      self->delegate(cluster, std::move(x));
+      return caf::delegated<pb::PeerWelcome>{};
+    },
     [=](const pb::NodeStatusRequest&) {
       pb::NodeStatus s;
+      s.set_node_id(ctx->node_id);
       s.set_data_dir(ctx->settings.data_dir);
       s.set_listen(ctx->settings.listen_host + ":"
                    + std::to_string(ctx->settings.listen_port));
@@ -122,10 +136,11 @@ caf::actor spawn_gateway(caf::actor_system& sys, broker::context_ptr ctx,
                          caf::actor topics, caf::actor groups,
                          caf::actor dedup, caf::actor txn,
                          std::vector<caf::actor> saga_shards,
-                         caf::actor saga_directory) {
+                         caf::actor saga_directory, caf::actor cluster) {
   return sys.spawn(gateway, std::move(ctx), std::move(topics),
                    std::move(groups), std::move(dedup), std::move(txn),
-                   std::move(saga_shards), std::move(saga_directory));
+                   std::move(saga_shards), std::move(saga_directory),
+                   std::move(cluster));
 }
 
 } // namespace edda::node

@@ -13,7 +13,8 @@
 //
 // Protocol: every request of runtime/wire/broker.proto that a client sends
 // (see client::admin and the client actors), plus NodeStatusRequest ->
-// NodeStatus.
+// NodeStatus, and (runtime/wire/cluster.proto) ClusterStatusRequest and
+// PeerHello, passed to the node's cluster actor.
 #pragma once
 
 #include "broker/context.hpp"
@@ -29,6 +30,7 @@ namespace edda::node {
                                        caf::actor topics, caf::actor groups,
                                        caf::actor dedup, caf::actor txn,
                                        std::vector<caf::actor> saga_shards = {},
-                                       caf::actor saga_directory = {});
+                                       caf::actor saga_directory = {},
+                                       caf::actor cluster = {});
 
 } // namespace edda::node

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "broker.pb.h"
+#include "cluster.pb.h"
 #include "records.pb.h"
 
 #include <caf/atom.hpp>
@@ -137,6 +138,11 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ParticipantRegistered))
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::StepBatch))
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::StepBatchReply))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::MembershipView))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ClusterStatusRequest))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ClusterStatus))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::PeerHello))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::PeerWelcome))
   CAF_ADD_ATOM(edda, edda::wire, flush_atom, "flush")
   CAF_ADD_ATOM(edda, edda::wire, tick_atom, "tick")
   CAF_ADD_ATOM(edda, edda::wire, drain_atom, "drain")
@@ -145,5 +151,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_ATOM(edda, edda::wire, retry_atom, "retry")
   CAF_ADD_ATOM(edda, edda::wire, deadline_atom, "deadline")
   CAF_ADD_ATOM(edda, edda::wire, serving_atom, "serving")
+  CAF_ADD_ATOM(edda, edda::wire, link_atom, "link")
 CAF_END_TYPE_ID_BLOCK(edda)
 // clang-format on

@@ -1,0 +1,309 @@
+#include "cluster/cluster_actor.hpp"
+
+#include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <algorithm>
+#include <map>
+
+namespace edda::cluster {
+
+namespace {
+
+namespace pb = wire::pb;
+namespace ch = std::chrono;
+
+struct link {
+  std::string endpoint;
+  uint64_t incarnation = 0;
+  caf::actor handle;  ///< the peer's gateway, once the hello succeeded
+  uint64_t attempt = 0; ///< replies of older attempts are ignored
+  bool connecting = false;
+  ch::milliseconds backoff{0};
+  std::string error; ///< why it is down
+};
+
+struct cluster_state {
+  cluster_actor_options opts;
+  pb::MembershipView view;
+  std::map<std::string, link> links; // by node id, every other member
+  static inline const char* name = "edda.cluster";
+};
+
+using self_ptr = caf::stateful_actor<cluster_state>*;
+
+bool split_endpoint(const std::string& ep, std::string& host, uint16_t& port) {
+  auto colon = ep.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return false;
+  host = ep.substr(0, colon);
+  auto p = ep.substr(colon + 1);
+  if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos
+      || p.size() > 5)
+    return false;
+  auto v = std::stoul(p);
+  if (v == 0 || v > 65535)
+    return false;
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+void connect(self_ptr self, const std::string& id);
+
+void schedule(self_ptr self, const std::string& id, ch::milliseconds after) {
+  auto& l = self->state.links[id];
+  self->delayed_send(self, after, wire::link_atom::value, id, l.attempt,
+                     caf::actor{}, std::string{"retry"});
+}
+
+void down(self_ptr self, const std::string& id, const std::string& why) {
+  auto i = self->state.links.find(id);
+  if (i == self->state.links.end())
+    return;
+  auto& l = i->second;
+  auto& opts = self->state.opts;
+  if (l.handle)
+    self->demonitor(l.handle);
+  l.handle = nullptr;
+  l.connecting = false;
+  l.error = why;
+  ++l.attempt;
+  l.backoff = l.backoff.count() == 0
+                ? opts.reconnect_after
+                : std::min(l.backoff * 2, ch::milliseconds(5000));
+  schedule(self, id, l.backoff);
+}
+
+void connect(self_ptr self, const std::string& id) {
+  auto& st = self->state;
+  auto i = st.links.find(id);
+  if (i == st.links.end() || i->second.connecting || i->second.handle)
+    return;
+  auto& l = i->second;
+  std::string host;
+  uint16_t port = 0;
+  if (!split_endpoint(l.endpoint, host, port)) {
+    l.error = "member " + id + " published endpoint '" + l.endpoint
+              + "', which is not host:port";
+    return;
+  }
+  l.connecting = true;
+  auto attempt = ++l.attempt;
+  auto me = caf::actor_cast<caf::actor>(self);
+  // remote_actor blocks: on its own (detached) actor.
+  self->home_system().spawn<caf::detached>(
+    [me, id, attempt, host, port](caf::event_based_actor* c) {
+      auto r = c->home_system().middleman().remote_actor(host, port);
+      if (r)
+        c->send(me, wire::link_atom::value, id, attempt, *r, std::string{});
+      else
+        c->send(me, wire::link_atom::value, id, attempt, caf::actor{},
+                c->home_system().render(r.error()));
+      c->quit();
+    });
+}
+
+void hello(self_ptr self, const std::string& id, uint64_t attempt,
+           caf::actor peer) {
+  auto& st = self->state;
+  pb::PeerHello h;
+  h.set_cluster_name(st.opts.cluster_name);
+  h.set_node_id(st.opts.node_id);
+  h.set_incarnation(st.view.incarnation());
+  h.set_expect_node_id(id);
+  self->request(peer, st.opts.hello_timeout, h)
+    .then(
+      [=](const pb::PeerWelcome& w) {
+        auto i = self->state.links.find(id);
+        if (i == self->state.links.end() || i->second.attempt != attempt)
+          return;
+        auto& l = i->second;
+        l.connecting = false;
+        if (w.node_id() != id
+            || w.cluster_name() != self->state.opts.cluster_name) {
+          down(self, id,
+               "the node at " + l.endpoint + " is '" + w.node_id()
+                 + "' of cluster '" + w.cluster_name() + "'");
+          return;
+        }
+        l.handle = peer;
+        l.error.clear();
+        l.backoff = ch::milliseconds(0);
+        self->monitor(peer);
+        EDDA_INFO("cluster", "link to " << id << " at " << l.endpoint
+                                        << " is up");
+      },
+      [=](caf::error& err) {
+        auto i = self->state.links.find(id);
+        if (i == self->state.links.end() || i->second.attempt != attempt)
+          return;
+        i->second.connecting = false;
+        down(self, id, "hello to " + i->second.endpoint + " failed: "
+                         + render(err));
+      });
+}
+
+/// Links follow the member list: new members get one, gone ones lose it.
+void follow(self_ptr self) {
+  auto& st = self->state;
+  std::map<std::string, const pb::MemberInfo*> now;
+  for (auto& m : st.view.members())
+    if (m.node_id() != st.opts.node_id)
+      now[m.node_id()] = &m;
+  for (auto i = st.links.begin(); i != st.links.end();) {
+    auto n = now.find(i->first);
+    if (n != now.end() && n->second->endpoint() == i->second.endpoint
+        && n->second->incarnation() == i->second.incarnation) {
+      ++i;
+      continue;
+    }
+    if (i->second.handle)
+      self->demonitor(i->second.handle);
+    i = st.links.erase(i);
+  }
+  for (auto& [id, m] : now) {
+    if (st.links.count(id) != 0)
+      continue;
+    auto& l = st.links[id];
+    l.endpoint = m->endpoint();
+    l.incarnation = m->incarnation();
+    connect(self, id);
+  }
+}
+
+pb::ClusterStatus status(self_ptr self) {
+  auto& st = self->state;
+  pb::ClusterStatus s;
+  s.set_clustered(st.opts.clustered);
+  s.set_cluster_name(st.opts.cluster_name);
+  s.set_node_id(st.opts.node_id);
+  s.set_etcd(st.opts.etcd);
+  s.set_now_ms(now_ms());
+  if (!st.opts.clustered) {
+    auto* m = s.add_members();
+    m->set_node_id(st.opts.node_id);
+    m->set_endpoint(st.opts.endpoint);
+    m->set_self(true);
+    m->set_connected(true);
+    return s;
+  }
+  s.set_fenced(st.view.fenced());
+  s.set_lease_id(st.view.lease_id());
+  s.set_lease_ttl_ms(st.opts.lease_ttl.count());
+  if (st.view.renewed_ms() > 0)
+    s.set_renewed_ms_ago(std::max<int64_t>(0, now_ms() - st.view.renewed_ms()));
+  s.set_revision(st.view.revision());
+  s.set_incarnation(st.view.incarnation());
+  s.set_problem(st.view.problem());
+  for (int k = 0; k < st.view.members_size(); ++k) {
+    auto& mi = st.view.members(k);
+    auto* m = s.add_members();
+    m->set_node_id(mi.node_id());
+    m->set_endpoint(mi.endpoint());
+    m->set_incarnation(mi.incarnation());
+    m->set_started_ms(mi.started_ms());
+    if (k < st.view.leases_size())
+      m->set_lease_id(st.view.leases(k));
+    bool self_member = mi.node_id() == st.opts.node_id;
+    m->set_self(self_member);
+    if (self_member) {
+      m->set_connected(true);
+      continue;
+    }
+    auto l = st.links.find(mi.node_id());
+    if (l != st.links.end()) {
+      m->set_connected(static_cast<bool>(l->second.handle));
+      if (!l->second.handle)
+        m->set_link_error(l->second.connecting && l->second.error.empty()
+                            ? "connecting"
+                            : l->second.error);
+    }
+  }
+  return s;
+}
+
+caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
+  self->state.opts = std::move(opts);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    for (auto& [id, l] : self->state.links)
+      if (l.handle && l.handle.address() == dm.source) {
+        EDDA_WARN("cluster", "link to " << id << " at " << l.endpoint
+                                        << " dropped ("
+                                        << render(dm.reason) << ")");
+        metrics::counter("cluster.link_drops")++;
+        auto name = id;
+        down(self, name, "dropped: " + render(dm.reason));
+        return;
+      }
+  });
+  return {
+    [=](wire::link_atom, const std::string& endpoint) {
+      self->state.opts.endpoint = endpoint; // known once the node listens
+    },
+    [=](pb::MembershipView& v) {
+      self->state.view = std::move(v);
+      follow(self);
+    },
+    [=](const pb::ClusterStatusRequest&) { return status(self); },
+    [=](const pb::PeerHello& h) -> caf::result<pb::PeerWelcome> {
+      auto& st = self->state;
+      if (h.cluster_name() != st.opts.cluster_name) {
+        EDDA_WARN("cluster", "refused a peer of cluster '" << h.cluster_name()
+                                                           << "' (node "
+                                                           << h.node_id()
+                                                           << ")");
+        metrics::counter("cluster.peers_refused")++;
+        return make_error(errc::invalid_argument,
+                          "this node is of cluster '" + st.opts.cluster_name
+                            + "', not '" + h.cluster_name() + "'");
+      }
+      if (!h.expect_node_id().empty()
+          && h.expect_node_id() != st.opts.node_id) {
+        metrics::counter("cluster.peers_refused")++;
+        return make_error(errc::invalid_argument,
+                          "this node is '" + st.opts.node_id + "', not '"
+                            + h.expect_node_id() + "'");
+      }
+      pb::PeerWelcome w;
+      w.set_cluster_name(st.opts.cluster_name);
+      w.set_node_id(st.opts.node_id);
+      w.set_incarnation(st.view.incarnation());
+      return w;
+    },
+    [=](wire::link_atom, const std::string& id, uint64_t attempt,
+        caf::actor& peer, const std::string& err) {
+      auto i = self->state.links.find(id);
+      if (i == self->state.links.end() || i->second.attempt != attempt)
+        return; // stale (the member changed, or a newer attempt runs)
+      auto& l = i->second;
+      if (err == "retry") {
+        l.connecting = false;
+        connect(self, id);
+        return;
+      }
+      if (!peer) {
+        l.connecting = false;
+        down(self, id, "cannot connect to " + l.endpoint + ": " + err);
+        return;
+      }
+      hello(self, id, attempt, std::move(peer));
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_cluster_actor(caf::actor_system& sys,
+                               cluster_actor_options opts) {
+  return sys.spawn(cluster_actor, std::move(opts));
+}
+
+} // namespace edda::cluster

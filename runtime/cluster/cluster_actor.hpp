@@ -1,0 +1,46 @@
+// cluster_actor: the node's view of its cluster, and its links to the other
+// nodes.
+//
+// It keeps the latest membership view (pushed by the membership thread) and
+// a full mesh of direct links: for every other member it connects to the
+// endpoint the member published in etcd (never to a handle relayed by a
+// third node), checks with PeerHello that the peer is that node of this
+// cluster, and monitors the link. A link that drops is made again after
+// `reconnect_after` (longer than the middleman's connection timeout, so the
+// peer has dropped its side of the old connection first: CAF issue 1304),
+// then with doubling backoff up to 5 s. Ownership is never decided from a
+// link's loss: only etcd says who is a member.
+//
+// Protocol:
+//   MembershipView            from the membership thread; no reply
+//   ClusterStatusRequest   -> ClusterStatus   (admin, through the gateway)
+//   PeerHello              -> PeerWelcome     (another node's cluster actor,
+//                             through our gateway); invalid_argument when the
+//                             sender is of another cluster or meant another
+//                             node
+//   (link_atom, ...)          from its own connector actors
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace edda::cluster {
+
+struct cluster_actor_options {
+  bool clustered = false; ///< false: a single node, no etcd
+  std::string cluster_name;
+  std::string node_id;
+  std::string endpoint; ///< this node's advertised host:port
+  std::string etcd;     ///< endpoints, for status
+  std::chrono::milliseconds lease_ttl{10000};
+  std::chrono::milliseconds reconnect_after{2500};
+  std::chrono::milliseconds hello_timeout{2000};
+};
+
+[[nodiscard]] caf::actor spawn_cluster_actor(caf::actor_system& sys,
+                                             cluster_actor_options opts);
+
+} // namespace edda::cluster

@@ -1,0 +1,386 @@
+#include "cluster/membership.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "wire/types.hpp"
+
+#include <algorithm>
+
+namespace edda::cluster {
+
+namespace pb = wire::pb;
+namespace ch = std::chrono;
+
+namespace {
+
+int64_t to_ns(steady_time t) {
+  return ch::duration_cast<ch::nanoseconds>(t.time_since_epoch()).count();
+}
+
+std::optional<member> parse_member(const coord::key_value& kv) {
+  pb::MemberInfo info;
+  if (!info.ParseFromString(kv.value) || info.node_id().empty())
+    return std::nullopt;
+  member m;
+  m.node_id = info.node_id();
+  m.endpoint = info.endpoint();
+  m.incarnation = info.incarnation();
+  m.started_ms = info.started_ms();
+  m.lease = kv.lease;
+  m.create_revision = kv.create_revision;
+  return m;
+}
+
+} // namespace
+
+std::string membership::prefix(const std::string& cluster_name) {
+  return "/edda/" + cluster_name + "/";
+}
+
+membership::membership(coord::client_ptr store, membership_options opts)
+  : store_(std::move(store)), opts_(std::move(opts)) {
+  if (!opts_.now)
+    opts_.now = [] { return std::chrono::steady_clock::now(); };
+  if (!opts_.wall_ms)
+    opts_.wall_ms = [] {
+      return ch::duration_cast<ch::milliseconds>(
+               ch::system_clock::now().time_since_epoch())
+        .count();
+    };
+  period_ = std::max(opts_.ttl / 4, ch::milliseconds(50));
+  valid_ = opts_.ttl * 3 / 4;
+  incarnation_ = opts_.previous_incarnation;
+}
+
+std::string membership::key() const {
+  return prefix(opts_.cluster_name) + "members/" + opts_.node_id;
+}
+
+caf::expected<std::unique_ptr<membership>>
+membership::join(coord::client_ptr store, membership_options opts) {
+  std::unique_ptr<membership> m{new membership(std::move(store),
+                                               std::move(opts))};
+  if (auto err = m->join_once(true))
+    return err;
+  if (auto err = m->list_and_watch()) {
+    m->leave();
+    return err;
+  }
+  {
+    std::lock_guard<std::mutex> guard{m->mtx_};
+    m->notify();
+  }
+  if (m->opts_.run_thread)
+    m->thread_ = std::thread([p = m.get()] { p->run(); });
+  return m;
+}
+
+caf::error membership::join_once(bool first) {
+  auto& st = *store_;
+  auto k = key();
+  coord::lease_id old;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    old = first ? opts_.previous_lease : lease_;
+  }
+  // The key of a previous life (ours if it is bound to the lease we
+  // persisted) goes first, with everything else bound to that lease.
+  auto cur = st.get(k);
+  if (!cur)
+    return cur.error();
+  if (cur->first) {
+    auto& kv = *cur->first;
+    if (old == 0 || kv.lease != old) {
+      auto holder = parse_member(kv);
+      return make_error(
+        errc::bad_config,
+        "node id '" + opts_.node_id + "' is already a live member of cluster '"
+          + opts_.cluster_name + "' (at "
+          + (holder ? holder->endpoint : std::string{"?"})
+          + "): another node runs with the same node.name or a copy of this "
+            "data dir; stop it (or wait cluster.lease_ttl if it just died)");
+    }
+    auto del = st.cas_delete(k, kv.mod_revision);
+    if (!del)
+      return del.error();
+  }
+  if (old != 0) {
+    auto err = st.revoke(old);
+    if (err && code_of(err) != errc::not_found)
+      return err;
+  }
+  auto ttl_s = ch::seconds((opts_.ttl.count() + 999) / 1000);
+  auto sent = opts_.now();
+  auto lease = st.grant(ttl_s);
+  if (!lease)
+    return lease.error();
+  uint64_t inc;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    inc = incarnation_ + 1;
+  }
+  if (opts_.persist)
+    if (auto err = opts_.persist(*lease, inc)) {
+      (void) st.revoke(*lease);
+      return err;
+    }
+  pb::MemberInfo info;
+  info.set_node_id(opts_.node_id);
+  info.set_endpoint(opts_.endpoint);
+  info.set_cluster_name(opts_.cluster_name);
+  info.set_incarnation(inc);
+  info.set_started_ms(opts_.wall_ms());
+  info.set_version(opts_.version);
+  auto put = st.cas_put(k, info.SerializeAsString(), 0, *lease);
+  if (!put) {
+    (void) st.revoke(*lease);
+    return put.error();
+  }
+  if (!put->succeeded) {
+    (void) st.revoke(*lease);
+    auto holder = put->current ? parse_member(*put->current) : std::nullopt;
+    return make_error(errc::bad_config,
+                      "node id '" + opts_.node_id
+                        + "' was taken by another node (at "
+                        + (holder ? holder->endpoint : std::string{"?"})
+                        + ") while this one joined");
+  }
+  std::lock_guard<std::mutex> guard{mtx_};
+  lease_ = *lease;
+  incarnation_ = inc;
+  fenced_ = false;
+  renewed_ = sent;
+  last_attempt_ = sent;
+  problem_.clear();
+  valid_until_ns_ = to_ns(sent + valid_);
+  if (auto m = parse_member(put->current ? *put->current : coord::key_value{}))
+    members_[m->node_id] = *m;
+  EDDA_INFO("cluster", "joined cluster " << opts_.cluster_name << " as "
+                                         << opts_.node_id << " (incarnation "
+                                         << inc << ", lease " << *lease
+                                         << ", ttl " << opts_.ttl.count()
+                                         << " ms)");
+  return caf::none;
+}
+
+caf::error membership::list_and_watch() {
+  auto pfx = prefix(opts_.cluster_name) + "members/";
+  if (watch_) {
+    watch_->cancel();
+    watch_.reset();
+  }
+  auto r = store_->get_prefix(pfx);
+  if (!r)
+    return r.error();
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    members_.clear();
+    for (auto& kv : r->kvs)
+      if (auto m = parse_member(kv))
+        members_[m->node_id] = *m;
+    revision_ = r->revision;
+    relist_ = false;
+  }
+  coord::watch_handlers h;
+  h.on_events = [this](const std::vector<coord::watch_event>& evs) {
+    on_events(evs);
+  };
+  h.on_error = [this](const caf::error& err) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    relist_ = true;
+    problem_ = "member watch ended: " + render(err);
+  };
+  auto w = store_->watch_prefix(pfx, r->revision + 1, std::move(h));
+  if (!w)
+    return w.error();
+  std::lock_guard<std::mutex> guard{mtx_};
+  watch_ = std::move(*w);
+  return caf::none;
+}
+
+void membership::on_events(const std::vector<coord::watch_event>& evs) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto pfx = prefix(opts_.cluster_name) + "members/";
+  for (auto& e : evs) {
+    revision_ = std::max(revision_, e.kv.mod_revision);
+    auto id = e.kv.key.substr(std::min(pfx.size(), e.kv.key.size()));
+    if (e.type == coord::watch_event::kind::del) {
+      if (members_.erase(id) != 0)
+        EDDA_INFO("cluster", "member " << id << " left");
+      continue;
+    }
+    if (auto m = parse_member(e.kv)) {
+      auto known = members_.count(m->node_id) != 0;
+      members_[m->node_id] = *m;
+      if (!known)
+        EDDA_INFO("cluster", "member " << m->node_id << " joined at "
+                                       << m->endpoint);
+    }
+  }
+  notify();
+}
+
+void membership::fence(const std::string& why) {
+  // mtx_ held.
+  if (fenced_)
+    return;
+  fenced_ = true;
+  valid_until_ns_ = 0;
+  EDDA_WARN("cluster", "fenced: " << why
+                                  << "; movable duties stop until this node "
+                                     "rejoins with a new lease");
+  notify();
+}
+
+void membership::notify() {
+  // mtx_ held: views go out in order.
+  if (!opts_.on_view)
+    return;
+  membership_view v;
+  for (auto& [id, m] : members_)
+    v.members.push_back(m);
+  v.fenced = fenced_;
+  v.lease = lease_;
+  v.incarnation = incarnation_;
+  v.revision = revision_;
+  v.renewed = renewed_;
+  v.problem = problem_;
+  opts_.on_view(v);
+}
+
+membership_view membership::view() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  membership_view v;
+  for (auto& [id, m] : members_)
+    v.members.push_back(m);
+  v.fenced = fenced_;
+  v.lease = lease_;
+  v.incarnation = incarnation_;
+  v.revision = revision_;
+  v.renewed = renewed_;
+  v.problem = problem_;
+  return v;
+}
+
+bool membership::lease_valid() const {
+  return to_ns(opts_.now()) < valid_until_ns_.load();
+}
+
+void membership::tick() {
+  auto now = opts_.now();
+  bool fenced, relist, due;
+  coord::lease_id lease;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!fenced_ && now - renewed_ >= valid_)
+      fence("no lease renewal for "
+            + std::to_string(
+              ch::duration_cast<ch::milliseconds>(now - renewed_).count())
+            + " ms" + (problem_.empty() ? "" : " (" + problem_ + ")"));
+    fenced = fenced_;
+    relist = relist_;
+    lease = lease_;
+    due = now - last_attempt_ >= period_;
+  }
+  if (fenced) {
+    if (!due)
+      return;
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      last_attempt_ = now;
+    }
+    if (auto err = join_once(false)) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (problem_ != render(err))
+        EDDA_WARN("cluster", "cannot rejoin yet: " << render(err));
+      problem_ = render(err);
+      return;
+    }
+    relist = true;
+  } else if (due) {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      last_attempt_ = now;
+    }
+    auto r = store_->keepalive(lease);
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (lease_ == lease) {
+      if (r) {
+        renewed_ = now;
+        valid_until_ns_ = to_ns(now + valid_);
+        if (!problem_.empty() && !relist_) {
+          EDDA_INFO("cluster", "etcd answers again");
+          problem_.clear();
+        }
+        notify(); // the renewal time is part of the view
+      } else if (code_of(r.error()) == errc::not_found) {
+        fence("etcd says lease " + std::to_string(lease) + " expired");
+      } else if (problem_ != render(r.error())) {
+        problem_ = render(r.error());
+        EDDA_WARN("cluster", "lease renewal failed: " << problem_);
+      }
+    }
+  }
+  if (relist) {
+    if (auto err = list_and_watch()) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      relist_ = true;
+      problem_ = "cannot list members: " + render(err);
+      return;
+    }
+    std::lock_guard<std::mutex> guard{mtx_};
+    problem_.clear();
+    notify();
+  }
+}
+
+void membership::run() {
+  std::unique_lock<std::mutex> guard{run_mtx_};
+  while (!stopping_) {
+    guard.unlock();
+    tick();
+    guard.lock();
+    // Short waits: the fence must follow the clock closely, also right
+    // after the process was stopped and continued.
+    run_cv_.wait_for(guard, std::min(period_, ch::milliseconds(100)),
+                     [this] { return stopping_; });
+  }
+}
+
+void membership::leave() {
+  {
+    std::lock_guard<std::mutex> guard{run_mtx_};
+    if (left_)
+      return;
+    left_ = true;
+    stopping_ = true;
+  }
+  run_cv_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+  std::unique_ptr<coord::watch> w;
+  coord::lease_id lease;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    w = std::move(watch_);
+    lease = lease_;
+    valid_until_ns_ = 0;
+  }
+  if (w)
+    w->cancel();
+  if (lease != 0) {
+    if (auto err = store_->revoke(lease); err && code_of(err) != errc::not_found)
+      EDDA_WARN("cluster", "could not revoke lease " << lease << " on leaving ("
+                                                     << render(err)
+                                                     << "); it expires by "
+                                                        "itself");
+    else
+      EDDA_INFO("cluster", "left cluster " << opts_.cluster_name);
+  }
+}
+
+membership::~membership() {
+  leave();
+}
+
+} // namespace edda::cluster
