@@ -19,4 +19,32 @@ std::string owner_of(const std::string& resource,
   return best;
 }
 
+std::vector<std::string>
+place_partitions(const std::string& topic, uint32_t first, uint32_t count,
+                 const std::vector<std::string>& members,
+                 std::map<std::string, uint32_t> load) {
+  std::vector<std::string> out;
+  if (members.empty())
+    return out;
+  for (uint32_t p = first; p < first + count; ++p) {
+    auto resource = topic + "/" + std::to_string(p);
+    const std::string* best = nullptr;
+    uint32_t best_load = 0;
+    uint64_t best_w = 0;
+    for (const auto& m : members) {
+      auto l = load[m];
+      auto w = stable_hash(m + '\x1f' + resource);
+      if (best == nullptr || l < best_load
+          || (l == best_load && (w > best_w || (w == best_w && m < *best)))) {
+        best = &m;
+        best_load = l;
+        best_w = w;
+      }
+    }
+    ++load[*best];
+    out.push_back(*best);
+  }
+  return out;
+}
+
 } // namespace edda::cluster

@@ -100,3 +100,26 @@ TEST(PlacementTest, OwnerIsStableAndMovesOnlyFromRemovedMember) {
   }
   EXPECT_EQ(cluster::owner_of("x", {}), "");
 }
+
+TEST(PlacementTest, NewPartitionsGoToTheLeastLoadedMembersAndEveryNodeAgrees) {
+  std::vector<std::string> members = {"n1", "n2", "n3"};
+  auto homes = cluster::place_partitions("orders", 0, 6, members, {});
+  ASSERT_EQ(homes.size(), 6u);
+  std::map<std::string, int> per;
+  for (auto& h : homes)
+    ++per[h];
+  EXPECT_EQ(per, (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
+  // Same answer whatever the order of the member list.
+  EXPECT_EQ(cluster::place_partitions("orders", 0, 6, {"n3", "n1", "n2"}, {}),
+            homes);
+  // A loaded node gets nothing until the others have caught up.
+  auto more = cluster::place_partitions("pay", 0, 3, members,
+                                        {{"n1", 5}, {"n2", 2}, {"n3", 2}});
+  EXPECT_EQ(std::count(more.begin(), more.end(), "n1"), 0) << more[0];
+  // Partitions added to a topic (alter) start at `first`.
+  auto added = cluster::place_partitions("orders", 6, 2, members,
+                                         {{"n1", 2}, {"n2", 2}, {"n3", 1}});
+  ASSERT_EQ(added.size(), 2u);
+  EXPECT_EQ(added[0], "n3");
+  EXPECT_TRUE(cluster::place_partitions("x", 0, 2, {}, {}).empty());
+}
