@@ -45,11 +45,18 @@ void shutdown_signal::run() {
   }
   cv_.notify_all();
   // A second signal, or the grace period running out, ends the process.
-  std::thread second([set] {
-    int again = 0;
-    sigwait(&set, &again);
-    std::fprintf(stderr, "edda: second signal %d: exiting now\n", again);
-    _exit(1);
+  // A duplicate within a second is not a second signal: tools like
+  // timeout(1) send SIGTERM to the process and to its group at once.
+  auto first = std::chrono::steady_clock::now();
+  std::thread second([set, first] {
+    for (;;) {
+      int again = 0;
+      sigwait(&set, &again);
+      if (std::chrono::steady_clock::now() - first < std::chrono::seconds(1))
+        continue;
+      std::fprintf(stderr, "edda: second signal %d: exiting now\n", again);
+      _exit(1);
+    }
   });
   second.detach();
   std::unique_lock<std::mutex> guard{mtx_};

@@ -8,7 +8,8 @@
 // then has `grace` to stop. If it has not called stopped() by then, the
 // signal thread says so and ends the process at once with exit code 1: LMDB
 // is crash-safe, so nothing acknowledged is lost, and an operator's SIGTERM
-// is never ignored. A second signal ends the process at once.
+// is never ignored. A second signal (a second or more after the first) ends
+// the process at once.
 //
 // Construct it first thing in main, before any other thread exists.
 // Thread-safety: all members may be called from any thread.

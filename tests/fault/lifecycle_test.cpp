@@ -91,6 +91,7 @@ TEST_F(NodeLifecycleTest, ASecondSignalEndsTheProcessAtOnce) {
     return read_file(n.log_path).find("signal 15 received")
            != std::string::npos;
   }));
+  std::this_thread::sleep_for(milliseconds(1100)); // not a duplicate
   auto t0 = clock_type::now();
   ::kill(n.pid, SIGINT);
   ASSERT_TRUE(wait_exit(n, seconds(1)));
