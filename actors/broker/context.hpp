@@ -4,6 +4,7 @@
 
 #include "base/alerts.hpp"
 #include "config/settings.hpp"
+#include "coord/coord.hpp"
 
 #include <caf/actor.hpp>
 
@@ -23,6 +24,13 @@ struct context {
   caf::actor scheduler; ///< delay / retry scheduler
   config::node_settings settings;
   std::string node_id; ///< this node's id (cluster/identity.hpp)
+  /// In a cluster: etcd, and the node's cluster actor (members, links to
+  /// the other nodes: cluster/cluster_actor.hpp). Empty on a single node.
+  coord::client_ptr store;
+  caf::actor cluster;
+  [[nodiscard]] bool clustered() const {
+    return store != nullptr;
+  }
   std::shared_ptr<alert_sink> alerts;
   /// Wall-clock milliseconds; deterministic tests substitute a manual clock.
   std::function<int64_t()> clock;

@@ -1,11 +1,21 @@
-// topic_manager: owns topic metadata (db `topics`, `meta`) and supervises
-// the partition actors: a partition that dies is respawned from storage and
-// the group manager is told so that cursors are reassigned.
+// topic_manager: routes every request for a topic to its partitions and
+// supervises the partition actors this node holds: a partition that dies is
+// respawned from storage and the group manager is told so that cursors are
+// reassigned.
+//
+// Where topic metadata lives: on a single node in its LMDB (db `topics`,
+// `meta`), written by this manager; in a cluster in etcd, through the topic
+// table (topic_table.hpp), which pushes what etcd says (TopicUpdate). In a
+// cluster each partition has a home node (never changing): the manager
+// spawns the partitions homed here, and passes requests for the others to
+// their home's gateway (a keyless send skips partitions whose home is down;
+// a keyed one fails fast with partition_unavailable, keeping per-key order).
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "broker/actors.hpp"
 #include "broker/partition_actor.hpp"
+#include "broker/topic_table.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
 #include "wire/types.hpp"
@@ -13,11 +23,15 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
+#include <caf/message_handler.hpp>
+#include <caf/skip.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 
 namespace edda::broker {
 
@@ -29,7 +43,12 @@ namespace keys = storage::keys;
 
 struct topic_entry {
   pb::TopicMeta meta;
+  /// Partition actors by index; in a cluster only those homed here (the
+  /// others are null).
   std::vector<caf::actor> partitions;
+  /// Cluster: the home node of each partition. Empty on a single node.
+  std::vector<std::string> homes;
+  bool recorded = false; // cluster: its local record is in db `topics`
   bool pending = false; // create or alter being written
   uint32_t round_robin = 0;
   std::vector<caf::response_promise> waiters; // route requests during create
@@ -41,6 +60,11 @@ struct topic_manager_state {
   std::map<std::string, topic_entry> topics;
   uint32_t next_topic_id = 1;
   pb::NodeMeta node;
+  // -- cluster --------------------------------------------------------------
+  caf::actor table;                     ///< topic_table (etcd)
+  std::set<std::string> members;        ///< live node ids
+  std::map<std::string, caf::actor> peers; ///< node id -> its gateway
+  std::set<std::string> local_records;  ///< topics with a record in db topics
   static inline const char* name = "edda.topic_manager";
 };
 
@@ -81,6 +105,240 @@ void spawn_partitions(self_ptr self, topic_entry& t) {
 void notify_route(self_ptr self, const std::string& topic) {
   if (self->state.groups)
     self->send(self->state.groups, wire::route_atom::value, topic);
+}
+
+
+// -- cluster ----------------------------------------------------------------
+
+bool clustered(self_ptr self) {
+  return self->state.ctx->clustered();
+}
+
+bool is_local(self_ptr self, const topic_entry& t, size_t p) {
+  return t.homes.empty() || t.homes[p] == self->state.ctx->node_id;
+}
+
+/// The gateway of partition p's home, if the home is a live member and the
+/// link to it is up.
+caf::actor home_gateway(self_ptr self, const topic_entry& t, size_t p) {
+  auto& st = self->state;
+  if (t.homes.empty() || st.members.count(t.homes[p]) == 0)
+    return {};
+  auto i = st.peers.find(t.homes[p]);
+  return i == st.peers.end() ? caf::actor{} : i->second;
+}
+
+bool available(self_ptr self, const topic_entry& t, size_t p) {
+  return is_local(self, t, p) || home_gateway(self, t, p) != nullptr;
+}
+
+caf::error unavailable_partition(const topic_entry& t, size_t p) {
+  return make_error(errc::partition_unavailable,
+                    "partition " + t.meta.name() + "/" + std::to_string(p)
+                      + " lives on node " + t.homes[p]
+                      + ", which is down or unreachable; its messages wait "
+                        "there until it is back");
+}
+
+/// Writes (or deletes) this node's record of a topic it holds partitions
+/// of, so that the data of a topic deleted while the node was down can be
+/// found and removed.
+void record_locally(self_ptr self, topic_entry& t) {
+  if (t.recorded)
+    return;
+  t.recorded = true;
+  self->state.local_records.insert(t.meta.name());
+  pb::WriteBatch b;
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(db::topics));
+  op->set_key(t.meta.name());
+  op->set_value(t.meta.SerializeAsString());
+  auto ctx = self->state.ctx;
+  self
+    ->request(ctx->writer, std::chrono::milliseconds(ctx->write_timeout_ms),
+              std::move(b))
+    .then([](const pb::WriteResult&) {},
+          [](caf::error& err) {
+            EDDA_WARN("topics", "could not record a topic locally: "
+                                  << render(err));
+          });
+}
+
+/// Removes the partitions and data this node holds of a deleted topic.
+void drop_local(self_ptr self, const std::string& name, uint32_t id) {
+  auto& st = self->state;
+  auto i = st.topics.find(name);
+  if (i != st.topics.end())
+    for (auto& p : i->second.partitions)
+      if (p)
+        self->send_exit(p, caf::exit_reason::user_shutdown);
+  if (st.local_records.erase(name) == 0 && i == st.topics.end())
+    return;
+  pb::WriteBatch b;
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(db::topics));
+  op->set_key(name);
+  op->set_kind(pb::WriteOp::DEL);
+  op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(db::log));
+  op->set_key(keys::topic_log_prefix(id));
+  op->set_kind(pb::WriteOp::DEL_PREFIX);
+  auto ctx = st.ctx;
+  self
+    ->request(ctx->writer, std::chrono::milliseconds(ctx->write_timeout_ms),
+              std::move(b))
+    .then([](const pb::WriteResult&) {},
+          [](caf::error& err) {
+            EDDA_WARN("topics", "could not delete a topic's data: "
+                                  << render(err));
+          });
+}
+
+/// Takes what etcd says about one topic: spawns the partitions homed here.
+void apply_topic(self_ptr self, const pb::ClusterTopic& ct) {
+  auto& st = self->state;
+  auto& t = st.topics[ct.name()];
+  bool changed = t.meta.name().empty()
+                 || static_cast<int>(t.homes.size()) != ct.homes_size();
+  t.meta.set_name(ct.name());
+  t.meta.set_id(ct.id());
+  t.meta.set_partitions(static_cast<uint32_t>(ct.homes_size()));
+  t.meta.set_created_ms(ct.created_ms());
+  t.meta.set_kind(ct.kind());
+  t.homes.assign(ct.homes().begin(), ct.homes().end());
+  t.pending = false;
+  t.partitions.resize(t.homes.size());
+  auto& sys = self->home_system();
+  for (size_t p = 0; p < t.homes.size(); ++p) {
+    if (t.partitions[p] || t.homes[p] != st.ctx->node_id)
+      continue;
+    t.partitions[p] = spawn_partition(sys, st.ctx, t.meta,
+                                      static_cast<uint32_t>(p));
+    self->link_to(t.partitions[p]);
+    record_locally(self, t);
+  }
+  if (changed) {
+    EDDA_INFO("topics", "topic " << ct.name() << ": " << ct.homes_size()
+                                 << " partitions, homes "
+                                 << [&] {
+                                      std::string h;
+                                      for (auto& x : ct.homes())
+                                        h += (h.empty() ? "" : ",") + x;
+                                      return h;
+                                    }());
+    auto waiters = std::move(t.waiters);
+    for (auto& w : waiters)
+      w.deliver(t.meta, t.partitions);
+  }
+}
+
+
+void apply_update(self_ptr self, const pb::TopicUpdate& u) {
+  auto& st = self->state;
+  std::set<std::string> seen;
+  for (auto& ct : u.topics()) {
+    seen.insert(ct.name());
+    auto before = st.topics.count(ct.name()) != 0
+                    ? st.topics[ct.name()].homes.size()
+                    : 0;
+    apply_topic(self, ct);
+    if (st.topics[ct.name()].homes.size() != before)
+      notify_route(self, ct.name());
+  }
+  std::vector<std::pair<std::string, uint32_t>> gone;
+  for (auto& d : u.deleted())
+    if (auto i = st.topics.find(d); i != st.topics.end())
+      gone.emplace_back(d, i->second.meta.id());
+  if (u.snapshot()) {
+    for (auto& [name, t] : st.topics)
+      if (seen.count(name) == 0)
+        gone.emplace_back(name, t.meta.id());
+    // Data of topics deleted while this node was down.
+    auto txn = st.ctx->env->read();
+    txn.scan(db::topics, "", "", [&](std::string_view k, std::string_view v) {
+      std::string name{k};
+      if (seen.count(name) != 0 || st.topics.count(name) != 0)
+        return true;
+      pb::TopicMeta meta;
+      if (meta.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+        st.local_records.insert(name);
+        gone.emplace_back(name, meta.id());
+      }
+      return true;
+    });
+  }
+  for (auto& [name, id] : gone) {
+    EDDA_INFO("topics", "topic " << name << " was deleted; removing its "
+                                 << "partitions on this node");
+    drop_local(self, name, id);
+    st.topics.erase(name);
+    notify_route(self, name);
+  }
+}
+
+/// Runs `then(topic_entry*)` once `name` is known: in a cluster a topic the
+/// watch has not delivered yet is read from etcd first.
+template <class F>
+void with_topic(self_ptr self, const std::string& name, F then) {
+  auto& st = self->state;
+  auto i = st.topics.find(name);
+  if (i != st.topics.end() && !(i->second.pending && i->second.partitions.empty())) {
+    then(caf::expected<topic_entry*>{&i->second});
+    return;
+  }
+  if (!clustered(self) || !st.table) {
+    then(caf::expected<topic_entry*>{
+      make_error(errc::unknown_topic, "no topic named '" + name + "'")});
+    return;
+  }
+  pb::GetTopic q;
+  q.set_name(name);
+  self->request(st.table, std::chrono::seconds(10), q)
+    .then(
+      [=](const pb::ClusterTopic& ct) mutable {
+        apply_topic(self, ct);
+        then(caf::expected<topic_entry*>{&self->state.topics[name]});
+      },
+      [=](caf::error& err) mutable { then(caf::expected<topic_entry*>{err}); });
+}
+
+/// Picks a partition for `key` (keyless: in turn, skipping partitions whose
+/// home is down). Errors: partition_unavailable.
+caf::expected<int32_t> pick_available(self_ptr self, topic_entry& t,
+                                      const std::string& key) {
+  auto n = static_cast<uint32_t>(t.partitions.size());
+  if (n == 0)
+    return make_error(errc::unknown_topic,
+                      "topic '" + t.meta.name() + "' has no partitions");
+  if (!key.empty()) {
+    auto p = shard_of(key, n);
+    if (!available(self, t, p))
+      return unavailable_partition(t, p);
+    return static_cast<int32_t>(p);
+  }
+  for (uint32_t k = 0; k < n; ++k) {
+    auto p = t.round_robin++ % n;
+    if (available(self, t, p))
+      return static_cast<int32_t>(p);
+  }
+  return make_error(errc::partition_unavailable,
+                    "no partition of topic '" + t.meta.name()
+                      + "' has a live home");
+}
+
+/// Passes `req` to the home of its partition and relays the reply.
+template <class Request>
+void forward(self_ptr self, topic_entry& t, size_t p, Request req,
+             caf::response_promise rp) {
+  auto gw = home_gateway(self, t, p);
+  if (!gw) {
+    rp.deliver(unavailable_partition(t, p));
+    return;
+  }
+  req.set_forwarded(true);
+  self->request(gw, std::chrono::seconds(30), std::move(req))
+    .then([=](pb::ProduceResult& r) mutable { rp.deliver(std::move(r)); },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 /// Persists `meta` (and the node record), then calls done(err).
@@ -170,9 +428,451 @@ int32_t pick_partition(topic_entry& t, const std::string& key) {
   return static_cast<int32_t>(t.round_robin++ % n);
 }
 
+
+// -- cluster behaviour ----------------------------------------------------------
+
+/// Validates a create in a cluster; the table then writes it to etcd.
+caf::error check_create(self_ptr self, const std::string& name,
+                        uint32_t& partitions, pb::TopicKind kind) {
+  if (auto err = check_name(name, kind == pb::TOPIC_RETRY))
+    return err;
+  if (name[0] == '%' && kind != pb::TOPIC_RETRY)
+    return make_error(errc::invalid_argument, "names starting with '%' are "
+                                              "reserved");
+  if (partitions == 0)
+    partitions = self->state.ctx->settings.default_partitions;
+  if (partitions > 1024)
+    return make_error(errc::invalid_argument,
+                      "at most 1024 partitions, got "
+                        + std::to_string(partitions));
+  return caf::none;
+}
+
+/// Spawns (again) the topic table, which reads etcd and pushes updates.
+void start_table(self_ptr self) {
+  auto& st = self->state;
+  topic_table_options o;
+  o.store = st.ctx->store;
+  o.cluster_name = st.ctx->settings.cluster_name;
+  o.manager = caf::actor_cast<caf::actor>(self);
+  st.table = spawn_topic_table(self->home_system(), std::move(o));
+  self->monitor(st.table);
+}
+
+/// Handlers a clustered manager has while it loads and after.
+caf::message_handler cluster_updates(self_ptr self) {
+  return {
+    [=](pb::TopicUpdate& u) { apply_update(self, u); },
+    [=](pb::MembershipView& v) {
+      auto& st = self->state;
+      st.members.clear();
+      for (auto& m : v.members())
+        st.members.insert(m.node_id());
+    },
+    [=](wire::link_atom, const std::string& id, caf::actor& gateway) {
+      auto& peers = self->state.peers;
+      if (gateway)
+        peers[id] = std::move(gateway);
+      else
+        peers.erase(id);
+    },
+  };
+}
+
+caf::behavior cluster_main(self_ptr self) {
+  return caf::message_handler{
+    [=](caf::actor groups) {
+      self->state.groups = groups;
+      for (auto& [name, t] : self->state.topics)
+        notify_route(self, name);
+    },
+    [=](const pb::CreateTopic& req) -> caf::result<pb::TopicInfo> {
+      auto n = req.partitions();
+      if (auto err = check_create(self, req.name(), n, pb::TOPIC_NORMAL))
+        return err;
+      auto q = req;
+      q.set_partitions(n);
+      auto rp = self->make_response_promise<pb::TopicInfo>();
+      self
+        ->request(self->state.table, std::chrono::seconds(30), q,
+                  static_cast<uint32_t>(pb::TOPIC_NORMAL))
+        .then(
+          [=](const pb::ClusterTopic& ct) mutable {
+            apply_topic(self, ct);
+            notify_route(self, ct.name());
+            EDDA_INFO("topics", "created " << ct.name() << " with "
+                                           << ct.homes_size()
+                                           << " partitions");
+            rp.deliver(info_of(self->state.topics[ct.name()]));
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](const pb::AlterTopic& req) -> caf::result<pb::TopicInfo> {
+      if (req.partitions() > 1024)
+        return make_error(errc::invalid_argument,
+                          "at most 1024 partitions, got "
+                            + std::to_string(req.partitions()));
+      auto rp = self->make_response_promise<pb::TopicInfo>();
+      self->request(self->state.table, std::chrono::seconds(30), req)
+        .then(
+          [=](const pb::ClusterTopic& ct) mutable {
+            apply_topic(self, ct);
+            notify_route(self, ct.name());
+            rp.deliver(info_of(self->state.topics[ct.name()]));
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](const pb::DeleteTopic& req) -> caf::result<pb::Done> {
+      if (!req.name().empty() && req.name()[0] == '%')
+        return make_error(errc::invalid_argument,
+                          "internal topics go away with their group");
+      auto rp = self->make_response_promise<pb::Done>();
+      auto name = req.name();
+      self->request(self->state.table, std::chrono::seconds(30), req)
+        .then(
+          [=](pb::Done& d) mutable {
+            auto& st = self->state;
+            if (auto i = st.topics.find(name); i != st.topics.end()) {
+              drop_local(self, name, i->second.meta.id());
+              st.topics.erase(i);
+            }
+            notify_route(self, name);
+            EDDA_INFO("topics", "deleted " << name);
+            rp.deliver(std::move(d));
+          },
+          [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
+    },
+    [=](const pb::GetTopic& req) -> caf::result<pb::TopicMeta> {
+      auto rp = self->make_response_promise<pb::TopicMeta>();
+      with_topic(self, req.name(), [=](caf::expected<topic_entry*> t) mutable {
+        if (!t)
+          rp.deliver(t.error());
+        else
+          rp.deliver((*t)->meta);
+      });
+      return rp;
+    },
+    [=](const pb::ListTopics& req) {
+      pb::TopicList out;
+      for (auto& [name, t] : self->state.topics)
+        if (!t.pending && (req.include_internal() || name[0] != '%'))
+          *out.add_topics() = info_of(t);
+      return out;
+    },
+    [=](const pb::DescribeTopic& req) -> caf::result<pb::TopicInfo> {
+      auto rp = self->make_response_promise<pb::TopicInfo>();
+      with_topic(self, req.name(), [=](caf::expected<topic_entry*> t) mutable {
+        if (!t) {
+          rp.deliver(t.error());
+          return;
+        }
+        auto& e = **t;
+        auto acc = std::make_shared<pb::TopicInfo>(info_of(e));
+        // Asked: each local partition, and each other home once for all of
+        // its partitions (local_only).
+        std::vector<caf::actor> ask;
+        std::set<std::string> remote_homes;
+        std::set<size_t> unreachable;
+        for (size_t p = 0; p < e.partitions.size(); ++p) {
+          if (is_local(self, e, p)) {
+            ask.push_back(e.partitions[p]);
+          } else if (req.local_only()) {
+            continue;
+          } else if (remote_homes.insert(e.homes[p]).second) {
+            if (auto gw = home_gateway(self, e, p))
+              ask.push_back(gw);
+            else
+              unreachable.insert(p);
+          } else if (!home_gateway(self, e, p)) {
+            unreachable.insert(p);
+          }
+        }
+        auto homes = e.homes;
+        bool local_only = req.local_only();
+        auto finish = [acc, homes, unreachable, rp, local_only]() mutable {
+          if (local_only) {
+            rp.deliver(*acc); // the asking node adds the rest
+            return;
+          }
+          // One row per partition, with its home; unreachable ones marked.
+          std::map<uint32_t, pb::PartitionInfo> rows;
+          for (auto& r : acc->partitions())
+            rows[r.partition()] = r;
+          acc->clear_partitions();
+          for (uint32_t p = 0; p < homes.size(); ++p) {
+            auto& r = rows[p];
+            r.set_partition(p);
+            r.set_home(homes[p]);
+            if (unreachable.count(p) != 0)
+              r.set_unavailable(true);
+            *acc->add_partitions() = r;
+          }
+          rp.deliver(*acc);
+        };
+        if (ask.empty()) {
+          finish();
+          return;
+        }
+        auto remaining = std::make_shared<size_t>(ask.size());
+        auto local = req;
+        local.set_local_only(true);
+        for (auto& a : ask)
+          self->request(a, std::chrono::seconds(10), local)
+            .then(
+              [=](pb::TopicInfo& part) mutable {
+                for (auto& r : part.partitions())
+                  *acc->add_partitions() = r;
+                for (auto& g : part.groups())
+                  *acc->add_groups() = g;
+                if (--*remaining == 0)
+                  finish();
+              },
+              [=](caf::error&) mutable {
+                if (--*remaining == 0)
+                  finish();
+              });
+      });
+      return rp;
+    },
+    [=](pb::ProduceRequest& req) -> caf::result<pb::ProduceResult> {
+      auto rp = self->make_response_promise<pb::ProduceResult>();
+      auto name = req.topic();
+      with_topic(self, name, [=](caf::expected<topic_entry*> t) mutable {
+        if (!t) {
+          rp.deliver(t.error());
+          return;
+        }
+        auto& e = **t;
+        auto p = req.partition();
+        if (p < 0) {
+          auto picked = pick_available(
+            self, e, req.messages_size() > 0 ? req.messages(0).key()
+                                             : std::string{});
+          if (!picked) {
+            rp.deliver(picked.error());
+            return;
+          }
+          p = *picked;
+        }
+        if (static_cast<size_t>(p) >= e.partitions.size()) {
+          rp.deliver(make_error(errc::invalid_argument,
+                                "topic '" + name + "' has no partition "
+                                  + std::to_string(p)));
+          return;
+        }
+        if (!req.forwarded() && !available(self, e, static_cast<size_t>(p))
+            && std::all_of(req.messages().begin(), req.messages().end(),
+                           [](const pb::Message& m) {
+                             return m.key().empty();
+                           })) {
+          // Keyless messages have no partition to keep: skip a partition
+          // whose home is down (the client chose it by turn).
+          auto picked = pick_available(self, e, std::string{});
+          if (!picked) {
+            rp.deliver(picked.error());
+            return;
+          }
+          p = *picked;
+        }
+        req.set_partition(p);
+        req.set_topic_partitions(static_cast<uint32_t>(e.partitions.size()));
+        auto up = static_cast<size_t>(p);
+        if (is_local(self, e, up)) {
+          rp.delegate(e.partitions[up], std::move(req));
+          return;
+        }
+        if (req.forwarded()) {
+          rp.deliver(make_error(errc::not_owner,
+                                "partition " + name + "/" + std::to_string(p)
+                                  + " lives on " + e.homes[up]
+                                  + ", not on this node"));
+          return;
+        }
+        forward(self, e, up, std::move(req), rp);
+      });
+      return rp;
+    },
+    [=](pb::AppendInternal& req) -> caf::result<pb::ProduceResult> {
+      auto rp = self->make_response_promise<pb::ProduceResult>();
+      auto name = req.topic();
+      with_topic(self, name, [=](caf::expected<topic_entry*> t) mutable {
+        if (!t) {
+          rp.deliver(t.error());
+          return;
+        }
+        auto& e = **t;
+        auto n = e.partitions.size();
+        auto p = req.partition();
+        bool atomic = req.extra().ops_size() > 0;
+        if (p < 0 || static_cast<size_t>(p) >= n) {
+          if (e.meta.kind() == pb::TOPIC_RETRY || atomic) {
+            // Extra writes must commit with the append: a partition here.
+            p = -1;
+            for (size_t k = 0; k < n && p < 0; ++k) {
+              auto c = (e.round_robin++) % n;
+              if (is_local(self, e, c))
+                p = static_cast<int32_t>(c);
+            }
+            if (p < 0 && atomic) {
+              rp.deliver(make_error(
+                errc::unavailable, "topic '" + name
+                                     + "' has no partition on this node for "
+                                       "an append that must commit with "
+                                       "this node's own writes"));
+              return;
+            }
+          }
+          if (p < 0) {
+            auto picked = pick_available(
+              self, e, req.messages_size() > 0 ? req.messages(0).key()
+                                               : std::string{});
+            if (!picked) {
+              rp.deliver(picked.error());
+              return;
+            }
+            p = *picked;
+          }
+        }
+        req.set_partition(p);
+        auto up = static_cast<size_t>(p);
+        if (is_local(self, e, up)) {
+          rp.delegate(e.partitions[up], std::move(req));
+          return;
+        }
+        if (atomic || req.forwarded()) {
+          rp.deliver(make_error(errc::not_owner,
+                                "partition " + name + "/" + std::to_string(p)
+                                  + " lives on " + e.homes[up]
+                                  + "; an append with this node's own "
+                                    "writes cannot commit there"));
+          return;
+        }
+        forward(self, e, up, std::move(req), rp);
+      });
+      return rp;
+    },
+    [=](pb::AssignCursor& a, caf::actor& member) {
+      // From a group coordinator on another node, through our gateway.
+      auto& st = self->state;
+      auto i = st.topics.find(a.topic());
+      if (i == st.topics.end() || a.partition() >= i->second.partitions.size()
+          || !i->second.partitions[a.partition()]) {
+        EDDA_WARN("topics", "cursor assignment for " << a.topic() << "/"
+                                                     << a.partition()
+                                                     << ", which is not here");
+        return;
+      }
+      self->send(i->second.partitions[a.partition()], std::move(a),
+                 std::move(member));
+    },
+    [=](wire::route_atom, const std::string& topic, bool create_retry) {
+      // Replies (TopicMeta, partitions) where a partition not homed here is
+      // its home's gateway (null while that is down).
+      auto rp = self->make_response_promise();
+      auto reply = [=](topic_entry& e) mutable {
+        std::vector<caf::actor> parts(e.partitions.size());
+        for (size_t p = 0; p < parts.size(); ++p)
+          parts[p] = is_local(self, e, p) ? e.partitions[p]
+                                          : home_gateway(self, e, p);
+        rp.deliver(e.meta, parts);
+      };
+      with_topic(self, topic, [=](caf::expected<topic_entry*> t) mutable {
+        if (t) {
+          reply(**t);
+          return;
+        }
+        if (!create_retry || !is_retry_topic(topic)) {
+          rp.deliver(t.error());
+          return;
+        }
+        pb::CreateTopic q;
+        q.set_name(topic);
+        q.set_partitions(1);
+        self
+          ->request(self->state.table, std::chrono::seconds(30), q,
+                    static_cast<uint32_t>(pb::TOPIC_RETRY))
+          .then(
+            [=](const pb::ClusterTopic& ct) mutable {
+              apply_topic(self, ct);
+              reply(self->state.topics[ct.name()]);
+            },
+            [=](caf::error& err) mutable { rp.deliver(err); });
+      });
+      return rp;
+    },
+  }
+    .or_else(cluster_updates(self));
+}
+
+/// In a cluster the manager first waits for the table's snapshot; requests
+/// that arrive meanwhile wait in the mailbox.
+caf::behavior cluster_loading(self_ptr self) {
+  self->set_default_handler(caf::skip);
+  return caf::message_handler{
+    [=](pb::TopicUpdate& u) {
+      apply_update(self, u);
+      if (!u.snapshot())
+        return;
+      EDDA_INFO("topics", "topic table loaded: "
+                            << self->state.topics.size() << " topics");
+      self->set_default_handler(caf::print_and_drop);
+      self->become(cluster_main(self));
+    },
+  }
+    .or_else(cluster_updates(self));
+}
+
 caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = ctx;
+  if (ctx->clustered()) {
+    // Partitions come from etcd (the table); db `topics` only records which
+    // topics have data here.
+    {
+      auto txn = ctx->env->read();
+      txn.scan(db::topics, "", "", [&](std::string_view k, std::string_view) {
+        st.local_records.insert(std::string{k});
+        return true;
+      });
+    }
+    self->set_down_handler([=](caf::down_msg& dm) {
+      if (dm.source != self->state.table.address())
+        return;
+      EDDA_WARN("topics", "the topic table died (" << render(dm.reason)
+                                                   << "); starting it again");
+      start_table(self);
+    });
+    self->set_exit_handler([=](caf::exit_msg& em) {
+      for (auto& [name, t] : self->state.topics)
+        for (size_t p = 0; p < t.partitions.size(); ++p) {
+          if (!t.partitions[p] || t.partitions[p].address() != em.source)
+            continue;
+          if (em.reason == caf::exit_reason::user_shutdown
+              || em.reason == caf::exit_reason::normal)
+            return;
+          EDDA_WARN("topics", "partition " << name << "/" << p << " died ("
+                                           << render(em.reason)
+                                           << "), restarting from storage");
+          t.partitions[p] = spawn_partition(self->home_system(),
+                                            self->state.ctx, t.meta,
+                                            static_cast<uint32_t>(p));
+          self->link_to(t.partitions[p]);
+          notify_route(self, name);
+          return;
+        }
+      if (self->state.table)
+        self->send_exit(self->state.table, em.reason);
+      self->quit(em.reason);
+    });
+    start_table(self);
+    if (ctx->cluster)
+      self->send(ctx->cluster, wire::watch_atom::value,
+                 caf::actor_cast<caf::actor>(self));
+    return cluster_loading(self);
+  }
   {
     auto txn = ctx->env->read();
     if (auto v = txn.get(db::meta, "node"))

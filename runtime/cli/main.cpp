@@ -219,9 +219,17 @@ int cmd_node(const std::vector<std::string>& argv) {
 void print_topic(const pb::TopicInfo& t) {
   std::cout << "topic " << t.meta().name() << ": " << t.meta().partitions()
             << " partitions, id " << t.meta().id() << "\n";
-  for (auto& p : t.partitions())
-    std::cout << "  partition " << p.partition() << ": end offset "
-              << p.end_offset() << ", " << p.message_count() << " messages\n";
+  for (auto& p : t.partitions()) {
+    std::cout << "  partition " << p.partition() << ": ";
+    if (p.unavailable())
+      std::cout << "unavailable (its home is down or unreachable)";
+    else
+      std::cout << "end offset " << p.end_offset() << ", "
+                << p.message_count() << " messages";
+    if (!p.home().empty())
+      std::cout << ", home " << p.home();
+    std::cout << "\n";
+  }
   for (auto& g : t.groups())
     std::cout << "  group " << g.cursor() << " partition " << g.partition()
               << ": committed " << g.committed() << ", lag " << g.lag()

@@ -35,10 +35,18 @@ struct cluster_state {
   cluster_actor_options opts;
   pb::MembershipView view;
   std::map<std::string, link> links; // by node id, every other member
+  std::vector<caf::actor> subscribers; // told of views and links
   static inline const char* name = "edda.cluster";
 };
 
 using self_ptr = caf::stateful_actor<cluster_state>*;
+
+/// Tells the subscribers that the link to `id` is `gateway` (null: down).
+void publish_link(self_ptr self, const std::string& id,
+                  const caf::actor& gateway) {
+  for (auto& s : self->state.subscribers)
+    self->send(s, wire::link_atom::value, id, gateway);
+}
 
 bool split_endpoint(const std::string& ep, std::string& host, uint16_t& port) {
   auto colon = ep.rfind(':');
@@ -70,8 +78,10 @@ void down(self_ptr self, const std::string& id, const std::string& why) {
     return;
   auto& l = i->second;
   auto& opts = self->state.opts;
-  if (l.handle)
+  if (l.handle) {
     self->demonitor(l.handle);
+    publish_link(self, id, caf::actor{});
+  }
   l.handle = nullptr;
   l.connecting = false;
   l.error = why;
@@ -138,6 +148,7 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
         l.error.clear();
         l.backoff = ch::milliseconds(0);
         self->monitor(peer);
+        publish_link(self, id, peer);
         EDDA_INFO("cluster", "link to " << id << " at " << l.endpoint
                                         << " is up");
       },
@@ -165,8 +176,10 @@ void follow(self_ptr self) {
       ++i;
       continue;
     }
-    if (i->second.handle)
+    if (i->second.handle) {
       self->demonitor(i->second.handle);
+      publish_link(self, i->first, caf::actor{});
+    }
     i = st.links.erase(i);
   }
   for (auto& [id, m] : now) {
@@ -233,6 +246,14 @@ pb::ClusterStatus status(self_ptr self) {
 caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
   self->state.opts = std::move(opts);
   self->set_down_handler([=](caf::down_msg& dm) {
+    auto& subs = self->state.subscribers;
+    auto gone = std::remove_if(subs.begin(), subs.end(), [&](const caf::actor& a) {
+      return a.address() == dm.source;
+    });
+    if (gone != subs.end()) {
+      subs.erase(gone, subs.end());
+      return;
+    }
     for (auto& [id, l] : self->state.links)
       if (l.handle && l.handle.address() == dm.source) {
         EDDA_WARN("cluster", "link to " << id << " at " << l.endpoint
@@ -250,7 +271,21 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
     },
     [=](pb::MembershipView& v) {
       self->state.view = std::move(v);
+      for (auto& s : self->state.subscribers)
+        self->send(s, self->state.view);
       follow(self);
+    },
+    [=](wire::watch_atom, caf::actor& subscriber) {
+      // A node actor that follows members and links: it gets the current
+      // view and links now, then every change.
+      auto& st = self->state;
+      if (st.opts.clustered)
+        self->send(subscriber, st.view);
+      for (auto& [id, l] : st.links)
+        if (l.handle)
+          self->send(subscriber, wire::link_atom::value, id, l.handle);
+      self->monitor(subscriber);
+      st.subscribers.push_back(std::move(subscriber));
     },
     [=](const pb::ClusterStatusRequest&) { return status(self); },
     [=](const pb::PeerHello& h) -> caf::result<pb::PeerWelcome> {

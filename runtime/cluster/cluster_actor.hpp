@@ -18,6 +18,10 @@
 //                             through our gateway); invalid_argument when the
 //                             sender is of another cluster or meant another
 //                             node
+//   (watch_atom, actor s)     s follows the cluster: it gets the current
+//                             MembershipView and every later one, and
+//                             (link_atom, node_id, gateway) for every link
+//                             that comes up (gateway null: went down)
 //   (link_atom, ...)          from its own connector actors
 #pragma once
 

@@ -102,14 +102,9 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   ctx->writer = im.writer;
   ctx->settings = settings;
   ctx->node_id = im.node_id;
+  ctx->store = im.store;
   ctx->alerts = im.alerts;
   ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
-  im.scheduler = broker::spawn_scheduler(sys, ctx);
-  ctx->scheduler = im.scheduler;
-  im.topics = broker::spawn_topic_manager(sys, ctx);
-  im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
-  im.dedup = broker::spawn_dedup(sys, ctx);
-  im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
   cluster::cluster_actor_options co;
   co.clustered = !settings.cluster_etcd.empty();
   co.cluster_name = settings.cluster_name;
@@ -122,6 +117,13 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   co.reconnect_after = std::chrono::milliseconds(
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
+  ctx->cluster = im.cluster;
+  im.scheduler = broker::spawn_scheduler(sys, ctx);
+  ctx->scheduler = im.scheduler;
+  im.topics = broker::spawn_topic_manager(sys, ctx);
+  im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
+  im.dedup = broker::spawn_dedup(sys, ctx);
+  im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
   std::vector<caf::actor> shards;
   caf::actor directory;
   if (!opts.sagas.empty()) {
@@ -155,12 +157,10 @@ bool pause_unless_cancelled(std::chrono::milliseconds d,
   return cancel == nullptr || !cancel->load();
 }
 
-/// Connects to etcd and joins the cluster. Waits for etcd as long as it
-/// takes (saying so at every attempt): a cluster node never runs alone.
-/// Errors: shutting_down (cancelled), bad_config (this node id or data dir
-/// belongs elsewhere), storage_error.
-caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
-                        const std::atomic<bool>* cancel) {
+/// Connects to etcd, waiting as long as it takes (saying so at every
+/// attempt): a cluster node never runs alone. Errors: shutting_down.
+caf::error connect_store(embedded_node::impl& im,
+                         const std::atomic<bool>* cancel) {
   auto& s = im.settings;
   auto ttl = std::chrono::milliseconds(s.cluster_lease_ttl_ms);
   coord::etcd_options eo;
@@ -173,26 +173,38 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   for (auto& e : s.cluster_etcd)
     where += (where.empty() ? "" : ",") + e;
   auto backoff = std::chrono::milliseconds(200);
-  auto give_up = [] {
-    return make_error(errc::shutting_down,
-                      "stopped while waiting for etcd to join the cluster");
-  };
   for (uint32_t attempt = 1;; ++attempt) {
     if (cancel != nullptr && cancel->load())
-      return give_up();
+      return make_error(errc::shutting_down,
+                        "stopped while waiting for etcd");
     auto c = coord::connect_etcd(eo);
     if (c) {
       im.store = *c;
-      break;
+      return caf::none;
     }
     EDDA_WARN("cluster", "waiting for etcd at "
                            << where << " (attempt " << attempt << "): "
                            << render(c.error()) << "; retrying in "
                            << backoff.count() << " ms");
     if (!pause_unless_cancelled(backoff, cancel))
-      return give_up();
+      return make_error(errc::shutting_down,
+                        "stopped while waiting for etcd");
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
+}
+
+/// Joins the cluster (etcd is connected). Retries while etcd is
+/// unavailable. Errors: shutting_down (cancelled), bad_config (this node id
+/// or data dir belongs elsewhere), storage_error.
+caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
+                        const std::atomic<bool>* cancel) {
+  auto& s = im.settings;
+  auto ttl = std::chrono::milliseconds(s.cluster_lease_ttl_ms);
+  auto backoff = std::chrono::milliseconds(200);
+  auto give_up = [] {
+    return make_error(errc::shutting_down,
+                      "stopped while waiting for etcd to join the cluster");
+  };
   auto rec = cluster::load_cluster_record(*im.env, s.cluster_name);
   if (!rec)
     return rec.error();
@@ -302,6 +314,13 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
     std::chrono::milliseconds(settings.heartbeat_interval_ms),
     std::chrono::milliseconds(settings.connection_timeout_ms));
   im->sys = std::make_unique<caf::actor_system>(im->cfg);
+  if (!settings.cluster_etcd.empty()) {
+    if (!opts.listen)
+      return make_error(errc::bad_config,
+                        "a cluster node must listen (peers connect to it)");
+    if (auto err = connect_store(*im, opts.cancel))
+      return err;
+  }
   auto err = spawn_actors(*im, opts);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
   if (err) {
@@ -330,12 +349,7 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
                       ? settings.advertise
                       : settings.listen_host + ":" + std::to_string(i.port);
     caf::anon_send(i.cluster, wire::link_atom::value, endpoint);
-    if (!settings.cluster_etcd.empty()) {
-      if (!opts.listen) {
-        node->stop();
-        return make_error(errc::bad_config,
-                          "a cluster node must listen (peers connect to it)");
-      }
+    if (i.store) {
       if (auto err = join_cluster(i, endpoint, opts.cancel)) {
         node->stop();
         return err;

@@ -83,6 +83,10 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
     [=](pb::AlterTopic& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::DeleteTopic& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::DescribeTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::AssignCursor& a, caf::actor& member) {
+      // A group coordinator on another node assigns a partition homed here.
+      self->send(topics, std::move(a), std::move(member));
+    },
     [=](pb::ListTopics& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::GetTopic& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::Subscribe& x) { return self->delegate(groups, std::move(x)); },
