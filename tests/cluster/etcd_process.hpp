@@ -1,6 +1,9 @@
 // A single-member etcd for a cluster test: started as a child process on free
 // 127.0.0.1 ports with its data dir in a new temp dir, ready when a client
-// read succeeds, stopped by pid. Never uses or touches a system etcd.
+// read succeeds, stopped by pid. Never uses or touches a system etcd. The
+// ports come from free_port() (support/util.hpp): below the ephemeral
+// range, so that a client reconnecting while etcd is down cannot take its
+// port (TCP simultaneous open) before restart().
 //
 // Faults: stop() (SIGTERM, then SIGKILL), kill9(), pause() (SIGSTOP),
 // resume() (SIGCONT), and restart() on the same ports and data dir.
@@ -12,6 +15,8 @@
 // log when etcd exits or does not answer within 10 s.
 #pragma once
 
+#include "support/util.hpp" // free_port()
+
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 #include <cstdint>
@@ -21,10 +26,6 @@
 #include <vector>
 
 namespace edda::test {
-
-/// A port the kernel just handed out on 127.0.0.1 and nobody listens on
-/// (0 on failure). Another process may take it before it is used.
-[[nodiscard]] uint16_t free_port();
 
 class etcd_process {
 public:
