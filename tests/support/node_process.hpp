@@ -1,7 +1,7 @@
 // `edda node` as a child process of a test: fork + exec with its stdout read
 // for the "listening on" line and its stderr in a log file, kill -9 and
-// reap. Used by the fault tests (fault/node_process.hpp) and the cluster
-// fixture (cluster/cluster_fixture.hpp).
+// reap, SIGSTOP and SIGCONT. Used by the fault tests (fault/node_process.hpp)
+// and the cluster fixture (cluster/cluster_fixture.hpp).
 //
 // Thread-safety: none; one test thread drives a node_process. The child is
 // started with PR_SET_PDEATHSIG, so it dies with the thread that started it
@@ -47,6 +47,7 @@ struct node_process {
   std::string out;       // stdout read so far
   bool reaped = false;
   int status = 0;        // waitpid status once reaped
+  bool paused = false;   // stopped by pause(), not resumed yet
   std::string error;     // why the spawn failed (pid -1)
 
   bool exited_by_sigkill() const {
@@ -57,7 +58,7 @@ struct node_process {
   }
   std::string describe_status() const {
     if (!reaped)
-      return "running";
+      return paused ? "paused (SIGSTOP)" : "running";
     if (WIFEXITED(status))
       return "exit code " + std::to_string(WEXITSTATUS(status));
     if (WIFSIGNALED(status))
@@ -171,6 +172,22 @@ inline bool wait_listening(node_process& n, milliseconds timeout) {
   return true;
 }
 
+/// Records a waitpid status of `n`: its exit, a stop or a continue.
+inline void note_status(node_process& n, int status) {
+  if (WIFSTOPPED(status)) {
+    n.paused = true;
+  } else if (WIFCONTINUED(status)) {
+    n.paused = false;
+  } else {
+    n.reaped = true;
+    n.paused = false;
+    n.status = status;
+    if (n.out_fd >= 0)
+      ::close(n.out_fd);
+    n.out_fd = -1;
+  }
+}
+
 /// Polls for the child's exit. True once it is reaped.
 inline bool wait_exit(node_process& n, milliseconds timeout) {
   return eventually(timeout, [&] {
@@ -180,14 +197,45 @@ inline bool wait_exit(node_process& n, milliseconds timeout) {
       return false;
     int status = 0;
     auto rc = ::waitpid(n.pid, &status, WNOHANG);
-    if (rc == n.pid) {
-      n.reaped = true;
-      n.status = status;
-      ::close(n.out_fd);
-      n.out_fd = -1;
-    }
+    if (rc == n.pid)
+      note_status(n, status);
     return n.reaped;
   }, milliseconds(5));
+}
+
+/// SIGSTOP: the node keeps its sockets but runs no more (peers see a hung
+/// process, not a dead one). True once it is stopped; false if it exited
+/// or did not stop within `timeout`.
+inline bool pause(node_process& n, milliseconds timeout) {
+  if (n.pid <= 0 || n.reaped)
+    return false;
+  if (n.paused)
+    return true;
+  ::kill(n.pid, SIGSTOP);
+  eventually(timeout, [&] {
+    int status = 0;
+    if (::waitpid(n.pid, &status, WNOHANG | WUNTRACED) == n.pid)
+      note_status(n, status);
+    return n.paused || n.reaped;
+  }, milliseconds(1));
+  return n.paused;
+}
+
+/// SIGCONT after pause(). True once the node runs again; false if it
+/// exited or did not continue within `timeout`.
+inline bool resume(node_process& n, milliseconds timeout) {
+  if (n.pid <= 0 || n.reaped)
+    return false;
+  if (!n.paused)
+    return true;
+  ::kill(n.pid, SIGCONT);
+  eventually(timeout, [&] {
+    int status = 0;
+    if (::waitpid(n.pid, &status, WNOHANG | WCONTINUED) == n.pid)
+      note_status(n, status);
+    return !n.paused || n.reaped;
+  }, milliseconds(1));
+  return !n.paused && !n.reaped;
 }
 
 /// kill -9 and reap (SIGKILL also ends a SIGSTOPped process). True when
