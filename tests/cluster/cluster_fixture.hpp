@@ -1,0 +1,402 @@
+// A gtest fixture for multi-process cluster tests: one real etcd
+// (etcd_process.hpp) and N `edda node` processes (support/
+// node_process.hpp), each with its own name (n1, n2, ...), data dir under
+// the test's temp root, free 127.0.0.1 port, and the cluster settings
+// (cluster.etcd, node.name, cluster.name unique per test, a short
+// cluster.lease_ttl) plus the test's own. A node's etcd traffic, or the
+// traffic to it from peers and clients, can go through a relay (relay.hpp)
+// so that a test can cut, delay or reset that link alone.
+//
+// Faults on a node, by pid: kill -9, SIGTERM, SIGSTOP, SIGCONT, and a
+// restart on the same data dir and port. etcd's own faults: etcd().
+//
+// TearDown (also after a failed or aborted test) kills every node still
+// running, stops every relay and etcd, by pid; when the test failed it
+// prints each node's and etcd's log tail and keeps the temp root (etcd's
+// log is copied into it as etcd.log). Every wait polls with a deadline.
+//
+// Use: `class my_test : public ClusterFixture {};`, then
+// `start_nodes(3)` or `add_node({...})`, and node(i) / node("n2").
+//
+// Thread-safety: none; the test thread drives the fixture. Relays may be
+// commanded from any thread (relay.hpp).
+//
+// Errors: a node that does not start (or restart) within 20 s, a relay or
+// etcd that cannot start, a node that does not die: the fixture reports a
+// test failure (ADD_FAILURE / a fatal failure in SetUp) with the node's
+// stdout and log tail; the functions then return, the node not running.
+#pragma once
+
+#include "base/errc.hpp"
+#include "client/connection.hpp"
+#include "coord/etcd.hpp"
+#include "etcd_process.hpp"
+#include "relay.hpp"
+#include "support/node_process.hpp"
+#include "support/util.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef EDDA_BINARY
+#error "EDDA_BINARY must name the edda binary ($<TARGET_FILE:edda>)"
+#endif
+
+namespace edda::test {
+
+/// How one node of the cluster is started.
+struct node_options {
+  /// Its node.name; empty: "n<index>" (n1, n2, ... in the order added).
+  std::string name;
+  /// Extra `--set KEY=VALUE` for this node; a key given here replaces the
+  /// fixture's value of that key.
+  std::vector<std::string> settings;
+  /// cluster.etcd is a relay in front of etcd (cluster_node::etcd_relay):
+  /// cut it to cut this node, and only it, from etcd.
+  bool etcd_via_relay = false;
+  /// node.advertise is a relay in front of the node's port
+  /// (cluster_node::peer_relay): peers and clients that use the advertised
+  /// address reach the node through it.
+  bool advertise_via_relay = false;
+};
+
+/// One node of the cluster. Its name, data dir, port and relays stay the
+/// same across restarts; `runs` holds every process started for it.
+struct cluster_node {
+  std::string name;
+  std::string data_dir;
+  uint16_t port = 0;
+  node_options opts;
+  std::unique_ptr<relay> etcd_relay; ///< set with opts.etcd_via_relay
+  std::unique_ptr<relay> peer_relay; ///< set with opts.advertise_via_relay
+  std::vector<std::unique_ptr<node_process>> runs; ///< oldest first
+
+  /// The latest process (nullptr before the first start).
+  node_process* process() const {
+    return runs.empty() ? nullptr : runs.back().get();
+  }
+  /// The latest process's pid, -1 if there is none.
+  pid_t pid() const {
+    return runs.empty() ? -1 : runs.back()->pid;
+  }
+  /// Started and not reaped (it may be SIGSTOPped).
+  bool running() const {
+    auto* p = process();
+    return p != nullptr && p->pid > 0 && !p->reaped;
+  }
+  /// "127.0.0.1:PORT", where the node listens.
+  std::string endpoint() const {
+    return "127.0.0.1:" + std::to_string(port);
+  }
+  /// The address peers use: the peer relay's, else endpoint().
+  std::string advertised() const {
+    return peer_relay ? peer_relay->address() : endpoint();
+  }
+};
+
+class ClusterFixture : public ::testing::Test {
+protected:
+  /// `settings`: `--set KEY=VALUE` for every node, after (and replacing)
+  /// the fixture's defaults: cluster.lease_ttl=2s.
+  explicit ClusterFixture(std::vector<std::string> settings = {},
+                          std::string prefix = "edda-cluster")
+      : prefix_(std::move(prefix)),
+        settings_(merged({"cluster.lease_ttl=2s"}, settings)) {}
+
+  void SetUp() override {
+    namespace fs = std::filesystem;
+    std::string tmpl
+      = (fs::temp_directory_path() / (prefix_ + "-XXXXXX")).string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
+    root_ = tmpl;
+    cluster_name_ = unique_cluster_name();
+    auto e = etcd_process::start();
+    ASSERT_TRUE(e) << render(e.error());
+    etcd_ = std::move(*e);
+  }
+
+  void TearDown() override {
+    bool failed = HasFailure();
+    stop_all();
+    if (failed) {
+      print_logs();
+      std::fprintf(stderr, "kept %s for inspection\n", root_.c_str());
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+
+  // -- the cluster ------------------------------------------------------------
+
+  /// The etcd of this test (faults: stop, kill9, pause, resume, restart).
+  etcd_process& etcd() {
+    return *etcd_;
+  }
+  /// "127.0.0.1:PORT" of etcd's client port.
+  std::string etcd_address() const {
+    return "127.0.0.1:" + std::to_string(etcd_->client_port());
+  }
+  /// cluster.name of every node: the test's name and a random suffix.
+  const std::string& cluster_name() const {
+    return cluster_name_;
+  }
+  /// The test's temp dir (kept when the test failed).
+  const std::string& root() const {
+    return root_;
+  }
+
+  /// Adds a node and starts it; returns once it listens (or the start
+  /// failed: a test failure, the node not running).
+  cluster_node& add_node(node_options o = {}) {
+    auto n = std::make_unique<cluster_node>();
+    n->name = o.name.empty() ? "n" + std::to_string(nodes_.size() + 1) : o.name;
+    n->data_dir = root_ + "/" + n->name;
+    n->port = free_port();
+    if (n->port == 0)
+      ADD_FAILURE() << "no free port for " << n->name;
+    if (o.etcd_via_relay)
+      n->etcd_relay = make_relay(etcd_->client_port(), n->name + " -> etcd");
+    if (o.advertise_via_relay)
+      n->peer_relay = make_relay(n->port, "-> " + n->name);
+    n->opts = std::move(o);
+    auto& node = *nodes_.emplace_back(std::move(n));
+    launch(node);
+    return node;
+  }
+
+  /// Adds and starts `count` nodes with the same options (names n<i>).
+  void start_nodes(size_t count, const node_options& o = {}) {
+    for (size_t i = 0; i < count; ++i) {
+      auto each = o;
+      each.name.clear();
+      add_node(each);
+    }
+  }
+
+  /// The i-th node added (0-based).
+  cluster_node& node(size_t i) {
+    if (i >= nodes_.size())
+      throw std::out_of_range("ClusterFixture::node: no node "
+                              + std::to_string(i));
+    return *nodes_[i];
+  }
+  /// The node named `name`.
+  cluster_node& node(const std::string& name) {
+    for (auto& n : nodes_)
+      if (n->name == name)
+        return *n;
+    throw std::out_of_range("ClusterFixture::node: no node " + name);
+  }
+  size_t node_count() const {
+    return nodes_.size();
+  }
+
+  /// The `--set` settings `n` is started with (in order).
+  std::vector<std::string> settings_of(const cluster_node& n) const {
+    auto etcd = n.etcd_relay ? n.etcd_relay->address() : etcd_address();
+    std::vector<std::string> base = {
+      "cluster.etcd=" + etcd,
+      "node.name=" + n.name,
+      "cluster.name=" + cluster_name_,
+    };
+    if (n.peer_relay)
+      base.push_back("node.advertise=" + n.peer_relay->address());
+    return merged(merged(base, settings_), n.opts.settings);
+  }
+
+  // -- faults on a node (by pid) ---------------------------------------------
+
+  /// SIGKILL and reap.
+  void kill9(cluster_node& n) {
+    if (auto* p = n.process(); p != nullptr && !test::kill9(*p))
+      ADD_FAILURE() << n.name << " (pid " << p->pid
+                    << ") did not die after SIGKILL";
+  }
+
+  /// SIGTERM (and SIGCONT, in case it is paused); waits for the exit,
+  /// SIGKILL after `grace`.
+  void stop(cluster_node& n, milliseconds grace = seconds(10)) {
+    auto* p = n.process();
+    if (p == nullptr || !n.running())
+      return;
+    ::kill(p->pid, SIGTERM);
+    ::kill(p->pid, SIGCONT);
+    if (!test::wait_exit(*p, grace))
+      kill9(n);
+  }
+
+  /// SIGSTOP; returns once the node is stopped.
+  void pause(cluster_node& n) {
+    if (auto* p = n.process(); p != nullptr && !test::pause(*p, seconds(5)))
+      ADD_FAILURE() << n.name << " (pid " << p->pid
+                    << ") did not stop on SIGSTOP (" << p->describe_status()
+                    << ")";
+  }
+
+  /// SIGCONT; returns once the node runs again.
+  void resume(cluster_node& n) {
+    if (auto* p = n.process(); p != nullptr && !test::resume(*p, seconds(5)))
+      ADD_FAILURE() << n.name << " (pid " << p->pid
+                    << ") did not continue on SIGCONT (" << p->describe_status()
+                    << ")";
+  }
+
+  /// Kills the node if it still runs (kill -9), then starts it again on
+  /// the same data dir, port and settings; returns once it listens. True
+  /// if it does.
+  bool restart(cluster_node& n) {
+    kill9(n);
+    return launch(n);
+  }
+
+  /// Kills every node still running, stops every relay and etcd. What
+  /// TearDown does; a test may call it to check that nothing is left.
+  void stop_all() {
+    for (auto& n : nodes_)
+      kill9(*n);
+    for (auto& n : nodes_) {
+      if (n->etcd_relay)
+        n->etcd_relay->stop();
+      if (n->peer_relay)
+        n->peer_relay->stop();
+    }
+    if (etcd_) {
+      etcd_->stop();
+      etcd_log_ = etcd_->log_tail(etcd_log_limit);
+    }
+  }
+
+  // -- clients ----------------------------------------------------------------
+
+  /// A client connection to `n` (at its own port, not through a relay).
+  caf::expected<client::connection>
+  connect(const cluster_node& n, client::connect_options o = quick_options()) {
+    return client::connection::open("127.0.0.1", n.port, o);
+  }
+
+  /// A coord client straight to etcd (not through any relay).
+  caf::expected<coord::client_ptr> connect_etcd(milliseconds timeout
+                                                = seconds(2)) const {
+    return connect_etcd_at(etcd_address(), timeout);
+  }
+
+  /// A coord client to etcd at `address` ("127.0.0.1:PORT", e.g. a
+  /// relay's address), with `timeout` to dial and for each call.
+  static caf::expected<coord::client_ptr>
+  connect_etcd_at(const std::string& address, milliseconds timeout) {
+    coord::etcd_options opts;
+    opts.endpoints = {address};
+    opts.call_timeout = timeout;
+    opts.dial_timeout = timeout;
+    return coord::connect_etcd(opts);
+  }
+
+private:
+  static constexpr size_t etcd_log_limit = size_t{1} << 24;
+
+  /// `base` with `over` applied: a KEY=VALUE of `over` replaces the entry
+  /// of `base` with the same KEY, others are appended.
+  static std::vector<std::string> merged(std::vector<std::string> base,
+                                         const std::vector<std::string>& over) {
+    auto key = [](const std::string& s) {
+      return s.substr(0, s.find('='));
+    };
+    for (auto& s : over) {
+      auto it = std::find_if(base.begin(), base.end(),
+                             [&](auto& b) { return key(b) == key(s); });
+      if (it != base.end())
+        *it = s;
+      else
+        base.push_back(s);
+    }
+    return base;
+  }
+
+  /// The current test's name in [A-Za-z0-9_.-] and a random suffix, at
+  /// most 64 characters (cluster.name's rule).
+  static std::string unique_cluster_name() {
+    std::string name = "t";
+    if (auto* info = ::testing::UnitTest::GetInstance()->current_test_info())
+      name = info->name();
+    for (auto& c : name)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-'
+          && c != '.')
+        c = '-';
+    name = name.substr(0, 48);
+    std::mt19937_64 rng{std::random_device{}()};
+    char suffix[17];
+    std::snprintf(suffix, sizeof(suffix), "%016llx",
+                  static_cast<unsigned long long>(rng()));
+    return name + "-" + std::string{suffix, 12};
+  }
+
+  std::unique_ptr<relay> make_relay(uint16_t target, const std::string& what) {
+    auto r = relay::start(0, "127.0.0.1", target);
+    if (!r) {
+      ADD_FAILURE() << "relay " << what << ": " << render(r.error());
+      return nullptr;
+    }
+    return std::move(*r);
+  }
+
+  /// Starts a new process for `n` and waits for its listening line.
+  bool launch(cluster_node& n) {
+    node_launch l;
+    l.binary = EDDA_BINARY;
+    l.data_dir = n.data_dir;
+    l.port = n.port;
+    l.settings = settings_of(n);
+    l.log_path
+      = root_ + "/" + n.name + "-" + std::to_string(n.runs.size()) + ".log";
+    auto& p = *n.runs.emplace_back(spawn_node(l));
+    if (p.pid < 0) {
+      ADD_FAILURE() << n.name << ": " << p.error;
+      return false;
+    }
+    if (test::wait_listening(p, seconds(20)))
+      return true;
+    test::wait_exit(p, milliseconds(500));
+    ADD_FAILURE() << n.name << " did not report listening ("
+                  << p.describe_status() << "); stdout: " << p.out
+                  << "; stderr: " << tail_of(read_file(p.log_path));
+    kill9(n);
+    return false;
+  }
+
+  void print_logs() {
+    for (auto& n : nodes_)
+      for (auto& p : n->runs)
+        std::fprintf(stderr, "--- %s, pid %d (%s), stderr %s:\n%s\n",
+                     n->name.c_str(), p->pid, p->describe_status().c_str(),
+                     p->log_path.c_str(),
+                     tail_of(read_file(p->log_path)).c_str());
+    if (etcd_) {
+      auto path = root_ + "/etcd.log";
+      std::ofstream{path} << etcd_log_;
+      std::fprintf(stderr, "--- etcd, log %s:\n%s\n", path.c_str(),
+                   tail_of(etcd_log_).c_str());
+    }
+  }
+
+  std::string prefix_;
+  std::vector<std::string> settings_;
+  std::string root_;
+  std::string cluster_name_;
+  std::unique_ptr<etcd_process> etcd_;
+  std::string etcd_log_;
+  std::vector<std::unique_ptr<cluster_node>> nodes_;
+};
+
+} // namespace edda::test
