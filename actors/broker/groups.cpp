@@ -13,6 +13,7 @@
 #include "broker/actors.hpp"
 #include "broker/assignment.hpp"
 #include "broker/tag_expression.hpp"
+#include "cluster/owner_table.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
 #include "wire/types.hpp"
@@ -60,6 +61,7 @@ struct coordinator_state {
   std::map<std::string, member_info> members; // by client id
   std::map<std::string, route> routes;        // by topic
   uint64_t generation = 0;
+  uint64_t token = 0; // fencing token of this coordinator (cluster; else 0)
   static inline const char* name = "edda.group";
 };
 
@@ -85,6 +87,7 @@ pb::AssignCursor base_assign(coord_ptr self, const std::string& topic,
   a.set_expression(expr);
   a.set_from(st.from);
   a.set_generation(st.generation);
+  a.set_token(st.token);
   a.set_max_reconsume(st.max_reconsume);
   for (auto d : st.delays)
     a.add_retry_delays_ms(d);
@@ -178,8 +181,14 @@ void remove_member(coord_ptr self, const std::string& client_id) {
 }
 
 caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
-                          caf::actor manager, std::string group) {
+                          caf::actor manager, std::string group,
+                          uint64_t token) {
   auto& st = self->state;
+  st.token = token;
+  // Generations grow across restarts of a coordinator too: partitions
+  // ignore an assignment of an older generation than the last they took.
+  st.generation = static_cast<uint64_t>(std::max<int64_t>(0, ctx->clock()))
+                  * 1000;
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
   st.manager = std::move(manager);
@@ -326,21 +335,47 @@ struct manager_state {
   context_ptr ctx;
   caf::actor topics;
   std::map<std::string, caf::actor> coordinators;
+  std::map<std::string, uint64_t> tokens; // cluster: token of each coordinator
+  caf::actor owners; // cluster: the owner table (cluster/owner_table.hpp)
   std::set<std::string> known; // every group ever seen (persisted)
   static inline const char* name = "edda.group_manager";
 };
 
 using manager_ptr = caf::stateful_actor<manager_state>*;
 
-caf::actor coordinator_of(manager_ptr self, const std::string& group) {
+caf::actor coordinator_of(manager_ptr self, const std::string& group,
+                          uint64_t token = 0) {
   auto& st = self->state;
   auto& c = st.coordinators[group];
   if (!c) {
     c = self->home_system().spawn(coordinator, st.ctx, st.topics,
-                                  caf::actor{self}, group);
+                                  caf::actor{self}, group, token);
     self->link_to(c); // coordinators stop with the manager
+    st.tokens[group] = token;
   }
   return c;
+}
+
+/// Cluster: runs `then(expected<Owner>)` with the owner of `group`'s
+/// coordinator, claiming it for this node when it is the desired owner.
+template <class F>
+void find_owner(manager_ptr self, const std::string& group, F then) {
+  pb::FindOwner q;
+  q.set_resource("group/" + group);
+  self->request(self->state.owners, seconds(10), q)
+    .then([=](pb::Owner& o) mutable { then(caf::expected<pb::Owner>{o}); },
+          [=](caf::error& err) mutable {
+            then(caf::expected<pb::Owner>{err});
+          });
+}
+
+caf::error not_owner(const std::string& group, const pb::Owner& o) {
+  if (o.node_id().empty())
+    return make_error(errc::unavailable,
+                      "no live node can coordinate group '" + group + "'");
+  return make_error(errc::not_owner, "group '" + group
+                                       + "' is coordinated by node "
+                                       + o.node_id() + " at " + o.endpoint());
 }
 
 /// Records a group that a member subscribed to successfully.
@@ -382,6 +417,16 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
+  if (st.ctx->clustered()) {
+    cluster::owner_table_options o;
+    o.store = st.ctx->store;
+    o.cluster_name = st.ctx->settings.cluster_name;
+    o.node_id = st.ctx->node_id;
+    o.cluster = st.ctx->cluster;
+    o.subscriber = caf::actor_cast<caf::actor>(self);
+    st.owners = cluster::spawn_owner_table(self->home_system(), std::move(o));
+    self->link_to(st.owners);
+  }
   self->set_exit_handler([=](caf::exit_msg& em) {
     auto& cs = self->state.coordinators;
     for (auto i = cs.begin(); i != cs.end(); ++i)
@@ -390,6 +435,7 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
         // deliveries stop (they keep their offsets).
         EDDA_WARN("group", "coordinator of " << i->first << " stopped: "
                                              << render(em.reason));
+        self->state.tokens.erase(i->first);
         cs.erase(i);
         return;
       }
@@ -407,8 +453,65 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
     [=](pb::Subscribe& sub) -> caf::result<pb::Subscribed> {
       if (auto err = check_group_name(sub.group()))
         return err;
-      self->delegate(coordinator_of(self, sub.group()), std::move(sub));
-      return caf::delegated<pb::Subscribed>{};
+      auto& st = self->state;
+      if (!st.owners || st.coordinators.count(sub.group()) != 0) {
+        self->delegate(coordinator_of(self, sub.group()), std::move(sub));
+        return caf::delegated<pb::Subscribed>{};
+      }
+      // Cluster: only the owner of the group runs its coordinator.
+      auto rp = self->make_response_promise<pb::Subscribed>();
+      auto group = sub.group();
+      find_owner(self, group, [=](caf::expected<pb::Owner> o) mutable {
+        if (!o) {
+          rp.deliver(o.error());
+          return;
+        }
+        if (!o->self()) {
+          rp.deliver(not_owner(group, *o));
+          return;
+        }
+        rp.delegate(coordinator_of(self, group, o->token()), std::move(sub));
+      });
+      return rp;
+    },
+    [=](const pb::FindCoordinator& q) -> caf::result<pb::Owner> {
+      if (auto err = check_group_name(q.group()))
+        return err;
+      auto& st = self->state;
+      if (!st.owners) {
+        pb::Owner o;
+        o.set_resource("group/" + q.group());
+        o.set_node_id(st.ctx->node_id);
+        o.set_self(true);
+        return o;
+      }
+      auto rp = self->make_response_promise<pb::Owner>();
+      find_owner(self, q.group(), [=](caf::expected<pb::Owner> o) mutable {
+        if (o)
+          rp.deliver(std::move(*o));
+        else
+          rp.deliver(o.error());
+      });
+      return rp;
+    },
+    [=](wire::lost_atom, const std::string& resource, uint64_t token) {
+      // This node no longer owns the group (lease expired, fenced): its
+      // coordinator stops at once; members find the new owner.
+      if (resource.rfind("group/", 0) != 0)
+        return;
+      auto group = resource.substr(6);
+      auto& st = self->state;
+      auto i = st.coordinators.find(group);
+      if (i == st.coordinators.end() || st.tokens[group] != token)
+        return;
+      EDDA_WARN("group", "coordinator of " << group
+                                           << " stops: this node lost the "
+                                              "group (token "
+                                           << token << ")");
+      self->unlink_from(i->second);
+      self->send_exit(i->second, caf::exit_reason::user_shutdown);
+      st.tokens.erase(group);
+      st.coordinators.erase(i);
     },
     [=](pb::Unsubscribe& u) -> caf::result<pb::Done> {
       auto i = self->state.coordinators.find(u.group());

@@ -41,6 +41,7 @@ struct cursor_state {
   caf::actor member;
   std::string member_id;
   tag_expression filter;
+  uint64_t token = 0; // the highest coordinator token seen (cluster)
   uint64_t generation = 0;
   uint64_t next_read = 0;
   uint64_t persisted = 0;
@@ -430,6 +431,24 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
     },
     [=](const pb::AssignCursor& a, caf::actor member) {
       auto& c = open_cursor(self, a);
+      // Fencing: a coordinator's token is the create_revision of its
+      // ownership key in etcd; a newer owner has a higher one. Assignments
+      // of an older owner (one that lost its lease, paused or cut off) are
+      // refused; within one owner, older generations are.
+      if (a.token() < c.token) {
+        metrics::counter("cluster.stale_refused")++;
+        EDDA_WARN("partition", self->state.meta.name()
+                                 << "/" << self->state.partition
+                                 << ": refused an assignment of "
+                                 << a.cursor() << " with token " << a.token()
+                                 << " (the current owner's is " << c.token
+                                 << ")");
+        return;
+      }
+      if (a.token() > c.token) {
+        c.token = a.token();
+        c.generation = 0; // a new owner counts its generations anew
+      }
       if (a.generation() < c.generation)
         return; // stale assignment from before a newer rebalance
       c.generation = a.generation();

@@ -103,6 +103,48 @@ caf::expected<caf::actor> connection_impl::reconnect(const caf::actor& stale) {
   return *fe;
 }
 
+caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (auto i = links_.find(ep); i != links_.end())
+      return i->second;
+  }
+  std::string h;
+  uint16_t p = 0;
+  if (!parse_endpoint(ep, h, p))
+    return make_error(errc::invalid_argument,
+                      "'" + ep + "' is not host:port");
+  auto gw = sys->middleman().remote_actor(h, p);
+  if (!gw)
+    return make_error(errc::unavailable, "cannot reach the edda node at " + ep
+                                           + " (" + sys->render(gw.error())
+                                           + ")");
+  // CAF may hand back a cached proxy of a node that went away: only an
+  // answer tells.
+  bool alive = false;
+  {
+    caf::scoped_actor self{*sys};
+    self->request(*gw, std::chrono::seconds(2), wire::pb::NodeStatusRequest{})
+      .receive([&](const wire::pb::NodeStatus&) { alive = true; },
+               [&](caf::error&) {});
+  }
+  if (!alive)
+    return make_error(errc::unavailable,
+                      "the node at " + ep + " does not answer");
+  std::lock_guard<std::mutex> guard{mtx_};
+  links_[ep] = *gw;
+  return *gw;
+}
+
+void connection_impl::forget_link(const caf::actor_addr& gateway) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto i = links_.begin(); i != links_.end();)
+    if (i->second.address() == gateway)
+      i = links_.erase(i);
+    else
+      ++i;
+}
+
 connection::connection(std::shared_ptr<connection_impl> impl)
   : impl_(std::move(impl)) {
 }

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,9 +42,18 @@ struct connection_impl {
   [[nodiscard]] caf::expected<caf::actor> reconnect(const caf::actor& stale);
   void set_frontend(caf::actor fe);
 
+  /// Cluster: the gateway of the node at `endpoint` ("host:port"), from a
+  /// cache or connected now (blocking: call from a detached actor or a
+  /// user thread). A new link answers a status request before it is used.
+  /// Errors: unavailable.
+  [[nodiscard]] caf::expected<caf::actor> link(const std::string& endpoint);
+  /// Forgets the cached link `gateway` (it went down).
+  void forget_link(const caf::actor_addr& gateway);
+
 private:
   mutable std::mutex mtx_;
   caf::actor frontend_;
+  std::map<std::string, caf::actor> links_; // endpoint -> gateway
 
 public:
 

@@ -32,7 +32,9 @@ namespace {
 
 struct consumer_state {
   std::shared_ptr<consumer::impl> impl;
-  caf::actor frontend;
+  caf::actor frontend;    // the node this client talks to
+  caf::actor coordinator; // the gateway of the node coordinating the group
+  bool subscribed = false;
   bool stopping = false;
   static inline const char* name = "edda.consumer";
 };
@@ -60,26 +62,86 @@ void schedule_reconnect(self_ptr self) {
   retry_after_pause(caf::actor_cast<caf::actor>(self));
 }
 
+/// Where the group's coordinator runs: its node's gateway. In a cluster the
+/// client also links to every member first, so that partitions on any node
+/// deliver to it directly (never through a third node). Blocking (the
+/// consumer is a detached actor).
+caf::expected<caf::actor> find_coordinator(self_ptr self, caf::actor fe) {
+  auto& st = self->state;
+  auto& conn = *st.impl->conn;
+  auto timeout = std::min(st.impl->opts.request_timeout,
+                          std::chrono::milliseconds(10000));
+  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
+  caf::expected<pb::Owner> owner{pb::Owner{}};
+  {
+    caf::scoped_actor blocking{*conn.sys};
+    blocking->request(fe, timeout, pb::ClusterStatusRequest{})
+      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
+               [&](caf::error& err) { cs = std::move(err); });
+    pb::FindCoordinator q;
+    q.set_group(st.impl->opts.group);
+    blocking->request(fe, timeout, q)
+      .receive([&](pb::Owner& x) { owner = std::move(x); },
+               [&](caf::error& err) { owner = std::move(err); });
+  }
+  if (!owner)
+    return owner.error();
+  if (cs && cs->clustered())
+    for (auto& m : cs->members())
+      if (!m.self())
+        (void) conn.link(m.endpoint()); // best effort: a down node is skipped
+  if (owner->self() || !cs || !cs->clustered())
+    return fe;
+  if (owner->node_id().empty() || owner->endpoint().empty())
+    return make_error(errc::unavailable,
+                      "no live node can coordinate group '"
+                        + st.impl->opts.group + "' now");
+  return conn.link(owner->endpoint());
+}
+
 void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done) {
   auto& st = self->state;
-  auto fe = st.impl->conn->reconnect(st.frontend);
-  if (!fe) {
+  auto fail = [=](const caf::error& err) {
     if (done)
-      done->set_value(fe.error());
+      done->set_value(err);
     else
       schedule_reconnect(self);
+  };
+  auto fe = st.impl->conn->reconnect(st.frontend);
+  if (!fe) {
+    fail(fe.error());
     return;
   }
-  st.frontend = *fe;
-  self->monitor(st.frontend);
-  self->request(st.frontend, st.impl->opts.request_timeout,
+  if (st.frontend != *fe) {
+    st.frontend = *fe;
+    self->monitor(st.frontend);
+  }
+  auto coord = find_coordinator(self, st.frontend);
+  if (!coord) {
+    if (!done)
+      EDDA_WARN("consumer", "cannot find the coordinator of "
+                              << st.impl->opts.group << ": "
+                              << render(coord.error()));
+    fail(coord.error());
+    return;
+  }
+  if (st.coordinator != *coord) {
+    st.coordinator = *coord;
+    self->monitor(st.coordinator);
+  }
+  self->request(st.coordinator, st.impl->opts.request_timeout,
                 subscribe_request(st.impl->opts))
     .then(
       [=](const pb::Subscribed&) {
+        self->state.subscribed = true;
         if (done)
           done->set_value(caf::error{});
       },
       [=](caf::error& err) {
+        auto& st = self->state;
+        st.subscribed = false;
+        if (code_of(err) == errc::not_owner)
+          st.coordinator = nullptr; // find it again
         if (done) {
           done->set_value(err);
           return;
@@ -87,6 +149,29 @@ void subscribe(self_ptr self, std::shared_ptr<std::promise<caf::error>> done) {
         EDDA_WARN("consumer", "re-subscribe failed: " << render(err));
         schedule_reconnect(self);
       });
+}
+
+/// Re-asserts the subscription with the coordinator now and then (a cheap
+/// no-op when nothing changed): a coordinator that stopped (its node lost
+/// the group) answers not_owner, and the member finds the new one.
+void heartbeat(self_ptr self) {
+  auto& st = self->state;
+  if (st.stopping || !st.subscribed || !st.coordinator)
+    return;
+  self->request(st.coordinator, std::chrono::seconds(5),
+                subscribe_request(st.impl->opts))
+    .then([](const pb::Subscribed&) {},
+          [=](caf::error& err) {
+            auto& st = self->state;
+            if (st.stopping || !st.subscribed)
+              return;
+            EDDA_WARN("consumer", st.impl->opts.group
+                                    << ": the coordinator did not confirm ("
+                                    << render(err) << "); finding it again");
+            st.subscribed = false;
+            st.coordinator = nullptr;
+            schedule_reconnect(self);
+          });
 }
 
 /// Runs the handler on each delivered message, then acknowledges the batch
@@ -156,8 +241,24 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
   self->state.impl = impl;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
-    if (!st.frontend || dm.source != st.frontend.address() || st.stopping)
+    if (st.stopping)
       return;
+    st.impl->conn->forget_link(dm.source);
+    if (st.coordinator && dm.source == st.coordinator.address()
+        && st.coordinator != st.frontend) {
+      EDDA_WARN("consumer", st.impl->opts.group
+                              << ": lost the coordinator's node; finding the "
+                                 "coordinator again");
+      st.coordinator = nullptr;
+      st.subscribed = false;
+      st.impl->reconnects++;
+      schedule_reconnect(self);
+      return;
+    }
+    if (!st.frontend || dm.source != st.frontend.address())
+      return;
+    st.coordinator = nullptr;
+    st.subscribed = false;
     EDDA_WARN("consumer", st.impl->opts.group << "/" << st.impl->opts.client_id
                             << ": lost the node at " << st.impl->conn->endpoint
                             << ", reconnecting");
@@ -165,6 +266,7 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
     schedule_reconnect(self);
   });
   subscribe(self, started);
+  self->delayed_send(self, std::chrono::seconds(1), wire::flush_atom::value);
   return {
     [=](pb::DeliverFrame& f) {
       pb::Deliver d;
@@ -177,13 +279,19 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
       deliver(self, d);
     },
     [=](wire::tick_atom) {
-      if (!self->state.stopping)
+      if (!self->state.stopping && !self->state.subscribed)
         subscribe(self, nullptr);
+    },
+    [=](wire::flush_atom) {
+      heartbeat(self);
+      self->delayed_send(self, std::chrono::seconds(1), wire::flush_atom::value);
     },
     [=](wire::stop_atom) -> caf::result<bool> {
       auto& st = self->state;
       st.stopping = true;
       auto rp = self->make_response_promise<bool>();
+      if (st.coordinator)
+        st.frontend = st.coordinator; // leave where we joined
       if (!st.frontend) {
         rp.deliver(true);
         self->quit();

@@ -90,6 +90,9 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
     [=](pb::ListTopics& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::GetTopic& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::Subscribe& x) { return self->delegate(groups, std::move(x)); },
+    [=](pb::FindCoordinator& x) {
+      return self->delegate(groups, std::move(x));
+    },
     [=](pb::Unsubscribe& x) { return self->delegate(groups, std::move(x)); },
     [=](pb::ListGroups& x) { return self->delegate(groups, std::move(x)); },
     [=](pb::DlqList& x) { return self->delegate(groups, std::move(x)); },

@@ -1,0 +1,312 @@
+// A cluster of edda nodes on one etcd, as a user sees it: membership and
+// links (edda cluster status), partitions placed across nodes and served
+// from any node, keyless sends skipping a dead home and keyed ones failing
+// fast, a consumer group whose coordinator moves to a survivor with a higher
+// fencing token when its node dies, a node that was SIGSTOPped past its
+// lease fencing itself and rejoining, and two nodes with one id.
+#include "base/ids.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "cluster/placement.hpp"
+#include "cluster_fixture.hpp"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace edda::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ClusterTest : public ClusterFixture {
+protected:
+  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n);
+  std::set<std::string> connected_members(const cluster_node& n);
+  std::pair<std::string, int64_t> owner_in_etcd(const std::string& resource);
+};
+
+/// The cluster as node `n` sees it.
+std::optional<wire::v1::ClusterStatus>
+ClusterTest::status_of(const cluster_node& n) {
+  auto c = connect(n);
+  if (!c)
+    return std::nullopt;
+  auto s = client::admin::cluster_status(*c);
+  if (!s)
+    return std::nullopt;
+  return *s;
+}
+
+/// Node ids `n` lists as members whose links are up.
+std::set<std::string> ClusterTest::connected_members(const cluster_node& n) {
+  std::set<std::string> out;
+  if (auto s = status_of(n))
+    for (auto& m : s->members())
+      if (m.connected())
+        out.insert(m.node_id());
+  return out;
+}
+
+/// Who owns `resource` in etcd, and its token (0, "" if nobody).
+std::pair<std::string, int64_t>
+ClusterTest::owner_in_etcd(const std::string& resource) {
+  auto c = connect_etcd();
+  if (!c)
+    return {"", 0};
+  auto r = (*c)->get("/edda/" + cluster_name() + "/owners/" + resource);
+  if (!r || !r->first)
+    return {"", 0};
+  wire::v1::OwnerRecord rec;
+  rec.ParseFromString(r->first->value);
+  return {rec.node_id(), r->first->create_revision};
+}
+
+/// Messages a consumer got, by body.
+struct inbox {
+  std::mutex mtx;
+  std::map<std::string, int> count;
+  std::map<std::string, std::vector<std::string>> by_key; // in arrival order
+  client::consume_result record(const client::received& r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    ++count[r.msg.body];
+    if (!r.msg.key.empty())
+      by_key[r.msg.key].push_back(r.msg.body);
+    return client::consume_result::success;
+  }
+  size_t distinct() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return count.size();
+  }
+};
+
+TEST_F(ClusterTest, ThreeNodesFormOneClusterWithLinksBetweenAll) {
+  start_nodes(3);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(eventually(10s, [&] {
+      return connected_members(node(i))
+             == std::set<std::string>{"n1", "n2", "n3"};
+    })) << node(i).name << " does not see every member linked";
+  auto s = status_of(node(0));
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->clustered());
+  EXPECT_EQ(s->cluster_name(), cluster_name());
+  EXPECT_EQ(s->node_id(), "n1");
+  EXPECT_FALSE(s->fenced());
+  EXPECT_LT(s->renewed_ms_ago(), 2000);
+  // A node that leaves on SIGTERM revokes its lease: the others see it gone
+  // at once, not a TTL later.
+  stop(node(2));
+  EXPECT_TRUE(eventually(1500ms, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+}
+
+TEST_F(ClusterTest, PartitionsAreSpreadAndServedFromAnyNode) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1) << render(c1.error());
+  auto created = client::admin::create_topic(*c1, "orders", 6);
+  ASSERT_TRUE(created) << render(created.error());
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  auto d = client::admin::describe_topic(*c3, "orders");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->partitions_size(), 6);
+  std::map<std::string, int> per_home;
+  for (auto& p : d->partitions())
+    ++per_home[p.home()];
+  EXPECT_EQ(per_home,
+            (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
+
+  // Keyed messages through n2 land on their partitions' homes; a group
+  // consuming through n3 gets every one, in order per key.
+  auto c2 = connect(node(1));
+  ASSERT_TRUE(c2);
+  {
+    client::producer p{*c2};
+    for (int i = 0; i < 60; ++i) {
+      client::message m;
+      m.topic = "orders";
+      m.key = "k" + std::to_string(i % 12);
+      m.body = "m" + std::to_string(i);
+      auto r = p.send(m);
+      ASSERT_TRUE(r) << render(r.error());
+    }
+  }
+  inbox got;
+  client::consumer_options co;
+  co.group = "billing";
+  co.topic = "orders";
+  auto cons = client::consumer::start(*c3, co, [&](const client::received& r) {
+    return got.record(r);
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
+  ASSERT_TRUE(eventually(20s, [&] { return got.distinct() == 60; }))
+    << got.distinct() << " of 60 consumed";
+  std::lock_guard<std::mutex> guard{got.mtx};
+  for (auto& [body, n] : got.count)
+    EXPECT_EQ(n, 1) << body << " delivered " << n << " times";
+  for (auto& [key, bodies] : got.by_key) {
+    std::vector<int> order;
+    for (auto& b : bodies)
+      order.push_back(std::stoi(b.substr(1)));
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end()))
+      << "key " << key << " out of order";
+  }
+  // The group's coordinator is owned in etcd, with a fencing token.
+  auto [owner, token] = owner_in_etcd("group/billing");
+  EXPECT_FALSE(owner.empty());
+  EXPECT_GT(token, 0);
+}
+
+TEST_F(ClusterTest, KeylessSendsSkipADeadHomeAndKeyedOnesFailFast) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "pay", 6));
+  auto d = client::admin::describe_topic(*c1, "pay");
+  ASSERT_TRUE(d);
+  std::set<uint32_t> on_n3;
+  for (auto& p : d->partitions())
+    if (p.home() == "n3")
+      on_n3.insert(p.partition());
+  ASSERT_EQ(on_n3.size(), 2u);
+  kill9(node(2));
+  // n3's lease runs out (TTL 2 s): it is no member any more.
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  client::producer p{*c1};
+  for (int i = 0; i < 30; ++i) {
+    client::message m;
+    m.topic = "pay";
+    m.body = "keyless" + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << "keyless send " << i << ": " << render(r.error());
+    EXPECT_EQ(on_n3.count(r->partition), 0u)
+      << "went to partition " << r->partition << " of the dead node";
+  }
+  // A key of a partition on n3 fails fast, without waiting for a timeout.
+  std::string key;
+  for (int i = 0; key.empty() && i < 1000; ++i)
+    if (on_n3.count(edda::shard_of("key" + std::to_string(i), 6)) != 0)
+      key = "key" + std::to_string(i);
+  client::message m;
+  m.topic = "pay";
+  m.key = key;
+  m.body = "keyed";
+  auto t0 = clock_type::now();
+  auto r = p.send(m);
+  auto took = ch::duration_cast<milliseconds>(clock_type::now() - t0);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::partition_unavailable)
+    << render(r.error());
+  EXPECT_LT(took.count(), 1000);
+  // n3 comes back with its partitions.
+  ASSERT_TRUE(restart(node(2)));
+  ASSERT_TRUE(eventually(10s, [&] { return static_cast<bool>(p.send(m)); }));
+}
+
+TEST_F(ClusterTest, AGroupCoordinatorMovesToASurvivorWithAHigherToken) {
+  start_nodes(3);
+  // The group's desired owner is the same on every node (rendezvous over
+  // the members); the client talks to another node, which stays up.
+  auto desired = cluster::owner_of("group/audit", {"n1", "n2", "n3"});
+  auto& via = node(desired == "n1" ? "n2" : "n1");
+  auto c1 = connect(via);
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "events", 3));
+  inbox got;
+  client::consumer_options co;
+  co.group = "audit";
+  co.topic = "events";
+  auto cons = client::consumer::start(*c1, co, [&](const client::received& r) {
+    return got.record(r);
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
+  auto [old_owner, old_token] = owner_in_etcd("group/audit");
+  ASSERT_EQ(old_owner, desired);
+  auto& owner_node = node(old_owner);
+  kill9(owner_node);
+  // A survivor takes the group over once the dead node's lease expires
+  // (TTL 2 s), with a higher token; the consumer finds it and goes on.
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto [o, t] = owner_in_etcd("group/audit");
+    return !o.empty() && o != old_owner;
+  }));
+  auto [new_owner, new_token] = owner_in_etcd("group/audit");
+  EXPECT_GT(new_token, old_token);
+  client::producer p{*c1};
+  for (int i = 0; i < 30; ++i) {
+    client::message m;
+    m.topic = "events";
+    m.body = "after" + std::to_string(i);
+    ASSERT_TRUE(p.send(m));
+  }
+  EXPECT_TRUE(eventually(15s, [&] { return got.distinct() >= 30; }))
+    << got.distinct() << " of 30 consumed after the coordinator moved";
+}
+
+TEST_F(ClusterTest, ANodePausedPastItsLeaseFencesItselfAndRejoins) {
+  start_nodes(2);
+  ASSERT_TRUE(eventually(10s, [&] {
+    return connected_members(node(0)).size() == 2;
+  }));
+  auto before = status_of(node(1));
+  ASSERT_TRUE(before);
+  pause(node(1));
+  // Its lease (2 s) expires while it is stopped: n1 sees it gone.
+  ASSERT_TRUE(eventually(8s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 1;
+  }));
+  resume(node(1));
+  // At once on SIGCONT it knows it cannot trust its lease, fences, and
+  // joins again with a new lease and incarnation.
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto s = status_of(node(1));
+    return s && !s->fenced() && s->incarnation() > before->incarnation()
+           && s->members_size() == 2;
+  }));
+  auto log = read_file(node(1).process()->log_path);
+  EXPECT_NE(log.find("fenced: no lease renewal"), std::string::npos) << log;
+  EXPECT_TRUE(eventually(10s, [&] {
+    return connected_members(node(0)).size() == 2;
+  }));
+}
+
+TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
+  start_nodes(1);
+  // Same node.name, another data dir: refused with a clear error.
+  auto dup_dir = root() + "/dup";
+  std::vector<std::string> args = {
+    EDDA_BINARY, "node", "--data-dir", dup_dir, "--listen",
+    "127.0.0.1:" + std::to_string(free_port()), "--set",
+    "cluster.etcd=" + etcd_address(), "--set", "node.name=n1", "--set",
+    "cluster.name=" + cluster_name()};
+  std::string cmd;
+  for (auto& a : args)
+    cmd += "'" + a + "' ";
+  cmd += "2>&1";
+  std::string out;
+  auto* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[512];
+  while (auto n = std::fread(buf, 1, sizeof(buf), p))
+    out.append(buf, n);
+  auto rc = ::pclose(p);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
+  // The live one is untouched.
+  auto s = status_of(node(0));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->members_size(), 1);
+}
+
+} // namespace
+} // namespace edda::test
