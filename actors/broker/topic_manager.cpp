@@ -62,6 +62,7 @@ struct topic_manager_state {
   pb::NodeMeta node;
   // -- cluster --------------------------------------------------------------
   caf::actor table;                     ///< topic_table (etcd)
+  caf::actor txn;                       ///< this node's txn coordinator
   std::set<std::string> members;        ///< live node ids
   std::map<std::string, caf::actor> peers; ///< node id -> its gateway
   std::set<std::string> local_records;  ///< topics with a record in db topics
@@ -338,6 +339,214 @@ void forward(self_ptr self, topic_entry& t, size_t p, Request req,
   req.set_forwarded(true);
   self->request(gw, std::chrono::seconds(30), std::move(req))
     .then([=](pb::ProduceResult& r) mutable { rp.deliver(std::move(r)); },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+
+// -- transactions in a cluster ---------------------------------------------------
+
+/// The topic with id `id`, if known.
+topic_entry* topic_by_id(self_ptr self, uint32_t id) {
+  for (auto& [name, t] : self->state.topics)
+    if (t.meta.id() == id)
+      return &t;
+  return nullptr;
+}
+
+/// Where a half message goes: chooses its partition (a key's own; without a
+/// key one homed here if any is, so that the commit needs no hop), names it
+/// in the txn id, and returns the node that stores it (this node's txn
+/// coordinator or another's gateway). Errors: partition_unavailable.
+caf::expected<caf::actor> route_half(self_ptr self, topic_entry& e,
+                                     pb::HalfMessage& h) {
+  auto& st = self->state;
+  auto n = e.partitions.size();
+  if (n == 0)
+    return make_error(errc::unknown_topic,
+                      "topic '" + e.meta.name() + "' has no partitions");
+  uint32_t tid = 0, p = 0;
+  if (txn_home(h.txn_id(), tid, p)) {
+    if (tid != e.meta.id() || p >= n)
+      return make_error(errc::invalid_argument,
+                        "txn id " + h.txn_id() + " names another partition");
+  } else {
+    auto& key = h.message().key();
+    if (!key.empty()) {
+      p = shard_of(key, n);
+    } else {
+      bool found = false;
+      for (size_t k = 0; k < n && !found; ++k) {
+        auto c = (e.round_robin++) % n;
+        if (is_local(self, e, c)) {
+          p = static_cast<uint32_t>(c);
+          found = true;
+        }
+      }
+      if (!found) {
+        auto picked = pick_available(self, e, std::string{});
+        if (!picked)
+          return picked.error();
+        p = static_cast<uint32_t>(*picked);
+      }
+    }
+    h.set_txn_id(txn_id_at(h.txn_id(), e.meta.id(), p));
+  }
+  h.mutable_message()->set_partition(p);
+  if (is_local(self, e, p))
+    return st.txn;
+  if (!available(self, e, p))
+    return unavailable_partition(e, p);
+  return home_gateway(self, e, p);
+}
+
+/// Where the transaction `txn_id` lives: this node's coordinator (also for
+/// a plain id) or the gateway of its home. Errors: unavailable.
+caf::expected<caf::actor> route_txn(self_ptr self, const std::string& txn_id) {
+  auto& st = self->state;
+  uint32_t tid = 0, p = 0;
+  if (!txn_home(txn_id, tid, p))
+    return st.txn;
+  auto* e = topic_by_id(self, tid);
+  if (e == nullptr || p >= e->partitions.size())
+    return st.txn; // unknown topic: the local coordinator answers unknown_txn
+  if (is_local(self, *e, p))
+    return st.txn;
+  if (auto gw = home_gateway(self, *e, p))
+    return gw;
+  return make_error(errc::unavailable,
+                    "transaction " + txn_id + " lives on node " + e->homes[p]
+                      + ", which is down or unreachable; its check-back "
+                        "settles it there when it is back");
+}
+
+/// Runs `then()` once every topic in `names` is known (or has failed).
+template <class F>
+void with_topics(self_ptr self, std::shared_ptr<std::vector<std::string>> names,
+                 size_t i, F then) {
+  if (i >= names->size()) {
+    then();
+    return;
+  }
+  with_topic(self, (*names)[i], [=](caf::expected<topic_entry*>) mutable {
+    with_topics(self, names, i + 1, then);
+  });
+}
+
+/// Sends each half of `batch` to where it goes (one sub-batch per node)
+/// and answers with every item's result in the original order.
+void scatter_halves(self_ptr self, pb::HalfBatch batch,
+                    caf::response_promise rp) {
+  auto res = std::make_shared<pb::BatchResult>();
+  std::map<caf::actor, std::pair<pb::HalfBatch, std::vector<int>>> parts;
+  for (int i = 0; i < batch.halves_size(); ++i) {
+    auto* slot = res->add_items();
+    auto& h = *batch.mutable_halves(i);
+    caf::expected<caf::actor> d{caf::actor{}};
+    auto t = self->state.topics.find(h.message().topic());
+    if (t == self->state.topics.end())
+      d = make_error(errc::unknown_topic,
+                     "no topic named '" + h.message().topic() + "'");
+    else
+      d = route_half(self, t->second, h);
+    slot->set_txn_id(h.txn_id());
+    if (!d || !*d) {
+      auto err = d ? make_error(errc::unavailable, "no transaction "
+                                                   "coordinator here")
+                   : d.error();
+      auto code = code_of(err);
+      slot->set_code(static_cast<uint32_t>(code == errc::none
+                                             ? errc::unavailable
+                                             : code));
+      slot->set_error(render(err));
+      continue;
+    }
+    auto& part = parts[*d];
+    *part.first.add_halves() = std::move(h);
+    part.second.push_back(i);
+  }
+  if (parts.empty()) {
+    rp.deliver(*res);
+    return;
+  }
+  auto left = std::make_shared<size_t>(parts.size());
+  for (auto& [dest, part] : parts) {
+    auto idx = part.second;
+    self->request(dest, std::chrono::seconds(30), std::move(part.first))
+      .then(
+        [=](pb::BatchResult& r) mutable {
+          for (size_t k = 0; k < idx.size(); ++k)
+            if (k < static_cast<size_t>(r.items_size()))
+              *res->mutable_items(idx[k]) = r.items(static_cast<int>(k));
+          if (--*left == 0)
+            rp.deliver(*res);
+        },
+        [=](caf::error& err) mutable {
+          for (auto i : idx) {
+            auto* slot = res->mutable_items(i);
+            auto code = code_of(err);
+            slot->set_code(static_cast<uint32_t>(
+              code == errc::none ? errc::unavailable : code));
+            slot->set_error(render(err));
+          }
+          if (--*left == 0)
+            rp.deliver(*res);
+        });
+  }
+}
+
+/// Sends each end of `batch` to the node its transaction lives on.
+void scatter_ends(self_ptr self, pb::EndBatch batch, caf::response_promise rp) {
+  auto res = std::make_shared<pb::BatchResult>();
+  std::map<caf::actor, std::pair<pb::EndBatch, std::vector<int>>> parts;
+  for (int i = 0; i < batch.ends_size(); ++i) {
+    auto* slot = res->add_items();
+    auto d = route_txn(self, batch.ends(i).txn_id());
+    if (!d || !*d) {
+      auto err = d ? make_error(errc::unavailable, "no transaction "
+                                                   "coordinator here")
+                   : d.error();
+      slot->set_code(static_cast<uint32_t>(code_of(err)));
+      slot->set_error(render(err));
+      continue;
+    }
+    auto& part = parts[*d];
+    *part.first.add_ends() = std::move(*batch.mutable_ends(i));
+    part.second.push_back(i);
+  }
+  if (parts.empty()) {
+    rp.deliver(*res);
+    return;
+  }
+  auto left = std::make_shared<size_t>(parts.size());
+  for (auto& [dest, part] : parts) {
+    auto idx = part.second;
+    self->request(dest, std::chrono::seconds(30), std::move(part.first))
+      .then(
+        [=](pb::BatchResult& r) mutable {
+          for (size_t k = 0; k < idx.size(); ++k)
+            if (k < static_cast<size_t>(r.items_size()))
+              *res->mutable_items(idx[k]) = r.items(static_cast<int>(k));
+          if (--*left == 0)
+            rp.deliver(*res);
+        },
+        [=](caf::error& err) mutable {
+          for (auto i : idx) {
+            auto* slot = res->mutable_items(i);
+            slot->set_code(static_cast<uint32_t>(errc::unavailable));
+            slot->set_error(render(err));
+          }
+          if (--*left == 0)
+            rp.deliver(*res);
+        });
+  }
+}
+
+/// Relays `req` to `dest` and its reply of type Reply to `rp`.
+template <class Reply, class Request>
+void relay(self_ptr self, const caf::actor& dest, Request req,
+           caf::response_promise rp) {
+  self->request(dest, std::chrono::seconds(30), std::move(req))
+    .then([=](Reply& r) mutable { rp.deliver(std::move(r)); },
           [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
@@ -754,6 +963,95 @@ caf::behavior cluster_main(self_ptr self) {
       });
       return rp;
     },
+    [=](wire::txn_atom, caf::actor& txn) { self->state.txn = std::move(txn); },
+    [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
+      auto rp = self->make_response_promise<pb::HalfAck>();
+      auto topic = h.message().topic();
+      with_topic(self, topic, [=](caf::expected<topic_entry*> t) mutable {
+        if (!t) {
+          rp.deliver(t.error());
+          return;
+        }
+        auto d = route_half(self, **t, h);
+        if (!d)
+          rp.deliver(d.error());
+        else if (*d == self->state.txn)
+          rp.delegate(*d, std::move(h));
+        else
+          relay<pb::HalfAck>(self, *d, std::move(h), rp);
+      });
+      return rp;
+    },
+    [=](pb::HalfBatch& b) -> caf::result<pb::BatchResult> {
+      auto rp = self->make_response_promise<pb::BatchResult>();
+      auto names = std::make_shared<std::vector<std::string>>();
+      for (auto& h : b.halves())
+        if (std::find(names->begin(), names->end(), h.message().topic())
+            == names->end())
+          names->push_back(h.message().topic());
+      with_topics(self, names, 0, [=]() mutable {
+        scatter_halves(self, std::move(b), rp);
+      });
+      return rp;
+    },
+    [=](pb::EndTxn& e) -> caf::result<pb::EndResult> {
+      auto d = route_txn(self, e.txn_id());
+      if (!d)
+        return d.error();
+      auto rp = self->make_response_promise<pb::EndResult>();
+      if (*d == self->state.txn)
+        rp.delegate(*d, std::move(e));
+      else
+        relay<pb::EndResult>(self, *d, std::move(e), rp);
+      return rp;
+    },
+    [=](pb::EndBatch& b) -> caf::result<pb::BatchResult> {
+      auto rp = self->make_response_promise<pb::BatchResult>();
+      scatter_ends(self, std::move(b), rp);
+      return rp;
+    },
+    [=](pb::TxnShow& q) -> caf::result<pb::TxnRecord> {
+      auto d = route_txn(self, q.txn_id());
+      if (!d)
+        return d.error();
+      auto rp = self->make_response_promise<pb::TxnRecord>();
+      if (*d == self->state.txn)
+        rp.delegate(*d, std::move(q));
+      else
+        relay<pb::TxnRecord>(self, *d, std::move(q), rp);
+      return rp;
+    },
+    [=](pb::TxnList& q) -> caf::result<pb::TxnRecords> {
+      auto& st = self->state;
+      if (q.local_only() || st.peers.empty()) {
+        self->delegate(st.txn, std::move(q));
+        return caf::delegated<pb::TxnRecords>{};
+      }
+      // Every node's transactions without an outcome.
+      auto rp = self->make_response_promise<pb::TxnRecords>();
+      auto acc = std::make_shared<pb::TxnRecords>();
+      auto local = q;
+      local.set_local_only(true);
+      std::vector<caf::actor> ask{st.txn};
+      for (auto& [id, gw] : st.peers)
+        ask.push_back(gw);
+      auto left = std::make_shared<size_t>(ask.size());
+      for (auto& a : ask)
+        self->request(a, std::chrono::seconds(10), local)
+          .then(
+            [=](pb::TxnRecords& r) mutable {
+              for (auto& x : *r.mutable_records())
+                *acc->add_records() = std::move(x);
+              acc->set_now_ms(std::max(acc->now_ms(), r.now_ms()));
+              if (--*left == 0)
+                rp.deliver(*acc);
+            },
+            [=](caf::error&) mutable {
+              if (--*left == 0)
+                rp.deliver(*acc);
+            });
+      return rp;
+    },
     [=](pb::AssignCursor& a, caf::actor& member) {
       // From a group coordinator on another node, through our gateway.
       auto& st = self->state;
@@ -924,6 +1222,9 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
   });
   return {
     [=](caf::actor groups) { self->state.groups = groups; },
+    [=](wire::txn_atom, caf::actor&) {
+      // A single node: transactions go straight to the coordinator.
+    },
     [=](const pb::CreateTopic& req) -> caf::result<pb::TopicInfo> {
       auto rp = self->make_response_promise<pb::TopicInfo>();
       auto name = req.name();

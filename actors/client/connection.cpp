@@ -8,6 +8,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/timespan.hpp>
+#include <caf/weak_intrusive_ptr.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -38,6 +39,13 @@ void wait_for_teardowns() {
 connection_impl::~connection_impl() {
   if (watcher)
     caf::anon_send_exit(watcher, caf::exit_reason::user_shutdown);
+  {
+    std::lock_guard<std::mutex> guard{links_->mtx};
+    if (links_->watcher)
+      caf::anon_send_exit(links_->watcher, caf::exit_reason::user_shutdown);
+    links_->watcher = nullptr;
+    links_->by_endpoint.clear();
+  }
   watcher = nullptr;
   frontend_ = nullptr;
   if (own_sys) {
@@ -104,9 +112,10 @@ caf::expected<caf::actor> connection_impl::reconnect(const caf::actor& stale) {
 }
 
 caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
+  auto table = links_;
   {
-    std::lock_guard<std::mutex> guard{mtx_};
-    if (auto i = links_.find(ep); i != links_.end())
+    std::lock_guard<std::mutex> guard{table->mtx};
+    if (auto i = table->by_endpoint.find(ep); i != table->by_endpoint.end())
       return i->second;
   }
   std::string h;
@@ -131,16 +140,36 @@ caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
   if (!alive)
     return make_error(errc::unavailable,
                       "the node at " + ep + " does not answer");
-  std::lock_guard<std::mutex> guard{mtx_};
-  links_[ep] = *gw;
+  std::lock_guard<std::mutex> guard{table->mtx};
+  if (!table->watcher) {
+    // Forgets a link when its node goes down, so that the next link()
+    // connects anew (to the restarted node).
+    std::weak_ptr<link_table> weak = table;
+    table->watcher = sys->spawn([weak](caf::event_based_actor* w) {
+      w->set_down_handler([=](caf::down_msg& dm) {
+        if (auto t = weak.lock()) {
+          std::lock_guard<std::mutex> guard{t->mtx};
+          for (auto i = t->by_endpoint.begin(); i != t->by_endpoint.end();)
+            if (i->second.address() == dm.source)
+              i = t->by_endpoint.erase(i);
+            else
+              ++i;
+        }
+      });
+      return caf::behavior{[=](caf::actor& a) { w->monitor(a); }};
+    });
+  }
+  table->by_endpoint[ep] = *gw;
+  caf::anon_send(table->watcher, *gw);
   return *gw;
 }
 
 void connection_impl::forget_link(const caf::actor_addr& gateway) {
-  std::lock_guard<std::mutex> guard{mtx_};
-  for (auto i = links_.begin(); i != links_.end();)
+  std::lock_guard<std::mutex> guard{links_->mtx};
+  auto& m = links_->by_endpoint;
+  for (auto i = m.begin(); i != m.end();)
     if (i->second.address() == gateway)
-      i = links_.erase(i);
+      i = m.erase(i);
     else
       ++i;
 }
@@ -218,6 +247,23 @@ void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
 void retry_after_pause(caf::actor self) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   caf::anon_send(self, wire::tick_atom::value);
+}
+
+caf::actor start_ticker(caf::actor_system& sys, const caf::actor& target,
+                        std::chrono::milliseconds period, caf::message msg) {
+  caf::weak_actor_ptr weak = caf::actor_cast<caf::weak_actor_ptr>(target);
+  return sys.spawn([weak, period, msg](caf::event_based_actor* self) {
+    self->delayed_send(self, period, wire::tick_atom::value);
+    return caf::behavior{[=](wire::tick_atom) {
+      auto strong = weak.lock();
+      if (!strong) {
+        self->quit();
+        return;
+      }
+      self->send(caf::actor_cast<caf::actor>(strong), msg);
+      self->delayed_send(self, period, wire::tick_atom::value);
+    }};
+  });
 }
 
 std::string make_client_id(const char* tag) {

@@ -50,10 +50,18 @@ struct connection_impl {
   /// Forgets the cached link `gateway` (it went down).
   void forget_link(const caf::actor_addr& gateway);
 
+  /// The links, shared with the actor that forgets a link when its node
+  /// goes down.
+  struct link_table {
+    std::mutex mtx;
+    std::map<std::string, caf::actor> by_endpoint;
+    caf::actor watcher; // monitors every link (spawned on first use)
+  };
+
 private:
   mutable std::mutex mtx_;
   caf::actor frontend_;
-  std::map<std::string, caf::actor> links_; // endpoint -> gateway
+  std::shared_ptr<link_table> links_ = std::make_shared<link_table>();
 
 public:
 
@@ -124,6 +132,16 @@ void stop_and_wait(caf::actor_system& sys, const caf::actor& a,
 /// clock holds a strong reference that keeps a stopped actor's thread, and
 /// so the destruction of its connection's actor system, waiting.
 void retry_after_pause(caf::actor self);
+
+/// For detached client actors that need a periodic message: a small
+/// event-based actor that sends `msg` to `target` every `period`, holding
+/// only a weak reference (a delayed_send to a detached actor would keep its
+/// thread, and its connection's teardown, waiting up to `period`). It ends
+/// when `target` is gone; send it an exit to stop it earlier.
+[[nodiscard]] caf::actor start_ticker(caf::actor_system& sys,
+                                      const caf::actor& target,
+                                      std::chrono::milliseconds period,
+                                      caf::message msg);
 
 /// A client id unique on this host: "<host>-<pid>-<tag><n>".
 [[nodiscard]] std::string make_client_id(const char* tag);

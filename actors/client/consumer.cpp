@@ -36,6 +36,7 @@ struct consumer_state {
   caf::actor coordinator; // the gateway of the node coordinating the group
   bool subscribed = false;
   bool stopping = false;
+  caf::actor ticker; // heartbeats
   static inline const char* name = "edda.consumer";
 };
 
@@ -266,7 +267,12 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
     schedule_reconnect(self);
   });
   subscribe(self, started);
-  self->delayed_send(self, std::chrono::seconds(1), wire::flush_atom::value);
+  self->state.ticker = start_ticker(
+    self->home_system(), caf::actor_cast<caf::actor>(self),
+    std::chrono::seconds(1), caf::make_message(wire::flush_atom::value));
+  self->attach_functor([t = self->state.ticker] {
+    caf::anon_send_exit(t, caf::exit_reason::user_shutdown);
+  });
   return {
     [=](pb::DeliverFrame& f) {
       pb::Deliver d;
@@ -282,10 +288,7 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
       if (!self->state.stopping && !self->state.subscribed)
         subscribe(self, nullptr);
     },
-    [=](wire::flush_atom) {
-      heartbeat(self);
-      self->delayed_send(self, std::chrono::seconds(1), wire::flush_atom::value);
-    },
+    [=](wire::flush_atom) { heartbeat(self); },
     [=](wire::stop_atom) -> caf::result<bool> {
       auto& st = self->state;
       st.stopping = true;

@@ -81,6 +81,44 @@ void retry_later(self_ptr self) {
   retry_after_pause(caf::actor_cast<caf::actor>(self));
 }
 
+/// In a cluster a transaction lives on the home of its partition, and that
+/// node checks back with the producers registered *there*: the checker
+/// registers with every member (again every 2 s: for members that joined
+/// or restarted since). Blocking links: the checker is a detached actor.
+void register_everywhere(self_ptr self) {
+  auto& st = self->state;
+  if (st.stopping || !st.frontend)
+    return;
+  auto& conn = *st.impl->conn;
+  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
+  {
+    caf::scoped_actor blocking{*conn.sys};
+    blocking->request(st.frontend, std::chrono::seconds(5),
+                      pb::ClusterStatusRequest{})
+      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
+               [&](caf::error& err) { cs = std::move(err); });
+  }
+  if (!cs || !cs->clustered())
+    return;
+  pb::RegisterProducer r;
+  r.set_group(st.impl->opts.group);
+  r.set_client_id(st.impl->opts.client_id);
+  for (auto& m : cs->members()) {
+    if (m.self())
+      continue;
+    auto gw = conn.link(m.endpoint());
+    if (!gw)
+      continue; // down: registered when it is back
+    self->request(*gw, std::chrono::seconds(5), r)
+      .then([](const pb::ProducerRegistered&) {},
+            [=](caf::error& err) {
+              EDDA_DEBUG("txn_producer", "could not register with "
+                                           << m.node_id() << ": "
+                                           << render(err));
+            });
+  }
+}
+
 void register_with(self_ptr self,
                    std::shared_ptr<std::promise<caf::error>> done) {
   auto& st = self->state;
@@ -100,6 +138,7 @@ void register_with(self_ptr self,
   self->request(st.frontend, st.impl->opts.timeout, r)
     .then(
       [=](const pb::ProducerRegistered&) {
+        register_everywhere(self);
         if (done)
           done->set_value(caf::error{});
       },
@@ -124,6 +163,12 @@ caf::behavior checker_actor(self_ptr self,
     retry_later(self);
   });
   register_with(self, started);
+  auto ticker = start_ticker(self->home_system(),
+                             caf::actor_cast<caf::actor>(self),
+                             std::chrono::seconds(2),
+                             caf::make_message(wire::flush_atom::value));
+  self->attach_functor(
+    [ticker] { caf::anon_send_exit(ticker, caf::exit_reason::user_shutdown); });
   return {
     [=](const pb::CheckTxn& q) {
       auto& im = *self->state.impl;
@@ -150,6 +195,10 @@ caf::behavior checker_actor(self_ptr self,
     [=](wire::tick_atom) {
       if (!self->state.stopping)
         register_with(self, nullptr);
+    },
+    [=](wire::flush_atom) {
+      if (!self->state.stopping)
+        register_everywhere(self);
     },
     [=](wire::stop_atom) {
       self->state.stopping = true;
@@ -354,6 +403,8 @@ void pump(sender_ptr self) {
               continue;
             }
             auto& item = res.items(static_cast<int>(i));
+            if (!item.txn_id().empty())
+              it->half.set_txn_id(item.txn_id()); // its home, in a cluster
             if (item.code() != 0) {
               finish(self, it, from_wire(item));
               continue;
@@ -476,7 +527,8 @@ transaction_producer::send_in_transaction(message m,
   if (!ack)
     return ack.error();
   txn_result out;
-  out.txn_id = h.txn_id();
+  // In a cluster the node names the transaction's home in its id.
+  out.txn_id = ack->txn_id().empty() ? h.txn_id() : ack->txn_id();
   out.local = run_local(fn, m, out.txn_id);
   EDDA_FAILPOINT("txn.before_end");
   if (out.local == txn_outcome::unknown) {

@@ -190,6 +190,12 @@ void flush(self_ptr self) {
       auto& key = entries[i].msg.key();
       auto p = key.empty() ? keyless
                            : static_cast<int32_t>(shard_of(key, n));
+      // In a cluster the partition was chosen with the half message (its
+      // id names it): one of this node's, so the commit stays one local
+      // LMDB transaction.
+      uint32_t topic_id = 0, fixed = 0;
+      if (txn_home(entries[i].msg.txn_id(), topic_id, fixed))
+        p = static_cast<int32_t>(fixed);
       by_partition[p].push_back(i);
     }
     auto shared = std::make_shared<std::vector<coordinator_state::commit_entry>>(std::move(entries));
@@ -597,8 +603,8 @@ void accept_half(self_ptr self, pb::HalfMessage h, write_cb done) {
     done(err);
     return;
   }
-  if (h.txn_id().empty() || h.txn_id().size() > 128) {
-    done(make_error(errc::invalid_argument, "txn id must be 1-128 bytes"));
+  if (h.txn_id().empty() || h.txn_id().size() > 160) {
+    done(make_error(errc::invalid_argument, "txn id must be 1-160 bytes"));
     return;
   }
   if (h.message().topic().empty()) {
@@ -751,6 +757,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       return for_each_item(
         self, batch.halves_size(),
         [&](int i, pb::BatchItem* slot, std::function<void()> done) {
+          slot->set_txn_id(batch.halves(i).txn_id());
           accept_half(self, std::move(*batch.mutable_halves(i)),
                       [=](const caf::error& err) {
                         if (err)

@@ -81,6 +81,16 @@ using saga_id = strong_id<struct saga_id_tag, std::string>;
   return static_cast<uint32_t>(stable_hash(key) % n);
 }
 
+/// A transaction id that names where the transaction lives in a cluster:
+/// "<id>@t<topic id>p<partition>". The node that first takes a half
+/// message chooses its partition and so its home; every node can route the
+/// end, a check or a show of it by the id alone.
+[[nodiscard]] std::string txn_id_at(const std::string& id, uint32_t topic_id,
+                                    uint32_t partition);
+/// The topic id and partition of such an id; false for a plain id.
+[[nodiscard]] bool txn_home(const std::string& txn_id, uint32_t& topic_id,
+                            uint32_t& partition);
+
 /// True if `s` is well-formed UTF-8 (protobuf `string` fields require it).
 [[nodiscard]] bool is_utf8(const std::string& s);
 

@@ -91,6 +91,35 @@ std::string new_unique_id() {
   return std::string(buf, 32);
 }
 
+std::string txn_id_at(const std::string& id, uint32_t topic_id,
+                      uint32_t partition) {
+  return id + "@t" + std::to_string(topic_id) + "p" + std::to_string(partition);
+}
+
+bool txn_home(const std::string& txn_id, uint32_t& topic_id,
+              uint32_t& partition) {
+  auto at = txn_id.rfind("@t");
+  if (at == std::string::npos)
+    return false;
+  auto p = txn_id.find('p', at + 2);
+  if (p == std::string::npos || p == at + 2 || p + 1 >= txn_id.size())
+    return false;
+  auto digits = [](const std::string& x) {
+    return !x.empty() && x.size() <= 10
+           && x.find_first_not_of("0123456789") == std::string::npos;
+  };
+  auto t = txn_id.substr(at + 2, p - at - 2);
+  auto q = txn_id.substr(p + 1);
+  if (!digits(t) || !digits(q))
+    return false;
+  auto tv = std::stoull(t), qv = std::stoull(q);
+  if (tv > 0xffffffffull || qv > 0xffffffffull)
+    return false;
+  topic_id = static_cast<uint32_t>(tv);
+  partition = static_cast<uint32_t>(qv);
+  return true;
+}
+
 bool is_utf8(const std::string& s) {
   size_t i = 0, n = s.size();
   while (i < n) {

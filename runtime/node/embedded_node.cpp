@@ -124,6 +124,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
   im.dedup = broker::spawn_dedup(sys, ctx);
   im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
+  caf::anon_send(im.topics, wire::txn_atom::value, im.txn);
   std::vector<caf::actor> shards;
   caf::actor directory;
   if (!opts.sagas.empty()) {

@@ -29,6 +29,7 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
                        caf::actor dedup, caf::actor txn,
                        std::vector<caf::actor> shards, caf::actor directory,
                        caf::actor cluster) {
+  auto txns = ctx->clustered() ? topics : txn;
   // A saga lives on shard shard_of(id, shards) (sagas/runtime.hpp).
   auto shard_for = [shards](const std::string& id) {
     return shards[shard_of(id, shards.size())];
@@ -103,12 +104,14 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
     [=](pb::UnregisterProducer& x) {
       return self->delegate(txn, std::move(x));
     },
-    [=](pb::HalfMessage& x) { return self->delegate(txn, std::move(x)); },
-    [=](pb::EndTxn& x) { return self->delegate(txn, std::move(x)); },
-    [=](pb::HalfBatch& x) { return self->delegate(txn, std::move(x)); },
-    [=](pb::EndBatch& x) { return self->delegate(txn, std::move(x)); },
-    [=](pb::TxnList& x) { return self->delegate(txn, std::move(x)); },
-    [=](pb::TxnShow& x) { return self->delegate(txn, std::move(x)); },
+    // In a cluster a transaction lives on the home of its partition: the
+    // topic manager routes it there (and gathers txn lists from every node).
+    [=](pb::HalfMessage& x) { return self->delegate(txns, std::move(x)); },
+    [=](pb::EndTxn& x) { return self->delegate(txns, std::move(x)); },
+    [=](pb::HalfBatch& x) { return self->delegate(txns, std::move(x)); },
+    [=](pb::EndBatch& x) { return self->delegate(txns, std::move(x)); },
+    [=](pb::TxnList& x) { return self->delegate(txns, std::move(x)); },
+    [=](pb::TxnShow& x) { return self->delegate(txns, std::move(x)); },
     [=](pb::ClusterStatusRequest& x) -> caf::result<pb::ClusterStatus> {
       if (!cluster)
         return make_error(errc::unavailable, "this node has no cluster view");
