@@ -1,6 +1,8 @@
 // Broker actors on the deterministic scheduler (see fixture.hpp).
 #include "fixture.hpp"
 
+#include "base/metrics.hpp"
+
 using namespace edda;
 using namespace edda::testing;
 
@@ -229,4 +231,50 @@ TEST_F(BrokerDeterministicTest, DelayedMessageIsInvisibleUntilDue) {
   auto ds = deliveries(self_);
   ASSERT_EQ(ds.size(), 1u);
   EXPECT_EQ(ds[0].first.messages(0).body(), "later");
+}
+
+TEST_F(BrokerDeterministicTest, AnAssignmentWithAnOlderTokenIsRefusedByThePartition) {
+  // Fencing: a group coordinator's token is the create_revision of its
+  // ownership key in etcd. A partition keeps the highest token it saw per
+  // cursor and refuses an older one, whatever its generation; a newer owner
+  // starts its generations anew.
+  create_topic("t", 1);
+  produce("t", 0, 3);
+  self_->send(topics_, wire::route_atom::value, std::string{"t"}, false);
+  sched_.run();
+  caf::actor partition;
+  self_->receive(
+    [&](pb::TopicMeta&, std::vector<caf::actor>& parts) {
+      ASSERT_EQ(parts.size(), 1u);
+      partition = parts[0];
+    },
+    caf::after(std::chrono::seconds(0)) >> [] { ADD_FAILURE() << "no route"; });
+  ASSERT_TRUE(partition);
+  auto assign = [&](caf::scoped_actor& member, const std::string& id,
+                    uint64_t token, uint64_t generation) {
+    pb::AssignCursor a;
+    a.set_cursor("g");
+    a.set_group("g");
+    a.set_topic("t");
+    a.set_partition(0);
+    a.set_expression("*");
+    a.set_member_id(id);
+    a.set_generation(generation);
+    a.set_token(token);
+    self_->send(partition, a, caf::actor{member});
+  };
+  auto refused_before = metrics::counter("cluster.stale_refused").load();
+  assign(self_, "a", 10, 7);
+  EXPECT_EQ(deliveries(self_).size(), 1u) << "the owner with token 10";
+  caf::scoped_actor stale{sys_, true};
+  assign(stale, "b", 9, 1000); // an old owner, however new its generation
+  EXPECT_TRUE(deliveries(stale).empty());
+  EXPECT_EQ(metrics::counter("cluster.stale_refused").load(),
+            refused_before + 1);
+  caf::scoped_actor next_owner{sys_, true};
+  assign(next_owner, "c", 11, 1); // a new owner, generations anew
+  auto got = deliveries(next_owner);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].first.messages_size(), 3)
+    << "the unacked messages go to the new owner's member";
 }
