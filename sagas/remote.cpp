@@ -36,6 +36,44 @@ struct worker_state {
 
 using worker_ptr = caf::stateful_actor<worker_state>*;
 
+/// In a cluster a saga runs on its home node, which sends its steps to the
+/// participants registered *there*: a host registers with every member
+/// (again every 2 s: for members that joined or restarted since). Blocking
+/// links: workers are detached actors.
+void register_everywhere(worker_ptr self) {
+  auto& st = self->state;
+  if (st.stopping || !st.frontend)
+    return;
+  auto& conn = *st.impl->conn;
+  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
+  {
+    caf::scoped_actor blocking{*conn.sys};
+    blocking->request(st.frontend, std::chrono::seconds(5),
+                      pb::ClusterStatusRequest{})
+      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
+               [&](caf::error& err) { cs = std::move(err); });
+  }
+  if (!cs || !cs->clustered())
+    return;
+  pb::ParticipantRegister r;
+  for (auto& [name, fn] : st.impl->handlers)
+    r.add_names(name);
+  r.set_client_id(st.impl->opts.client_id);
+  r.set_batches(true);
+  for (auto& m : cs->members()) {
+    if (m.self())
+      continue;
+    auto gw = conn.link(m.endpoint());
+    if (!gw)
+      continue; // down: registered when it is back
+    self->request(*gw, st.impl->opts.timeout, r)
+      .then([](const pb::ParticipantRegistered&) {},
+            [](caf::error&) {
+              // A node without sagas refuses (unknown_saga_type): fine.
+            });
+  }
+}
+
 void register_with(worker_ptr self,
                    std::shared_ptr<std::promise<caf::error>> done) {
   auto& st = self->state;
@@ -61,6 +99,7 @@ void register_with(worker_ptr self,
   self->request(st.frontend, st.impl->opts.timeout, r)
     .then(
       [=](const pb::ParticipantRegistered&) {
+        register_everywhere(self);
         if (done)
           done->set_value(caf::error{});
       },
@@ -93,6 +132,11 @@ caf::behavior worker(worker_ptr self,
     client::retry_after_pause(caf::actor_cast<caf::actor>(self));
   });
   register_with(self, started);
+  auto ticker = client::start_ticker(
+    self->home_system(), caf::actor_cast<caf::actor>(self),
+    std::chrono::seconds(2), caf::make_message(wire::flush_atom::value));
+  self->attach_functor(
+    [ticker] { caf::anon_send_exit(ticker, caf::exit_reason::user_shutdown); });
   return {
     [=](const pb::StepCommand& c) { return serve(*self->state.impl, c); },
     [=](const pb::StepBatch& b) {
@@ -104,6 +148,10 @@ caf::behavior worker(worker_ptr self,
     [=](wire::tick_atom) {
       if (!self->state.stopping)
         register_with(self, nullptr);
+    },
+    [=](wire::flush_atom) {
+      if (!self->state.stopping)
+        register_everywhere(self);
     },
     [=](wire::stop_atom) {
       self->state.stopping = true;

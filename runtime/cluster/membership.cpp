@@ -145,6 +145,24 @@ caf::error membership::join_once(bool first) {
                         + (holder ? holder->endpoint : std::string{"?"})
                         + ") while this one joined");
   }
+  // The node's lasting registration (not bound to the lease).
+  pb::NodeRecord nr;
+  nr.set_node_id(opts_.node_id);
+  nr.set_runs_sagas(opts_.runs_sagas);
+  nr.set_registered_ms(opts_.wall_ms());
+  auto nkey = prefix(opts_.cluster_name) + "nodes/" + opts_.node_id;
+  if (auto old_nr = st.get(nkey); old_nr) {
+    pb::NodeRecord before;
+    bool same = old_nr->first && before.ParseFromString(old_nr->first->value)
+                && before.runs_sagas() == nr.runs_sagas();
+    if (!same) {
+      auto r = st.cas_put(nkey, nr.SerializeAsString(),
+                          old_nr->first ? old_nr->first->mod_revision : 0);
+      if (!r || !r->succeeded)
+        EDDA_WARN("cluster", "could not register node " << opts_.node_id
+                                                        << " in nodes/");
+    }
+  }
   std::lock_guard<std::mutex> guard{mtx_};
   lease_ = *lease;
   incarnation_ = inc;
@@ -168,6 +186,39 @@ caf::error membership::list_and_watch() {
   if (watch_) {
     watch_->cancel();
     watch_.reset();
+  }
+  if (nodes_watch_) {
+    nodes_watch_->cancel();
+    nodes_watch_.reset();
+  }
+  auto npfx = prefix(opts_.cluster_name) + "nodes/";
+  auto nodes = store_->get_prefix(npfx);
+  if (!nodes)
+    return nodes.error();
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    registered_.clear();
+    for (auto& kv : nodes->kvs) {
+      pb::NodeRecord nr;
+      if (nr.ParseFromString(kv.value) && !nr.node_id().empty())
+        registered_[nr.node_id()] = nr.runs_sagas();
+    }
+  }
+  coord::watch_handlers nh;
+  nh.on_events = [this](const std::vector<coord::watch_event>& evs) {
+    on_node_events(evs);
+  };
+  nh.on_error = [this](const caf::error& err) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    relist_ = true;
+    problem_ = "node watch ended: " + render(err);
+  };
+  auto nw = store_->watch_prefix(npfx, nodes->revision + 1, std::move(nh));
+  if (!nw)
+    return nw.error();
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    nodes_watch_ = std::move(*nw);
   }
   auto r = store_->get_prefix(pfx);
   if (!r)
@@ -220,6 +271,37 @@ void membership::on_events(const std::vector<coord::watch_event>& evs) {
   notify();
 }
 
+void membership::on_node_events(const std::vector<coord::watch_event>& evs) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  auto pfx = prefix(opts_.cluster_name) + "nodes/";
+  for (auto& e : evs) {
+    auto id = e.kv.key.substr(std::min(pfx.size(), e.kv.key.size()));
+    if (e.type == coord::watch_event::kind::del) {
+      registered_.erase(id);
+      continue;
+    }
+    pb::NodeRecord nr;
+    if (nr.ParseFromString(e.kv.value) && !nr.node_id().empty())
+      registered_[nr.node_id()] = nr.runs_sagas();
+  }
+  notify();
+}
+
+void membership::fill(membership_view& v) const {
+  // mtx_ held.
+  for (auto& [id, m] : members_)
+    v.members.push_back(m);
+  v.fenced = fenced_;
+  v.lease = lease_;
+  v.incarnation = incarnation_;
+  v.revision = revision_;
+  v.renewed = renewed_;
+  v.problem = problem_;
+  for (auto& [id, sagas] : registered_)
+    if (sagas)
+      v.saga_homes.push_back(id);
+}
+
 void membership::fence(const std::string& why) {
   // mtx_ held.
   if (fenced_)
@@ -237,28 +319,14 @@ void membership::notify() {
   if (!opts_.on_view)
     return;
   membership_view v;
-  for (auto& [id, m] : members_)
-    v.members.push_back(m);
-  v.fenced = fenced_;
-  v.lease = lease_;
-  v.incarnation = incarnation_;
-  v.revision = revision_;
-  v.renewed = renewed_;
-  v.problem = problem_;
+  fill(v);
   opts_.on_view(v);
 }
 
 membership_view membership::view() const {
   std::lock_guard<std::mutex> guard{mtx_};
   membership_view v;
-  for (auto& [id, m] : members_)
-    v.members.push_back(m);
-  v.fenced = fenced_;
-  v.lease = lease_;
-  v.incarnation = incarnation_;
-  v.revision = revision_;
-  v.renewed = renewed_;
-  v.problem = problem_;
+  fill(v);
   return v;
 }
 
@@ -358,16 +426,19 @@ void membership::leave() {
   run_cv_.notify_all();
   if (thread_.joinable())
     thread_.join();
-  std::unique_ptr<coord::watch> w;
+  std::unique_ptr<coord::watch> w, nw;
   coord::lease_id lease;
   {
     std::lock_guard<std::mutex> guard{mtx_};
     w = std::move(watch_);
+    nw = std::move(nodes_watch_);
     lease = lease_;
     valid_until_ns_ = 0;
   }
   if (w)
     w->cancel();
+  if (nw)
+    nw->cancel();
   if (lease != 0) {
     if (auto err = store_->revoke(lease); err && code_of(err) != errc::not_found)
       EDDA_WARN("cluster", "could not revoke lease " << lease << " on leaving ("

@@ -62,6 +62,9 @@ struct membership_view {
   int64_t revision = 0;    ///< etcd revision of the member list
   steady_time renewed{};   ///< when the last successful keepalive was sent
   std::string problem;     ///< why etcd does not answer, if it does not
+  /// Registered nodes (nodes/<id>, kept while a node is down) that run
+  /// sagas, sorted.
+  std::vector<std::string> saga_homes;
 };
 
 struct membership_options {
@@ -69,6 +72,7 @@ struct membership_options {
   std::string node_id;
   std::string endpoint; ///< host:port clients and peers use
   std::string version;
+  bool runs_sagas = false; ///< registered in nodes/<id>
   std::chrono::milliseconds ttl{10000};
   /// The lease and incarnation of the previous start (cluster_record).
   coord::lease_id previous_lease = 0;
@@ -122,6 +126,8 @@ private:
   caf::error join_once(bool first);
   caf::error list_and_watch();
   void on_events(const std::vector<coord::watch_event>& evs);
+  void on_node_events(const std::vector<coord::watch_event>& evs);
+  void fill(membership_view& v) const;
   void fence(const std::string& why);
   void notify();
   void run();
@@ -134,6 +140,7 @@ private:
 
   mutable std::mutex mtx_;
   std::map<std::string, member> members_;
+  std::map<std::string, bool> registered_; ///< nodes/: id -> runs sagas
   coord::lease_id lease_ = 0;
   uint64_t incarnation_ = 0;
   int64_t revision_ = 0;
@@ -144,6 +151,7 @@ private:
   std::string problem_;
   std::atomic<int64_t> valid_until_ns_{0}; ///< steady clock
   std::unique_ptr<coord::watch> watch_;
+  std::unique_ptr<coord::watch> nodes_watch_;
 
   std::mutex run_mtx_;
   std::condition_variable run_cv_;

@@ -4,13 +4,30 @@
 
 namespace edda::cluster {
 
+namespace {
+
+/// The rendezvous weight of `member` for `resource`. FNV-1a alone keeps
+/// near-identical inputs ("n1", "n2"; "saga/pay-30", "saga/pay-31") near
+/// each other, so every resource picked the same member: the 64-bit
+/// finalizer of MurmurHash3 spreads them.
+uint64_t weight(const std::string& member, const std::string& resource) {
+  auto h = stable_hash(member + '\x1f' + resource);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+
+} // namespace
+
 std::string owner_of(const std::string& resource,
                      const std::vector<std::string>& members) {
   std::string best;
   uint64_t best_w = 0;
   for (const auto& m : members) {
-    auto key = m + '\x1f' + resource;
-    auto w = stable_hash(key);
+    auto w = weight(m, resource);
     if (best.empty() || w > best_w || (w == best_w && m < best)) {
       best = m;
       best_w = w;
@@ -33,7 +50,7 @@ place_partitions(const std::string& topic, uint32_t first, uint32_t count,
     uint64_t best_w = 0;
     for (const auto& m : members) {
       auto l = load[m];
-      auto w = stable_hash(m + '\x1f' + resource);
+      auto w = weight(m, resource);
       if (best == nullptr || l < best_load
           || (l == best_load && (w > best_w || (w == best_w && m < *best)))) {
         best = &m;

@@ -214,6 +214,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   mo.node_id = im.node_id;
   mo.endpoint = endpoint;
   mo.version = "0.1.0";
+  mo.runs_sagas = im.sagas != nullptr;
   mo.ttl = ttl;
   mo.previous_lease = rec->last_lease_id;
   mo.previous_incarnation = rec->incarnation;
@@ -249,6 +250,8 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
     pv.set_revision(v.revision);
     pv.set_incarnation(v.incarnation);
     pv.set_problem(v.problem);
+    for (auto& h : v.saga_homes)
+      pv.add_saga_homes(h);
     auto ago = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - v.renewed);
     pv.set_renewed_ms(now_ms() - ago.count());

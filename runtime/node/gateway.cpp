@@ -4,8 +4,10 @@
 #include "node/gateway.hpp"
 
 #include "base/errc.hpp"
+#include "base/log.hpp"
 #include "base/ids.hpp"
 #include "base/metrics.hpp"
+#include "cluster/placement.hpp"
 #include "broker/actors.hpp"
 #include "storage/environment.hpp"
 #include "wire/types.hpp"
@@ -14,6 +16,9 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
+#include <map>
+
 namespace edda::node {
 
 namespace {
@@ -21,15 +26,47 @@ namespace {
 namespace pb = wire::pb;
 
 struct gateway_state {
+  // Cluster: where sagas live (cluster/membership.hpp, saga_homes) and the
+  // other nodes' gateways.
+  std::vector<std::string> saga_homes;
+  std::map<std::string, caf::actor> peers;
   static inline const char* name = "edda.gateway";
 };
 
-caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
+using gateway_ptr = caf::stateful_actor<gateway_state>*;
+
+/// Cluster: the node a saga id lives on (rendezvous over the nodes that run
+/// sagas; stable while a node is down), "" if this node decides alone.
+std::string saga_home(gateway_ptr self, const std::string& id) {
+  return cluster::owner_of("saga/" + id, self->state.saga_homes);
+}
+
+/// Relays `req` to the gateway of node `home` and its reply to `rp`.
+template <class Reply, class Request>
+void to_home(gateway_ptr self, const std::string& home, Request req,
+             caf::response_promise rp, std::chrono::milliseconds timeout) {
+  auto i = self->state.peers.find(home);
+  if (i == self->state.peers.end()) {
+    rp.deliver(make_error(errc::unavailable,
+                          "saga " + req.id() + " lives on node " + home
+                            + ", which is down or unreachable; it goes on "
+                              "when that node is back"));
+    return;
+  }
+  self->request(i->second, timeout, std::move(req))
+    .then([=](Reply& r) mutable { rp.deliver(std::move(r)); },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+caf::behavior gateway(gateway_ptr self,
                       broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
                        std::vector<caf::actor> shards, caf::actor directory,
                        caf::actor cluster) {
   auto txns = ctx->clustered() ? topics : txn;
+  if (ctx->clustered() && cluster)
+    self->send(cluster, wire::watch_atom::value,
+               caf::actor_cast<caf::actor>(self));
   // A saga lives on shard shard_of(id, shards) (sagas/runtime.hpp).
   auto shard_for = [shards](const std::string& id) {
     return shards[shard_of(id, shards.size())];
@@ -48,24 +85,61 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
       return caf::delegated<pb::ParticipantRegistered>{};
     },
     [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
-      if (shards.empty())
+      auto& homes = self->state.saga_homes;
+      if (shards.empty() && homes.empty())
         return no_sagas();
-      if (x.id().empty())
+      if (x.id().empty()) {
+        // A fresh id that lives here (a few tries: rendezvous spreads ids
+        // evenly over the homes).
         x.set_id(new_unique_id());
+        for (int k = 0; k < 256 && !homes.empty()
+                        && saga_home(self, x.id()) != ctx->node_id;
+             ++k)
+          x.set_id(new_unique_id());
+      }
+      if (!homes.empty()) {
+        auto home = saga_home(self, x.id());
+        if (home != ctx->node_id) {
+          auto rp = self->make_response_promise<pb::SagaStarted>();
+          // A start that waits for the end may take as long as the saga.
+          auto timeout = x.wait() ? std::chrono::milliseconds(3600000)
+                                  : std::chrono::milliseconds(30000);
+          to_home<pb::SagaStarted>(self, home, std::move(x), rp, timeout);
+          return rp;
+        }
+      }
       auto shard = shard_for(x.id());
       self->delegate(shard, std::move(x));
       return caf::delegated<pb::SagaStarted>{};
     },
     [=](pb::SagaGet& x) -> caf::result<pb::SagaRecord> {
-      if (shards.empty())
+      if (shards.empty() && self->state.saga_homes.empty())
         return make_error(errc::not_found, "no saga '" + x.id() + "'");
+      if (!self->state.saga_homes.empty()) {
+        auto home = saga_home(self, x.id());
+        if (home != ctx->node_id) {
+          auto rp = self->make_response_promise<pb::SagaRecord>();
+          to_home<pb::SagaRecord>(self, home, std::move(x), rp,
+                                  std::chrono::seconds(30));
+          return rp;
+        }
+      }
       auto shard = shard_for(x.id());
       self->delegate(shard, std::move(x));
       return caf::delegated<pb::SagaRecord>{};
     },
     [=](pb::SagaCommand& x) -> caf::result<pb::SagaRecord> {
-      if (shards.empty())
+      if (shards.empty() && self->state.saga_homes.empty())
         return make_error(errc::not_found, "no saga '" + x.id() + "'");
+      if (!self->state.saga_homes.empty()) {
+        auto home = saga_home(self, x.id());
+        if (home != ctx->node_id) {
+          auto rp = self->make_response_promise<pb::SagaRecord>();
+          to_home<pb::SagaRecord>(self, home, std::move(x), rp,
+                                  std::chrono::seconds(30));
+          return rp;
+        }
+      }
       auto shard = shard_for(x.id());
       self->delegate(shard, std::move(x));
       return caf::delegated<pb::SagaRecord>{};
@@ -76,8 +150,56 @@ caf::behavior gateway(caf::stateful_actor<gateway_state>* self,
         none.set_now_ms(ctx->clock());
         return none;
       }
-      self->delegate(shards.front(), std::move(x));
-      return caf::delegated<pb::SagaRecords>{};
+      auto& peers = self->state.peers;
+      if (x.local_only() || peers.empty()) {
+        self->delegate(shards.front(), std::move(x));
+        return caf::delegated<pb::SagaRecords>{};
+      }
+      // Every node's sagas, oldest first, at most the limit.
+      auto rp = self->make_response_promise<pb::SagaRecords>();
+      auto acc = std::make_shared<pb::SagaRecords>();
+      auto local = x;
+      local.set_local_only(true);
+      std::vector<caf::actor> ask{shards.front()};
+      for (auto& [id, gw] : peers)
+        ask.push_back(gw);
+      auto left = std::make_shared<size_t>(ask.size());
+      auto limit = x.limit() == 0 ? 1000u : x.limit();
+      auto finish = [=]() mutable {
+        auto* recs = acc->mutable_records();
+        std::sort(recs->begin(), recs->end(),
+                  [](const pb::SagaRecord& a, const pb::SagaRecord& b) {
+                    return a.created_ms() < b.created_ms();
+                  });
+        while (static_cast<uint32_t>(recs->size()) > limit)
+          recs->RemoveLast();
+        rp.deliver(*acc);
+      };
+      for (auto& a : ask)
+        self->request(a, std::chrono::seconds(10), local)
+          .then(
+            [=](pb::SagaRecords& r) mutable {
+              for (auto& rec : *r.mutable_records())
+                *acc->add_records() = std::move(rec);
+              acc->set_now_ms(std::max(acc->now_ms(), r.now_ms()));
+              if (--*left == 0)
+                finish();
+            },
+            [=](caf::error&) mutable {
+              if (--*left == 0)
+                finish();
+            });
+      return rp;
+    },
+    [=](pb::MembershipView& v) {
+      self->state.saga_homes.assign(v.saga_homes().begin(),
+                                    v.saga_homes().end());
+    },
+    [=](wire::link_atom, const std::string& id, caf::actor& gw) {
+      if (gw)
+        self->state.peers[id] = std::move(gw);
+      else
+        self->state.peers.erase(id);
     },
     [=](pb::ProduceRequest& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::CreateTopic& x) { return self->delegate(topics, std::move(x)); },

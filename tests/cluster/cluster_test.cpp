@@ -9,6 +9,7 @@
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
+#include "sagas/remote.hpp"
 #include "cluster/placement.hpp"
 #include "cluster_fixture.hpp"
 
@@ -391,6 +392,102 @@ TEST_F(ClusterTest, TransactionsLiveOnTheirPartitionsHomeAndCheckBackSettles) {
   auto pending = client::admin::txn_list(*c1);
   ASSERT_TRUE(pending);
   EXPECT_EQ(pending->records_size(), 0);
+}
+
+
+TEST_F(ClusterTest, SagasLiveOnTheirIdsHomeAndResumeWhenItComesBack) {
+  std::vector<std::string> s = {"saga.types=[\"pay = debit, credit\"]",
+                                "saga.step_timeout=1s",
+                                "saga.step_attempts=20",
+                                "saga.step_backoff=100ms"};
+  for (int i = 0; i < 3; ++i)
+    add_node({"", s});
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  // Participants in this process, registered with every node; each key
+  // applied at most once.
+  std::mutex mtx;
+  std::map<std::string, int> applied; // idempotency key -> times
+  auto step = [&](const sagas::step_request& r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    ++applied[r.idempotency_key + (r.compensate ? "/undo" : "")];
+    return sagas::step_result::success();
+  };
+  sagas::host_options ho;
+  ho.workers = 2;
+  auto host = sagas::participant_host::start(
+    *c1, {{"pay.debit", step}, {"pay.credit", step},
+          {"pay.debit.undo", step}, {"pay.credit.undo", step}}, ho);
+  ASSERT_TRUE(host) << render(host.error());
+  // Ids spread over the three homes.
+  std::map<std::string, std::string> home_of;
+  for (int i = 0; i < 30; ++i) {
+    auto id = "pay-" + std::to_string(i);
+    home_of[id] = cluster::owner_of("saga/" + id, {"n1", "n2", "n3"});
+  }
+  // Every node must see every participant (they register every 2 s).
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto r = client::admin::saga_start(*c1, "pay", "probe", "{}",
+                                       std::chrono::seconds(5));
+    return r && r->record().state() == 3;
+  }));
+  for (auto& [id, home] : home_of) {
+    auto r = client::admin::saga_start(*c1, "pay", id, "{\"amount\": 1}");
+    ASSERT_TRUE(r) << id << ": " << render(r.error());
+  }
+  // Started through n1, shown through n3: routed to the id's home.
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  auto done = [&](const std::string& id) {
+    auto r = client::admin::saga_show(*c3, id);
+    return r && r->state() == 3;
+  };
+  ASSERT_TRUE(eventually(20s, [&] {
+    for (auto& [id, h] : home_of)
+      if (!done(id))
+        return false;
+    return true;
+  }));
+  // A start again with the same id is the same saga, from any node.
+  auto again = client::admin::saga_start(*c3, "pay", "pay-0", "{}");
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->existed());
+  // Sagas whose home is down wait for it; they resume when it is back.
+  kill9(node(1));
+  std::vector<std::string> on_n2;
+  for (int i = 30; i < 60; ++i) {
+    auto id = "pay-" + std::to_string(i);
+    auto home = cluster::owner_of("saga/" + id, {"n1", "n2", "n3"});
+    auto r = client::admin::saga_start(*c1, "pay", id, "{}");
+    if (home == "n2") {
+      on_n2.push_back(id);
+      EXPECT_FALSE(r) << id << " started on a dead home";
+    } else {
+      EXPECT_TRUE(r) << id << ": " << (r ? "" : render(r.error()));
+    }
+  }
+  ASSERT_FALSE(on_n2.empty());
+  ASSERT_TRUE(restart(node(1)));
+  for (auto& id : on_n2)
+    ASSERT_TRUE(eventually(10s, [&] {
+      return static_cast<bool>(client::admin::saga_start(*c1, "pay", id, "{}"));
+    }));
+  auto list = client::admin::saga_list(*c3, [] {
+    wire::v1::SagaList q;
+    q.set_limit(1000);
+    return q;
+  }());
+  ASSERT_TRUE(list);
+  EXPECT_GE(list->records_size(), 31) << "sagas of every node are listed";
+  ASSERT_TRUE(eventually(20s, [&] {
+    for (int i = 0; i < 60; ++i)
+      if (!done("pay-" + std::to_string(i)))
+        return false;
+    return true;
+  }));
+  std::lock_guard<std::mutex> guard{mtx};
+  for (auto& [key, n] : applied)
+    EXPECT_EQ(n, 1) << key << " applied " << n << " times";
 }
 
 } // namespace

@@ -123,3 +123,17 @@ TEST(PlacementTest, NewPartitionsGoToTheLeastLoadedMembersAndEveryNodeAgrees) {
   EXPECT_EQ(added[0], "n3");
   EXPECT_TRUE(cluster::place_partitions("x", 0, 2, {}, {}).empty());
 }
+
+TEST(PlacementTest, OwnersOfSimilarNamesSpreadEvenlyOverSimilarNodes) {
+  // Names like "saga/pay-30", "saga/pay-31" and nodes "n1", "n2", "n3"
+  // differ in a character: the rendezvous weights must still spread them.
+  std::map<std::string, int> per;
+  for (int i = 0; i < 3000; ++i)
+    ++per[cluster::owner_of("saga/pay-" + std::to_string(i),
+                            {"n1", "n2", "n3"})];
+  ASSERT_EQ(per.size(), 3u);
+  for (auto& [node, n] : per) {
+    EXPECT_GT(n, 800) << node;
+    EXPECT_LT(n, 1200) << node;
+  }
+}
