@@ -16,6 +16,7 @@
 #include "broker/actors.hpp"
 #include "broker/partition_actor.hpp"
 #include "broker/topic_table.hpp"
+#include "base/inflight.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
 #include "wire/types.hpp"
@@ -66,6 +67,7 @@ struct topic_manager_state {
   std::set<std::string> members;        ///< live node ids
   std::map<std::string, caf::actor> peers; ///< node id -> its gateway
   std::set<std::string> local_records;  ///< topics with a record in db topics
+  inflight requests; ///< to peers: failed at once when a link drops
   static inline const char* name = "edda.topic_manager";
 };
 
@@ -337,9 +339,10 @@ void forward(self_ptr self, topic_entry& t, size_t p, Request req,
     return;
   }
   req.set_forwarded(true);
-  self->request(gw, std::chrono::seconds(30), std::move(req))
-    .then([=](pb::ProduceResult& r) mutable { rp.deliver(std::move(r)); },
-          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  self->state.requests.request<pb::ProduceResult>(
+    self, gw, std::chrono::seconds(30), std::move(req),
+    [=](pb::ProduceResult& r) mutable { rp.deliver(std::move(r)); },
+    [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 
@@ -471,8 +474,8 @@ void scatter_halves(self_ptr self, pb::HalfBatch batch,
   auto left = std::make_shared<size_t>(parts.size());
   for (auto& [dest, part] : parts) {
     auto idx = part.second;
-    self->request(dest, std::chrono::seconds(30), std::move(part.first))
-      .then(
+    self->state.requests.request<pb::BatchResult>(
+      self, dest, std::chrono::seconds(30), std::move(part.first),
         [=](pb::BatchResult& r) mutable {
           for (size_t k = 0; k < idx.size(); ++k)
             if (k < static_cast<size_t>(r.items_size()))
@@ -520,8 +523,8 @@ void scatter_ends(self_ptr self, pb::EndBatch batch, caf::response_promise rp) {
   auto left = std::make_shared<size_t>(parts.size());
   for (auto& [dest, part] : parts) {
     auto idx = part.second;
-    self->request(dest, std::chrono::seconds(30), std::move(part.first))
-      .then(
+    self->state.requests.request<pb::BatchResult>(
+      self, dest, std::chrono::seconds(30), std::move(part.first),
         [=](pb::BatchResult& r) mutable {
           for (size_t k = 0; k < idx.size(); ++k)
             if (k < static_cast<size_t>(r.items_size()))
@@ -545,9 +548,10 @@ void scatter_ends(self_ptr self, pb::EndBatch batch, caf::response_promise rp) {
 template <class Reply, class Request>
 void relay(self_ptr self, const caf::actor& dest, Request req,
            caf::response_promise rp) {
-  self->request(dest, std::chrono::seconds(30), std::move(req))
-    .then([=](Reply& r) mutable { rp.deliver(std::move(r)); },
-          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  self->state.requests.request<Reply>(
+    self, dest, std::chrono::seconds(30), std::move(req),
+    [=](Reply& r) mutable { rp.deliver(std::move(r)); },
+    [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 /// Persists `meta` (and the node record), then calls done(err).
@@ -679,11 +683,19 @@ caf::message_handler cluster_updates(self_ptr self) {
         st.members.insert(m.node_id());
     },
     [=](wire::link_atom, const std::string& id, caf::actor& gateway) {
-      auto& peers = self->state.peers;
+      auto& st = self->state;
+      if (auto i = st.peers.find(id); i != st.peers.end() && i->second != gateway)
+        st.requests.fail(i->second.address(), inflight::lost("node " + id));
       if (gateway)
-        peers[id] = std::move(gateway);
+        st.peers[id] = std::move(gateway);
       else
-        peers.erase(id);
+        st.peers.erase(id);
+      // The routes of partitions homed on that node changed (their gateway
+      // is back, or gone): groups reassign them, so a group takes back the
+      // partitions of a node that returned.
+      for (auto& [name, t] : st.topics)
+        if (std::find(t.homes.begin(), t.homes.end(), id) != t.homes.end())
+          notify_route(self, name);
     },
   };
 }
@@ -829,8 +841,8 @@ caf::behavior cluster_main(self_ptr self) {
         auto local = req;
         local.set_local_only(true);
         for (auto& a : ask)
-          self->request(a, std::chrono::seconds(10), local)
-            .then(
+          self->state.requests.request<pb::TopicInfo>(
+            self, a, std::chrono::seconds(10), local,
               [=](pb::TopicInfo& part) mutable {
                 for (auto& r : part.partitions())
                   *acc->add_partitions() = r;
@@ -1037,8 +1049,8 @@ caf::behavior cluster_main(self_ptr self) {
         ask.push_back(gw);
       auto left = std::make_shared<size_t>(ask.size());
       for (auto& a : ask)
-        self->request(a, std::chrono::seconds(10), local)
-          .then(
+        st.requests.request<pb::TxnRecords>(
+          self, a, std::chrono::seconds(10), local,
             [=](pb::TxnRecords& r) mutable {
               for (auto& x : *r.mutable_records())
                 *acc->add_records() = std::move(x);
@@ -1053,18 +1065,20 @@ caf::behavior cluster_main(self_ptr self) {
       return rp;
     },
     [=](pb::AssignCursor& a, caf::actor& member) {
-      // From a group coordinator on another node, through our gateway.
-      auto& st = self->state;
-      auto i = st.topics.find(a.topic());
-      if (i == st.topics.end() || a.partition() >= i->second.partitions.size()
-          || !i->second.partitions[a.partition()]) {
-        EDDA_WARN("topics", "cursor assignment for " << a.topic() << "/"
-                                                     << a.partition()
-                                                     << ", which is not here");
-        return;
-      }
-      self->send(i->second.partitions[a.partition()], std::move(a),
-                 std::move(member));
+      // From a group coordinator on another node, through our gateway. A
+      // topic made a moment ago may not have reached this node's table yet:
+      // it is read from etcd first.
+      with_topic(self, a.topic(), [=](caf::expected<topic_entry*> t) mutable {
+        if (!t || a.partition() >= (*t)->partitions.size()
+            || !(*t)->partitions[a.partition()]) {
+          EDDA_WARN("topics", "cursor assignment for "
+                                << a.topic() << "/" << a.partition()
+                                << ", which is not here");
+          return;
+        }
+        self->send((*t)->partitions[a.partition()], std::move(a),
+                   std::move(member));
+      });
     },
     [=](wire::route_atom, const std::string& topic, bool create_retry) {
       // Replies (TopicMeta, partitions) where a partition not homed here is

@@ -6,7 +6,7 @@
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
 #include "client/handoff.hpp"
-#include "client/inflight.hpp"
+#include "base/inflight.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>

@@ -6,6 +6,7 @@
 #include "base/errc.hpp"
 #include "base/log.hpp"
 #include "base/ids.hpp"
+#include "base/inflight.hpp"
 #include "base/metrics.hpp"
 #include "cluster/placement.hpp"
 #include "broker/actors.hpp"
@@ -30,6 +31,7 @@ struct gateway_state {
   // other nodes' gateways.
   std::vector<std::string> saga_homes;
   std::map<std::string, caf::actor> peers;
+  inflight requests; ///< to peers: failed at once when a link drops
   static inline const char* name = "edda.gateway";
 };
 
@@ -53,9 +55,10 @@ void to_home(gateway_ptr self, const std::string& home, Request req,
                               "when that node is back"));
     return;
   }
-  self->request(i->second, timeout, std::move(req))
-    .then([=](Reply& r) mutable { rp.deliver(std::move(r)); },
-          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  self->state.requests.request<Reply>(
+    self, i->second, timeout, std::move(req),
+    [=](Reply& r) mutable { rp.deliver(std::move(r)); },
+    [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
 caf::behavior gateway(gateway_ptr self,
@@ -176,8 +179,8 @@ caf::behavior gateway(gateway_ptr self,
         rp.deliver(*acc);
       };
       for (auto& a : ask)
-        self->request(a, std::chrono::seconds(10), local)
-          .then(
+        self->state.requests.request<pb::SagaRecords>(
+          self, a, std::chrono::seconds(10), local,
             [=](pb::SagaRecords& r) mutable {
               for (auto& rec : *r.mutable_records())
                 *acc->add_records() = std::move(rec);
@@ -196,10 +199,13 @@ caf::behavior gateway(gateway_ptr self,
                                     v.saga_homes().end());
     },
     [=](wire::link_atom, const std::string& id, caf::actor& gw) {
+      auto& st = self->state;
+      if (auto i = st.peers.find(id); i != st.peers.end() && i->second != gw)
+        st.requests.fail(i->second.address(), inflight::lost("node " + id));
       if (gw)
-        self->state.peers[id] = std::move(gw);
+        st.peers[id] = std::move(gw);
       else
-        self->state.peers.erase(id);
+        st.peers.erase(id);
     },
     [=](pb::ProduceRequest& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::CreateTopic& x) { return self->delegate(topics, std::move(x)); },

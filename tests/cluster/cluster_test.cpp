@@ -214,6 +214,50 @@ TEST_F(ClusterTest, KeylessSendsSkipADeadHomeAndKeyedOnesFailFast) {
   ASSERT_TRUE(eventually(10s, [&] { return static_cast<bool>(p.send(m)); }));
 }
 
+TEST_F(ClusterTest, AGroupTakesBackTheReturningNodesPartitions) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "back", 3));
+  auto d = client::admin::describe_topic(*c1, "back");
+  ASSERT_TRUE(d);
+  int32_t on_n3 = -1;
+  for (auto& p : d->partitions())
+    if (p.home() == "n3")
+      on_n3 = static_cast<int32_t>(p.partition());
+  ASSERT_GE(on_n3, 0);
+  inbox got;
+  client::consumer_options co;
+  co.group = "returning";
+  co.topic = "back";
+  auto cons = client::consumer::start(*c1, co, [&](const client::received& r) {
+    return got.record(r);
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
+  kill9(node(2));
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  ASSERT_TRUE(restart(node(2)));
+  // A key of n3's partition: the running member gets it once n3 is back.
+  std::string key;
+  for (int i = 0; key.empty() && i < 1000; ++i)
+    if (static_cast<int32_t>(edda::shard_of("r" + std::to_string(i), 3))
+        == on_n3)
+      key = "r" + std::to_string(i);
+  client::producer p{*c1};
+  client::message m;
+  m.topic = "back";
+  m.key = key;
+  m.body = "after-return";
+  ASSERT_TRUE(eventually(10s, [&] { return static_cast<bool>(p.send(m)); }));
+  EXPECT_TRUE(eventually(10s, [&] {
+    std::lock_guard<std::mutex> guard{got.mtx};
+    return got.count.count("after-return") != 0;
+  })) << "the group did not take back the returning node's partition";
+}
+
 TEST_F(ClusterTest, AGroupCoordinatorMovesToASurvivorWithAHigherToken) {
   start_nodes(3);
   // The group's desired owner is the same on every node (rendezvous over

@@ -1,13 +1,14 @@
-// inflight: requests a client actor has in flight to node frontends, so
-// that losing a node fails them at once.
+// inflight: requests an actor has in flight to another node (a client to
+// its node, a node to a peer), so that losing that node fails them at once.
 //
 // CAF 0.17 does not fail a request when the connection under it drops: the
 // requester waits for its own timeout (30 s by default), although the
-// monitor's down message arrives within milliseconds. A client actor keeps
-// an `inflight` in its state, sends through it, and calls fail() from its
-// down handler: every request to that node gets its error handler run at
-// once ("unavailable: connection lost ..."), and the late reply or timeout
-// of such a request is then ignored.
+// monitor's down message arrives within milliseconds. An actor keeps an
+// `inflight` in its state, sends through it, and calls fail() when it
+// learns the node is gone (its down handler, or a link-down notice): every
+// request to that node gets its error handler run at once ("unavailable:
+// connection lost ..."), and the late reply or timeout of such a request is
+// then ignored.
 //
 // Confinement: one actor; use only from that actor's handlers.
 #pragma once
@@ -25,7 +26,7 @@
 #include <string>
 #include <utility>
 
-namespace edda::client {
+namespace edda {
 
 class inflight {
 public:
@@ -86,4 +87,4 @@ private:
   uint64_t next_ = 0;
 };
 
-} // namespace edda::client
+} // namespace edda
