@@ -180,6 +180,106 @@ void remove_member(coord_ptr self, const std::string& client_id) {
   rebalance(self);
 }
 
+/// Adds (or updates) `member` with subscription `sub`; replies once the
+/// routes are known and the group is rebalanced.
+caf::result<pb::Subscribed> subscribe(coord_ptr self, const pb::Subscribe& sub,
+                                      caf::actor member) {
+  auto& st = self->state;
+  if (!member)
+    return make_error(errc::invalid_argument, "subscriber has no address");
+  auto expr = tag_expression::parse(sub.expression());
+  if (!expr)
+    return expr.error();
+  if (sub.client_id().empty())
+    return make_error(errc::invalid_argument, "client_id is empty");
+  // Every other live member must agree on mode and expression.
+  for (auto& [id, m] : st.members) {
+    if (id == sub.client_id())
+      continue;
+    if (st.mode != sub.mode())
+      return make_error(errc::subscription_conflict,
+                        "group '" + st.group + "' consumes in "
+                          + (st.mode == pb::CLUSTERING ? "clustering"
+                                                       : "broadcast")
+                          + " mode; member '" + sub.client_id()
+                          + "' asked for the other");
+    auto e = m.subs.find(sub.topic());
+    if (e != m.subs.end() && e->second != expr->to_string())
+      return make_error(errc::subscription_conflict,
+                        "group '" + st.group + "' subscribes to '"
+                          + sub.topic() + "' with '" + e->second
+                          + "'; member '" + sub.client_id() + "' asked '"
+                          + expr->to_string() + "'");
+  }
+  auto rp = self->make_response_promise<pb::Subscribed>();
+  auto norm = expr->to_string();
+  auto s = sub;
+  fetch_route(self, sub.topic(), false, [=](const caf::error& err) mutable {
+    if (err) {
+      rp.deliver(err);
+      return;
+    }
+    auto& st = self->state;
+    bool first = st.members.empty();
+    if (first) {
+      st.mode = s.mode();
+      st.from = s.from();
+      // A group that emptied out starts again from the node's settings.
+      st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
+      st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
+      if (s.max_reconsume() != 0)
+        st.max_reconsume = s.max_reconsume();
+      if (s.retry_delays_ms_size() > 0)
+        st.delays.assign(s.retry_delays_ms().begin(),
+                         s.retry_delays_ms().end());
+    }
+    auto& m = st.members[s.client_id()];
+    bool unchanged = m.handle == member && m.subs.count(s.topic()) != 0
+                     && m.subs[s.topic()] == norm;
+    if (m.handle != member) {
+      if (m.handle)
+        self->demonitor(m.handle);
+      m.handle = member;
+      self->monitor(member);
+    }
+    m.subs[s.topic()] = norm;
+    if (unchanged) {
+      // A member re-asserting its subscription: nothing to rebalance.
+      pb::Subscribed ok;
+      ok.set_group(st.group);
+      ok.set_topic(s.topic());
+      ok.set_partitions(st.routes[s.topic()].meta.partitions());
+      rp.deliver(ok);
+      return;
+    }
+    auto finish = [=](const caf::error& err) mutable {
+      rebalance(self);
+      pb::Subscribed ok;
+      ok.set_group(self->state.group);
+      ok.set_topic(s.topic());
+      ok.set_partitions(
+        self->state.routes[s.topic()].meta.partitions());
+      if (!self->state.recorded) {
+        // Only a group that subscribed successfully becomes known.
+        self->state.recorded = true;
+        pb::GroupInfo g;
+        g.set_group(self->state.group);
+        self->send(self->state.manager, g);
+      }
+      EDDA_INFO("group", self->state.group << ": member " << s.client_id()
+                           << " subscribed to " << s.topic() << " ("
+                           << norm << ")");
+      rp.deliver(ok);
+    };
+    if (st.mode == pb::CLUSTERING
+        && st.routes.count(retry_topic(st.group)) == 0)
+      fetch_route(self, retry_topic(st.group), true, finish);
+    else
+      finish(caf::error{});
+  });
+  return rp;
+}
+
 caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
                           caf::actor manager, std::string group,
                           uint64_t token) {
@@ -205,101 +305,8 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
   });
   return {
     [=](const pb::Subscribe& sub) -> caf::result<pb::Subscribed> {
-      auto& st = self->state;
-      auto member = caf::actor_cast<caf::actor>(self->current_sender());
-      if (!member)
-        return make_error(errc::invalid_argument, "subscriber has no address");
-      auto expr = tag_expression::parse(sub.expression());
-      if (!expr)
-        return expr.error();
-      if (sub.client_id().empty())
-        return make_error(errc::invalid_argument, "client_id is empty");
-      // Every other live member must agree on mode and expression.
-      for (auto& [id, m] : st.members) {
-        if (id == sub.client_id())
-          continue;
-        if (st.mode != sub.mode())
-          return make_error(errc::subscription_conflict,
-                            "group '" + st.group + "' consumes in "
-                              + (st.mode == pb::CLUSTERING ? "clustering"
-                                                           : "broadcast")
-                              + " mode; member '" + sub.client_id()
-                              + "' asked for the other");
-        auto e = m.subs.find(sub.topic());
-        if (e != m.subs.end() && e->second != expr->to_string())
-          return make_error(errc::subscription_conflict,
-                            "group '" + st.group + "' subscribes to '"
-                              + sub.topic() + "' with '" + e->second
-                              + "'; member '" + sub.client_id() + "' asked '"
-                              + expr->to_string() + "'");
-      }
-      auto rp = self->make_response_promise<pb::Subscribed>();
-      auto norm = expr->to_string();
-      auto s = sub;
-      fetch_route(self, sub.topic(), false, [=](const caf::error& err) mutable {
-        if (err) {
-          rp.deliver(err);
-          return;
-        }
-        auto& st = self->state;
-        bool first = st.members.empty();
-        if (first) {
-          st.mode = s.mode();
-          st.from = s.from();
-          // A group that emptied out starts again from the node's settings.
-          st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
-          st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
-          if (s.max_reconsume() != 0)
-            st.max_reconsume = s.max_reconsume();
-          if (s.retry_delays_ms_size() > 0)
-            st.delays.assign(s.retry_delays_ms().begin(),
-                             s.retry_delays_ms().end());
-        }
-        auto& m = st.members[s.client_id()];
-        bool unchanged = m.handle == member && m.subs.count(s.topic()) != 0
-                         && m.subs[s.topic()] == norm;
-        if (m.handle != member) {
-          if (m.handle)
-            self->demonitor(m.handle);
-          m.handle = member;
-          self->monitor(member);
-        }
-        m.subs[s.topic()] = norm;
-        if (unchanged) {
-          // A member re-asserting its subscription: nothing to rebalance.
-          pb::Subscribed ok;
-          ok.set_group(st.group);
-          ok.set_topic(s.topic());
-          ok.set_partitions(st.routes[s.topic()].meta.partitions());
-          rp.deliver(ok);
-          return;
-        }
-        auto finish = [=](const caf::error& err) mutable {
-          rebalance(self);
-          pb::Subscribed ok;
-          ok.set_group(self->state.group);
-          ok.set_topic(s.topic());
-          ok.set_partitions(
-            self->state.routes[s.topic()].meta.partitions());
-          if (!self->state.recorded) {
-            // Only a group that subscribed successfully becomes known.
-            self->state.recorded = true;
-            pb::GroupInfo g;
-            g.set_group(self->state.group);
-            self->send(self->state.manager, g);
-          }
-          EDDA_INFO("group", self->state.group << ": member " << s.client_id()
-                               << " subscribed to " << s.topic() << " ("
-                               << norm << ")");
-          rp.deliver(ok);
-        };
-        if (st.mode == pb::CLUSTERING
-            && st.routes.count(retry_topic(st.group)) == 0)
-          fetch_route(self, retry_topic(st.group), true, finish);
-        else
-          finish(caf::error{});
-      });
-      return rp;
+      return subscribe(self, sub,
+                       caf::actor_cast<caf::actor>(self->current_sender()));
     },
     [=](const pb::Unsubscribe& u) {
       remove_member(self, u.client_id());

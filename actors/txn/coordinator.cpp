@@ -668,6 +668,29 @@ void accept_half(self_ptr self, pb::HalfMessage h, write_cb done) {
   });
 }
 
+/// Registers `checker` as a live member of its producer group (asked in
+/// check-backs).
+caf::result<pb::ProducerRegistered>
+register_producer(self_ptr self, const pb::RegisterProducer& r,
+                  const caf::actor& checker) {
+  if (auto err = check_producer_group(r.group()))
+    return err;
+  if (r.client_id().empty())
+    return make_error(errc::invalid_argument, "client_id is empty");
+  if (!checker)
+    return make_error(errc::invalid_argument, "producer has no address");
+  auto& members = self->state.producers[r.group()];
+  auto& slot = members[r.client_id()];
+  if (slot != checker) {
+    slot = checker;
+    self->monitor(checker);
+  }
+  pb::ProducerRegistered ok;
+  ok.set_group(r.group());
+  ok.set_members(static_cast<uint32_t>(members.size()));
+  return ok;
+}
+
 caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
                           caf::actor topics) {
   auto& st = self->state;
@@ -710,23 +733,8 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
   });
   return {
     [=](const pb::RegisterProducer& r) -> caf::result<pb::ProducerRegistered> {
-      if (auto err = check_producer_group(r.group()))
-        return err;
-      if (r.client_id().empty())
-        return make_error(errc::invalid_argument, "client_id is empty");
-      auto checker = caf::actor_cast<caf::actor>(self->current_sender());
-      if (!checker)
-        return make_error(errc::invalid_argument, "producer has no address");
-      auto& members = self->state.producers[r.group()];
-      auto& slot = members[r.client_id()];
-      if (slot != checker) {
-        slot = checker;
-        self->monitor(checker);
-      }
-      pb::ProducerRegistered ok;
-      ok.set_group(r.group());
-      ok.set_members(static_cast<uint32_t>(members.size()));
-      return ok;
+      return register_producer(
+        self, r, caf::actor_cast<caf::actor>(self->current_sender()));
     },
     [=](const pb::UnregisterProducer& u) {
       auto& members = self->state.producers[u.group()];
