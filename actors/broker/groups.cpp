@@ -23,6 +23,7 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -295,6 +296,13 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
   st.group = std::move(group);
   st.max_reconsume = st.ctx->settings.group(st.group).max_reconsume;
   st.delays = st.ctx->settings.group(st.group).retry_delays_ms;
+  // Partitions ignore an assignment older than the last one they took, so
+  // a coordinator that replaces a dead one (respawned here, or with a
+  // restarted manager) must count on from above its generations: start
+  // from the clock (ms * 1024: room for 1024 rebalances per ms of the old
+  // coordinator's life).
+  st.generation = static_cast<uint64_t>(std::max<int64_t>(0, st.ctx->clock()))
+                  << 10;
   self->set_down_handler([=](caf::down_msg& dm) {
     for (auto& [id, m] : self->state.members)
       if (m.handle.address() == dm.source) {
