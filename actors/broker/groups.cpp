@@ -316,6 +316,12 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
       return subscribe(self, sub,
                        caf::actor_cast<caf::actor>(self->current_sender()));
     },
+    [=](const pb::Subscribe& sub, const caf::actor& member)
+      -> caf::result<pb::Subscribed> {
+      // A subscription given again by the manager's keeper after the
+      // manager restarted (node/supervisor.hpp).
+      return subscribe(self, sub, member);
+    },
     [=](const pb::Unsubscribe& u) {
       remove_member(self, u.client_id());
       pb::Done d;
@@ -527,6 +533,15 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       self->send_exit(i->second, caf::exit_reason::user_shutdown);
       st.tokens.erase(group);
       st.coordinators.erase(i);
+    },
+    [=](pb::Subscribe& sub, caf::actor& member) -> caf::result<pb::Subscribed> {
+      // A subscription given again by this manager's keeper after a restart
+      // (node/supervisor.hpp): `member` is the consumer that sent it.
+      if (auto err = check_group_name(sub.group()))
+        return err;
+      self->delegate(coordinator_of(self, sub.group()), std::move(sub),
+                     std::move(member));
+      return caf::delegated<pb::Subscribed>{};
     },
     [=](pb::Unsubscribe& u) -> caf::result<pb::Done> {
       auto i = self->state.coordinators.find(u.group());

@@ -1235,7 +1235,14 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
     self->quit(em.reason);
   });
   return {
-    [=](caf::actor groups) { self->state.groups = groups; },
+    [=](caf::actor groups) {
+      // Startup wiring, and again when the node's supervisor restarted this
+      // manager: the partitions the groups knew died with the old one, so
+      // every group refetches its routes and reassigns its cursors.
+      self->state.groups = groups;
+      for (auto& [name, t] : self->state.topics)
+        notify_route(self, name);
+    },
     [=](wire::txn_atom, caf::actor&) {
       // A single node: transactions go straight to the coordinator.
     },

@@ -736,6 +736,13 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
       return register_producer(
         self, r, caf::actor_cast<caf::actor>(self->current_sender()));
     },
+    [=](const pb::RegisterProducer& r, const caf::actor& checker)
+      -> caf::result<pb::ProducerRegistered> {
+      // A registration given again by this coordinator's keeper after a
+      // restart (node/supervisor.hpp): `checker` is the producer that sent
+      // it.
+      return register_producer(self, r, checker);
+    },
     [=](const pb::UnregisterProducer& u) {
       auto& members = self->state.producers[u.group()];
       auto i = members.find(u.client_id());
