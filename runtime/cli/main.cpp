@@ -199,6 +199,9 @@ int cmd_node(const std::vector<std::string>& argv) {
   node::shutdown_signal shutdown{std::chrono::milliseconds(s.stop_grace_ms)};
   node::start_options opts;
   opts.cancel = shutdown.flag();
+  // The node stopping on its own (its storage writer died) ends the process
+  // with status 1, through the same stop as a signal.
+  opts.on_fatal = [&shutdown](const caf::error&) { shutdown.request(); };
   auto node = node::embedded_node::start(s, std::move(opts));
   if (!node) {
     shutdown.stopped();
@@ -209,8 +212,11 @@ int cmd_node(const std::vector<std::string>& argv) {
             << ", durability " << config::to_string(s.mode) << ")"
             << std::endl;
   shutdown.wait();
+  auto failure = (*node)->failure();
   (*node)->stop();
   shutdown.stopped();
+  if (failure)
+    return fail(failure);
   return 0;
 }
 

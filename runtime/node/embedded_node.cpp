@@ -1,5 +1,6 @@
 #include "node/embedded_node.hpp"
-#include "node/gateway.hpp"
+#include "node/services.hpp"
+#include "node/supervisor.hpp"
 
 #include "sagas/runtime.hpp"
 
@@ -42,7 +43,12 @@ struct embedded_node::impl {
   std::shared_ptr<storage::environment> env;
   std::shared_ptr<alert_sink> alerts = std::make_shared<alert_sink>();
   caf::actor_system_config cfg;
+  // Declared before sys: it must outlive the actor system (its writer watch
+  // calls into it); stop() resets it after sys.
+  std::unique_ptr<supervisor> sup;
   std::unique_ptr<caf::actor_system> sys;
+  // Every handle but the writer is a keeper (supervisor.hpp): stable across
+  // restarts of the service behind it.
   caf::actor writer, scheduler, topics, groups, dedup, txn, frontend;
   caf::actor cluster; ///< the node's view of its cluster (cluster_actor.hpp)
   std::unique_ptr<sagas::saga_runtime> sagas;
@@ -97,6 +103,17 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   im.writer = storage::spawn_writer(
     sys, im.env, true,
     std::chrono::milliseconds(settings.offset_flush_delay_ms));
+  im.sup = std::make_unique<supervisor>(sys);
+  auto& sup = *im.sup;
+  sup.watch_writer(im.writer, [alerts = im.alerts, on_fatal = opts.on_fatal](
+                                const caf::error& why) {
+    alerts->raise(alert{"node_fatal", "storage writer",
+                        "the storage writer died (" + render(why)
+                          + "); the node stopped",
+                        "", now_ms()});
+    if (on_fatal)
+      on_fatal(why);
+  });
   auto ctx = std::make_shared<broker::context>();
   ctx->env = im.env;
   ctx->writer = im.writer;
@@ -118,12 +135,16 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
-  im.scheduler = broker::spawn_scheduler(sys, ctx);
+  auto wired = std::make_shared<services::wiring>();
+  im.scheduler = sup.keep(services::scheduler(ctx, wired));
   ctx->scheduler = im.scheduler;
-  im.topics = broker::spawn_topic_manager(sys, ctx);
-  im.groups = broker::spawn_group_manager(sys, ctx, im.topics);
-  im.dedup = broker::spawn_dedup(sys, ctx);
-  im.txn = txn::spawn_coordinator(sys, ctx, im.topics);
+  im.topics = sup.keep(services::topics(ctx, wired));
+  im.groups = sup.keep(services::groups(ctx, im.topics));
+  wired->topics = im.topics;
+  wired->groups = im.groups;
+  im.dedup = sup.keep(services::dedup(ctx));
+  im.txn = sup.keep(services::txn(ctx, im.topics));
+  wired->txn = im.txn;
   caf::anon_send(im.topics, wire::txn_atom::value, im.txn);
   std::vector<caf::actor> shards;
   caf::actor directory;
@@ -139,9 +160,9 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     shards = im.sagas->shards();
     directory = im.sagas->directory();
   }
-  im.frontend = spawn_gateway(sys, ctx, im.topics, im.groups, im.dedup, im.txn,
-                              std::move(shards), std::move(directory),
-                              im.cluster);
+  im.frontend = sup.keep(services::gateway(ctx, im.topics, im.groups, im.dedup,
+                                           im.txn, std::move(shards),
+                                           std::move(directory), im.cluster));
   broker::wire_up(im.scheduler, im.topics, im.groups);
   return caf::none;
 }
@@ -393,6 +414,18 @@ alert_sink& embedded_node::alerts() {
   return *impl_->alerts;
 }
 
+caf::actor embedded_node::incarnation(const std::string& service) const {
+  auto& i = *impl_;
+  if (service == "writer")
+    return i.writer; // not supervised: its death stops the node
+  return i.sup ? i.sup->incarnation(service) : caf::actor{};
+}
+
+caf::error embedded_node::failure() const {
+  auto& i = *impl_;
+  return i.sup ? i.sup->failure() : caf::error{};
+}
+
 void embedded_node::stop() {
   std::call_once(impl_->stopped, [this] {
     auto& i = *impl_;
@@ -406,26 +439,22 @@ void embedded_node::stop() {
     i.store.reset();
     if (i.port != 0)
       i.sys->middleman().unpublish(i.frontend, i.port);
-    for (auto* a : {&i.frontend, &i.txn, &i.dedup, &i.groups, &i.topics,
-                    &i.scheduler, &i.cluster})
-      if (*a)
-        caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
+    // Every service stops through its keeper (the gateway first); stop()
+    // waits until each keeper has quit, which it does once its service
+    // has ended.
+    if (i.sup)
+      i.sup->stop();
+    if (i.cluster)
+      caf::anon_send_exit(i.cluster, caf::exit_reason::user_shutdown);
     if (i.sagas)
       i.sagas->stop();
     // The writer goes last: the actors above may still be finishing writes.
-    {
-      caf::scoped_actor self{*i.sys};
-      for (auto* a : {&i.groups, &i.topics}) {
-        self->monitor(*a);
-        self->receive([](const caf::down_msg&) {},
-                      caf::after(std::chrono::seconds(5)) >> [] {});
-      }
-    }
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
       = i.writer = i.cluster = nullptr;
     i.sagas.reset();
     i.sys.reset();
+    i.sup.reset();
     i.env.reset();
     EDDA_INFO("node", "stopped");
   });

@@ -13,11 +13,14 @@
 #include "config/settings.hpp"
 #include "sagas/saga.hpp"
 
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
 #include <caf/expected.hpp>
 
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace edda::node {
@@ -31,6 +34,10 @@ struct start_options {
   /// Set (by a signal) while the node starts: a start that waits for
   /// something (etcd) gives up with shutting_down. May be null.
   const std::atomic<bool>* cancel = nullptr;
+  /// Called once if the node stops on its own: its storage writer died (see
+  /// supervisor.hpp). Runs on an actor thread: keep it short and do not
+  /// call stop() in it (signal the thread that owns the node). May be null.
+  std::function<void(const caf::error&)> on_fatal;
 };
 
 class embedded_node {
@@ -54,6 +61,14 @@ public:
   [[nodiscard]] alert_sink& alerts();
   /// Stops every actor and closes storage.
   void stop();
+
+  /// For tests and diagnostics: the current actor of a supervised service
+  /// ("gateway", "topics", "groups", "dedup", "txn", "scheduler"; see
+  /// supervisor.hpp), null while it restarts or after the node stopped;
+  /// "writer": the storage writer (not restarted: its death stops the node).
+  [[nodiscard]] caf::actor incarnation(const std::string& service) const;
+  /// Why the node stopped on its own (its storage writer died), or none.
+  [[nodiscard]] caf::error failure() const;
 
   struct impl;
 

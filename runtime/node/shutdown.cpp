@@ -75,6 +75,14 @@ void shutdown_signal::wait() {
   cv_.wait(guard, [this] { return requested_.load(); });
 }
 
+void shutdown_signal::request() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    requested_ = true;
+  }
+  cv_.notify_all();
+}
+
 void shutdown_signal::stopped() {
   {
     std::lock_guard<std::mutex> guard{mtx_};

@@ -39,8 +39,11 @@ public:
   [[nodiscard]] const std::atomic<bool>* flag() const {
     return &requested_;
   }
-  /// Blocks until a signal arrived.
+  /// Blocks until a signal arrived (or request() was called).
   void wait();
+  /// Ends wait() as a signal would, without the grace timer: for a node
+  /// that stopped on its own (start_options::on_fatal).
+  void request();
   /// The node has stopped: no forced exit.
   void stopped();
 

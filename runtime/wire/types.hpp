@@ -160,5 +160,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_ATOM(edda, edda::wire, watch_atom, "watch")
   CAF_ADD_ATOM(edda, edda::wire, lost_atom, "lost")
   CAF_ADD_ATOM(edda, edda::wire, txn_atom, "txn")
+  CAF_ADD_ATOM(edda, edda::wire, current_atom, "current")
+  CAF_ADD_ATOM(edda, edda::wire, restart_atom, "restart")
 CAF_END_TYPE_ID_BLOCK(edda)
 // clang-format on
