@@ -6,7 +6,8 @@
 // restart counter went up.
 //
 // Waits are polls with deadlines; a sleep only ever proves that something
-// did NOT happen within a window.
+// did NOT happen within a window. EDDA_TEST_LOG=warn (or info, debug) shows
+// the node's log lines (the restarts).
 #include "base/errc.hpp"
 #include "base/metrics.hpp"
 #include "client/admin.hpp"
