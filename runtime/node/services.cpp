@@ -11,6 +11,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/type_erased_tuple.hpp>
+
 #include <chrono>
 #include <string>
 

@@ -25,6 +25,7 @@
 #include "node/supervisor.hpp"
 
 #include <caf/actor.hpp>
+
 #include <memory>
 #include <vector>
 

@@ -7,7 +7,6 @@
 #include "base/metrics.hpp"
 #include "wire/types.hpp"
 
-#include <algorithm>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/message_view.hpp>
@@ -16,6 +15,8 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/system_messages.hpp>
 #include <caf/type_erased_tuple.hpp>
+
+#include <algorithm>
 #include <map>
 #include <set>
 

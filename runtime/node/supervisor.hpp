@@ -57,13 +57,13 @@
 // Thread-safety: supervisor's members may be called from any thread.
 #pragma once
 
-#include <atomic>
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
+
+#include <atomic>
 #include <chrono>
 #include <functional>
-#include <map>
 #include <mutex>
 #include <string>
 #include <vector>

@@ -21,15 +21,17 @@
 #include "node/embedded_node.hpp"
 #include "sagas/saga.hpp"
 
-#include <algorithm>
-#include <atomic>
 #include <caf/actor.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <gtest/gtest.h>
 #include <memory>
 #include <mutex>
 #include <optional>
