@@ -24,6 +24,7 @@
 #include <caf/actor.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
+#include <caf/system_messages.hpp>
 
 #include <gtest/gtest.h>
 
@@ -249,16 +250,21 @@ protected:
     conn_ = std::move(*c);
   }
 
-  /// Kills the current actor of `service` and waits until its keeper has
-  /// started a new one (and counted the restart).
-  [[nodiscard]] bool crash(const std::string& service) {
+  /// Stops the current actor of `service` with `reason` (by default
+  /// exit_reason::kill) and waits until its keeper has started a new one
+  /// (and counted the restart).
+  [[nodiscard]] bool crash(const std::string& service,
+                           caf::error reason = {}) {
     auto before = restarts(service);
     auto old = node_->incarnation(service);
     if (!old) {
       ADD_FAILURE() << service << " has no current actor";
       return false;
     }
-    caf::anon_send_exit(old, caf::exit_reason::kill);
+    if (reason)
+      caf::anon_send(old, caf::exit_msg{caf::actor_addr{}, std::move(reason)});
+    else
+      caf::anon_send_exit(old, caf::exit_reason::kill);
     bool back = wait_until([&] {
       auto now = node_->incarnation(service);
       return now && now != old;
@@ -472,6 +478,20 @@ TEST_F(Supervision, SchedulerRestartStillDeliversDelayedMessagesOnTime) {
                              "delayed after the crash"};
   EXPECT_TRUE(wait_until([&] { return t.has_all(want); }, 10s))
     << "a delayed message did not arrive";
+  expect_nothing_lost(t);
+}
+
+TEST_F(Supervision, AServiceStoppedWithAnErrorOfItsOwnIsRestartedToo) {
+  ASSERT_NO_FATAL_FAILURE(start_node());
+  ASSERT_TRUE(admin::create_topic(*conn_, "orders", 2));
+  traffic t(*conn_, "orders");
+  ASSERT_TRUE(t.progress(10));
+  // The topic and group managers trap exits (for their partitions and
+  // coordinators) and quit with the reason; the others just die.
+  for (auto s : {"topics", "groups", "dedup"})
+    ASSERT_TRUE(crash(s, edda::make_error(errc::storage_error, "boom")))
+      << s;
+  EXPECT_TRUE(t.progress(30)) << t.errors() << " errors";
   expect_nothing_lost(t);
 }
 
