@@ -286,10 +286,6 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
                           uint64_t token) {
   auto& st = self->state;
   st.token = token;
-  // Generations grow across restarts of a coordinator too: partitions
-  // ignore an assignment of an older generation than the last they took.
-  st.generation = static_cast<uint64_t>(std::max<int64_t>(0, ctx->clock()))
-                  * 1000;
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
   st.manager = std::move(manager);
@@ -539,9 +535,26 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       // (node/supervisor.hpp): `member` is the consumer that sent it.
       if (auto err = check_group_name(sub.group()))
         return err;
-      self->delegate(coordinator_of(self, sub.group()), std::move(sub),
-                     std::move(member));
-      return caf::delegated<pb::Subscribed>{};
+      auto& st = self->state;
+      if (!st.owners || st.coordinators.count(sub.group()) != 0) {
+        self->delegate(coordinator_of(self, sub.group()), std::move(sub),
+                       std::move(member));
+        return caf::delegated<pb::Subscribed>{};
+      }
+      // Cluster: only if this node (still) owns the group; otherwise the
+      // member finds the owner with its next heartbeat.
+      auto rp = self->make_response_promise<pb::Subscribed>();
+      auto group = sub.group();
+      find_owner(self, group, [=](caf::expected<pb::Owner> o) mutable {
+        if (!o)
+          rp.deliver(o.error());
+        else if (!o->self())
+          rp.deliver(not_owner(group, *o));
+        else
+          rp.delegate(coordinator_of(self, group, o->token()), std::move(sub),
+                      std::move(member));
+      });
+      return rp;
     },
     [=](pb::Unsubscribe& u) -> caf::result<pb::Done> {
       auto i = self->state.coordinators.find(u.group());
