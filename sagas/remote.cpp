@@ -44,34 +44,17 @@ void register_everywhere(worker_ptr self) {
   auto& st = self->state;
   if (st.stopping || !st.frontend)
     return;
-  auto& conn = *st.impl->conn;
-  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
-  {
-    caf::scoped_actor blocking{*conn.sys};
-    blocking->request(st.frontend, std::chrono::seconds(5),
-                      pb::ClusterStatusRequest{})
-      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
-               [&](caf::error& err) { cs = std::move(err); });
-  }
-  if (!cs || !cs->clustered())
-    return;
   pb::ParticipantRegister r;
   for (auto& [name, fn] : st.impl->handlers)
     r.add_names(name);
   r.set_client_id(st.impl->opts.client_id);
   r.set_batches(true);
-  for (auto& m : cs->members()) {
-    if (m.self())
-      continue;
-    auto gw = conn.link(m.endpoint());
-    if (!gw)
-      continue; // down: registered when it is back
-    self->request(*gw, st.impl->opts.timeout, r)
+  for (auto& [id, gw] : st.impl->conn->other_members(st.frontend))
+    self->request(gw, st.impl->opts.timeout, r)
       .then([](const pb::ParticipantRegistered&) {},
             [](caf::error&) {
               // A node without sagas refuses (unknown_saga_type): fine.
             });
-  }
 }
 
 void register_with(worker_ptr self,

@@ -164,6 +164,29 @@ caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
   return *gw;
 }
 
+std::vector<std::pair<std::string, caf::actor>>
+connection_impl::other_members(const caf::actor& fe) {
+  std::vector<std::pair<std::string, caf::actor>> out;
+  if (!fe)
+    return out;
+  caf::expected<wire::pb::ClusterStatus> cs{wire::pb::ClusterStatus{}};
+  {
+    caf::scoped_actor self{*sys};
+    self->request(fe, std::chrono::seconds(5), wire::pb::ClusterStatusRequest{})
+      .receive([&](wire::pb::ClusterStatus& x) { cs = std::move(x); },
+               [&](caf::error& err) { cs = std::move(err); });
+  }
+  if (!cs || !cs->clustered())
+    return out;
+  for (auto& m : cs->members()) {
+    if (m.self())
+      continue;
+    if (auto gw = link(m.endpoint()))
+      out.emplace_back(m.node_id(), *gw);
+  }
+  return out;
+}
+
 void connection_impl::forget_link(const caf::actor_addr& gateway) {
   std::lock_guard<std::mutex> guard{links_->mtx};
   auto& m = links_->by_endpoint;

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace edda::client {
 
@@ -49,6 +50,14 @@ struct connection_impl {
   [[nodiscard]] caf::expected<caf::actor> link(const std::string& endpoint);
   /// Forgets the cached link `gateway` (it went down).
   void forget_link(const caf::actor_addr& gateway);
+
+  /// Cluster: the gateways of the other members as the node behind `fe`
+  /// lists them, linked now (blocking); members that cannot be reached are
+  /// left out. Empty on a single node. For client actors that must be known
+  /// by every node (transaction checkers, participant hosts) and consumers,
+  /// which take deliveries from every node.
+  [[nodiscard]] std::vector<std::pair<std::string, caf::actor>>
+  other_members(const caf::actor& fe);
 
   /// The links, shared with the actor that forgets a link when its node
   /// goes down.

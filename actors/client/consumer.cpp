@@ -72,13 +72,9 @@ caf::expected<caf::actor> find_coordinator(self_ptr self, caf::actor fe) {
   auto& conn = *st.impl->conn;
   auto timeout = std::min(st.impl->opts.request_timeout,
                           std::chrono::milliseconds(10000));
-  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
   caf::expected<pb::Owner> owner{pb::Owner{}};
   {
     caf::scoped_actor blocking{*conn.sys};
-    blocking->request(fe, timeout, pb::ClusterStatusRequest{})
-      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
-               [&](caf::error& err) { cs = std::move(err); });
     pb::FindCoordinator q;
     q.set_group(st.impl->opts.group);
     blocking->request(fe, timeout, q)
@@ -87,12 +83,12 @@ caf::expected<caf::actor> find_coordinator(self_ptr self, caf::actor fe) {
   }
   if (!owner)
     return owner.error();
-  if (cs && cs->clustered())
-    for (auto& m : cs->members())
-      if (!m.self())
-        (void) conn.link(m.endpoint()); // best effort: a down node is skipped
-  if (owner->self() || !cs || !cs->clustered())
+  auto others = conn.other_members(fe); // links to every member
+  if (owner->self() || others.empty())
     return fe;
+  for (auto& [id, gw] : others)
+    if (id == owner->node_id())
+      return gw;
   if (owner->node_id().empty() || owner->endpoint().empty())
     return make_error(errc::unavailable,
                       "no live node can coordinate group '"

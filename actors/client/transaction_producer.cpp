@@ -89,34 +89,16 @@ void register_everywhere(self_ptr self) {
   auto& st = self->state;
   if (st.stopping || !st.frontend)
     return;
-  auto& conn = *st.impl->conn;
-  caf::expected<pb::ClusterStatus> cs{pb::ClusterStatus{}};
-  {
-    caf::scoped_actor blocking{*conn.sys};
-    blocking->request(st.frontend, std::chrono::seconds(5),
-                      pb::ClusterStatusRequest{})
-      .receive([&](pb::ClusterStatus& x) { cs = std::move(x); },
-               [&](caf::error& err) { cs = std::move(err); });
-  }
-  if (!cs || !cs->clustered())
-    return;
   pb::RegisterProducer r;
   r.set_group(st.impl->opts.group);
   r.set_client_id(st.impl->opts.client_id);
-  for (auto& m : cs->members()) {
-    if (m.self())
-      continue;
-    auto gw = conn.link(m.endpoint());
-    if (!gw)
-      continue; // down: registered when it is back
-    self->request(*gw, std::chrono::seconds(5), r)
+  for (auto& [id, gw] : st.impl->conn->other_members(st.frontend))
+    self->request(gw, std::chrono::seconds(5), r)
       .then([](const pb::ProducerRegistered&) {},
-            [=](caf::error& err) {
+            [id = id](caf::error& err) {
               EDDA_DEBUG("txn_producer", "could not register with "
-                                           << m.node_id() << ": "
-                                           << render(err));
+                                           << id << ": " << render(err));
             });
-  }
 }
 
 void register_with(self_ptr self,
