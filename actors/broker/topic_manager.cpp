@@ -435,36 +435,34 @@ void with_topics(self_ptr self, std::shared_ptr<std::vector<std::string>> names,
   });
 }
 
-/// Sends each half of `batch` to where it goes (one sub-batch per node)
+void set_error(pb::BatchItem& slot, const caf::error& err) {
+  auto code = code_of(err);
+  slot.set_code(static_cast<uint32_t>(code == errc::none ? errc::unavailable
+                                                         : code));
+  slot.set_error(render(err));
+}
+
+/// Sends the items of `batch` to where each goes (one sub-batch per node)
 /// and answers with every item's result in the original order.
-void scatter_halves(self_ptr self, pb::HalfBatch batch,
-                    caf::response_promise rp) {
+/// `items(batch)` is the batch's repeated field; `route(item, slot)` says
+/// where an item goes (it may rewrite the item and fill its slot).
+template <class Batch, class Items, class Route>
+void scatter(self_ptr self, Batch batch, Items items, Route route,
+             caf::response_promise rp) {
   auto res = std::make_shared<pb::BatchResult>();
-  std::map<caf::actor, std::pair<pb::HalfBatch, std::vector<int>>> parts;
-  for (int i = 0; i < batch.halves_size(); ++i) {
+  std::map<caf::actor, std::pair<Batch, std::vector<int>>> parts;
+  auto& all = *items(batch);
+  for (int i = 0; i < all.size(); ++i) {
     auto* slot = res->add_items();
-    auto& h = *batch.mutable_halves(i);
-    caf::expected<caf::actor> d{caf::actor{}};
-    auto t = self->state.topics.find(h.message().topic());
-    if (t == self->state.topics.end())
-      d = make_error(errc::unknown_topic,
-                     "no topic named '" + h.message().topic() + "'");
-    else
-      d = route_half(self, t->second, h);
-    slot->set_txn_id(h.txn_id());
-    if (!d || !*d) {
-      auto err = d ? make_error(errc::unavailable, "no transaction "
-                                                   "coordinator here")
-                   : d.error();
-      auto code = code_of(err);
-      slot->set_code(static_cast<uint32_t>(code == errc::none
-                                             ? errc::unavailable
-                                             : code));
-      slot->set_error(render(err));
+    caf::expected<caf::actor> d = route(all[i], *slot);
+    if (d && !*d)
+      d = make_error(errc::unavailable, "no transaction coordinator here");
+    if (!d) {
+      set_error(*slot, d.error());
       continue;
     }
     auto& part = parts[*d];
-    *part.first.add_halves() = std::move(h);
+    *items(part.first)->Add() = std::move(all[i]);
     part.second.push_back(i);
   }
   if (parts.empty()) {
@@ -476,72 +474,47 @@ void scatter_halves(self_ptr self, pb::HalfBatch batch,
     auto idx = part.second;
     self->state.requests.request<pb::BatchResult>(
       self, dest, std::chrono::seconds(30), std::move(part.first),
-        [=](pb::BatchResult& r) mutable {
-          for (size_t k = 0; k < idx.size(); ++k)
-            if (k < static_cast<size_t>(r.items_size()))
-              *res->mutable_items(idx[k]) = r.items(static_cast<int>(k));
-          if (--*left == 0)
-            rp.deliver(*res);
-        },
-        [=](caf::error& err) mutable {
-          for (auto i : idx) {
-            auto* slot = res->mutable_items(i);
-            auto code = code_of(err);
-            slot->set_code(static_cast<uint32_t>(
-              code == errc::none ? errc::unavailable : code));
-            slot->set_error(render(err));
-          }
-          if (--*left == 0)
-            rp.deliver(*res);
-        });
+      [=](pb::BatchResult& r) mutable {
+        for (size_t k = 0; k < idx.size(); ++k)
+          if (k < static_cast<size_t>(r.items_size()))
+            *res->mutable_items(idx[k]) = r.items(static_cast<int>(k));
+        if (--*left == 0)
+          rp.deliver(*res);
+      },
+      [=](caf::error& err) mutable {
+        for (auto i : idx)
+          set_error(*res->mutable_items(i), err);
+        if (--*left == 0)
+          rp.deliver(*res);
+      });
   }
 }
 
-/// Sends each end of `batch` to the node its transaction lives on.
+/// Each half of `batch` to the home of the partition it chooses.
+void scatter_halves(self_ptr self, pb::HalfBatch batch,
+                    caf::response_promise rp) {
+  scatter(
+    self, std::move(batch), [](pb::HalfBatch& b) { return b.mutable_halves(); },
+    [self](pb::HalfMessage& h, pb::BatchItem& slot) {
+      caf::expected<caf::actor> d{caf::actor{}};
+      auto t = self->state.topics.find(h.message().topic());
+      if (t == self->state.topics.end())
+        d = make_error(errc::unknown_topic,
+                       "no topic named '" + h.message().topic() + "'");
+      else
+        d = route_half(self, t->second, h);
+      slot.set_txn_id(h.txn_id());
+      return d;
+    },
+    rp);
+}
+
+/// Each end of `batch` to the node its transaction lives on.
 void scatter_ends(self_ptr self, pb::EndBatch batch, caf::response_promise rp) {
-  auto res = std::make_shared<pb::BatchResult>();
-  std::map<caf::actor, std::pair<pb::EndBatch, std::vector<int>>> parts;
-  for (int i = 0; i < batch.ends_size(); ++i) {
-    auto* slot = res->add_items();
-    auto d = route_txn(self, batch.ends(i).txn_id());
-    if (!d || !*d) {
-      auto err = d ? make_error(errc::unavailable, "no transaction "
-                                                   "coordinator here")
-                   : d.error();
-      slot->set_code(static_cast<uint32_t>(code_of(err)));
-      slot->set_error(render(err));
-      continue;
-    }
-    auto& part = parts[*d];
-    *part.first.add_ends() = std::move(*batch.mutable_ends(i));
-    part.second.push_back(i);
-  }
-  if (parts.empty()) {
-    rp.deliver(*res);
-    return;
-  }
-  auto left = std::make_shared<size_t>(parts.size());
-  for (auto& [dest, part] : parts) {
-    auto idx = part.second;
-    self->state.requests.request<pb::BatchResult>(
-      self, dest, std::chrono::seconds(30), std::move(part.first),
-        [=](pb::BatchResult& r) mutable {
-          for (size_t k = 0; k < idx.size(); ++k)
-            if (k < static_cast<size_t>(r.items_size()))
-              *res->mutable_items(idx[k]) = r.items(static_cast<int>(k));
-          if (--*left == 0)
-            rp.deliver(*res);
-        },
-        [=](caf::error& err) mutable {
-          for (auto i : idx) {
-            auto* slot = res->mutable_items(i);
-            slot->set_code(static_cast<uint32_t>(errc::unavailable));
-            slot->set_error(render(err));
-          }
-          if (--*left == 0)
-            rp.deliver(*res);
-        });
-  }
+  scatter(
+    self, std::move(batch), [](pb::EndBatch& b) { return b.mutable_ends(); },
+    [self](pb::EndTxn& e, pb::BatchItem&) { return route_txn(self, e.txn_id()); },
+    rp);
 }
 
 /// Relays `req` to `dest` and its reply of type Reply to `rp`.

@@ -106,6 +106,29 @@ void resync(self_ptr self) {
   st.watch = std::move(*w);
 }
 
+/// Topic `name` as etcd has it now (mod_revision set). Errors:
+/// unknown_topic, malformed_message, those of the store.
+caf::expected<pb::ClusterTopic> read_topic(self_ptr self,
+                                           const std::string& name) {
+  auto& st = self->state;
+  auto cur = st.opts.store->get(topics_prefix(st) + name);
+  if (!cur)
+    return cur.error();
+  if (!cur->first)
+    return make_error(errc::unknown_topic, "no topic named '" + name + "'");
+  auto t = parse(*cur->first);
+  if (!t)
+    return make_error(errc::malformed_message,
+                      "the record of topic '" + name
+                        + "' in etcd does not parse");
+  return *t;
+}
+
+caf::error changed_meanwhile(const std::string& name) {
+  return make_error(errc::invalid_argument,
+                    "topic '" + name + "' changed meanwhile; try again");
+}
+
 /// Live members and the partitions each holds now.
 caf::error members_and_load(self_ptr self, std::vector<std::string>& members,
                             std::map<std::string, uint32_t>& load) {
@@ -230,17 +253,10 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
     [=](const pb::AlterTopic& req) -> caf::result<pb::ClusterTopic> {
       auto& st = self->state;
       auto key = topics_prefix(st) + req.name();
-      auto cur = st.opts.store->get(key);
-      if (!cur)
-        return cur.error();
-      if (!cur->first)
-        return make_error(errc::unknown_topic,
-                          "no topic named '" + req.name() + "'");
-      auto t = parse(*cur->first);
+      auto t = read_topic(self, req.name());
       if (!t)
-        return make_error(errc::malformed_message,
-                          "the record of topic '" + req.name()
-                            + "' in etcd does not parse");
+        return t.error();
+      auto expect = t->mod_revision();
       auto have = static_cast<uint32_t>(t->homes_size());
       if (req.partitions() <= have)
         return make_error(errc::invalid_argument,
@@ -256,52 +272,35 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
                                                members, load))
         t->add_homes(h);
       t->clear_mod_revision();
-      auto put = st.opts.store->cas_put(key, t->SerializeAsString(),
-                                        cur->first->mod_revision);
+      auto put = st.opts.store->cas_put(key, t->SerializeAsString(), expect);
       if (!put)
         return put.error();
       if (!put->succeeded)
-        return make_error(errc::invalid_argument,
-                          "topic '" + req.name()
-                            + "' changed meanwhile; try again");
+        return changed_meanwhile(req.name());
       t->set_mod_revision(put->revision);
       st.topics[t->name()] = *t;
       return *t;
     },
     [=](const pb::DeleteTopic& req) -> caf::result<pb::Done> {
       auto& st = self->state;
-      auto key = topics_prefix(st) + req.name();
-      auto cur = st.opts.store->get(key);
-      if (!cur)
-        return cur.error();
-      if (!cur->first)
-        return make_error(errc::unknown_topic,
-                          "no topic named '" + req.name() + "'");
-      auto del = st.opts.store->cas_delete(key, cur->first->mod_revision);
+      auto t = read_topic(self, req.name());
+      if (!t)
+        return t.error();
+      auto del = st.opts.store->cas_delete(topics_prefix(st) + req.name(),
+                                           t->mod_revision());
       if (!del)
         return del.error();
       if (!del->succeeded)
-        return make_error(errc::invalid_argument,
-                          "topic '" + req.name()
-                            + "' changed meanwhile; try again");
+        return changed_meanwhile(req.name());
       st.topics.erase(req.name());
       pb::Done d;
       d.set_what("deleted topic " + req.name());
       return d;
     },
     [=](const pb::GetTopic& req) -> caf::result<pb::ClusterTopic> {
-      auto& st = self->state;
-      auto cur = st.opts.store->get(topics_prefix(st) + req.name());
-      if (!cur)
-        return cur.error();
-      if (!cur->first)
-        return make_error(errc::unknown_topic,
-                          "no topic named '" + req.name() + "'");
-      auto t = parse(*cur->first);
+      auto t = read_topic(self, req.name());
       if (!t)
-        return make_error(errc::malformed_message,
-                          "the record of topic '" + req.name()
-                            + "' in etcd does not parse");
+        return t.error();
       return *t;
     },
   };

@@ -74,6 +74,23 @@ caf::behavior gateway(gateway_ptr self,
   auto shard_for = [shards](const std::string& id) {
     return shards[shard_of(id, shards.size())];
   };
+  // A show or an operator command goes to the saga's shard: here, or on
+  // the saga's home node in a cluster.
+  auto to_saga = [=](auto x) -> caf::result<pb::SagaRecord> {
+    if (shards.empty() && self->state.saga_homes.empty())
+      return make_error(errc::not_found, "no saga '" + x.id() + "'");
+    if (!self->state.saga_homes.empty()) {
+      auto home = saga_home(self, x.id());
+      if (home != ctx->node_id) {
+        auto rp = self->make_response_promise<pb::SagaRecord>();
+        to_home<pb::SagaRecord>(self, home, std::move(x), rp,
+                                std::chrono::seconds(30));
+        return rp;
+      }
+    }
+    self->delegate(shard_for(x.id()), std::move(x));
+    return caf::delegated<pb::SagaRecord>{};
+  };
   auto no_sagas = [] {
     return make_error(errc::unknown_saga_type,
                       "no saga types are registered on this node (sagas "
@@ -116,36 +133,10 @@ caf::behavior gateway(gateway_ptr self,
       return caf::delegated<pb::SagaStarted>{};
     },
     [=](pb::SagaGet& x) -> caf::result<pb::SagaRecord> {
-      if (shards.empty() && self->state.saga_homes.empty())
-        return make_error(errc::not_found, "no saga '" + x.id() + "'");
-      if (!self->state.saga_homes.empty()) {
-        auto home = saga_home(self, x.id());
-        if (home != ctx->node_id) {
-          auto rp = self->make_response_promise<pb::SagaRecord>();
-          to_home<pb::SagaRecord>(self, home, std::move(x), rp,
-                                  std::chrono::seconds(30));
-          return rp;
-        }
-      }
-      auto shard = shard_for(x.id());
-      self->delegate(shard, std::move(x));
-      return caf::delegated<pb::SagaRecord>{};
+      return to_saga(std::move(x));
     },
     [=](pb::SagaCommand& x) -> caf::result<pb::SagaRecord> {
-      if (shards.empty() && self->state.saga_homes.empty())
-        return make_error(errc::not_found, "no saga '" + x.id() + "'");
-      if (!self->state.saga_homes.empty()) {
-        auto home = saga_home(self, x.id());
-        if (home != ctx->node_id) {
-          auto rp = self->make_response_promise<pb::SagaRecord>();
-          to_home<pb::SagaRecord>(self, home, std::move(x), rp,
-                                  std::chrono::seconds(30));
-          return rp;
-        }
-      }
-      auto shard = shard_for(x.id());
-      self->delegate(shard, std::move(x));
-      return caf::delegated<pb::SagaRecord>{};
+      return to_saga(std::move(x));
     },
     [=](pb::SagaList& x) -> caf::result<pb::SagaRecords> {
       if (shards.empty()) {

@@ -29,6 +29,7 @@
 
 #include "base/errc.hpp"
 #include "client/connection.hpp"
+#include "cluster.pb.h"
 #include "coord/etcd.hpp"
 #include "etcd_process.hpp"
 #include "relay.hpp"
@@ -284,6 +285,20 @@ protected:
   caf::expected<client::connection>
   connect(const cluster_node& n, client::connect_options o = quick_options()) {
     return client::connection::open("127.0.0.1", n.port, o);
+  }
+
+  /// Who owns `resource` ("group/<g>") in etcd and its fencing token
+  /// (the key's create_revision); {"", 0} if nobody does.
+  std::pair<std::string, int64_t> owner_in_etcd(const std::string& resource) {
+    auto c = connect_etcd();
+    if (!c)
+      return {"", 0};
+    auto r = (*c)->get("/edda/" + cluster_name() + "/owners/" + resource);
+    if (!r || !r->first)
+      return {"", 0};
+    wire::v1::OwnerRecord rec;
+    rec.ParseFromString(r->first->value);
+    return {rec.node_id(), r->first->create_revision};
   }
 
   /// A coord client straight to etcd (not through any relay).

@@ -48,28 +48,7 @@ protected:
                       "saga.step_backoff=100ms"},
                      "edda-cluster-kill9") {
   }
-
-  std::pair<std::string, int64_t> owner_in_etcd(const std::string& resource) {
-    auto c = connect_etcd();
-    if (!c)
-      return {"", 0};
-    auto r = (*c)->get("/edda/" + cluster_name() + "/owners/" + resource);
-    if (!r || !r->first)
-      return {"", 0};
-    wire::v1::OwnerRecord rec;
-    rec.ParseFromString(r->first->value);
-    return {rec.node_id(), r->first->create_revision};
-  }
 };
-
-uint64_t seed_of() {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
-    seed = std::strtoull(s, nullptr, 10);
-  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
-              static_cast<unsigned long long>(seed));
-  return seed;
-}
 
 /// What the producers were told was stored, and what was decided.
 struct ledger {
@@ -100,7 +79,7 @@ struct received_log {
 };
 
 TEST_F(ClusterKill9Test, AckedMessagesTransactionsAndSagasSurviveANodesDeath) {
-  auto seed = seed_of();
+  auto seed = fault_seed();
   start_nodes(3);
   // B is the node that coordinates the group (the same on every node:
   // rendezvous over the members), so its death moves the coordinator.

@@ -27,7 +27,6 @@ class ClusterTest : public ClusterFixture {
 protected:
   std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n);
   std::set<std::string> connected_members(const cluster_node& n);
-  std::pair<std::string, int64_t> owner_in_etcd(const std::string& resource);
 };
 
 /// The cluster as node `n` sees it.
@@ -50,20 +49,6 @@ std::set<std::string> ClusterTest::connected_members(const cluster_node& n) {
       if (m.connected())
         out.insert(m.node_id());
   return out;
-}
-
-/// Who owns `resource` in etcd, and its token (0, "" if nobody).
-std::pair<std::string, int64_t>
-ClusterTest::owner_in_etcd(const std::string& resource) {
-  auto c = connect_etcd();
-  if (!c)
-    return {"", 0};
-  auto r = (*c)->get("/edda/" + cluster_name() + "/owners/" + resource);
-  if (!r || !r->first)
-    return {"", 0};
-  wire::v1::OwnerRecord rec;
-  rec.ParseFromString(r->first->value);
-  return {rec.node_id(), r->first->create_revision};
 }
 
 /// Messages a consumer got, by body.

@@ -31,22 +31,13 @@ using test::at_exit;
 using test::can_bind;
 using test::clock_type;
 using test::eventually;
+using test::fault_seed;
 using test::free_port;
 using test::node_process;
 using test::quick_options;
 using test::read_file;
 using test::tail_of;
 
-/// The seed of a fault test's random choices: $EDDA_FAULT_SEED if set (to
-/// replay a run), else a fresh one. Printed either way.
-inline uint64_t fault_seed() {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
-    seed = std::strtoull(s, nullptr, 10);
-  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
-              static_cast<unsigned long long>(seed));
-  return seed;
-}
 
 /// Random choices of a fault test (kill points, delays), from its seed.
 class random_points {

@@ -68,6 +68,24 @@ TEST_F(ResumeTest, EveryClientResumesWithinASecondOrTwoOfTheNodesRestart) {
 
   std::atomic<bool> stop{false};
   first_success plain, blocking_txn, async_txn, consumed;
+  // The clients first: the load threads use them, so they are joined
+  // (below) before the clients are destroyed.
+  client::producer prod{*conn};
+  auto checker = [](const client::txn_check&) { return txn_outcome::commit; };
+  client::txn_producer_options to;
+  to.group = "resume-txn";
+  auto txn = client::transaction_producer::start(*conn, to, checker);
+  ASSERT_TRUE(txn) << render(txn.error());
+  std::atomic<bool> count_consumed{false};
+  client::consumer_options co;
+  co.group = "resume-consumers";
+  co.topic = topic;
+  auto cons = client::consumer::start(*conn, co, [&](const client::received&) {
+    if (count_consumed)
+      consumed.record(true);
+    return client::consume_result::success;
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
   std::vector<std::thread> threads;
   at_exit join{[&] {
     stop = true;
@@ -75,7 +93,6 @@ TEST_F(ResumeTest, EveryClientResumesWithinASecondOrTwoOfTheNodesRestart) {
       t.join();
   }};
 
-  client::producer prod{*conn};
   threads.emplace_back([&] {
     for (uint64_t i = 0; !stop && i < 200000; ++i) {
       client::message m;
@@ -86,11 +103,6 @@ TEST_F(ResumeTest, EveryClientResumesWithinASecondOrTwoOfTheNodesRestart) {
     }
   });
 
-  auto checker = [](const client::txn_check&) { return txn_outcome::commit; };
-  client::txn_producer_options to;
-  to.group = "resume-txn";
-  auto txn = client::transaction_producer::start(*conn, to, checker);
-  ASSERT_TRUE(txn) << render(txn.error());
   threads.emplace_back([&] {
     for (uint64_t i = 0; !stop && i < 200000; ++i) {
       client::message m;
@@ -123,17 +135,6 @@ TEST_F(ResumeTest, EveryClientResumesWithinASecondOrTwoOfTheNodesRestart) {
       std::this_thread::sleep_for(milliseconds(5));
     }
   });
-
-  std::atomic<bool> count_consumed{false};
-  client::consumer_options co;
-  co.group = "resume-consumers";
-  co.topic = topic;
-  auto cons = client::consumer::start(*conn, co, [&](const client::received&) {
-    if (count_consumed)
-      consumed.record(true);
-    return client::consume_result::success;
-  });
-  ASSERT_TRUE(cons) << render(cons.error());
 
   // Busy before the kill.
   ASSERT_TRUE(eventually(seconds(20), [&] {

@@ -1,5 +1,6 @@
 // Small helpers every process-level test shares: polling with a deadline,
-// free 127.0.0.1 ports, reading a log file, running code at scope exit.
+// free 127.0.0.1 ports, reading a log file, running code at scope exit, the
+// seed of a fault test's random choices.
 // Header-only, no dependency beyond the C++ and POSIX libraries.
 //
 // Thread-safety: every function may be called from any thread.
@@ -12,6 +13,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -115,5 +118,16 @@ struct at_exit {
 };
 template <class F>
 at_exit(F) -> at_exit<F>;
+
+/// The seed of a fault test's random choices: $EDDA_FAULT_SEED if set (to
+/// replay a run), else a fresh one. Printed either way.
+inline uint64_t fault_seed() {
+  uint64_t seed = std::random_device{}();
+  if (const char* s = std::getenv("EDDA_FAULT_SEED"))
+    seed = std::strtoull(s, nullptr, 10);
+  std::printf("[ seed     ] EDDA_FAULT_SEED=%llu\n",
+              static_cast<unsigned long long>(seed));
+  return seed;
+}
 
 } // namespace edda::test
