@@ -491,6 +491,12 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       });
       return rp;
     },
+    [=](pb::ListOwners& q) -> caf::result<pb::OwnerList> {
+      if (!self->state.owners)
+        return pb::OwnerList{};
+      self->delegate(self->state.owners, std::move(q));
+      return caf::delegated<pb::OwnerList>{};
+    },
     [=](const pb::FindCoordinator& q) -> caf::result<pb::Owner> {
       if (auto err = check_group_name(q.group()))
         return err;

@@ -949,6 +949,13 @@ caf::behavior cluster_main(self_ptr self) {
       return rp;
     },
     [=](wire::txn_atom, caf::actor& txn) { self->state.txn = std::move(txn); },
+    [=](const pb::PartitionHomes&) {
+      pb::HomeCounts out;
+      for (auto& [name, t] : self->state.topics)
+        for (auto& h : t.homes)
+          ++(*out.mutable_partitions())[h];
+      return out;
+    },
     [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
       auto rp = self->make_response_promise<pb::HalfAck>();
       auto topic = h.message().topic();

@@ -829,8 +829,9 @@ int cmd_status(const std::vector<std::string>& argv) {
 const char* cluster_help = R"(Usage: edda cluster status [--node HOST:PORT] [--json]
 
 The cluster as the node at --node sees it: its members (from etcd), their
-addresses and incarnations, whether this node's link to each is up, and the
-node's own lease (renewed how long ago; FENCED when it could not be renewed
+addresses, incarnations and the partitions homed on each, whether this
+node's link to each is up, the owners of the consumer groups' coordinators
+with their fencing tokens, and the node's own lease (renewed how long ago; FENCED when it could not be renewed
 in time, so its movable duties are stopped). A node without cluster.etcd
 answers as a cluster of one.
 )";
@@ -890,7 +891,8 @@ int cmd_cluster(const std::vector<std::string>& argv) {
   for (auto& m : r->members()) {
     std::cout << "    " << m.node_id() << "  " << m.endpoint()
               << "  incarnation " << m.incarnation() << "  up "
-              << age_of(r->now_ms() - m.started_ms()) << "  ";
+              << age_of(r->now_ms() - m.started_ms()) << "  "
+              << m.partitions() << " partitions  ";
     if (m.self())
       std::cout << "(this node)";
     else if (m.connected())
@@ -899,6 +901,12 @@ int cmd_cluster(const std::vector<std::string>& argv) {
       std::cout << "link down"
                 << (m.link_error().empty() ? "" : ": " + m.link_error());
     std::cout << "\n";
+  }
+  if (r->owners_size() > 0) {
+    std::cout << "  owners (fencing token = the etcd key's create revision):\n";
+    for (auto& o : r->owners())
+      std::cout << "    " << o.resource() << "  " << o.node_id() << "  token "
+                << o.token() << "\n";
   }
   return 0;
 }

@@ -166,6 +166,22 @@ caf::behavior owner_table(self_ptr self, owner_table_options opts) {
         return r.error();
       return *r;
     },
+    [=](const pb::ListOwners&) -> caf::result<pb::OwnerList> {
+      auto& st = self->state;
+      auto r = st.opts.store->get_prefix(st.prefix);
+      if (!r)
+        return r.error();
+      pb::OwnerList out;
+      for (auto& kv : r->kvs) {
+        pb::OwnerRecord rec;
+        rec.ParseFromString(kv.value);
+        auto* o = out.add_owners();
+        o->set_resource(kv.key.substr(st.prefix.size()));
+        o->set_node_id(rec.node_id());
+        o->set_token(static_cast<uint64_t>(kv.create_revision));
+      }
+      return out;
+    },
     [=](const pb::MembershipView& v) {
       auto& st = self->state;
       st.members.clear();

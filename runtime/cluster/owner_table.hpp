@@ -20,6 +20,7 @@
 //
 // Protocol:
 //   FindOwner            -> Owner   errors: unavailable (etcd)
+//   ListOwners           -> OwnerList  every owned resource, from etcd
 //   MembershipView          from the cluster actor (lease, fence, members)
 //   (lost_atom, resource, token)  sent to `subscriber` when this node no
 //                           longer holds resource under token

@@ -234,8 +234,35 @@ caf::behavior gateway(gateway_ptr self,
     [=](pb::ClusterStatusRequest& x) -> caf::result<pb::ClusterStatus> {
       if (!cluster)
         return make_error(errc::unavailable, "this node has no cluster view");
-      self->delegate(cluster, std::move(x));
-      return caf::delegated<pb::ClusterStatus>{};
+      if (!ctx->clustered()) {
+        self->delegate(cluster, std::move(x));
+        return caf::delegated<pb::ClusterStatus>{};
+      }
+      // The members and links, then the partitions each holds and the
+      // owners of the groups (each part best effort: a status must answer).
+      auto rp = self->make_response_promise<pb::ClusterStatus>();
+      auto t = std::chrono::seconds(5);
+      self->request(cluster, t, x).then(
+        [=](pb::ClusterStatus& s) mutable {
+          auto acc = std::make_shared<pb::ClusterStatus>(std::move(s));
+          self->request(topics, t, pb::PartitionHomes{}).then(
+            [=](const pb::HomeCounts& h) mutable {
+              for (auto& m : *acc->mutable_members())
+                if (auto i = h.partitions().find(m.node_id());
+                    i != h.partitions().end())
+                  m.set_partitions(i->second);
+              self->request(groups, t, pb::ListOwners{}).then(
+                [=](pb::OwnerList& o) mutable {
+                  for (auto& x : *o.mutable_owners())
+                    *acc->add_owners() = std::move(x);
+                  rp.deliver(*acc);
+                },
+                [=](caf::error&) mutable { rp.deliver(*acc); });
+            },
+            [=](caf::error&) mutable { rp.deliver(*acc); });
+        },
+        [=](caf::error& err) mutable { rp.deliver(err); });
+      return rp;
     },
     [=](pb::PeerHello& x) -> caf::result<pb::PeerWelcome> {
       if (!cluster)

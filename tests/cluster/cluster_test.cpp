@@ -144,10 +144,22 @@ TEST_F(ClusterTest, PartitionsAreSpreadAndServedFromAnyNode) {
     EXPECT_TRUE(std::is_sorted(order.begin(), order.end()))
       << "key " << key << " out of order";
   }
-  // The group's coordinator is owned in etcd, with a fencing token.
+  // The group's coordinator is owned in etcd, with a fencing token, and
+  // the status shows it and the partitions each node holds (6, and the
+  // group's retry topic: one on each member).
   auto [owner, token] = owner_in_etcd("group/billing");
   EXPECT_FALSE(owner.empty());
   EXPECT_GT(token, 0);
+  auto st = status_of(node(1));
+  ASSERT_TRUE(st);
+  bool listed = false;
+  for (auto& o : st->owners())
+    listed = listed
+             || (o.resource() == "group/billing" && o.node_id() == owner
+                 && static_cast<int64_t>(o.token()) == token);
+  EXPECT_TRUE(listed) << st->ShortDebugString();
+  for (auto& m : st->members())
+    EXPECT_EQ(m.partitions(), 3u) << m.node_id();
 }
 
 TEST_F(ClusterTest, KeylessSendsSkipADeadHomeAndKeyedOnesFailFast) {
