@@ -1,0 +1,207 @@
+// Network faults on loopback, by a relay in the test (cluster/relay.hpp),
+// and a node stopped with SIGSTOP past its lease:
+//  * B cut from etcd (its peers and clients still reach it): B fences
+//    itself, still serves its partitions to its own clients, the others
+//    drop it; healed, it rejoins with a new incarnation;
+//  * everyone cut from B while B and the others still reach etcd: no
+//    ownership changes (B stays a member), sends to B's partitions fail
+//    fast instead of hanging; healed, they succeed again;
+//  * B (coordinating a group) SIGSTOPped for twice the TTL: the group moves
+//    to a survivor and its consumer goes on; on SIGCONT B fences itself at
+//    once and its stale coordinator stops; the consumer gets B's partitions
+//    again without a restart.
+#include "base/ids.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "cluster/placement.hpp"
+#include "cluster_fixture.hpp"
+
+#include <mutex>
+#include <set>
+
+namespace edda::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ClusterFaultTest : public ClusterFixture {
+protected:
+  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n) {
+    auto c = connect(n);
+    if (!c)
+      return std::nullopt;
+    auto s = client::admin::cluster_status(*c);
+    if (!s)
+      return std::nullopt;
+    return *s;
+  }
+  bool member_linked(const cluster_node& from, const std::string& id,
+                     bool want_linked) {
+    auto s = status_of(from);
+    if (!s)
+      return false;
+    for (auto& m : s->members())
+      if (m.node_id() == id)
+        return m.connected() == want_linked;
+    return false;
+  }
+  /// A key whose partition (of `n` partitions) is homed on `home`.
+  std::string key_on(const wire::v1::TopicInfo& info, const std::string& home) {
+    auto n = static_cast<size_t>(info.partitions_size());
+    for (int i = 0; i < 10000; ++i) {
+      auto k = "key" + std::to_string(i);
+      if (info.partitions(static_cast<int>(shard_of(k, n))).home() == home)
+        return k;
+    }
+    return {};
+  }
+};
+
+TEST_F(ClusterFaultTest, ANodeCutFromEtcdFencesItselfAndStillServesItsClients) {
+  add_node();
+  add_node({"n2", {}, true}); // etcd through a relay
+  add_node();
+  auto& b = node("n2");
+  auto ca = connect(node(0));
+  ASSERT_TRUE(ca);
+  ASSERT_TRUE(client::admin::create_topic(*ca, "cut", 3));
+  auto info = client::admin::describe_topic(*ca, "cut");
+  ASSERT_TRUE(info);
+  auto key = key_on(*info, "n2");
+  ASSERT_FALSE(key.empty());
+  auto before = status_of(b);
+  ASSERT_TRUE(before);
+  b.etcd_relay->cut();
+  // B cannot renew: it fences itself at 3/4 of the TTL (2 s)...
+  ASSERT_TRUE(eventually(4s, [&] {
+    auto s = status_of(b);
+    return s && s->fenced();
+  })) << "n2 did not fence itself";
+  // ...while the others drop it once its lease expired in etcd.
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  // Its partitions are pinned: a client of B still sends to them.
+  auto cb = connect(b);
+  ASSERT_TRUE(cb);
+  client::producer pb{*cb};
+  client::message m;
+  m.topic = "cut";
+  m.key = key;
+  m.body = "while cut from etcd";
+  auto r = pb.send(m);
+  EXPECT_TRUE(r) << render(r.error());
+  b.etcd_relay->restore();
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto s = status_of(b);
+    return s && !s->fenced() && s->incarnation() > before->incarnation()
+           && s->members_size() == 3;
+  })) << "n2 did not rejoin";
+}
+
+TEST_F(ClusterFaultTest, ANodeCutFromItsPeersKeepsItsPlaceAndSendsFailFast) {
+  add_node();
+  add_node({"n2", {}, false, true}); // peers and clients reach it by a relay
+  add_node();
+  auto& b = node("n2");
+  auto ca = connect(node(0));
+  ASSERT_TRUE(ca);
+  ASSERT_TRUE(eventually(10s, [&] { return member_linked(node(0), "n2", true); }));
+  ASSERT_TRUE(client::admin::create_topic(*ca, "split", 3));
+  auto info = client::admin::describe_topic(*ca, "split");
+  ASSERT_TRUE(info);
+  auto key = key_on(*info, "n2");
+  ASSERT_FALSE(key.empty());
+  client::producer p{*ca};
+  client::message m;
+  m.topic = "split";
+  m.key = key;
+  m.body = "before";
+  ASSERT_TRUE(p.send(m));
+  b.peer_relay->cut();
+  // Heartbeats stop: n1's link to n2 times out; n2 stays a member (etcd
+  // decides membership, not a link).
+  ASSERT_TRUE(eventually(8s, [&] { return member_linked(node(0), "n2", false); }));
+  auto s = status_of(node(0));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->members_size(), 3);
+  m.body = "during";
+  auto t0 = clock_type::now();
+  auto r = p.send(m);
+  auto took = ch::duration_cast<milliseconds>(clock_type::now() - t0);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::partition_unavailable)
+    << render(r.error());
+  EXPECT_LT(took.count(), 1000);
+  b.peer_relay->restore();
+  m.body = "after";
+  EXPECT_TRUE(eventually(15s, [&] { return static_cast<bool>(p.send(m)); }))
+    << "sends to n2's partition did not come back";
+}
+
+TEST_F(ClusterFaultTest, APausedCoordinatorFencesAndTheConsumerGoesOn) {
+  start_nodes(3);
+  auto b_name = cluster::owner_of("group/watchers", {"n1", "n2", "n3"});
+  auto& b = node(b_name);
+  auto& via = node(b_name == "n1" ? "n2" : "n1");
+  auto c = connect(via);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(client::admin::create_topic(*c, "watch", 3));
+  auto info = client::admin::describe_topic(*c, "watch");
+  ASSERT_TRUE(info);
+  auto key_b = key_on(*info, b_name);
+  auto key_via = key_on(*info, via.name);
+  std::mutex mtx;
+  std::set<std::string> got;
+  client::consumer_options co;
+  co.group = "watchers";
+  co.topic = "watch";
+  auto cons = client::consumer::start(*c, co, [&](const client::received& r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    got.insert(r.msg.body);
+    return client::consume_result::success;
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
+  auto [owner, token] = owner_in_etcd("group/watchers");
+  ASSERT_EQ(owner, b_name);
+  auto seen = [&](const std::string& body) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return got.count(body) != 0;
+  };
+  client::producer p{*c};
+  auto send = [&](const std::string& key, const std::string& body) {
+    client::message m;
+    m.topic = "watch";
+    m.key = key;
+    m.body = body;
+    return static_cast<bool>(p.send(m));
+  };
+  pause(b);
+  // The lease (2 s) runs out: a survivor takes the group with a higher
+  // token; the consumer finds it and goes on with the live partitions.
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto [o, t] = owner_in_etcd("group/watchers");
+    return !o.empty() && o != b_name;
+  }));
+  EXPECT_GT(owner_in_etcd("group/watchers").second, token);
+  ASSERT_TRUE(send(key_via, "while-paused"));
+  EXPECT_TRUE(eventually(10s, [&] { return seen("while-paused"); }));
+  resume(b);
+  // On SIGCONT it fences at once (its lease is gone) and rejoins anew; its
+  // old coordinator stopped: nothing it sends is taken (stale token).
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto s = status_of(b);
+    return s && !s->fenced() && s->members_size() == 3;
+  }));
+  auto log = read_file(b.process()->log_path);
+  EXPECT_NE(log.find("fenced"), std::string::npos);
+  // The consumer, never restarted, gets B's partitions again.
+  ASSERT_TRUE(eventually(10s, [&] { return send(key_b, "after-resume"); }));
+  EXPECT_TRUE(eventually(15s, [&] { return seen("after-resume"); }))
+    << "the consumer did not get the resumed node's partition back";
+}
+
+} // namespace
+} // namespace edda::test
