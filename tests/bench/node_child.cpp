@@ -1,5 +1,9 @@
 #include "node_child.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -112,6 +116,106 @@ node_process start_node(const std::string& self_exe,
   auto rest = buf.substr(at + 13);
   n.endpoint = rest.substr(0, rest.find(' '));
   return n;
+}
+
+namespace {
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0
+      && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+} // namespace
+
+etcd_child start_etcd() {
+  etcd_child e;
+  auto tmpl = std::string{"/tmp/edda-bench-etcd-XXXXXX"};
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    std::cerr << "edda bench: cannot create a temporary dir for etcd\n";
+    return e;
+  }
+  e.dir = tmpl;
+  auto client = free_port(), peer = free_port();
+  auto curl = "http://127.0.0.1:" + std::to_string(client);
+  auto purl = "http://127.0.0.1:" + std::to_string(peer);
+  std::fflush(nullptr);
+  auto pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int log = ::open((e.dir + "/etcd.log").c_str(),
+                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) {
+      dup2(log, 1);
+      dup2(log, 2);
+    }
+    std::vector<std::string> args{"etcd", "--name", "bench", "--data-dir",
+                                  e.dir + "/data", "--listen-client-urls",
+                                  curl, "--advertise-client-urls", curl,
+                                  "--listen-peer-urls", purl,
+                                  "--initial-advertise-peer-urls", purl,
+                                  "--initial-cluster", "bench=" + purl,
+                                  "--heartbeat-interval", "10",
+                                  "--election-timeout", "50"};
+    std::vector<char*> cargs;
+    for (auto& a : args)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    execvp("etcd", cargs.data());
+    _exit(127);
+  }
+  e.pid = pid;
+  auto endpoint = "127.0.0.1:" + std::to_string(client);
+  // Ready when the client port accepts a connection (etcd listens once it
+  // serves), at most 10 s.
+  for (int i = 0; i < 200; ++i) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      std::cerr << "edda bench: etcd exited at start (is etcd-server "
+                   "installed? scripts/setup installs it); see "
+                << e.dir << "/etcd.log\n";
+      e.pid = -1;
+      return e;
+    }
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(client);
+    bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
+              == 0;
+    ::close(fd);
+    if (up) {
+      e.endpoint = endpoint;
+      return e;
+    }
+    ::usleep(50000);
+  }
+  std::cerr << "edda bench: etcd did not listen within 10 s\n";
+  stop_etcd(e);
+  return e;
+}
+
+void stop_etcd(etcd_child& e) {
+  if (e.pid > 0) {
+    ::kill(e.pid, SIGTERM);
+    waitpid(e.pid, nullptr, 0);
+    e.pid = -1;
+  }
+  if (!e.dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(e.dir, ec);
+  }
 }
 
 void stop_node(node_process& n) {

@@ -28,4 +28,17 @@ struct node_process {
 /// SIGTERM, reap, and remove the data dir if it was made here.
 void stop_node(node_process& n);
 
+/// One etcd (`etcd` on PATH, from Debian's etcd-server) on free 127.0.0.1
+/// ports in a temp dir, for `edda bench txmsg --cluster N`.
+struct etcd_child {
+  pid_t pid = -1;
+  std::string endpoint; ///< "127.0.0.1:PORT"; empty if it did not start
+  std::string dir;
+};
+
+/// Starts etcd and waits (at most 10 s) until it answers. Empty endpoint on
+/// error (the reason goes to stderr).
+[[nodiscard]] etcd_child start_etcd();
+void stop_etcd(etcd_child& e);
+
 } // namespace edda::bench

@@ -6,6 +6,7 @@
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
+#include "cluster/placement.hpp"
 #include "harness.hpp"
 #include "node_child.hpp"
 
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -39,6 +41,7 @@ struct txmsg_options {
   std::string data_dir;    ///< for the node we start; default a temp dir
   std::string floor_dir;   ///< measure the disk floor here too
   std::vector<std::string> node_settings; ///< --node-set KEY=VALUE
+  uint32_t cluster = 0; ///< --cluster N: also N nodes on one etcd
 };
 
 const char* txmsg_help = R"(usage: edda bench txmsg [options]
@@ -73,6 +76,13 @@ options:
                        e.g. --node-set scheduler.max_threads=1
   --disk-floor         also measure the LMDB commit floor next to the data dir
   --csv FILE           append one row per phase (tests/bench/peers joins them)
+  --cluster N          then the same phases against N nodes on one etcd
+                       started here (clients talk to the first node, which
+                       passes requests on to each partition's home), and
+                       the failover figures: kill -9 of a node under a
+                       keyless load, time to the first send acknowledged
+                       after it, longest gap between acknowledgements, time
+                       until the group's coordinator runs on a survivor
 )";
 
 caf::expected<client::connection> connect(const std::string& endpoint) {
@@ -297,6 +307,17 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
       continue;
     }
     const std::string* v = nullptr;
+    if (a == "--cluster") {
+      uint64_t x = 0;
+      if (!(v = need(i)) || !parse_positive(a, *v, x, err))
+        return false;
+      if (x < 2 || x > 9) {
+        err = "--cluster takes 2 to 9 nodes, got " + *v;
+        return false;
+      }
+      o.cluster = static_cast<uint32_t>(x);
+      continue;
+    }
     if (a == "--partitions") {
       uint64_t x = 0;
       if (!(v = need(i)) || !parse_positive(a, *v, x, err))
@@ -337,6 +358,225 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
   return true;
 }
 
+/// Every phase of the run against `endpoint`, each result labelled
+/// `system`; stops after a failed phase.
+std::vector<phase_result> run_phases(const txmsg_options& o,
+                                     const std::string& endpoint,
+                                     const std::string& prefix,
+                                     const std::string& system, pid_t node_pid,
+                                     uint64_t& rss_after_plain) {
+  std::vector<phase_result> results;
+  for (bool txn : {false, true}) {
+    if ((txn && o.modes == "plain") || (!txn && o.modes == "transactional"))
+      continue;
+    if (!results.empty() && !results.back().error.empty())
+      break;
+    for (auto& spec : standard_phases(o.load, prefix, txn)) {
+      auto parts = o.partitions;
+      auto r = run_phase(
+        system, spec,
+        [&](const phase_spec& s, const std::function<void()>& ready) {
+          return consume(endpoint, parts, s, ready);
+        },
+        [&](const phase_spec& s, const std::function<void()>& ready) {
+          return produce(endpoint, s, ready);
+        });
+      std::cout << line(r) << "\n" << std::flush;
+      results.push_back(r);
+      if (!r.error.empty()) {
+        std::cerr << "edda bench txmsg: stopping after a failed phase\n";
+        break;
+      }
+      if (!txn && spec.kind == phase_kind::throughput && node_pid > 0)
+        rss_after_plain = peak_rss_kib(node_pid);
+    }
+  }
+  return results;
+}
+
+[[noreturn]] void failover_child(const std::string& endpoint, pid_t victim_pid,
+                                 const std::string& victim);
+
+/// `--cluster N`: etcd and N nodes, the same phases through the first
+/// node, then the failover figures.
+std::vector<phase_result> run_cluster(const txmsg_options& o,
+                                      const std::string& self_exe,
+                                      const std::string& prefix) {
+  std::vector<phase_result> out;
+  auto etcd = start_etcd();
+  if (etcd.endpoint.empty())
+    return out;
+  std::vector<node_process> nodes;
+  auto name = "bench-" + std::to_string(::getpid());
+  for (uint32_t i = 1; i <= o.cluster; ++i) {
+    auto settings = o.node_settings;
+    settings.push_back("cluster.etcd=" + etcd.endpoint);
+    settings.push_back("cluster.name=" + name);
+    settings.push_back("node.name=n" + std::to_string(i));
+    settings.push_back("cluster.lease_ttl=3s");
+    nodes.push_back(start_node(self_exe, o.durability, "", settings));
+    if (nodes.back().endpoint.empty()) {
+      for (auto& n : nodes)
+        stop_node(n);
+      stop_etcd(etcd);
+      return out;
+    }
+  }
+  std::cout << "edda bench txmsg: " << o.cluster << " nodes on one etcd ("
+            << etcd.endpoint << "), clients through n1 at "
+            << nodes[0].endpoint << "\n"
+            << std::flush;
+  uint64_t rss = 0;
+  out = run_phases(o, nodes[0].endpoint, prefix + "-c",
+                   "edda x" + std::to_string(o.cluster), -1, rss);
+  // Failover: kill -9 of the last node under a keyless load through n1.
+  int fds[2];
+  if (pipe(fds) == 0) {
+    std::fflush(nullptr);
+    auto victim = nodes.back();
+    auto pid = fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      dup2(fds[1], 1);
+      failover_child(nodes[0].endpoint, victim.pid,
+                     "n" + std::to_string(o.cluster));
+    }
+    ::close(fds[1]);
+    std::string report;
+    char buf[512];
+    ssize_t got;
+    while ((got = ::read(fds[0], buf, sizeof(buf))) > 0)
+      report.append(buf, static_cast<size_t>(got));
+    ::close(fds[0]);
+    waitpid(pid, nullptr, 0);
+    waitpid(victim.pid, nullptr, WNOHANG);
+    nodes.back().pid = -1; // killed
+    std::map<std::string, std::string> kv;
+    size_t pos = 0;
+    while (pos < report.size()) {
+      auto end = report.find('\n', pos);
+      if (end == std::string::npos)
+        end = report.size();
+      auto line = report.substr(pos, end - pos);
+      pos = end + 1;
+      auto eq = line.find('=');
+      if (eq != std::string::npos)
+        kv[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    if (kv.count("error") != 0)
+      std::cout << "failover: " << kv["error"] << "\n";
+    else
+      std::cout << "failover (kill -9 of n" << o.cluster
+                << ", keyless sends through n1, lease TTL 3 s): first send "
+                << "acknowledged after the kill " << kv["first_send_ms"]
+                << " ms, longest gap between acknowledgements "
+                << kv["max_gap_ms"] << " ms; the group's coordinator (on n"
+                << o.cluster << " before) on " << kv["owner"] << " "
+                << kv["coordinator_ms"] << " ms after the kill; "
+                << kv["sent"] << " sent, "
+                << kv["failed"] << " failed, " << kv["consumed"]
+                << " consumed\n"
+                << std::flush;
+  }
+  for (auto& n : nodes)
+    stop_node(n);
+  stop_etcd(etcd);
+  return out;
+}
+
+/// In a child process: a keyless load through `endpoint` and a consumer
+/// group, kill -9 of `victim_pid` (node `victim`) after a second, and the
+/// failover figures on stdout as key=value lines.
+[[noreturn]] void failover_child(const std::string& endpoint, pid_t victim_pid,
+                                 const std::string& victim) {
+  auto conn = connect(endpoint);
+  if (!conn) {
+    std::printf("error=%s\n", render(conn.error()).c_str());
+    std::fflush(stdout);
+    _exit(1);
+  }
+  auto topic = "failover-" + std::to_string(::getpid());
+  (void) client::admin::create_topic(*conn, topic, 6);
+  // A group whose coordinator runs on the victim (rendezvous over the
+  // members, the same on every node), so that the kill moves it.
+  std::vector<std::string> members;
+  if (auto st = client::admin::cluster_status(*conn))
+    for (auto& m : st->members())
+      members.push_back(m.node_id());
+  std::string group = "failover";
+  for (int i = 0; i < 1000; ++i) {
+    auto g = "failover-" + std::to_string(i);
+    if (cluster::owner_of("group/" + g, members) == victim) {
+      group = g;
+      break;
+    }
+  }
+  std::atomic<uint64_t> consumed{0};
+  client::consumer_options co;
+  co.group = group;
+  co.topic = topic;
+  auto cons = client::consumer::start(*conn, co, [&](const client::received&) {
+    ++consumed;
+    return client::consume_result::success;
+  });
+  auto owner_now = [&] {
+    std::string owner;
+    if (auto st = client::admin::cluster_status(*conn))
+      for (auto& o : st->owners())
+        if (o.resource() == "group/" + group)
+          owner = o.node_id();
+    return owner;
+  };
+  auto owner_before = owner_now();
+  client::producer p{*conn};
+  int64_t kill_ns = 0, first_after = 0, last_ok = 0, max_gap = 0, moved = 0;
+  int64_t next_poll = 0;
+  std::string owner;
+  uint64_t ok = 0, failed = 0;
+  auto start = mono_ns();
+  // Bounded: at most 20 s and 200,000 sends.
+  for (uint64_t i = 0; i < 200000 && mono_ns() - start < 20'000'000'000; ++i) {
+    if (kill_ns == 0 && mono_ns() - start > 1'000'000'000) {
+      ::kill(victim_pid, SIGKILL);
+      kill_ns = mono_ns();
+    }
+    if (kill_ns != 0 && moved == 0 && mono_ns() >= next_poll) {
+      owner = owner_now();
+      if (!owner.empty() && owner != victim)
+        moved = mono_ns();
+      next_poll = mono_ns() + 50'000'000;
+    }
+    client::message m;
+    m.topic = topic;
+    m.body = "f" + std::to_string(i);
+    auto sent_at = mono_ns();
+    auto r = p.send(m);
+    auto now = mono_ns();
+    if (!r) {
+      ++failed;
+      continue;
+    }
+    ++ok;
+    if (last_ok != 0)
+      max_gap = std::max(max_gap, now - last_ok);
+    last_ok = now;
+    if (kill_ns != 0 && first_after == 0 && sent_at >= kill_ns)
+      first_after = now;
+    if (moved != 0 && now - moved > 1'000'000'000)
+      break; // a second of load after the coordinator moved
+  }
+  (void) owner_before;
+  std::printf("first_send_ms=%.1f\nmax_gap_ms=%.1f\ncoordinator_ms=%.1f\n"
+              "owner=%s\nsent=%llu\nfailed=%llu\nconsumed=%llu\n",
+              first_after ? (first_after - kill_ns) / 1e6 : -1.0,
+              max_gap / 1e6, moved ? (moved - kill_ns) / 1e6 : -1.0,
+              owner.c_str(), static_cast<unsigned long long>(ok),
+              static_cast<unsigned long long>(failed),
+              static_cast<unsigned long long>(consumed.load()));
+  std::fflush(stdout);
+  _exit(0);
+}
+
 } // namespace
 
 int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe) {
@@ -367,33 +607,9 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
             << std::thread::hardware_concurrency() << " cores\n"
             << std::flush;
   auto prefix = "bench-" + std::to_string(::getpid());
-  std::vector<phase_result> results;
   uint64_t rss_after_plain = 0;
-  for (bool txn : {false, true}) {
-    if ((txn && o.modes == "plain") || (!txn && o.modes == "transactional"))
-      continue;
-    if (!results.empty() && !results.back().error.empty())
-      break;
-    for (auto& spec : standard_phases(o.load, prefix, txn)) {
-      auto parts = o.partitions;
-      auto r = run_phase(
-        "edda", spec,
-        [&](const phase_spec& s, const std::function<void()>& ready) {
-          return consume(endpoint, parts, s, ready);
-        },
-        [&](const phase_spec& s, const std::function<void()>& ready) {
-          return produce(endpoint, s, ready);
-        });
-      std::cout << line(r) << "\n" << std::flush;
-      results.push_back(r);
-      if (!r.error.empty()) {
-        std::cerr << "edda bench txmsg: stopping after a failed phase\n";
-        break;
-      }
-      if (!txn && spec.kind == phase_kind::throughput && node.pid > 0)
-        rss_after_plain = peak_rss_kib(node.pid);
-    }
-  }
+  auto results = run_phases(o, endpoint, prefix, "edda", node.pid,
+                            rss_after_plain);
   if (node.pid > 0) {
     auto rss = peak_rss_kib(node.pid);
     std::cout << "edda node peak RSS: " << grouped(static_cast<double>(rss) / 1024.0)
@@ -414,10 +630,15 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
                + "-floor";
     std::cout << line(measure_disk_floor(dir)) << "\n";
   }
+  stop_node(node);
+  if (o.cluster > 0 && o.node.empty()) {
+    auto cluster_results = run_cluster(o, self_exe, prefix);
+    results.insert(results.end(), cluster_results.begin(),
+                   cluster_results.end());
+  }
   print_table(std::cout, results);
   if (!o.csv.empty())
     append_csv(o.csv, results);
-  stop_node(node);
   bool ok = true;
   for (auto& r : results)
     ok = ok && r.error.empty() && r.exactly_once;
