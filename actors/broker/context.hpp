@@ -4,6 +4,7 @@
 
 #include "base/alerts.hpp"
 #include "config/settings.hpp"
+#include "cluster/lease_state.hpp"
 #include "coord/coord.hpp"
 
 #include <caf/actor.hpp>
@@ -28,6 +29,9 @@ struct context {
   /// the other nodes: cluster/cluster_actor.hpp). Empty on a single node.
   coord::client_ptr store;
   caf::actor cluster;
+  /// In a cluster: the node's lease as its movable duties must check it
+  /// before each side effect (cluster/lease_state.hpp).
+  std::shared_ptr<const cluster::lease_state> lease;
   [[nodiscard]] bool clustered() const {
     return store != nullptr;
   }

@@ -63,6 +63,7 @@ struct coordinator_state {
   std::map<std::string, route> routes;        // by topic
   uint64_t generation = 0;
   uint64_t token = 0; // fencing token of this coordinator (cluster; else 0)
+  uint64_t incarnation = 0; // the node's lease incarnation it runs under
   static inline const char* name = "edda.group";
 };
 
@@ -95,9 +96,29 @@ pb::AssignCursor base_assign(coord_ptr self, const std::string& topic,
   return a;
 }
 
-void rebalance(coord_ptr self) {
+/// Cluster: may this coordinator act? Only while the node's lease it was
+/// started under is certainly alive (a node that may have lost it must not
+/// send a single assignment: another node may own the group by now). A
+/// coordinator that may not act stops; members find the owner again.
+bool may_act(coord_ptr self) {
   auto& st = self->state;
-  ++st.generation;
+  if (!st.ctx->lease || st.ctx->lease->valid(st.incarnation))
+    return true;
+  EDDA_WARN("group", st.group << ": coordinator (token " << st.token
+                              << ") stops: this node's lease may be gone");
+  self->quit();
+  return false;
+}
+
+/// Assigns every partition of the group's topics to its members (a new
+/// generation); `again`: the current assignment once more, same generation
+/// (partitions take it as a no-op, or learn it if they had lost it).
+void rebalance(coord_ptr self, bool again = false) {
+  auto& st = self->state;
+  if (!may_act(self))
+    return;
+  if (!again)
+    ++st.generation;
   auto subs = group_subs(st);
   if (st.mode == pb::CLUSTERING && !st.members.empty())
     subs.emplace(retry_topic(st.group), "*");
@@ -165,6 +186,8 @@ void remove_member(coord_ptr self, const std::string& client_id) {
     return;
   auto subs = i->second.subs;
   st.members.erase(i);
+  if (!may_act(self))
+    return;
   EDDA_INFO("group", st.group << ": member " << client_id << " left ("
                               << st.members.size() << " remain)");
   if (st.mode == pb::BROADCAST) {
@@ -188,6 +211,15 @@ caf::result<pb::Subscribed> subscribe(coord_ptr self, const pb::Subscribe& sub,
   auto& st = self->state;
   if (!member)
     return make_error(errc::invalid_argument, "subscriber has no address");
+  if (st.ctx->lease && !st.ctx->lease->valid(st.incarnation)) {
+    // A member heartbeating a coordinator that may have lost the group is
+    // sent away to find the owner (and this coordinator stops).
+    auto err = make_error(errc::not_owner,
+                          "this node may have lost group '" + st.group
+                            + "' (its lease is in doubt): find its owner");
+    (void) may_act(self);
+    return err;
+  }
   auto expr = tag_expression::parse(sub.expression());
   if (!expr)
     return expr.error();
@@ -286,6 +318,8 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
                           uint64_t token) {
   auto& st = self->state;
   st.token = token;
+  if (ctx->lease)
+    st.incarnation = ctx->lease->incarnation();
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
   st.manager = std::move(manager);
@@ -299,6 +333,11 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
   // coordinator's life).
   st.generation = static_cast<uint64_t>(std::max<int64_t>(0, st.ctx->clock()))
                   << 10;
+  if (st.ctx->clustered()) {
+    // A partition on another node that restarted lost its cursor, and
+    // nothing here is told: the assignment is said again every 5 s.
+    self->delayed_send(self, std::chrono::seconds(5), wire::tick_atom::value);
+  }
   self->set_down_handler([=](caf::down_msg& dm) {
     for (auto& [id, m] : self->state.members)
       if (m.handle.address() == dm.source) {
@@ -330,6 +369,11 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
         return;
       fetch_route(self, topic, false,
                   [=](const caf::error&) { rebalance(self); });
+    },
+    [=](wire::tick_atom) {
+      if (!self->state.members.empty())
+        rebalance(self, true);
+      self->delayed_send(self, std::chrono::seconds(5), wire::tick_atom::value);
     },
     [=](const pb::ListGroups&) {
       auto& st = self->state;

@@ -84,6 +84,7 @@ void put_offset(self_ptr self, cursor_state& c, pb::WriteBatch& b) {
   pb::CommittedOffset rec;
   rec.set_offset(c.committed());
   rec.set_updated_ms(st.ctx->clock());
+  rec.set_token(c.token);
   put(b, db::offsets,
       keys::offset_key(c.name, st.meta.id(), st.partition),
       rec.SerializeAsString());
@@ -393,6 +394,7 @@ cursor_state& open_cursor(self_ptr self, const pb::AssignCursor& a) {
   pb::CommittedOffset rec;
   if (v && rec.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
     c.next_read = rec.offset();
+    c.token = rec.token(); // an older owner stays refused after a restart
   } else {
     c.next_read = a.from() == pb::LATEST ? st.durable_end : st.first_offset;
   }
@@ -448,6 +450,19 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
       if (a.token() > c.token) {
         c.token = a.token();
         c.generation = 0; // a new owner counts its generations anew
+        // Kept with the offset, so that a restarted partition still
+        // refuses the older owner.
+        pb::WriteBatch b;
+        put_offset(self, c, b);
+        self
+          ->request(self->state.ctx->writer,
+                    std::chrono::milliseconds(self->state.ctx->write_timeout_ms),
+                    std::move(b))
+          .then([](const pb::WriteResult&) {},
+                [](caf::error& err) {
+                  EDDA_WARN("partition", "could not keep a coordinator token: "
+                                           << render(err));
+                });
       }
       if (a.generation() < c.generation)
         return; // stale assignment from before a newer rebalance

@@ -200,6 +200,17 @@ void drop_local(self_ptr self, const std::string& name, uint32_t id) {
 /// Takes what etcd says about one topic: spawns the partitions homed here.
 void apply_topic(self_ptr self, const pb::ClusterTopic& ct) {
   auto& st = self->state;
+  if (auto old = st.topics.find(ct.name());
+      old != st.topics.end() && !old->second.meta.name().empty()
+      && old->second.meta.id() != ct.id()) {
+    // Deleted and made anew (another id) while this node was not looking:
+    // the old one's partitions and data go, the new one starts empty.
+    EDDA_INFO("topics", "topic " << ct.name() << " was made anew (id "
+                                 << old->second.meta.id() << " -> " << ct.id()
+                                 << ")");
+    drop_local(self, ct.name(), old->second.meta.id());
+    st.topics.erase(old);
+  }
   auto& t = st.topics[ct.name()];
   bool changed = t.meta.name().empty()
                  || static_cast<int>(t.homes.size()) != ct.homes_size();
@@ -253,22 +264,39 @@ void apply_update(self_ptr self, const pb::TopicUpdate& u) {
     if (auto i = st.topics.find(d); i != st.topics.end())
       gone.emplace_back(d, i->second.meta.id());
   if (u.snapshot()) {
+    // Only what etcd no longer has at all is gone (a record that does not
+    // parse is left alone).
+    for (auto& p : u.present())
+      seen.insert(p);
     for (auto& [name, t] : st.topics)
       if (seen.count(name) == 0)
         gone.emplace_back(name, t.meta.id());
     // Data of topics deleted while this node was down.
     auto txn = st.ctx->env->read();
+    std::vector<uint32_t> stale_ids; // a name made anew while we were down
     txn.scan(db::topics, "", "", [&](std::string_view k, std::string_view v) {
       std::string name{k};
+      pb::TopicMeta meta;
+      if (!meta.ParseFromArray(v.data(), static_cast<int>(v.size())))
+        return true;
+      if (auto t = st.topics.find(name);
+          t != st.topics.end() && t->second.meta.id() != meta.id())
+        stale_ids.push_back(meta.id());
       if (seen.count(name) != 0 || st.topics.count(name) != 0)
         return true;
-      pb::TopicMeta meta;
-      if (meta.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-        st.local_records.insert(name);
-        gone.emplace_back(name, meta.id());
-      }
+      st.local_records.insert(name);
+      gone.emplace_back(name, meta.id());
       return true;
     });
+    for (auto id : stale_ids) {
+      pb::WriteBatch b;
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::log));
+      op->set_key(keys::topic_log_prefix(id));
+      op->set_kind(pb::WriteOp::DEL_PREFIX);
+      self->request(st.ctx->writer, std::chrono::seconds(60), std::move(b))
+        .then([](const pb::WriteResult&) {}, [](caf::error&) {});
+    }
   }
   for (auto& [name, id] : gone) {
     EDDA_INFO("topics", "topic " << name << " was deleted; removing its "
@@ -909,6 +937,24 @@ caf::behavior cluster_main(self_ptr self) {
               auto c = (e.round_robin++) % n;
               if (is_local(self, e, c))
                 p = static_cast<int32_t>(c);
+            }
+            if (p < 0 && atomic && e.meta.kind() == pb::TOPIC_RETRY) {
+              // A node that joined after the group's retry topic was made:
+              // it gets its own partition of it, then appends there.
+              pb::AlterTopic grow;
+              grow.set_name(name);
+              self
+                ->request(self->state.table, std::chrono::seconds(30), grow,
+                          self->state.ctx->node_id)
+                .then(
+                  [=](const pb::ClusterTopic& ct) mutable {
+                    apply_topic(self, ct);
+                    notify_route(self, ct.name());
+                    rp.delegate(caf::actor_cast<caf::actor>(self),
+                                std::move(req));
+                  },
+                  [=](caf::error& err) mutable { rp.deliver(err); });
+              return;
             }
             if (p < 0 && atomic) {
               rp.deliver(make_error(

@@ -68,28 +68,39 @@ void resync(self_ptr self) {
   snap.set_snapshot(true);
   snap.set_revision(r->revision);
   st.topics.clear();
-  for (auto& kv : r->kvs)
+  for (auto& kv : r->kvs) {
+    snap.add_present(kv.key.substr(topics_prefix(st).size()));
     if (auto t = parse(kv)) {
       st.topics[t->name()] = *t;
       *snap.add_topics() = *t;
+    } else {
+      EDDA_ERROR("topics", "the record " << kv.key
+                                         << " in etcd does not parse; its "
+                                            "topic is left alone");
     }
+  }
   self->send(st.opts.manager, snap);
   // Weak: the watch lives in this actor's state and must not keep it alive.
   caf::weak_actor_ptr me = self->ctrl();
   coord::watch_handlers h;
   auto pfx = topics_prefix(st);
   h.on_events = [me, pfx, gen](const std::vector<coord::watch_event>& evs) {
-    pb::TopicUpdate u;
+    // One update per event, in revision order: a delete and a re-create of
+    // one name in one batch must be applied in that order.
+    auto strong = me.lock();
+    if (!strong)
+      return;
     for (auto& e : evs) {
-      u.set_revision(std::max(u.revision(), e.kv.mod_revision));
-      if (e.type == coord::watch_event::kind::del) {
+      pb::TopicUpdate u;
+      u.set_revision(e.kv.mod_revision);
+      if (e.type == coord::watch_event::kind::del)
         u.add_deleted(e.kv.key.substr(pfx.size()));
-      } else if (auto t = parse(e.kv)) {
+      else if (auto t = parse(e.kv))
         *u.add_topics() = *t;
-      }
-    }
-    if (auto strong = me.lock())
+      else
+        continue;
       caf::anon_send(caf::actor_cast<caf::actor>(strong), std::move(u), gen);
+    }
   };
   h.on_error = [me, gen](const caf::error& err) {
     EDDA_WARN("topics", "the topic watch ended (" << render(err)
@@ -280,6 +291,36 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
       t->set_mod_revision(put->revision);
       st.topics[t->name()] = *t;
       return *t;
+    },
+    [=](const pb::AlterTopic& req,
+        const std::string& home) -> caf::result<pb::ClusterTopic> {
+      // A partition of `req.name()` homed on `home`, if it has none there
+      // (a group's retry topic on a node that joined later).
+      auto& st = self->state;
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        auto t = read_topic(self, req.name());
+        if (!t)
+          return t.error();
+        for (auto& h : t->homes())
+          if (h == home)
+            return *t;
+        auto expect = t->mod_revision();
+        t->add_homes(home);
+        t->clear_mod_revision();
+        auto put = st.opts.store->cas_put(topics_prefix(st) + req.name(),
+                                          t->SerializeAsString(), expect);
+        if (!put)
+          return put.error();
+        if (put->succeeded) {
+          t->set_mod_revision(put->revision);
+          st.topics[t->name()] = *t;
+          EDDA_INFO("topics", "topic " << t->name() << " got partition "
+                                       << t->homes_size() - 1 << " on "
+                                       << home);
+          return *t;
+        }
+      }
+      return changed_meanwhile(req.name());
     },
     [=](const pb::DeleteTopic& req) -> caf::result<pb::Done> {
       auto& st = self->state;

@@ -21,6 +21,8 @@
 //   (CreateTopic, uint32_t kind) -> ClusterTopic   (kind: TopicKind)
 //                errors: topic_exists, unavailable (etcd, or no live member)
 //   AlterTopic  -> ClusterTopic   partitions only grow; new ones are placed
+//   (AlterTopic, home) -> ClusterTopic   one more partition, homed on
+//                                 `home`, unless it has one there already
 //   DeleteTopic -> Done           errors: unknown_topic
 //   GetTopic    -> ClusterTopic   read from etcd now (a topic the watch has
 //                                 not delivered yet); unknown_topic

@@ -172,7 +172,9 @@ connection_impl::other_members(const caf::actor& fe) {
   caf::expected<wire::pb::ClusterStatus> cs{wire::pb::ClusterStatus{}};
   {
     caf::scoped_actor self{*sys};
-    self->request(fe, std::chrono::seconds(5), wire::pb::ClusterStatusRequest{})
+    wire::pb::ClusterStatusRequest q;
+    q.set_brief(true); // the node's view, no etcd reads
+    self->request(fe, std::chrono::seconds(5), q)
       .receive([&](wire::pb::ClusterStatus& x) { cs = std::move(x); },
                [&](caf::error& err) { cs = std::move(err); });
   }

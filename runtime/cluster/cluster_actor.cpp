@@ -36,6 +36,7 @@ struct cluster_state {
   pb::MembershipView view;
   std::map<std::string, link> links; // by node id, every other member
   std::vector<caf::actor> subscribers; // told of views and links
+  uint64_t attempts = 0; ///< link attempts ever: replies of old ones are stale
   static inline const char* name = "edda.cluster";
 };
 
@@ -85,7 +86,7 @@ void down(self_ptr self, const std::string& id, const std::string& why) {
   l.handle = nullptr;
   l.connecting = false;
   l.error = why;
-  ++l.attempt;
+  l.attempt = ++self->state.attempts;
   l.backoff = l.backoff.count() == 0
                 ? opts.reconnect_after
                 : std::min(l.backoff * 2, ch::milliseconds(5000));
@@ -106,7 +107,7 @@ void connect(self_ptr self, const std::string& id) {
     return;
   }
   l.connecting = true;
-  auto attempt = ++l.attempt;
+  auto attempt = l.attempt = ++st.attempts;
   auto me = caf::actor_cast<caf::actor>(self);
   // remote_actor blocks: on its own (detached) actor.
   self->home_system().spawn<caf::detached>(

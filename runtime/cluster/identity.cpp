@@ -69,7 +69,64 @@ std::string encode(const cluster_record& rec) {
   m.set_cluster_name(rec.cluster_name);
   m.set_last_lease_id(rec.last_lease_id);
   m.set_incarnation(rec.incarnation);
+  m.set_cluster_id(rec.cluster_id);
   return m.SerializeAsString();
+}
+
+caf::error check_cluster_data_dir(storage::environment& env,
+                                  coord::client& store,
+                                  const std::string& cluster_name) {
+  auto rec = load_cluster_record(env, cluster_name);
+  if (!rec)
+    return rec.error();
+  bool first = false;
+  {
+    auto txn = env.read();
+    first = !txn.get(db::meta, cluster_record_key());
+    bool has_topics = false;
+    txn.scan(db::topics, "", "", [&](std::string_view, std::string_view) {
+      has_topics = true;
+      return false;
+    });
+    if (first && has_topics)
+      return make_error(errc::bad_config,
+                        "data dir " + env.opts().dir
+                          + " holds a single node's topics, which are not "
+                            "in the cluster's etcd; a cluster node starts on "
+                            "an empty data dir (or run it without "
+                            "cluster.etcd)");
+  }
+  // The cluster's id in etcd, made by the first node of the cluster.
+  auto key = "/edda/" + cluster_name + "/cluster_id";
+  std::string id;
+  for (int attempt = 0; attempt < 3 && id.empty(); ++attempt) {
+    auto cur = store.get(key);
+    if (!cur)
+      return cur.error();
+    if (cur->first) {
+      id = cur->first->value;
+      break;
+    }
+    auto put = store.cas_put(key, new_unique_id(), 0);
+    if (!put)
+      return put.error();
+    if (put->current)
+      id = put->current->value;
+  }
+  if (id.empty())
+    return make_error(errc::unavailable, "cannot read the cluster id in etcd");
+  if (!rec->cluster_id.empty() && rec->cluster_id != id)
+    return make_error(
+      errc::bad_config,
+      "data dir " + env.opts().dir + " belongs to cluster '" + cluster_name
+        + "' with id " + rec->cluster_id + ", but etcd's cluster '"
+        + cluster_name + "' has id " + id
+        + ": etcd lost or reset the cluster's keys; refusing to start (its "
+          "topics would be taken for deleted)");
+  if (rec->cluster_id == id && !first)
+    return caf::none;
+  rec->cluster_id = id;
+  return put(env, cluster_record_key(), encode(*rec));
 }
 
 caf::expected<cluster_record>
@@ -93,6 +150,7 @@ load_cluster_record(storage::environment& env,
                         + cluster_name + "'");
   out.last_lease_id = m.last_lease_id();
   out.incarnation = m.incarnation();
+  out.cluster_id = m.cluster_id();
   return out;
 }
 

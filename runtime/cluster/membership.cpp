@@ -171,6 +171,8 @@ caf::error membership::join_once(bool first) {
   last_attempt_ = sent;
   problem_.clear();
   valid_until_ns_ = to_ns(sent + valid_);
+  if (opts_.shared)
+    opts_.shared->set(inc, to_ns(sent + valid_));
   if (auto m = parse_member(put->current ? *put->current : coord::key_value{}))
     members_[m->node_id] = *m;
   EDDA_INFO("cluster", "joined cluster " << opts_.cluster_name << " as "
@@ -198,10 +200,15 @@ caf::error membership::list_and_watch() {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     registered_.clear();
+    saga_epoch_ = 0;
     for (auto& kv : nodes->kvs) {
+      if (kv.key == npfx + "%saga-epoch") {
+        saga_epoch_ = kv.create_revision;
+        continue;
+      }
       pb::NodeRecord nr;
       if (nr.ParseFromString(kv.value) && !nr.node_id().empty())
-        registered_[nr.node_id()] = nr.runs_sagas();
+        registered_[nr.node_id()] = {nr.runs_sagas(), kv.create_revision};
     }
   }
   coord::watch_handlers nh;
@@ -276,13 +283,19 @@ void membership::on_node_events(const std::vector<coord::watch_event>& evs) {
   auto pfx = prefix(opts_.cluster_name) + "nodes/";
   for (auto& e : evs) {
     auto id = e.kv.key.substr(std::min(pfx.size(), e.kv.key.size()));
+    if (id == "%saga-epoch") {
+      saga_epoch_ = e.type == coord::watch_event::kind::del
+                      ? 0
+                      : e.kv.create_revision;
+      continue;
+    }
     if (e.type == coord::watch_event::kind::del) {
       registered_.erase(id);
       continue;
     }
     pb::NodeRecord nr;
     if (nr.ParseFromString(e.kv.value) && !nr.node_id().empty())
-      registered_[nr.node_id()] = nr.runs_sagas();
+      registered_[nr.node_id()] = {nr.runs_sagas(), e.kv.create_revision};
   }
   notify();
 }
@@ -297,9 +310,16 @@ void membership::fill(membership_view& v) const {
   v.revision = revision_;
   v.renewed = renewed_;
   v.problem = problem_;
-  for (auto& [id, sagas] : registered_)
-    if (sagas)
-      v.saga_homes.push_back(id);
+  std::vector<std::pair<int64_t, std::string>> homes;
+  for (auto& [id, r] : registered_)
+    if (r.runs_sagas)
+      homes.emplace_back(r.revision, id);
+  std::sort(homes.begin(), homes.end());
+  for (auto& [rev, id] : homes) {
+    v.saga_homes.push_back(id);
+    v.saga_home_revisions.push_back(rev);
+  }
+  v.saga_epoch = saga_epoch_;
 }
 
 void membership::fence(const std::string& why) {
@@ -308,6 +328,8 @@ void membership::fence(const std::string& why) {
     return;
   fenced_ = true;
   valid_until_ns_ = 0;
+  if (opts_.shared)
+    opts_.shared->fence();
   EDDA_WARN("cluster", "fenced: " << why
                                   << "; movable duties stop until this node "
                                      "rejoins with a new lease");
@@ -376,6 +398,8 @@ void membership::tick() {
       if (r) {
         renewed_ = now;
         valid_until_ns_ = to_ns(now + valid_);
+        if (opts_.shared)
+          opts_.shared->set(incarnation_, to_ns(now + valid_));
         if (!problem_.empty() && !relist_) {
           EDDA_INFO("cluster", "etcd answers again");
           problem_.clear();
@@ -389,17 +413,36 @@ void membership::tick() {
       }
     }
   }
-  if (relist) {
-    if (auto err = list_and_watch()) {
-      std::lock_guard<std::mutex> guard{mtx_};
-      relist_ = true;
-      problem_ = "cannot list members: " + render(err);
+  if (relist)
+    start_relist();
+}
+
+void membership::start_relist() {
+  if (relisting_.exchange(true))
+    return; // one at a time
+  {
+    std::lock_guard<std::mutex> guard{run_mtx_};
+    if (stopping_) {
+      relisting_ = false;
       return;
     }
-    std::lock_guard<std::mutex> guard{mtx_};
-    problem_.clear();
-    notify();
   }
+  if (relister_.joinable())
+    relister_.join();
+  relister_ = std::thread([this] {
+    auto err = list_and_watch();
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      if (err) {
+        relist_ = true;
+        problem_ = "cannot list members: " + render(err);
+      } else {
+        problem_.clear();
+        notify();
+      }
+    }
+    relisting_ = false;
+  });
 }
 
 void membership::run() {
@@ -426,6 +469,8 @@ void membership::leave() {
   run_cv_.notify_all();
   if (thread_.joinable())
     thread_.join();
+  if (relister_.joinable())
+    relister_.join();
   std::unique_ptr<coord::watch> w, nw;
   coord::lease_id lease;
   {
@@ -434,6 +479,8 @@ void membership::leave() {
     nw = std::move(nodes_watch_);
     lease = lease_;
     valid_until_ns_ = 0;
+    if (opts_.shared)
+      opts_.shared->fence(); // leaving: no duty acts any more
   }
   if (w)
     w->cancel();

@@ -27,6 +27,7 @@
 // must not call back into the membership.
 #pragma once
 
+#include "cluster/lease_state.hpp"
 #include "coord/coord.hpp"
 
 #include <atomic>
@@ -63,8 +64,13 @@ struct membership_view {
   steady_time renewed{};   ///< when the last successful keepalive was sent
   std::string problem;     ///< why etcd does not answer, if it does not
   /// Registered nodes (nodes/<id>, kept while a node is down) that run
-  /// sagas, sorted.
+  /// sagas, in the order they registered (oldest first).
   std::vector<std::string> saga_homes;
+  std::vector<int64_t> saga_home_revisions; ///< create_revision of each
+  /// create_revision of nodes/%saga-epoch: when the cluster's first saga
+  /// started (0: none yet). Saga ids started since then keep the home they
+  /// had over the nodes registered at the time.
+  int64_t saga_epoch = 0;
 };
 
 struct membership_options {
@@ -88,6 +94,9 @@ struct membership_options {
   std::function<int64_t()> wall_ms;
   /// false: no background thread; the test calls tick().
   bool run_thread = true;
+  /// Shared with the node's movable duties: kept up to date with the
+  /// lease (the real clock; tests with their own clock leave it null).
+  std::shared_ptr<lease_state> shared;
 };
 
 class membership {
@@ -140,7 +149,12 @@ private:
 
   mutable std::mutex mtx_;
   std::map<std::string, member> members_;
-  std::map<std::string, bool> registered_; ///< nodes/: id -> runs sagas
+  struct registration {
+    bool runs_sagas = false;
+    int64_t revision = 0; ///< create_revision of nodes/<id>: the order
+  };
+  std::map<std::string, registration> registered_; ///< nodes/ by node id
+  int64_t saga_epoch_ = 0;
   coord::lease_id lease_ = 0;
   uint64_t incarnation_ = 0;
   int64_t revision_ = 0;
@@ -158,6 +172,11 @@ private:
   bool stopping_ = false;
   bool left_ = false;
   std::thread thread_;
+  /// Lists and watches anew off the renewal thread: a slow etcd must not
+  /// hold back the keepalive (and so fence the node).
+  std::thread relister_;
+  std::atomic<bool> relisting_{false};
+  void start_relist();
 };
 
 } // namespace edda::cluster

@@ -55,6 +55,7 @@ struct embedded_node::impl {
   std::string node_id;
   coord::client_ptr store; ///< etcd, in a cluster
   std::unique_ptr<cluster::membership> membership;
+  std::shared_ptr<cluster::lease_state> lease; ///< cluster: for the duties
   uint16_t port = 0;
   std::once_flag stopped;
 };
@@ -120,6 +121,10 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   ctx->settings = settings;
   ctx->node_id = im.node_id;
   ctx->store = im.store;
+  if (im.store) {
+    im.lease = std::make_shared<cluster::lease_state>();
+    ctx->lease = im.lease;
+  }
   ctx->alerts = im.alerts;
   ctx->clock = opts.clock ? opts.clock : [] { return now_ms(); };
   cluster::cluster_actor_options co;
@@ -236,19 +241,21 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   mo.endpoint = endpoint;
   mo.version = "0.1.0";
   mo.runs_sagas = im.sagas != nullptr;
+  mo.shared = im.lease;
   mo.ttl = ttl;
   mo.previous_lease = rec->last_lease_id;
   mo.previous_incarnation = rec->incarnation;
   // The lease is durable before the member key is written under it: a node
   // restarted after kill -9 finds it and clears its previous life's key.
   mo.persist = [sys = im.sys.get(), writer = im.writer,
-                name = s.cluster_name](coord::lease_id lease,
+                name = s.cluster_name,
+                cluster_id = rec->cluster_id](coord::lease_id lease,
                                        uint64_t inc) -> caf::error {
     wire::pb::WriteBatch b;
     auto* op = b.add_ops();
     op->set_db(static_cast<uint32_t>(storage::db::meta));
     op->set_key(cluster::cluster_record_key());
-    op->set_value(cluster::encode({name, lease, inc}));
+    op->set_value(cluster::encode({name, lease, inc, cluster_id}));
     caf::error out;
     caf::scoped_actor self{*sys};
     self->request(writer, std::chrono::seconds(10), std::move(b))
@@ -273,6 +280,9 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
     pv.set_problem(v.problem);
     for (auto& h : v.saga_homes)
       pv.add_saga_homes(h);
+    for (auto r : v.saga_home_revisions)
+      pv.add_saga_home_revisions(r);
+    pv.set_saga_epoch(v.saga_epoch);
     auto ago = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - v.renewed);
     pv.set_renewed_ms(now_ms() - ago.count());
@@ -344,6 +354,9 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
       return make_error(errc::bad_config,
                         "a cluster node must listen (peers connect to it)");
     if (auto err = connect_store(*im, opts.cancel))
+      return err;
+    if (auto err = cluster::check_cluster_data_dir(*im->env, *im->store,
+                                                   settings.cluster_name))
       return err;
   }
   auto err = spawn_actors(*im, opts);

@@ -18,6 +18,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 
 namespace edda::node {
@@ -30,6 +31,10 @@ struct gateway_state {
   // Cluster: where sagas live (cluster/membership.hpp, saga_homes) and the
   // other nodes' gateways.
   std::vector<std::string> saga_homes;
+  std::vector<int64_t> saga_home_revisions; ///< when each registered
+  int64_t saga_epoch = 0; ///< when the cluster's first saga started
+  caf::actor epoch_maker; ///< cluster: sets the saga epoch in etcd, once
+  bool have_view = false; ///< cluster: saga_homes came from etcd
   std::map<std::string, caf::actor> peers;
   inflight requests; ///< to peers: failed at once when a link drops
   static inline const char* name = "edda.gateway";
@@ -41,6 +46,35 @@ using gateway_ptr = caf::stateful_actor<gateway_state>*;
 /// sagas; stable while a node is down), "" if this node decides alone.
 std::string saga_home(gateway_ptr self, const std::string& id) {
   return cluster::owner_of("saga/" + id, self->state.saga_homes);
+}
+
+/// Where a saga with this id may live, its home now first. A node that
+/// registered later took the home of some ids; their sagas stay where they
+/// were started: the owner over the nodes registered before each later
+/// registration (saga_homes is in registration order).
+std::vector<std::string> saga_homes_of(gateway_ptr self,
+                                       const std::string& id) {
+  auto& st = self->state;
+  auto& homes = st.saga_homes;
+  // Nodes that registered before the cluster's first saga all count from
+  // the start: only later registrations can have moved an id's home.
+  size_t first = homes.size();
+  if (st.saga_epoch != 0) {
+    first = 0;
+    while (first < homes.size() && first < st.saga_home_revisions.size()
+           && st.saga_home_revisions[first] < st.saga_epoch)
+      ++first;
+    first = std::max<size_t>(first, 1);
+  }
+  std::vector<std::string> out;
+  for (size_t k = homes.size(); k >= first && k >= 1; --k) {
+    std::vector<std::string> earlier(homes.begin(),
+                                     homes.begin() + static_cast<long>(k));
+    auto o = cluster::owner_of("saga/" + id, earlier);
+    if (std::find(out.begin(), out.end(), o) == out.end())
+      out.push_back(o);
+  }
+  return out;
 }
 
 /// Relays `req` to the gateway of node `home` and its reply to `rp`.
@@ -75,21 +109,64 @@ caf::behavior gateway(gateway_ptr self,
     return shards[shard_of(id, shards.size())];
   };
   // A show or an operator command goes to the saga's shard: here, or on
-  // the saga's home node in a cluster.
+  // the node it lives on in a cluster (its home now, else a home it had
+  // before a node joined: tried in turn while the answer is not_found).
+  // In a cluster, where a saga lives is known only once the node has seen
+  // the registered nodes: until then sagas wait (not decided alone here).
+  auto joining = [=] {
+    return ctx->clustered() && !self->state.have_view;
+  };
+  auto not_yet = [] {
+    return make_error(errc::unavailable,
+                      "this node is joining the cluster; try again shortly");
+  };
   auto to_saga = [=](auto x) -> caf::result<pb::SagaRecord> {
+    if (joining() && !x.local_only())
+      return not_yet();
     if (shards.empty() && self->state.saga_homes.empty())
       return make_error(errc::not_found, "no saga '" + x.id() + "'");
-    if (!self->state.saga_homes.empty()) {
-      auto home = saga_home(self, x.id());
-      if (home != ctx->node_id) {
-        auto rp = self->make_response_promise<pb::SagaRecord>();
-        to_home<pb::SagaRecord>(self, home, std::move(x), rp,
-                                std::chrono::seconds(30));
-        return rp;
-      }
+    if (x.local_only() || self->state.saga_homes.empty()) {
+      if (shards.empty())
+        return make_error(errc::not_found, "no saga '" + x.id() + "'");
+      self->delegate(shard_for(x.id()), std::move(x));
+      return caf::delegated<pb::SagaRecord>{};
     }
-    self->delegate(shard_for(x.id()), std::move(x));
-    return caf::delegated<pb::SagaRecord>{};
+    auto rp = self->make_response_promise<pb::SagaRecord>();
+    auto cands = std::make_shared<std::vector<std::string>>(
+      saga_homes_of(self, x.id()));
+    x.set_local_only(true);
+    auto next = std::make_shared<std::function<void(size_t)>>();
+    *next = [=](size_t i) mutable {
+      auto fail_over = [=](caf::error err) mutable {
+        if (code_of(err) == errc::not_found && i + 1 < cands->size())
+          (*next)(i + 1);
+        else
+          rp.deliver(std::move(err));
+      };
+      caf::actor dest;
+      if ((*cands)[i] == ctx->node_id) {
+        if (shards.empty()) {
+          fail_over(make_error(errc::not_found, "no saga '" + x.id() + "'"));
+          return;
+        }
+        dest = shard_for(x.id());
+      } else if (auto p = self->state.peers.find((*cands)[i]);
+                 p != self->state.peers.end()) {
+        dest = p->second;
+      } else {
+        rp.deliver(make_error(errc::unavailable,
+                              "saga " + x.id() + " may live on node "
+                                + (*cands)[i]
+                                + ", which is down or unreachable"));
+        return;
+      }
+      self->state.requests.request<pb::SagaRecord>(
+        self, dest, std::chrono::seconds(30), x,
+        [=](pb::SagaRecord& r) mutable { rp.deliver(std::move(r)); },
+        fail_over);
+    };
+    (*next)(0);
+    return rp;
   };
   auto no_sagas = [] {
     return make_error(errc::unknown_saga_type,
@@ -105,6 +182,41 @@ caf::behavior gateway(gateway_ptr self,
       return caf::delegated<pb::ParticipantRegistered>{};
     },
     [=](pb::SagaStart& x) -> caf::result<pb::SagaStarted> {
+      if (joining())
+        return not_yet();
+      if (ctx->clustered() && self->state.saga_epoch == 0
+          && !self->state.saga_homes.empty()) {
+        // The cluster's first saga: the moment is recorded in etcd first,
+        // so that nodes registering from now on count as later ones.
+        auto& st = self->state;
+        if (!st.epoch_maker)
+          st.epoch_maker = self->home_system().spawn<caf::detached>(
+            [store = ctx->store,
+             key = "/edda/" + ctx->settings.cluster_name
+                   + "/nodes/%saga-epoch"](caf::event_based_actor*) {
+              return caf::behavior{
+                [=](wire::flush_atom) -> caf::result<int64_t> {
+                  auto r = store->cas_put(key, "first saga", 0);
+                  if (!r)
+                    return r.error();
+                  if (!r->current)
+                    return make_error(errc::unavailable,
+                                      "the saga epoch changed meanwhile");
+                  return r->current->create_revision;
+                }};
+            });
+        auto rp = self->make_response_promise<pb::SagaStarted>();
+        self->request(st.epoch_maker, std::chrono::seconds(10),
+                      wire::flush_atom::value)
+          .then(
+            [=](int64_t rev) mutable {
+              auto& st = self->state;
+              st.saga_epoch = std::max(st.saga_epoch, rev);
+              rp.delegate(caf::actor_cast<caf::actor>(self), std::move(x));
+            },
+            [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      }
       auto& homes = self->state.saga_homes;
       if (shards.empty() && homes.empty())
         return no_sagas();
@@ -118,15 +230,76 @@ caf::behavior gateway(gateway_ptr self,
           x.set_id(new_unique_id());
       }
       if (!homes.empty()) {
-        auto home = saga_home(self, x.id());
-        if (home != ctx->node_id) {
-          auto rp = self->make_response_promise<pb::SagaStarted>();
-          // A start that waits for the end may take as long as the saga.
-          auto timeout = x.wait() ? std::chrono::milliseconds(3600000)
-                                  : std::chrono::milliseconds(30000);
-          to_home<pb::SagaStarted>(self, home, std::move(x), rp, timeout);
+        auto cands = saga_homes_of(self, x.id());
+        auto home = cands.front();
+        auto rp = self->make_response_promise<pb::SagaStarted>();
+        // A start that waits for the end may take as long as the saga.
+        auto timeout = x.wait() ? std::chrono::milliseconds(3600000)
+                                : std::chrono::milliseconds(30000);
+        auto start_at_home = [=](pb::SagaStart x) mutable {
+          if (home != ctx->node_id)
+            to_home<pb::SagaStarted>(self, home, std::move(x), rp, timeout);
+          else if (shards.empty())
+            rp.deliver(make_error(errc::unknown_saga_type, "no sagas here"));
+          else
+            rp.delegate(shard_for(x.id()), std::move(x));
+        };
+        if (cands.size() == 1) {
+          start_at_home(std::move(x));
           return rp;
         }
+        // The id's home moved when a node joined: a saga started before
+        // lives on an earlier home. Start is idempotent by id: look there
+        // first.
+        pb::SagaGet q;
+        q.set_id(x.id());
+        q.set_local_only(true);
+        auto left = std::make_shared<size_t>(cands.size() - 1);
+        auto found = std::make_shared<bool>(false);
+        for (size_t i = 1; i < cands.size(); ++i) {
+          caf::actor dest;
+          if (cands[i] == ctx->node_id && !shards.empty())
+            dest = shard_for(x.id());
+          else if (auto p = self->state.peers.find(cands[i]);
+                   p != self->state.peers.end())
+            dest = p->second;
+          auto done = [=](caf::expected<pb::SagaRecord> r) mutable {
+            if (*found)
+              return;
+            if (r) {
+              *found = true;
+              pb::SagaStarted st;
+              st.set_existed(true);
+              *st.mutable_record() = std::move(*r);
+              rp.deliver(std::move(st));
+              return;
+            }
+            if (code_of(r.error()) != errc::not_found) {
+              *found = true; // cannot tell: refuse rather than start twice
+              rp.deliver(make_error(errc::unavailable,
+                                    "cannot tell whether saga " + x.id()
+                                      + " exists on an earlier home: "
+                                      + render(r.error())));
+              return;
+            }
+            if (--*left == 0)
+              start_at_home(x);
+          };
+          if (!dest) {
+            done(make_error(errc::unavailable, "node " + cands[i]
+                                                 + " is down or unreachable"));
+            continue;
+          }
+          self->state.requests.request<pb::SagaRecord>(
+            self, dest, std::chrono::seconds(30), q,
+            [=](pb::SagaRecord& r) mutable {
+              done(caf::expected<pb::SagaRecord>{std::move(r)});
+            },
+            [=](caf::error& err) mutable {
+              done(caf::expected<pb::SagaRecord>{std::move(err)});
+            });
+        }
+        return rp;
       }
       auto shard = shard_for(x.id());
       self->delegate(shard, std::move(x));
@@ -186,8 +359,12 @@ caf::behavior gateway(gateway_ptr self,
       return rp;
     },
     [=](pb::MembershipView& v) {
-      self->state.saga_homes.assign(v.saga_homes().begin(),
-                                    v.saga_homes().end());
+      auto& st = self->state;
+      st.saga_homes.assign(v.saga_homes().begin(), v.saga_homes().end());
+      st.saga_home_revisions.assign(v.saga_home_revisions().begin(),
+                                    v.saga_home_revisions().end());
+      st.saga_epoch = std::max(st.saga_epoch, v.saga_epoch());
+      st.have_view = true;
     },
     [=](wire::link_atom, const std::string& id, caf::actor& gw) {
       auto& st = self->state;
@@ -234,7 +411,7 @@ caf::behavior gateway(gateway_ptr self,
     [=](pb::ClusterStatusRequest& x) -> caf::result<pb::ClusterStatus> {
       if (!cluster)
         return make_error(errc::unavailable, "this node has no cluster view");
-      if (!ctx->clustered()) {
+      if (!ctx->clustered() || x.brief()) {
         self->delegate(cluster, std::move(x));
         return caf::delegated<pb::ClusterStatus>{};
       }
