@@ -618,7 +618,8 @@ const field fields[] = {
   {"saga.types", "string list", "NAME = STEP, STEP, ...",
    "saga types run by this node, each step served by named participants "
    "(NAME.STEP, compensation NAME.STEP.undo; +STEP runs alongside the step "
-   "before, STEP~ is best effort, STEP! has no compensation)",
+   "before, STEP~ is best effort, STEP! has no compensation, STEP>TOPIC "
+   "appends the saga's input to TOPIC with the step)",
    set_saga_types, get_saga_types},
   {"saga.step_timeout", "duration", "> 0",
    "how long a step of a declared type may take per attempt",

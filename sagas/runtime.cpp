@@ -2,6 +2,7 @@
 
 #include "sagas/function_participant.hpp"
 #include "sagas/participant_directory.hpp"
+#include "sagas/saga_checker.hpp"
 #include "sagas/runtime_shared.hpp"
 #include "sagas/saga_outbox.hpp"
 #include "sagas/shard_keeper.hpp"
@@ -23,6 +24,7 @@ struct saga_runtime::impl {
   std::vector<caf::actor> functions; // wrapped function participants
   std::vector<caf::actor> shards;
   caf::actor directory;
+  caf::actor checker; // in a cluster
   std::vector<caf::actor> outboxes;
 };
 
@@ -89,6 +91,9 @@ void saga_runtime::start() {
                      impl_->shards.end());
   impl_->directory = spawn_participant_directory(*impl_->sys,
                                                  std::move(subscribers));
+  if (impl_->ctx->clustered() && impl_->opts.txn)
+    impl_->checker = spawn_saga_checker(*impl_->sys, impl_->ctx,
+                                        impl_->opts.txn);
 }
 
 void saga_runtime::stop() {
@@ -101,6 +106,9 @@ void saga_runtime::stop() {
     caf::anon_send(o, wire::stop_atom::value);
   impl_->outboxes.clear();
   impl_->directory = nullptr;
+  if (impl_->checker)
+    caf::anon_send(impl_->checker, wire::stop_atom::value);
+  impl_->checker = nullptr;
   for (auto& f : impl_->functions)
     caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
   impl_->functions.clear();

@@ -40,6 +40,11 @@ struct runtime_options {
   bool detached_participants = true;
   /// The node's topic manager: reliable-message steps append through it.
   caf::actor topics;
+  /// The node's txn coordinator. In a cluster a reliable-message step whose
+  /// partition lives on another node sends its message as a transaction;
+  /// the saga checker registers here (and with every member) to answer its
+  /// check-back (saga_checker.hpp).
+  caf::actor txn;
 };
 
 class saga_runtime {

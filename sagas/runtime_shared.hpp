@@ -48,6 +48,14 @@ inline saga_state state_of(const wire::v1::SagaRecord& r) {
   return static_cast<saga_state>(r.state());
 }
 
+/// The producer group under which a node's sagas send the messages of
+/// reliable-message steps whose partition lives on another node (as
+/// transactions); its checker answers from the saga records
+/// (saga_checker.hpp).
+inline std::string saga_producer_group(const std::string& node_id) {
+  return "edda.sagas." + node_id;
+}
+
 /// The write that stores a record's bytes (db saga, key: its id).
 inline wire::v1::WriteBatch record_write(const std::string& id,
                                          std::string bytes) {

@@ -338,6 +338,33 @@ caf::expected<saga_definition> declared_saga(const std::string& spec,
     char mark = step.empty() ? '\0' : step.back();
     if (mark == '~' || mark == '!')
       step = trim(step.substr(0, step.size() - 1));
+    if (auto gt = step.find('>'); gt != std::string::npos) {
+      // STEP>TOPIC: a reliable-message step; its message (the saga's
+      // input, keyed by the saga id) is on TOPIC once the step is done.
+      auto topic = trim(step.substr(gt + 1));
+      step = trim(step.substr(0, gt));
+      if (topic.empty())
+        return make_error(errc::invalid_saga,
+                          "saga type '" + name + "': step '" + step
+                            + "' names no topic after '>'");
+      if (mark == '~')
+        return make_error(errc::invalid_saga,
+                          "saga type '" + name + "': message step '" + step
+                            + "' cannot be best effort ('~'): its message is "
+                              "sent with the step or not at all");
+      auto build = [topic](const step_request& r) {
+        outgoing_message m;
+        m.topic = topic;
+        m.body = r.input;
+        return m;
+      };
+      d.message_step(step, build,
+                     mark == '!' ? participant{}
+                                 : participant::named(name + "." + step
+                                                      + ".undo"),
+                     opts);
+      continue;
+    }
     auto action = participant::named(name + "." + step);
     if (mark == '~') {
       opts.best_effort = true;

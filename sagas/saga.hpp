@@ -263,7 +263,10 @@ using definition_ptr = std::shared_ptr<const saga_definition>;
 /// Step S of type T is done by "T.S" and compensated by "T.S.undo"; `+S`
 /// runs alongside the step before it, `S~` is best effort (no
 /// compensation), `S!` has no compensation (only best-effort steps may
-/// follow). Every step gets `defaults`; the input must be empty or JSON.
+/// follow). `S>TOPIC` is a reliable-message step: the saga's input, keyed
+/// by the saga id, is appended to TOPIC with the write that records the
+/// step done (compensated by "T.S.undo"; `S>TOPIC!`: not compensable).
+/// Every step gets `defaults`; the input must be empty or JSON.
 /// Errors: invalid_saga.
 [[nodiscard]] caf::expected<saga_definition>
 declared_saga(const std::string& spec, const step_options& defaults = {});

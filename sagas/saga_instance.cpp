@@ -1,6 +1,7 @@
 #include "sagas/saga_instance.hpp"
 
 #include "base/errc.hpp"
+#include "base/failpoint.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
@@ -245,6 +246,7 @@ void start_emit(instance_ptr self, size_t i) {
     }
   }
   s.set_attempts(s.attempts() + 1);
+  s.clear_txn_id();
   if (s.started_ms() == 0)
     s.set_started_ms(st.ctx->clock());
   outgoing_message m;
@@ -420,6 +422,81 @@ void on_reply(instance_ptr self, size_t i, part p, bool ok,
   advance(self);
 }
 
+/// Ends the transaction of a remote message step. An error is left to the
+/// check-back of the home, which asks this node's saga checker, which
+/// answers from the stored record (saga_checker.hpp).
+void end_remote(instance_ptr self, const std::string& txn, milliseconds timeout) {
+  pb::EndTxn e;
+  e.set_txn_id(txn);
+  e.set_outcome(pb::TXN_COMMIT);
+  auto id = self->state.rec.id();
+  self->request(self->state.rt->topics, timeout, std::move(e))
+    .then([](const pb::EndResult&) { metrics::counter("sagas.remote_commits")++; },
+          [id, txn](caf::error& err) {
+            metrics::counter("sagas.remote_commits_pending")++;
+            EDDA_INFO("saga", id << ": the commit of transaction " << txn
+                                 << " was not confirmed (" << render(err)
+                                 << "); its home settles it by check-back");
+          });
+}
+
+/// A reliable-message step whose partition lives on another node (the
+/// topic manager answered not_owner to the append that would carry the
+/// saga's write): the transactional-message protocol instead of one local
+/// LMDB transaction. The half message is stored on the partition's home;
+/// then the step is recorded done with the transaction's id (the saga's
+/// own write); then the transaction is committed. Should this node stop in
+/// between, the home's check-back settles it from the stored record: commit
+/// if the step is recorded with this transaction, roll back if its attempt
+/// was recorded without it.
+template <class Stored, class Failed>
+void emit_remote(instance_ptr self, size_t i, const pb::Message& msg,
+                 milliseconds timeout, Stored stored, Failed failed) {
+  auto& st = self->state;
+  auto& s = step_at(self, i);
+  pb::HalfMessage h;
+  h.set_txn_id(new_unique_id());
+  h.set_producer_group(saga_producer_group(st.ctx->node_id));
+  h.set_client_id(st.ctx->node_id);
+  *h.mutable_message() = msg;
+  auto& props = *h.mutable_message()->mutable_properties();
+  props["saga_step"] = s.name();
+  props["saga_attempt"] = std::to_string(s.attempts());
+  auto h_id = msg.id();
+  auto h_topic = msg.topic();
+  self->request(st.rt->topics, timeout, std::move(h))
+    .then(
+      [=](const pb::HalfAck& ack) mutable {
+        EDDA_FAILPOINT("saga.after_remote_half");
+        auto& st = self->state;
+        auto txn = ack.txn_id();
+        auto& s = step_at(self, i);
+        s.set_txn_id(txn);
+        s.set_output("message " + h_id + " to " + h_topic + " (transaction "
+                     + txn + ")");
+        st.stored = st.rec.SerializeAsString();
+        self
+          ->request(st.ctx->writer, timeout,
+                    record_write(st.rec.id(), st.stored))
+          .then(
+            [=](const pb::WriteResult&) mutable {
+              EDDA_FAILPOINT("saga.before_remote_commit");
+              end_remote(self, txn, timeout);
+              stored();
+            },
+            [=](caf::error& err) mutable {
+              failed(err);
+              // The write may have landed after all (failed() reads it):
+              // then the message goes too; else the check-back rolls the
+              // transaction back once the attempt is recorded without it.
+              auto& s = step_at(self, i);
+              if (s.status() == pb::SagaStep::DONE && s.txn_id() == txn)
+                end_remote(self, txn, timeout);
+            });
+      },
+      [=](caf::error& err) mutable { failed(err); });
+}
+
 /// Writes the record if it changed, then sends what the write authorised.
 /// One write at a time: the next one starts when this one is stored.
 void commit(instance_ptr self) {
@@ -454,6 +531,10 @@ void commit(instance_ptr self) {
   st.after_write.clear();
   auto emit = st.emit;
   st.emit = -1;
+  // Another message step of the same group may start while this write is
+  // pending: keep this one's message.
+  auto emit_msg = emit >= 0 ? std::make_shared<const pb::Message>(st.emit_msg)
+                            : nullptr;
   bool final = st.ended && is_terminal(state_of(st.rec));
   auto stored = [=]() mutable {
     auto& st = self->state;
@@ -534,9 +615,10 @@ void commit(instance_ptr self) {
       // The message and the step's new state were not stored.
       s.set_status(pb::SagaStep::FAILED);
       s.set_output("");
+      s.clear_txn_id();
       s.set_finished_ms(0);
       fail_attempt(self, i, part::action,
-                   "message to " + st.emit_msg.topic()
+                   "message to " + emit_msg->topic()
                      + " not stored: " + render(err),
                    true);
       advance(self);
@@ -550,21 +632,27 @@ void commit(instance_ptr self) {
   auto timeout = milliseconds(st.ctx->write_timeout_ms);
   if (emit >= 0) {
     pb::AppendInternal app;
-    app.set_topic(st.emit_msg.topic());
+    app.set_topic(emit_msg->topic());
     app.set_partition(-1); // by key
-    *app.add_messages() = st.emit_msg;
+    *app.add_messages() = *emit_msg;
     *app.mutable_extra() = record_write(st.rec.id(), st.stored);
     self->request(st.rt->topics, timeout, std::move(app))
       .then(
         [=](const pb::ProduceResult& r) mutable {
           auto& s = step_at(self, static_cast<size_t>(emit));
-          s.set_output(self->state.emit_msg.topic() + "/"
+          s.set_output(emit_msg->topic() + "/"
                        + std::to_string(r.partition()) + "/"
                        + std::to_string(r.offsets_size() > 0 ? r.offsets(0)
                                                              : 0));
           stored();
         },
-        [=](caf::error& err) mutable { failed(err); });
+        [=](caf::error& err) mutable {
+          if (code_of(err) == errc::not_owner && self->state.ctx->clustered())
+            emit_remote(self, static_cast<size_t>(emit), *emit_msg, timeout,
+                        stored, failed);
+          else
+            failed(err);
+        });
     return;
   }
   self->request(st.ctx->writer, timeout, record_write(st.rec.id(), st.stored))

@@ -929,6 +929,16 @@ caf::behavior cluster_main(self_ptr self) {
         auto n = e.partitions.size();
         auto p = req.partition();
         bool atomic = req.extra().ops_size() > 0;
+        std::string key = req.messages_size() > 0 ? req.messages(0).key()
+                                              : std::string{};
+        if ((p < 0 || static_cast<size_t>(p) >= n) && atomic
+            && e.meta.kind() != pb::TOPIC_RETRY && !key.empty()) {
+          // A key keeps its partition (order per key), also for an append
+          // that carries this node's writes: it commits here only if the
+          // key's partition lives here (else not_owner below; a saga then
+          // sends its message as a transaction to the home).
+          p = static_cast<int32_t>(shard_of(key, n));
+        }
         if (p < 0 || static_cast<size_t>(p) >= n) {
           if (e.meta.kind() == pb::TOPIC_RETRY || atomic) {
             // Extra writes must commit with the append: a partition here.
@@ -958,7 +968,7 @@ caf::behavior cluster_main(self_ptr self) {
             }
             if (p < 0 && atomic) {
               rp.deliver(make_error(
-                errc::unavailable, "topic '" + name
+                errc::not_owner, "topic '" + name
                                      + "' has no partition on this node for "
                                        "an append that must commit with "
                                        "this node's own writes"));
@@ -966,9 +976,7 @@ caf::behavior cluster_main(self_ptr self) {
             }
           }
           if (p < 0) {
-            auto picked = pick_available(
-              self, e, req.messages_size() > 0 ? req.messages(0).key()
-                                               : std::string{});
+            auto picked = pick_available(self, e, key);
             if (!picked) {
               rp.deliver(picked.error());
               return;

@@ -157,6 +157,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     sagas::runtime_options ro;
     ro.shards = settings.saga_shards;
     ro.topics = im.topics;
+    ro.txn = im.txn;
     im.sagas = std::make_unique<sagas::saga_runtime>(sys, ctx, ro);
     for (auto& def : opts.sagas)
       if (auto err = im.sagas->add(std::move(def)))

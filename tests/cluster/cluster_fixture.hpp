@@ -70,6 +70,9 @@ struct node_options {
   /// (cluster_node::peer_relay): peers and clients that use the advertised
   /// address reach the node through it.
   bool advertise_via_relay = false;
+  /// EDDA_FAILPOINTS for this node's processes (failpoint.hpp); a test may
+  /// clear it before a restart.
+  std::string failpoints;
 };
 
 /// One node of the cluster. Its name, data dir, port and relays stay the
@@ -373,6 +376,7 @@ private:
     l.data_dir = n.data_dir;
     l.port = n.port;
     l.settings = settings_of(n);
+    l.failpoints = n.opts.failpoints;
     l.log_path
       = root_ + "/" + n.name + "-" + std::to_string(n.runs.size()) + ".log";
     auto& p = *n.runs.emplace_back(spawn_node(l));

@@ -5,6 +5,7 @@
 #include "../broker/fixture.hpp"
 
 #include "sagas/runtime.hpp"
+#include "sagas/saga_checker.hpp"
 #include "sagas/saga.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -302,6 +303,69 @@ TEST(SagaDefinition, DeclaredTypeNamesItsParticipantsAndChecksItsInput) {
     auto r = sagas::declared_saga(bad);
     EXPECT_FALSE(r) << bad;
   }
+}
+
+TEST(SagaDefinition, DeclaredMessageStepAppendsTheInputToItsTopic) {
+  auto d = sagas::declared_saga("ship = reserve, notify>shipments, mail>mails!");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->steps().size(), 3u);
+  auto& notify = d->steps()[1];
+  EXPECT_EQ(notify.name, "notify");
+  ASSERT_TRUE(notify.is_message());
+  EXPECT_EQ(notify.compensation.name(), "ship.notify.undo");
+  sagas::step_request r;
+  r.saga_id = "s1";
+  r.input = R"({"to": "b"})";
+  auto m = notify.message(r);
+  EXPECT_EQ(m.topic, "shipments");
+  EXPECT_EQ(m.body, r.input);
+  EXPECT_EQ(m.key, "") << "empty: keyed by the saga id";
+  EXPECT_FALSE(d->steps()[2].options.compensable);
+  EXPECT_TRUE(d->steps()[2].compensation.empty());
+  for (auto bad : {"t = a>", "t = a>b~", "t = a, +b>c", "t = a>b!, c"}) {
+    auto r = sagas::declared_saga(bad);
+    EXPECT_FALSE(r) << bad;
+  }
+}
+
+// The check-back of a remote message step's transaction, answered from the
+// stored saga record: commit only if the step is recorded with it.
+TEST(SagaChecker, AnswersFromTheStoredRecord) {
+  using sagas::check_outcome;
+  wire::pb::SagaRecord rec;
+  rec.set_id("s1");
+  rec.set_state(static_cast<uint32_t>(sagas::saga_state::running));
+  auto* st = rec.add_steps();
+  st->set_name("notify");
+  auto outcome = [&](uint32_t attempt, const std::string& txn) {
+    return sagas::outcome_from_record(&rec, "notify", attempt, txn);
+  };
+  // Attempt 1 not recorded yet: ask again later.
+  EXPECT_EQ(outcome(1, "x"), check_outcome::unknown);
+  // Recorded with this transaction: commit (also once compensated later).
+  st->set_attempts(1);
+  st->set_status(wire::pb::SagaStep::DONE);
+  st->set_txn_id("x");
+  EXPECT_EQ(outcome(1, "x"), check_outcome::commit);
+  st->set_status(wire::pb::SagaStep::COMPENSATED);
+  EXPECT_EQ(outcome(1, "x"), check_outcome::commit);
+  // Attempt 1 recorded with another transaction (it ran again after a
+  // crash) or failed: roll back.
+  st->set_txn_id("y");
+  EXPECT_EQ(outcome(1, "x"), check_outcome::rollback);
+  st->set_txn_id("");
+  st->set_status(wire::pb::SagaStep::FAILED);
+  EXPECT_EQ(outcome(1, "x"), check_outcome::rollback);
+  // A later attempt, not recorded: unknown while the saga runs, rollback
+  // once it has ended without it.
+  EXPECT_EQ(outcome(2, "z"), check_outcome::unknown);
+  rec.set_state(static_cast<uint32_t>(sagas::saga_state::compensated));
+  EXPECT_EQ(outcome(2, "z"), check_outcome::rollback);
+  // No record, or no such step.
+  EXPECT_EQ(sagas::outcome_from_record(nullptr, "notify", 1, "x"),
+            check_outcome::unknown);
+  EXPECT_EQ(sagas::outcome_from_record(&rec, "other", 1, "x"),
+            check_outcome::rollback);
 }
 
 TEST(SagaDefinition, JsonCheckFindsTheFirstProblem) {
