@@ -645,10 +645,9 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       return rp;
     },
     [=](const pb::DlqList& req) -> caf::result<pb::DlqEntries> {
+      // In a cluster a node may hold dead letters of a group whose
+      // coordinator lives elsewhere: what is here counts as known.
       auto& st = self->state;
-      if (st.known.count(req.group()) == 0)
-        return make_error(errc::unknown_group,
-                          "no group '" + req.group() + "'");
       pb::DlqEntries out;
       auto limit = req.limit() == 0 ? 1000u : req.limit();
       auto txn = st.ctx->env->read();
@@ -659,6 +658,9 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
                                                    static_cast<int>(v.size()));
                  return static_cast<uint32_t>(out.entries_size()) < limit;
                });
+      if (out.entries_size() == 0 && st.known.count(req.group()) == 0)
+        return make_error(errc::unknown_group,
+                          "no group '" + req.group() + "'");
       return out;
     },
     [=](const pb::DlqRedrive& req) -> caf::result<pb::DlqRedriven> {
@@ -666,9 +668,6 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       // group sees them again; each is removed from the DLQ in the same
       // transaction that appends it.
       auto& st = self->state;
-      if (st.known.count(req.group()) == 0)
-        return make_error(errc::unknown_group,
-                          "no group '" + req.group() + "'");
       std::set<std::string> wanted(req.ids().begin(), req.ids().end());
       pb::AppendInternal app;
       app.set_topic(retry_topic(req.group()));
@@ -695,6 +694,9 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       }
       pb::DlqRedriven res;
       res.set_count(static_cast<uint32_t>(app.messages_size()));
+      if (app.messages_size() == 0 && st.known.count(req.group()) == 0)
+        return make_error(errc::unknown_group,
+                          "no group '" + req.group() + "'");
       if (app.messages_size() == 0) {
         if (!wanted.empty())
           return make_error(errc::not_found,

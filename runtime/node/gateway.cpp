@@ -95,6 +95,49 @@ void to_home(gateway_ptr self, const std::string& home, Request req,
     [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
 
+/// Asks `local` and every peer's gateway `req` (with local_only set), and
+/// once all have answered or failed gives `done` the replies and errors.
+template <class Reply, class Request, class Done>
+void gather(gateway_ptr self, const caf::actor& local, Request req,
+            Done done) {
+  req.set_local_only(true);
+  std::vector<caf::actor> ask{local};
+  for (auto& [id, gw] : self->state.peers)
+    ask.push_back(gw);
+  struct acc {
+    std::vector<Reply> replies;
+    std::vector<caf::error> errors;
+    size_t left = 0;
+  };
+  auto a = std::make_shared<acc>();
+  a->left = ask.size();
+  auto one_done = [a, done]() mutable {
+    if (--a->left == 0)
+      done(std::move(a->replies), std::move(a->errors));
+  };
+  for (auto& who : ask)
+    self->state.requests.request<Reply>(
+      self, who, std::chrono::seconds(10), req,
+      [a, one_done](Reply& r) mutable {
+        a->replies.push_back(std::move(r));
+        one_done();
+      },
+      [a, one_done](caf::error& err) mutable {
+        a->errors.push_back(std::move(err));
+        one_done();
+      });
+}
+
+/// The error of a gathered request none of whose answers was a reply: one
+/// that is not `ignorable` if any (a node that could not answer), else the
+/// first.
+caf::error first_error(const std::vector<caf::error>& errors, errc ignorable) {
+  for (auto& e : errors)
+    if (code_of(e) != ignorable)
+      return e;
+  return errors.empty() ? caf::error{} : errors.front();
+}
+
 caf::behavior gateway(gateway_ptr self,
                       broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
@@ -324,38 +367,26 @@ caf::behavior gateway(gateway_ptr self,
       }
       // Every node's sagas, oldest first, at most the limit.
       auto rp = self->make_response_promise<pb::SagaRecords>();
-      auto acc = std::make_shared<pb::SagaRecords>();
-      auto local = x;
-      local.set_local_only(true);
-      std::vector<caf::actor> ask{shards.front()};
-      for (auto& [id, gw] : peers)
-        ask.push_back(gw);
-      auto left = std::make_shared<size_t>(ask.size());
       auto limit = x.limit() == 0 ? 1000u : x.limit();
-      auto finish = [=]() mutable {
-        auto* recs = acc->mutable_records();
-        std::sort(recs->begin(), recs->end(),
-                  [](const pb::SagaRecord& a, const pb::SagaRecord& b) {
-                    return a.created_ms() < b.created_ms();
-                  });
-        while (static_cast<uint32_t>(recs->size()) > limit)
-          recs->RemoveLast();
-        rp.deliver(*acc);
-      };
-      for (auto& a : ask)
-        self->state.requests.request<pb::SagaRecords>(
-          self, a, std::chrono::seconds(10), local,
-            [=](pb::SagaRecords& r) mutable {
-              for (auto& rec : *r.mutable_records())
-                *acc->add_records() = std::move(rec);
-              acc->set_now_ms(std::max(acc->now_ms(), r.now_ms()));
-              if (--*left == 0)
-                finish();
-            },
-            [=](caf::error&) mutable {
-              if (--*left == 0)
-                finish();
-            });
+      gather<pb::SagaRecords>(
+        self, shards.front(), std::move(x),
+        [rp, limit](std::vector<pb::SagaRecords> rs,
+                    std::vector<caf::error>) mutable {
+          pb::SagaRecords out;
+          for (auto& r : rs) {
+            for (auto& rec : *r.mutable_records())
+              *out.add_records() = std::move(rec);
+            out.set_now_ms(std::max(out.now_ms(), r.now_ms()));
+          }
+          auto* recs = out.mutable_records();
+          std::sort(recs->begin(), recs->end(),
+                    [](const pb::SagaRecord& a, const pb::SagaRecord& b) {
+                      return a.created_ms() < b.created_ms();
+                    });
+          while (static_cast<uint32_t>(recs->size()) > limit)
+            recs->RemoveLast();
+          rp.deliver(std::move(out));
+        });
       return rp;
     },
     [=](pb::MembershipView& v) {
@@ -391,9 +422,101 @@ caf::behavior gateway(gateway_ptr self,
       return self->delegate(groups, std::move(x));
     },
     [=](pb::Unsubscribe& x) { return self->delegate(groups, std::move(x)); },
-    [=](pb::ListGroups& x) { return self->delegate(groups, std::move(x)); },
-    [=](pb::DlqList& x) { return self->delegate(groups, std::move(x)); },
-    [=](pb::DlqRedrive& x) { return self->delegate(groups, std::move(x)); },
+    // In a cluster a group's coordinator lives on one node and its dead
+    // letters on the nodes of its partitions: these ask every member.
+    [=](pb::ListGroups& x) -> caf::result<pb::GroupList> {
+      if (x.local_only() || self->state.peers.empty()) {
+        self->delegate(groups, std::move(x));
+        return caf::delegated<pb::GroupList>{};
+      }
+      auto rp = self->make_response_promise<pb::GroupList>();
+      gather<pb::GroupList>(
+        self, groups, std::move(x),
+        [rp](std::vector<pb::GroupList> rs,
+             std::vector<caf::error> errs) mutable {
+          if (rs.empty()) {
+            rp.deliver(first_error(errs, errc::unknown_group));
+            return;
+          }
+          // A group once, as its coordinator tells it (a node that only
+          // knows its name lists no members and generation 0).
+          std::map<std::string, pb::GroupInfo> by_name;
+          for (auto& r : rs)
+            for (auto& g : *r.mutable_groups()) {
+              auto& slot = by_name[g.group()];
+              if (slot.group().empty() || g.generation() > slot.generation())
+                slot = std::move(g);
+            }
+          pb::GroupList out;
+          for (auto& [name, g] : by_name)
+            *out.add_groups() = std::move(g);
+          rp.deliver(std::move(out));
+        });
+      return rp;
+    },
+    [=](pb::DlqList& x) -> caf::result<pb::DlqEntries> {
+      if (x.local_only() || self->state.peers.empty()) {
+        self->delegate(groups, std::move(x));
+        return caf::delegated<pb::DlqEntries>{};
+      }
+      auto rp = self->make_response_promise<pb::DlqEntries>();
+      auto limit = x.limit() == 0 ? 1000u : x.limit();
+      gather<pb::DlqEntries>(
+        self, groups, std::move(x),
+        [rp, limit](std::vector<pb::DlqEntries> rs,
+                    std::vector<caf::error> errs) mutable {
+          if (rs.empty()) {
+            rp.deliver(first_error(errs, errc::unknown_group));
+            return;
+          }
+          pb::DlqEntries out;
+          for (auto& r : rs)
+            for (auto& e : *r.mutable_entries())
+              if (static_cast<uint32_t>(out.entries_size()) < limit)
+                *out.add_entries() = std::move(e);
+          rp.deliver(std::move(out));
+        });
+      return rp;
+    },
+    [=](pb::DlqRedrive& x) -> caf::result<pb::DlqRedriven> {
+      if (x.local_only() || self->state.peers.empty()) {
+        self->delegate(groups, std::move(x));
+        return caf::delegated<pb::DlqRedriven>{};
+      }
+      auto rp = self->make_response_promise<pb::DlqRedriven>();
+      auto group = x.group();
+      gather<pb::DlqRedriven>(
+        self, groups, std::move(x),
+        [rp, group](std::vector<pb::DlqRedriven> rs,
+                    std::vector<caf::error> errs) mutable {
+          // Each node redrives its own dead letters; a node that has none
+          // of the given ids (not_found) or does not know the group is no
+          // failure while another redrove some.
+          pb::DlqRedriven out;
+          for (auto& r : rs)
+            out.set_count(out.count() + r.count());
+          for (auto& e : errs)
+            if (code_of(e) != errc::not_found
+                && code_of(e) != errc::unknown_group) {
+              rp.deliver(make_error(
+                code_of(e), "redrove " + std::to_string(out.count())
+                              + " dead letters of " + group
+                              + "; a node could not: " + render(e)));
+              return;
+            }
+          if (rs.empty()) {
+            rp.deliver(first_error(errs, errc::unknown_group));
+            return;
+          }
+          for (auto& e : errs)
+            if (out.count() == 0 && code_of(e) == errc::not_found) {
+              rp.deliver(e); // none of the given ids anywhere
+              return;
+            }
+          rp.deliver(std::move(out));
+        });
+      return rp;
+    },
     [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::RegisterProducer& x) { return self->delegate(txn, std::move(x)); },

@@ -162,6 +162,83 @@ TEST_F(ClusterTest, PartitionsAreSpreadAndServedFromAnyNode) {
     EXPECT_EQ(m.partitions(), 3u) << m.node_id();
 }
 
+TEST_F(ClusterTest, DeadLettersAndGroupsOfEveryNodeAreListedAndRedrivenFromAny) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "payments", 3));
+  // Every message fails until redriven; after one retry it is a dead
+  // letter, kept on the node of the partition it came from.
+  std::atomic<bool> redriven{false};
+  inbox after;
+  client::consumer_options co;
+  co.group = "pay-g";
+  co.topic = "payments";
+  co.retry_delays_ms = {100};
+  co.max_reconsume = 1;
+  auto cons = client::consumer::start(
+    *c1, co, [&](const client::received& r) {
+      if (!redriven.load())
+        return client::consume_result::retry_later;
+      return after.record(r);
+    });
+  ASSERT_TRUE(cons) << render(cons.error());
+  {
+    client::producer p{*c1};
+    for (int i = 0; i < 12; ++i) {
+      client::message m;
+      m.topic = "payments";
+      m.key = "k" + std::to_string(i);
+      m.body = "charge " + std::to_string(i);
+      ASSERT_TRUE(p.send(m));
+    }
+  }
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  ASSERT_TRUE(eventually(20s, [&] {
+    auto l = client::admin::dlq_list(*c3, "pay-g");
+    return l && l->entries_size() == 12;
+  })) << "every node's dead letters, listed through one: " << [&] {
+    auto l = client::admin::dlq_list(*c3, "pay-g");
+    return l ? std::to_string(l->entries_size()) : render(l.error());
+  }();
+  // Dead letters stay on the nodes of their partitions (each node holds
+  // some); every node lists them all.
+  for (int n = 0; n < 3; ++n) {
+    auto c = connect(node(n));
+    ASSERT_TRUE(c);
+    auto l = client::admin::dlq_list(*c, "pay-g");
+    ASSERT_TRUE(l);
+    EXPECT_EQ(l->entries_size(), 12) << "through node " << n;
+  }
+  auto groups = client::admin::list_groups(*c3);
+  ASSERT_TRUE(groups) << render(groups.error());
+  int listed = 0;
+  for (auto& g : groups->groups())
+    if (g.group() == "pay-g") {
+      ++listed;
+      EXPECT_EQ(g.members_size(), 1) << "as its coordinator tells it";
+      EXPECT_GT(g.generation(), 0u);
+    }
+  EXPECT_EQ(listed, 1);
+  auto unknown = client::admin::dlq_list(*c3, "no-such-group");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(code_of(unknown.error()), errc::unknown_group);
+  // Redriven through another node: all 12 come back once.
+  redriven = true;
+  auto r = client::admin::dlq_redrive(*c3, "pay-g");
+  ASSERT_TRUE(r) << render(r.error());
+  EXPECT_EQ(r->count(), 12u);
+  ASSERT_TRUE(eventually(20s, [&] { return after.distinct() == 12; }))
+    << after.distinct() << " of 12 redelivered";
+  auto l = client::admin::dlq_list(*c1, "pay-g");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->entries_size(), 0);
+  auto again = client::admin::dlq_redrive(*c1, "pay-g", {"no-such-id"});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(code_of(again.error()), errc::not_found);
+}
+
 TEST_F(ClusterTest, KeylessSendsSkipADeadHomeAndKeyedOnesFailFast) {
   start_nodes(3);
   auto c1 = connect(node(0));
