@@ -44,6 +44,10 @@ struct txmsg_options {
   uint32_t cluster = 0; ///< --cluster N: also N nodes on one etcd
 };
 
+/// --no-direct-routing: clients send everything through their node (set
+/// before the phases fork).
+bool direct_routing = true;
+
 const char* txmsg_help = R"(usage: edda bench txmsg [options]
 
 Runs the txmsg workload (BENCHMARKS.md): one producer process and one
@@ -77,12 +81,14 @@ options:
   --disk-floor         also measure the LMDB commit floor next to the data dir
   --csv FILE           append one row per phase (tests/bench/peers joins them)
   --cluster N          then the same phases against N nodes on one etcd
-                       started here (clients talk to the first node, which
-                       passes requests on to each partition's home), and
+                       started here (clients talk to the first node and
+                       send to each partition's home directly), and
                        the failover figures: kill -9 of a node under a
                        keyless load, time to the first send acknowledged
                        after it, longest gap between acknowledgements, time
                        until the group's coordinator runs on a survivor
+  --no-direct-routing  clients send everything through the node they talk
+                       to, which passes it on (as before direct routing)
 )";
 
 caf::expected<client::connection> connect(const std::string& endpoint) {
@@ -91,7 +97,9 @@ caf::expected<client::connection> connect(const std::string& endpoint) {
   if (!client::parse_endpoint(endpoint, host, port))
     return make_error(errc::invalid_argument,
                       "'" + endpoint + "' is not HOST:PORT");
-  return client::connection::open(host, port);
+  client::connect_options co;
+  co.direct_routing = direct_routing;
+  return client::connection::open(host, port, co);
 }
 
 std::string error_text(const caf::error& err) {
@@ -297,6 +305,10 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
   };
   for (size_t i = 0; i < argv.size(); ++i) {
     auto a = argv[i];
+    if (a == "--no-direct-routing") {
+      direct_routing = false;
+      continue;
+    }
     if (a == "--disk-floor") {
       o.floor_dir = "auto";
       continue;
