@@ -80,7 +80,7 @@ bool route_table::usable(const topic_route& t, uint32_t p) const {
 }
 
 caf::actor route_table::direct(const topic_route& t, uint32_t p) const {
-  if (!usable(t, p) || t.homes[p] == self_)
+  if (!clustered_ || !usable(t, p) || t.homes[p] == self_)
     return {};
   auto i = gateways_.find(t.homes[p]);
   return i == gateways_.end() ? caf::actor{} : i->second;
