@@ -475,6 +475,12 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       if (eq != std::string::npos)
         kv[line.substr(0, eq)] = line.substr(eq + 1);
     }
+    if (kv.count("forwarded") != 0)
+      std::cout << "during the phases n1 passed on " << kv["forwarded"]
+                << " produce batches and " << kv["txn_forwarded"]
+                << " half messages and ends to other nodes (direct routing "
+                << (direct_routing ? "on" : "off") << "; n1 stored "
+                << kv["stored"] << " messages itself)\n";
     if (kv.count("error") != 0)
       std::cout << "failover: " << kv["error"] << "\n";
     else
@@ -506,6 +512,17 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     std::printf("error=%s\n", render(conn.error()).c_str());
     std::fflush(stdout);
     _exit(1);
+  }
+  // What n1 passed on to the homes during the phases (before this load).
+  if (auto ns = client::admin::node_status(*conn)) {
+    auto get = [&](const char* k) {
+      auto i = ns->counters().find(k);
+      return i == ns->counters().end() ? uint64_t{0} : i->second;
+    };
+    std::printf("forwarded=%llu\ntxn_forwarded=%llu\nstored=%llu\n",
+                static_cast<unsigned long long>(get("broker.forwarded")),
+                static_cast<unsigned long long>(get("txn.forwarded")),
+                static_cast<unsigned long long>(get("broker.stored")));
   }
   auto topic = "failover-" + std::to_string(::getpid());
   (void) client::admin::create_topic(*conn, topic, 6);
