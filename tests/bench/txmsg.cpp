@@ -479,8 +479,9 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       std::cout << "during the phases n1 passed on " << kv["forwarded"]
                 << " produce batches and " << kv["txn_forwarded"]
                 << " half messages and ends to other nodes (direct routing "
-                << (direct_routing ? "on" : "off") << "; n1 stored "
-                << kv["stored"] << " messages itself)\n";
+                << (direct_routing ? "on" : "off") << "); the nodes "
+                << "stored " << kv["stored"] << " messages in "
+                << kv["commits"] << " LMDB commits\n";
     if (kv.count("error") != 0)
       std::cout << "failover: " << kv["error"] << "\n";
     else
@@ -513,16 +514,34 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     std::fflush(stdout);
     _exit(1);
   }
-  // What n1 passed on to the homes during the phases (before this load).
+  // What n1 passed on to the homes during the phases (before this load),
+  // and the LMDB commits of all nodes for the messages they stored.
   if (auto ns = client::admin::node_status(*conn)) {
-    auto get = [&](const char* k) {
-      auto i = ns->counters().find(k);
-      return i == ns->counters().end() ? uint64_t{0} : i->second;
+    auto get = [](const client::admin::pb::NodeStatus& x, const char* k) {
+      auto i = x.counters().find(k);
+      return i == x.counters().end() ? uint64_t{0} : i->second;
     };
-    std::printf("forwarded=%llu\ntxn_forwarded=%llu\nstored=%llu\n",
-                static_cast<unsigned long long>(get("broker.forwarded")),
-                static_cast<unsigned long long>(get("txn.forwarded")),
-                static_cast<unsigned long long>(get("broker.stored")));
+    uint64_t commits = 0, stored = 0;
+    if (auto st = client::admin::cluster_status(*conn))
+      for (auto& m : st->members()) {
+        std::string host;
+        uint16_t port = 0;
+        if (!client::parse_endpoint(m.endpoint(), host, port))
+          continue;
+        auto c = client::connection::open(host, port);
+        if (!c)
+          continue;
+        if (auto x = client::admin::node_status(*c)) {
+          commits += get(*x, "storage.commits");
+          stored += get(*x, "broker.stored");
+        }
+      }
+    std::printf("forwarded=%llu\ntxn_forwarded=%llu\ncommits=%llu\n"
+                "stored=%llu\n",
+                static_cast<unsigned long long>(get(*ns, "broker.forwarded")),
+                static_cast<unsigned long long>(get(*ns, "txn.forwarded")),
+                static_cast<unsigned long long>(commits),
+                static_cast<unsigned long long>(stored));
   }
   auto topic = "failover-" + std::to_string(::getpid());
   (void) client::admin::create_topic(*conn, topic, 6);
