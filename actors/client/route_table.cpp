@@ -141,8 +141,8 @@ void link_members(caf::actor_system& sys, route_table& rt,
           if (auto x = c->link(ep))
             gw = *x;
         if (auto t = weak_target.lock())
-          caf::anon_send(caf::actor_cast<caf::actor>(t),
-                         wire::link_atom::value, id, gw);
+          caf::anon_send(caf::actor_cast<caf::actor>(t), wire::link_atom::value,
+                         id, gw);
       });
 }
 

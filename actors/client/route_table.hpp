@@ -15,7 +15,6 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
-
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -33,13 +32,13 @@ namespace edda::client {
 struct connection_impl;
 
 struct topic_route {
-  uint32_t id = 0;          ///< the topic's id (cluster: in txn ids)
+  uint32_t id = 0; ///< the topic's id (cluster: in txn ids)
   uint32_t partitions = 0;
   std::vector<std::string> homes; ///< cluster: node per partition
   std::vector<bool> live;         ///< cluster: per partition, as last heard
   int64_t revision = 0;           ///< mod_revision of topics/<name>
   int64_t fetched_ms = 0;
-  uint32_t turn = 0;              ///< keyless sends, in turn
+  uint32_t turn = 0; ///< keyless sends, in turn
 };
 
 class route_table {

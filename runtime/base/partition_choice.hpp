@@ -29,9 +29,9 @@ struct partition_choice {
 /// turn (`turn` advances) that is available, skipping the others.
 /// `available(p)` says whether partition p's home is live and reachable.
 template <class Available>
-[[nodiscard]] partition_choice
-choose_partition(const std::string& key, uint32_t n, uint32_t& turn,
-                 Available&& available) {
+[[nodiscard]] partition_choice choose_partition(const std::string& key,
+                                                uint32_t n, uint32_t& turn,
+                                                Available&& available) {
   partition_choice c;
   if (n == 0) {
     c.status = partition_choice::empty;
