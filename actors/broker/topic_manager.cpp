@@ -13,6 +13,8 @@
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "base/partition_choice.hpp"
 #include "broker/actors.hpp"
 #include "broker/partition_actor.hpp"
 #include "broker/topic_table.hpp"
@@ -49,6 +51,7 @@ struct topic_entry {
   std::vector<caf::actor> partitions;
   /// Cluster: the home node of each partition. Empty on a single node.
   std::vector<std::string> homes;
+  int64_t revision = 0; // cluster: mod_revision of topics/<name> in etcd
   bool recorded = false; // cluster: its local record is in db `topics`
   bool pending = false; // create or alter being written
   uint32_t round_robin = 0;
@@ -65,6 +68,9 @@ struct topic_manager_state {
   caf::actor table;                     ///< topic_table (etcd)
   caf::actor txn;                       ///< this node's txn coordinator
   std::set<std::string> members;        ///< live node ids
+  std::map<std::string, std::string> endpoints; ///< member -> host:port
+  int64_t view_revision = 0;   ///< etcd revision of the membership view
+  int64_t topics_revision = 0; ///< etcd revision of the last topic update
   std::map<std::string, caf::actor> peers; ///< node id -> its gateway
   std::set<std::string> local_records;  ///< topics with a record in db topics
   inflight requests; ///< to peers: failed at once when a link drops
@@ -220,6 +226,7 @@ void apply_topic(self_ptr self, const pb::ClusterTopic& ct) {
   t.meta.set_created_ms(ct.created_ms());
   t.meta.set_kind(ct.kind());
   t.homes.assign(ct.homes().begin(), ct.homes().end());
+  t.revision = std::max(t.revision, ct.mod_revision());
   t.pending = false;
   t.partitions.resize(t.homes.size());
   auto& sys = self->home_system();
@@ -249,6 +256,7 @@ void apply_topic(self_ptr self, const pb::ClusterTopic& ct) {
 
 void apply_update(self_ptr self, const pb::TopicUpdate& u) {
   auto& st = self->state;
+  st.topics_revision = std::max(st.topics_revision, u.revision());
   std::set<std::string> seen;
   for (auto& ct : u.topics()) {
     seen.insert(ct.name());
@@ -334,27 +342,27 @@ void with_topic(self_ptr self, const std::string& name, F then) {
 }
 
 /// Picks a partition for `key` (keyless: in turn, skipping partitions whose
-/// home is down). Errors: partition_unavailable.
+/// home is down; the choice clients that route by the cluster map make
+/// too). Errors: partition_unavailable.
 caf::expected<int32_t> pick_available(self_ptr self, topic_entry& t,
                                       const std::string& key) {
   auto n = static_cast<uint32_t>(t.partitions.size());
-  if (n == 0)
-    return make_error(errc::unknown_topic,
-                      "topic '" + t.meta.name() + "' has no partitions");
-  if (!key.empty()) {
-    auto p = shard_of(key, n);
-    if (!available(self, t, p))
-      return unavailable_partition(t, p);
-    return static_cast<int32_t>(p);
+  auto c = choose_partition(key, n, t.round_robin, [&](uint32_t p) {
+    return available(self, t, p);
+  });
+  switch (c.status) {
+    case partition_choice::ok:
+      return static_cast<int32_t>(c.partition);
+    case partition_choice::empty:
+      return make_error(errc::unknown_topic,
+                        "topic '" + t.meta.name() + "' has no partitions");
+    case partition_choice::home_down:
+      return unavailable_partition(t, c.partition);
+    default:
+      return make_error(errc::partition_unavailable,
+                        "no partition of topic '" + t.meta.name()
+                          + "' has a live home");
   }
-  for (uint32_t k = 0; k < n; ++k) {
-    auto p = t.round_robin++ % n;
-    if (available(self, t, p))
-      return static_cast<int32_t>(p);
-  }
-  return make_error(errc::partition_unavailable,
-                    "no partition of topic '" + t.meta.name()
-                      + "' has a live home");
 }
 
 /// Passes `req` to the home of its partition and relays the reply.
@@ -367,6 +375,7 @@ void forward(self_ptr self, topic_entry& t, size_t p, Request req,
     return;
   }
   req.set_forwarded(true);
+  metrics::counter("broker.forwarded")++;
   self->state.requests.request<pb::ProduceResult>(
     self, gw, std::chrono::seconds(30), std::move(req),
     [=](pb::ProduceResult& r) mutable { rp.deliver(std::move(r)); },
@@ -500,6 +509,8 @@ void scatter(self_ptr self, Batch batch, Items items, Route route,
   auto left = std::make_shared<size_t>(parts.size());
   for (auto& [dest, part] : parts) {
     auto idx = part.second;
+    if (dest != self->state.txn)
+      metrics::counter("txn.forwarded") += idx.size();
     self->state.requests.request<pb::BatchResult>(
       self, dest, std::chrono::seconds(30), std::move(part.first),
       [=](pb::BatchResult& r) mutable {
@@ -637,9 +648,59 @@ caf::expected<topic_entry*> find(self_ptr self, const std::string& name) {
 
 int32_t pick_partition(topic_entry& t, const std::string& key) {
   auto n = static_cast<uint32_t>(t.partitions.size());
-  if (!key.empty())
-    return static_cast<int32_t>(shard_of(key, n));
-  return static_cast<int32_t>(t.round_robin++ % n);
+  auto c = choose_partition(key, n, t.round_robin, [](uint32_t) {
+    return true;
+  });
+  return static_cast<int32_t>(c.partition);
+}
+
+
+/// The route of `t` for a cluster map.
+pb::TopicRoute route_of(self_ptr self, const topic_entry& t) {
+  pb::TopicRoute r;
+  r.set_name(t.meta.name());
+  r.set_id(t.meta.id());
+  r.set_partitions(static_cast<uint32_t>(t.partitions.size()));
+  r.set_revision(t.revision);
+  for (size_t p = 0; p < t.homes.size(); ++p) {
+    r.add_homes(t.homes[p]);
+    r.add_live(available(self, t, p));
+  }
+  return r;
+}
+
+/// What this node tells a client about where to send (ClusterMapRequest):
+/// the members with their endpoints and the routes of `names` (or of every
+/// topic), those it knows.
+pb::ClusterMap cluster_map(self_ptr self, const std::vector<std::string>& names,
+                           bool all) {
+  auto& st = self->state;
+  pb::ClusterMap m;
+  m.set_clustered(clustered(self));
+  m.set_node_id(st.ctx->node_id);
+  m.set_revision(std::max(st.view_revision, st.topics_revision));
+  for (auto& [id, ep] : st.endpoints) {
+    auto* x = m.add_members();
+    x->set_node_id(id);
+    x->set_endpoint(ep);
+    x->set_self(id == st.ctx->node_id);
+  }
+  auto add = [&](const topic_entry& t) {
+    if ((t.pending && t.partitions.empty()) || t.meta.name().empty())
+      return;
+    *m.add_topics() = route_of(self, t);
+    // A topic changed here (create, alter) before the watch said so.
+    m.set_revision(std::max(m.revision(), t.revision));
+  };
+  if (all) {
+    for (auto& [name, t] : st.topics)
+      add(t);
+  } else {
+    for (auto& name : names)
+      if (auto i = st.topics.find(name); i != st.topics.end())
+        add(i->second);
+  }
+  return m;
 }
 
 
@@ -680,8 +741,12 @@ caf::message_handler cluster_updates(self_ptr self) {
     [=](pb::MembershipView& v) {
       auto& st = self->state;
       st.members.clear();
-      for (auto& m : v.members())
+      st.endpoints.clear();
+      for (auto& m : v.members()) {
         st.members.insert(m.node_id());
+        st.endpoints[m.node_id()] = m.endpoint();
+      }
+      st.view_revision = std::max(st.view_revision, v.revision());
     },
     [=](wire::link_atom, const std::string& id, caf::actor& gateway) {
       auto& st = self->state;
@@ -1003,12 +1068,16 @@ caf::behavior cluster_main(self_ptr self) {
       return rp;
     },
     [=](wire::txn_atom, caf::actor& txn) { self->state.txn = std::move(txn); },
-    [=](const pb::PartitionHomes&) {
-      pb::HomeCounts out;
-      for (auto& [name, t] : self->state.topics)
-        for (auto& h : t.homes)
-          ++(*out.mutable_partitions())[h];
-      return out;
+    [=](const pb::ClusterMapRequest& req) -> caf::result<pb::ClusterMap> {
+      auto rp = self->make_response_promise<pb::ClusterMap>();
+      // Topics this node has not seen yet are read from etcd first.
+      auto names = std::make_shared<std::vector<std::string>>(
+        req.topics().begin(), req.topics().end());
+      auto all = req.all_topics();
+      with_topics(self, names, 0, [=]() mutable {
+        rp.deliver(cluster_map(self, *names, all));
+      });
+      return rp;
     },
     [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
       auto rp = self->make_response_promise<pb::HalfAck>();
@@ -1023,8 +1092,10 @@ caf::behavior cluster_main(self_ptr self) {
           rp.deliver(d.error());
         else if (*d == self->state.txn)
           rp.delegate(*d, std::move(h));
-        else
+        else {
+          metrics::counter("txn.forwarded")++;
           relay<pb::HalfAck>(self, *d, std::move(h), rp);
+        }
       });
       return rp;
     },
@@ -1047,8 +1118,10 @@ caf::behavior cluster_main(self_ptr self) {
       auto rp = self->make_response_promise<pb::EndResult>();
       if (*d == self->state.txn)
         rp.delegate(*d, std::move(e));
-      else
+      else {
+        metrics::counter("txn.forwarded")++;
         relay<pb::EndResult>(self, *d, std::move(e), rp);
+      }
       return rp;
     },
     [=](pb::EndBatch& b) -> caf::result<pb::BatchResult> {
@@ -1300,6 +1373,11 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
       if (!t)
         return t.error();
       return (*t)->meta;
+    },
+    [=](const pb::ClusterMapRequest& req) {
+      std::vector<std::string> names(req.topics().begin(),
+                                     req.topics().end());
+      return cluster_map(self, names, req.all_topics());
     },
     [=](const pb::ListTopics& req) {
       pb::TopicList out;

@@ -80,6 +80,14 @@ caf::expected<pb::ClusterStatus> cluster_status(const connection& c) {
   return call<pb::ClusterStatus>(c, pb::ClusterStatusRequest{});
 }
 
+caf::expected<pb::ClusterMap>
+cluster_map(const connection& c, const std::vector<std::string>& topics) {
+  pb::ClusterMapRequest req;
+  for (auto& t : topics)
+    req.add_topics(t);
+  return call<pb::ClusterMap>(c, req);
+}
+
 caf::expected<pb::TxnRecords> txn_list(const connection& c, uint32_t limit) {
   pb::TxnList req;
   req.set_limit(limit);

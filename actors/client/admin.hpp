@@ -41,6 +41,12 @@ dlq_redrive(const connection& c, const std::string& group,
 /// single node answers with itself, `clustered` false).
 [[nodiscard]] caf::expected<pb::ClusterStatus>
 cluster_status(const connection& c);
+/// Where to send: the members with their endpoints and, for each of
+/// `topics` that exists, its partitions, their homes and which homes are
+/// live, and the etcd revision of the node's view (`clustered` false and
+/// no homes on a single node). What producers route by.
+[[nodiscard]] caf::expected<pb::ClusterMap>
+cluster_map(const connection& c, const std::vector<std::string>& topics);
 /// Transactions without an outcome, oldest check first.
 [[nodiscard]] caf::expected<pb::TxnRecords> txn_list(const connection& c,
                                                      uint32_t limit = 0);

@@ -22,6 +22,11 @@ struct connect_options {
   std::chrono::milliseconds heartbeat{100};   ///< 0 disables heartbeats
   std::chrono::milliseconds connection_timeout{1000};
   std::chrono::milliseconds request_timeout{30000};
+  /// In a cluster, producers send each batch, half message and end straight
+  /// to the home node of its partition (by the cluster map the node hands
+  /// out), not through this node, which would pass it on (one hop more).
+  /// No effect on a single node or an in-process connection.
+  bool direct_routing = true;
 };
 
 class connection {

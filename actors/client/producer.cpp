@@ -4,7 +4,10 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
+#include "base/inflight.hpp"
+#include "base/partition_choice.hpp"
 #include "client/handoff.hpp"
+#include "client/route_table.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>
@@ -42,6 +45,9 @@ struct batch_state {
   uint32_t partition = 0;
   std::vector<producer::callback> cbs;
   bool completed = false;
+  /// Sent straight to the partition's home: kept to be sent again through
+  /// the node once if the home refuses it or its link drops.
+  std::shared_ptr<pb::ProduceRequest> retry;
 };
 
 struct producer_state {
@@ -53,12 +59,13 @@ struct producer_state {
   std::map<uint64_t, std::shared_ptr<batch_state>> inflight;
   std::shared_ptr<queue> q;
   producer_options opts;
-  std::map<std::string, uint32_t> routes; // topic -> partitions
-  std::map<std::string, int64_t> route_age; // topic -> when fetched (ms)
+  bool direct_routing = false; // a remote connection that routes by the map
+  route_table routes;
   std::set<std::string> refreshing;
   std::map<std::string, std::vector<pending>> awaiting_route;
   std::map<std::pair<std::string, uint32_t>, partition_queue> parts;
-  std::map<std::string, uint32_t> round_robin;
+  /// Batches sent straight to a home: failed at once when its link drops.
+  edda::inflight direct;
   static inline const char* name = "edda.producer";
 };
 
@@ -70,6 +77,7 @@ void fail(self_ptr self, pending& p, const caf::error& err) {
 }
 
 void dispatch(self_ptr self, const std::string& topic, uint32_t partition);
+void enqueue(self_ptr self, pending p);
 
 constexpr int64_t route_refresh_ms = 2000;
 
@@ -87,73 +95,86 @@ caf::expected<caf::actor> node(self_ptr self) {
   return st.frontend;
 }
 
+/// Asks the node for the route of `topic` (its partition count; in a
+/// cluster also the homes, and the members to link). Sends waiting for the
+/// route go on once it is known, or fail.
+void fetch_route(self_ptr self, const std::string& topic) {
+  auto& st = self->state;
+  if (!st.refreshing.insert(topic).second)
+    return; // one lookup at a time
+  auto fail_waiting = [self, topic](const caf::error& err) {
+    auto& st = self->state;
+    auto waiting = std::move(st.awaiting_route[topic]);
+    st.awaiting_route.erase(topic);
+    for (auto& w : waiting)
+      fail(self, w, err);
+  };
+  auto fe = node(self);
+  if (!fe) {
+    st.refreshing.erase(topic);
+    fail_waiting(fe.error());
+    return;
+  }
+  pb::ClusterMapRequest req;
+  req.add_topics(topic);
+  auto gen = st.route_gen;
+  self->request(*fe, st.opts.timeout, req)
+    .then(
+      [=](const pb::ClusterMap& m) {
+        auto& st = self->state;
+        if (gen != st.route_gen)
+          return; // abandoned when the node was lost
+        st.refreshing.erase(topic);
+        st.routes.apply(m, {topic}, now_ms());
+        if (st.direct_routing)
+          link_members(self->home_system(), st.routes, st.conn,
+                       caf::actor_cast<caf::actor>(self));
+        if (st.routes.find(topic) == nullptr) {
+          fail_waiting(
+            make_error(errc::unknown_topic, "no topic named '" + topic + "'"));
+          return;
+        }
+        auto waiting = std::move(st.awaiting_route[topic]);
+        st.awaiting_route.erase(topic);
+        for (auto& w : waiting)
+          enqueue(self, std::move(w));
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        if (gen != st.route_gen)
+          return;
+        st.refreshing.erase(topic);
+        fail_waiting(err);
+      });
+}
+
 void enqueue(self_ptr self, pending p) {
   auto& st = self->state;
   auto topic = p.msg.topic();
-  auto r = st.routes.find(topic);
-  if (r == st.routes.end()) {
-    auto& waiting = st.awaiting_route[topic];
-    waiting.push_back(std::move(p));
-    if (waiting.size() > 1)
-      return; // lookup already running
-    pb::GetTopic req;
-    req.set_name(topic);
-    auto fe = node(self);
-    if (!fe) {
-      auto waiting = std::move(st.awaiting_route[topic]);
-      st.awaiting_route.erase(topic);
-      for (auto& w : waiting)
-        fail(self, w, fe.error());
-      return;
-    }
-    auto gen = st.route_gen;
-    self->request(*fe, st.opts.timeout, req)
-      .then(
-        [=](const pb::TopicMeta& meta) {
-          auto& st = self->state;
-          if (gen != st.route_gen)
-            return; // abandoned when the node was lost
-          st.routes[topic] = meta.partitions();
-          st.route_age[topic] = now_ms();
-          auto waiting = std::move(st.awaiting_route[topic]);
-          st.awaiting_route.erase(topic);
-          for (auto& w : waiting)
-            enqueue(self, std::move(w));
-        },
-        [=](caf::error& err) {
-          auto& st = self->state;
-          if (gen != st.route_gen)
-            return;
-          auto waiting = std::move(st.awaiting_route[topic]);
-          st.awaiting_route.erase(topic);
-          for (auto& w : waiting)
-            fail(self, w, err);
-        });
+  auto* r = st.routes.find(topic);
+  if (r == nullptr) {
+    st.awaiting_route[topic].push_back(std::move(p));
+    fetch_route(self, topic);
     return;
   }
-  // Partitions can be added to a live topic: refresh the count now and then
-  // (in the background; this message uses the count we have).
-  if (now_ms() - st.route_age[topic] > route_refresh_ms
-      && st.refreshing.insert(topic).second) {
-    if (auto fe = node(self)) {
-      pb::GetTopic req;
-      req.set_name(topic);
-      self->request(*fe, st.opts.timeout, req)
-        .then(
-          [=](const pb::TopicMeta& meta) {
-            self->state.routes[topic] = meta.partitions();
-            self->state.route_age[topic] = now_ms();
-            self->state.refreshing.erase(topic);
-          },
-          [=](caf::error&) { self->state.refreshing.erase(topic); });
-    } else {
-      st.refreshing.erase(topic);
-    }
+  // Partitions can be added to a live topic and homes come and go: refresh
+  // the route now and then (in the background; this message uses the one
+  // we have).
+  if (now_ms() - r->fetched_ms > route_refresh_ms) {
+    fetch_route(self, topic);
+    r = st.routes.find(topic);
   }
-  uint32_t n = std::max<uint32_t>(1, r->second);
-  uint32_t part = p.msg.key().empty()
-                    ? st.round_robin[topic]++ % n
-                    : shard_of(p.msg.key(), n);
+  uint32_t n = std::max<uint32_t>(1, r->partitions);
+  // The node's own choice (base/partition_choice.hpp): a key's partition,
+  // keyless ones in turn over the partitions with a live home. A keyed
+  // message whose home is down goes to the node, which refuses it as it
+  // always did (partition_unavailable); keyless ones when no home is live
+  // as far as we know: the node picks.
+  auto c = choose_partition(p.msg.key(), n, r->turn, [&](uint32_t q) {
+    return !st.direct_routing || st.routes.usable(*r, q);
+  });
+  uint32_t part = c.status == partition_choice::none_live ? r->turn++ % n
+                                                         : c.partition;
   st.parts[{topic, part}].backlog.push_back(std::move(p));
   dispatch(self, topic, part);
 }
@@ -174,11 +195,109 @@ void complete(self_ptr self, uint64_t id, std::shared_ptr<batch_state> batch,
   dispatch(self, batch->topic, batch->partition);
 }
 
+/// The results of `batch` from `res`.
+void delivered(self_ptr self, uint64_t id,
+               const std::shared_ptr<batch_state>& batch,
+               const pb::ProduceResult& res) {
+  auto& st = self->state;
+  if (res.topic_partitions() > 0) {
+    // The node tells us the current count: learn of added partitions
+    // from the first reply after an alter (their homes from a new map).
+    auto* r = st.routes.find(batch->topic);
+    if (r != nullptr && res.topic_partitions() > r->partitions) {
+      st.routes.grow(batch->topic, res.topic_partitions());
+      if (st.routes.clustered())
+        fetch_route(self, batch->topic);
+    }
+  }
+  if (batch->completed)
+    return;
+  std::vector<send_result> out(batch->cbs.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].id = res.ids(static_cast<int>(i));
+    out[i].topic = res.topic();
+    out[i].partition = res.partition();
+    out[i].offset = res.offsets(static_cast<int>(i));
+  }
+  complete(self, id, batch, nullptr, &out);
+}
+
+/// Sends `req` through the node (which passes it on to the partition's
+/// home in a cluster).
+void via_node(self_ptr self, uint64_t id, std::shared_ptr<batch_state> batch,
+              const caf::actor& fe, pb::ProduceRequest req) {
+  auto& st = self->state;
+  auto topic = batch->topic;
+  self->request(fe, st.opts.timeout, std::move(req))
+    .then([=](const pb::ProduceResult& res) { delivered(self, id, batch, res); },
+          [=](caf::error& err) {
+            if (batch->completed)
+              return;
+            if (code_of(err) == errc::unknown_topic)
+              self->state.routes.forget(topic);
+            complete(self, id, batch, &err, nullptr);
+          });
+}
+
+/// A direct send that may be tried again through the node: the home said
+/// it is not the home (or not the topic's), or its link dropped. Only while
+/// no other batch of the partition is in flight, so that order is kept.
+bool worth_retrying(self_ptr self, const batch_state& b, const caf::error& e) {
+  auto c = code_of(e);
+  if (c != errc::not_owner && c != errc::partition_unavailable
+      && c != errc::unknown_topic && c != errc::unavailable
+      && c != errc::invalid_argument)
+    return false;
+  return self->state.parts[{b.topic, b.partition}].inflight == 1;
+}
+
+/// Sends `req` straight to the home's gateway `gw`; on a refusal or a
+/// dropped link, refreshes the route and sends it once more through the
+/// node (the server-side forwarding stays the fallback).
+void direct_to_home(self_ptr self, uint64_t id,
+                    std::shared_ptr<batch_state> batch, const caf::actor& gw,
+                    pb::ProduceRequest req) {
+  auto& st = self->state;
+  req.set_forwarded(true);
+  batch->retry = std::make_shared<pb::ProduceRequest>(req);
+  batch->retry->set_forwarded(false);
+  st.direct.request<pb::ProduceResult>(
+    self, gw, st.opts.timeout, std::move(req),
+    [=](pb::ProduceResult& res) {
+      batch->retry.reset();
+      delivered(self, id, batch, res);
+    },
+    [=](caf::error& err) {
+      if (batch->completed)
+        return;
+      auto again = std::move(batch->retry);
+      if (!again || !worth_retrying(self, *batch, err)) {
+        complete(self, id, batch, &err, nullptr);
+        return;
+      }
+      EDDA_DEBUG("producer", "direct send to " << batch->topic << "/"
+                                               << batch->partition
+                                               << " refused (" << render(err)
+                                               << "); through the node");
+      fetch_route(self, batch->topic);
+      auto fe = node(self);
+      if (!fe) {
+        complete(self, id, batch, &fe.error(), nullptr);
+        return;
+      }
+      via_node(self, id, batch, *fe, std::move(*again));
+    });
+}
+
 void dispatch(self_ptr self, const std::string& topic, uint32_t partition) {
   auto& st = self->state;
   auto& pq = st.parts[{topic, partition}];
   while (pq.inflight < st.opts.max_inflight_batches && !pq.backlog.empty()) {
-    auto fe = node(self);
+    caf::actor home;
+    if (st.direct_routing)
+      if (auto* r = st.routes.find(topic))
+        home = st.routes.direct(*r, partition);
+    auto fe = home ? caf::expected<caf::actor>{home} : node(self);
     pb::ProduceRequest req;
     req.set_topic(topic);
     req.set_partition(static_cast<int32_t>(partition));
@@ -200,33 +319,10 @@ void dispatch(self_ptr self, const std::string& topic, uint32_t partition) {
     ++pq.inflight;
     auto id = st.next_batch++;
     st.inflight[id] = batch;
-    self->request(*fe, st.opts.timeout, std::move(req))
-      .then(
-        [=](const pb::ProduceResult& res) {
-          if (res.topic_partitions() > 0) {
-            // The node tells us the current count: learn of added partitions
-            // from the first reply after an alter.
-            self->state.routes[topic] = res.topic_partitions();
-            self->state.route_age[topic] = now_ms();
-          }
-          if (batch->completed)
-            return;
-          std::vector<send_result> out(batch->cbs.size());
-          for (size_t i = 0; i < out.size(); ++i) {
-            out[i].id = res.ids(static_cast<int>(i));
-            out[i].topic = res.topic();
-            out[i].partition = res.partition();
-            out[i].offset = res.offsets(static_cast<int>(i));
-          }
-          complete(self, id, batch, nullptr, &out);
-        },
-        [=](caf::error& err) {
-          if (batch->completed)
-            return;
-          if (code_of(err) == errc::unknown_topic)
-            self->state.routes.erase(topic);
-          complete(self, id, batch, &err, nullptr);
-        });
+    if (home)
+      direct_to_home(self, id, batch, home, std::move(req));
+    else
+      via_node(self, id, batch, *fe, std::move(req));
   }
 }
 
@@ -235,24 +331,39 @@ caf::behavior producer_actor(self_ptr self, std::shared_ptr<connection_impl> con
   self->state.conn = std::move(conn);
   self->state.q = std::move(q);
   self->state.opts = opts;
+  // Only a remote client saves a hop: an in-process one is on a node that
+  // has its own links to the homes.
+  self->state.direct_routing = self->state.conn->own_sys != nullptr
+                               && self->state.conn->opts.direct_routing;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    if (auto node_id = st.routes.down(dm.source); !node_id.empty()) {
+      // A home's link dropped: its batches go through the node (now, and
+      // until a new map says the home is back).
+      EDDA_DEBUG("producer", "lost the link to node " << node_id);
+      st.direct.fail(dm.source, inflight::lost("node " + node_id));
+      for (auto& t : st.routes.topics())
+        fetch_route(self, t);
+      return;
+    }
     if (!st.frontend || dm.source != st.frontend.address())
       return;
     EDDA_WARN("producer", "lost the node at " << st.conn->endpoint
                                               << "; failing in-flight sends");
     st.lost = st.frontend;
     st.frontend = nullptr;
-    st.routes.clear();
+    st.routes.clear_routes();
     st.refreshing.clear();
     ++st.route_gen;
-    auto lost = st.inflight;
     auto err = make_error(errc::unavailable,
                           "connection to " + st.conn->endpoint
                             + " lost before the node confirmed the batch; "
                               "it may or may not be stored");
+    // Batches sent straight to a home are not lost with the node.
+    auto lost = st.inflight;
     for (auto& [id, b] : lost)
-      complete(self, id, b, &err, nullptr);
+      if (!b->retry)
+        complete(self, id, b, &err, nullptr);
     auto waiting = std::move(st.awaiting_route);
     st.awaiting_route.clear();
     auto lookup_err = make_error(errc::unavailable,
@@ -266,6 +377,11 @@ caf::behavior producer_actor(self_ptr self, std::shared_ptr<connection_impl> con
     [=](wire::drain_atom) {
       for (auto& p : self->state.q->take())
         enqueue(self, std::move(p));
+    },
+    [=](wire::link_atom, const std::string& node_id, caf::actor& gw) {
+      if (gw)
+        self->monitor(gw);
+      self->state.routes.linked(node_id, std::move(gw));
     },
   };
 }

@@ -10,6 +10,11 @@
 // reply carries it) or within 2 s, so sends already in flight during an
 // alter may use the old count.
 //
+// In a cluster (connect_options::direct_routing) each batch goes straight
+// to its partition's home, by the cluster map the node hands out; keyless
+// messages skip partitions whose home is down. A refused batch or one whose
+// link dropped is sent once more through the node (see README, Routing).
+//
 // Thread-safety: all member functions may be called from any thread.
 // Callbacks of send_async run on a client actor thread: keep them short.
 #pragma once

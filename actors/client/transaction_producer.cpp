@@ -6,14 +6,17 @@
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
 #include "client/handoff.hpp"
+#include "client/route_table.hpp"
 #include "base/inflight.hpp"
 #include "wire/types.hpp"
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
+#include <set>
 #include <future>
 #include <thread>
 #include <unistd.h>
@@ -255,6 +258,9 @@ struct pending_end {
 struct sender_state {
   std::shared_ptr<transaction_producer::impl> impl;
   caf::actor frontend;
+  bool direct_routing = false; // a remote connection that routes by the map
+  route_table routes;          // cluster: where keyed halves and ends go
+  std::set<std::string> refreshing;
   std::deque<std::shared_ptr<txn_item>> halves; // not sent yet
   std::deque<pending_end> ends;                 // local done, end not sent
   size_t halves_inflight = 0, ends_inflight = 0; // batches
@@ -286,6 +292,154 @@ caf::error from_wire(const pb::BatchItem& item) {
 
 void pump(sender_ptr self);
 
+constexpr int64_t route_refresh_ms = 2000;
+
+/// Cluster: asks the node for the route of `topic` (homes, members to
+/// link), in the background; until it is there, halves and ends of the
+/// topic go through the node.
+void fetch_route(sender_ptr self, const std::string& topic) {
+  auto& st = self->state;
+  if (!st.frontend || !st.refreshing.insert(topic).second)
+    return;
+  pb::ClusterMapRequest req;
+  req.add_topics(topic);
+  self->request(st.frontend, st.impl->opts.timeout, req)
+    .then(
+      [=](const pb::ClusterMap& m) {
+        auto& st = self->state;
+        st.refreshing.erase(topic);
+        st.routes.apply(m, {topic}, now_ms());
+        link_members(self->home_system(), st.routes, st.impl->conn,
+                     caf::actor_cast<caf::actor>(self));
+      },
+      [=](caf::error&) { self->state.refreshing.erase(topic); });
+}
+
+/// The route of `topic` if it is known (fetching it when it is missing or
+/// old), null when routing is off.
+topic_route* route_of(sender_ptr self, const std::string& topic) {
+  auto& st = self->state;
+  if (!st.direct_routing)
+    return nullptr;
+  auto* r = st.routes.find(topic);
+  if (r == nullptr || now_ms() - r->fetched_ms > route_refresh_ms)
+    fetch_route(self, topic);
+  return r;
+}
+
+/// Where a half message goes straight to: the gateway of its partition's
+/// home when it has a key (its partition is the key's, as the node would
+/// choose: the txn id then names it). Null: through the node, which also
+/// places keyless ones, on a partition of its own.
+caf::actor home_of_half(sender_ptr self, pb::HalfMessage& h) {
+  auto& key = h.message().key();
+  if (key.empty())
+    return {};
+  auto* r = route_of(self, h.message().topic());
+  if (r == nullptr || r->partitions == 0)
+    return {};
+  auto p = shard_of(key, r->partitions);
+  auto gw = self->state.routes.direct(*r, p);
+  if (gw) {
+    h.set_txn_id(txn_id_at(h.txn_id(), r->id, p));
+    h.mutable_message()->set_partition(p);
+  }
+  return gw;
+}
+
+/// Where the end of transaction `txn_id` (of `topic`) goes straight to:
+/// the gateway of the home its id names. Null: through the node.
+caf::actor home_of_end(sender_ptr self, const std::string& topic,
+                       const std::string& txn_id) {
+  uint32_t tid = 0, p = 0;
+  if (!txn_home(txn_id, tid, p))
+    return {};
+  auto* r = route_of(self, topic);
+  if (r == nullptr || r->id != tid)
+    return {};
+  return self->state.routes.direct(*r, p);
+}
+
+/// Splits `items` by where each goes (`where(item)`: a gateway, or null for
+/// the node); returns (destination, indexes into items) in first-seen
+/// order, the node's part as a null actor.
+template <class Items, class Where>
+std::vector<std::pair<caf::actor, std::vector<size_t>>>
+split_by_home(Items& items, Where where) {
+  std::vector<std::pair<caf::actor, std::vector<size_t>>> parts;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto d = where(items[i]);
+    auto it = std::find_if(parts.begin(), parts.end(),
+                           [&](auto& x) { return x.first == d; });
+    if (it == parts.end()) {
+      parts.emplace_back(d, std::vector<size_t>{});
+      it = parts.end() - 1;
+    }
+    it->second.push_back(i);
+  }
+  return parts;
+}
+
+/// Sends the ends `idx` of `batch` to `dest` (a home's gateway, or null:
+/// the node). An end is idempotent: a home that refused it or whose link
+/// dropped gets it once more through the node.
+template <class Unsent, class Done>
+void send_ends(sender_ptr self,
+               std::shared_ptr<std::vector<pending_end>> batch,
+               std::vector<size_t> idx, caf::actor dest, pb::EndBatch req,
+               Unsent unsent, Done done) {
+  auto& st = self->state;
+  bool direct = static_cast<bool>(dest);
+  auto again = direct ? std::make_shared<pb::EndBatch>(req) : nullptr;
+  if (!direct)
+    dest = st.frontend;
+  if (!dest) {
+    unsent(idx, make_error(errc::unavailable,
+                           "lost the node before the end; left to "
+                           "check-back"));
+    done();
+    return;
+  }
+  st.requests.request<pb::BatchResult>(
+    self, dest, st.impl->opts.timeout, std::move(req),
+    [=](const pb::BatchResult& res) {
+      for (size_t k = 0; k < idx.size(); ++k) {
+        auto& e = (*batch)[idx[k]];
+        auto& txn_id = e.item->half.txn_id();
+        if (k >= static_cast<size_t>(res.items_size())) {
+          txn_result out;
+          out.txn_id = txn_id;
+          out.local = e.local;
+          out.end_error = make_error(errc::malformed_message,
+                                     "end batch result is short");
+          finish(self, e.item, std::move(out));
+          continue;
+        }
+        auto& item = res.items(static_cast<int>(k));
+        if (item.code() == 0) {
+          finish(self, e.item, ended(item.end(), txn_id, e.local));
+          continue;
+        }
+        txn_result out;
+        out.txn_id = txn_id;
+        out.local = e.local;
+        out.end_error = from_wire(item);
+        finish(self, e.item, std::move(out));
+      }
+      done();
+    },
+    [=](caf::error& err) {
+      auto c = code_of(err);
+      if (again && (c == errc::unavailable || c == errc::not_owner)) {
+        send_ends(self, batch, idx, caf::actor{}, std::move(*again), unsent,
+                  done);
+        return;
+      }
+      unsent(idx, err);
+      done();
+    });
+}
+
 void pump_ends(sender_ptr self) {
   auto& st = self->state;
   while (st.ends_inflight < max_inflight && !st.ends.empty()) {
@@ -299,8 +453,9 @@ void pump_ends(sender_ptr self) {
       batch->push_back(std::move(e));
       st.ends.pop_front();
     }
-    auto unsent = [=](const caf::error& err) {
-      for (auto& e : *batch) {
+    auto unsent = [=](const std::vector<size_t>& idx, const caf::error& err) {
+      for (auto i : idx) {
+        auto& e = (*batch)[i];
         txn_result out;
         out.txn_id = e.item->half.txn_id();
         out.local = e.local;
@@ -309,45 +464,63 @@ void pump_ends(sender_ptr self) {
       }
     };
     if (!st.frontend) {
-      unsent(make_error(errc::unavailable,
-                        "lost the node before the end; left to check-back"));
+      std::vector<size_t> all(batch->size());
+      for (size_t i = 0; i < all.size(); ++i)
+        all[i] = i;
+      unsent(all, make_error(errc::unavailable,
+                             "lost the node before the end; left to "
+                             "check-back"));
       continue;
     }
+    auto parts = split_by_home(*batch, [&](const pending_end& e) {
+      return home_of_end(self, e.item->msg.topic, e.item->half.txn_id());
+    });
     ++st.ends_inflight;
-    st.requests.request<pb::BatchResult>(
-      self, st.frontend, st.impl->opts.timeout, std::move(req),
-        [=](const pb::BatchResult& res) {
-          --self->state.ends_inflight;
-          for (size_t i = 0; i < batch->size(); ++i) {
-            auto& e = (*batch)[i];
-            auto& txn_id = e.item->half.txn_id();
-            if (i >= static_cast<size_t>(res.items_size())) {
-              txn_result out;
-              out.txn_id = txn_id;
-              out.local = e.local;
-              out.end_error = make_error(errc::malformed_message,
-                                         "end batch result is short");
-              finish(self, e.item, std::move(out));
-              continue;
-            }
-            auto& item = res.items(static_cast<int>(i));
-            if (item.code() == 0) {
-              finish(self, e.item, ended(item.end(), txn_id, e.local));
-              continue;
-            }
-            txn_result out;
-            out.txn_id = txn_id;
-            out.local = e.local;
-            out.end_error = from_wire(item);
-            finish(self, e.item, std::move(out));
-          }
-          pump_ends(self);
-        },
-        [=](caf::error& err) {
-          --self->state.ends_inflight;
-          unsent(err);
-          pump_ends(self);
-        });
+    auto left = std::make_shared<size_t>(parts.size());
+    auto part_done = [=] {
+      if (--*left == 0) {
+        --self->state.ends_inflight;
+        pump_ends(self);
+      }
+    };
+    for (auto& [dest, idx] : parts) {
+      pb::EndBatch part;
+      for (auto i : idx)
+        *part.add_ends() = req.ends(static_cast<int>(i));
+      send_ends(self, batch, idx, dest, std::move(part), unsent, part_done);
+    }
+  }
+}
+
+/// Handles the answer for the halves `idx` of `batch`.
+void halves_answered(sender_ptr self,
+                     const std::shared_ptr<std::vector<std::shared_ptr<txn_item>>>& batch,
+                     const std::vector<size_t>& idx, const pb::BatchResult& res) {
+  auto& st = self->state;
+  for (size_t k = 0; k < idx.size(); ++k) {
+    auto& it = (*batch)[idx[k]];
+    if (k >= static_cast<size_t>(res.items_size())) {
+      finish(self, it, make_error(errc::malformed_message,
+                                  "half batch result is short"));
+      continue;
+    }
+    auto& item = res.items(static_cast<int>(k));
+    if (!item.txn_id().empty())
+      it->half.set_txn_id(item.txn_id()); // its home, in a cluster
+    if (item.code() != 0) {
+      finish(self, it, from_wire(item));
+      continue;
+    }
+    auto& txn_id = it->half.txn_id();
+    auto local = run_local(it->fn, it->msg, txn_id);
+    if (local == txn_outcome::unknown) {
+      txn_result out;
+      out.txn_id = txn_id;
+      out.end_error = outcome_unknown();
+      finish(self, it, std::move(out));
+      continue;
+    }
+    st.ends.push_back(pending_end{it, local});
   }
 }
 
@@ -355,9 +528,7 @@ void pump(sender_ptr self) {
   auto& st = self->state;
   while (st.halves_inflight < max_inflight && !st.halves.empty()) {
     auto batch = std::make_shared<std::vector<std::shared_ptr<txn_item>>>();
-    pb::HalfBatch req;
     while (!st.halves.empty() && batch->size() < max_items) {
-      *req.add_halves() = st.halves.front()->half;
       batch->push_back(std::move(st.halves.front()));
       st.halves.pop_front();
     }
@@ -371,46 +542,39 @@ void pump(sender_ptr self) {
       st.frontend = *fe;
       self->monitor(st.frontend);
     }
+    // Keyed halves straight to their partition's home (the id then names
+    // it), the others through the node.
+    auto parts = split_by_home(*batch, [&](std::shared_ptr<txn_item>& it) {
+      return home_of_half(self, it->half);
+    });
     ++st.halves_inflight;
-    st.requests.request<pb::BatchResult>(
-      self, *fe, st.impl->opts.timeout, std::move(req),
+    auto left = std::make_shared<size_t>(parts.size());
+    for (auto& part : parts) {
+      auto dest = part.first;
+      auto idx = part.second;
+      pb::HalfBatch req;
+      for (auto i : idx)
+        *req.add_halves() = (*batch)[i]->half;
+      auto part_done = [=] {
+        if (--*left == 0)
+          --self->state.halves_inflight;
+        pump_ends(self);
+        pump(self);
+      };
+      st.requests.request<pb::BatchResult>(
+        self, dest ? dest : *fe, st.impl->opts.timeout, std::move(req),
         [=](const pb::BatchResult& res) {
-          auto& st = self->state;
-          --st.halves_inflight;
-          for (size_t i = 0; i < batch->size(); ++i) {
-            auto& it = (*batch)[i];
-            if (i >= static_cast<size_t>(res.items_size())) {
-              finish(self, it, make_error(errc::malformed_message,
-                                          "half batch result is short"));
-              continue;
-            }
-            auto& item = res.items(static_cast<int>(i));
-            if (!item.txn_id().empty())
-              it->half.set_txn_id(item.txn_id()); // its home, in a cluster
-            if (item.code() != 0) {
-              finish(self, it, from_wire(item));
-              continue;
-            }
-            auto& txn_id = it->half.txn_id();
-            auto local = run_local(it->fn, it->msg, txn_id);
-            if (local == txn_outcome::unknown) {
-              txn_result out;
-              out.txn_id = txn_id;
-              out.end_error = outcome_unknown();
-              finish(self, it, std::move(out));
-              continue;
-            }
-            st.ends.push_back(pending_end{it, local});
-          }
-          pump_ends(self);
-          pump(self);
+          halves_answered(self, batch, idx, res);
+          part_done();
         },
         [=](caf::error& err) {
-          --self->state.halves_inflight;
-          for (auto& it : *batch)
-            finish(self, it, err);
-          pump(self);
+          // A half may be stored although its answer was lost: check-back
+          // settles it (the error says so).
+          for (auto i : idx)
+            finish(self, (*batch)[i], err);
+          part_done();
         });
+    }
   }
 }
 
@@ -419,11 +583,25 @@ void pump(sender_ptr self) {
 caf::behavior sender_actor(sender_ptr self,
                            std::shared_ptr<transaction_producer::impl> impl) {
   self->state.impl = impl;
+  // Only a remote client saves a hop: an in-process one is on a node that
+  // has its own links to the homes.
+  self->state.direct_routing = impl->conn->own_sys != nullptr
+                               && impl->conn->opts.direct_routing;
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    if (auto node_id = st.routes.down(dm.source); !node_id.empty()) {
+      // A home's link dropped: what was out to it fails now (ends go
+      // through the node again), the rest goes through the node until a
+      // new map says the home is back.
+      st.requests.fail(dm.source, inflight::lost("node " + node_id));
+      for (auto& t : st.routes.topics())
+        fetch_route(self, t);
+      return;
+    }
     if (!st.frontend || dm.source != st.frontend.address())
       return;
     st.frontend = nullptr; // the next batch reconnects
+    st.refreshing.clear();  // lookups out to it are abandoned
     // Halves and ends out to the lost node fail now, not at their timeout:
     // a half's error says it may be stored (check-back settles it), an
     // end's that the outcome is left to check-back.
@@ -435,6 +613,11 @@ caf::behavior sender_actor(sender_ptr self,
       for (auto& item : st.impl->q->take())
         st.halves.push_back(std::make_shared<txn_item>(std::move(item)));
       pump(self);
+    },
+    [=](wire::link_atom, const std::string& node_id, caf::actor& gw) {
+      if (gw)
+        self->monitor(gw);
+      self->state.routes.linked(node_id, std::move(gw));
     },
   };
 }

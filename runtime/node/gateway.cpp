@@ -417,6 +417,9 @@ caf::behavior gateway(gateway_ptr self,
     },
     [=](pb::ListTopics& x) { return self->delegate(topics, std::move(x)); },
     [=](pb::GetTopic& x) { return self->delegate(topics, std::move(x)); },
+    [=](pb::ClusterMapRequest& x) {
+      return self->delegate(topics, std::move(x));
+    },
     [=](pb::Subscribe& x) { return self->delegate(groups, std::move(x)); },
     [=](pb::FindCoordinator& x) {
       return self->delegate(groups, std::move(x));
@@ -545,11 +548,16 @@ caf::behavior gateway(gateway_ptr self,
       self->request(cluster, t, x).then(
         [=](pb::ClusterStatus& s) mutable {
           auto acc = std::make_shared<pb::ClusterStatus>(std::move(s));
-          self->request(topics, t, pb::PartitionHomes{}).then(
-            [=](const pb::HomeCounts& h) mutable {
+          pb::ClusterMapRequest every;
+          every.set_all_topics(true);
+          self->request(topics, t, every).then(
+            [=](const pb::ClusterMap& map) mutable {
+              std::map<std::string, uint32_t> homed;
+              for (auto& r : map.topics())
+                for (auto& h : r.homes())
+                  ++homed[h];
               for (auto& m : *acc->mutable_members())
-                if (auto i = h.partitions().find(m.node_id());
-                    i != h.partitions().end())
+                if (auto i = homed.find(m.node_id()); i != homed.end())
                   m.set_partitions(i->second);
               self->request(groups, t, pb::ListOwners{}).then(
                 [=](pb::OwnerList& o) mutable {

@@ -44,6 +44,10 @@ struct txmsg_options {
   uint32_t cluster = 0; ///< --cluster N: also N nodes on one etcd
 };
 
+/// --no-direct-routing: clients send everything through their node (set
+/// before the phases fork).
+bool direct_routing = true;
+
 const char* txmsg_help = R"(usage: edda bench txmsg [options]
 
 Runs the txmsg workload (BENCHMARKS.md): one producer process and one
@@ -77,12 +81,14 @@ options:
   --disk-floor         also measure the LMDB commit floor next to the data dir
   --csv FILE           append one row per phase (tests/bench/peers joins them)
   --cluster N          then the same phases against N nodes on one etcd
-                       started here (clients talk to the first node, which
-                       passes requests on to each partition's home), and
+                       started here (clients talk to the first node and
+                       send to each partition's home directly), and
                        the failover figures: kill -9 of a node under a
                        keyless load, time to the first send acknowledged
                        after it, longest gap between acknowledgements, time
                        until the group's coordinator runs on a survivor
+  --no-direct-routing  clients send everything through the node they talk
+                       to, which passes it on (as before direct routing)
 )";
 
 caf::expected<client::connection> connect(const std::string& endpoint) {
@@ -91,7 +97,9 @@ caf::expected<client::connection> connect(const std::string& endpoint) {
   if (!client::parse_endpoint(endpoint, host, port))
     return make_error(errc::invalid_argument,
                       "'" + endpoint + "' is not HOST:PORT");
-  return client::connection::open(host, port);
+  client::connect_options co;
+  co.direct_routing = direct_routing;
+  return client::connection::open(host, port, co);
 }
 
 std::string error_text(const caf::error& err) {
@@ -297,6 +305,10 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
   };
   for (size_t i = 0; i < argv.size(); ++i) {
     auto a = argv[i];
+    if (a == "--no-direct-routing") {
+      direct_routing = false;
+      continue;
+    }
     if (a == "--disk-floor") {
       o.floor_dir = "auto";
       continue;
@@ -463,6 +475,13 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       if (eq != std::string::npos)
         kv[line.substr(0, eq)] = line.substr(eq + 1);
     }
+    if (kv.count("forwarded") != 0)
+      std::cout << "during the phases n1 passed on " << kv["forwarded"]
+                << " produce batches and " << kv["txn_forwarded"]
+                << " half messages and ends to other nodes (direct routing "
+                << (direct_routing ? "on" : "off") << "); the nodes "
+                << "stored " << kv["stored"] << " messages in "
+                << kv["commits"] << " LMDB commits\n";
     if (kv.count("error") != 0)
       std::cout << "failover: " << kv["error"] << "\n";
     else
@@ -494,6 +513,35 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     std::printf("error=%s\n", render(conn.error()).c_str());
     std::fflush(stdout);
     _exit(1);
+  }
+  // What n1 passed on to the homes during the phases (before this load),
+  // and the LMDB commits of all nodes for the messages they stored.
+  if (auto ns = client::admin::node_status(*conn)) {
+    auto get = [](const client::admin::pb::NodeStatus& x, const char* k) {
+      auto i = x.counters().find(k);
+      return i == x.counters().end() ? uint64_t{0} : i->second;
+    };
+    uint64_t commits = 0, stored = 0;
+    if (auto st = client::admin::cluster_status(*conn))
+      for (auto& m : st->members()) {
+        std::string host;
+        uint16_t port = 0;
+        if (!client::parse_endpoint(m.endpoint(), host, port))
+          continue;
+        auto c = client::connection::open(host, port);
+        if (!c)
+          continue;
+        if (auto x = client::admin::node_status(*c)) {
+          commits += get(*x, "storage.commits");
+          stored += get(*x, "broker.stored");
+        }
+      }
+    std::printf("forwarded=%llu\ntxn_forwarded=%llu\ncommits=%llu\n"
+                "stored=%llu\n",
+                static_cast<unsigned long long>(get(*ns, "broker.forwarded")),
+                static_cast<unsigned long long>(get(*ns, "txn.forwarded")),
+                static_cast<unsigned long long>(commits),
+                static_cast<unsigned long long>(stored));
   }
   auto topic = "failover-" + std::to_string(::getpid());
   (void) client::admin::create_topic(*conn, topic, 6);

@@ -1,0 +1,332 @@
+// Producers that route by the cluster map: connected to one node, they send
+// each partition's batches (and keyed transactions' half messages and ends)
+// straight to the partition's home, so no node passes them on (the nodes'
+// `broker.forwarded` / `txn.forwarded` counters stay put), order per key is
+// kept, a home's death costs keyless sends nothing and keyed sends to it
+// fail fast, and partitions added to the topic are used once the map says
+// where they live.
+#include "base/ids.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "client/transaction_producer.hpp"
+#include "cluster_fixture.hpp"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace edda::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ClusterRoutingTest : public ClusterFixture {
+protected:
+  /// A node's counter (edda node status), 0 if it is not there yet.
+  uint64_t counter(const cluster_node& n, const std::string& name) {
+    auto c = connect(n);
+    if (!c)
+      return 0;
+    auto s = client::admin::node_status(*c);
+    if (!s)
+      return 0;
+    auto i = s->counters().find(name);
+    return i == s->counters().end() ? 0 : i->second;
+  }
+  /// The sum of `name` over the running nodes.
+  uint64_t total(const std::string& name) {
+    uint64_t sum = 0;
+    for (size_t i = 0; i < node_count(); ++i)
+      if (node(i).running())
+        sum += counter(node(i), name);
+    return sum;
+  }
+  /// Starts `n` nodes and waits until each has a link up to every other
+  /// (until then a node counts a peer's partitions unavailable).
+  void start_linked(size_t n) {
+    start_nodes(n);
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_TRUE(eventually(10s, [&] {
+        auto c = connect(node(i));
+        if (!c)
+          return false;
+        auto s = client::admin::cluster_status(*c);
+        if (!s || s->members_size() != static_cast<int>(n))
+          return false;
+        return std::all_of(s->members().begin(), s->members().end(),
+                           [](auto& m) { return m.connected(); });
+      })) << node(i).name << " does not see every member linked";
+  }
+  /// Partition -> home of `topic`, as `conn`'s node describes it.
+  std::map<uint32_t, std::string> homes(const client::connection& conn,
+                                        const std::string& topic) {
+    std::map<uint32_t, std::string> out;
+    if (auto d = client::admin::describe_topic(conn, topic))
+      for (auto& p : d->partitions())
+        out[p.partition()] = p.home();
+    return out;
+  }
+  /// Sends `n` keyless messages one by one; false at the first failure.
+  static bool send_keyless(client::producer& p, const std::string& topic,
+                           int n, std::set<uint32_t>* used = nullptr) {
+    for (int i = 0; i < n; ++i) {
+      client::message m;
+      m.topic = topic;
+      m.body = "warm" + std::to_string(i);
+      auto r = p.send(m);
+      if (!r)
+        return false;
+      if (used != nullptr)
+        used->insert(r->partition);
+    }
+    return true;
+  }
+  /// Sends until no node passes a batch on any more: the producer has its
+  /// map and links to every home.
+  bool warm_up(client::producer& p, const std::string& topic) {
+    return eventually(15s, [&] {
+      auto before = total("broker.forwarded");
+      return send_keyless(p, topic, 12) && total("broker.forwarded") == before;
+    });
+  }
+};
+
+/// Messages a consumer got, by key in arrival order.
+struct inbox {
+  std::mutex mtx;
+  std::map<std::string, int> count;
+  std::map<std::string, std::vector<int>> by_key;
+  client::consume_result record(const client::received& r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    ++count[r.msg.body];
+    if (!r.msg.key.empty())
+      by_key[r.msg.key].push_back(std::stoi(r.msg.body.substr(1)));
+    return client::consume_result::success;
+  }
+  size_t distinct() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return count.size();
+  }
+};
+
+TEST_F(ClusterRoutingTest, ProducersSendStraightToEachPartitionsHome) {
+  start_linked(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1) << render(c1.error());
+  ASSERT_TRUE(client::admin::create_topic(*c1, "orders", 6));
+  auto home = homes(*c1, "orders");
+  ASSERT_EQ(home.size(), 6u);
+
+  // A producer that does not route (as before): n1 passes on the batches
+  // of the partitions homed elsewhere, and counts them.
+  {
+    auto plain_conn = client::connection::open(
+      "127.0.0.1", node(0).port, [] {
+        auto o = quick_options();
+        o.direct_routing = false;
+        return o;
+      }());
+    ASSERT_TRUE(plain_conn);
+    client::producer plain{*plain_conn};
+    auto before = counter(node(0), "broker.forwarded");
+    ASSERT_TRUE(send_keyless(plain, "orders", 12));
+    EXPECT_GE(counter(node(0), "broker.forwarded"), before + 6)
+      << "12 keyless sends in turn over 6 partitions, 4 of them elsewhere";
+  }
+
+  client::producer p{*c1};
+  ASSERT_TRUE(warm_up(p, "orders"))
+    << "n1 still passes batches on after the producer had its map";
+  auto forwarded = total("broker.forwarded");
+  auto stored_n2 = counter(node(1), "broker.stored");
+  auto stored_n3 = counter(node(2), "broker.stored");
+
+  // Keyed and keyless, concurrently: every one acknowledged (durable on
+  // its home), none passed on by a node.
+  std::mutex mtx;
+  std::vector<std::string> errors;
+  std::set<uint32_t> keyless_parts;
+  constexpr int keyed = 240, keyless = 120;
+  for (int i = 0; i < keyed + keyless; ++i) {
+    client::message m;
+    m.topic = "orders";
+    bool with_key = i < keyed;
+    if (with_key)
+      m.key = "k" + std::to_string(i % 24);
+    m.body = "m" + std::to_string(i);
+    auto want = with_key ? std::optional<uint32_t>{shard_of(m.key, 6)}
+                         : std::nullopt;
+    p.send_async(m, [&, want](caf::expected<client::send_result> r) {
+      std::lock_guard<std::mutex> guard{mtx};
+      if (!r) {
+        errors.push_back(render(r.error()));
+        return;
+      }
+      if (want && r->partition != *want)
+        errors.push_back("a key went to partition "
+                         + std::to_string(r->partition));
+      if (!want)
+        keyless_parts.insert(r->partition);
+    });
+  }
+  p.flush();
+  EXPECT_TRUE(errors.empty()) << errors.size() << " failed, first: "
+                              << errors.front();
+  EXPECT_EQ(keyless_parts.size(), 6u) << "keyless sends use every partition";
+  EXPECT_EQ(total("broker.forwarded"), forwarded)
+    << "a node passed batches on to a home";
+  // The homes stored their partitions' messages themselves.
+  EXPECT_GT(counter(node(1), "broker.stored"), stored_n2);
+  EXPECT_GT(counter(node(2), "broker.stored"), stored_n3);
+
+  // Every message once, in order per key.
+  inbox got;
+  client::consumer_options co;
+  co.group = "billing";
+  co.topic = "orders";
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  auto cons = client::consumer::start(*c3, co, [&](const client::received& r) {
+    return got.record(r);
+  });
+  ASSERT_TRUE(cons) << render(cons.error());
+  ASSERT_TRUE(eventually(30s, [&] {
+    return got.distinct() >= static_cast<size_t>(keyed + keyless);
+  })) << got.distinct() << " consumed";
+  std::lock_guard<std::mutex> guard{got.mtx};
+  ASSERT_EQ(got.by_key.size(), 24u);
+  for (auto& [key, order] : got.by_key) {
+    EXPECT_EQ(order.size(), static_cast<size_t>(keyed / 24)) << key;
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end()))
+      << "key " << key << " out of order";
+  }
+}
+
+TEST_F(ClusterRoutingTest, AHomesDeathAndAnAlterReachTheProducersMap) {
+  start_linked(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1) << render(c1.error());
+  ASSERT_TRUE(client::admin::create_topic(*c1, "pay", 6));
+  auto home = homes(*c1, "pay");
+  std::set<uint32_t> on_n3;
+  for (auto& [part, h] : home)
+    if (h == "n3")
+      on_n3.insert(part);
+  ASSERT_EQ(on_n3.size(), 2u);
+  client::producer p{*c1};
+  ASSERT_TRUE(warm_up(p, "pay"));
+
+  // n3 dies: keyless sends go on at once, on the partitions of the others.
+  kill9(node(2));
+  std::set<uint32_t> used;
+  for (int i = 0; i < 30; ++i) {
+    client::message m;
+    m.topic = "pay";
+    m.body = "keyless" + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << "keyless send " << i << ": " << render(r.error());
+    used.insert(r->partition);
+  }
+  for (auto part : on_n3)
+    EXPECT_EQ(used.count(part), 0u) << "partition " << part << " of dead n3";
+  // A key of n3's partitions fails fast (order per key: never elsewhere).
+  std::string key;
+  for (int i = 0; key.empty() && i < 1000; ++i)
+    if (on_n3.count(shard_of("key" + std::to_string(i), 6)) != 0)
+      key = "key" + std::to_string(i);
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = client::admin::cluster_status(*c1);
+    return s && s->members_size() == 2;
+  }));
+  client::message m;
+  m.topic = "pay";
+  m.key = key;
+  m.body = "keyed";
+  auto t0 = clock_type::now();
+  auto r = p.send(m);
+  auto took = ch::duration_cast<milliseconds>(clock_type::now() - t0);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), errc::partition_unavailable)
+    << render(r.error());
+  EXPECT_LT(took.count(), 1000);
+
+  // More partitions (homed on the live nodes): the map has a newer
+  // revision, and the producer sends to the new partitions straight to
+  // their homes once it has it.
+  auto before = client::admin::cluster_map(*c1, {"pay"});
+  ASSERT_TRUE(before) << render(before.error());
+  ASSERT_TRUE(before->clustered());
+  ASSERT_TRUE(client::admin::alter_topic(*c1, "pay", 9));
+  auto after = client::admin::cluster_map(*c1, {"pay"});
+  ASSERT_TRUE(after);
+  ASSERT_EQ(after->topics_size(), 1);
+  EXPECT_EQ(after->topics(0).partitions(), 9u);
+  EXPECT_GT(after->revision(), before->revision());
+  EXPECT_GT(after->topics(0).revision(), before->topics(0).revision());
+  for (int q = 6; q < 9; ++q)
+    EXPECT_TRUE(after->topics(0).live(q)) << "new partition " << q;
+  std::set<uint32_t> new_used;
+  ASSERT_TRUE(eventually(10s, [&] {
+    return send_keyless(p, "pay", 9, &new_used)
+           && *new_used.rbegin() >= 6;
+  })) << "the producer does not use the new partitions";
+  ASSERT_TRUE(warm_up(p, "pay"));
+  auto forwarded = total("broker.forwarded");
+  new_used.clear();
+  ASSERT_TRUE(send_keyless(p, "pay", 28, &new_used));
+  for (int q = 6; q < 9; ++q)
+    EXPECT_EQ(new_used.count(static_cast<uint32_t>(q)), 1u) << q;
+  EXPECT_EQ(total("broker.forwarded"), forwarded);
+}
+
+TEST_F(ClusterRoutingTest, KeyedTransactionsGoStraightToTheirHome) {
+  start_linked(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "tx", 6));
+  client::txn_producer_options to;
+  to.group = "wallets";
+  auto tp = client::transaction_producer::start(
+    *c1, to, [](const client::txn_check&) { return client::txn_outcome::commit; });
+  ASSERT_TRUE(tp) << render(tp.error());
+  auto commit = [](const client::message&, const std::string&) {
+    return client::txn_outcome::commit;
+  };
+  // Sends `n` keyed transactions; the number that committed.
+  auto run = [&](int from, int n) {
+    std::atomic<int> ok{0};
+    for (int i = from; i < from + n; ++i) {
+      client::message m;
+      m.topic = "tx";
+      m.key = "acct" + std::to_string(i % 18);
+      m.body = "t" + std::to_string(i);
+      auto want = shard_of(m.key, 6);
+      (*tp)->send_in_transaction_async(
+        m, commit, [&ok, want](caf::expected<client::txn_result> r) {
+          uint32_t tid = 0, part = 0;
+          if (r && r->ended && r->stored && txn_home(r->txn_id, tid, part)
+              && part == want && r->stored->partition == want)
+            ++ok;
+        });
+    }
+    (*tp)->flush();
+    return ok.load();
+  };
+  // The first ones may go through n1 while the producer fetches its map.
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto before = total("txn.forwarded");
+    return run(0, 18) == 18 && total("txn.forwarded") == before;
+  })) << "n1 still passes transactions on";
+  auto forwarded = total("txn.forwarded");
+  EXPECT_EQ(run(100, 90), 90);
+  EXPECT_EQ(total("txn.forwarded"), forwarded)
+    << "a node passed half messages or ends on";
+  auto pending = client::admin::txn_list(*c1);
+  ASSERT_TRUE(pending);
+  EXPECT_EQ(pending->records_size(), 0);
+}
+
+} // namespace
+} // namespace edda::test
