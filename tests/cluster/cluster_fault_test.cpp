@@ -27,15 +27,6 @@ using namespace std::chrono_literals;
 
 class ClusterFaultTest : public ClusterFixture {
 protected:
-  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n) {
-    auto c = connect(n);
-    if (!c)
-      return std::nullopt;
-    auto s = client::admin::cluster_status(*c);
-    if (!s)
-      return std::nullopt;
-    return *s;
-  }
   bool member_linked(const cluster_node& from, const std::string& id,
                      bool want_linked) {
     auto s = status_of(from);
@@ -45,16 +36,6 @@ protected:
       if (m.node_id() == id)
         return m.connected() == want_linked;
     return false;
-  }
-  /// A key whose partition (of `n` partitions) is homed on `home`.
-  std::string key_on(const wire::v1::TopicInfo& info, const std::string& home) {
-    auto n = static_cast<size_t>(info.partitions_size());
-    for (int i = 0; i < 10000; ++i) {
-      auto k = "key" + std::to_string(i);
-      if (info.partitions(static_cast<int>(shard_of(k, n))).home() == home)
-        return k;
-    }
-    return {};
   }
 };
 

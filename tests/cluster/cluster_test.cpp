@@ -23,51 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ClusterTest : public ClusterFixture {
-protected:
-  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n);
-  std::set<std::string> connected_members(const cluster_node& n);
-};
-
-/// The cluster as node `n` sees it.
-std::optional<wire::v1::ClusterStatus>
-ClusterTest::status_of(const cluster_node& n) {
-  auto c = connect(n);
-  if (!c)
-    return std::nullopt;
-  auto s = client::admin::cluster_status(*c);
-  if (!s)
-    return std::nullopt;
-  return *s;
-}
-
-/// Node ids `n` lists as members whose links are up.
-std::set<std::string> ClusterTest::connected_members(const cluster_node& n) {
-  std::set<std::string> out;
-  if (auto s = status_of(n))
-    for (auto& m : s->members())
-      if (m.connected())
-        out.insert(m.node_id());
-  return out;
-}
-
-/// Messages a consumer got, by body.
-struct inbox {
-  std::mutex mtx;
-  std::map<std::string, int> count;
-  std::map<std::string, std::vector<std::string>> by_key; // in arrival order
-  client::consume_result record(const client::received& r) {
-    std::lock_guard<std::mutex> guard{mtx};
-    ++count[r.msg.body];
-    if (!r.msg.key.empty())
-      by_key[r.msg.key].push_back(r.msg.body);
-    return client::consume_result::success;
-  }
-  size_t distinct() {
-    std::lock_guard<std::mutex> guard{mtx};
-    return count.size();
-  }
-};
+class ClusterTest : public ClusterFixture {};
 
 TEST_F(ClusterTest, ThreeNodesFormOneClusterWithLinksBetweenAll) {
   start_nodes(3);
@@ -103,10 +59,7 @@ TEST_F(ClusterTest, PartitionsAreSpreadAndServedFromAnyNode) {
   auto d = client::admin::describe_topic(*c3, "orders");
   ASSERT_TRUE(d) << render(d.error());
   ASSERT_EQ(d->partitions_size(), 6);
-  std::map<std::string, int> per_home;
-  for (auto& p : d->partitions())
-    ++per_home[p.home()];
-  EXPECT_EQ(per_home,
+  EXPECT_EQ(partitions_per_home(*d),
             (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
 
   // Keyed messages through n2 land on their partitions' homes; a group
@@ -326,24 +279,8 @@ TEST_F(ClusterTest, ANodePausedPastItsLeaseFencesItselfAndRejoins) {
 TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
   start_nodes(1);
   // Same node.name, another data dir: refused with a clear error.
-  auto dup_dir = root() + "/dup";
-  std::vector<std::string> args = {
-    EDDA_BINARY, "node", "--data-dir", dup_dir, "--listen",
-    "127.0.0.1:" + std::to_string(free_port()), "--set",
-    "cluster.etcd=" + etcd_address(), "--set", "node.name=n1", "--set",
-    "cluster.name=" + cluster_name()};
-  std::string cmd;
-  for (auto& a : args)
-    cmd += "'" + a + "' ";
-  cmd += "2>&1";
-  std::string out;
-  auto* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[512];
-  while (auto n = std::fread(buf, 1, sizeof(buf), p))
-    out.append(buf, n);
-  auto rc = ::pclose(p);
-  EXPECT_NE(rc, 0);
+  auto [rc, out] = run_until_exit({"n1", {}}, root() + "/dup");
+  EXPECT_GT(rc, 0) << out;
   EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
   // The live one is untouched.
   auto s = status_of(node(0));
