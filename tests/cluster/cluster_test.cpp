@@ -208,6 +208,114 @@ TEST_F(ClusterTest, AGroupTakesBackTheReturningNodesPartitions) {
   })) << "the group did not take back the returning node's partition";
 }
 
+// topic alter --partitions on a cluster: the new partitions go to the
+// least-loaded live nodes, a running group consumes them without a restart,
+// nothing acknowledged is lost; a shrink is refused.
+TEST_F(ClusterTest, AlterAddsPartitionsOnLiveNodesAndTheGroupConsumesThem) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "grow", 3));
+  inbox got;
+  auto cons = got.consume(*c1, "growers", "grow");
+  ASSERT_TRUE(cons) << render(cons.error());
+  acked_producer p{*c1, "grow"};
+  auto& acked = p.acked;
+  auto send = [&](const std::string& key, const std::string& body) {
+    return static_cast<bool>(p.send(key, body));
+  };
+  for (int i = 0; i < 9; ++i)
+    ASSERT_TRUE(send("k" + std::to_string(i), "before" + std::to_string(i)));
+  ASSERT_TRUE(eventually(15s, [&] { return got.missing(acked).empty(); }));
+
+  auto grown = client::admin::alter_topic(*c1, "grow", 6);
+  ASSERT_TRUE(grown) << render(grown.error());
+  ASSERT_EQ(grown->meta().partitions(), 6u);
+  // Every node held as many partitions (one of "grow", one of the group's
+  // retry topic): the three new ones go one to each. describe shows them
+  // from any node.
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  auto d = client::admin::describe_topic(*c3, "grow");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->partitions_size(), 6);
+  EXPECT_EQ(partitions_per_home(*d),
+            (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
+  // Keys of the new partitions: their messages reach the running consumer
+  // (the group took the new partitions online); old partitions go on.
+  std::set<std::string> on_new;
+  for (int i = 0; on_new.size() < 6 && i < 1000; ++i) {
+    auto key = "n" + std::to_string(i);
+    if (shard_of(key, 6) < 3)
+      continue;
+    auto body = "new-" + key;
+    ASSERT_TRUE(eventually(10s, [&] { return send(key, body); })) << key;
+    on_new.insert(body);
+  }
+  ASSERT_EQ(on_new.size(), 6u);
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(send("k" + std::to_string(i), "after" + std::to_string(i)));
+  EXPECT_TRUE(eventually(20s, [&] { return got.missing(on_new).empty(); }))
+    << got.missing(on_new).size()
+    << " sent to the new partitions not consumed (no rebalance?)";
+  EXPECT_TRUE(eventually(10s, [&] { return got.missing(acked).empty(); }))
+    << got.missing(acked).size() << " of " << acked.size() << " lost";
+
+  // Fewer (or as many) partitions: refused, naming the topic and the count.
+  for (uint32_t n : {4u, 6u}) {
+    auto shrink = client::admin::alter_topic(*c1, "grow", n);
+    ASSERT_FALSE(shrink) << n;
+    EXPECT_EQ(code_of(shrink.error()), errc::invalid_argument)
+      << render(shrink.error());
+    EXPECT_NE(render(shrink.error()).find("topic 'grow' has 6 partitions"),
+              std::string::npos)
+      << render(shrink.error());
+    EXPECT_NE(render(shrink.error()).find("can only grow"), std::string::npos)
+      << render(shrink.error());
+  }
+  auto still = client::admin::describe_topic(*c1, "grow");
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->partitions_size(), 6);
+}
+
+TEST_F(ClusterTest, AlterWhileANodeIsDeadPlacesNewPartitionsOnLiveNodesOnly) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "half", 3));
+  kill9(node(2));
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  auto grown = client::admin::alter_topic(*c1, "half", 7);
+  ASSERT_TRUE(grown) << render(grown.error());
+  ASSERT_EQ(grown->meta().partitions(), 7u);
+  auto d = client::admin::describe_topic(*c1, "half");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->partitions_size(), 7);
+  EXPECT_EQ(partitions_per_home(*d, 3),
+            (std::map<std::string, int>{{"n1", 2}, {"n2", 2}}));
+  // Each new partition takes messages at once.
+  client::producer p{*c1};
+  std::set<uint32_t> reached;
+  for (int i = 0; reached.size() < 4 && i < 1000; ++i) {
+    auto key = "h" + std::to_string(i);
+    auto part = static_cast<uint32_t>(shard_of(key, 7));
+    if (part < 3 || reached.count(part) != 0)
+      continue;
+    client::message m;
+    m.topic = "half";
+    m.key = key;
+    m.body = key;
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << "partition " << part << ": " << render(r.error());
+    EXPECT_EQ(r->partition, part);
+    reached.insert(part);
+  }
+  EXPECT_EQ(reached.size(), 4u);
+}
+
 TEST_F(ClusterTest, AGroupCoordinatorMovesToASurvivorWithAHigherToken) {
   start_nodes(3);
   // The group's desired owner is the same on every node (rendezvous over
