@@ -663,7 +663,8 @@ private:
   /// left for the next (move_from), where the call goes on, unless it is a
   /// write the silent endpoint may have applied (`replayable` false: a
   /// compare-and-swap replayed would fail against its own first write).
-  /// All within one call_timeout, of which each try gets its share.
+  /// All within one call_timeout, of which each try of a replayable call
+  /// gets its share (a write, the rest of it).
   /// Errors: unavailable "etcd at <endpoints> unreachable: ..." when no
   /// endpoint answered; else what the endpoint said (to_error).
   template <class Rpc>
@@ -676,7 +677,10 @@ private:
     for (size_t i = 0; i < n && sys_clock::now() < deadline; ++i) {
       auto idx = (first + i) % n;
       auto& ep = *eps_[idx];
-      auto share = share_of(deadline, n - i);
+      // A write does not go on after a silent endpoint: it may wait for
+      // all the time there is.
+      auto share = replayable ? share_of(deadline, n - i)
+                              : deadline - sys_clock::now();
       grpc::ClientContext ctx;
       ctx.set_deadline(sys_clock::now() + share);
       auto st = rpc(ep, ctx);

@@ -8,7 +8,8 @@
 // deadline (`call_timeout`, which every call has; each try gets its share
 // of what is left, so a silent endpoint leaves time for the next). A write
 // (compare-and-swap) that met a silent endpoint is not replayed on the next:
-// it may have been applied. A watch stays on the endpoint it was created on
+// it may have been applied (so its one try has the whole deadline; the next
+// call goes to the next endpoint). A watch stays on the endpoint it was created on
 // and ends (on_error) when that fails, or when a call leaves its endpoint
 // (a stream to a blackholed endpoint would notice only after gRPC's
 // keepalive, ~15 s): its owner watches anew, on the next endpoint. Watches

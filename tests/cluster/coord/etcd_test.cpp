@@ -335,11 +335,11 @@ TEST_F(etcd_rotation_test, a_write_that_met_a_silent_endpoint_is_not_replayed) {
   ASSERT_TRUE(two->get("/t/a"));
   front->cut();
   // Replayed on the second endpoint after the first may have applied it,
-  // a create-only put would fail against itself: it fails as unreachable,
-  // within its share of the call timeout, and says so.
+  // a create-only put would fail against itself: it fails as unreachable
+  // within the call timeout (all of it: it does not go on), and says so.
   auto t0 = steady::now();
   auto p = two->cas_put("/t/a", "1", 0);
-  EXPECT_LE(steady::now() - t0, 800ms);
+  EXPECT_LE(steady::now() - t0, 1300ms);
   ASSERT_FALSE(p);
   EXPECT_EQ(code_of(p.error()), errc::unavailable) << render(p.error());
   EXPECT_NE(render(p.error()).find("may have been applied"), std::string::npos)
