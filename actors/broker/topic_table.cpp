@@ -271,8 +271,9 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
       auto have = static_cast<uint32_t>(t->homes_size());
       if (req.partitions() <= have)
         return make_error(errc::invalid_argument,
-                          "partitions can only grow (now "
-                            + std::to_string(have) + "), got "
+                          "topic '" + req.name() + "' has "
+                            + std::to_string(have)
+                            + " partitions: partitions can only grow, got "
                             + std::to_string(req.partitions()));
       std::vector<std::string> members;
       std::map<std::string, uint32_t> load;

@@ -65,6 +65,12 @@ bool split_endpoint(const std::string& ep, std::string& host, uint16_t& port) {
   return true;
 }
 
+/// Two cluster ids agree, or one is not known (a node that does not send
+/// it).
+bool same_cluster_id(const std::string& mine, const std::string& theirs) {
+  return mine.empty() || theirs.empty() || mine == theirs;
+}
+
 void connect(self_ptr self, const std::string& id);
 
 void schedule(self_ptr self, const std::string& id, ch::milliseconds after) {
@@ -127,6 +133,7 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
   auto& st = self->state;
   pb::PeerHello h;
   h.set_cluster_name(st.opts.cluster_name);
+  h.set_cluster_id(st.opts.cluster_id);
   h.set_node_id(st.opts.node_id);
   h.set_incarnation(st.view.incarnation());
   h.set_expect_node_id(id);
@@ -138,11 +145,16 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
           return;
         auto& l = i->second;
         l.connecting = false;
-        if (w.node_id() != id
-            || w.cluster_name() != self->state.opts.cluster_name) {
-          down(self, id,
-               "the node at " + l.endpoint + " is '" + w.node_id()
-                 + "' of cluster '" + w.cluster_name() + "'");
+        auto& opts = self->state.opts;
+        if (w.node_id() != id || w.cluster_name() != opts.cluster_name
+            || !same_cluster_id(opts.cluster_id, w.cluster_id())) {
+          auto why = "the node at " + l.endpoint + " is '" + w.node_id()
+                     + "' of cluster '" + w.cluster_name() + "' (id "
+                     + w.cluster_id() + "), not '" + id + "' of cluster '"
+                     + opts.cluster_name + "' (id " + opts.cluster_id + ")";
+          EDDA_WARN("cluster", "no link to " << id << ": " << why);
+          metrics::counter("cluster.peers_refused")++;
+          down(self, id, why);
           return;
         }
         l.handle = peer;
@@ -301,6 +313,18 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
                           "this node is of cluster '" + st.opts.cluster_name
                             + "', not '" + h.cluster_name() + "'");
       }
+      if (!same_cluster_id(st.opts.cluster_id, h.cluster_id())) {
+        EDDA_WARN("cluster", "refused a peer of another cluster '"
+                               << h.cluster_name() << "' with id "
+                               << h.cluster_id() << " (node " << h.node_id()
+                               << "); this one has id " << st.opts.cluster_id
+                               << ": one name on two etcds?");
+        metrics::counter("cluster.peers_refused")++;
+        return make_error(errc::invalid_argument,
+                          "this node is of cluster '" + st.opts.cluster_name
+                            + "' with id " + st.opts.cluster_id + ", not "
+                            + h.cluster_id());
+      }
       if (!h.expect_node_id().empty()
           && h.expect_node_id() != st.opts.node_id) {
         metrics::counter("cluster.peers_refused")++;
@@ -310,6 +334,7 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       }
       pb::PeerWelcome w;
       w.set_cluster_name(st.opts.cluster_name);
+      w.set_cluster_id(st.opts.cluster_id);
       w.set_node_id(st.opts.node_id);
       w.set_incarnation(st.view.incarnation());
       return w;

@@ -16,8 +16,9 @@
 //   ClusterStatusRequest   -> ClusterStatus   (admin, through the gateway)
 //   PeerHello              -> PeerWelcome     (another node's cluster actor,
 //                             through our gateway); invalid_argument when the
-//                             sender is of another cluster or meant another
-//                             node
+//                             sender is of another cluster (name, or id: one
+//                             name on two etcds) or meant another node; each
+//                             refusal: a WARN line and cluster.peers_refused
 //   (watch_atom, actor s)     s follows the cluster: it gets the current
 //                             MembershipView and every later one, and
 //                             (link_atom, node_id, gateway) for every link
@@ -36,6 +37,8 @@ namespace edda::cluster {
 struct cluster_actor_options {
   bool clustered = false; ///< false: a single node, no etcd
   std::string cluster_name;
+  /// etcd's /edda/<cluster>/cluster_id (empty: not known, not checked).
+  std::string cluster_id;
   std::string node_id;
   std::string endpoint; ///< this node's advertised host:port
   std::string etcd;     ///< endpoints, for status

@@ -73,9 +73,9 @@ std::string encode(const cluster_record& rec) {
   return m.SerializeAsString();
 }
 
-caf::error check_cluster_data_dir(storage::environment& env,
-                                  coord::client& store,
-                                  const std::string& cluster_name) {
+caf::expected<std::string>
+check_cluster_data_dir(storage::environment& env, coord::client& store,
+                       const std::string& cluster_name) {
   auto rec = load_cluster_record(env, cluster_name);
   if (!rec)
     return rec.error();
@@ -124,9 +124,11 @@ caf::error check_cluster_data_dir(storage::environment& env,
         + ": etcd lost or reset the cluster's keys; refusing to start (its "
           "topics would be taken for deleted)");
   if (rec->cluster_id == id && !first)
-    return caf::none;
+    return id;
   rec->cluster_id = id;
-  return put(env, cluster_record_key(), encode(*rec));
+  if (auto err = put(env, cluster_record_key(), encode(*rec)))
+    return err;
+  return id;
 }
 
 caf::expected<cluster_record>

@@ -45,11 +45,11 @@ struct cluster_record {
 /// hold no topics (a single node's topics are not in etcd: they would be
 /// taken for deleted). Creates the cluster id in etcd on the first start of
 /// the cluster, and the cluster record on the first start of the data dir.
-/// Errors: bad_config (another cluster, a reset etcd, a single node's data
-/// dir), unavailable (etcd), storage_error.
-[[nodiscard]] caf::error check_cluster_data_dir(storage::environment& env,
-                                                coord::client& store,
-                                                const std::string& cluster_name);
+/// Returns the cluster id. Errors: bad_config (another cluster, a reset
+/// etcd, a single node's data dir), unavailable (etcd), storage_error.
+[[nodiscard]] caf::expected<std::string>
+check_cluster_data_dir(storage::environment& env, coord::client& store,
+                       const std::string& cluster_name);
 
 /// This data dir's cluster record. A data dir that never was in a cluster
 /// gets one for `cluster_name` (not yet written). Errors: bad_config (the

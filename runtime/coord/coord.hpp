@@ -26,15 +26,15 @@
 // the client, and may cancel their own watch.
 //
 // Errors (caf::error, category "edda"):
-//  * unavailable: the store cannot be reached (refused at once, or reset)
-//    or has no leader; the caller retries with backoff and says so;
+//  * unavailable: the store cannot be reached (refused, reset, or no answer
+//    within the call timeout) or has no leader; the caller retries with
+//    backoff and says so;
 //  * not_found: keepalive / revoke of a lease that expired or never existed,
 //    or a put bound to such a lease;
 //  * invalid_argument: an empty key or prefix, a TTL out of range, a key +
 //    value over 1 MiB (etcd refuses requests over 1.5 MiB);
-//  * timeout: the call deadline passed.
-// A compare-and-swap that failed with unavailable or timeout may still have
-// been applied: read the key before assuming it was not.
+// A compare-and-swap that failed with unavailable may still have been
+// applied: read the key before assuming it was not.
 #pragma once
 
 #include <caf/error.hpp>

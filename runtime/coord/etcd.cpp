@@ -1,8 +1,10 @@
 #include "coord/etcd.hpp"
 
 #include "base/errc.hpp"
+#include "base/log.hpp"
 #include "coord/detail.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h>
@@ -34,6 +36,8 @@ struct endpoint {
   std::unique_ptr<pb::KV::Stub> kv;
   std::unique_ptr<pb::Lease::Stub> lease;
   std::unique_ptr<pb::Watch::Stub> watch;
+  /// It stopped answering (said once in the log until it answers again).
+  std::atomic<bool> failing{false};
 };
 
 using endpoint_ptr = std::shared_ptr<endpoint>;
@@ -158,6 +162,22 @@ caf::error to_error(const grpc::Status& st, const endpoint& ep,
   }
 }
 
+/// A try's share of a deadline that `left` endpoints still share: what is
+/// left divided among them, so a silent endpoint leaves time for the next.
+sys_clock::duration share_of(sys_clock::time_point deadline, size_t left) {
+  auto rest = deadline - sys_clock::now();
+  return rest / static_cast<int64_t>(std::max<size_t>(left, 1));
+}
+
+/// Why an endpoint gave no answer, for an "unreachable" error.
+std::string no_answer(const grpc::Status& st, sys_clock::duration share) {
+  if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+    return "no answer within "
+           + std::to_string(std::chrono::round<milliseconds>(share).count())
+           + " ms";
+  return std::string{code_name(st.error_code())} + ": " + st.error_message();
+}
+
 key_value to_kv(const mvccpb::KeyValue& in) {
   key_value out;
   out.key = in.key();
@@ -186,6 +206,12 @@ struct watch_state {
   watch_handlers handlers;
   grpc::ClientContext ctx;
   std::atomic<bool> cancelled{false};
+  /// Set (with `moved_why`) when the client stopped using `ep` because it
+  /// did not answer a call: the stream is cancelled and the watch ends with
+  /// on_error, so that its owner watches anew on the next endpoint (a
+  /// stream to a blackholed endpoint notices nothing for ~15 s).
+  std::atomic<bool> moved{false};
+  std::string moved_why; // written before `moved` is set
 
   std::mutex mu;
   std::condition_variable cv;
@@ -248,6 +274,9 @@ struct watch_state {
       }
     }
     auto st = stream->Finish();
+    if (!err && moved)
+      err = make_error(errc::unavailable, "etcd " + ep->name + ": watch of "
+                                            + prefix + " ended: " + moved_why);
     if (!err) {
       if (st.ok())
         err = make_error(errc::unavailable, "etcd " + ep->name
@@ -306,19 +335,26 @@ private:
 class etcd_client final : public client {
 public:
   etcd_client(etcd_options opts, std::vector<endpoint_ptr> eps)
-      : opts_(std::move(opts)), eps_(std::move(eps)) {}
+      : opts_(std::move(opts)), eps_(std::move(eps)) {
+    for (auto& ep : eps_)
+      endpoints_ += (endpoints_.empty() ? "" : ",") + ep->name;
+  }
 
-  /// Tries the endpoints until one answers a read or `dial_timeout` passes.
+  /// Tries the endpoints in turn until one answers a read or `dial_timeout`
+  /// passes. Each try gets at most call_timeout and its share of the time
+  /// left, so a silent first endpoint leaves time for the next.
   caf::error dial() {
     auto deadline = sys_clock::now() + opts_.dial_timeout;
-    std::vector<std::string> reasons(eps_.size());
-    std::vector<int> attempts(eps_.size(), 0);
+    auto n = eps_.size();
+    std::vector<std::string> reasons(n);
+    std::vector<int> attempts(n, 0);
     for (;;) {
-      for (size_t i = 0; i < eps_.size(); ++i) {
+      for (size_t i = 0; i < n && sys_clock::now() < deadline; ++i) {
         auto& ep = *eps_[i];
+        auto share = std::min<sys_clock::duration>(opts_.call_timeout,
+                                                   share_of(deadline, n - i));
         grpc::ClientContext ctx;
-        ctx.set_deadline(
-          std::min(deadline, sys_clock::now() + opts_.call_timeout));
+        ctx.set_deadline(sys_clock::now() + share);
         pb::RangeRequest req;
         req.set_key("/");
         req.set_keys_only(true);
@@ -336,19 +372,17 @@ public:
         // The first reason: gRPC's later ones may only say "tcp
         // handshaker shutdown" where the first said "Connection refused".
         if (reasons[i].empty())
-          reasons[i]
-            = ep.name + ": " + code_name(code) + ": " + st.error_message();
+          reasons[i] = ep.name + ": " + no_answer(st, share);
         ++attempts[i];
-        if (sys_clock::now() >= deadline)
-          break;
       }
       if (sys_clock::now() + milliseconds{50} >= deadline)
         break;
       std::this_thread::sleep_for(milliseconds{50});
     }
-    std::string text = "etcd: no endpoint answered within "
+    std::string text = "etcd at " + endpoints_ + " unreachable: no endpoint "
+                       + "answered within "
                        + std::to_string(opts_.dial_timeout.count()) + " ms";
-    for (size_t i = 0; i < eps_.size(); ++i)
+    for (size_t i = 0; i < n; ++i)
       if (!reasons[i].empty())
         text += "; " + reasons[i] + " (" + std::to_string(attempts[i])
                 + " attempts)";
@@ -361,7 +395,7 @@ public:
     pb::LeaseGrantRequest req;
     req.set_ttl(ttl.count());
     pb::LeaseGrantResponse resp;
-    auto err = invoke("lease grant", [&](endpoint& ep, grpc::ClientContext& c) {
+    auto err = invoke("lease grant", true, [&](endpoint& ep, grpc::ClientContext& c) {
       return ep.lease->LeaseGrant(&c, req, &resp);
     });
     if (err)
@@ -377,7 +411,7 @@ public:
     req.set_id(id);
     pb::LeaseKeepAliveResponse resp;
     auto err
-      = invoke("lease keepalive", [&](endpoint& ep, grpc::ClientContext& c) {
+      = invoke("lease keepalive", true, [&](endpoint& ep, grpc::ClientContext& c) {
           // One short stream per call: no state shared between callers.
           auto stream = ep.lease->LeaseKeepAlive(&c);
           bool answered = stream->Write(req) && stream->Read(&resp);
@@ -386,8 +420,14 @@ public:
           else
             c.TryCancel();
           auto st = stream->Finish();
-          if (answered || !st.ok())
-            return answered ? grpc::Status::OK : st;
+          if (answered)
+            return grpc::Status::OK;
+          // Cancelled by us above: say why, so that invoke moves on.
+          if (sys_clock::now() >= c.deadline())
+            return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                "no keepalive answer");
+          if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED)
+            return st;
           return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               "keepalive stream closed without an answer");
         });
@@ -403,7 +443,7 @@ public:
     pb::LeaseRevokeRequest req;
     req.set_id(id);
     pb::LeaseRevokeResponse resp;
-    return invoke("lease revoke", [&](endpoint& ep, grpc::ClientContext& c) {
+    return invoke("lease revoke", true, [&](endpoint& ep, grpc::ClientContext& c) {
       return ep.lease->LeaseRevoke(&c, req, &resp);
     });
   }
@@ -415,7 +455,7 @@ public:
     pb::RangeRequest req;
     req.set_key(key);
     pb::RangeResponse resp;
-    auto err = invoke("get", [&](endpoint& ep, grpc::ClientContext& c) {
+    auto err = invoke("get", true, [&](endpoint& ep, grpc::ClientContext& c) {
       return ep.kv->Range(&c, req, &resp);
     });
     if (err)
@@ -432,7 +472,7 @@ public:
     req.set_sort_order(pb::RangeRequest::ASCEND);
     req.set_sort_target(pb::RangeRequest::KEY);
     pb::RangeResponse resp;
-    auto err = invoke("get prefix", [&](endpoint& ep, grpc::ClientContext& c) {
+    auto err = invoke("get prefix", true, [&](endpoint& ep, grpc::ClientContext& c) {
       return ep.kv->Range(&c, req, &resp);
     });
     if (err)
@@ -479,11 +519,12 @@ public:
     if (auto err = detail::check_key(prefix))
       return err;
     auto deadline = sys_clock::now() + opts_.call_timeout;
-    caf::error err;
+    std::string reasons;
     auto n = eps_.size();
     auto first = current_.load();
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n && sys_clock::now() < deadline; ++i) {
       auto idx = (first + i) % n;
+      auto share = share_of(deadline, n - i);
       auto st = std::make_shared<watch_state>();
       st->ep = eps_[idx];
       st->prefix = prefix;
@@ -493,29 +534,35 @@ public:
       st->ctx.AddMetadata("hasleader", "true");
       std::thread t([st] { st->run(); });
       bool started;
+      caf::error err;
       {
         std::unique_lock<std::mutex> lk(st->mu);
-        st->cv.wait_until(lk, deadline,
+        st->cv.wait_until(lk, sys_clock::now() + share,
                           [&] { return st->started || st->finished; });
         started = st->started;
         err = st->start_error;
       }
-      if (started)
+      if (started) {
+        st->ep->failing = false;
+        track(st);
         return std::unique_ptr<watch>{new etcd_watch(st, std::move(t))};
+      }
       st->cancelled = true;
       st->ctx.TryCancel();
       t.join();
+      std::string why;
       if (!err)
-        err
-          = make_error(errc::timeout,
-                       "etcd " + st->ep->name + ": watch of " + prefix
-                         + ": not created within "
-                         + std::to_string(opts_.call_timeout.count()) + " ms");
-      if (code_of(err) != errc::unavailable || sys_clock::now() >= deadline)
+        why = st->ep->name + ": no answer within "
+              + std::to_string(std::chrono::round<milliseconds>(share).count())
+              + " ms";
+      else if (code_of(err) == errc::unavailable)
+        why = render(err);
+      else
         return err;
-      rotate(idx);
+      reasons += (reasons.empty() ? "" : "; ") + why;
+      move_from(idx, why);
     }
-    return err;
+    return unreachable("watch of " + prefix, reasons);
   }
 
   std::string describe() const override {
@@ -540,7 +587,7 @@ private:
   caf::expected<cas_result> txn(const char* what, const pb::TxnRequest& req,
                                 bool reads_back_on_success) {
     pb::TxnResponse resp;
-    auto err = invoke(what, [&](endpoint& ep, grpc::ClientContext& c) {
+    auto err = invoke(what, false, [&](endpoint& ep, grpc::ClientContext& c) {
       return ep.kv->Txn(&c, req, &resp);
     });
     if (err)
@@ -554,43 +601,114 @@ private:
     return out;
   }
 
-  void rotate(size_t from) {
-    auto expected = from;
-    current_.compare_exchange_strong(expected, (from + 1) % eps_.size());
+  /// Endpoint `idx` gave no answer (`why`): calls go to the next one from
+  /// now on, and the watches on `idx` end with on_error, so that their
+  /// owners watch anew on the next. Said once in the log until `idx`
+  /// answers again. One endpoint: nowhere to go, nothing to do.
+  void move_from(size_t idx, const std::string& why) {
+    auto n = eps_.size();
+    if (n == 1)
+      return;
+    auto expected = idx;
+    auto next = (idx + 1) % n;
+    if (!current_.compare_exchange_strong(expected, next))
+      return; // another call moved on already
+    auto& ep = eps_[idx];
+    if (!ep->failing.exchange(true))
+      EDDA_WARN("etcd", "etcd " << ep->name << " does not answer (" << why
+                                << "); moving to " << eps_[next]->name);
+    std::vector<std::shared_ptr<watch_state>> on_it;
+    {
+      std::lock_guard<std::mutex> guard{watches_mu_};
+      for (auto& w : watches_)
+        if (auto st = w.lock(); st && st->ep == ep)
+          on_it.push_back(std::move(st));
+    }
+    for (auto& st : on_it) {
+      {
+        std::lock_guard<std::mutex> lk(st->mu);
+        if (st->moved)
+          continue;
+        st->moved_why = ep->name + " stopped answering (" + why
+                        + "); watch again: the client moved to "
+                        + eps_[next]->name;
+        st->moved = true;
+      }
+      st->ctx.TryCancel();
+    }
   }
 
-  /// Runs `rpc` on the current endpoint, moving on to the next one while it
-  /// fails with UNAVAILABLE, all within one `call_timeout`.
+  /// Keeps a weak handle on a running watch, for move_from.
+  void track(const std::shared_ptr<watch_state>& st) {
+    std::lock_guard<std::mutex> guard{watches_mu_};
+    watches_.erase(std::remove_if(watches_.begin(), watches_.end(),
+                                  [](auto& w) { return w.expired(); }),
+                   watches_.end());
+    watches_.push_back(st);
+  }
+
+  /// The error of a call that no endpoint answered.
+  caf::error unreachable(const std::string& what, const std::string& reasons,
+                         bool maybe_applied = false) const {
+    return make_error(errc::unavailable,
+                      "etcd at " + endpoints_ + " unreachable: " + what + ": "
+                        + reasons
+                        + (maybe_applied ? " (the change may have been "
+                                           "applied: read before retrying)"
+                                         : ""));
+  }
+
+  /// Runs `rpc` on the current endpoint. One that gives no answer
+  /// (UNAVAILABLE: refused, reset, no leader; DEADLINE_EXCEEDED: silent) is
+  /// left for the next (move_from), where the call goes on, unless it is a
+  /// write the silent endpoint may have applied (`replayable` false: a
+  /// compare-and-swap replayed would fail against its own first write).
+  /// All within one call_timeout, of which each try of a replayable call
+  /// gets its share (a write, the rest of it).
+  /// Errors: unavailable "etcd at <endpoints> unreachable: ..." when no
+  /// endpoint answered; else what the endpoint said (to_error).
   template <class Rpc>
-  caf::error invoke(const char* what, Rpc&& rpc) {
+  caf::error invoke(const char* what, bool replayable, Rpc&& rpc) {
     auto deadline = sys_clock::now() + opts_.call_timeout;
     auto n = eps_.size();
     auto first = current_.load();
     std::string reasons;
-    caf::error err;
-    for (size_t i = 0; i < n; ++i) {
+    bool maybe_applied = false;
+    for (size_t i = 0; i < n && sys_clock::now() < deadline; ++i) {
       auto idx = (first + i) % n;
       auto& ep = *eps_[idx];
+      // A write does not go on after a silent endpoint: it may wait for
+      // all the time there is.
+      auto share = replayable ? share_of(deadline, n - i)
+                              : deadline - sys_clock::now();
       grpc::ClientContext ctx;
-      ctx.set_deadline(deadline);
+      ctx.set_deadline(sys_clock::now() + share);
       auto st = rpc(ep, ctx);
-      if (st.ok())
-        return {};
-      err = to_error(st, ep, what, opts_.call_timeout);
-      if (st.error_code() != grpc::StatusCode::UNAVAILABLE || n == 1)
-        return err;
-      reasons += (reasons.empty() ? "" : "; ") + render(err);
-      rotate(idx);
-      if (sys_clock::now() >= deadline)
+      auto code = st.error_code();
+      if (st.ok() || (code != grpc::StatusCode::UNAVAILABLE
+                      && code != grpc::StatusCode::DEADLINE_EXCEEDED)) {
+        ep.failing = false;
+        if (st.ok())
+          return {};
+        return to_error(st, ep, what, opts_.call_timeout);
+      }
+      auto why = ep.name + ": " + no_answer(st, share);
+      reasons += (reasons.empty() ? "" : "; ") + why;
+      move_from(idx, why);
+      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !replayable) {
+        maybe_applied = true;
         break;
+      }
     }
-    return make_error(code_of(err), "etcd: " + std::string{what}
-                                      + ": no endpoint answered: " + reasons);
+    return unreachable(what, reasons, maybe_applied);
   }
 
   etcd_options opts_;
   std::vector<endpoint_ptr> eps_;
+  std::string endpoints_; ///< "a,b,c", for errors
   std::atomic<size_t> current_{0};
+  std::mutex watches_mu_;
+  std::vector<std::weak_ptr<watch_state>> watches_; ///< guarded by watches_mu_
 };
 
 } // namespace

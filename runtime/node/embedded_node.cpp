@@ -53,6 +53,7 @@ struct embedded_node::impl {
   caf::actor cluster; ///< the node's view of its cluster (cluster_actor.hpp)
   std::unique_ptr<sagas::saga_runtime> sagas;
   std::string node_id;
+  std::string cluster_id; ///< etcd's id of the cluster, in a cluster
   coord::client_ptr store; ///< etcd, in a cluster
   std::unique_ptr<cluster::membership> membership;
   std::shared_ptr<cluster::lease_state> lease; ///< cluster: for the duties
@@ -130,6 +131,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   cluster::cluster_actor_options co;
   co.clustered = !settings.cluster_etcd.empty();
   co.cluster_name = settings.cluster_name;
+  co.cluster_id = im.cluster_id;
   co.node_id = im.node_id;
   co.endpoint = settings.advertise;
   for (auto& e : settings.cluster_etcd)
@@ -356,9 +358,11 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
                         "a cluster node must listen (peers connect to it)");
     if (auto err = connect_store(*im, opts.cancel))
       return err;
-    if (auto err = cluster::check_cluster_data_dir(*im->env, *im->store,
-                                                   settings.cluster_name))
-      return err;
+    auto cluster_id = cluster::check_cluster_data_dir(*im->env, *im->store,
+                                                      settings.cluster_name);
+    if (!cluster_id)
+      return cluster_id.error();
+    im->cluster_id = std::move(*cluster_id);
   }
   auto err = spawn_actors(*im, opts);
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};

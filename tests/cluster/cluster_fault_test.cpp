@@ -6,6 +6,13 @@
 //  * everyone cut from B while B and the others still reach etcd: no
 //    ownership changes (B stays a member), sends to B's partitions fail
 //    fast instead of hanging; healed, they succeed again;
+//  * etcd itself stopped (SIGSTOP) under a running cluster: sends to the
+//    partitions of the node a client talks to are acknowledged and its
+//    consumer gets them; admin changes fail at once saying etcd is
+//    unreachable; etcd back, the nodes rejoin, the change succeeds and
+//    every acknowledged message is consumed;
+//  * a node given two etcd endpoints whose first goes silent (a cut relay)
+//    keeps its lease: its calls move to the second;
 //  * B (coordinating a group) SIGSTOPped for twice the TTL: the group moves
 //    to a survivor and its consumer goes on; on SIGCONT B fences itself at
 //    once and its stale coordinator stops; the consumer gets B's partitions
@@ -19,6 +26,7 @@
 
 #include <mutex>
 #include <set>
+#include <thread>
 
 namespace edda::test {
 namespace {
@@ -27,15 +35,6 @@ using namespace std::chrono_literals;
 
 class ClusterFaultTest : public ClusterFixture {
 protected:
-  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n) {
-    auto c = connect(n);
-    if (!c)
-      return std::nullopt;
-    auto s = client::admin::cluster_status(*c);
-    if (!s)
-      return std::nullopt;
-    return *s;
-  }
   bool member_linked(const cluster_node& from, const std::string& id,
                      bool want_linked) {
     auto s = status_of(from);
@@ -45,16 +44,6 @@ protected:
       if (m.node_id() == id)
         return m.connected() == want_linked;
     return false;
-  }
-  /// A key whose partition (of `n` partitions) is homed on `home`.
-  std::string key_on(const wire::v1::TopicInfo& info, const std::string& home) {
-    auto n = static_cast<size_t>(info.partitions_size());
-    for (int i = 0; i < 10000; ++i) {
-      auto k = "key" + std::to_string(i);
-      if (info.partitions(static_cast<int>(shard_of(k, n))).home() == home)
-        return k;
-    }
-    return {};
   }
 };
 
@@ -139,6 +128,136 @@ TEST_F(ClusterFaultTest, ANodeCutFromItsPeersKeepsItsPlaceAndSendsFailFast) {
   m.body = "after";
   EXPECT_TRUE(eventually(15s, [&] { return static_cast<bool>(p.send(m)); }))
     << "sends to n2's partition did not come back";
+}
+
+TEST_F(ClusterFaultTest, WhileEtcdIsLostHomePartitionsServeAndAdminFailsClearly) {
+  start_nodes(2);
+  auto& a = node(0);
+  auto c = connect(a);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(client::admin::create_topic(*c, "lost", 4));
+  auto key_a = key_on(*c, "lost", "n1");
+  auto key_b = key_on(*c, "lost", "n2");
+  ASSERT_FALSE(key_a.empty() || key_b.empty());
+  inbox got;
+  auto cons = got.consume(*c, "keepers", "lost");
+  ASSERT_TRUE(cons) << render(cons.error());
+  acked_producer p{*c, "lost"};
+  auto& acked = p.acked;
+  auto send = [&](const std::string& key, const std::string& body) {
+    return p.send(key, body);
+  };
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(send(i % 2 == 0 ? key_a : key_b, "before" + std::to_string(i)));
+  ASSERT_TRUE(eventually(15s, [&] { return got.missing(acked).empty(); }));
+  std::vector<uint64_t> incarnations;
+  for (size_t i = 0; i < 2; ++i) {
+    auto s = status_of(node(i));
+    ASSERT_TRUE(s);
+    incarnations.push_back(s->incarnation());
+  }
+
+  etcd().pause();
+  // No renewal for 3/4 of the TTL (2 s): the node fences itself.
+  ASSERT_TRUE(eventually(4s, [&] {
+    auto s = status_of(a);
+    return s && s->fenced();
+  })) << "n1 did not fence itself";
+  // The data path of its home partitions goes on: acknowledged, and the
+  // running consumer gets them.
+  std::set<std::string> during;
+  for (int i = 0; i < 6; ++i) {
+    auto body = "during" + std::to_string(i);
+    auto r = send(key_a, body);
+    ASSERT_TRUE(r) << body << ": " << render(r.error());
+    during.insert(body);
+  }
+  // Across the link to n2 it may go too: counted if acknowledged.
+  (void) send(key_b, "during-b");
+  EXPECT_TRUE(eventually(10s, [&] { return got.missing(during).empty(); }))
+    << got.missing(during).size() << " sent while etcd was lost not consumed";
+  // Admin changes need etcd: they fail soon, saying so.
+  auto unreachable = [&](const caf::error& err, const char* what) {
+    EXPECT_EQ(code_of(err), errc::unavailable) << what << ": " << render(err);
+    EXPECT_NE(render(err).find("etcd at " + etcd_address() + " unreachable"),
+              std::string::npos)
+      << what << ": " << render(err);
+  };
+  auto t0 = clock_type::now();
+  auto created = client::admin::create_topic(*c, "late", 2);
+  EXPECT_LT(clock_type::now() - t0, 3s);
+  ASSERT_FALSE(created);
+  unreachable(created.error(), "topic create");
+  t0 = clock_type::now();
+  auto altered = client::admin::alter_topic(*c, "lost", 6);
+  EXPECT_LT(clock_type::now() - t0, 3s);
+  ASSERT_FALSE(altered);
+  unreachable(altered.error(), "topic alter");
+
+  etcd().resume();
+  // Both rejoin, with a new incarnation (their leases ran out).
+  for (size_t i = 0; i < 2; ++i)
+    ASSERT_TRUE(eventually(10s, [&] {
+      auto s = status_of(node(i));
+      return s && !s->fenced() && s->incarnation() > incarnations[i]
+             && s->members_size() == 2;
+    })) << node(i).name << " did not rejoin";
+  // The admin changes succeed now (a create whose answer was lost has
+  // happened: topic_exists).
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto r = client::admin::create_topic(*c, "late", 2);
+    return r || code_of(r.error()) == errc::topic_exists;
+  }));
+  auto grown = client::admin::alter_topic(*c, "lost", 6);
+  ASSERT_TRUE(grown) << render(grown.error());
+  EXPECT_EQ(grown->meta().partitions(), 6u);
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(eventually(10s, [&] {
+      return static_cast<bool>(
+        send(i % 2 == 0 ? key_a : key_b, "after" + std::to_string(i)));
+    }));
+  // Nothing acknowledged is lost.
+  eventually(20s, [&] { return got.missing(acked).empty(); });
+  auto lost = got.missing(acked);
+  EXPECT_TRUE(lost.empty()) << lost.size() << " of " << acked.size()
+                            << " acknowledged not consumed, e.g. "
+                            << (lost.empty() ? "" : *lost.begin());
+}
+
+TEST_F(ClusterFaultTest, ANodeGivenTwoEtcdsKeepsItsLeaseWhenTheFirstGoesSilent) {
+  auto front = relay::start(0, "127.0.0.1", etcd().client_port());
+  ASSERT_TRUE(front) << render(front.error());
+  auto& a = add_node(
+    {"n1", {"cluster.etcd=" + (*front)->address() + "," + etcd_address()}});
+  add_node();
+  auto before = status_of(a);
+  ASSERT_TRUE(before);
+  ASSERT_GT((*front)->bytes_to_target(), 0u) << "n1 does not use the first";
+  (*front)->cut();
+  // For three TTLs (2 s) it never fences: each renewal that meets the
+  // silent endpoint moves on to the second within its deadline.
+  auto until = clock_type::now() + 6s;
+  while (clock_type::now() < until) {
+    auto s = status_of(a);
+    ASSERT_TRUE(s);
+    ASSERT_FALSE(s->fenced()) << s->problem();
+    std::this_thread::sleep_for(200ms);
+  }
+  auto s = status_of(a);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->lease_id(), before->lease_id());
+  EXPECT_EQ(s->incarnation(), before->incarnation());
+  auto s2 = status_of(node(1));
+  ASSERT_TRUE(s2);
+  EXPECT_EQ(s2->members_size(), 2) << "n2 lost n1";
+  EXPECT_NE(read_file(a.process()->log_path)
+              .find("does not answer (" + (*front)->address()),
+            std::string::npos);
+  // Admin changes through it work: etcd answers it on the second.
+  auto c = connect(a);
+  ASSERT_TRUE(c);
+  auto t = client::admin::create_topic(*c, "moved", 2);
+  EXPECT_TRUE(t) << render(t.error());
 }
 
 TEST_F(ClusterFaultTest, APausedCoordinatorFencesAndTheConsumerGoesOn) {

@@ -28,7 +28,11 @@
 #pragma once
 
 #include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "client/admin.hpp"
 #include "client/connection.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
 #include "cluster.pb.h"
 #include "coord/etcd.hpp"
 #include "etcd_process.hpp"
@@ -44,8 +48,12 @@
 #include <filesystem>
 #include <fstream>
 #include <gtest/gtest.h>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -106,6 +114,67 @@ struct cluster_node {
   /// The address peers use: the peer relay's, else endpoint().
   std::string advertised() const {
     return peer_relay ? peer_relay->address() : endpoint();
+  }
+};
+
+/// Messages a consumer got, by body (a consumer's handler records them).
+struct inbox {
+  std::mutex mtx;
+  std::map<std::string, int> count;
+  std::map<std::string, std::vector<std::string>> by_key; // in arrival order
+  client::consume_result record(const client::received& r) {
+    std::lock_guard<std::mutex> guard{mtx};
+    ++count[r.msg.body];
+    if (!r.msg.key.empty())
+      by_key[r.msg.key].push_back(r.msg.body);
+    return client::consume_result::success;
+  }
+  size_t distinct() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return count.size();
+  }
+  bool has(const std::string& body) {
+    std::lock_guard<std::mutex> guard{mtx};
+    return count.count(body) != 0;
+  }
+  /// Starts a consumer of `topic` in `group` on `c` that records here.
+  caf::expected<std::unique_ptr<client::consumer>>
+  consume(const client::connection& c, const std::string& group,
+          const std::string& topic) {
+    client::consumer_options co;
+    co.group = group;
+    co.topic = topic;
+    return client::consumer::start(
+      c, co, [this](const client::received& r) { return record(r); });
+  }
+  /// Those of `bodies` not received yet.
+  std::set<std::string> missing(const std::set<std::string>& bodies) {
+    std::lock_guard<std::mutex> guard{mtx};
+    std::set<std::string> out;
+    for (auto& b : bodies)
+      if (count.count(b) == 0)
+        out.insert(b);
+    return out;
+  }
+};
+
+/// A producer to one topic that remembers the bodies acknowledged.
+struct acked_producer {
+  acked_producer(const client::connection& c, std::string t)
+    : p(c), topic(std::move(t)) {}
+  client::producer p;
+  std::string topic;
+  std::set<std::string> acked;
+  caf::expected<client::send_result> send(const std::string& key,
+                                          const std::string& body) {
+    client::message m;
+    m.topic = topic;
+    m.key = key;
+    m.body = body;
+    auto r = p.send(std::move(m));
+    if (r)
+      acked.insert(body);
+    return r;
   }
 };
 
@@ -265,6 +334,38 @@ protected:
     return launch(n);
   }
 
+  /// A start that must be refused: `edda node` for a node `o` (its name,
+  /// default "refused") on `data_dir` and a free port, with the settings
+  /// such a node would get, run until it exits (at most `limit`; then
+  /// SIGKILL). Its exit code (-1: it did not exit by itself, e.g. it
+  /// started) and its stdout and stderr. The fixture does not keep it.
+  std::pair<int, std::string> run_until_exit(node_options o,
+                                             const std::string& data_dir,
+                                             milliseconds limit = seconds(20)) {
+    cluster_node n;
+    n.name = o.name.empty() ? "refused" : o.name;
+    n.data_dir = data_dir;
+    n.port = free_port();
+    n.opts = std::move(o);
+    node_launch l;
+    l.binary = EDDA_BINARY;
+    l.data_dir = n.data_dir;
+    l.port = n.port;
+    l.settings = settings_of(n);
+    l.log_path = root_ + "/" + n.name + "-refused-"
+                 + std::to_string(++refused_runs_) + ".log";
+    auto p = spawn_node(l);
+    if (p->pid < 0)
+      return {-1, p->error};
+    test::wait_listening(*p, limit); // reads stdout until it exits
+    if (!test::wait_exit(*p, seconds(5)))
+      test::kill9(*p);
+    int code = WIFEXITED(p->status) && !p->exited_by_sigkill()
+                 ? WEXITSTATUS(p->status)
+                 : -1;
+    return {code, p->out + read_file(l.log_path)};
+  }
+
   /// Kills every node still running, stops every relay and etcd. What
   /// TearDown does; a test may call it to check that nothing is left.
   void stop_all() {
@@ -288,6 +389,58 @@ protected:
   caf::expected<client::connection>
   connect(const cluster_node& n, client::connect_options o = quick_options()) {
     return client::connection::open("127.0.0.1", n.port, o);
+  }
+
+  /// The cluster as `n` sees it (edda cluster status); nullopt if `n` does
+  /// not answer.
+  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n) {
+    auto c = connect(n);
+    if (!c)
+      return std::nullopt;
+    auto s = client::admin::cluster_status(*c);
+    if (!s)
+      return std::nullopt;
+    return *s;
+  }
+
+  /// Node ids `n` lists as members whose links are up.
+  std::set<std::string> connected_members(const cluster_node& n) {
+    std::set<std::string> out;
+    if (auto s = status_of(n))
+      for (auto& m : s->members())
+        if (m.connected())
+          out.insert(m.node_id());
+    return out;
+  }
+
+  /// A key ("key<i>") whose partition of the topic `info` is homed on
+  /// `home`; empty if none of 10000 is.
+  static std::string key_on(const wire::v1::TopicInfo& info,
+                            const std::string& home) {
+    auto n = static_cast<size_t>(info.partitions_size());
+    for (int i = 0; n > 0 && i < 10000; ++i) {
+      auto k = "key" + std::to_string(i);
+      if (info.partitions(static_cast<int>(shard_of(k, n))).home() == home)
+        return k;
+    }
+    return {};
+  }
+
+  /// How many of the partitions `from`.. of the topic `info` each node
+  /// is home of.
+  static std::map<std::string, int>
+  partitions_per_home(const wire::v1::TopicInfo& info, int from = 0) {
+    std::map<std::string, int> out;
+    for (int i = from; i < info.partitions_size(); ++i)
+      ++out[info.partitions(i).home()];
+    return out;
+  }
+
+  /// key_on() for `topic` as `c` describes it; empty if it cannot.
+  static std::string key_on(const client::connection& c,
+                            const std::string& topic, const std::string& home) {
+    auto info = client::admin::describe_topic(c, topic);
+    return info ? key_on(*info, home) : std::string{};
   }
 
   /// Who owns `resource` ("group/<g>") in etcd and its fencing token
@@ -416,6 +569,7 @@ private:
   std::unique_ptr<etcd_process> etcd_;
   std::string etcd_log_;
   std::vector<std::unique_ptr<cluster_node>> nodes_;
+  int refused_runs_ = 0;
 };
 
 } // namespace edda::test

@@ -23,51 +23,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ClusterTest : public ClusterFixture {
-protected:
-  std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n);
-  std::set<std::string> connected_members(const cluster_node& n);
-};
-
-/// The cluster as node `n` sees it.
-std::optional<wire::v1::ClusterStatus>
-ClusterTest::status_of(const cluster_node& n) {
-  auto c = connect(n);
-  if (!c)
-    return std::nullopt;
-  auto s = client::admin::cluster_status(*c);
-  if (!s)
-    return std::nullopt;
-  return *s;
-}
-
-/// Node ids `n` lists as members whose links are up.
-std::set<std::string> ClusterTest::connected_members(const cluster_node& n) {
-  std::set<std::string> out;
-  if (auto s = status_of(n))
-    for (auto& m : s->members())
-      if (m.connected())
-        out.insert(m.node_id());
-  return out;
-}
-
-/// Messages a consumer got, by body.
-struct inbox {
-  std::mutex mtx;
-  std::map<std::string, int> count;
-  std::map<std::string, std::vector<std::string>> by_key; // in arrival order
-  client::consume_result record(const client::received& r) {
-    std::lock_guard<std::mutex> guard{mtx};
-    ++count[r.msg.body];
-    if (!r.msg.key.empty())
-      by_key[r.msg.key].push_back(r.msg.body);
-    return client::consume_result::success;
-  }
-  size_t distinct() {
-    std::lock_guard<std::mutex> guard{mtx};
-    return count.size();
-  }
-};
+class ClusterTest : public ClusterFixture {};
 
 TEST_F(ClusterTest, ThreeNodesFormOneClusterWithLinksBetweenAll) {
   start_nodes(3);
@@ -103,10 +59,7 @@ TEST_F(ClusterTest, PartitionsAreSpreadAndServedFromAnyNode) {
   auto d = client::admin::describe_topic(*c3, "orders");
   ASSERT_TRUE(d) << render(d.error());
   ASSERT_EQ(d->partitions_size(), 6);
-  std::map<std::string, int> per_home;
-  for (auto& p : d->partitions())
-    ++per_home[p.home()];
-  EXPECT_EQ(per_home,
+  EXPECT_EQ(partitions_per_home(*d),
             (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
 
   // Keyed messages through n2 land on their partitions' homes; a group
@@ -332,6 +285,114 @@ TEST_F(ClusterTest, AGroupTakesBackTheReturningNodesPartitions) {
   })) << "the group did not take back the returning node's partition";
 }
 
+// topic alter --partitions on a cluster: the new partitions go to the
+// least-loaded live nodes, a running group consumes them without a restart,
+// nothing acknowledged is lost; a shrink is refused.
+TEST_F(ClusterTest, AlterAddsPartitionsOnLiveNodesAndTheGroupConsumesThem) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "grow", 3));
+  inbox got;
+  auto cons = got.consume(*c1, "growers", "grow");
+  ASSERT_TRUE(cons) << render(cons.error());
+  acked_producer p{*c1, "grow"};
+  auto& acked = p.acked;
+  auto send = [&](const std::string& key, const std::string& body) {
+    return static_cast<bool>(p.send(key, body));
+  };
+  for (int i = 0; i < 9; ++i)
+    ASSERT_TRUE(send("k" + std::to_string(i), "before" + std::to_string(i)));
+  ASSERT_TRUE(eventually(15s, [&] { return got.missing(acked).empty(); }));
+
+  auto grown = client::admin::alter_topic(*c1, "grow", 6);
+  ASSERT_TRUE(grown) << render(grown.error());
+  ASSERT_EQ(grown->meta().partitions(), 6u);
+  // Every node held as many partitions (one of "grow", one of the group's
+  // retry topic): the three new ones go one to each. describe shows them
+  // from any node.
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c3);
+  auto d = client::admin::describe_topic(*c3, "grow");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->partitions_size(), 6);
+  EXPECT_EQ(partitions_per_home(*d),
+            (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
+  // Keys of the new partitions: their messages reach the running consumer
+  // (the group took the new partitions online); old partitions go on.
+  std::set<std::string> on_new;
+  for (int i = 0; on_new.size() < 6 && i < 1000; ++i) {
+    auto key = "n" + std::to_string(i);
+    if (shard_of(key, 6) < 3)
+      continue;
+    auto body = "new-" + key;
+    ASSERT_TRUE(eventually(10s, [&] { return send(key, body); })) << key;
+    on_new.insert(body);
+  }
+  ASSERT_EQ(on_new.size(), 6u);
+  for (int i = 0; i < 6; ++i)
+    ASSERT_TRUE(send("k" + std::to_string(i), "after" + std::to_string(i)));
+  EXPECT_TRUE(eventually(20s, [&] { return got.missing(on_new).empty(); }))
+    << got.missing(on_new).size()
+    << " sent to the new partitions not consumed (no rebalance?)";
+  EXPECT_TRUE(eventually(10s, [&] { return got.missing(acked).empty(); }))
+    << got.missing(acked).size() << " of " << acked.size() << " lost";
+
+  // Fewer (or as many) partitions: refused, naming the topic and the count.
+  for (uint32_t n : {4u, 6u}) {
+    auto shrink = client::admin::alter_topic(*c1, "grow", n);
+    ASSERT_FALSE(shrink) << n;
+    EXPECT_EQ(code_of(shrink.error()), errc::invalid_argument)
+      << render(shrink.error());
+    EXPECT_NE(render(shrink.error()).find("topic 'grow' has 6 partitions"),
+              std::string::npos)
+      << render(shrink.error());
+    EXPECT_NE(render(shrink.error()).find("can only grow"), std::string::npos)
+      << render(shrink.error());
+  }
+  auto still = client::admin::describe_topic(*c1, "grow");
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->partitions_size(), 6);
+}
+
+TEST_F(ClusterTest, AlterWhileANodeIsDeadPlacesNewPartitionsOnLiveNodesOnly) {
+  start_nodes(3);
+  auto c1 = connect(node(0));
+  ASSERT_TRUE(c1);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "half", 3));
+  kill9(node(2));
+  ASSERT_TRUE(eventually(6s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  auto grown = client::admin::alter_topic(*c1, "half", 7);
+  ASSERT_TRUE(grown) << render(grown.error());
+  ASSERT_EQ(grown->meta().partitions(), 7u);
+  auto d = client::admin::describe_topic(*c1, "half");
+  ASSERT_TRUE(d) << render(d.error());
+  ASSERT_EQ(d->partitions_size(), 7);
+  EXPECT_EQ(partitions_per_home(*d, 3),
+            (std::map<std::string, int>{{"n1", 2}, {"n2", 2}}));
+  // Each new partition takes messages at once.
+  client::producer p{*c1};
+  std::set<uint32_t> reached;
+  for (int i = 0; reached.size() < 4 && i < 1000; ++i) {
+    auto key = "h" + std::to_string(i);
+    auto part = static_cast<uint32_t>(shard_of(key, 7));
+    if (part < 3 || reached.count(part) != 0)
+      continue;
+    client::message m;
+    m.topic = "half";
+    m.key = key;
+    m.body = key;
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << "partition " << part << ": " << render(r.error());
+    EXPECT_EQ(r->partition, part);
+    reached.insert(part);
+  }
+  EXPECT_EQ(reached.size(), 4u);
+}
+
 TEST_F(ClusterTest, AGroupCoordinatorMovesToASurvivorWithAHigherToken) {
   start_nodes(3);
   // The group's desired owner is the same on every node (rendezvous over
@@ -403,24 +464,8 @@ TEST_F(ClusterTest, ANodePausedPastItsLeaseFencesItselfAndRejoins) {
 TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
   start_nodes(1);
   // Same node.name, another data dir: refused with a clear error.
-  auto dup_dir = root() + "/dup";
-  std::vector<std::string> args = {
-    EDDA_BINARY, "node", "--data-dir", dup_dir, "--listen",
-    "127.0.0.1:" + std::to_string(free_port()), "--set",
-    "cluster.etcd=" + etcd_address(), "--set", "node.name=n1", "--set",
-    "cluster.name=" + cluster_name()};
-  std::string cmd;
-  for (auto& a : args)
-    cmd += "'" + a + "' ";
-  cmd += "2>&1";
-  std::string out;
-  auto* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[512];
-  while (auto n = std::fread(buf, 1, sizeof(buf), p))
-    out.append(buf, n);
-  auto rc = ::pclose(p);
-  EXPECT_NE(rc, 0);
+  auto [rc, out] = run_until_exit({"n1", {}}, root() + "/dup");
+  EXPECT_GT(rc, 0) << out;
   EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
   // The live one is untouched.
   auto s = status_of(node(0));

@@ -5,6 +5,7 @@
 #include "checks.hpp"
 #include "coord/etcd.hpp"
 #include "etcd_process.hpp"
+#include "relay.hpp"
 
 #include <chrono>
 #include <gtest/gtest.h>
@@ -234,7 +235,7 @@ TEST_F(etcd_test, killed_etcd_is_unavailable_and_ends_watches_then_returns) {
   EXPECT_EQ(again->first->value, "1");
 }
 
-TEST_F(etcd_test, paused_etcd_times_out_then_answers_again) {
+TEST_F(etcd_test, paused_etcd_is_unreachable_then_answers_again) {
   auto slow = connect(500ms);
   ASSERT_TRUE(slow);
   etcd->pause();
@@ -243,12 +244,136 @@ TEST_F(etcd_test, paused_etcd_times_out_then_answers_again) {
   auto took = steady::now() - start;
   etcd->resume();
   ASSERT_FALSE(g);
-  EXPECT_EQ(code_of(g.error()), errc::timeout) << render(g.error());
+  EXPECT_EQ(code_of(g.error()), errc::unavailable) << render(g.error());
+  EXPECT_NE(render(g.error()).find("etcd at " + etcd->endpoint()
+                                   + " unreachable: get: "),
+            std::string::npos)
+    << render(g.error());
+  EXPECT_NE(render(g.error()).find("no answer within 500 ms"),
+            std::string::npos)
+    << render(g.error());
   std::cout << render(g.error()) << "\n";
   EXPECT_GE(took, 450ms);
   EXPECT_LE(took, 1500ms);
   EDDA_ASSIGN_OR_FAIL(g2, (*slow)->get("/t/a"));
   EXPECT_FALSE(g2.first);
+}
+
+// Endpoint rotation (a silent endpoint is left, not only a refusing one):
+// two endpoints, the first a relay in front of the etcd that the second
+// names too; cut, the relay is a blackhole (connections stay open, nothing
+// answers), which only a deadline notices.
+class etcd_rotation_test : public etcd_test {
+protected:
+  void SetUp() override {
+    etcd_test::SetUp();
+    auto r = test::relay::start(0, "127.0.0.1", etcd->client_port());
+    ASSERT_TRUE(r) << render(r.error());
+    front = std::move(*r);
+  }
+
+  caf::expected<client_ptr> connect_two() {
+    etcd_options opts;
+    opts.endpoints = {front->address(), etcd->endpoint()};
+    opts.call_timeout = 1s;
+    opts.dial_timeout = 2s;
+    return connect_etcd(opts);
+  }
+
+  std::unique_ptr<test::relay> front;
+};
+
+TEST_F(etcd_rotation_test, a_silent_first_endpoint_is_skipped_at_connect) {
+  front->cut();
+  auto start = steady::now();
+  EDDA_ASSIGN_OR_FAIL(two, connect_two());
+  EXPECT_LE(steady::now() - start, 1500ms);
+  EDDA_ASSIGN_OR_FAIL(p, two->cas_put("/t/a", "1", 0));
+  EXPECT_TRUE(p.succeeded);
+}
+
+TEST_F(etcd_rotation_test, calls_leases_and_watches_move_on_when_one_goes_silent) {
+  EDDA_ASSIGN_OR_FAIL(two, connect_two());
+  EDDA_ASSIGN_OR_FAIL(id, two->grant(2s));
+  ASSERT_TRUE(two->cas_put("/t/member", "1", 0, id)->succeeded);
+  recorder rec;
+  EDDA_ASSIGN_OR_FAIL(w, two->watch_prefix("/t/", 0, rec.handlers()));
+  ASSERT_TRUE(c->cas_put("/t/x", "1", 0)->succeeded);
+  ASSERT_TRUE(rec.wait_for_events(1));
+  auto relayed = front->bytes_to_target();
+  EXPECT_GT(relayed, 0u) << "the client did not start on the first endpoint";
+  front->cut();
+  // Renewals every 500 ms for 4 s (twice the TTL): each within the call
+  // timeout, so the lease and its key live on the second endpoint.
+  auto until = steady::now() + 4s;
+  while (steady::now() < until) {
+    auto t0 = steady::now();
+    auto ttl = two->keepalive(id);
+    ASSERT_TRUE(ttl) << render(ttl.error());
+    EXPECT_LE(steady::now() - t0, 1100ms);
+    std::this_thread::sleep_for(500ms);
+  }
+  EDDA_ASSIGN_OR_FAIL(g, c->get("/t/member"));
+  EXPECT_TRUE(g.first) << "the lease expired: renewals did not move on";
+  // The watch on the silent endpoint ended, saying why, so that its owner
+  // watches anew; the new one is on the second endpoint and sees changes.
+  ASSERT_TRUE(rec.wait_for_error(1s)) << "the watch on the cut relay goes on";
+  EXPECT_EQ(code_of(rec.error()), errc::unavailable) << render(rec.error());
+  EXPECT_NE(render(rec.error()).find(front->address() + " stopped answering"),
+            std::string::npos)
+    << render(rec.error());
+  w->cancel();
+  recorder rec2;
+  EDDA_ASSIGN_OR_FAIL(w2, two->watch_prefix("/t/", 0, rec2.handlers()));
+  ASSERT_TRUE(two->cas_put("/t/y", "1", 0)->succeeded);
+  EXPECT_TRUE(rec2.wait_for_events(1));
+  front->restore();
+}
+
+TEST_F(etcd_rotation_test, a_write_that_met_a_silent_endpoint_is_not_replayed) {
+  EDDA_ASSIGN_OR_FAIL(two, connect_two());
+  ASSERT_TRUE(two->get("/t/a"));
+  front->cut();
+  // Replayed on the second endpoint after the first may have applied it,
+  // a create-only put would fail against itself: it fails as unreachable
+  // within the call timeout (all of it: it does not go on), and says so.
+  auto t0 = steady::now();
+  auto p = two->cas_put("/t/a", "1", 0);
+  EXPECT_LE(steady::now() - t0, 1300ms);
+  ASSERT_FALSE(p);
+  EXPECT_EQ(code_of(p.error()), errc::unavailable) << render(p.error());
+  EXPECT_NE(render(p.error()).find("may have been applied"), std::string::npos)
+    << render(p.error());
+  // The next call goes to the second endpoint at once.
+  t0 = steady::now();
+  EDDA_ASSIGN_OR_FAIL(again, two->cas_put("/t/b", "1", 0));
+  EXPECT_TRUE(again.succeeded);
+  EXPECT_LE(steady::now() - t0, 300ms);
+}
+
+TEST_F(etcd_rotation_test, no_endpoint_answering_is_unreachable_naming_each) {
+  EDDA_ASSIGN_OR_FAIL(two, connect_two());
+  front->cut();
+  etcd->pause();
+  auto t0 = steady::now();
+  auto g = two->get("/t/a");
+  auto took = steady::now() - t0;
+  etcd->resume();
+  ASSERT_FALSE(g);
+  auto text = render(g.error());
+  EXPECT_EQ(code_of(g.error()), errc::unavailable) << text;
+  EXPECT_NE(text.find("etcd at " + front->address() + "," + etcd->endpoint()
+                      + " unreachable: get: "),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find(front->address() + ": no answer within"),
+            std::string::npos)
+    << text;
+  // The paused one: silent, or (a new connection) no HTTP/2 settings.
+  EXPECT_NE(text.find("; " + etcd->endpoint() + ": "), std::string::npos)
+    << text;
+  EXPECT_LE(took, 1500ms);
+  std::cout << text << "\n";
 }
 
 } // namespace

@@ -10,6 +10,7 @@
 #include "client/producer.hpp"
 #include "config/settings.hpp"
 #include "node/embedded_node.hpp"
+#include "support/raw_peer.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -374,56 +375,12 @@ TEST_F(BadInputTest, InvalidTagExpressionIsRejectedWithItsPosition) {
 
 // -- 5. garbage from a peer ---------------------------------------------------
 
-int raw_connect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd >= 0
-      && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    fd = -1;
-  }
-  return fd;
-}
-
-bool write_all(int fd, const std::string& bytes) {
-  for (size_t done = 0; done < bytes.size();) {
-    auto n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (n <= 0)
-      return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-/// True once the peer closed `fd` (EOF or reset); reads what it sends.
-bool closed_by_peer(int fd, milliseconds limit) {
-  char buf[4096];
-  return wait_until(
-    [&] {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 0) <= 0)
-        return false;
-      auto n = ::recv(fd, buf, sizeof(buf), 0);
-      return n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN);
-    },
-    limit);
-}
-
-/// A CAF 0.17 BASP header (32 bytes, network byte order): operation, two
-/// padding bytes, flags, payload_len, operation_data, source and dest actor.
-std::string basp_header(uint8_t op, uint32_t payload_len) {
-  std::string h(32, '\0');
-  h[0] = static_cast<char>(op);
-  for (int i = 0; i < 4; ++i)
-    h[4 + i] = static_cast<char>((payload_len >> (24 - 8 * i)) & 0xff);
-  return h;
-}
-
-constexpr uint8_t client_handshake = 1;
-constexpr uint8_t direct_message = 2;
+using edda::test::basp_header;
+using edda::test::closed_by_peer;
+using edda::test::raw_connect;
+using edda::test::write_all;
+constexpr auto client_handshake = edda::test::basp_client_handshake;
+constexpr auto direct_message = edda::test::basp_direct_message;
 
 TEST_F(BadInputTest, GarbledAndTruncatedFramesFromAPeerDoNotStopTheNode) {
   auto node = start(settings(), true);
