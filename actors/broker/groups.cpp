@@ -9,18 +9,26 @@
 // move; plus the group's retry topic); broadcast = every partition to every
 // member under its own cursor "group@client".
 //
-// Rebalances are debounced: a membership change (a member joins or leaves,
-// a subscribed topic changes) schedules one for `consumer.rebalance_delay`
-// later, and the changes made until then join it, so a burst (a deployment
-// of several consumers, a node's consumers reconnecting) makes one new
-// generation instead of one per change. The window is fixed from the first
-// change, not extended by later ones, so nothing waits longer than the
-// delay. A new member is answered Subscribed once the rebalance has assigned
-// it (as before: a member that starts from `latest` misses nothing produced
-// after its answer). A member that leaves (unsubscribes, dies, disconnects)
-// has its partitions revoked at once, so nothing more is sent to it, and
-// handed to the others at the rebalance; if it comes back within the window
-// it gets them back.
+// Rebalances are debounced: a membership change (a member joins or leaves)
+// schedules one for `consumer.rebalance_delay` later, and the changes made
+// until then join it, so a burst (a deployment of several consumers, a
+// node's consumers reconnecting) makes one new generation instead of one
+// per change. The window is fixed from the first change, not extended by
+// later ones, so nothing waits longer than the delay. A new member is
+// answered Subscribed once the rebalance has assigned it (as before: a
+// member that starts from `latest` misses nothing produced after its
+// answer). A member that leaves (unsubscribes, dies, disconnects) has its
+// partitions revoked at once, so nothing more is sent to it, and handed to
+// the others at the rebalance; if it comes back within the window it gets
+// them back.
+//
+// A route change (a partition's home back or gone, partitions added) is not
+// debounced, and takes in any membership change waiting for its window: it
+// moves nothing between the members that stay, so there is no churn to wait
+// out, and a returning node's partitions must be assigned at once (in a
+// cluster, a partition on a node just back from SIGSTOP that learns its
+// member a few hundred ms later never delivers to it: the cluster test
+// APausedCoordinatorFencesAndTheConsumerGoesOn).
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
@@ -442,7 +450,12 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
       if (self->state.routes.count(topic) == 0)
         return;
       fetch_route(self, topic, false,
-                  [=](const caf::error&) { rebalance_soon(self); });
+                  [=](const caf::error&) {
+                    // Not debounced: it moves nothing between the members
+                    // (sticky), and a partition whose home came back must
+                    // learn its member at once (see the file comment).
+                    rebalance(self);
+                  });
     },
     [=](wire::tick_atom, uint64_t round) {
       // The scheduled rebalance (rebalance_soon).

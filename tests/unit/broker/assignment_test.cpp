@@ -145,8 +145,8 @@ TEST(AssignmentTest, RandomJoinsAndLeavesStayBalancedAndMoveOnlyWhatMust) {
         if (join && members.size() < 50) {
           members.push_back("c" + std::to_string(next_id++));
         } else if (!members.empty()) {
-          auto i = std::uniform_int_distribution<size_t>{
-            0, members.size() - 1}(rng);
+          auto i
+            = std::uniform_int_distribution<size_t>{0, members.size() - 1}(rng);
           members.erase(members.begin() + static_cast<ptrdiff_t>(i));
         }
       }

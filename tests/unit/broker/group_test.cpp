@@ -18,8 +18,7 @@ class GroupRebalanceTest : public DeterministicFixture {
 protected:
   static constexpr int64_t delay_ms = 300;
 
-  GroupRebalanceTest() : DeterministicFixture(debounced()) {
-  }
+  GroupRebalanceTest() : DeterministicFixture(debounced()) {}
 
   static config::node_settings debounced() {
     auto s = settings();
@@ -177,7 +176,8 @@ TEST_F(GroupRebalanceTest, WhenAMemberDiesOnlyItsPartitionsMove) {
     EXPECT_EQ(now_b.count(p), 1u) << "b keeps partition " << p;
 }
 
-TEST_F(GroupRebalanceTest, ALeavingMemberGetsNothingMoreAndBackInTheWindowKeepsItsShare) {
+TEST_F(GroupRebalanceTest,
+       ALeavingMemberGetsNothingMoreAndBackInTheWindowKeepsItsShare) {
   create_topic("t", 4);
   caf::scoped_actor a{sys_, true};
   caf::scoped_actor b{sys_, true};
