@@ -586,6 +586,12 @@ const field fields[] = {
    "message write (0 = commit at once); the ack is answered after the commit",
    set_duration<&ns::offset_flush_delay_ms>,
    get_duration<&ns::offset_flush_delay_ms>},
+  {"consumer.rebalance_delay", "duration", "0..1m",
+   "a consumer group's membership change (a member joins or leaves) waits "
+   "up to this long for more before partitions are reassigned, so a burst "
+   "moves them once; 0 = at once",
+   set_duration_in<&ns::rebalance_delay_ms, 0, 60000>,
+   get_duration<&ns::rebalance_delay_ms>},
   {"idempotency.retention", "duration", "",
    "how long processed business keys are remembered (client::idempotency)",
    set_duration<&ns::dedup_retention_ms>,

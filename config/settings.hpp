@@ -61,6 +61,9 @@ struct node_settings {
   uint32_t max_inflight = 1024; // unacked messages per member per partition
   uint32_t max_span = 2048;     // max offsets lowest unacked .. next to deliver
   uint64_t offset_flush_delay_ms = 5; // an ack's offset write waits this long to share a commit
+  // A group's membership change waits this long for others before the
+  // partitions are reassigned (one generation per burst); 0 = at once.
+  uint64_t rebalance_delay_ms = 300;
   // [idempotency]
   uint64_t dedup_retention_ms = 24ull * 3600 * 1000;
   // [txn] transactional messages

@@ -4,12 +4,35 @@
 // spawns one coordinator per group on first use, and answers DLQ requests.
 // A coordinator tracks the live members of its group (monitored: a member
 // that dies or disconnects leaves), checks that their subscriptions agree,
-// and assigns partitions: clustering = contiguous balanced ranges over the
-// members sorted by client id (plus the group's retry topic); broadcast =
-// every partition to every member under its own cursor "group@client".
+// and assigns partitions: clustering = balanced and sticky (assignment.hpp:
+// only the partitions of members that left, or of members over their share,
+// move; plus the group's retry topic); broadcast = every partition to every
+// member under its own cursor "group@client".
+//
+// Rebalances are debounced: a membership change (a member joins or leaves)
+// schedules one for `consumer.rebalance_delay` later, and the changes made
+// until then join it, so a burst (a deployment of several consumers, a
+// node's consumers reconnecting) makes one new generation instead of one
+// per change. The window is fixed from the first change, not extended by
+// later ones, so nothing waits longer than the delay. A new member is
+// answered Subscribed once the rebalance has assigned it (as before: a
+// member that starts from `latest` misses nothing produced after its
+// answer). A member that leaves (unsubscribes, dies, disconnects) has its
+// partitions revoked at once, so nothing more is sent to it, and handed to
+// the others at the rebalance; if it comes back within the window it gets
+// them back.
+//
+// A route change (a partition's home back or gone, partitions added) is not
+// debounced, and takes in any membership change waiting for its window: it
+// moves nothing between the members that stay, so there is no churn to wait
+// out, and a returning node's partitions must be assigned at once (in a
+// cluster, a partition on a node just back from SIGSTOP that learns its
+// member a few hundred ms later never delivers to it: the cluster test
+// APausedCoordinatorFencesAndTheConsumerGoesOn).
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
+#include "base/metrics.hpp"
 #include "broker/actors.hpp"
 #include "broker/assignment.hpp"
 #include "broker/tag_expression.hpp"
@@ -22,11 +45,14 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_response_promise.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace edda::broker {
 
@@ -35,6 +61,7 @@ namespace {
 namespace pb = wire::pb;
 using storage::db;
 namespace keys = storage::keys;
+using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 // -- coordinator --------------------------------------------------------------
@@ -62,6 +89,17 @@ struct coordinator_state {
   std::map<std::string, member_info> members; // by client id
   std::map<std::string, route> routes;        // by topic
   uint64_t generation = 0;
+  /// Clustering: the member holding each partition of each topic as last
+  /// assigned (empty: nobody), what the next rebalance keeps where it can.
+  std::map<std::string, std::vector<std::string>> held; // by topic
+  /// The scheduled rebalance (its round), 0 if none: changes until it runs
+  /// join it.
+  uint64_t due = 0;
+  uint64_t rounds = 0;
+  /// New members answered once the scheduled rebalance has assigned them.
+  std::vector<std::pair<caf::typed_response_promise<pb::Subscribed>,
+                        pb::Subscribed>>
+    waiting;
   uint64_t token = 0; // fencing token of this coordinator (cluster; else 0)
   uint64_t incarnation = 0; // the node's lease incarnation it runs under
   static inline const char* name = "edda.group";
@@ -99,13 +137,19 @@ pb::AssignCursor base_assign(coord_ptr self, const std::string& topic,
 /// Cluster: may this coordinator act? Only while the node's lease it was
 /// started under is certainly alive (a node that may have lost it must not
 /// send a single assignment: another node may own the group by now). A
-/// coordinator that may not act stops; members find the owner again.
+/// coordinator that may not act stops; members find the owner again (those
+/// waiting for a rebalance are told to).
 bool may_act(coord_ptr self) {
   auto& st = self->state;
   if (!st.ctx->lease || st.ctx->lease->valid(st.incarnation))
     return true;
   EDDA_WARN("group", st.group << ": coordinator (token " << st.token
                               << ") stops: this node's lease may be gone");
+  for (auto& [rp, ok] : st.waiting)
+    rp.deliver(make_error(errc::not_owner,
+                          "this node may have lost group '" + st.group
+                            + "' (its lease is in doubt): find its owner"));
+  st.waiting.clear();
   self->quit();
   return false;
 }
@@ -117,8 +161,13 @@ void rebalance(coord_ptr self, bool again = false) {
   auto& st = self->state;
   if (!may_act(self))
     return;
-  if (!again)
+  if (again && st.due != 0)
+    return; // a new generation is due within the window anyway
+  if (!again) {
     ++st.generation;
+    st.due = 0;
+    metrics::counter("group.rebalances")++;
+  }
   auto subs = group_subs(st);
   if (st.mode == pb::CLUSTERING && !st.members.empty())
     subs.emplace(retry_topic(st.group), "*");
@@ -148,18 +197,44 @@ void rebalance(coord_ptr self, bool again = false) {
         a.set_revoke(true);
         self->send(r.partitions[p], std::move(a), caf::actor{});
       }
+      st.held.erase(topic);
       continue;
     }
-    auto owner = assign_average(n, owners.size());
+    std::vector<std::string> ids;
+    for (auto* m : owners)
+      ids.push_back(m->first);
+    auto& held = st.held[topic];
+    held.resize(n); // the topic may have grown or shrunk
+    held = assign_sticky(held, ids);
     for (uint32_t p = 0; p < n; ++p) {
-      auto* m = owners[owner[p]];
+      auto& m = st.members.at(held[p]);
       auto a = base_assign(self, topic, p, s->second);
-      a.set_member_id(m->first);
-      self->send(r.partitions[p], std::move(a), m->second.handle);
+      a.set_member_id(held[p]);
+      self->send(r.partitions[p], std::move(a), m.handle);
     }
   }
-  EDDA_DEBUG("group", st.group << " generation " << st.generation << ": "
-                               << st.members.size() << " members");
+  if (!again) {
+    EDDA_DEBUG("group", st.group << " generation " << st.generation << ": "
+                                 << st.members.size() << " members");
+    for (auto& [rp, ok] : st.waiting)
+      rp.deliver(ok);
+    st.waiting.clear();
+  }
+}
+
+/// A membership change: rebalances after `consumer.rebalance_delay`, with
+/// every other change made until then (at once if the delay is 0).
+void rebalance_soon(coord_ptr self) {
+  auto& st = self->state;
+  auto delay = st.ctx->settings.rebalance_delay_ms;
+  if (delay == 0) {
+    rebalance(self);
+    return;
+  }
+  if (st.due != 0)
+    return; // joins the scheduled one: the window does not grow
+  st.due = ++st.rounds;
+  self->delayed_send(self, milliseconds(delay), wire::tick_atom::value, st.due);
 }
 
 /// Fetches (or refreshes) the route of `topic`, then runs `then(err)`.
@@ -190,18 +265,24 @@ void remove_member(coord_ptr self, const std::string& client_id) {
     return;
   EDDA_INFO("group", st.group << ": member " << client_id << " left ("
                               << st.members.size() << " remain)");
-  if (st.mode == pb::BROADCAST) {
-    ++st.generation;
-    for (auto& [topic, r] : st.routes)
-      for (uint32_t p = 0; p < r.partitions.size(); ++p) {
-        auto a = base_assign(self, topic, p, "*");
+  // Its partitions stop delivering to it now, in the current generation (a
+  // revoke names the member, so a partition it no longer holds ignores it);
+  // the next rebalance hands them to the others.
+  for (auto& [topic, r] : st.routes) {
+    auto held = st.held.find(topic);
+    for (uint32_t p = 0; p < r.partitions.size(); ++p) {
+      auto a = base_assign(self, topic, p, "*");
+      if (st.mode == pb::BROADCAST)
         a.set_cursor(st.group + "@" + client_id);
-        a.set_member_id(client_id);
-        a.set_revoke(true);
-        self->send(r.partitions[p], std::move(a), caf::actor{});
-      }
+      else if (held == st.held.end() || p >= held->second.size()
+               || held->second[p] != client_id)
+        continue;
+      a.set_member_id(client_id);
+      a.set_revoke(true);
+      self->send(r.partitions[p], std::move(a), caf::actor{});
+    }
   }
-  rebalance(self);
+  rebalance_soon(self);
 }
 
 /// Adds (or updates) `member` with subscription `sub`; replies once the
@@ -285,8 +366,7 @@ caf::result<pb::Subscribed> subscribe(coord_ptr self, const pb::Subscribe& sub,
       rp.deliver(ok);
       return;
     }
-    auto finish = [=](const caf::error& err) mutable {
-      rebalance(self);
+    auto finish = [=](const caf::error&) mutable {
       pb::Subscribed ok;
       ok.set_group(self->state.group);
       ok.set_topic(s.topic());
@@ -302,7 +382,9 @@ caf::result<pb::Subscribed> subscribe(coord_ptr self, const pb::Subscribe& sub,
       EDDA_INFO("group", self->state.group << ": member " << s.client_id()
                            << " subscribed to " << s.topic() << " ("
                            << norm << ")");
-      rp.deliver(ok);
+      // Answered once assigned.
+      self->state.waiting.emplace_back(rp, std::move(ok));
+      rebalance_soon(self);
     };
     if (st.mode == pb::CLUSTERING
         && st.routes.count(retry_topic(st.group)) == 0)
@@ -368,7 +450,17 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
       if (self->state.routes.count(topic) == 0)
         return;
       fetch_route(self, topic, false,
-                  [=](const caf::error&) { rebalance(self); });
+                  [=](const caf::error&) {
+                    // Not debounced: it moves nothing between the members
+                    // (sticky), and a partition whose home came back must
+                    // learn its member at once (see the file comment).
+                    rebalance(self);
+                  });
+    },
+    [=](wire::tick_atom, uint64_t round) {
+      // The scheduled rebalance (rebalance_soon).
+      if (round == self->state.due)
+        rebalance(self);
     },
     [=](wire::tick_atom) {
       if (!self->state.members.empty())

@@ -49,7 +49,7 @@ struct det_config : caf::actor_system_config {
 
 class DeterministicFixture : public ::testing::Test {
 protected:
-  DeterministicFixture() {
+  explicit DeterministicFixture(config::node_settings s = settings()) {
     storage::options so;
     so.dir = dir_;
     so.map_size = 64ull << 20;
@@ -64,7 +64,7 @@ protected:
     ctx->alerts->add_hook([this](const alert& a) { alerts_.push_back(a); });
     auto now = now_;
     ctx->clock = [now] { return now->load(); };
-    ctx->settings = settings();
+    ctx->settings = std::move(s);
     ctx->scheduler = scheduler_ = broker::spawn_scheduler(sys_, ctx);
     topics_ = broker::spawn_topic_manager(sys_, ctx);
     groups_ = broker::spawn_group_manager(sys_, ctx, topics_);
@@ -209,13 +209,17 @@ protected:
   std::vector<alert> alerts_;
   caf::actor writer_, scheduler_, topics_, groups_, dedup_, txn_, frontend_;
   std::shared_ptr<const broker::context> ctx_;
-  /// Node settings for the fixture (txn timings as in the tests below).
+  /// Node settings for the fixture (txn timings as in the tests below);
+  /// a derived fixture may pass others to the constructor.
   static config::node_settings settings() {
     config::node_settings s;
     s.txn_check_after_ms = 6000;
     s.txn_max_checks = 3;
     s.txn_max_check_interval_ms = 60000;
     s.txn_check_timeout_ms = 3000;
+    // Groups rebalance at once unless a test is about the debounce
+    // (group_test.cpp).
+    s.rebalance_delay_ms = 0;
     return s;
   }
 };

@@ -1,7 +1,6 @@
-// Pure functions of the broker: tag expressions, partition assignment,
-// key encoding, placement.
+// Pure functions of the broker: tag expressions, key encoding, placement
+// (partition assignment: assignment_test.cpp).
 #include "base/errc.hpp"
-#include "broker/assignment.hpp"
 #include "broker/tag_expression.hpp"
 #include "cluster/placement.hpp"
 #include "storage/keys.hpp"
@@ -45,29 +44,6 @@ TEST(TagExpressionTest, MalformedExpressionsAreRejectedWithPosition) {
     EXPECT_NE(render(e.error()).find("position"), std::string::npos) << text;
   }
   EXPECT_FALSE(tag_expression::parse(std::string(65, 'a')));
-}
-
-TEST(AssignmentTest, RangesAreContiguousAndBalanced) {
-  auto owner = broker::assign_average(5, 2);
-  EXPECT_EQ(owner, (std::vector<size_t>{0, 0, 0, 1, 1}));
-  owner = broker::assign_average(4, 4);
-  EXPECT_EQ(owner, (std::vector<size_t>{0, 1, 2, 3}));
-  owner = broker::assign_average(2, 3);
-  EXPECT_EQ(owner, (std::vector<size_t>{0, 1})) << "extra member idles";
-  for (size_t parts = 1; parts < 40; ++parts)
-    for (size_t members = 1; members < 12; ++members) {
-      auto o = broker::assign_average(parts, members);
-      std::map<size_t, size_t> load;
-      for (auto m : o)
-        load[m]++;
-      size_t lo = parts, hi = 0;
-      for (size_t m = 0; m < std::min(parts, members); ++m) {
-        lo = std::min(lo, load[m]);
-        hi = std::max(hi, load[m]);
-      }
-      EXPECT_LE(hi - lo, 1u) << parts << "/" << members;
-      EXPECT_TRUE(std::is_sorted(o.begin(), o.end()));
-    }
 }
 
 TEST(KeysTest, LogKeysSortNumericallyAndRoundTrip) {

@@ -58,6 +58,7 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.consume_timeout_ms, b.consume_timeout_ms);
   EXPECT_EQ(a.max_inflight, b.max_inflight);
   EXPECT_EQ(a.max_span, b.max_span);
+  EXPECT_EQ(a.rebalance_delay_ms, b.rebalance_delay_ms);
   EXPECT_EQ(a.dedup_retention_ms, b.dedup_retention_ms);
   EXPECT_EQ(a.heartbeat_interval_ms, b.heartbeat_interval_ms);
   EXPECT_EQ(a.connection_timeout_ms, b.connection_timeout_ms);
@@ -91,6 +92,7 @@ node_settings non_defaults() {
   s.consume_timeout_ms = 1;
   s.max_inflight = 7;
   s.max_span = 7;
+  s.rebalance_delay_ms = 1500;
   s.dedup_retention_ms = 3 * 86400000ull;
   s.heartbeat_interval_ms = 0;
   s.connection_timeout_ms = 0;
@@ -187,6 +189,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "consumer.consume_timeout",
                                        "consumer.max_inflight",
                                        "consumer.max_span", "consumer.offset_flush_delay",
+                                       "consumer.rebalance_delay",
                                        "idempotency.retention",
                                        "txn.check_after",
                                        "txn.max_checks",
@@ -918,4 +921,16 @@ TEST(ConfigTest, ClusterSettingsAreCheckedAndEtcdTakesACommaList) {
   EXPECT_EQ(parsed.cluster_name, "c1");
   EXPECT_EQ(parsed.cluster_etcd.size(), 2u);
   EXPECT_EQ(parsed.cluster_lease_ttl_ms, 3000u);
+}
+
+TEST(ConfigTest, RebalanceDelayIsZeroToOneMinuteAndZeroMeansAtOnce) {
+  EXPECT_EQ(node_settings{}.rebalance_delay_ms, 300u);
+  EXPECT_EQ(parse_ok("[consumer]\nrebalance_delay = 0\n").rebalance_delay_ms,
+            0u);
+  EXPECT_EQ(parse_ok("[consumer]\nrebalance_delay = \"1m\"\n")
+              .rebalance_delay_ms,
+            60000u);
+  EXPECT_EQ(parse_error("[consumer]\nrebalance_delay = \"61s\"\n"),
+            "edda.toml:2: consumer.rebalance_delay: '61s' is not within "
+            "0ms..1m");
 }
