@@ -141,8 +141,8 @@ caf::error changed_meanwhile(const std::string& name) {
 }
 
 /// Live members and the partitions each holds now.
-caf::error members_and_load(self_ptr self, std::vector<std::string>& members,
-                            std::map<std::string, uint32_t>& load) {
+caf::error members_and_load(self_ptr self, std::vector<node_id>& members,
+                            std::map<node_id, uint32_t>& load) {
   auto& st = self->state;
   auto r = st.opts.store->get_prefix(st.prefix + "members/");
   if (!r)
@@ -150,14 +150,14 @@ caf::error members_and_load(self_ptr self, std::vector<std::string>& members,
   for (auto& kv : r->kvs) {
     pb::MemberInfo m;
     if (m.ParseFromString(kv.value) && !m.node_id().empty())
-      members.push_back(m.node_id());
+      members.emplace_back(m.node_id());
   }
   if (members.empty())
     return make_error(errc::unavailable,
                       "no live member to place partitions on");
   for (auto& [name, t] : st.topics)
     for (auto& h : t.homes())
-      ++load[h];
+      ++load[node_id{h}];
   return caf::none;
 }
 
@@ -221,8 +221,8 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
         return make_error(errc::topic_exists,
                           "topic '" + req.name() + "' exists");
       }
-      std::vector<std::string> members;
-      std::map<std::string, uint32_t> load;
+      std::vector<node_id> members;
+      std::map<node_id, uint32_t> load;
       if (auto err = members_and_load(self, members, load))
         return err;
       auto id = next_topic_id(self);
@@ -239,11 +239,11 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
         // it, in one LMDB transaction with the delete of its delay record.
         std::sort(members.begin(), members.end());
         for (auto& h : members)
-          t.add_homes(h);
+          t.add_homes(h.value());
       } else {
         for (auto& h : cluster::place_partitions(
                req.name(), 0, req.partitions(), members, load))
-          t.add_homes(h);
+          t.add_homes(h.value());
       }
       auto put = st.opts.store->cas_put(key, t.SerializeAsString(), 0);
       if (!put)
@@ -275,14 +275,14 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
                             + std::to_string(have)
                             + " partitions: partitions can only grow, got "
                             + std::to_string(req.partitions()));
-      std::vector<std::string> members;
-      std::map<std::string, uint32_t> load;
+      std::vector<node_id> members;
+      std::map<node_id, uint32_t> load;
       if (auto err = members_and_load(self, members, load))
         return err;
       for (auto& h : cluster::place_partitions(req.name(), have,
                                                req.partitions() - have,
                                                members, load))
-        t->add_homes(h);
+        t->add_homes(h.value());
       t->clear_mod_revision();
       auto put = st.opts.store->cas_put(key, t->SerializeAsString(), expect);
       if (!put)

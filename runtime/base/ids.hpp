@@ -1,4 +1,6 @@
-// Strong id types: a partition id can never be passed as an offset.
+// Names, ids and the stable hash every node and client shares; the node id
+// as a strong type (a node id can never be passed where a resource name or
+// a topic is meant).
 #pragma once
 
 #include <algorithm>
@@ -6,7 +8,9 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <initializer_list>
 #include <utility>
+#include <vector>
 
 namespace edda {
 
@@ -48,13 +52,27 @@ private:
   T value_{};
 };
 
-using partition_id = strong_id<struct partition_id_tag, uint32_t>;
-using offset = strong_id<struct offset_tag, uint64_t>;
-using topic_id = strong_id<struct topic_id_tag, uint32_t>;
-using topic_name = strong_id<struct topic_name_tag, std::string>;
-using group_name = strong_id<struct group_name_tag, std::string>;
-using txn_id = strong_id<struct txn_id_tag, std::string>;
-using saga_id = strong_id<struct saga_id_tag, std::string>;
+/// A node of a cluster: created once and kept in the node's LMDB
+/// (cluster/identity.hpp), or its `node.name`. Placement takes and gives
+/// node ids (cluster/placement.hpp).
+using node_id = strong_id<struct node_id_tag, std::string>;
+
+/// Node ids from their names (the member lists of etcd, of the wire).
+[[nodiscard]] inline std::vector<node_id>
+node_ids(const std::vector<std::string>& names) {
+  std::vector<node_id> out;
+  out.reserve(names.size());
+  for (auto& n : names)
+    out.emplace_back(n);
+  return out;
+}
+[[nodiscard]] inline std::vector<node_id>
+node_ids(std::initializer_list<const char*> names) {
+  std::vector<node_id> out;
+  for (auto* n : names)
+    out.emplace_back(n);
+  return out;
+}
 
 /// A fresh 128-bit id as 32 hex characters: 48 bits of wall-clock ms, then
 /// 80 bits from a per-process random generator seeded with the clock, pid

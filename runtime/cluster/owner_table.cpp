@@ -119,7 +119,7 @@ caf::expected<pb::Owner> find(self_ptr self, const std::string& resource) {
   std::vector<std::string> live;
   for (auto& [id, ep] : st.members)
     live.push_back(id);
-  auto desired = owner_of(resource, live);
+  auto desired = owner_of(resource, node_ids(live)).value();
   if (desired.empty())
     return out; // nobody to own it
   if (desired != st.opts.node_id || st.fenced || st.lease == 0) {

@@ -22,13 +22,13 @@ uint64_t weight(const std::string& member, const std::string& resource) {
 
 } // namespace
 
-std::string owner_of(const std::string& resource,
-                     const std::vector<std::string>& members) {
-  std::string best;
+node_id owner_of(const std::string& resource,
+                 const std::vector<node_id>& members) {
+  node_id best;
   uint64_t best_w = 0;
   for (const auto& m : members) {
-    auto w = weight(m, resource);
-    if (best.empty() || w > best_w || (w == best_w && m < best)) {
+    auto w = weight(m.value(), resource);
+    if (best.value().empty() || w > best_w || (w == best_w && m < best)) {
       best = m;
       best_w = w;
     }
@@ -36,21 +36,21 @@ std::string owner_of(const std::string& resource,
   return best;
 }
 
-std::vector<std::string>
+std::vector<node_id>
 place_partitions(const std::string& topic, uint32_t first, uint32_t count,
-                 const std::vector<std::string>& members,
-                 std::map<std::string, uint32_t> load) {
-  std::vector<std::string> out;
+                 const std::vector<node_id>& members,
+                 std::map<node_id, uint32_t> load) {
+  std::vector<node_id> out;
   if (members.empty())
     return out;
   for (uint32_t p = first; p < first + count; ++p) {
     auto resource = topic + "/" + std::to_string(p);
-    const std::string* best = nullptr;
+    const node_id* best = nullptr;
     uint32_t best_load = 0;
     uint64_t best_w = 0;
     for (const auto& m : members) {
       auto l = load[m];
-      auto w = weight(m, resource);
+      auto w = weight(m.value(), resource);
       if (best == nullptr || l < best_load
           || (l == best_load && (w > best_w || (w == best_w && m < *best)))) {
         best = &m;

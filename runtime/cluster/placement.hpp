@@ -4,6 +4,8 @@
 // removing a member moves only the resources it owned.
 #pragma once
 
+#include "base/ids.hpp"
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -11,18 +13,18 @@
 
 namespace edda::cluster {
 
-/// The owner of `resource` among `members` (node ids); empty if none.
-[[nodiscard]] std::string owner_of(const std::string& resource,
-                                   const std::vector<std::string>& members);
+/// The owner of `resource` among `members`; an empty id if none.
+[[nodiscard]] node_id owner_of(const std::string& resource,
+                               const std::vector<node_id>& members);
 
 /// Homes of partitions first .. first + count - 1 of `topic`, among the live
-/// `members` (node ids): each goes to the member that holds the fewest
+/// `members`: each goes to the member that holds the fewest
 /// partitions so far (`load`: partitions per node, all topics; those placed
 /// here count too), ties broken by rendezvous weight of "<topic>/<p>", so
 /// every node computes the same homes. Empty if there are no members.
-[[nodiscard]] std::vector<std::string>
+[[nodiscard]] std::vector<node_id>
 place_partitions(const std::string& topic, uint32_t first, uint32_t count,
-                 const std::vector<std::string>& members,
-                 std::map<std::string, uint32_t> load);
+                 const std::vector<node_id>& members,
+                 std::map<node_id, uint32_t> load);
 
 } // namespace edda::cluster

@@ -45,7 +45,8 @@ using gateway_ptr = caf::stateful_actor<gateway_state>*;
 /// Cluster: the node a saga id lives on (rendezvous over the nodes that run
 /// sagas; stable while a node is down), "" if this node decides alone.
 std::string saga_home(gateway_ptr self, const std::string& id) {
-  return cluster::owner_of("saga/" + id, self->state.saga_homes);
+  return cluster::owner_of("saga/" + id, node_ids(self->state.saga_homes))
+    .value();
 }
 
 /// Where a saga with this id may live, its home now first. A node that
@@ -70,7 +71,7 @@ std::vector<std::string> saga_homes_of(gateway_ptr self,
   for (size_t k = homes.size(); k >= first && k >= 1; --k) {
     std::vector<std::string> earlier(homes.begin(),
                                      homes.begin() + static_cast<long>(k));
-    auto o = cluster::owner_of("saga/" + id, earlier);
+    auto o = cluster::owner_of("saga/" + id, node_ids(earlier)).value();
     if (std::find(out.begin(), out.end(), o) == out.end())
       out.push_back(o);
   }

@@ -554,7 +554,7 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
   std::string group = "failover";
   for (int i = 0; i < 1000; ++i) {
     auto g = "failover-" + std::to_string(i);
-    if (cluster::owner_of("group/" + g, members) == victim) {
+    if (cluster::owner_of("group/" + g, node_ids(members)).value() == victim) {
       group = g;
       break;
     }

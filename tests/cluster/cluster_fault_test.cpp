@@ -262,7 +262,8 @@ TEST_F(ClusterFaultTest, ANodeGivenTwoEtcdsKeepsItsLeaseWhenTheFirstGoesSilent) 
 
 TEST_F(ClusterFaultTest, APausedCoordinatorFencesAndTheConsumerGoesOn) {
   start_nodes(3);
-  auto b_name = cluster::owner_of("group/watchers", {"n1", "n2", "n3"});
+  auto b_name
+    = cluster::owner_of("group/watchers", node_ids({"n1", "n2", "n3"})).value();
   auto& b = node(b_name);
   auto& via = node(b_name == "n1" ? "n2" : "n1");
   auto c = connect(via);

@@ -84,7 +84,8 @@ TEST_F(ClusterKill9Test, AckedMessagesTransactionsAndSagasSurviveANodesDeath) {
   // B is the node that coordinates the group (the same on every node:
   // rendezvous over the members), so its death moves the coordinator.
   auto b_name = cluster::owner_of(std::string{"group/"} + group,
-                                  {"n1", "n2", "n3"});
+                                  node_ids({"n1", "n2", "n3"}))
+                  .value();
   auto& b = node(b_name);
   auto& via = node(b_name == "n1" ? "n2" : "n1"); // clients talk here
   auto conn = connect(via);

@@ -82,7 +82,7 @@ protected:
                      const std::string& target) {
     for (int i = 0; i < 10000; ++i) {
       auto id = prefix + std::to_string(i);
-      if (cluster::owner_of("saga/" + id, members) == home
+      if (cluster::owner_of("saga/" + id, node_ids(members)).value() == home
           && parts.at(shard_of(id, parts.size())) == target)
         return id;
     }
@@ -131,7 +131,7 @@ TEST_F(ClusterSagaTest, MessageStepsReachPartitionsOnOtherNodesExactlyOnce) {
   for (int i = 0; i < 30; ++i) {
     auto id = "ship-" + std::to_string(i);
     remote[id] = parts[shard_of(id, 3)]
-                 != cluster::owner_of("saga/" + id, members);
+                 != cluster::owner_of("saga/" + id, node_ids(members)).value();
     auto r = client::admin::saga_start(*c1, "ship", id,
                                        "{\"n\": " + std::to_string(i) + "}");
     ASSERT_TRUE(r) << id << ": " << render(r.error());

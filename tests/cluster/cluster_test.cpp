@@ -397,7 +397,7 @@ TEST_F(ClusterTest, AGroupCoordinatorMovesToASurvivorWithAHigherToken) {
   start_nodes(3);
   // The group's desired owner is the same on every node (rendezvous over
   // the members); the client talks to another node, which stays up.
-  auto desired = cluster::owner_of("group/audit", {"n1", "n2", "n3"});
+  auto desired = cluster::owner_of("group/audit", node_ids({"n1", "n2", "n3"})).value();
   auto& via = node(desired == "n1" ? "n2" : "n1");
   auto c1 = connect(via);
   ASSERT_TRUE(c1);
@@ -586,7 +586,7 @@ TEST_F(ClusterTest, SagasLiveOnTheirIdsHomeAndResumeWhenItComesBack) {
   std::map<std::string, std::string> home_of;
   for (int i = 0; i < 30; ++i) {
     auto id = "pay-" + std::to_string(i);
-    home_of[id] = cluster::owner_of("saga/" + id, {"n1", "n2", "n3"});
+    home_of[id] = cluster::owner_of("saga/" + id, node_ids({"n1", "n2", "n3"})).value();
   }
   // Every node must see every participant (they register every 2 s).
   ASSERT_TRUE(eventually(10s, [&] {
@@ -620,7 +620,7 @@ TEST_F(ClusterTest, SagasLiveOnTheirIdsHomeAndResumeWhenItComesBack) {
   std::vector<std::string> on_n2;
   for (int i = 30; i < 60; ++i) {
     auto id = "pay-" + std::to_string(i);
-    auto home = cluster::owner_of("saga/" + id, {"n1", "n2", "n3"});
+    auto home = cluster::owner_of("saga/" + id, node_ids({"n1", "n2", "n3"})).value();
     auto r = client::admin::saga_start(*c1, "pay", id, "{}");
     if (home == "n2") {
       on_n2.push_back(id);

@@ -61,42 +61,44 @@ TEST(KeysTest, LogKeysSortNumericallyAndRoundTrip) {
 }
 
 TEST(PlacementTest, OwnerIsStableAndMovesOnlyFromRemovedMember) {
-  std::vector<std::string> members{"n1", "n2", "n3"};
-  std::map<std::string, std::string> before;
+  auto members = node_ids({"n1", "n2", "n3"});
+  std::map<std::string, node_id> before;
   for (int i = 0; i < 300; ++i) {
     auto r = "orders/" + std::to_string(i);
     before[r] = cluster::owner_of(r, members);
-    EXPECT_EQ(before[r], cluster::owner_of(r, {"n3", "n1", "n2"}));
+    EXPECT_EQ(before[r], cluster::owner_of(r, node_ids({"n3", "n1", "n2"})));
   }
-  std::vector<std::string> fewer{"n1", "n3"};
+  auto fewer = node_ids({"n1", "n3"});
   for (auto& [r, owner] : before) {
-    if (owner != "n2") {
+    if (owner != node_id{"n2"}) {
       EXPECT_EQ(cluster::owner_of(r, fewer), owner) << r;
     }
   }
-  EXPECT_EQ(cluster::owner_of("x", {}), "");
+  EXPECT_EQ(cluster::owner_of("x", {}).value(), "");
 }
 
 TEST(PlacementTest, NewPartitionsGoToTheLeastLoadedMembersAndEveryNodeAgrees) {
-  std::vector<std::string> members = {"n1", "n2", "n3"};
+  auto members = node_ids({"n1", "n2", "n3"});
   auto homes = cluster::place_partitions("orders", 0, 6, members, {});
   ASSERT_EQ(homes.size(), 6u);
   std::map<std::string, int> per;
   for (auto& h : homes)
-    ++per[h];
+    ++per[h.value()];
   EXPECT_EQ(per, (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
   // Same answer whatever the order of the member list.
-  EXPECT_EQ(cluster::place_partitions("orders", 0, 6, {"n3", "n1", "n2"}, {}),
+  EXPECT_EQ(cluster::place_partitions("orders", 0, 6,
+                                      node_ids({"n3", "n1", "n2"}), {}),
             homes);
   // A loaded node gets nothing until the others have caught up.
+  node_id n1{"n1"}, n2{"n2"}, n3{"n3"};
   auto more = cluster::place_partitions("pay", 0, 3, members,
-                                        {{"n1", 5}, {"n2", 2}, {"n3", 2}});
-  EXPECT_EQ(std::count(more.begin(), more.end(), "n1"), 0) << more[0];
+                                        {{n1, 5}, {n2, 2}, {n3, 2}});
+  EXPECT_EQ(std::count(more.begin(), more.end(), n1), 0) << more[0].value();
   // Partitions added to a topic (alter) start at `first`.
   auto added = cluster::place_partitions("orders", 6, 2, members,
-                                         {{"n1", 2}, {"n2", 2}, {"n3", 1}});
+                                         {{n1, 2}, {n2, 2}, {n3, 1}});
   ASSERT_EQ(added.size(), 2u);
-  EXPECT_EQ(added[0], "n3");
+  EXPECT_EQ(added[0], n3);
   EXPECT_TRUE(cluster::place_partitions("x", 0, 2, {}, {}).empty());
 }
 
@@ -106,7 +108,8 @@ TEST(PlacementTest, OwnersOfSimilarNamesSpreadEvenlyOverSimilarNodes) {
   std::map<std::string, int> per;
   for (int i = 0; i < 3000; ++i)
     ++per[cluster::owner_of("saga/pay-" + std::to_string(i),
-                            {"n1", "n2", "n3"})];
+                            node_ids({"n1", "n2", "n3"}))
+              .value()];
   ASSERT_EQ(per.size(), 3u);
   for (auto& [node, n] : per) {
     EXPECT_GT(n, 800) << node;
