@@ -54,6 +54,9 @@ struct checker_state {
 
 using checker_ptr = caf::stateful_actor<checker_state>*;
 
+/// Registers with this node's txn coordinator (`node` empty) or, through
+/// its gateway, another node's: a node's own group, which clients may not
+/// join (the gateway refuses them).
 void register_with(checker_ptr self, const caf::actor& where,
                    const std::string& node) {
   if (!where)
@@ -61,8 +64,11 @@ void register_with(checker_ptr self, const caf::actor& where,
   pb::RegisterProducer r;
   r.set_group(saga_producer_group(self->state.ctx->node_id));
   r.set_client_id(self->state.ctx->node_id);
-  self->request(where, register_timeout, std::move(r))
-    .then([](const pb::ProducerRegistered&) {},
+  auto req = node.empty()
+               ? self->request(where, register_timeout, std::move(r))
+               : self->request(where, register_timeout,
+                               wire::txn_atom::value, std::move(r));
+  req.then([](const pb::ProducerRegistered&) {},
           [node](caf::error& err) {
             EDDA_DEBUG("saga", "saga checker not registered on "
                                  << node << ": " << render(err)
@@ -71,7 +77,7 @@ void register_with(checker_ptr self, const caf::actor& where,
 }
 
 void register_everywhere(checker_ptr self) {
-  register_with(self, self->state.txn, "this node");
+  register_with(self, self->state.txn, "");
   for (auto& [id, gw] : self->state.peers)
     register_with(self, gw, id);
 }

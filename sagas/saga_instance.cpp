@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <optional>
 
 namespace edda::sagas {
@@ -59,6 +60,10 @@ struct instance_state {
   std::string stored;    // the record as last stored
   int emit = -1;         // a message step whose append carries the write
   pb::Message emit_msg;
+  // A remote message step's transaction being committed: the saga waits
+  // for it (a later message to the same key must not overtake it).
+  std::string committing;
+  std::function<void()> after_commit;
   bool ended = false;      // the next write ends the saga
   bool stored_once = false;
   bool claimed = false;    // the start that created it has been answered
@@ -422,22 +427,58 @@ void on_reply(instance_ptr self, size_t i, part p, bool ok,
   advance(self);
 }
 
-/// Ends the transaction of a remote message step. An error is left to the
-/// check-back of the home, which asks this node's saga checker, which
-/// answers from the stored record (saga_checker.hpp).
-void end_remote(instance_ptr self, const std::string& txn, milliseconds timeout) {
+/// Commits the transaction of a remote message step, then runs
+/// `after_commit`. Until the home confirms, the saga waits, asking again
+/// every second (an end is idempotent; the home's check-back, answered
+/// from the stored record, may settle it first: then the end says
+/// `already`). A message of a later step to the same key so never
+/// overtakes this one.
+void end_remote(instance_ptr self, const std::string& txn,
+                milliseconds timeout) {
   pb::EndTxn e;
   e.set_txn_id(txn);
   e.set_outcome(pb::TXN_COMMIT);
   auto id = self->state.rec.id();
+  auto proceed = [self, txn] {
+    auto& st = self->state;
+    if (st.committing != txn)
+      return;
+    st.committing.clear();
+    auto then = std::move(st.after_commit);
+    st.after_commit = nullptr;
+    if (then)
+      then();
+  };
   self->request(self->state.rt->topics, timeout, std::move(e))
-    .then([](const pb::EndResult&) { metrics::counter("sagas.remote_commits")++; },
-          [id, txn](caf::error& err) {
-            metrics::counter("sagas.remote_commits_pending")++;
-            EDDA_INFO("saga", id << ": the commit of transaction " << txn
-                                 << " was not confirmed (" << render(err)
-                                 << "); its home settles it by check-back");
-          });
+    .then(
+      [proceed](const pb::EndResult&) mutable {
+        metrics::counter("sagas.remote_commits")++;
+        proceed();
+      },
+      [self, id, txn, proceed](caf::error& err) mutable {
+        if (code_of(err) == errc::txn_conflict) {
+          // Rolled back although the step is recorded: only an operator's
+          // resolve or the final policy can do that. Say so loudly.
+          metrics::counter("sagas.remote_commits_refused")++;
+          EDDA_ERROR("saga", id << ": transaction " << txn
+                                << " of a recorded message step was rolled "
+                                   "back by someone else: "
+                                << render(err));
+          self->state.ctx->alerts->raise(
+            alert{"saga_message_lost", id,
+                  "saga " + id + ": the message of transaction " + txn
+                    + " was rolled back after its step was recorded",
+                  "", self->state.ctx->clock()});
+          proceed();
+          return;
+        }
+        metrics::counter("sagas.remote_commits_pending")++;
+        EDDA_INFO("saga", id << ": the commit of transaction " << txn
+                             << " was not confirmed (" << render(err)
+                             << "); asking again in 1 s");
+        self->delayed_send(self, std::chrono::seconds(1),
+                           wire::flush_atom::value, txn);
+      });
 }
 
 /// A reliable-message step whose partition lives on another node (the
@@ -451,7 +492,8 @@ void end_remote(instance_ptr self, const std::string& txn, milliseconds timeout)
 /// was recorded without it.
 template <class Stored, class Failed>
 void emit_remote(instance_ptr self, size_t i, const pb::Message& msg,
-                 milliseconds timeout, Stored stored, Failed failed) {
+                 std::string written, milliseconds timeout, Stored stored,
+                 Failed failed) {
   auto& st = self->state;
   auto& s = step_at(self, i);
   pb::HalfMessage h;
@@ -470,19 +512,34 @@ void emit_remote(instance_ptr self, size_t i, const pb::Message& msg,
         EDDA_FAILPOINT("saga.after_remote_half");
         auto& st = self->state;
         auto txn = ack.txn_id();
-        auto& s = step_at(self, i);
-        s.set_txn_id(txn);
-        s.set_output("message " + h_id + " to " + h_topic + " (transaction "
-                     + txn + ")");
-        st.stored = st.rec.SerializeAsString();
+        // What commit() was writing, with the transaction: not the record
+        // as it is now (another message step of the group may have been
+        // marked done meanwhile, its message not sent yet).
+        auto output = "message " + h_id + " to " + h_topic + " (transaction "
+                      + txn + ")";
+        pb::SagaRecord rec;
+        if (!rec.ParseFromString(written)
+            || rec.steps_size() <= static_cast<int>(i)) {
+          failed(make_error(errc::storage_error,
+                            "saga record unreadable before its write"));
+          return;
+        }
+        for (auto* r : {&rec, &st.rec}) {
+          auto* s = r->mutable_steps(static_cast<int>(i));
+          s->set_txn_id(txn);
+          s->set_output(output);
+        }
+        st.stored = rec.SerializeAsString();
         self
           ->request(st.ctx->writer, timeout,
                     record_write(st.rec.id(), st.stored))
           .then(
             [=](const pb::WriteResult&) mutable {
               EDDA_FAILPOINT("saga.before_remote_commit");
+              auto& st = self->state;
+              st.committing = txn;
+              st.after_commit = stored;
               end_remote(self, txn, timeout);
-              stored();
             },
             [=](caf::error& err) mutable {
               failed(err);
@@ -490,8 +547,11 @@ void emit_remote(instance_ptr self, size_t i, const pb::Message& msg,
               // then the message goes too; else the check-back rolls the
               // transaction back once the attempt is recorded without it.
               auto& s = step_at(self, i);
-              if (s.status() == pb::SagaStep::DONE && s.txn_id() == txn)
+              if (s.status() == pb::SagaStep::DONE && s.txn_id() == txn
+                  && self->state.committing.empty()) {
+                self->state.committing = txn;
                 end_remote(self, txn, timeout);
+              }
             });
       },
       [=](caf::error& err) mutable { failed(err); });
@@ -535,6 +595,7 @@ void commit(instance_ptr self) {
   // pending: keep this one's message.
   auto emit_msg = emit >= 0 ? std::make_shared<const pb::Message>(st.emit_msg)
                             : nullptr;
+  auto written = st.stored; // the bytes this write stores
   bool final = st.ended && is_terminal(state_of(st.rec));
   auto stored = [=]() mutable {
     auto& st = self->state;
@@ -648,8 +709,8 @@ void commit(instance_ptr self) {
         },
         [=](caf::error& err) mutable {
           if (code_of(err) == errc::not_owner && self->state.ctx->clustered())
-            emit_remote(self, static_cast<size_t>(emit), *emit_msg, timeout,
-                        stored, failed);
+            emit_remote(self, static_cast<size_t>(emit), *emit_msg,
+                        std::move(written), timeout, stored, failed);
           else
             failed(err);
         });
@@ -777,6 +838,18 @@ void resume(instance_ptr self) {
       st.sends.push_back({i, part::confirm});
     }
   }
+  // A remote message step recorded before a restart may not have been
+  // committed: commit it again (idempotent) rather than wait for the
+  // check-back. (Not waited for: a message step after it can overtake it
+  // only if this node died between the record and the commit.)
+  for (auto& s : st.rec.steps())
+    if (!s.txn_id().empty() && s.status() != pb::SagaStep::FAILED) {
+      pb::EndTxn e;
+      e.set_txn_id(s.txn_id());
+      e.set_outcome(pb::TXN_COMMIT);
+      self->request(st.rt->topics, milliseconds(st.ctx->write_timeout_ms), e)
+        .then([](const pb::EndResult&) {}, [](caf::error&) {});
+    }
   advance(self);
 }
 
@@ -829,6 +902,11 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   else
     resume(self);
   return {
+    [=](wire::flush_atom, const std::string& txn) {
+      // Ask again for the commit of a remote message step's transaction.
+      if (self->state.committing == txn)
+        end_remote(self, txn, milliseconds(self->state.ctx->write_timeout_ms));
+    },
     [=](wire::retry_atom, uint64_t gen, uint64_t i) {
       auto& st = self->state;
       if (gen == 0) { // a write failed: write again

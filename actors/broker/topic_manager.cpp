@@ -996,7 +996,7 @@ caf::behavior cluster_main(self_ptr self) {
         bool atomic = req.extra().ops_size() > 0;
         std::string key = req.messages_size() > 0 ? req.messages(0).key()
                                               : std::string{};
-        if ((p < 0 || static_cast<size_t>(p) >= n) && atomic
+        if ((p < 0 || static_cast<size_t>(p) >= n) && atomic && n > 0
             && e.meta.kind() != pb::TOPIC_RETRY && !key.empty()) {
           // A key keeps its partition (order per key), also for an append
           // that carries this node's writes: it commits here only if the

@@ -36,6 +36,10 @@ using queue = handoff<pending>;
 struct partition_queue {
   std::deque<pending> backlog;
   size_t inflight = 0;
+  /// A refused direct batch goes again through the node: nothing more of
+  /// the partition is sent until it is answered (no batch may overtake it
+  /// on the other path).
+  bool held = false;
 };
 
 /// One batch in flight; completed once, by its reply or by the loss of the
@@ -43,6 +47,7 @@ struct partition_queue {
 struct batch_state {
   std::string topic;
   uint32_t partition = 0;
+  bool holds = false; ///< sent again through the node: its partition waits
   std::vector<producer::callback> cbs;
   bool completed = false;
   /// Sent straight to the partition's home: kept to be sent again through
@@ -191,6 +196,8 @@ void complete(self_ptr self, uint64_t id, std::shared_ptr<batch_state> batch,
   }
   auto& pq = self->state.parts[{batch->topic, batch->partition}];
   --pq.inflight;
+  if (batch->holds)
+    pq.held = false;
   self->state.q->done(batch->cbs.size());
   dispatch(self, batch->topic, batch->partition);
 }
@@ -239,14 +246,16 @@ void via_node(self_ptr self, uint64_t id, std::shared_ptr<batch_state> batch,
           });
 }
 
-/// A direct send that may be tried again through the node: the home said
-/// it is not the home (or not the topic's), or its link dropped. Only while
-/// no other batch of the partition is in flight, so that order is kept.
+/// A direct send that may be tried again through the node: the home
+/// refused it (it is not the home, or does not know the topic or the
+/// partition yet), so nothing of it was stored. Not after a dropped link or
+/// a timeout: the home may have stored it, and a second send would store it
+/// twice (the caller gets the error, as through the node). Only while no
+/// other batch of the partition is in flight, so that order is kept.
 bool worth_retrying(self_ptr self, const batch_state& b, const caf::error& e) {
   auto c = code_of(e);
   if (c != errc::not_owner && c != errc::partition_unavailable
-      && c != errc::unknown_topic && c != errc::unavailable
-      && c != errc::invalid_argument)
+      && c != errc::unknown_topic && c != errc::invalid_argument)
     return false;
   return self->state.parts[{b.topic, b.partition}].inflight == 1;
 }
@@ -285,6 +294,8 @@ void direct_to_home(self_ptr self, uint64_t id,
         complete(self, id, batch, &fe.error(), nullptr);
         return;
       }
+      batch->holds = true;
+      self->state.parts[{batch->topic, batch->partition}].held = true;
       via_node(self, id, batch, *fe, std::move(*again));
     });
 }
@@ -292,7 +303,8 @@ void direct_to_home(self_ptr self, uint64_t id,
 void dispatch(self_ptr self, const std::string& topic, uint32_t partition) {
   auto& st = self->state;
   auto& pq = st.parts[{topic, partition}];
-  while (pq.inflight < st.opts.max_inflight_batches && !pq.backlog.empty()) {
+  while (!pq.held && pq.inflight < st.opts.max_inflight_batches
+         && !pq.backlog.empty()) {
     caf::actor home;
     if (st.direct_routing)
       if (auto* r = st.routes.find(topic))

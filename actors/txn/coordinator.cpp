@@ -428,6 +428,10 @@ caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec) {
   auto own = g->second.find(rec.client_id());
   if (own != g->second.end())
     return own->second;
+  // A node's own group (its sagas' messages: edda.sagas.<node>) is
+  // answered by that node alone, from its records: never by another.
+  if (rec.producer_group().rfind("edda.", 0) == 0)
+    return {};
   // Any other live member, spread by txn id.
   auto n = shard_of(rec.txn_id(), g->second.size());
   auto i = g->second.begin();

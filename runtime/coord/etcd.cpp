@@ -661,8 +661,9 @@ private:
   /// Runs `rpc` on the current endpoint. One that gives no answer
   /// (UNAVAILABLE: refused, reset, no leader; DEADLINE_EXCEEDED: silent) is
   /// left for the next (move_from), where the call goes on, unless it is a
-  /// write the silent endpoint may have applied (`replayable` false: a
-  /// compare-and-swap replayed would fail against its own first write).
+  /// write the endpoint may have applied (`replayable` false: silent, or
+  /// the call dropped after it was sent; a compare-and-swap replayed would
+  /// fail against its own first write; one that could not connect goes on).
   /// All within one call_timeout, of which each try of a replayable call
   /// gets its share (a write, the rest of it).
   /// Errors: unavailable "etcd at <endpoints> unreachable: ..." when no
@@ -695,7 +696,13 @@ private:
       auto why = ep.name + ": " + no_answer(st, share);
       reasons += (reasons.empty() ? "" : "; ") + why;
       move_from(idx, why);
-      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !replayable) {
+      // A write that may have reached the endpoint is not sent again: a
+      // silent one, or one that dropped the call after it was sent (a
+      // reset, no leader). A connection that could not be made is safe.
+      auto not_connected
+        = code == grpc::StatusCode::UNAVAILABLE
+          && st.error_message().find("connect") != std::string::npos;
+      if (!replayable && !not_connected) {
         maybe_applied = true;
         break;
       }

@@ -523,7 +523,21 @@ caf::behavior gateway(gateway_ptr self,
     },
     [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
-    [=](pb::RegisterProducer& x) { return self->delegate(txn, std::move(x)); },
+    [=](pb::RegisterProducer& x) -> caf::result<pb::ProducerRegistered> {
+      if (x.group().rfind("edda.", 0) == 0)
+        return make_error(errc::invalid_producer_group,
+                          "producer group '" + x.group()
+                            + "': groups starting with 'edda.' are the "
+                              "nodes' own");
+      self->delegate(txn, std::move(x));
+      return caf::delegated<pb::ProducerRegistered>{};
+    },
+    [=](wire::txn_atom, pb::RegisterProducer& x) {
+      // Another node's saga checker joining its own group here
+      // (sagas/saga_checker.hpp).
+      self->delegate(txn, std::move(x));
+      return caf::delegated<pb::ProducerRegistered>{};
+    },
     [=](pb::UnregisterProducer& x) {
       return self->delegate(txn, std::move(x));
     },
