@@ -494,7 +494,8 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
                 << kv["coordinator_ms"] << " ms after the kill; "
                 << kv["sent"] << " sent, "
                 << kv["failed"] << " failed, " << kv["consumed"]
-                << " consumed\n"
+                << " consumed (any missing were stored on n" << o.cluster
+                << " before the kill: they wait there until it returns)\n"
                 << std::flush;
   }
   for (auto& n : nodes)
@@ -614,6 +615,12 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       break; // a second of load after the coordinator moved
   }
   (void) owner_before;
+  // The last sends may still be on their way to the consumer: wait for
+  // them (at most 3 s). What stays missing was stored on the killed node
+  // before it died and waits there until it returns (phase 1: no replica).
+  for (auto until = mono_ns() + 3'000'000'000;
+       consumed.load() < ok && mono_ns() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::printf("first_send_ms=%.1f\nmax_gap_ms=%.1f\ncoordinator_ms=%.1f\n"
               "owner=%s\nsent=%llu\nfailed=%llu\nconsumed=%llu\n",
               first_after ? (first_after - kill_ns) / 1e6 : -1.0,
