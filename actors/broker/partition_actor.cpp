@@ -476,7 +476,13 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
           e.delivered_ms = 0;
         return;
       }
-      if (c.member != member) {
+      // Handles compare by address, but after the member's node link
+      // dropped and came back CAF makes a new proxy for the same address
+      // and the old one reaches nobody: a new handle object counts as a
+      // new owner too.
+      if (c.member != member
+          || caf::actor_cast<caf::abstract_actor*>(c.member)
+               != caf::actor_cast<caf::abstract_actor*>(member)) {
         // A new owner gets everything the old one had not acknowledged.
         for (auto& [off, e] : c.inflight)
           e.delivered_ms = 0;
