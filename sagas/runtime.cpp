@@ -77,6 +77,7 @@ void saga_runtime::start() {
   auto rt = std::make_shared<runtime_shared>();
   rt->reg = impl_->reg;
   rt->topics = impl_->opts.topics;
+  rt->boot = new_unique_id();
   for (uint32_t i = 0; i < impl_->opts.shards; ++i)
     rt->outboxes.push_back(spawn_saga_outbox(*impl_->sys, i));
   impl_->outboxes = rt->outboxes;
@@ -93,7 +94,7 @@ void saga_runtime::start() {
                                                  std::move(subscribers));
   if (impl_->ctx->clustered() && impl_->opts.txn)
     impl_->checker = spawn_saga_checker(*impl_->sys, impl_->ctx,
-                                        impl_->opts.txn);
+                                        impl_->opts.txn, rt->boot);
 }
 
 void saga_runtime::stop() {

@@ -41,6 +41,10 @@ struct runtime_shared {
   registry reg;
   caf::actor topics;
   std::vector<caf::actor> outboxes;
+  /// This process's run of the runtime (a fresh id at each start): the
+  /// half messages of remote message steps carry it, so that the checker
+  /// knows one sent before a restart (saga_checker.hpp).
+  std::string boot;
 };
 using shared_env = std::shared_ptr<const runtime_shared>;
 

@@ -22,9 +22,10 @@ using storage::db;
 
 check_outcome outcome_from_record(const pb::SagaRecord* rec,
                                   const std::string& step, uint32_t attempt,
-                                  const std::string& txn_id) {
-  if (rec == nullptr)
-    return check_outcome::unknown;
+                                  const std::string& txn_id,
+                                  bool earlier_run) {
+  if (rec == nullptr) // the saga's first write never happened, or not yet
+    return earlier_run ? check_outcome::rollback : check_outcome::unknown;
   for (auto& s : rec->steps()) {
     if (s.name() != step)
       continue;
@@ -32,7 +33,7 @@ check_outcome outcome_from_record(const pb::SagaRecord* rec,
       return check_outcome::commit;
     if (s.attempts() >= attempt)
       return check_outcome::rollback; // the attempt went without it
-    if (is_terminal(state_of(*rec)))
+    if (is_terminal(state_of(*rec)) || earlier_run)
       return check_outcome::rollback; // it never will be recorded
     return check_outcome::unknown;
   }
@@ -47,6 +48,7 @@ constexpr auto register_timeout = std::chrono::seconds(5);
 struct checker_state {
   broker::context_ptr ctx;
   caf::actor txn;
+  std::string boot; // this run's id
   std::map<std::string, caf::actor> peers; // node id -> its gateway
   bool stopping = false;
   static inline const char* name = "edda.saga_checker";
@@ -107,8 +109,10 @@ pb::CheckAnswer answer(checker_ptr self, const pb::CheckTxn& q) {
     if (auto v = r.get(db::saga, id->second))
       found = rec.ParseFromArray(v->data(), static_cast<int>(v->size()));
   }
+  auto boot = props.find("saga_boot");
+  bool earlier_run = boot != props.end() && boot->second != self->state.boot;
   auto o = outcome_from_record(found ? &rec : nullptr, step->second, n,
-                               q.txn_id());
+                               q.txn_id(), earlier_run);
   switch (o) {
     case check_outcome::commit:
       a.set_outcome(pb::TXN_COMMIT);
@@ -134,9 +138,10 @@ pb::CheckAnswer answer(checker_ptr self, const pb::CheckTxn& q) {
 }
 
 caf::behavior checker(checker_ptr self, broker::context_ptr ctx,
-                      caf::actor txn) {
+                      caf::actor txn, std::string boot) {
   self->state.ctx = std::move(ctx);
   self->state.txn = std::move(txn);
+  self->state.boot = std::move(boot);
   if (self->state.ctx->cluster)
     self->send(self->state.ctx->cluster, wire::watch_atom::value,
                caf::actor_cast<caf::actor>(self));
@@ -170,8 +175,8 @@ caf::behavior checker(checker_ptr self, broker::context_ptr ctx,
 } // namespace
 
 caf::actor spawn_saga_checker(caf::actor_system& sys, broker::context_ptr ctx,
-                              caf::actor txn) {
-  return sys.spawn(checker, std::move(ctx), std::move(txn));
+                              caf::actor txn, std::string boot) {
+  return sys.spawn(checker, std::move(ctx), std::move(txn), std::move(boot));
 }
 
 } // namespace edda::sagas

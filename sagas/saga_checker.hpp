@@ -12,6 +12,9 @@
 //   * the step is recorded with this transaction: commit;
 //   * the step's attempt was recorded without it (the attempt failed, or a
 //     later attempt sent another), or the saga ended without it: rollback;
+//   * it was sent before this node's last restart (its `saga_boot` is not
+//     this run's) and is not recorded: rollback (that run died between the
+//     half and the record; the attempt runs again with a new half);
 //   * otherwise (the attempt is not recorded yet): unknown, ask again later.
 //
 // In a cluster only. The checker registers with the txn coordinator of
@@ -42,15 +45,17 @@ namespace edda::sagas {
 enum class check_outcome { unknown, commit, rollback };
 
 /// The decision for the transaction `txn_id` sent by attempt `attempt` of
-/// step `step`, from the stored record (null: none stored).
+/// step `step`, from the stored record (null: none stored); `earlier_run`:
+/// it was sent before this node's last restart.
 [[nodiscard]] check_outcome
 outcome_from_record(const wire::v1::SagaRecord* rec, const std::string& step,
-                    uint32_t attempt, const std::string& txn_id);
+                    uint32_t attempt, const std::string& txn_id,
+                    bool earlier_run = false);
 
 /// Spawns the checker of this node's sagas; `txn`: this node's txn
-/// coordinator (its keeper).
+/// coordinator (its keeper); `boot`: this run's id (runtime_shared).
 [[nodiscard]] caf::actor spawn_saga_checker(caf::actor_system& sys,
                                             broker::context_ptr ctx,
-                                            caf::actor txn);
+                                            caf::actor txn, std::string boot);
 
 } // namespace edda::sagas

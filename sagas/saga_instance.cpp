@@ -504,6 +504,7 @@ void emit_remote(instance_ptr self, size_t i, const pb::Message& msg,
   auto& props = *h.mutable_message()->mutable_properties();
   props["saga_step"] = s.name();
   props["saga_attempt"] = std::to_string(s.attempts());
+  props["saga_boot"] = st.rt->boot;
   auto h_id = msg.id();
   auto h_topic = msg.topic();
   self->request(st.rt->topics, timeout, std::move(h))

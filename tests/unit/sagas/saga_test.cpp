@@ -361,9 +361,19 @@ TEST(SagaChecker, AnswersFromTheStoredRecord) {
   EXPECT_EQ(outcome(2, "z"), check_outcome::unknown);
   rec.set_state(static_cast<uint32_t>(sagas::saga_state::compensated));
   EXPECT_EQ(outcome(2, "z"), check_outcome::rollback);
-  // No record, or no such step.
+  // Sent before the node's last restart and not recorded: that run died
+  // between the half and the record (the attempt runs again).
+  rec.set_state(static_cast<uint32_t>(sagas::saga_state::running));
+  EXPECT_EQ(sagas::outcome_from_record(&rec, "notify", 2, "z", true),
+            check_outcome::rollback);
+  st->set_txn_id("z");
+  EXPECT_EQ(sagas::outcome_from_record(&rec, "notify", 1, "z", true),
+            check_outcome::commit) << "recorded: commit, whatever the run";
+  // No record: not written yet (unknown), or never (an earlier run).
   EXPECT_EQ(sagas::outcome_from_record(nullptr, "notify", 1, "x"),
             check_outcome::unknown);
+  EXPECT_EQ(sagas::outcome_from_record(nullptr, "notify", 1, "x", true),
+            check_outcome::rollback);
   EXPECT_EQ(sagas::outcome_from_record(&rec, "other", 1, "x"),
             check_outcome::rollback);
 }
