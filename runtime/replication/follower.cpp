@@ -2,6 +2,7 @@
 
 #include "base/errc.hpp"
 #include "storage/environment.hpp"
+#include "storage/writer_actor.hpp"
 
 #include "records.pb.h"
 #include "replication.pb.h"
@@ -14,16 +15,12 @@ namespace edda::replication {
 namespace pb = wire::v1;
 using storage::db;
 
-namespace {
-
-constexpr const char* position_key = "repl";
-
-} // namespace
+using storage::repl_position_key;
 
 position read_position(const storage::environment& env) {
   position out;
   auto r = env.read();
-  if (auto v = r.get(db::meta, position_key)) {
+  if (auto v = r.get(db::meta, repl_position_key)) {
     pb::ReplPosition p;
     if (p.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
       out.epoch = p.epoch();
@@ -74,7 +71,7 @@ caf::expected<verdict> plan(position at, const pb::ReplBatch& b,
   next.set_seq(b.seq());
   auto* op = write.add_ops();
   op->set_db(static_cast<uint32_t>(db::meta));
-  op->set_key(position_key);
+  op->set_key(repl_position_key);
   op->set_value(next.SerializeAsString());
   return verdict::apply;
 }

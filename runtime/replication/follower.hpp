@@ -46,8 +46,10 @@ struct position {
   uint64_t seq = 0;
 };
 
-/// The largest batch shipped (the 1 MiB).
-inline constexpr size_t max_batch_bytes = size_t{1} << 20;
+/// The largest batch a replica takes: one group commit, whole (a commit
+/// must apply atomically; it holds at most what the writer gathered while
+/// the previous one was committing), bounded against a garbled peer.
+inline constexpr size_t max_batch_bytes = size_t{64} << 20;
 
 /// This replica's position ({0, 0} before its first batch).
 [[nodiscard]] position read_position(const storage::environment& env);

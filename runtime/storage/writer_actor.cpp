@@ -6,6 +6,8 @@
 #include "storage/environment.hpp"
 #include "wire/types.hpp"
 
+#include "replication.pb.h"
+
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
@@ -31,13 +33,24 @@ struct writer_state {
   size_t urgent = 0;          // pending writes that are not deferrable
   caf::error stopped; // sticky failure
   uint64_t commit_seq = 0;
+  commit_stream stream;
+  uint64_t repl_seq = 0; // the last commit shipped (stream.ship set)
   static inline const char* name = "edda.storage.writer";
 };
 
 caf::behavior writer(caf::stateful_actor<writer_state>* self,
                      std::shared_ptr<environment> env,
-                     std::chrono::milliseconds defer) {
+                     std::chrono::milliseconds defer, commit_stream stream) {
   self->state.env = std::move(env);
+  self->state.stream = std::move(stream);
+  if (self->state.stream.ship) {
+    auto r = self->state.env->read();
+    if (auto v = r.get(db::meta, repl_position_key)) {
+      wire::pb::ReplPosition p;
+      if (p.ParseFromArray(v->data(), static_cast<int>(v->size())))
+        self->state.repl_seq = p.seq();
+    }
+  }
   auto& commits = metrics::counter("storage.commits");
   auto& batches_total = metrics::counter("storage.batches");
   return {
@@ -87,9 +100,21 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         return;
       }
       std::vector<const wire::pb::WriteBatch*> ptrs;
-      ptrs.reserve(work.size());
+      ptrs.reserve(work.size() + 1);
       for (auto& w : work)
         ptrs.push_back(&w.batch);
+      // Replication: the commit's number, kept in the same transaction.
+      wire::pb::WriteBatch position;
+      if (st.stream.ship) {
+        wire::pb::ReplPosition p;
+        p.set_epoch(st.stream.epoch);
+        p.set_seq(st.repl_seq + 1);
+        auto* op = position.add_ops();
+        op->set_db(static_cast<uint32_t>(db::meta));
+        op->set_key(repl_position_key);
+        op->set_value(p.SerializeAsString());
+        ptrs.push_back(&position);
+      }
       std::vector<caf::error> failed;
       auto err = st.env->apply(ptrs, failed);
       if (err) {
@@ -103,6 +128,16 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       }
       ++st.commit_seq;
       commits++;
+      if (st.stream.ship) {
+        wire::pb::ReplBatch out;
+        out.set_leader_epoch(st.stream.epoch);
+        out.set_seq(++st.repl_seq);
+        for (size_t i = 0; i < work.size(); ++i)
+          if (!failed[i])
+            for (auto& op : work[i].batch.ops())
+              *out.add_ops() = op;
+        st.stream.ship(std::move(out));
+      }
       batches_total += work.size();
       wire::pb::WriteResult res;
       res.set_commit_seq(st.commit_seq);
@@ -121,10 +156,12 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
 
 caf::actor spawn_writer(caf::actor_system& sys,
                         std::shared_ptr<environment> env, bool detached,
-                        std::chrono::milliseconds defer) {
+                        std::chrono::milliseconds defer,
+                        commit_stream stream) {
   if (detached)
-    return sys.spawn<caf::detached>(writer, std::move(env), defer);
-  return sys.spawn(writer, std::move(env), defer);
+    return sys.spawn<caf::detached>(writer, std::move(env), defer,
+                                    std::move(stream));
+  return sys.spawn(writer, std::move(env), defer, std::move(stream));
 }
 
 } // namespace edda::storage

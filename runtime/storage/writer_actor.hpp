@@ -15,11 +15,32 @@
 #include <caf/fwd.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
+
+namespace edda::wire::v1 {
+class ReplBatch;
+} // namespace edda::wire::v1
 
 namespace edda::storage {
 
 class environment;
+
+/// Replication (issue 13; replication/follower.hpp is the other side):
+/// with `ship` set, each group commit is numbered (the seq goes on from
+/// the one kept in db `meta` "repl", written in the same transaction) and,
+/// once durable, given to `ship` as a ReplBatch of `epoch` with the puts
+/// and deletes it applied, in order (a batch refused on its own is not in
+/// it). `ship` runs on the writer's thread: it must only hand the batch on.
+/// Nothing in a node sets it yet.
+/// db `meta` key of a replica's position (a ReplPosition).
+inline constexpr const char* repl_position_key = "repl";
+
+struct commit_stream {
+  std::function<void(wire::v1::ReplBatch&&)> ship;
+  uint64_t epoch = 0;
+};
 
 /// Spawns the writer. `detached` gives it its own thread (production);
 /// deterministic tests pass false so that the test scheduler runs it.
@@ -27,6 +48,7 @@ class environment;
 [[nodiscard]] caf::actor
 spawn_writer(caf::actor_system& sys, std::shared_ptr<environment> env,
              bool detached = true,
-             std::chrono::milliseconds defer = std::chrono::milliseconds{0});
+             std::chrono::milliseconds defer = std::chrono::milliseconds{0},
+             commit_stream stream = {});
 
 } // namespace edda::storage

@@ -4,15 +4,23 @@
 
 #include "base/errc.hpp"
 #include "storage/environment.hpp"
+#include "storage/writer_actor.hpp"
+#include "wire/types.hpp"
 
 #include "records.pb.h"
 #include "replication.pb.h"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace edda::replication {
 namespace {
@@ -143,6 +151,93 @@ TEST_F(FollowerTest, ABadOrOversizedBatchWritesNothing) {
   // Sent again within bounds, seq 2 applies.
   ASSERT_TRUE(apply(*env_, batch(1, 2, "b")));
   EXPECT_EQ(get("k2"), "b");
+}
+
+/// Everything in the dbs a node writes (not the replica's own position).
+std::map<std::string, std::string> contents(storage::environment& env) {
+  std::map<std::string, std::string> out;
+  auto r = env.read();
+  for (unsigned d = 0; d < storage::db_count; ++d)
+    r.scan(static_cast<db>(d), "", "",
+           [&](std::string_view k, std::string_view v) {
+             if (!(d == 0 && k == storage::repl_position_key))
+               out[std::to_string(d) + "/" + std::string{k}] = std::string{v};
+             return true;
+           });
+  return out;
+}
+
+struct config : caf::actor_system_config {
+  config() {
+    wire::register_types(*this);
+  }
+};
+
+// The leader's storage writer numbers each group commit and ships what it
+// applied; a follower applying that stream ends with the same contents,
+// and a restarted leader goes on numbering from its kept position.
+TEST_F(FollowerTest, AFollowerOfTheWritersStreamEndsIdenticalToTheLeader) {
+  auto leader_dir = dir_ + "-leader";
+  std::filesystem::create_directories(leader_dir);
+  storage::options o;
+  o.dir = leader_dir;
+  o.map_size = 64ull << 20;
+  auto leader = storage::environment::open(o);
+  ASSERT_TRUE(leader) << render(leader.error());
+  std::mutex mtx;
+  std::vector<pb::ReplBatch> shipped;
+  storage::commit_stream stream;
+  stream.epoch = 3;
+  stream.ship = [&](pb::ReplBatch&& b) {
+    std::lock_guard<std::mutex> guard{mtx};
+    shipped.push_back(std::move(b));
+  };
+  auto write_some = [&](int from, int to) {
+    config cfg;
+    caf::actor_system sys{cfg};
+    auto writer = storage::spawn_writer(sys, *leader, true,
+                                        std::chrono::milliseconds{0}, stream);
+    caf::scoped_actor self{sys};
+    for (int i = from; i < to; ++i) {
+      pb::WriteBatch b;
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::log));
+      op->set_key("m" + std::to_string(i));
+      op->set_value("body " + std::to_string(i));
+      if (i % 5 == 4) { // now and then a delete of an earlier one
+        auto* del = b.add_ops();
+        del->set_db(static_cast<uint32_t>(db::log));
+        del->set_key("m" + std::to_string(i - 2));
+        del->set_kind(pb::WriteOp::DEL);
+      }
+      if (i == from + 3) { // a bad batch: refused alone, never shipped
+        auto* bad = b.add_ops();
+        bad->set_db(99);
+        bad->set_key("x");
+      }
+      self->request(writer, std::chrono::seconds(10), std::move(b))
+        .receive([](const pb::WriteResult&) {}, [](caf::error&) {});
+    }
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+  };
+  write_some(0, 20);
+  write_some(20, 30); // a restarted leader numbers on
+  std::lock_guard<std::mutex> guard{mtx};
+  ASSERT_FALSE(shipped.empty());
+  for (size_t i = 0; i < shipped.size(); ++i) {
+    EXPECT_EQ(shipped[i].seq(), i + 1) << "gapless, across the restart";
+    EXPECT_EQ(shipped[i].leader_epoch(), 3u);
+    auto v = apply(*env_, shipped[i]);
+    ASSERT_TRUE(v) << render(v.error());
+  }
+  EXPECT_EQ(contents(*env_), contents(**leader));
+  EXPECT_EQ(get("k1"), "<none>");
+  auto r = env_->read();
+  EXPECT_FALSE(r.get(db::log, "m3")) << "the refused batch was not shipped";
+  EXPECT_TRUE(r.get(db::log, "m29"));
+  EXPECT_EQ(read_position(*env_).seq, shipped.size());
+  leader->reset();
+  std::filesystem::remove_all(leader_dir);
 }
 
 } // namespace
