@@ -620,6 +620,18 @@ int cmd_consume(const std::vector<std::string>& argv) {
 
 // -- group, dlq, status -------------------------------------------------------
 
+/// A cluster list that misses the part of nodes that did not answer says
+/// so (on stderr, so that scripts reading stdout are unaffected).
+template <class Names>
+void warn_unreachable(const Names& nodes, const char* what) {
+  if (nodes.empty())
+    return;
+  std::cerr << "warning: not included, the " << what << " of node(s)";
+  for (auto& n : nodes)
+    std::cerr << " " << n;
+  std::cerr << ": down or unreachable\n";
+}
+
 int cmd_group(const std::vector<std::string>& argv) {
   args a;
   std::string err;
@@ -649,6 +661,7 @@ int cmd_group(const std::vector<std::string>& argv) {
   }
   if (r->groups().empty())
     std::cout << "(no groups)\n";
+  warn_unreachable(r->unreachable(), "groups");
   return 0;
 }
 
@@ -686,6 +699,7 @@ int cmd_dlq(const std::vector<std::string>& argv) {
                 << e.message().reconsume_times() << "\t" << e.reason() << "\n";
     std::cout << r->entries_size() << " dead letters in %DLQ%" << a.get("group")
               << "\n";
+    warn_unreachable(r->unreachable(), "dead letters");
     return 0;
   }
   if (verb == "redrive") {
@@ -697,6 +711,7 @@ int cmd_dlq(const std::vector<std::string>& argv) {
     else
       std::cout << "redrove " << r->count() << " dead letters to %RETRY%"
                 << a.get("group") << "\n";
+    warn_unreachable(r->unreachable(), "dead letters (not redriven)");
     return 0;
   }
   return fail("unknown dlq command '" + verb + "'\n" + dlq_help);
@@ -1046,6 +1061,8 @@ int cmd_saga(const std::vector<std::string>& argv) {
                   age(r->now_ms() - s.created_ms()).c_str(),
                   s.reason().c_str());
     std::printf("%d sagas\n", r->records_size());
+    std::fflush(stdout);
+    warn_unreachable(r->unreachable(), "sagas");
     return 0;
   }
   if (op != ops.end()) {

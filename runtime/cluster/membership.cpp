@@ -312,6 +312,8 @@ void membership::fill(membership_view& v) const {
   v.problem = problem_;
   std::vector<std::pair<int64_t, std::string>> homes;
   for (auto& [id, r] : registered_)
+    v.registered.push_back(id);
+  for (auto& [id, r] : registered_)
     if (r.runs_sagas)
       homes.emplace_back(r.revision, id);
   std::sort(homes.begin(), homes.end());

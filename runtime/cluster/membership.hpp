@@ -67,6 +67,9 @@ struct membership_view {
   /// sagas, in the order they registered (oldest first).
   std::vector<std::string> saga_homes;
   std::vector<int64_t> saga_home_revisions; ///< create_revision of each
+  /// Every registered node, live or down (by id): whose data a list
+  /// gathered from the live ones misses.
+  std::vector<std::string> registered;
   /// create_revision of nodes/%saga-epoch: when the cluster's first saga
   /// started (0: none yet). Saga ids started since then keep the home they
   /// had over the nodes registered at the time.

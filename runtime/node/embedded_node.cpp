@@ -286,6 +286,8 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
     for (auto r : v.saga_home_revisions)
       pv.add_saga_home_revisions(r);
     pv.set_saga_epoch(v.saga_epoch);
+    for (auto& id : v.registered)
+      pv.add_registered(id);
     auto ago = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - v.renewed);
     pv.set_renewed_ms(now_ms() - ago.count());

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <set>
 
 namespace edda::node {
 
@@ -36,6 +37,10 @@ struct gateway_state {
   caf::actor epoch_maker; ///< cluster: sets the saga epoch in etcd, once
   bool have_view = false; ///< cluster: saga_homes came from etcd
   std::map<std::string, caf::actor> peers;
+  /// Cluster: every node known (live members and registered nodes), whose
+  /// part a gathered list may miss.
+  std::set<std::string> members;
+  std::string self_id;           ///< this node's id
   inflight requests; ///< to peers: failed at once when a link drops
   static inline const char* name = "edda.gateway";
 };
@@ -97,36 +102,58 @@ void to_home(gateway_ptr self, const std::string& home, Request req,
 }
 
 /// Asks `local` and every peer's gateway `req` (with local_only set), and
-/// once all have answered or failed gives `done` the replies and errors.
+/// once all have answered or failed gives `done` the replies, the errors
+/// and the nodes whose part is missing: the known nodes (live members and
+/// registered nodes, down ones too) that have no link, and the peers that
+/// failed with another error than `answered` (a node that says it has
+/// nothing).
 template <class Reply, class Request, class Done>
 void gather(gateway_ptr self, const caf::actor& local, Request req,
-            Done done) {
+            errc answered, Done done) {
+  auto& st = self->state;
   req.set_local_only(true);
-  std::vector<caf::actor> ask{local};
-  for (auto& [id, gw] : self->state.peers)
-    ask.push_back(gw);
+  std::vector<std::pair<std::string, caf::actor>> ask{{"", local}};
+  for (auto& [id, gw] : st.peers)
+    ask.emplace_back(id, gw);
   struct acc {
     std::vector<Reply> replies;
     std::vector<caf::error> errors;
+    std::set<std::string> missed;
     size_t left = 0;
   };
   auto a = std::make_shared<acc>();
   a->left = ask.size();
+  std::set<std::string> known(st.members.begin(), st.members.end());
+  known.insert(st.saga_homes.begin(), st.saga_homes.end());
+  for (auto& id : known)
+    if (id != st.self_id && st.peers.count(id) == 0)
+      a->missed.insert(id);
   auto one_done = [a, done]() mutable {
     if (--a->left == 0)
-      done(std::move(a->replies), std::move(a->errors));
+      done(std::move(a->replies), std::move(a->errors),
+           std::vector<std::string>(a->missed.begin(), a->missed.end()));
   };
-  for (auto& who : ask)
-    self->state.requests.request<Reply>(
+  for (auto& [id, who] : ask)
+    st.requests.request<Reply>(
       self, who, std::chrono::seconds(10), req,
       [a, one_done](Reply& r) mutable {
         a->replies.push_back(std::move(r));
         one_done();
       },
-      [a, one_done](caf::error& err) mutable {
+      [a, one_done, id = id, answered](caf::error& err) mutable {
+        if (!id.empty() && code_of(err) != answered
+            && code_of(err) != errc::not_found)
+          a->missed.insert(id);
         a->errors.push_back(std::move(err));
         one_done();
       });
+}
+
+/// Names the missing nodes in `out` (its `unreachable`).
+template <class Reply>
+void note_missed(Reply& out, const std::vector<std::string>& missed) {
+  for (auto& id : missed)
+    out.add_unreachable(id);
 }
 
 /// The error of a gathered request none of whose answers was a reply: one
@@ -145,6 +172,7 @@ caf::behavior gateway(gateway_ptr self,
                        std::vector<caf::actor> shards, caf::actor directory,
                        caf::actor cluster) {
   auto txns = ctx->clustered() ? topics : txn;
+  self->state.self_id = ctx->node_id;
   if (ctx->clustered() && cluster)
     self->send(cluster, wire::watch_atom::value,
                caf::actor_cast<caf::actor>(self));
@@ -361,8 +389,7 @@ caf::behavior gateway(gateway_ptr self,
         none.set_now_ms(ctx->clock());
         return none;
       }
-      auto& peers = self->state.peers;
-      if (x.local_only() || peers.empty()) {
+      if (x.local_only() || !ctx->clustered()) {
         self->delegate(shards.front(), std::move(x));
         return caf::delegated<pb::SagaRecords>{};
       }
@@ -370,10 +397,11 @@ caf::behavior gateway(gateway_ptr self,
       auto rp = self->make_response_promise<pb::SagaRecords>();
       auto limit = x.limit() == 0 ? 1000u : x.limit();
       gather<pb::SagaRecords>(
-        self, shards.front(), std::move(x),
-        [rp, limit](std::vector<pb::SagaRecords> rs,
-                    std::vector<caf::error>) mutable {
+        self, shards.front(), std::move(x), errc::not_found,
+        [rp, limit](std::vector<pb::SagaRecords> rs, std::vector<caf::error>,
+                    std::vector<std::string> missed) mutable {
           pb::SagaRecords out;
+          note_missed(out, missed);
           for (auto& r : rs) {
             for (auto& rec : *r.mutable_records())
               *out.add_records() = std::move(rec);
@@ -392,6 +420,10 @@ caf::behavior gateway(gateway_ptr self,
     },
     [=](pb::MembershipView& v) {
       auto& st = self->state;
+      st.members.clear();
+      for (auto& m : v.members())
+        st.members.insert(m.node_id());
+      st.members.insert(v.registered().begin(), v.registered().end());
       st.saga_homes.assign(v.saga_homes().begin(), v.saga_homes().end());
       st.saga_home_revisions.assign(v.saga_home_revisions().begin(),
                                     v.saga_home_revisions().end());
@@ -429,16 +461,16 @@ caf::behavior gateway(gateway_ptr self,
     // In a cluster a group's coordinator lives on one node and its dead
     // letters on the nodes of its partitions: these ask every member.
     [=](pb::ListGroups& x) -> caf::result<pb::GroupList> {
-      if (x.local_only() || self->state.peers.empty()) {
+      if (x.local_only() || !ctx->clustered()) {
         self->delegate(groups, std::move(x));
         return caf::delegated<pb::GroupList>{};
       }
       auto rp = self->make_response_promise<pb::GroupList>();
       gather<pb::GroupList>(
-        self, groups, std::move(x),
-        [rp](std::vector<pb::GroupList> rs,
-             std::vector<caf::error> errs) mutable {
-          if (rs.empty()) {
+        self, groups, std::move(x), errc::unknown_group,
+        [rp](std::vector<pb::GroupList> rs, std::vector<caf::error> errs,
+             std::vector<std::string> missed) mutable {
+          if (rs.empty() && missed.empty()) {
             rp.deliver(first_error(errs, errc::unknown_group));
             return;
           }
@@ -452,6 +484,7 @@ caf::behavior gateway(gateway_ptr self,
                 slot = std::move(g);
             }
           pb::GroupList out;
+          note_missed(out, missed);
           for (auto& [name, g] : by_name)
             *out.add_groups() = std::move(g);
           rp.deliver(std::move(out));
@@ -459,21 +492,25 @@ caf::behavior gateway(gateway_ptr self,
       return rp;
     },
     [=](pb::DlqList& x) -> caf::result<pb::DlqEntries> {
-      if (x.local_only() || self->state.peers.empty()) {
+      if (x.local_only() || !ctx->clustered()) {
         self->delegate(groups, std::move(x));
         return caf::delegated<pb::DlqEntries>{};
       }
       auto rp = self->make_response_promise<pb::DlqEntries>();
       auto limit = x.limit() == 0 ? 1000u : x.limit();
       gather<pb::DlqEntries>(
-        self, groups, std::move(x),
+        self, groups, std::move(x), errc::unknown_group,
         [rp, limit](std::vector<pb::DlqEntries> rs,
-                    std::vector<caf::error> errs) mutable {
-          if (rs.empty()) {
+                    std::vector<caf::error> errs,
+                    std::vector<std::string> missed) mutable {
+          // No live node knows the group but some node is down: its dead
+          // letters may be there (an empty list naming it, not "unknown").
+          if (rs.empty() && missed.empty()) {
             rp.deliver(first_error(errs, errc::unknown_group));
             return;
           }
           pb::DlqEntries out;
+          note_missed(out, missed);
           for (auto& r : rs)
             for (auto& e : *r.mutable_entries())
               if (static_cast<uint32_t>(out.entries_size()) < limit)
@@ -483,20 +520,22 @@ caf::behavior gateway(gateway_ptr self,
       return rp;
     },
     [=](pb::DlqRedrive& x) -> caf::result<pb::DlqRedriven> {
-      if (x.local_only() || self->state.peers.empty()) {
+      if (x.local_only() || !ctx->clustered()) {
         self->delegate(groups, std::move(x));
         return caf::delegated<pb::DlqRedriven>{};
       }
       auto rp = self->make_response_promise<pb::DlqRedriven>();
       auto group = x.group();
       gather<pb::DlqRedriven>(
-        self, groups, std::move(x),
+        self, groups, std::move(x), errc::unknown_group,
         [rp, group](std::vector<pb::DlqRedriven> rs,
-                    std::vector<caf::error> errs) mutable {
+                    std::vector<caf::error> errs,
+                    std::vector<std::string> missed) mutable {
           // Each node redrives its own dead letters; a node that has none
           // of the given ids (not_found) or does not know the group is no
           // failure while another redrove some.
           pb::DlqRedriven out;
+          note_missed(out, missed);
           for (auto& r : rs)
             out.set_count(out.count() + r.count());
           for (auto& e : errs)
@@ -508,6 +547,16 @@ caf::behavior gateway(gateway_ptr self,
                               + "; a node could not: " + render(e)));
               return;
             }
+          if (rs.empty() && !missed.empty()) {
+            std::string names;
+            for (auto& m : missed)
+              names += (names.empty() ? "" : ", ") + m;
+            rp.deliver(make_error(errc::unavailable,
+                                  "no live node knows group '" + group
+                                    + "'; its dead letters may be on "
+                                    + names + ", down or unreachable"));
+            return;
+          }
           if (rs.empty()) {
             rp.deliver(first_error(errs, errc::unknown_group));
             return;

@@ -190,6 +190,22 @@ TEST_F(ClusterTest, DeadLettersAndGroupsOfEveryNodeAreListedAndRedrivenFromAny) 
   auto again = client::admin::dlq_redrive(*c1, "pay-g", {"no-such-id"});
   ASSERT_FALSE(again);
   EXPECT_EQ(code_of(again.error()), errc::not_found);
+  // With a node down, lists gathered from the others say whose part they
+  // miss, also after its lease ran out (it stays a registered node).
+  EXPECT_EQ(l->unreachable_size(), 0);
+  kill9(node(1));
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto s = status_of(node(0));
+    return s && s->members_size() == 2;
+  }));
+  auto partial = client::admin::dlq_list(*c1, "pay-g");
+  ASSERT_TRUE(partial) << "dlq list with n2 down: " << render(partial.error());
+  ASSERT_EQ(partial->unreachable_size(), 1);
+  EXPECT_EQ(partial->unreachable(0), "n2");
+  auto gl = client::admin::list_groups(*c3);
+  ASSERT_TRUE(gl);
+  ASSERT_EQ(gl->unreachable_size(), 1);
+  EXPECT_EQ(gl->unreachable(0), "n2");
 }
 
 TEST_F(ClusterTest, KeylessSendsSkipADeadHomeAndKeyedOnesFailFast) {
