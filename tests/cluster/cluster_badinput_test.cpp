@@ -31,18 +31,6 @@ protected:
           return {m.connected(), m.link_error()};
     return {false, "(not listed)"};
   }
-
-  /// The node's counter `name` (edda node status), 0 if absent.
-  uint64_t counter_of(const cluster_node& n, const std::string& name) {
-    auto c = connect(n);
-    if (!c)
-      return 0;
-    auto s = client::admin::node_status(*c);
-    if (!s)
-      return 0;
-    auto i = s->counters().find(name);
-    return i == s->counters().end() ? 0 : i->second;
-  }
 };
 
 TEST_F(ClusterBadInputTest, ADataDirOfAnotherClusterIsRefusedNamingBoth) {

@@ -391,6 +391,33 @@ protected:
     return client::connection::open("127.0.0.1", n.port, o);
   }
 
+  /// The node's counter `name` (edda node status), 0 if absent or if `n`
+  /// does not answer.
+  uint64_t counter_of(const cluster_node& n, const std::string& name) {
+    auto c = connect(n);
+    if (!c)
+      return 0;
+    auto s = client::admin::node_status(*c);
+    if (!s)
+      return 0;
+    auto i = s->counters().find(name);
+    return i == s->counters().end() ? 0 : i->second;
+  }
+
+  /// Sends `m`, which must fail within a second (fail fast, never wait
+  /// for a timeout); returns the error.
+  caf::error send_fails_fast(client::producer& p, const client::message& m) {
+    auto t0 = clock_type::now();
+    auto r = p.send(m);
+    auto took = ch::duration_cast<milliseconds>(clock_type::now() - t0);
+    EXPECT_LT(took.count(), 1000) << "the failing send took that long";
+    if (r) {
+      ADD_FAILURE() << "the send to " << m.topic << " succeeded";
+      return caf::error{};
+    }
+    return r.error();
+  }
+
   /// The cluster as `n` sees it (edda cluster status); nullopt if `n` does
   /// not answer.
   std::optional<wire::v1::ClusterStatus> status_of(const cluster_node& n) {

@@ -26,23 +26,12 @@ const std::vector<std::string> saga_settings = {
   "saga.step_timeout=1s", "saga.step_attempts=30", "saga.step_backoff=100ms",
   "txn.check_after=1s", "txn.max_check_interval=1s"};
 
-/// Bodies a consumer got, with their keys and how often.
-struct inbox {
-  std::mutex mtx;
-  std::map<std::string, int> count;     // by body
-  std::map<std::string, std::string> key; // body -> key
-  client::consume_result record(const client::received& r) {
-    std::lock_guard<std::mutex> guard{mtx};
-    ++count[r.msg.body];
-    key[r.msg.body] = r.msg.key;
-    return client::consume_result::success;
-  }
-  int times(const std::string& body) {
-    std::lock_guard<std::mutex> guard{mtx};
-    auto i = count.find(body);
-    return i == count.end() ? 0 : i->second;
-  }
-};
+/// How often `got` received `body`.
+int times(inbox& got, const std::string& body) {
+  std::lock_guard<std::mutex> guard{got.mtx};
+  auto i = got.count.find(body);
+  return i == got.count.end() ? 0 : i->second;
+}
 
 class ClusterSagaTest : public ClusterFixture {
 protected:
@@ -87,24 +76,6 @@ protected:
         return id;
     }
     return {};
-  }
-
-  /// Consumes "shipments" as group "ship-audit" into `got`.
-  caf::expected<std::unique_ptr<client::consumer>>
-  audit(client::connection& c, inbox& got) {
-    client::consumer_options co;
-    co.group = "ship-audit";
-    co.topic = "shipments";
-    return client::consumer::start(
-      c, co, [&got](const client::received& r) { return got.record(r); });
-  }
-
-  uint64_t counter(client::connection& c, const std::string& name) {
-    auto s = client::admin::node_status(c);
-    if (!s)
-      return 0;
-    auto i = s->counters().find(name);
-    return i == s->counters().end() ? 0 : i->second;
   }
 
   std::mutex mtx_;
@@ -164,20 +135,21 @@ TEST_F(ClusterSagaTest, MessageStepsReachPartitionsOnOtherNodesExactlyOnce) {
   }
   // Each saga's message is on the topic once, keyed by its id.
   inbox got;
-  auto cons = audit(*c1, got);
+  auto cons = got.consume(*c1, "ship-audit", "shipments");
   ASSERT_TRUE(cons) << render(cons.error());
   ASSERT_TRUE(eventually(20s, [&] {
     for (int i = 0; i < 30; ++i)
-      if (got.times("{\"n\": " + std::to_string(i) + "}") == 0)
+      if (times(got, "{\"n\": " + std::to_string(i) + "}") == 0)
         return false;
     return true;
   }));
   std::this_thread::sleep_for(500ms); // a late duplicate would show here
   for (int i = 0; i < 30; ++i) {
     auto body = "{\"n\": " + std::to_string(i) + "}";
-    EXPECT_EQ(got.times(body), 1) << body;
+    EXPECT_EQ(times(got, body), 1) << body;
     std::lock_guard<std::mutex> guard{got.mtx};
-    EXPECT_EQ(got.key[body], "ship-" + std::to_string(i));
+    EXPECT_EQ(got.by_key["ship-" + std::to_string(i)],
+              std::vector<std::string>{body});
   }
   auto pending = client::admin::txn_list(*c1);
   ASSERT_TRUE(pending);
@@ -249,19 +221,17 @@ TEST_F(ClusterSagaTest, ASagaNodeKilledAroundARemoteMessageSettlesByCheckBack) {
   EXPECT_EQ(ta->resolved_by(), "check-back");
   EXPECT_EQ(ta->producer_group(), "edda.sagas.n1");
   // b's first half was rolled back by the restarted n1's answer.
-  auto c1 = connect(node(0));
-  ASSERT_TRUE(c1);
-  EXPECT_GE(counter(*c1, "sagas.checks_rollback"), 1u);
+  EXPECT_GE(counter_of(node(0), "sagas.checks_rollback"), 1u);
   inbox got;
-  auto cons = audit(*c2, got);
+  auto cons = got.consume(*c2, "ship-audit", "shipments");
   ASSERT_TRUE(cons) << render(cons.error());
   ASSERT_TRUE(eventually(20s, [&] {
-    return got.times("{\"saga\": \"a\"}") > 0
-           && got.times("{\"saga\": \"b\"}") > 0;
+    return times(got, "{\"saga\": \"a\"}") > 0
+           && times(got, "{\"saga\": \"b\"}") > 0;
   }));
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(got.times("{\"saga\": \"a\"}"), 1);
-  EXPECT_EQ(got.times("{\"saga\": \"b\"}"), 1);
+  EXPECT_EQ(times(got, "{\"saga\": \"a\"}"), 1);
+  EXPECT_EQ(times(got, "{\"saga\": \"b\"}"), 1);
 }
 
 } // namespace
