@@ -6,6 +6,7 @@
 // the generated protobuf headers).
 #pragma once
 
+#include "broker/context.hpp"
 #include "sagas/saga.hpp"
 #include "storage/environment.hpp"
 #include "wire/types.hpp"
@@ -57,7 +58,7 @@ inline saga_state state_of(const wire::v1::SagaRecord& r) {
 /// transactions); its checker answers from the saga records
 /// (saga_checker.hpp).
 inline std::string saga_producer_group(const std::string& node_id) {
-  return "edda.sagas." + node_id;
+  return broker::node_group_prefix + ("sagas." + node_id);
 }
 
 /// The write that stores a record's bytes (db saga, key: its id).

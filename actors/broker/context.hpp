@@ -47,6 +47,13 @@ using context_ptr = std::shared_ptr<const context>;
 [[nodiscard]] inline std::string retry_topic(const std::string& group) {
   return "%RETRY%" + group;
 }
+/// The nodes' own producer groups (a node's sagas: "edda.sagas.<node>"):
+/// only the node that sent a transaction answers its check-back, and no
+/// client may join them.
+inline constexpr const char* node_group_prefix = "edda.";
+[[nodiscard]] inline bool is_node_group(const std::string& group) {
+  return group.rfind(node_group_prefix, 0) == 0;
+}
 [[nodiscard]] inline bool is_retry_topic(const std::string& topic) {
   return topic.rfind("%RETRY%", 0) == 0;
 }

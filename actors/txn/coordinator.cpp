@@ -430,7 +430,7 @@ caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec) {
     return own->second;
   // A node's own group (its sagas' messages: edda.sagas.<node>) is
   // answered by that node alone, from its records: never by another.
-  if (rec.producer_group().rfind("edda.", 0) == 0)
+  if (broker::is_node_group(rec.producer_group()))
     return {};
   // Any other live member, spread by txn id.
   auto n = shard_of(rec.txn_id(), g->second.size());

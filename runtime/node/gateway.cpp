@@ -573,7 +573,7 @@ caf::behavior gateway(gateway_ptr self,
     [=](pb::DedupCheck& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::DedupMark& x) { return self->delegate(dedup, std::move(x)); },
     [=](pb::RegisterProducer& x) -> caf::result<pb::ProducerRegistered> {
-      if (x.group().rfind("edda.", 0) == 0)
+      if (broker::is_node_group(x.group()))
         return make_error(errc::invalid_producer_group,
                           "producer group '" + x.group()
                             + "': groups starting with 'edda.' are the "
