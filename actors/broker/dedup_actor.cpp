@@ -4,6 +4,7 @@
 // idempotency.retention are purged every minute.
 #include "base/errc.hpp"
 #include "base/log.hpp"
+#include "base/open_promises.hpp"
 #include "broker/actors.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
@@ -25,6 +26,8 @@ namespace keys = storage::keys;
 
 struct dedup_state {
   context_ptr ctx;
+  /// Marks waiting for their commit: failed at once if this actor ends.
+  std::shared_ptr<open_promises> open;
   static inline const char* name = "edda.dedup";
 };
 
@@ -39,6 +42,7 @@ caf::error check(const std::string& scope, const std::string& key) {
 
 caf::behavior dedup(caf::stateful_actor<dedup_state>* self, context_ptr ctx) {
   self->state.ctx = ctx;
+  self->state.open = open_promises::attach(self, "the idempotency service");
   self->delayed_send(self, std::chrono::minutes(1), wire::tick_atom::value);
   return {
     [=](const pb::DedupCheck& req) -> caf::result<pb::DedupStatus> {
@@ -68,6 +72,7 @@ caf::behavior dedup(caf::stateful_actor<dedup_state>* self, context_ptr ctx) {
       op->set_key(keys::dedup_key(req.scope(), req.key()));
       op->set_value(rec.SerializeAsString());
       auto rp = self->make_response_promise<pb::DedupStatus>();
+      auto kept = self->state.open->keep(rp);
       self
         ->request(ctx->writer, std::chrono::milliseconds(ctx->write_timeout_ms),
                   std::move(b))
@@ -77,9 +82,9 @@ caf::behavior dedup(caf::stateful_actor<dedup_state>* self, context_ptr ctx) {
             st.set_done(true);
             st.set_processed_ms(rec.processed_ms());
             st.set_result(rec.result());
-            rp.deliver(st);
+            kept.deliver(st);
           },
-          [=](caf::error& err) mutable { rp.deliver(err); });
+          [=](caf::error& err) mutable { kept.deliver(err); });
       return rp;
     },
     [=](wire::tick_atom) {

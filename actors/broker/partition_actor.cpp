@@ -4,6 +4,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "base/open_promises.hpp"
 #include "broker/tag_expression.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
@@ -63,6 +64,9 @@ struct partition_state {
   uint64_t durable_end = 0;
   std::map<std::string, cursor_state> cursors;
   bool tick_scheduled = false;
+  /// Produces and acks waiting for their commit: failed at once if this
+  /// partition ends first (its manager restarted), not at the timeout.
+  std::shared_ptr<open_promises> open;
   static inline const char* name = "edda.partition";
 };
 
@@ -295,7 +299,7 @@ void write(self_ptr self, pb::WriteBatch b, std::vector<int64_t> dues,
 /// the commit. Messages with a future deliver_at go to the delay db.
 void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs,
             const pb::WriteBatch* extra,
-            caf::response_promise rp, uint32_t topic_partitions = 0) {
+            open_promises::kept rp, uint32_t topic_partitions = 0) {
   // Internal appends (due delayed messages, retry copies) are never delayed
   // again: their time has come.
   bool allow_delay = extra == nullptr;
@@ -408,6 +412,8 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
   st.ctx = ctx;
   st.meta = std::move(meta);
   st.partition = partition;
+  st.open = open_promises::attach(self, "partition " + st.meta.name() + "/"
+                                          + std::to_string(partition));
   {
     auto txn = ctx->env->read();
     auto prefix = keys::log_prefix(st.meta.id(), partition);
@@ -422,13 +428,14 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
   return {
     [=](pb::ProduceRequest& req) -> caf::result<pb::ProduceResult> {
       auto rp = self->make_response_promise<pb::ProduceResult>();
-      append(self, req.mutable_messages(), nullptr, rp,
+      append(self, req.mutable_messages(), nullptr, self->state.open->keep(rp),
              req.topic_partitions());
       return rp;
     },
     [=](pb::AppendInternal& req) -> caf::result<pb::ProduceResult> {
       auto rp = self->make_response_promise<pb::ProduceResult>();
-      append(self, req.mutable_messages(), &req.extra(), rp);
+      append(self, req.mutable_messages(), &req.extra(),
+             self->state.open->keep(rp));
       return rp;
     },
     [=](const pb::AssignCursor& a, caf::actor member) {
@@ -526,19 +533,20 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
       if (b.ops_size() == 0)
         return res;
       auto rp = self->make_response_promise<pb::AckResult>();
+      auto kept = st.open->keep(rp);
       auto name = c.name;
       // Only the offset moved: it can share the commit of the next append.
       b.set_deferrable(req.nacks_size() == 0);
       write(self, std::move(b), std::move(dues), std::move(alerts),
             [=](const caf::error& err) mutable {
               if (err) {
-                rp.deliver(err);
+                kept.deliver(err);
                 return;
               }
               auto j = self->state.cursors.find(name);
               if (j != self->state.cursors.end())
                 j->second.persisted = std::max(j->second.persisted, committed);
-              rp.deliver(res);
+              kept.deliver(res);
             });
       return rp;
     },

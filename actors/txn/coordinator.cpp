@@ -4,6 +4,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "base/open_promises.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
 #include "wire/types.hpp"
@@ -77,6 +78,9 @@ struct coordinator_state {
   };
   std::map<std::string, std::vector<commit_entry>> commits; // by topic
   bool flush_scheduled = false;
+  /// Requests waiting for their commit: failed at once if this actor ends
+  /// (the node's supervisor restarts it), not at the caller's timeout.
+  std::shared_ptr<open_promises> open;
   static inline const char* name = "edda.txn_coordinator";
 };
 
@@ -585,11 +589,12 @@ caf::result<pb::BatchResult> for_each_item(self_ptr self, int n, F item) {
     rp.deliver(*res);
     return rp;
   }
+  auto kept = self->state.open->keep(rp);
   auto left = std::make_shared<int>(n);
   for (int i = 0; i < n; ++i)
     item(i, res->mutable_items(i), [=]() mutable {
       if (--*left == 0)
-        rp.deliver(*res);
+        kept.deliver(*res);
     });
   return rp;
 }
@@ -700,6 +705,7 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.topics = std::move(topics);
+  st.open = open_promises::attach(self, "the transaction coordinator");
   {
     // Recovery: every transaction without an outcome is checked back.
     std::set<std::string> txns;
@@ -760,15 +766,16 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
     },
     [=](pb::HalfMessage& h) -> caf::result<pb::HalfAck> {
       auto rp = self->make_response_promise<pb::HalfAck>();
+      auto kept = self->state.open->keep(rp);
       auto txn_id = h.txn_id();
       accept_half(self, std::move(h), [=](const caf::error& err) mutable {
         if (err) {
-          rp.deliver(err);
+          kept.deliver(err);
           return;
         }
         pb::HalfAck ack;
         ack.set_txn_id(txn_id);
-        rp.deliver(ack);
+        kept.deliver(ack);
       });
       return rp;
     },
@@ -788,11 +795,12 @@ caf::behavior coordinator(self_ptr self, broker::context_ptr ctx,
     [=](const pb::EndTxn& e) -> caf::result<pb::EndResult> {
       auto rp = self->make_response_promise<pb::EndResult>();
       end(self, e.txn_id(), e.outcome(), ended_by(e), "",
-          [rp](caf::expected<pb::EndResult> r) mutable {
+          [kept = self->state.open->keep(rp)](
+            caf::expected<pb::EndResult> r) mutable {
             if (r)
-              rp.deliver(std::move(*r));
+              kept.deliver(std::move(*r));
             else
-              rp.deliver(r.error());
+              kept.deliver(r.error());
           });
       return rp;
     },
