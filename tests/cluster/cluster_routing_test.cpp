@@ -188,13 +188,23 @@ TEST_F(ClusterRoutingTest, AHomesDeathAndAnAlterReachTheProducersMap) {
   ASSERT_TRUE(warm_up(p, "pay"));
 
   // n3 dies: keyless sends go on at once, on the partitions of the others.
+  // A send that went to n3 before the producer saw its link drop (a few
+  // ms) fails with unavailable ("may or may not have been applied": it is
+  // never sent again, so never stored twice); every send after the first
+  // that succeeds succeeds.
   kill9(node(2));
   std::set<uint32_t> used;
+  int lost = 0;
   for (int i = 0; i < 30; ++i) {
     client::message m;
     m.topic = "pay";
     m.body = "keyless" + std::to_string(i);
     auto r = p.send(m);
+    if (!r && used.empty() && lost < 2
+        && code_of(r.error()) == errc::unavailable) {
+      ++lost;
+      continue;
+    }
     ASSERT_TRUE(r) << "keyless send " << i << ": " << render(r.error());
     used.insert(r->partition);
   }

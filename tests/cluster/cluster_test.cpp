@@ -138,7 +138,8 @@ TEST_F(ClusterTest, DeadLettersAndGroupsOfEveryNodeAreListedAndRedrivenFromAny) 
       m.topic = "payments";
       m.key = "k" + std::to_string(i);
       m.body = "charge " + std::to_string(i);
-      ASSERT_TRUE(p.send(m));
+      auto r = p.send(m);
+      ASSERT_TRUE(r) << render(r.error());
     }
   }
   auto c3 = connect(node(2));
