@@ -14,6 +14,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <chrono>
+#include <deque>
 #include <vector>
 
 namespace edda::storage {
@@ -23,6 +24,13 @@ namespace {
 struct pending_write {
   wire::pb::WriteBatch batch;
   caf::response_promise promise;
+};
+
+/// A commit durable here whose writes wait for their replicas (gated).
+struct parked_commit {
+  uint64_t seq = 0;
+  std::vector<caf::response_promise> promises;
+  wire::pb::WriteResult result;
 };
 
 struct writer_state {
@@ -35,6 +43,8 @@ struct writer_state {
   uint64_t commit_seq = 0;
   commit_stream stream;
   uint64_t repl_seq = 0; // the last commit shipped (stream.ship set)
+  uint64_t replicated = 0; // gated: the last commit the replicas have
+  std::deque<parked_commit> parked; // gated: by seq
   static inline const char* name = "edda.storage.writer";
 };
 
@@ -51,6 +61,8 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         self->state.repl_seq = p.seq();
     }
   }
+  if (self->state.stream.gated)
+    self->state.replicated = self->state.repl_seq; // durable before a restart
   auto& commits = metrics::counter("storage.commits");
   auto& batches_total = metrics::counter("storage.batches");
   return {
@@ -142,11 +154,42 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       wire::pb::WriteResult res;
       res.set_commit_seq(st.commit_seq);
       res.set_batches_in_commit(static_cast<uint32_t>(work.size()));
+      bool park = st.stream.gated && st.repl_seq > st.replicated;
+      parked_commit p;
       for (size_t i = 0; i < work.size(); ++i) {
         if (failed[i])
           work[i].promise.deliver(failed[i]);
+        else if (park)
+          p.promises.push_back(std::move(work[i].promise));
         else
           work[i].promise.deliver(res);
+      }
+      if (park && !p.promises.empty()) {
+        p.seq = st.repl_seq;
+        p.result = std::move(res);
+        st.parked.push_back(std::move(p));
+      }
+    },
+    // Gated: the replicas have every commit up to `seq` durably.
+    [=](wire::replicated_atom, uint64_t seq) {
+      auto& st = self->state;
+      st.replicated = std::max(st.replicated, seq);
+      while (!st.parked.empty() && st.parked.front().seq <= st.replicated) {
+        auto p = std::move(st.parked.front());
+        st.parked.pop_front();
+        for (auto& rp : p.promises)
+          rp.deliver(p.result);
+      }
+    },
+    // Gated: the replicas cannot have the commits up to `seq` in time:
+    // their writes are answered with `err` (stored here, not acknowledged).
+    [=](wire::replicated_atom, uint64_t seq, caf::error& err) {
+      auto& st = self->state;
+      while (!st.parked.empty() && st.parked.front().seq <= seq) {
+        auto p = std::move(st.parked.front());
+        st.parked.pop_front();
+        for (auto& rp : p.promises)
+          rp.deliver(err);
       }
     },
   };

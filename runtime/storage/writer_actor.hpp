@@ -33,13 +33,19 @@ class environment;
 /// once durable, given to `ship` as a ReplBatch of `epoch` with the puts
 /// and deletes it applied, in order (a batch refused on its own is not in
 /// it). `ship` runs on the writer's thread: it must only hand the batch on.
-/// Nothing in a node sets it yet.
+/// With `gated` also set, a write is answered only once its commit is
+/// replicated: the shipper sends the writer `(replicated_atom, seq)` when
+/// the replicas have every commit up to `seq` (replication/shipper.hpp),
+/// or `(replicated_atom, seq, error)` when they cannot have them in time,
+/// and those writes are answered with the error (stored on this node, not
+/// acknowledged: "may or may not survive its loss").
 /// db `meta` key of a replica's position (a ReplPosition).
 inline constexpr const char* repl_position_key = "repl";
 
 struct commit_stream {
   std::function<void(wire::v1::ReplBatch&&)> ship;
   uint64_t epoch = 0;
+  bool gated = false;
 };
 
 /// Spawns the writer. `detached` gives it its own thread (production);

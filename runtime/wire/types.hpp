@@ -7,6 +7,7 @@
 #include "broker.pb.h"
 #include "cluster.pb.h"
 #include "records.pb.h"
+#include "replication.pb.h"
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
@@ -152,6 +153,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ClusterMap))
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ListOwners))
   CAF_ADD_TYPE_ID(edda, (edda::wire::v1::OwnerList))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ReplBatch))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ReplShip))
+  CAF_ADD_TYPE_ID(edda, (edda::wire::v1::ReplAck))
   CAF_ADD_ATOM(edda, edda::wire, flush_atom, "flush")
   CAF_ADD_ATOM(edda, edda::wire, tick_atom, "tick")
   CAF_ADD_ATOM(edda, edda::wire, drain_atom, "drain")
@@ -166,5 +170,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_ATOM(edda, edda::wire, txn_atom, "txn")
   CAF_ADD_ATOM(edda, edda::wire, current_atom, "current")
   CAF_ADD_ATOM(edda, edda::wire, restart_atom, "restart")
+  CAF_ADD_ATOM(edda, edda::wire, replicated_atom, "replicated")
 CAF_END_TYPE_ID_BLOCK(edda)
 // clang-format on

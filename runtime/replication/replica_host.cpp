@@ -1,0 +1,143 @@
+#include "replication/replica_host.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "replication/follower.hpp"
+#include "storage/environment.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+
+namespace edda::replication {
+
+namespace {
+
+namespace pb = wire::pb;
+
+struct replica_host_state {
+  replica_host_options opts;
+  std::map<std::string, std::shared_ptr<storage::environment>> replicas;
+  static inline const char* name = "edda.replica_host";
+};
+
+using self_ptr = caf::stateful_actor<replica_host_state>*;
+
+/// A group is named by its leader's node id: 1-64 of [A-Za-z0-9_.-] (also
+/// what makes it a safe directory name).
+bool valid_group(const std::string& g) {
+  if (g.empty() || g.size() > 64 || g == "." || g == "..")
+    return false;
+  for (char c : g)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'
+          || c == '-'))
+      return false;
+  return true;
+}
+
+caf::expected<std::shared_ptr<storage::environment>>
+replica_of(self_ptr self, const std::string& group) {
+  auto& st = self->state;
+  if (auto i = st.replicas.find(group); i != st.replicas.end())
+    return i->second;
+  storage::options o;
+  o.dir = replica_dir(st.opts.dir, group);
+  o.map_size = st.opts.map_size;
+  o.mode = st.opts.mode;
+  std::error_code ec;
+  std::filesystem::create_directories(o.dir, ec);
+  if (ec)
+    return make_error(errc::storage_error, "cannot create the replica dir "
+                                             + o.dir + ": " + ec.message());
+  auto env = storage::environment::open(o);
+  if (!env)
+    return env.error();
+  EDDA_INFO("replica", "following group " << group << " in " << o.dir
+                                           << " (at seq "
+                                           << read_position(**env).seq
+                                           << ")");
+  st.replicas.emplace(group, *env);
+  return *env;
+}
+
+pb::ReplAck ack_of(self_ptr self, const std::string& group, position at) {
+  pb::ReplAck a;
+  a.set_group(group);
+  a.set_follower(self->state.opts.node_id);
+  a.set_epoch(at.epoch);
+  a.set_seq(at.seq);
+  return a;
+}
+
+caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
+  if (!valid_group(s.group()))
+    return make_error(errc::invalid_argument,
+                      "replica group '" + s.group().substr(0, 80)
+                        + "' is not a node id (1-64 of [A-Za-z0-9_.-])");
+  auto env = replica_of(self, s.group());
+  if (!env)
+    return env.error();
+  auto at = read_position(**env);
+  // Every applicable batch of the ship in one write (one transaction, one
+  // sync): positions move on batch by batch while planning.
+  pb::WriteBatch all;
+  pb::WriteBatch one;
+  size_t applied = 0;
+  for (const auto& b : s.batches()) {
+    auto v = plan(at, b, one);
+    if (!v) {
+      if (code_of(v.error()) == errc::invalid_argument && applied == 0
+          && b.seq() > at.seq + 1)
+        return ack_of(self, s.group(), at); // a gap: send on from here
+      if (applied == 0)
+        return v.error();
+      break; // apply what came before; the ack says where it stopped
+    }
+    if (*v == verdict::duplicate)
+      continue;
+    for (auto& op : *one.mutable_ops())
+      *all.add_ops() = std::move(op);
+    at = position{b.leader_epoch(), b.seq()};
+    ++applied;
+  }
+  if (applied > 0) {
+    std::vector<caf::error> failed;
+    if (auto err = (*env)->apply({&all}, failed)) {
+      EDDA_ERROR("replica", "group " << s.group()
+                                     << ": write failed: " << render(err));
+      return err;
+    }
+    if (failed.front())
+      return failed.front(); // a bad op: nothing of the ship was written
+    metrics::counter("replication.batches_applied") += applied;
+  }
+  return ack_of(self, s.group(), read_position(**env));
+}
+
+caf::behavior replica_host(self_ptr self, replica_host_options opts) {
+  self->state.opts = std::move(opts);
+  return {
+    [=](const pb::ReplShip& s) -> caf::result<pb::ReplAck> {
+      return on_ship(self, s);
+    },
+  };
+}
+
+} // namespace
+
+std::string replica_dir(const std::string& dir, const std::string& group) {
+  return (std::filesystem::path{dir} / group).string();
+}
+
+caf::actor spawn_replica_host(caf::actor_system& sys,
+                              replica_host_options opts) {
+  return sys.spawn<caf::detached>(replica_host, std::move(opts));
+}
+
+} // namespace edda::replication

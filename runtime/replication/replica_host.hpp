@@ -1,0 +1,44 @@
+// replica_host: the follower's side of replication on a node (issue 13).
+//
+// One actor per node (detached: it does LMDB I/O) keeps a replica of each
+// replica group this node follows, each in its own LMDB environment under
+// `<data_dir>/replicas/<group>` (the group is its leader's node id), apart
+// from the node's own data. Protocol:
+//
+//   ReplShip{group, leader_epoch, batches} -> ReplAck{group, follower,
+//   epoch, seq}
+//
+// The batches are applied with the rules of follower.hpp (a duplicate is
+// skipped, a deposed leader's batch or a new leader's batch over the old
+// suffix is refused with `fenced`, a gap is not applied) in one LMDB
+// transaction committed with the node's durability mode; the ack names
+// the replica's position after that commit, so the leader always sends on
+// from seq + 1 (a gap or a lost ack heals itself). A ship with no batches
+// is a probe: the answer is the position. Errors: fenced, invalid_argument
+// (a group name that is not a node id, a bad op), message_too_large,
+// storage_full, storage_error.
+#pragma once
+
+#include "config/settings.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <string>
+
+namespace edda::replication {
+
+struct replica_host_options {
+  std::string node_id;      ///< this follower's id, named in its acks
+  std::string dir;          ///< replicas live in dir/<group>
+  uint64_t map_size = 1ull << 30;
+  config::durability mode = config::durability::fsync;
+};
+
+[[nodiscard]] caf::actor spawn_replica_host(caf::actor_system& sys,
+                                            replica_host_options opts);
+
+/// The directory of `group`'s replica under `dir` (tools, tests).
+[[nodiscard]] std::string replica_dir(const std::string& dir,
+                                      const std::string& group);
+
+} // namespace edda::replication

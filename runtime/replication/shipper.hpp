@@ -1,0 +1,55 @@
+// shipper: the leader's side of replication on a node (issue 13).
+//
+// The storage writer hands every group commit to the shipper (its
+// commit_stream, storage/writer_actor.hpp, gated); the shipper sends the
+// commits, in seq order and about 1 MiB per message, to each follower's
+// replica host (replica_host.hpp; through the follower node's gateway) and
+// tells the writer which commits the replicas have, so that the writer
+// answers those writes (a client's "stored") only then:
+//
+//   writer -> shipper   ReplBatch                 (each durable commit)
+//   shipper -> writer   (replicated_atom, seq)    (replicated up to seq)
+//                       (replicated_atom, seq, error)
+//   node   -> shipper   (serving_atom, writer)    the writer to tell (it is
+//                                                  spawned after the shipper)
+//   node   -> shipper   (link_atom, node_id, host) a follower and where its
+//                                                  replica host is (a null
+//                                                  host: no longer one)
+//
+// In-sync set (Kafka's ISR): every follower starts in it; one that has not
+// been caught up with the leader's last commit for `lag_max` leaves it
+// (logged), and comes back once it has caught up. A commit is replicated
+// when every in-sync follower has it, and only while the in-sync set with
+// the leader counts at least `min_insync` replicas; otherwise its writes
+// are answered `unavailable` at once (stored on the leader only, not
+// acknowledged). Not yet: the in-sync set and the leader epoch are kept
+// here only, not in etcd, so no failover relies on them (CLUSTER.md phase 2
+// has that next); a follower behind the commits still kept in memory
+// (`window_bytes`) needs a full copy, which is not built yet: it stays out
+// of the in-sync set, logged.
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace edda::replication {
+
+struct shipper_options {
+  std::string group;        ///< this leader's node id
+  uint64_t epoch = 0;       ///< leader epoch of the batches
+  uint64_t last_seq = 0;    ///< the last commit before this start
+  uint32_t min_insync = 1;  ///< replicas, the leader included
+  std::chrono::milliseconds lag_max{10000};
+  std::chrono::milliseconds request_timeout{5000};
+  size_t max_ship_bytes = size_t{1} << 20;
+  size_t window_bytes = size_t{256} << 20;
+};
+
+[[nodiscard]] caf::actor spawn_shipper(caf::actor_system& sys,
+                                       shipper_options opts);
+
+} // namespace edda::replication

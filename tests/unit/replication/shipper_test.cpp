@@ -1,0 +1,319 @@
+// The leader's shipping and the follower's replica host in one process:
+// a write is answered only once its follower has it (min_insync 2), a
+// follower that stops answering leaves the in-sync set and the writes are
+// then refused (or, at min_insync 1, go on), and a follower that answers
+// again catches up and ends with the leader's contents.
+#include "replication/follower.hpp"
+#include "replication/replica_host.hpp"
+#include "replication/shipper.hpp"
+
+#include "base/errc.hpp"
+#include "storage/environment.hpp"
+#include "storage/writer_actor.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <thread>
+
+namespace edda::replication {
+namespace {
+
+namespace pb = wire::pb;
+using storage::db;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+struct sys_config : caf::actor_system_config {
+  sys_config() {
+    wire::register_types(*this);
+  }
+};
+
+/// Between the shipper and the replica host: passes ships on while open;
+/// while closed it swallows them unanswered (a stalled follower).
+struct relay_state {
+  caf::actor host;
+  std::shared_ptr<std::atomic<bool>> open;
+  std::shared_ptr<std::atomic<int>> seen;
+};
+
+caf::behavior relay(caf::stateful_actor<relay_state>* self, caf::actor host,
+                    std::shared_ptr<std::atomic<bool>> open,
+                    std::shared_ptr<std::atomic<int>> seen) {
+  self->state.host = std::move(host);
+  self->state.open = std::move(open);
+  self->state.seen = std::move(seen);
+  return {
+    [=](pb::ReplShip& s) -> caf::result<pb::ReplAck> {
+      ++*self->state.seen;
+      auto rp = self->make_response_promise<pb::ReplAck>();
+      if (self->state.open->load())
+        return rp.delegate(self->state.host, std::move(s));
+      return rp; // never answered: the shipper's request times out
+    },
+  };
+}
+
+std::map<std::string, std::string> contents(const storage::environment& env) {
+  std::map<std::string, std::string> out;
+  auto r = env.read();
+  for (unsigned d = 0; d < storage::db_count; ++d)
+    r.scan(static_cast<db>(d), "", "",
+           [&](std::string_view k, std::string_view v) {
+             if (!(d == 0 && k == storage::repl_position_key))
+               out[std::to_string(d) + "/" + std::string{k}] = std::string{v};
+             return true;
+           });
+  return out;
+}
+
+class ShipperTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/edda-shipper-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    storage::options o;
+    o.dir = dir_ + "/leader";
+    o.map_size = 64ull << 20;
+    o.mode = edda::config::durability::nosync;
+    std::filesystem::create_directories(o.dir);
+    auto env = storage::environment::open(o);
+    ASSERT_TRUE(env) << render(env.error());
+    leader_ = *env;
+  }
+
+  void TearDown() override {
+    self_.reset();
+    if (sys_) {
+      for (auto& a : {writer_, shipper_, host_, relay_})
+        if (a)
+          caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+      writer_ = shipper_ = host_ = relay_ = nullptr;
+      sys_.reset();
+    }
+    leader_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  /// The leader (group "n1", epoch 2) with one follower "n2" behind the
+  /// relay.
+  void start(uint32_t min_insync, std::chrono::milliseconds lag_max) {
+    sys_ = std::make_unique<caf::actor_system>(cfg_);
+    self_ = std::make_unique<caf::scoped_actor>(*sys_);
+    replica_host_options ro;
+    ro.node_id = "n2";
+    ro.dir = dir_ + "/replicas";
+    ro.map_size = 64ull << 20;
+    ro.mode = edda::config::durability::nosync;
+    host_ = spawn_replica_host(*sys_, ro);
+    relay_ = sys_->spawn(relay, host_, open_, seen_);
+    shipper_options so;
+    so.group = "n1";
+    so.epoch = 2;
+    so.min_insync = min_insync;
+    so.lag_max = lag_max;
+    so.request_timeout = 300ms;
+    shipper_ = spawn_shipper(*sys_, so);
+    storage::commit_stream cs;
+    cs.epoch = 2;
+    cs.gated = true;
+    cs.ship = [sh = shipper_](pb::ReplBatch&& b) {
+      caf::anon_send(sh, std::move(b));
+    };
+    writer_ = storage::spawn_writer(*sys_, leader_, true, 0ms, cs);
+    caf::anon_send(shipper_, wire::serving_atom::value, writer_);
+    caf::anon_send(shipper_, wire::link_atom::value, std::string{"n2"},
+                   relay_);
+  }
+
+  /// Writes key `k`; the writer's answer (or error) and how long it took.
+  caf::expected<pb::WriteResult> write(const std::string& k,
+                                       steady::duration* took = nullptr) {
+    pb::WriteBatch b;
+    auto* op = b.add_ops();
+    op->set_db(static_cast<uint32_t>(db::log));
+    op->set_key(k);
+    op->set_value("value of " + k);
+    caf::expected<pb::WriteResult> out{caf::error{}};
+    auto t0 = steady::now();
+    (*self_)
+      ->request(writer_, 20s, std::move(b))
+      .receive([&](pb::WriteResult& r) { out = std::move(r); },
+               [&](caf::error& e) { out = std::move(e); });
+    if (took)
+      *took = steady::now() - t0;
+    return out;
+  }
+
+  /// The follower's replica, opened after its host is stopped.
+  std::shared_ptr<storage::environment> replica() {
+    caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(host_, caf::exit_reason::user_shutdown);
+    relay_ = host_ = nullptr;
+    // The detached host closes its environment when it ends.
+    for (int i = 0; i < 200; ++i) {
+      storage::options o;
+      o.dir = replica_dir(dir_ + "/replicas", "n1");
+      o.map_size = 64ull << 20;
+      if (auto env = storage::environment::open(o))
+        return *env;
+      std::this_thread::sleep_for(10ms);
+    }
+    return nullptr;
+  }
+
+  sys_config cfg_;
+  std::string dir_;
+  std::shared_ptr<storage::environment> leader_;
+  std::unique_ptr<caf::actor_system> sys_;
+  std::unique_ptr<caf::scoped_actor> self_;
+  caf::actor writer_, shipper_, host_, relay_;
+  std::shared_ptr<std::atomic<bool>> open_
+    = std::make_shared<std::atomic<bool>>(true);
+  std::shared_ptr<std::atomic<int>> seen_ = std::make_shared<std::atomic<int>>(0);
+};
+
+TEST_F(ShipperTest, AWriteIsAnsweredOnlyOnceTheFollowerHasIt) {
+  start(2, 2000ms);
+  for (int i = 0; i < 50; ++i) {
+    auto r = write("k" + std::to_string(i));
+    ASSERT_TRUE(r) << i << ": " << render(r.error());
+    // Answered: the follower's replica has it (asked before anything else
+    // can reach the host: the host answers ships in order).
+    pb::ReplShip probe;
+    probe.set_group("n1");
+    probe.set_leader_epoch(2);
+    uint64_t at = 0;
+    (*self_)
+      ->request(host_, 5s, probe)
+      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
+               [&](caf::error&) {});
+    EXPECT_GE(at, static_cast<uint64_t>(i + 1))
+      << "write " << i << " answered before the follower had it";
+  }
+  EXPECT_GT(seen_->load(), 0);
+  auto env = replica();
+  ASSERT_TRUE(env);
+  EXPECT_EQ(contents(*env), contents(*leader_));
+  EXPECT_EQ(read_position(*env).epoch, 2u);
+  EXPECT_EQ(read_position(*env).seq, read_position(*leader_).seq);
+}
+
+TEST_F(ShipperTest, AStalledFollowerLeavesTheInSyncSetAndWritesAreRefused) {
+  start(2, 500ms);
+  ASSERT_TRUE(write("before"));
+  open_->store(false); // the follower stops answering
+  steady::duration took{};
+  auto r = write("during", &took);
+  ASSERT_FALSE(r) << "acknowledged while only the leader has it";
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << render(r.error());
+  auto text = render(r.error());
+  EXPECT_NE(text.find("only 1 of cluster.min_insync 2"), std::string::npos)
+    << text;
+  EXPECT_NE(text.find("n2"), std::string::npos) << text;
+  // Refused after lag_max (0.5 s), not at the caller's timeout (20 s).
+  EXPECT_LT(took, 5s);
+  // Later writes are refused at once while it is out.
+  auto r2 = write("during-2", &took);
+  EXPECT_FALSE(r2);
+  EXPECT_LT(took, 2s);
+  // It answers again: it catches up, rejoins, and writes are acknowledged.
+  open_->store(true);
+  auto deadline = steady::now() + 10s;
+  caf::expected<pb::WriteResult> ok{caf::error{}};
+  while (steady::now() < deadline && !(ok = write("after")))
+    std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(ok) << render(ok.error());
+  auto env = replica();
+  ASSERT_TRUE(env);
+  // Everything stored on the leader (refused writes included: stored, not
+  // acknowledged) reached the follower.
+  EXPECT_EQ(contents(*env), contents(*leader_));
+}
+
+TEST_F(ShipperTest, AtMinInsyncOneWritesGoOnWithoutTheFollowerWhichCatchesUp) {
+  start(1, 300ms);
+  open_->store(false);
+  for (int i = 0; i < 20; ++i) {
+    steady::duration took{};
+    auto r = write("k" + std::to_string(i), &took);
+    ASSERT_TRUE(r) << render(r.error());
+  }
+  open_->store(true);
+  auto env_pos = [&] {
+    pb::ReplShip probe;
+    probe.set_group("n1");
+    probe.set_leader_epoch(2);
+    uint64_t at = 0;
+    (*self_)
+      ->request(host_, 5s, probe)
+      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
+               [&](caf::error&) {});
+    return at;
+  };
+  auto deadline = steady::now() + 10s;
+  while (steady::now() < deadline && env_pos() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(20ms);
+  auto env = replica();
+  ASSERT_TRUE(env);
+  EXPECT_EQ(contents(*env), contents(*leader_));
+}
+
+TEST_F(ShipperTest, AReplicaHostRefusesAGroupThatIsNotANodeIdAndAnOldEpoch) {
+  start(1, 300ms);
+  ASSERT_TRUE(write("a"));
+  pb::ReplShip bad;
+  bad.set_group("../etc");
+  caf::error err;
+  (*self_)
+    ->request(host_, 5s, bad)
+    .receive([](const pb::ReplAck&) {}, [&](caf::error& e) { err = e; });
+  EXPECT_EQ(code_of(err), errc::invalid_argument) << render(err);
+  // Wait until the follower has the first commit, then an epoch-1 batch.
+  auto deadline = steady::now() + 5s;
+  uint64_t at = 0;
+  while (steady::now() < deadline && at == 0) {
+    pb::ReplShip probe;
+    probe.set_group("n1");
+    (*self_)
+      ->request(host_, 5s, probe)
+      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
+               [&](caf::error&) {});
+  }
+  ASSERT_GT(at, 0u);
+  pb::ReplShip old;
+  old.set_group("n1");
+  old.set_leader_epoch(1);
+  auto* b = old.add_batches();
+  b->set_leader_epoch(1);
+  b->set_seq(at + 1);
+  auto* op = b->add_ops();
+  op->set_db(static_cast<uint32_t>(db::log));
+  op->set_key("stale");
+  op->set_value("from a deposed leader");
+  err = caf::error{};
+  (*self_)
+    ->request(host_, 5s, old)
+    .receive([](const pb::ReplAck&) {}, [&](caf::error& e) { err = e; });
+  EXPECT_EQ(code_of(err), errc::fenced) << render(err);
+  auto env = replica();
+  ASSERT_TRUE(env);
+  EXPECT_FALSE(env->read().get(db::log, "stale"));
+}
+
+} // namespace
+} // namespace edda::replication
