@@ -545,6 +545,20 @@ const field fields[] = {
    "gone, and fences itself",
    set_duration_in<&ns::cluster_lease_ttl_ms, 2000, 60000>,
    get_duration<&ns::cluster_lease_ttl_ms>},
+  {"cluster.replication_factor", "integer", "1..5",
+   "copies of each node's storage, its own included: 2 or 3 keep every "
+   "acknowledged write when a node is lost for good; 1 = no copies",
+   set_uint<&ns::replication_factor, 1, 5>,
+   get_uint<&ns::replication_factor>},
+  {"cluster.min_insync", "integer", "1..5, <= replication_factor",
+   "copies that must be in sync for a write to be acknowledged (every "
+   "in-sync copy has it first); fewer: writes are refused as unavailable",
+   set_uint<&ns::min_insync, 1, 5>, get_uint<&ns::min_insync>},
+  {"cluster.replica_lag_max", "duration", "100ms..60s",
+   "a copy not caught up with its node for this long leaves the in-sync "
+   "set (and comes back once caught up)",
+   set_duration_in<&ns::replica_lag_max_ms, 100, 60000>,
+   get_duration<&ns::replica_lag_max_ms>},
   {"storage.durability", "enum", "fsync, nometasync, nosync",
    "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,
    get_durability},
@@ -838,6 +852,22 @@ public:
              + " must be <= consumer.max_span (" + std::to_string(s_.max_span)
              + ")";
     }
+    if (s_.min_insync > s_.replication_factor) {
+      auto m = std::to_string(s_.min_insync);
+      auto rf = std::to_string(s_.replication_factor);
+      if (blame("cluster.min_insync", "cluster.replication_factor"))
+        return where_(line_of("cluster.min_insync")) + "cluster.min_insync: "
+               + m + " must be <= cluster.replication_factor (" + rf + ")";
+      return where_(line_of("cluster.replication_factor"))
+             + "cluster.replication_factor: " + rf
+             + " must be >= cluster.min_insync (" + m + ")";
+    }
+    if (s_.replication_factor > 1 && s_.cluster_etcd.empty())
+      return where_(line_of("cluster.replication_factor"))
+             + "cluster.replication_factor: "
+             + std::to_string(s_.replication_factor)
+             + " needs a cluster (cluster.etcd): a single node has no "
+               "other node to keep copies";
     if (s_.heartbeat_interval_ms != 0
         && s_.connection_timeout_ms <= s_.heartbeat_interval_ms) {
       auto timeout = format_duration_ms(s_.connection_timeout_ms);

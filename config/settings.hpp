@@ -49,6 +49,12 @@ struct node_settings {
   std::string cluster_name = "edda";  // etcd key prefix /edda/<name>/
   std::vector<std::string> cluster_etcd; // etcd endpoints, host:port
   uint64_t cluster_lease_ttl_ms = 10000; // membership lease; fence after it
+  // Replication (issue 13): copies of this node's storage, itself included;
+  // writes are acknowledged once every in-sync copy has them, and only
+  // while at least min_insync copies are in sync.
+  uint32_t replication_factor = 1;
+  uint32_t min_insync = 1;
+  uint64_t replica_lag_max_ms = 5000; // not caught up this long: out of sync
   // [storage]
   durability mode = durability::fsync;
   uint64_t map_size = 4ull << 30; // bytes

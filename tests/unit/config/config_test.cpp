@@ -50,6 +50,9 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.cluster_name, b.cluster_name);
   EXPECT_EQ(a.cluster_etcd, b.cluster_etcd);
   EXPECT_EQ(a.cluster_lease_ttl_ms, b.cluster_lease_ttl_ms);
+  EXPECT_EQ(a.replication_factor, b.replication_factor);
+  EXPECT_EQ(a.min_insync, b.min_insync);
+  EXPECT_EQ(a.replica_lag_max_ms, b.replica_lag_max_ms);
   EXPECT_EQ(a.mode, b.mode);
   EXPECT_EQ(a.map_size, b.map_size);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
@@ -83,6 +86,9 @@ node_settings non_defaults() {
   s.cluster_name = "payments.eu";
   s.cluster_etcd = {"127.0.0.1:2379", "http://10.0.0.2:2379"};
   s.cluster_lease_ttl_ms = 4000;
+  s.replication_factor = 3;
+  s.min_insync = 2;
+  s.replica_lag_max_ms = 750;
   s.mode = durability::nometasync;
   s.map_size = (16ull << 30) + 4096;
   s.max_message_size = 1500;
@@ -180,6 +186,9 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "cluster.name",
                                        "cluster.etcd",
                                        "cluster.lease_ttl",
+                                       "cluster.replication_factor",
+                                       "cluster.min_insync",
+                                       "cluster.replica_lag_max",
                                        "storage.durability",
                                        "storage.map_size",
                                        "broker.max_message_size",
@@ -921,6 +930,33 @@ TEST(ConfigTest, ClusterSettingsAreCheckedAndEtcdTakesACommaList) {
   EXPECT_EQ(parsed.cluster_name, "c1");
   EXPECT_EQ(parsed.cluster_etcd.size(), 2u);
   EXPECT_EQ(parsed.cluster_lease_ttl_ms, 3000u);
+}
+
+TEST(ConfigTest, ReplicationNeedsAClusterAndMinInsyncAtMostTheFactor) {
+  node_settings d;
+  EXPECT_EQ(d.replication_factor, 1u);
+  EXPECT_EQ(d.min_insync, 1u);
+  EXPECT_EQ(d.replica_lag_max_ms, 5000u);
+  auto ok = parse_ok("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
+                     "replication_factor = 3\nmin_insync = 2\n"
+                     "replica_lag_max = \"2s\"\n");
+  EXPECT_EQ(ok.replication_factor, 3u);
+  EXPECT_EQ(ok.min_insync, 2u);
+  EXPECT_EQ(ok.replica_lag_max_ms, 2000u);
+  EXPECT_EQ(parse_error("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
+                        "replication_factor = 2\nmin_insync = 3\n"),
+            "edda.toml:4: cluster.min_insync: 3 must be <= "
+            "cluster.replication_factor (2)");
+  EXPECT_EQ(parse_error("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
+                        "min_insync = 2\n"),
+            "edda.toml:3: cluster.min_insync: 2 must be <= "
+            "cluster.replication_factor (1)");
+  EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 2\n"),
+            "edda.toml:2: cluster.replication_factor: 2 needs a cluster "
+            "(cluster.etcd): a single node has no other node to keep copies");
+  EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 6\n"),
+            "edda.toml:2: cluster.replication_factor: 6 is out of range "
+            "1..5");
 }
 
 TEST(ConfigTest, RebalanceDelayIsZeroToOneMinuteAndZeroMeansAtOnce) {
