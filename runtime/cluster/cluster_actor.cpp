@@ -339,6 +339,29 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       w.set_incarnation(st.view.incarnation());
       return w;
     },
+    [=](pb::ReplShip& ship) -> caf::result<pb::ReplAck> {
+      auto& st = self->state;
+      if (!st.opts.replicas)
+        return make_error(errc::unavailable,
+                          "node " + st.opts.node_id
+                            + " keeps no replicas "
+                              "(cluster.replication_factor is 1)");
+      // Only the group's leader writes its replica: the sender must be on
+      // the node linked here under that id.
+      auto i = st.links.find(ship.group());
+      auto sender = self->current_sender();
+      if (i == st.links.end() || !i->second.handle || !sender
+          || sender->node() != i->second.handle.node()) {
+        metrics::counter("replication.ships_refused")++;
+        return make_error(errc::invalid_argument,
+                          "replication batches of group '"
+                            + ship.group().substr(0, 80)
+                            + "' are taken only from that node over its "
+                              "cluster link");
+      }
+      self->delegate(st.opts.replicas, std::move(ship));
+      return caf::delegated<pb::ReplAck>{};
+    },
     [=](wire::link_atom, const std::string& id, uint64_t attempt,
         caf::actor& peer, const std::string& err) {
       auto i = self->state.links.find(id);

@@ -24,8 +24,16 @@
 //                             (link_atom, node_id, gateway) for every link
 //                             that comes up (gateway null: went down)
 //   (link_atom, ...)          from its own connector actors
+//   ReplShip               -> ReplAck (replication: a leader's commits for
+//                             this node's replica of its storage, through
+//                             our gateway) passed to the replica host, only
+//                             from the node that leads the group, over its
+//                             cluster link (a client or any other node is
+//                             refused: invalid_argument, counted in
+//                             replication.ships_refused)
 #pragma once
 
+#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
 #include <chrono>
@@ -45,6 +53,9 @@ struct cluster_actor_options {
   std::chrono::milliseconds lease_ttl{10000};
   std::chrono::milliseconds reconnect_after{2500};
   std::chrono::milliseconds hello_timeout{2000};
+  /// The replica host (replication/replica_host.hpp); null: this node
+  /// keeps no replicas (cluster.replication_factor 1).
+  caf::actor replicas;
 };
 
 [[nodiscard]] caf::actor spawn_cluster_actor(caf::actor_system& sys,

@@ -2,6 +2,8 @@
 
 #include "base/ids.hpp"
 
+#include <algorithm>
+
 namespace edda::cluster {
 
 namespace {
@@ -34,6 +36,22 @@ node_id owner_of(const std::string& resource,
     }
   }
   return best;
+}
+
+std::vector<node_id> ranked(const std::string& resource,
+                            std::vector<node_id> members) {
+  std::vector<std::pair<uint64_t, node_id>> w;
+  w.reserve(members.size());
+  for (auto& m : members)
+    w.emplace_back(weight(m.value(), resource), std::move(m));
+  std::sort(w.begin(), w.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  std::vector<node_id> out;
+  out.reserve(w.size());
+  for (auto& [x, m] : w)
+    out.push_back(std::move(m));
+  return out;
 }
 
 std::vector<node_id>

@@ -17,6 +17,11 @@ namespace edda::cluster {
 [[nodiscard]] node_id owner_of(const std::string& resource,
                                const std::vector<node_id>& members);
 
+/// `members` ordered by their rendezvous weight for `resource`, highest
+/// first (owner_of() is the first): the next ones are its followers.
+[[nodiscard]] std::vector<node_id> ranked(const std::string& resource,
+                                         std::vector<node_id> members);
+
 /// Homes of partitions first .. first + count - 1 of `topic`, among the live
 /// `members`: each goes to the member that holds the fewest
 /// partitions so far (`load`: partitions per node, all topics; those placed

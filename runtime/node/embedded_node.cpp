@@ -14,6 +14,10 @@
 #include "cluster/identity.hpp"
 #include "cluster/membership.hpp"
 #include "coord/etcd.hpp"
+#include "replication/follower.hpp"
+#include "replication/followers.hpp"
+#include "replication/replica_host.hpp"
+#include "replication/shipper.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
 #include "txn/coordinator.hpp"
@@ -51,6 +55,9 @@ struct embedded_node::impl {
   // restarts of the service behind it.
   caf::actor writer, scheduler, topics, groups, dedup, txn, frontend;
   caf::actor cluster; ///< the node's view of its cluster (cluster_actor.hpp)
+  /// Replication (cluster.replication_factor > 1): this node's shipper and
+  /// follower choice, and the host of the replicas it keeps for others.
+  caf::actor shipper, followers, replicas;
   std::unique_ptr<sagas::saga_runtime> sagas;
   std::string node_id;
   std::string cluster_id; ///< etcd's id of the cluster, in a cluster
@@ -102,9 +109,46 @@ std::string listen_problem(const std::string& host, uint16_t port) {
 caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   auto& settings = im.settings;
   auto& sys = *im.sys;
+  // Replication: every commit is shipped to the followers, and a write is
+  // answered once they have it (replication/shipper.hpp). The leader epoch
+  // goes up with every start of this node (the etcd record of the group
+  // and its controller come next: issue 13).
+  bool replicate = !settings.cluster_etcd.empty()
+                   && settings.replication_factor > 1;
+  storage::commit_stream stream;
+  if (replicate) {
+    auto at = replication::read_position(*im.env);
+    replication::shipper_options so;
+    so.group = im.node_id;
+    so.epoch = at.epoch + 1;
+    so.last_seq = at.seq;
+    so.min_insync = settings.min_insync;
+    so.followers = settings.replication_factor - 1;
+    so.lag_max = std::chrono::milliseconds(settings.replica_lag_max_ms);
+    im.shipper = replication::spawn_shipper(sys, so);
+    stream.epoch = so.epoch;
+    stream.gated = true;
+    stream.ship = [shipper = im.shipper](wire::pb::ReplBatch&& b) {
+      caf::anon_send(shipper, std::move(b));
+    };
+    replication::replica_host_options ro;
+    ro.node_id = im.node_id;
+    ro.dir = settings.data_dir + "/replicas";
+    ro.map_size = settings.map_size;
+    ro.mode = settings.mode;
+    im.replicas = replication::spawn_replica_host(sys, ro);
+    EDDA_INFO("replication", "replication factor "
+                               << settings.replication_factor
+                               << ", min in sync " << settings.min_insync
+                               << "; leader epoch " << so.epoch << " from seq "
+                               << so.last_seq);
+  }
   im.writer = storage::spawn_writer(
     sys, im.env, true,
-    std::chrono::milliseconds(settings.offset_flush_delay_ms));
+    std::chrono::milliseconds(settings.offset_flush_delay_ms),
+    std::move(stream));
+  if (im.shipper)
+    caf::anon_send(im.shipper, wire::serving_atom::value, im.writer);
   im.sup = std::make_unique<supervisor>(sys);
   auto& sup = *im.sup;
   sup.watch_writer(im.writer, [alerts = im.alerts, on_fatal = opts.on_fatal](
@@ -140,8 +184,12 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   // Reconnect only after the peer has dropped its side of the old link.
   co.reconnect_after = std::chrono::milliseconds(
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
+  co.replicas = im.replicas;
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
+  if (im.shipper)
+    im.followers = replication::spawn_followers(
+      sys, im.node_id, settings.replication_factor, im.shipper, im.cluster);
   auto wired = std::make_shared<services::wiring>();
   im.scheduler = sup.keep(services::scheduler(ctx, wired));
   ctx->scheduler = im.scheduler;
@@ -255,6 +303,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
                 cluster_id = rec->cluster_id](coord::lease_id lease,
                                        uint64_t inc) -> caf::error {
     wire::pb::WriteBatch b;
+    b.set_local(true); // before the join: no follower can have it yet
     auto* op = b.add_ops();
     op->set_db(static_cast<uint32_t>(storage::db::meta));
     op->set_key(cluster::cluster_record_key());
@@ -470,8 +519,11 @@ void embedded_node::stop() {
       i.sagas->stop();
     // The writer goes last: the actors above may still be finishing writes.
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
+    for (auto& a : {i.followers, i.shipper, i.replicas})
+      if (a)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
-      = i.writer = i.cluster = nullptr;
+      = i.writer = i.cluster = i.followers = i.shipper = i.replicas = nullptr;
     i.sagas.reset();
     i.sys.reset();
     i.sup.reset();

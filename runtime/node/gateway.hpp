@@ -14,7 +14,8 @@
 // Protocol: every request of runtime/wire/broker.proto that a client sends
 // (see client::admin and the client actors), plus NodeStatusRequest ->
 // NodeStatus, and (runtime/wire/cluster.proto) ClusterStatusRequest and
-// PeerHello, passed to the node's cluster actor.
+// PeerHello, and (replication.proto) ReplShip, passed to the node's cluster
+// actor.
 #pragma once
 
 #include "broker/context.hpp"

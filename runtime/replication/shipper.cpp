@@ -117,7 +117,9 @@ void advance(self_ptr self) {
 /// Drops the commits every follower has; keeps at most window_bytes.
 void trim(self_ptr self) {
   auto& st = self->state;
-  uint64_t keep_from = st.last + 1;
+  uint64_t keep_from = st.followers.size() < st.opts.followers
+                         ? first_kept(st) // for a follower still to come
+                         : st.last + 1;
   for (auto& [id, f] : st.followers)
     if (f.host && !f.needs_copy)
       keep_from = std::min(keep_from, f.known ? f.acked + 1 : first_kept(st));

@@ -43,6 +43,9 @@ struct shipper_options {
   uint64_t epoch = 0;       ///< leader epoch of the batches
   uint64_t last_seq = 0;    ///< the last commit before this start
   uint32_t min_insync = 1;  ///< replicas, the leader included
+  /// Followers expected (replication_factor - 1): while fewer are known,
+  /// every commit is kept (up to window_bytes) for the ones to come.
+  uint32_t followers = 1;
   std::chrono::milliseconds lag_max{10000};
   std::chrono::milliseconds request_timeout{5000};
   size_t max_ship_bytes = size_t{1} << 20;

@@ -159,7 +159,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       for (size_t i = 0; i < work.size(); ++i) {
         if (failed[i])
           work[i].promise.deliver(failed[i]);
-        else if (park)
+        else if (park && !work[i].batch.local())
           p.promises.push_back(std::move(work[i].promise));
         else
           work[i].promise.deliver(res);

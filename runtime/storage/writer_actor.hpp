@@ -38,7 +38,8 @@ class environment;
 /// the replicas have every commit up to `seq` (replication/shipper.hpp),
 /// or `(replicated_atom, seq, error)` when they cannot have them in time,
 /// and those writes are answered with the error (stored on this node, not
-/// acknowledged: "may or may not survive its loss").
+/// acknowledged: "may or may not survive its loss"). A batch marked
+/// `local` is answered once durable here (still shipped).
 /// db `meta` key of a replica's position (a ReplPosition).
 inline constexpr const char* repl_position_key = "repl";
 

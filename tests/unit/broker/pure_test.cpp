@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 using namespace edda;
 using broker::tag_expression;
@@ -75,6 +76,30 @@ TEST(PlacementTest, OwnerIsStableAndMovesOnlyFromRemovedMember) {
     }
   }
   EXPECT_EQ(cluster::owner_of("x", {}).value(), "");
+}
+
+TEST(PlacementTest, RankedStartsWithTheOwnerAndIsTheSameForEveryOrder) {
+  std::map<std::string, int> firsts;
+  for (int i = 0; i < 60; ++i) {
+    auto r = "replicas/n" + std::to_string(i);
+    auto a = cluster::ranked(r, node_ids({"n1", "n2", "n3", "n4"}));
+    ASSERT_EQ(a.size(), 4u);
+    EXPECT_EQ(a.front(), cluster::owner_of(r, node_ids({"n1", "n2", "n3",
+                                                         "n4"})));
+    EXPECT_EQ(a, cluster::ranked(r, node_ids({"n4", "n2", "n1", "n3"})));
+    std::set<node_id> distinct(a.begin(), a.end());
+    EXPECT_EQ(distinct.size(), 4u);
+    ++firsts[a.front().value()];
+    // Without a member, the others keep their order.
+    auto without = cluster::ranked(r, node_ids({"n1", "n2", "n4"}));
+    std::vector<node_id> expected;
+    for (auto& m : a)
+      if (m != node_id{"n3"})
+        expected.push_back(m);
+    EXPECT_EQ(without, expected);
+  }
+  EXPECT_EQ(firsts.size(), 4u) << "every member comes first for some";
+  EXPECT_TRUE(cluster::ranked("x", {}).empty());
 }
 
 TEST(PlacementTest, NewPartitionsGoToTheLeastLoadedMembersAndEveryNodeAgrees) {

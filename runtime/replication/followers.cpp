@@ -1,0 +1,115 @@
+#include "replication/followers.hpp"
+
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "cluster/placement.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace edda::replication {
+
+namespace {
+
+namespace pb = wire::pb;
+
+struct followers_state {
+  std::string group;
+  uint32_t rf = 1;
+  caf::actor shipper;
+  std::set<std::string> members;          // live, this node excluded
+  std::map<std::string, caf::actor> links; // up links, by node id
+  std::set<std::string> followers;
+  static inline const char* name = "edda.replication.followers";
+};
+
+using self_ptr = caf::stateful_actor<followers_state>*;
+
+void pick(self_ptr self) {
+  auto& st = self->state;
+  std::set<std::string> next;
+  for (auto& f : st.followers)
+    if (st.members.count(f) != 0)
+      next.insert(f); // sticky
+  if (next.size() + 1 < st.rf) {
+    std::vector<node_id> ms;
+    for (auto& m : st.members)
+      ms.emplace_back(m);
+    for (auto& m : cluster::ranked("replicas/" + st.group, std::move(ms))) {
+      if (next.size() + 1 >= st.rf)
+        break;
+      next.insert(m.value());
+    }
+  }
+  for (auto& f : st.followers)
+    if (next.count(f) == 0) {
+      EDDA_INFO("replication", "node " << f << " no longer keeps a copy of "
+                                       << st.group);
+      self->send(st.shipper, wire::link_atom::value, f, caf::actor{});
+    }
+  for (auto& f : next)
+    if (st.followers.count(f) == 0) {
+      EDDA_INFO("replication", "node " << f << " keeps a copy of "
+                                       << st.group);
+      if (auto i = st.links.find(f); i != st.links.end())
+        self->send(st.shipper, wire::link_atom::value, f, i->second);
+    }
+  if (next.size() + 1 < st.rf && next != st.followers)
+    EDDA_WARN("replication", st.group << " has " << next.size() + 1
+                                      << " of cluster.replication_factor "
+                                      << st.rf
+                                      << " copies: not enough live nodes");
+  st.followers = std::move(next);
+}
+
+caf::behavior followers(self_ptr self, std::string group, uint32_t rf,
+                        caf::actor shipper, caf::actor cluster) {
+  auto& st = self->state;
+  st.group = std::move(group);
+  st.rf = rf;
+  st.shipper = std::move(shipper);
+  self->send(cluster, wire::watch_atom::value,
+             caf::actor_cast<caf::actor>(self));
+  return {
+    [=](const pb::MembershipView& v) {
+      auto& st = self->state;
+      std::set<std::string> ms;
+      for (auto& m : v.members())
+        if (m.node_id() != st.group)
+          ms.insert(m.node_id());
+      if (ms == st.members && !st.followers.empty())
+        return;
+      st.members = std::move(ms);
+      pick(self);
+    },
+    [=](wire::link_atom, const std::string& id, caf::actor& gw) {
+      auto& st = self->state;
+      if (!gw) {
+        // A dropped link: the follower keeps its place (it may come back
+        // within the shipper's lag_max); ships to it fail meanwhile.
+        st.links.erase(id);
+        return;
+      }
+      st.links[id] = gw;
+      if (st.followers.count(id) != 0)
+        self->send(st.shipper, wire::link_atom::value, id, gw);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_followers(caf::actor_system& sys, std::string group,
+                           uint32_t replication_factor, caf::actor shipper,
+                           caf::actor cluster) {
+  return sys.spawn(followers, std::move(group), replication_factor,
+                   std::move(shipper), std::move(cluster));
+}
+
+} // namespace edda::replication

@@ -1,0 +1,31 @@
+// followers: which nodes keep copies of this node's storage, told to the
+// shipper (shipper.hpp) with where each one's gateway is (issue 13).
+//
+// It follows the node's cluster actor (cluster/cluster_actor.hpp: the
+// membership views and the links) and keeps replication_factor - 1
+// followers among the live members: those it has keep their place while
+// they are members (a follower is never swapped for a newcomer: that would
+// cost a full copy), and a missing place goes to the next member ranked by
+// rendezvous weight for "replicas/<this node>". For each follower it sends
+// the shipper (link_atom, id, gateway) once its link is up (again after a
+// reconnect: the new gateway handle), and (link_atom, id, null) when it is
+// no longer a follower (left the membership).
+//
+// Not yet: the followers are this node's choice, not a record in etcd
+// written by one controller (CLUSTER.md phase 2 has that next).
+#pragma once
+
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace edda::replication {
+
+[[nodiscard]] caf::actor spawn_followers(caf::actor_system& sys,
+                                         std::string group,
+                                         uint32_t replication_factor,
+                                         caf::actor shipper,
+                                         caf::actor cluster);
+
+} // namespace edda::replication
