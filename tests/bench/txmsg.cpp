@@ -42,6 +42,8 @@ struct txmsg_options {
   std::string floor_dir;   ///< measure the disk floor here too
   std::vector<std::string> node_settings; ///< --node-set KEY=VALUE
   uint32_t cluster = 0; ///< --cluster N: also N nodes on one etcd
+  uint32_t replication = 1; ///< --replication RF: of the cluster's nodes
+  uint32_t min_insync = 1;  ///< --min-insync N
 };
 
 /// --no-direct-routing: clients send everything through their node (set
@@ -87,6 +89,10 @@ options:
                        keyless load, time to the first send acknowledged
                        after it, longest gap between acknowledgements, time
                        until the group's coordinator runs on a survivor
+  --replication RF     the cluster's nodes keep RF copies of each node's
+                       storage (cluster.replication_factor; default 1):
+                       every acknowledgement waits for the in-sync copies
+  --min-insync N       cluster.min_insync of the cluster's nodes (default 1)
   --no-direct-routing  clients send everything through the node they talk
                        to, which passes it on (as before direct routing)
 )";
@@ -330,6 +336,18 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
       o.cluster = static_cast<uint32_t>(x);
       continue;
     }
+    if (a == "--replication" || a == "--min-insync") {
+      uint64_t x = 0;
+      if (!(v = need(i)) || !parse_positive(a, *v, x, err))
+        return false;
+      if (x > 5) {
+        err = a + " takes 1 to 5, got " + *v;
+        return false;
+      }
+      (a == "--replication" ? o.replication : o.min_insync)
+        = static_cast<uint32_t>(x);
+      continue;
+    }
     if (a == "--partitions") {
       uint64_t x = 0;
       if (!(v = need(i)) || !parse_positive(a, *v, x, err))
@@ -365,6 +383,17 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
       continue;
     }
     err = "unknown option '" + a + "'";
+    return false;
+  }
+  if (o.replication > 1 && o.cluster < o.replication) {
+    err = "--replication " + std::to_string(o.replication)
+          + " needs --cluster with at least as many nodes";
+    return false;
+  }
+  if (o.min_insync > o.replication) {
+    err = "--min-insync " + std::to_string(o.min_insync)
+          + " must be <= --replication (" + std::to_string(o.replication)
+          + ")";
     return false;
   }
   return true;
@@ -426,6 +455,9 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     settings.push_back("cluster.name=" + name);
     settings.push_back("node.name=n" + std::to_string(i));
     settings.push_back("cluster.lease_ttl=3s");
+    settings.push_back("cluster.replication_factor="
+                       + std::to_string(o.replication));
+    settings.push_back("cluster.min_insync=" + std::to_string(o.min_insync));
     nodes.push_back(start_node(self_exe, o.durability, "", settings));
     if (nodes.back().endpoint.empty()) {
       for (auto& n : nodes)
@@ -436,11 +468,14 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
   }
   std::cout << "edda bench txmsg: " << o.cluster << " nodes on one etcd ("
             << etcd.endpoint << "), clients through n1 at "
-            << nodes[0].endpoint << "\n"
+            << nodes[0].endpoint << "; replication factor " << o.replication
+            << ", min in sync " << o.min_insync << "\n"
             << std::flush;
   uint64_t rss = 0;
-  out = run_phases(o, nodes[0].endpoint, prefix + "-c",
-                   "edda x" + std::to_string(o.cluster), -1, rss);
+  auto label = "edda x" + std::to_string(o.cluster);
+  if (o.replication > 1)
+    label += " rf" + std::to_string(o.replication);
+  out = run_phases(o, nodes[0].endpoint, prefix + "-c", label, -1, rss);
   // Failover: kill -9 of the last node under a keyless load through n1.
   int fds[2];
   if (pipe(fds) == 0) {
