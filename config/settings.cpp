@@ -554,10 +554,10 @@ const field fields[] = {
    "copies that must be in sync for a write to be acknowledged (every "
    "in-sync copy has it first); fewer: writes are refused as unavailable",
    set_uint<&ns::min_insync, 1, 5>, get_uint<&ns::min_insync>},
-  {"cluster.replica_lag_max", "duration", "100ms..60s",
+  {"cluster.replica_lag_max", "duration", "100ms..20s",
    "a copy not caught up with its node for this long leaves the in-sync "
    "set (and comes back once caught up)",
-   set_duration_in<&ns::replica_lag_max_ms, 100, 60000>,
+   set_duration_in<&ns::replica_lag_max_ms, 100, 20000>,
    get_duration<&ns::replica_lag_max_ms>},
   {"storage.durability", "enum", "fsync, nometasync, nosync",
    "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,

@@ -120,6 +120,10 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     auto at = replication::read_position(*im.env);
     replication::shipper_options so;
     so.group = im.node_id;
+    so.env = im.env;
+    // The log this storage's commits are counted in: made at the first
+    // start with replication, kept in the position with every commit.
+    so.log_id = at.log_id.empty() ? new_unique_id() : at.log_id;
     so.epoch = at.epoch + 1;
     so.last_seq = at.seq;
     so.min_insync = settings.min_insync;
@@ -127,6 +131,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     so.lag_max = std::chrono::milliseconds(settings.replica_lag_max_ms);
     im.shipper = replication::spawn_shipper(sys, so);
     stream.epoch = so.epoch;
+    stream.log_id = so.log_id;
     stream.gated = true;
     stream.ship = [shipper = im.shipper](wire::pb::ReplBatch&& b) {
       caf::anon_send(shipper, std::move(b));
@@ -517,6 +522,14 @@ void embedded_node::stop() {
       caf::anon_send_exit(i.cluster, caf::exit_reason::user_shutdown);
     if (i.sagas)
       i.sagas->stop();
+    // Replication: the followers get the last commits before the writer
+    // and the shipper go (at most 2 s), so that the next start streams on
+    // instead of copying everything again.
+    if (i.shipper) {
+      caf::scoped_actor self{*i.sys};
+      self->request(i.shipper, std::chrono::seconds(2), wire::stop_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
+    }
     // The writer goes last: the actors above may still be finishing writes.
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
     for (auto& a : {i.followers, i.shipper, i.replicas})

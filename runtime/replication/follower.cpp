@@ -25,6 +25,7 @@ position read_position(const storage::environment& env) {
     if (p.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
       out.epoch = p.epoch();
       out.seq = p.seq();
+      out.log_id = p.log_id();
     }
   }
   return out;
@@ -32,6 +33,12 @@ position read_position(const storage::environment& env) {
 
 caf::expected<verdict> plan(position at, const pb::ReplBatch& b,
                             pb::WriteBatch& write, size_t max_bytes) {
+  if (at.seq > 0 && b.log_id() != at.log_id)
+    return make_error(errc::fenced,
+                      "batch " + std::to_string(b.seq()) + " of log '"
+                        + b.log_id() + "' refused: this replica holds log '"
+                        + at.log_id + "' (up to seq " + std::to_string(at.seq)
+                        + "), which is never mixed with another");
   if (b.leader_epoch() < at.epoch)
     return make_error(errc::fenced,
                       "batch " + std::to_string(b.seq()) + " of leader epoch "
@@ -69,6 +76,7 @@ caf::expected<verdict> plan(position at, const pb::ReplBatch& b,
   pb::ReplPosition next;
   next.set_epoch(b.leader_epoch());
   next.set_seq(b.seq());
+  next.set_log_id(b.log_id());
   auto* op = write.add_ops();
   op->set_db(static_cast<uint32_t>(db::meta));
   op->set_key(repl_position_key);

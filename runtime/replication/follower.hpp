@@ -5,6 +5,9 @@
 // in db `meta` key "repl", written in the same LMDB transaction as the
 // batch's own puts and deletes, so that a crash never separates the two.
 // A batch
+//   * of another log than the replica's (once it has one) is refused
+//     (`fenced`): a leader whose data dir was wiped starts another log,
+//     and the copy of its old one is never mixed with it;
 //   * of an older leader epoch than the replica's is refused (`fenced`):
 //     a deposed leader's late write;
 //   * at or below the position is a duplicate (a resend after a lost
@@ -29,6 +32,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace edda::storage {
 class environment;
@@ -44,6 +48,7 @@ namespace edda::replication {
 struct position {
   uint64_t epoch = 0;
   uint64_t seq = 0;
+  std::string log_id; ///< the log counted (empty: nothing applied yet)
 };
 
 /// The largest batch a replica takes: one group commit, whole (a commit

@@ -20,6 +20,7 @@ namespace edda::replication {
 namespace {
 
 namespace pb = wire::pb;
+using storage::db;
 
 struct replica_host_state {
   replica_host_options opts;
@@ -66,13 +67,101 @@ replica_of(self_ptr self, const std::string& group) {
   return *env;
 }
 
-pb::ReplAck ack_of(self_ptr self, const std::string& group, position at) {
+/// db `meta` key set while a full copy is in progress (never on a leader:
+/// so never copied).
+constexpr const char* copy_mark_key = "repl_copy";
+
+bool copy_unfinished(const storage::environment& env) {
+  auto r = env.read();
+  return r.get(db::meta, copy_mark_key).has_value();
+}
+
+pb::ReplAck ack_of(self_ptr self, const std::string& group,
+                   const storage::environment& env) {
+  auto at = read_position(env);
   pb::ReplAck a;
   a.set_group(group);
   a.set_follower(self->state.opts.node_id);
   a.set_epoch(at.epoch);
   a.set_seq(at.seq);
+  a.set_log_id(at.log_id);
+  a.set_unfinished_copy(copy_unfinished(env));
   return a;
+}
+
+/// One write of a copy in one transaction; a bad op fails it whole.
+caf::error write_all(storage::environment& env, const pb::WriteBatch& b) {
+  std::vector<caf::error> failed;
+  if (auto err = env.apply({&b}, failed))
+    return err;
+  return failed.front();
+}
+
+caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
+                                 storage::environment& env) {
+  const auto& c = s.copy();
+  pb::WriteBatch b;
+  switch (c.phase()) {
+    case pb::ReplCopy::BEGIN: {
+      // Empty the copy, and mark it unfinished, in one transaction.
+      for (unsigned d = 0; d < storage::db_count; ++d) {
+        auto* op = b.add_ops();
+        op->set_db(d);
+        op->set_kind(pb::WriteOp::DEL_PREFIX);
+      }
+      auto* mark = b.add_ops();
+      mark->set_db(static_cast<uint32_t>(db::meta));
+      mark->set_key(copy_mark_key);
+      mark->set_value(std::to_string(c.seq()));
+      EDDA_INFO("replica", "group " << s.group()
+                                    << ": a full copy begins (epoch "
+                                    << s.leader_epoch() << ")");
+      break;
+    }
+    case pb::ReplCopy::DATA:
+      if (!copy_unfinished(env))
+        return make_error(errc::invalid_argument,
+                          "copy data for group '" + s.group()
+                            + "' without a copy begun");
+      for (auto& op : c.ops()) {
+        if (op.kind() != pb::WriteOp::PUT
+            || (op.db() == static_cast<uint32_t>(db::meta)
+                && op.key() == copy_mark_key))
+          return make_error(errc::invalid_argument,
+                            "a copy carries only puts of the leader's data");
+        *b.add_ops() = op;
+      }
+      break;
+    case pb::ReplCopy::END: {
+      if (!copy_unfinished(env))
+        return make_error(errc::invalid_argument,
+                          "copy end for group '" + s.group()
+                            + "' without a copy begun");
+      auto at = read_position(env);
+      if (at.epoch != c.epoch() || at.seq != c.seq())
+        return make_error(errc::invalid_argument,
+                          "the copy of group '" + s.group() + "' is at ("
+                            + std::to_string(at.epoch) + ", "
+                            + std::to_string(at.seq)
+                            + "), not at the snapshot's ("
+                            + std::to_string(c.epoch()) + ", "
+                            + std::to_string(c.seq())
+                            + "): left unfinished");
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::meta));
+      op->set_key(copy_mark_key);
+      op->set_kind(pb::WriteOp::DEL);
+      EDDA_INFO("replica", "group " << s.group() << ": full copy done at seq "
+                                    << c.seq());
+      break;
+    }
+    default:
+      return make_error(errc::invalid_argument, "unknown copy phase");
+  }
+  if (b.ops_size() > 0)
+    if (auto err = write_all(env, b))
+      return err;
+  return ack_of(self, s.group(), env);
 }
 
 caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
@@ -83,6 +172,16 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
   auto env = replica_of(self, s.group());
   if (!env)
     return env.error();
+  if (s.copy().phase() != pb::ReplCopy::NONE) {
+    if (s.batches_size() > 0)
+      return make_error(errc::invalid_argument,
+                        "a ship carries a copy or batches, not both");
+    return on_copy(self, s, **env);
+  }
+  // A copy left unfinished is never followed: the ack says so, and the
+  // leader copies again.
+  if (copy_unfinished(**env))
+    return ack_of(self, s.group(), **env);
   auto at = read_position(**env);
   // Every applicable batch of the ship in one write (one transaction, one
   // sync): positions move on batch by batch while planning.
@@ -94,7 +193,7 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
     if (!v) {
       if (code_of(v.error()) == errc::invalid_argument && applied == 0
           && b.seq() > at.seq + 1)
-        return ack_of(self, s.group(), at); // a gap: send on from here
+        return ack_of(self, s.group(), **env); // a gap: send on from here
       if (applied == 0)
         return v.error();
       break; // apply what came before; the ack says where it stopped
@@ -103,7 +202,7 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
       continue;
     for (auto& op : *one.mutable_ops())
       *all.add_ops() = std::move(op);
-    at = position{b.leader_epoch(), b.seq()};
+    at = position{b.leader_epoch(), b.seq(), b.log_id()};
     ++applied;
   }
   if (applied > 0) {
@@ -117,7 +216,7 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
       return failed.front(); // a bad op: nothing of the ship was written
     metrics::counter("replication.batches_applied") += applied;
   }
-  return ack_of(self, s.group(), read_position(**env));
+  return ack_of(self, s.group(), **env);
 }
 
 caf::behavior replica_host(self_ptr self, replica_host_options opts) {

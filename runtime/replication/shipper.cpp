@@ -3,9 +3,12 @@
 #include "base/errc.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "storage/environment.hpp"
+#include "storage/writer_actor.hpp"
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/blocking_actor.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -13,6 +16,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <vector>
 
 namespace edda::replication {
 
@@ -36,7 +40,12 @@ struct follower_state {
   uint64_t target = 0;      // the leader's last commit when it was sent
   bool in_sync = false;
   int64_t caught_up_ms = 0; // when it last had everything sent to it
-  bool needs_copy = false;  // behind the window, or diverged: out for now
+  bool needs_copy = false;  // behind the window: gets a full copy
+  bool copying = false;     // a copier runs for it
+  uint64_t copy_pin = 0;    // the commits after this are kept for it
+  int64_t copy_after_ms = 0; // a failed copy is tried again from then
+  bool stuck = false;       // diverged or refused this leader: not followed
+  bool had_copy = false;    // a full copy was made for it (this round)
   bool retry_scheduled = false;
   std::string last_error;   // of the last failed ship, for the logs
 };
@@ -51,12 +60,23 @@ struct shipper_state {
   uint64_t refused = 0;     // told to the writer as not replicated
   int64_t started_ms = 0;
   std::map<std::string, follower_state> followers;
+  uint64_t rounds = 0;      // follower rounds ever: a new one is always new
+  std::vector<caf::response_promise> draining; // stop_atom callers
   static inline const char* name = "edda.replication.shipper";
 };
 
 using self_ptr = caf::stateful_actor<shipper_state>*;
 
 void pump(self_ptr self, const std::string& id);
+
+/// The follower `id` if it is still in `round` (replies and timers of an
+/// earlier round are stale), else nullptr.
+follower_state* current(self_ptr self, const std::string& id, uint64_t round) {
+  auto i = self->state.followers.find(id);
+  if (i == self->state.followers.end() || i->second.round != round)
+    return nullptr;
+  return &i->second;
+}
 
 uint64_t first_kept(const shipper_state& st) {
   return st.window.empty() ? st.last + 1 : st.window.front().seq();
@@ -79,6 +99,9 @@ void advance(self_ptr self) {
     // linked and answer (its writes wait with it).
     if (steady_ms() - st.started_ms < st.opts.lag_max.count())
       return;
+    for (auto& rp : st.draining)
+      rp.deliver(false);
+    st.draining.clear();
     auto from = std::max(st.replicated, st.refused);
     if (st.last <= from)
       return;
@@ -87,7 +110,9 @@ void advance(self_ptr self) {
     for (auto& [id, f] : st.followers)
       if (!f.in_sync)
         who += (who.empty() ? "" : ", ") + id
-               + (f.needs_copy              ? " (needs a full copy)"
+               + (f.stuck                   ? " (diverged or refused)"
+                  : f.copying             ? " (getting a full copy)"
+                  : f.needs_copy          ? " (needs a full copy)"
                   : !f.last_error.empty() ? " (" + f.last_error + ")"
                                           : " (lagging)");
     metrics::counter("replication.not_enough_replicas") += st.last - from;
@@ -112,6 +137,11 @@ void advance(self_ptr self) {
     if (st.writer)
       self->send(st.writer, wire::replicated_atom::value, st.replicated);
   }
+  if (!st.draining.empty() && committed >= st.last) {
+    for (auto& rp : st.draining)
+      rp.deliver(true);
+    st.draining.clear();
+  }
 }
 
 /// Drops the commits every follower has; keeps at most window_bytes.
@@ -120,9 +150,12 @@ void trim(self_ptr self) {
   uint64_t keep_from = st.followers.size() < st.opts.followers
                          ? first_kept(st) // for a follower still to come
                          : st.last + 1;
-  for (auto& [id, f] : st.followers)
-    if (f.host && !f.needs_copy)
+  for (auto& [id, f] : st.followers) {
+    if (f.copying)
+      keep_from = std::min(keep_from, f.copy_pin + 1);
+    else if (f.host && !f.needs_copy && !f.stuck)
       keep_from = std::min(keep_from, f.known ? f.acked + 1 : first_kept(st));
+  }
   while (!st.window.empty()
          && (st.window.front().seq() < keep_from
              || st.window_bytes > st.opts.window_bytes)) {
@@ -142,37 +175,74 @@ void leave_isr(self_ptr self, follower_state& f, const std::string& id,
                                     << ")");
 }
 
+/// `f` has what the leader had when it was last sent something (or all):
+/// it stays in sync, or joins again.
+void caught_up(self_ptr self, const std::string& id, follower_state& f) {
+  f.caught_up_ms = steady_ms();
+  if (!f.in_sync && !f.needs_copy && !f.stuck && !f.copying) {
+    f.in_sync = true;
+    EDDA_INFO("replication", "group " << self->state.opts.group
+                                      << ": follower " << id
+                                      << " is in sync (seq " << f.acked
+                                      << ")");
+  }
+}
+
 void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack) {
   auto& st = self->state;
   auto& f = st.followers.at(id);
   f.inflight = false;
   f.known = true;
+  if (ack.seq() > 0 && ack.log_id() != st.opts.log_id) {
+    // A copy of another log of this group (this node's data dir was wiped
+    // and it began anew): it may hold the only copy of what the old log
+    // acknowledged, so it is neither followed nor overwritten.
+    if (!f.stuck)
+      EDDA_ERROR("replication",
+                 "group " << st.opts.group << ": follower " << id
+                          << " holds another log of this node ('"
+                          << ack.log_id() << "' up to seq " << ack.seq()
+                          << "; this node's is '" << st.opts.log_id
+                          << "'): its data dir was replaced? The copy is "
+                             "kept, not followed and not overwritten");
+    f.stuck = true;
+    leave_isr(self, f, id, "holds another log");
+    advance(self);
+    return;
+  }
+  if (ack.unfinished_copy() || (ack.seq() == 0 && !f.had_copy)) {
+    // An empty copy gets a full copy first: this node's storage may hold
+    // data written before its commits were numbered.
+    f.needs_copy = true;
+    leave_isr(self, f, id,
+              ack.unfinished_copy() ? "its copy is unfinished"
+                                    : "its copy is empty");
+    advance(self);
+    pump(self, id);
+    return;
+  }
   if (ack.seq() > st.last) {
-    // It has commits this leader does not: a diverged log, never merged.
-    if (!f.needs_copy)
+    // It has commits this leader does not (this leader lost some it had
+    // shipped): never merged, never copied over (it may hold the only copy
+    // of acknowledged writes).
+    if (!f.stuck)
       EDDA_ERROR("replication",
                  "group " << st.opts.group << ": follower " << id
                           << " is at seq " << ack.seq()
                           << ", beyond this leader's " << st.last
                           << " (epoch " << ack.epoch()
-                          << "): a diverged replica, not followed");
-    f.needs_copy = true;
+                          << "): a diverged copy, not followed and not "
+                             "overwritten; it may hold writes this node "
+                             "lost");
+    f.stuck = true;
     leave_isr(self, f, id, "diverged");
     advance(self);
     return;
   }
   f.acked = ack.seq();
   f.last_error.clear();
-  if (f.acked >= f.target) {
-    // It had every commit made before this ship was sent.
-    f.caught_up_ms = steady_ms();
-    if (!f.in_sync && !f.needs_copy) {
-      f.in_sync = true;
-      EDDA_INFO("replication", "group " << st.opts.group << ": follower "
-                                        << id << " is in sync (seq "
-                                        << f.acked << ")");
-    }
-  }
+  if (f.acked >= f.target) // every commit made before this ship was sent
+    caught_up(self, id, f);
   advance(self);
   trim(self);
   pump(self, id);
@@ -186,14 +256,117 @@ void schedule_retry(self_ptr self, const std::string& id, follower_state& f) {
                      f.round);
 }
 
+/// Sends one LMDB snapshot of `env` to `host` as a full copy (blocking,
+/// on its own thread), then tells the shipper (copied_atom, id, round,
+/// epoch, seq) or (copied_atom, id, round, error).
+void copier(caf::blocking_actor* self, std::shared_ptr<storage::environment> env,
+            caf::actor host, std::string group, uint64_t epoch,
+            caf::actor shipper, std::string id, uint64_t round,
+            milliseconds timeout, size_t max_bytes) {
+  caf::error err;
+  auto send = [&](pb::ReplShip s) {
+    bool ok = false;
+    self->request(host, timeout, std::move(s))
+      .receive([&](const pb::ReplAck&) { ok = true; },
+               [&](caf::error& e) { err = std::move(e); });
+    return ok;
+  };
+  auto ship = [&](pb::ReplCopy::Phase phase) {
+    pb::ReplShip s;
+    s.set_group(group);
+    s.set_leader_epoch(epoch);
+    s.mutable_copy()->set_phase(phase);
+    return s;
+  };
+  pb::ReplPosition at;
+  uint64_t bytes_total = 0;
+  bool ok = false;
+  {
+    auto r = env->read(); // the snapshot: one read transaction throughout
+    if (auto v = r.get(storage::db::meta, storage::repl_position_key))
+      at.ParseFromArray(v->data(), static_cast<int>(v->size()));
+    ok = send(ship(pb::ReplCopy::BEGIN));
+    auto data = ship(pb::ReplCopy::DATA);
+    size_t bytes = 0;
+    for (unsigned d = 0; ok && d < storage::db_count; ++d)
+      r.scan(static_cast<storage::db>(d), "", "",
+             [&](std::string_view k, std::string_view v) {
+               auto* op = data.mutable_copy()->add_ops();
+               op->set_db(d);
+               op->set_key(std::string{k});
+               op->set_value(std::string{v});
+               bytes += k.size() + v.size();
+               if (bytes >= max_bytes) {
+                 bytes_total += bytes;
+                 ok = send(std::move(data));
+                 data = ship(pb::ReplCopy::DATA);
+                 bytes = 0;
+               }
+               return ok;
+             });
+    if (ok && data.copy().ops_size() > 0) {
+      bytes_total += bytes;
+      ok = send(std::move(data));
+    }
+  }
+  if (ok) {
+    auto end = ship(pb::ReplCopy::END);
+    end.mutable_copy()->set_epoch(at.epoch());
+    end.mutable_copy()->set_seq(at.seq());
+    ok = send(std::move(end));
+  }
+  metrics::counter("replication.copy_bytes") += bytes_total;
+  if (ok)
+    self->send(shipper, wire::copied_atom::value, id, round, at.epoch(),
+               at.seq());
+  else
+    self->send(shipper, wire::copied_atom::value, id, round,
+               err ? err : make_error(errc::unavailable, "copy failed"));
+}
+
+/// Starts a full copy for `id` unless one runs or a failed one waits.
+void start_copy(self_ptr self, const std::string& id, follower_state& f) {
+  auto& st = self->state;
+  if (f.copying || !f.host)
+    return;
+  if (!st.opts.env) {
+    f.stuck = true; // nothing to copy from (tests without storage)
+    return;
+  }
+  auto now = steady_ms();
+  if (now < f.copy_after_ms) {
+    if (!f.retry_scheduled) {
+      f.retry_scheduled = true;
+      self->delayed_send(self, milliseconds(f.copy_after_ms - now),
+                         wire::retry_atom::value, id, f.round);
+    }
+    return;
+  }
+  f.copying = true;
+  f.copy_pin = st.last; // the snapshot will be at or after it
+  metrics::counter("replication.copies")++;
+  EDDA_INFO("replication", "group " << st.opts.group << ": a full copy for "
+                                    << id << " (from seq " << st.last
+                                    << " or later)");
+  self->home_system().spawn<caf::detached>(
+    copier, st.opts.env, f.host, st.opts.group, st.opts.epoch,
+    caf::actor_cast<caf::actor>(self), id, f.round,
+    std::max(st.opts.request_timeout, milliseconds(30000)),
+    st.opts.max_ship_bytes);
+}
+
 void pump(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto i = st.followers.find(id);
   if (i == st.followers.end())
     return;
   auto& f = i->second;
-  if (!f.host || f.inflight || f.needs_copy)
+  if (!f.host || f.inflight || f.stuck || f.copying)
     return;
+  if (f.needs_copy) {
+    start_copy(self, id, f);
+    return;
+  }
   pb::ReplShip ship;
   ship.set_group(st.opts.group);
   ship.set_leader_epoch(st.opts.epoch);
@@ -207,9 +380,9 @@ void pump(self_ptr self, const std::string& id) {
       EDDA_WARN("replication",
                 "group " << st.opts.group << ": follower " << id
                          << " is at seq " << f.acked << ", the oldest kept is "
-                         << first
-                         << ": it needs a full copy (not built yet)");
+                         << first << ": it gets a full copy");
       advance(self);
+      start_copy(self, id, f);
       return;
     }
     size_t bytes = 0;
@@ -229,26 +402,24 @@ void pump(self_ptr self, const std::string& id) {
   self->request(f.host, st.opts.request_timeout, std::move(ship))
     .then(
       [=](const pb::ReplAck& ack) {
-        auto& st = self->state;
-        auto j = st.followers.find(id);
-        if (j == st.followers.end() || j->second.round != round)
-          return;
-        on_ack(self, id, ack);
+        if (current(self, id, round) != nullptr)
+          on_ack(self, id, ack);
       },
       [=](caf::error& err) {
         auto& st = self->state;
-        auto j = st.followers.find(id);
-        if (j == st.followers.end() || j->second.round != round)
+        auto* fp = current(self, id, round);
+        if (fp == nullptr)
           return;
-        auto& f = j->second;
+        auto& f = *fp;
         f.inflight = false;
-        if (code_of(err) == errc::fenced) {
-          if (!f.needs_copy)
+        if (code_of(err) == errc::fenced
+            || code_of(err) == errc::message_too_large) {
+          if (!f.stuck)
             EDDA_ERROR("replication", "group " << st.opts.group
                                                << ": follower " << id
                                                << " refused: " << render(err));
-          f.needs_copy = true;
-          leave_isr(self, f, id, "refused this leader's epoch");
+          f.stuck = true;
+          leave_isr(self, f, id, "refused this leader's ship");
           advance(self);
           return;
         }
@@ -265,7 +436,7 @@ void tick(self_ptr self) {
   auto now = steady_ms();
   for (auto& [id, f] : st.followers) {
     if (f.known && f.acked >= st.last && !f.inflight)
-      f.caught_up_ms = now; // idle and complete
+      caught_up(self, id, f); // idle and complete
     if (f.in_sync && now - f.caught_up_ms > st.opts.lag_max.count())
       leave_isr(self, f, id,
                 "not caught up for " + std::to_string(now - f.caught_up_ms)
@@ -300,7 +471,21 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       trim(self);
     },
     [=](wire::serving_atom, caf::actor& writer) {
+      // Linked: a shipper that dies takes the writer (and so the node)
+      // down, never leaving writes parked for ever.
+      self->link_to(writer);
       self->state.writer = std::move(writer);
+      if (self->state.replicated > 0)
+        self->send(self->state.writer, wire::replicated_atom::value,
+                   self->state.replicated);
+    },
+    [=](wire::stop_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      if (in_sync_count(st) == 1 || st.replicated >= st.last)
+        return true;
+      auto rp = self->make_response_promise<bool>();
+      st.draining.push_back(rp);
+      return rp;
     },
     [=](wire::link_atom, const std::string& id, caf::actor& host) {
       auto& st = self->state;
@@ -318,10 +503,13 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       if (!added && f.host == host)
         return;
       f.host = std::move(host);
-      ++f.round;
+      f.round = ++st.rounds;
       f.inflight = false;
       f.known = false;
       f.needs_copy = false;
+      f.copying = false; // a copier of the old round is ignored
+      f.stuck = false;
+      f.had_copy = false;
       f.retry_scheduled = false;
       if (added) {
         // Followers named at the start begin in sync (as Kafka's replicas
@@ -334,11 +522,49 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       pump(self, id);
     },
     [=](wire::retry_atom, const std::string& id, uint64_t round) {
-      auto& st = self->state;
-      auto i = st.followers.find(id);
-      if (i == st.followers.end() || i->second.round != round)
+      auto* f = current(self, id, round);
+      if (f == nullptr)
         return;
-      i->second.retry_scheduled = false;
+      f->retry_scheduled = false;
+      pump(self, id);
+    },
+    [=](wire::copied_atom, const std::string& id, uint64_t round,
+        uint64_t epoch, uint64_t seq) {
+      auto& st = self->state;
+      auto* fp = current(self, id, round);
+      if (fp == nullptr)
+        return;
+      auto& f = *fp;
+      f.copying = false;
+      f.needs_copy = false;
+      f.had_copy = true;
+      f.known = true;
+      f.acked = seq;
+      f.target = seq;
+      if (f.acked >= st.last)
+        caught_up(self, id, f);
+      advance(self);
+      EDDA_INFO("replication", "group " << st.opts.group << ": " << id
+                                        << " has a full copy at seq " << seq
+                                        << " (epoch " << epoch
+                                        << "); it streams on");
+      trim(self);
+      pump(self, id);
+    },
+    [=](wire::copied_atom, const std::string& id, uint64_t round,
+        caf::error& err) {
+      auto& st = self->state;
+      auto* fp = current(self, id, round);
+      if (fp == nullptr)
+        return;
+      auto& f = *fp;
+      f.copying = false;
+      f.copy_after_ms = steady_ms() + 2000;
+      EDDA_WARN("replication", "group " << st.opts.group << ": the full copy "
+                                        << "for " << id << " failed ("
+                                        << render(err)
+                                        << "); tried again in 2 s");
+      trim(self);
       pump(self, id);
     },
     [=](wire::tick_atom) { tick(self); },

@@ -15,6 +15,14 @@
 //   node   -> shipper   (link_atom, node_id, host) a follower and where its
 //                                                  replica host is (a null
 //                                                  host: no longer one)
+//   node   -> shipper   (stop_atom) -> bool        at a clean stop: answered
+//                                                  once every in-sync
+//                                                  follower has the last
+//                                                  commit (true), or at once
+//                                                  if none is in sync
+//
+// The shipper is linked to the writer: if it dies, the writer dies with it
+// (which stops the node loudly) rather than park writes for ever.
 //
 // In-sync set (Kafka's ISR): every follower starts in it; one that has not
 // been caught up with the leader's last commit for `lag_max` leaves it
@@ -24,9 +32,21 @@
 // are answered `unavailable` at once (stored on the leader only, not
 // acknowledged). Not yet: the in-sync set and the leader epoch are kept
 // here only, not in etcd, so no failover relies on them (CLUSTER.md phase 2
-// has that next); a follower behind the commits still kept in memory
-// (`window_bytes`) needs a full copy, which is not built yet: it stays out
-// of the in-sync set, logged.
+// has that next).
+//
+// Full copy: a follower with an empty copy (a new one, a wiped one), one
+// behind the commits still kept in memory (`window_bytes`: after this
+// leader restarted, or a long absence), or one with a copy left
+// unfinished, gets a full copy of the leader's storage: a
+// detached copier reads one LMDB snapshot and sends it (ReplCopy BEGIN,
+// DATA of about 1 MiB, END at the snapshot's position) while the shipper
+// keeps every commit after the snapshot; then the follower streams on from
+// there and rejoins the in-sync set once caught up. A failed copy is tried
+// again after 2 s. A follower *ahead* of the leader, or holding another
+// log (the leader's data dir was wiped: a new log), is never copied over,
+// since it may hold the only copy of acknowledged writes: it stays out,
+// logged as an error, for an operator. So does one that refuses this
+// leader's epoch, or a commit too large for it.
 #pragma once
 
 #include <caf/fwd.hpp>
@@ -34,13 +54,21 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+namespace edda::storage {
+class environment;
+} // namespace edda::storage
 
 namespace edda::replication {
 
 struct shipper_options {
   std::string group;        ///< this leader's node id
+  /// The leader's storage, read for full copies (null: no copies).
+  std::shared_ptr<storage::environment> env;
   uint64_t epoch = 0;       ///< leader epoch of the batches
+  std::string log_id;       ///< this leader's log (ReplPosition.log_id)
   uint64_t last_seq = 0;    ///< the last commit before this start
   uint32_t min_insync = 1;  ///< replicas, the leader included
   /// Followers expected (replication_factor - 1): while fewer are known,

@@ -121,6 +121,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         wire::pb::ReplPosition p;
         p.set_epoch(st.stream.epoch);
         p.set_seq(st.repl_seq + 1);
+        p.set_log_id(st.stream.log_id);
         auto* op = position.add_ops();
         op->set_db(static_cast<uint32_t>(db::meta));
         op->set_key(repl_position_key);
@@ -144,6 +145,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         wire::pb::ReplBatch out;
         out.set_leader_epoch(st.stream.epoch);
         out.set_seq(++st.repl_seq);
+        out.set_log_id(st.stream.log_id);
         for (size_t i = 0; i < work.size(); ++i)
           if (!failed[i])
             for (auto& op : work[i].batch.ops())

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace edda::wire::v1 {
 class ReplBatch;
@@ -46,6 +47,7 @@ inline constexpr const char* repl_position_key = "repl";
 struct commit_stream {
   std::function<void(wire::v1::ReplBatch&&)> ship;
   uint64_t epoch = 0;
+  std::string log_id; ///< kept in the position with each commit
   bool gated = false;
 };
 

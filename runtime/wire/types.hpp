@@ -171,5 +171,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(edda, caf::first_custom_type_id)
   CAF_ADD_ATOM(edda, edda::wire, current_atom, "current")
   CAF_ADD_ATOM(edda, edda::wire, restart_atom, "restart")
   CAF_ADD_ATOM(edda, edda::wire, replicated_atom, "replicated")
+  CAF_ADD_ATOM(edda, edda::wire, copied_atom, "copied")
 CAF_END_TYPE_ID_BLOCK(edda)
 // clang-format on

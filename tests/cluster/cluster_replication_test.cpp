@@ -11,10 +11,19 @@
 #include "replication/follower.hpp"
 #include "replication/replica_host.hpp"
 #include "storage/environment.hpp"
+#include "wire/types.hpp"
 
 #include "records.pb.h"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <atomic>
+#include <filesystem>
 #include <map>
+#include <thread>
 #include <set>
 #include <string>
 
@@ -29,7 +38,7 @@ protected:
   ClusterReplicationTest()
       : ClusterFixture({"cluster.replication_factor=2",
                         "cluster.min_insync=2",
-                        "cluster.replica_lag_max=1s"},
+                        "cluster.replica_lag_max=3s"},
                        "edda-repl") {}
 
   /// Two nodes that see each other, and topic `t` with a partition homed
@@ -161,7 +170,7 @@ TEST_F(ClusterReplicationTest, WithTheFollowerDownWritesAreRefusedThenCatchUp) {
   };
   ASSERT_TRUE(send("before"));
   kill9(node(1));
-  // Refused once n2 is out of the in-sync set (replica_lag_max 1 s), with
+  // Refused once n2 is out of the in-sync set (replica_lag_max 3 s), with
   // an error that says why; never acknowledged meanwhile.
   caf::error refused;
   std::set<std::string> acked_while_down;
@@ -190,6 +199,164 @@ TEST_F(ClusterReplicationTest, WithTheFollowerDownWritesAreRefusedThenCatchUp) {
   EXPECT_EQ(copy.count("after"), 1u);
   for (auto& b : acked_while_down)
     EXPECT_EQ(copy.count(b), 1u) << b;
+}
+
+TEST_F(ClusterReplicationTest, AWipedNodeGetsAFullCopyAndItsOwnCopyIsKept) {
+  ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
+  auto c = connect(node(0));
+  ASSERT_TRUE(c);
+  // Keys of each node's partition.
+  std::map<std::string, std::string> key_on;
+  {
+    client::producer p{*c};
+    for (int i = 0; key_on.size() < 2 && i < 1000; ++i) {
+      client::message m;
+      m.topic = "pay";
+      m.key = "k" + std::to_string(i);
+      m.body = "probe";
+      auto r = p.send(m);
+      ASSERT_TRUE(r) << render(r.error());
+      key_on.emplace(homes_.at(r->partition), m.key);
+    }
+  }
+  ASSERT_EQ(key_on.size(), 2u);
+  auto n1 = node(0).name, n2 = node(1).name;
+  client::producer p{*c};
+  auto send = [&](const std::string& home, const std::string& body) {
+    client::message m;
+    m.topic = "pay";
+    m.key = key_on.at(home);
+    m.body = body;
+    return p.send(m);
+  };
+  std::map<std::string, std::set<std::string>> acked;
+  for (int i = 0; i < 40; ++i)
+    for (auto& home : {n1, n2}) {
+      auto body = home + "-" + std::to_string(i);
+      auto r = send(home, body);
+      ASSERT_TRUE(r) << render(r.error());
+      acked[home].insert(body);
+    }
+  // n2 loses its disk: it comes back empty under the same name (once its
+  // lease expired: a live member's name is refused).
+  kill9(node(1));
+  std::filesystem::remove_all(node(1).data_dir);
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto s = client::admin::cluster_status(*c);
+    return s && s->members_size() == 1;
+  }));
+  auto copies = counter_of(node(0), "replication.copies");
+  ASSERT_TRUE(restart(node(1)));
+  // n1 gives it a full copy of n1's storage (n1 no longer keeps the first
+  // commits in memory) and acknowledges writes again.
+  ASSERT_TRUE(eventually(30s, [&] {
+    auto body = n1 + "-after";
+    auto r = send(n1, body);
+    if (r)
+      acked[n1].insert(body);
+    return bool(r);
+  })) << "n1's writes still refused after n2 came back";
+  EXPECT_GT(counter_of(node(0), "replication.copies"), copies);
+  // n1's copy of n2's storage is ahead of the empty n2: never overwritten
+  // (it may hold the only copy of what n2 acknowledged), and n2's writes
+  // are refused meanwhile.
+  auto r = send(n2, n2 + "-after-wipe");
+  ASSERT_FALSE(r) << "n2 acknowledged with its only copy diverged";
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << render(r.error());
+  kill9(node(0));
+  kill9(node(1));
+  auto n2_copy = bodies_in_copy(node(1), n1);
+  for (auto& b : acked[n1])
+    EXPECT_EQ(n2_copy.count(b), 1u) << b << " missing in n2's new copy";
+  auto n1_copy = bodies_in_copy(node(0), n2);
+  for (auto& b : acked[n2])
+    EXPECT_EQ(n1_copy.count(b), 1u) << b << " lost from n1's copy of n2";
+}
+
+TEST_F(ClusterReplicationTest, ALeaderKilledUnderLoadRestartsAndItsFollowerCatchesUp) {
+  ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
+  auto n1 = node(0).name;
+  // A client of n2: it keeps working while n1 is down and back.
+  auto c = connect(node(1));
+  ASSERT_TRUE(c);
+  client::producer p{*c};
+  std::set<std::string> acked_on_n1;
+  std::atomic<bool> stop{false};
+  std::thread load([&] {
+    for (int i = 0; i < 5000 && !stop.load(); ++i) {
+      client::message m;
+      m.topic = "pay";
+      m.key = "acct-" + std::to_string(i % 13);
+      m.body = "burst " + std::to_string(i);
+      auto r = p.send(m);
+      if (r && homes_.at(r->partition) == n1)
+        acked_on_n1.insert(m.body);
+    }
+  });
+  std::this_thread::sleep_for(300ms);
+  kill9(node(0)); // mid-burst: commits durable on n1 and not yet shipped
+  stop = true;
+  load.join();
+  ASSERT_FALSE(acked_on_n1.empty());
+  // n1 comes back: it keeps no commits in memory from before, so n2 gets a
+  // full copy, and n1's writes are acknowledged again.
+  ASSERT_TRUE(restart(node(0)));
+  client::producer p2{*c};
+  std::string after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    client::message m;
+    m.topic = "pay";
+    m.key = "acct-" + std::to_string(acked_on_n1.size() % 13);
+    m.body = "after " + std::to_string(acked_on_n1.size());
+    auto r = p2.send(m);
+    if (!r || homes_.at(r->partition) != n1)
+      return false;
+    after = m.body;
+    return true;
+  })) << "n1's writes not acknowledged after its restart";
+  kill9(node(0));
+  kill9(node(1));
+  auto copy = bodies_in_copy(node(1), n1);
+  size_t missing = 0;
+  for (auto& b : acked_on_n1)
+    missing += copy.count(b) == 0 ? 1 : 0;
+  EXPECT_EQ(missing, 0u) << "of " << acked_on_n1.size()
+                         << " acknowledged by n1 before its kill";
+  EXPECT_EQ(copy.count(after), 1u);
+}
+
+TEST_F(ClusterReplicationTest, AClientCannotWriteANodesCopy) {
+  ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
+  caf::actor_system_config cfg;
+  wire::register_types(cfg);
+  cfg.load<caf::io::middleman>();
+  caf::actor_system sys{cfg};
+  auto gw = sys.middleman().remote_actor("127.0.0.1", node(1).port);
+  ASSERT_TRUE(gw) << sys.render(gw.error());
+  pb::ReplShip ship;
+  ship.set_group(node(0).name); // n2 keeps n1's copy
+  ship.set_leader_epoch(99);
+  auto* b = ship.add_batches();
+  b->set_leader_epoch(99);
+  b->set_seq(1000000);
+  auto* op = b->add_ops();
+  op->set_db(static_cast<uint32_t>(storage::db::log));
+  op->set_key("forged");
+  op->set_value("a client's write");
+  auto before = counter_of(node(1), "replication.ships_refused");
+  caf::error err;
+  {
+    caf::scoped_actor self{sys};
+    self->request(*gw, 5s, ship)
+      .receive([](const pb::ReplAck&) {}, [&](caf::error& e) { err = e; });
+  }
+  EXPECT_EQ(code_of(err), errc::invalid_argument) << render(err);
+  EXPECT_NE(render(err).find("only from that node"), std::string::npos)
+    << render(err);
+  EXPECT_EQ(counter_of(node(1), "replication.ships_refused"), before + 1);
+  kill9(node(1));
+  auto copy = bodies_in_copy(node(1), node(0).name);
+  EXPECT_EQ(copy.count("a client's write"), 0u);
 }
 
 } // namespace

@@ -120,6 +120,27 @@ TEST_F(FollowerTest, ADeposedLeadersBatchIsFencedAndANewLeaderGoesOn) {
   EXPECT_EQ(read_position(*env_).seq, 2u);
 }
 
+TEST_F(FollowerTest, ABatchOfAnotherLogIsRefusedEvenAtTheNextSeq) {
+  auto first = batch(1, 1, "a");
+  first.set_log_id("log-a");
+  ASSERT_TRUE(apply(*env_, first));
+  EXPECT_EQ(read_position(*env_).log_id, "log-a");
+  // The leader's data dir was wiped: a new log, from seq 1 again or on.
+  for (uint64_t seq : {1u, 2u}) {
+    auto other = batch(2, seq, "from the new log");
+    other.set_log_id("log-b");
+    auto r = apply(*env_, other);
+    ASSERT_FALSE(r) << "seq " << seq << " of another log taken";
+    EXPECT_EQ(code_of(r.error()), errc::fenced) << render(r.error());
+    EXPECT_NE(render(r.error()).find("log-a"), std::string::npos);
+  }
+  EXPECT_EQ(get("k1"), "a");
+  EXPECT_EQ(read_position(*env_).seq, 1u);
+  auto next = batch(1, 2, "b");
+  next.set_log_id("log-a");
+  EXPECT_TRUE(apply(*env_, next));
+}
+
 TEST_F(FollowerTest, ANewLeaderOverlappingTheOldLeadersSuffixIsRefused) {
   // This replica got seq 1-2 from the leader of epoch 1; the new leader
   // (epoch 2) had only seq 1 and writes its own seq 2.

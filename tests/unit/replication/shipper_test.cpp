@@ -8,6 +8,8 @@
 #include "replication/shipper.hpp"
 
 #include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "base/metrics.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
 #include "wire/types.hpp"
@@ -111,7 +113,8 @@ protected:
 
   /// The leader (group "n1", epoch 2) with one follower "n2" behind the
   /// relay.
-  void start(uint32_t min_insync, std::chrono::milliseconds lag_max) {
+  void start(uint32_t min_insync, std::chrono::milliseconds lag_max,
+             size_t window_bytes = size_t{256} << 20) {
     sys_ = std::make_unique<caf::actor_system>(cfg_);
     self_ = std::make_unique<caf::scoped_actor>(*sys_);
     replica_host_options ro;
@@ -123,13 +126,20 @@ protected:
     relay_ = sys_->spawn(relay, host_, open_, seen_);
     shipper_options so;
     so.group = "n1";
+    so.env = leader_;
+    so.window_bytes = window_bytes;
+    so.last_seq = read_position(*leader_).seq;
+    so.log_id = read_position(*leader_).log_id;
+    if (so.log_id.empty())
+      so.log_id = new_unique_id();
     so.epoch = 2;
     so.min_insync = min_insync;
     so.lag_max = lag_max;
     so.request_timeout = 300ms;
     shipper_ = spawn_shipper(*sys_, so);
     storage::commit_stream cs;
-    cs.epoch = 2;
+    cs.epoch = so.epoch;
+    cs.log_id = so.log_id;
     cs.gated = true;
     cs.ship = [sh = shipper_](pb::ReplBatch&& b) {
       caf::anon_send(sh, std::move(b));
@@ -157,6 +167,30 @@ protected:
     if (took)
       *took = steady::now() - t0;
     return out;
+  }
+
+  /// Stops every actor (the envs stay).
+  void stop_actors() {
+    self_.reset();
+    for (auto& a : {writer_, shipper_, host_, relay_})
+      if (a)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    writer_ = shipper_ = host_ = relay_ = nullptr;
+    sys_.reset();
+  }
+
+  /// The follower's replica position, asked of its host.
+  uint64_t follower_seq() {
+    pb::ReplShip probe;
+    probe.set_group("n1");
+    uint64_t at = 0;
+    (*self_)
+      ->request(host_, 5s, probe)
+      .receive([&](const pb::ReplAck& a) {
+                 at = a.unfinished_copy() ? 0 : a.seq(); // not yet usable
+               },
+               [&](caf::error&) {});
+    return at;
   }
 
   /// The follower's replica, opened after its host is stopped.
@@ -192,16 +226,8 @@ TEST_F(ShipperTest, AWriteIsAnsweredOnlyOnceTheFollowerHasIt) {
   for (int i = 0; i < 50; ++i) {
     auto r = write("k" + std::to_string(i));
     ASSERT_TRUE(r) << i << ": " << render(r.error());
-    // Answered: the follower's replica has it (asked before anything else
-    // can reach the host: the host answers ships in order).
-    pb::ReplShip probe;
-    probe.set_group("n1");
-    probe.set_leader_epoch(2);
-    uint64_t at = 0;
-    (*self_)
-      ->request(host_, 5s, probe)
-      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
-               [&](caf::error&) {});
+    // Answered: the follower's replica has it.
+    auto at = follower_seq();
     EXPECT_GE(at, static_cast<uint64_t>(i + 1))
       << "write " << i << " answered before the follower had it";
   }
@@ -254,23 +280,66 @@ TEST_F(ShipperTest, AtMinInsyncOneWritesGoOnWithoutTheFollowerWhichCatchesUp) {
     ASSERT_TRUE(r) << render(r.error());
   }
   open_->store(true);
-  auto env_pos = [&] {
-    pb::ReplShip probe;
-    probe.set_group("n1");
-    probe.set_leader_epoch(2);
-    uint64_t at = 0;
-    (*self_)
-      ->request(host_, 5s, probe)
-      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
-               [&](caf::error&) {});
-    return at;
-  };
   auto deadline = steady::now() + 10s;
-  while (steady::now() < deadline && env_pos() < read_position(*leader_).seq)
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
     std::this_thread::sleep_for(20ms);
   auto env = replica();
   ASSERT_TRUE(env);
   EXPECT_EQ(contents(*env), contents(*leader_));
+}
+
+TEST_F(ShipperTest, AFollowerBehindTheKeptCommitsGetsAFullCopyAndStreamsOn) {
+  // Nothing kept in memory: a follower that missed a commit needs a copy.
+  start(1, 300ms, 1);
+  open_->store(false);
+  for (int i = 0; i < 40; ++i)
+    ASSERT_TRUE(write("before-copy-" + std::to_string(i)));
+  auto copies = metrics::counter("replication.copies").load();
+  open_->store(true);
+  // Writes go on while it is copied and after.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(write("during-" + std::to_string(i)));
+    std::this_thread::sleep_for(10ms);
+  }
+  auto deadline = steady::now() + 15s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_GT(metrics::counter("replication.copies").load(), copies);
+  auto env = replica();
+  ASSERT_TRUE(env);
+  EXPECT_EQ(contents(*env), contents(*leader_));
+  EXPECT_EQ(read_position(*env).seq, read_position(*leader_).seq);
+  EXPECT_FALSE(env->read().get(db::meta, "repl_copy")) << "copy left marked";
+}
+
+TEST_F(ShipperTest, AFollowerAheadOfAWipedLeaderIsNeverOverwritten) {
+  start(2, 300ms);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(write("acked-" + std::to_string(i)));
+  stop_actors();
+  // The leader comes back with an empty data dir; its follower has more.
+  leader_.reset();
+  std::filesystem::remove_all(dir_ + "/leader");
+  std::filesystem::create_directories(dir_ + "/leader");
+  storage::options o;
+  o.dir = dir_ + "/leader";
+  o.map_size = 64ull << 20;
+  auto env = storage::environment::open(o);
+  ASSERT_TRUE(env);
+  leader_ = *env;
+  start(2, 300ms);
+  auto r = write("after-wipe");
+  ASSERT_FALSE(r) << "acknowledged by a leader whose follower diverged";
+  EXPECT_EQ(code_of(r.error()), errc::unavailable) << render(r.error());
+  auto copy = replica();
+  ASSERT_TRUE(copy);
+  auto c = contents(*copy);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(c.count("2/acked-" + std::to_string(i)), 1u)
+      << "an acknowledged write was overwritten";
+  EXPECT_EQ(c.count("2/after-wipe"), 0u);
 }
 
 TEST_F(ShipperTest, AReplicaHostRefusesAGroupThatIsNotANodeIdAndAnOldEpoch) {
@@ -286,14 +355,8 @@ TEST_F(ShipperTest, AReplicaHostRefusesAGroupThatIsNotANodeIdAndAnOldEpoch) {
   // Wait until the follower has the first commit, then an epoch-1 batch.
   auto deadline = steady::now() + 5s;
   uint64_t at = 0;
-  while (steady::now() < deadline && at == 0) {
-    pb::ReplShip probe;
-    probe.set_group("n1");
-    (*self_)
-      ->request(host_, 5s, probe)
-      .receive([&](const pb::ReplAck& a) { at = a.seq(); },
-               [&](caf::error&) {});
-  }
+  while (steady::now() < deadline && (at = follower_seq()) == 0)
+    std::this_thread::sleep_for(5ms);
   ASSERT_GT(at, 0u);
   pb::ReplShip old;
   old.set_group("n1");
