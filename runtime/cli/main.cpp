@@ -847,8 +847,10 @@ The cluster as the node at --node sees it: its members (from etcd), their
 addresses, incarnations and the partitions homed on each, whether this
 node's link to each is up, the owners of the consumer groups' coordinators
 with their fencing tokens, and the node's own lease (renewed how long ago; FENCED when it could not be renewed
-in time, so its movable duties are stopped). A node without cluster.etcd
-answers as a cluster of one.
+in time, so its movable duties are stopped). With cluster.replication_factor
+above 1: the copies of this node's storage, each follower in or out of the
+in-sync set, how many commits behind, and what it is doing (streaming,
+copying, diverged). A node without cluster.etcd answers as a cluster of one.
 )";
 
 std::string age_of(int64_t ms) {
@@ -916,6 +918,27 @@ int cmd_cluster(const std::vector<std::string>& argv) {
       std::cout << "link down"
                 << (m.link_error().empty() ? "" : ": " + m.link_error());
     std::cout << "\n";
+  }
+  if (r->replication_factor() > 1) {
+    std::cout << "  replication: factor " << r->replication_factor()
+              << ", min in sync " << r->min_insync() << ", leader epoch "
+              << r->leader_epoch() << ", last commit " << r->leader_seq()
+              << ", acknowledged up to " << r->replicated_seq() << "\n";
+    if (r->replicas_size() == 0)
+      std::cout << "    no follower yet\n";
+    for (auto& x : r->replicas()) {
+      std::cout << "    copy on " << x.follower() << "  "
+                << (x.in_sync() ? "in sync" : "OUT of sync") << "  "
+                << x.state() << "  at " << x.acked_seq() << " ("
+                << (r->leader_seq() > x.acked_seq()
+                      ? r->leader_seq() - x.acked_seq()
+                      : 0)
+                << " behind, caught up " << age_of(x.caught_up_ms_ago())
+                << " ago)";
+      if (!x.error().empty())
+        std::cout << "  last error: " << x.error();
+      std::cout << "\n";
+    }
   }
   if (r->owners_size() > 0) {
     std::cout << "  owners (fencing token = the etcd key's create revision):\n";

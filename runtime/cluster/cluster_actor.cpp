@@ -300,7 +300,23 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       self->monitor(subscriber);
       st.subscribers.push_back(std::move(subscriber));
     },
-    [=](const pb::ClusterStatusRequest&) { return status(self); },
+    [=](const pb::ClusterStatusRequest& q) -> caf::result<pb::ClusterStatus> {
+      auto& st = self->state;
+      if (q.brief() || !st.opts.shipper)
+        return status(self);
+      auto rp = self->make_response_promise<pb::ClusterStatus>();
+      self
+        ->request(st.opts.shipper, std::chrono::seconds(1),
+                  wire::current_atom::value)
+        .then(
+          [=](const pb::ClusterStatus& repl) mutable {
+            auto s = status(self);
+            s.MergeFrom(repl);
+            rp.deliver(std::move(s));
+          },
+          [=](caf::error&) mutable { rp.deliver(status(self)); });
+      return rp;
+    },
     [=](const pb::PeerHello& h) -> caf::result<pb::PeerWelcome> {
       auto& st = self->state;
       if (h.cluster_name() != st.opts.cluster_name) {

@@ -13,7 +13,9 @@
 //
 // Protocol:
 //   MembershipView            from the membership thread; no reply
-//   ClusterStatusRequest   -> ClusterStatus   (admin, through the gateway)
+//   ClusterStatusRequest   -> ClusterStatus   (admin, through the gateway;
+//                             not brief: with the shipper's replication
+//                             status, if it answers within a second)
 //   PeerHello              -> PeerWelcome     (another node's cluster actor,
 //                             through our gateway); invalid_argument when the
 //                             sender is of another cluster (name, or id: one
@@ -56,6 +58,9 @@ struct cluster_actor_options {
   /// The replica host (replication/replica_host.hpp); null: this node
   /// keeps no replicas (cluster.replication_factor 1).
   caf::actor replicas;
+  /// This node's shipper (replication/shipper.hpp), asked for the
+  /// replication part of a full status; null: no replication.
+  caf::actor shipper;
 };
 
 [[nodiscard]] caf::actor spawn_cluster_actor(caf::actor_system& sys,

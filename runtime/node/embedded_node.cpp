@@ -190,6 +190,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   co.reconnect_after = std::chrono::milliseconds(
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
   co.replicas = im.replicas;
+  co.shipper = im.shipper;
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
   if (im.shipper)

@@ -479,6 +479,32 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
         self->send(self->state.writer, wire::replicated_atom::value,
                    self->state.replicated);
     },
+    [=](wire::current_atom) {
+      // Its part of the cluster status.
+      auto& st = self->state;
+      pb::ClusterStatus s;
+      s.set_replication_factor(st.opts.followers + 1);
+      s.set_min_insync(st.opts.min_insync);
+      s.set_leader_epoch(st.opts.epoch);
+      s.set_leader_seq(st.last);
+      s.set_replicated_seq(st.replicated);
+      auto now = steady_ms();
+      for (auto& [id, f] : st.followers) {
+        auto* r = s.add_replicas();
+        r->set_follower(id);
+        r->set_in_sync(f.in_sync);
+        r->set_state(f.stuck        ? "diverged (not followed)"
+                     : f.copying    ? "copying"
+                     : f.needs_copy ? "needs a copy"
+                     : !f.known     ? "probing"
+                     : f.acked >= st.last ? "caught up"
+                                          : "streaming");
+        r->set_acked_seq(f.acked);
+        r->set_caught_up_ms_ago(now - f.caught_up_ms);
+        r->set_error(f.last_error);
+      }
+      return s;
+    },
     [=](wire::stop_atom) -> caf::result<bool> {
       auto& st = self->state;
       if (in_sync_count(st) == 1 || st.replicated >= st.last)
@@ -539,6 +565,7 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       f.needs_copy = false;
       f.had_copy = true;
       f.known = true;
+      f.last_error.clear();
       f.acked = seq;
       f.target = seq;
       if (f.acked >= st.last)

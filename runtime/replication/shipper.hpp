@@ -15,6 +15,9 @@
 //   node   -> shipper   (link_atom, node_id, host) a follower and where its
 //                                                  replica host is (a null
 //                                                  host: no longer one)
+//   node   -> shipper   (current_atom) -> ClusterStatus  its replication
+//                                                  fields: factor, epoch,
+//                                                  seqs, each follower
 //   node   -> shipper   (stop_atom) -> bool        at a clean stop: answered
 //                                                  once every in-sync
 //                                                  follower has the last

@@ -118,6 +118,19 @@ TEST_F(ClusterReplicationTest, EveryAcknowledgedMessageIsInTheOtherNodesCopy) {
     acked_by_home[homes_.at(r->partition)].insert(m.body);
   }
   EXPECT_EQ(failed, 0) << "both copies in sync: nothing refused";
+  // The status shows the copy on the other node, in sync, caught up.
+  ASSERT_TRUE(eventually(5s, [&] {
+    auto s = client::admin::cluster_status(*c);
+    return s && s->replicas_size() == 1 && s->replicas(0).in_sync()
+           && s->replicas(0).acked_seq() == s->leader_seq();
+  }));
+  auto s = client::admin::cluster_status(*c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->replication_factor(), 2u);
+  EXPECT_EQ(s->min_insync(), 2u);
+  EXPECT_EQ(s->replicas(0).follower(), node(1).name);
+  EXPECT_EQ(s->replicated_seq(), s->leader_seq());
+  EXPECT_GT(s->leader_seq(), 0u);
   ASSERT_EQ(acked_by_home.size(), 2u);
   EXPECT_GT(counter_of(node(0), "replication.batches_applied"), 0u);
   EXPECT_GT(counter_of(node(1), "replication.batches_applied"), 0u);
@@ -303,11 +316,12 @@ TEST_F(ClusterReplicationTest, ALeaderKilledUnderLoadRestartsAndItsFollowerCatch
   ASSERT_TRUE(restart(node(0)));
   client::producer p2{*c};
   std::string after;
+  int attempt = 0;
   ASSERT_TRUE(eventually(30s, [&] {
     client::message m;
     m.topic = "pay";
-    m.key = "acct-" + std::to_string(acked_on_n1.size() % 13);
-    m.body = "after " + std::to_string(acked_on_n1.size());
+    m.key = "acct-" + std::to_string(++attempt % 13); // some live on n1
+    m.body = "after " + std::to_string(attempt);
     auto r = p2.send(m);
     if (!r || homes_.at(r->partition) != n1)
       return false;
