@@ -924,6 +924,12 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << ", min in sync " << r->min_insync() << ", leader epoch "
               << r->leader_epoch() << ", last commit " << r->leader_seq()
               << ", acknowledged up to " << r->replicated_seq() << "\n";
+    std::cout << "    in sync as etcd records it: ";
+    if (r->recorded_isr_size() == 0)
+      std::cout << "this node only";
+    for (int k = 0; k < r->recorded_isr_size(); ++k)
+      std::cout << (k == 0 ? "" : ", ") << r->recorded_isr(k);
+    std::cout << "\n";
     if (r->replicas_size() == 0)
       std::cout << "    no follower yet\n";
     for (auto& x : r->replicas()) {

@@ -16,6 +16,7 @@
 #include "coord/etcd.hpp"
 #include "replication/follower.hpp"
 #include "replication/followers.hpp"
+#include "replication/group_record.hpp"
 #include "replication/replica_host.hpp"
 #include "replication/shipper.hpp"
 #include "storage/environment.hpp"
@@ -57,7 +58,7 @@ struct embedded_node::impl {
   caf::actor cluster; ///< the node's view of its cluster (cluster_actor.hpp)
   /// Replication (cluster.replication_factor > 1): this node's shipper and
   /// follower choice, and the host of the replicas it keeps for others.
-  caf::actor shipper, followers, replicas;
+  caf::actor shipper, followers, replicas, recorder;
   std::unique_ptr<sagas::saga_runtime> sagas;
   std::string node_id;
   std::string cluster_id; ///< etcd's id of the cluster, in a cluster
@@ -125,6 +126,20 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     // start with replication, kept in the position with every commit.
     so.log_id = at.log_id.empty() ? new_unique_id() : at.log_id;
     so.epoch = at.epoch + 1;
+    if (im.store) {
+      // The group's record in etcd: the epoch goes above both this data
+      // dir's and the record's; in-sync set changes are written there.
+      auto claim = replication::claim_group(*im.store, settings.cluster_name,
+                                            im.node_id, so.log_id, at.epoch,
+                                            now_ms());
+      if (!claim)
+        return claim.error();
+      so.epoch = claim->epoch;
+      im.recorder = replication::spawn_group_recorder(
+        sys, im.store, settings.cluster_name, im.node_id, claim->epoch,
+        claim->mod_revision);
+      so.recorder = im.recorder;
+    }
     so.last_seq = at.seq;
     so.min_insync = settings.min_insync;
     so.followers = settings.replication_factor - 1;
@@ -533,11 +548,12 @@ void embedded_node::stop() {
     }
     // The writer goes last: the actors above may still be finishing writes.
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
-    for (auto& a : {i.followers, i.shipper, i.replicas})
+    for (auto& a : {i.followers, i.shipper, i.replicas, i.recorder})
       if (a)
         caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
-      = i.writer = i.cluster = i.followers = i.shipper = i.replicas = nullptr;
+      = i.writer = i.cluster = i.followers = i.shipper = i.replicas
+      = i.recorder = nullptr;
     i.sagas.reset();
     i.sys.reset();
     i.sup.reset();

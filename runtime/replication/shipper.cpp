@@ -16,6 +16,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <set>
 #include <vector>
 
 namespace edda::replication {
@@ -46,6 +47,9 @@ struct follower_state {
   int64_t copy_after_ms = 0; // a failed copy is tried again from then
   bool stuck = false;       // diverged or refused this leader: not followed
   bool had_copy = false;    // a full copy was made for it (this round)
+  bool confirmed = false;   // caught up at least once: may be recorded
+  bool leaving = false;     // out, once etcd records it (acks wait till)
+  bool removed = false;     // no longer a follower, once recorded
   bool retry_scheduled = false;
   std::string last_error;   // of the last failed ship, for the logs
 };
@@ -61,6 +65,10 @@ struct shipper_state {
   int64_t started_ms = 0;
   std::map<std::string, follower_state> followers;
   uint64_t rounds = 0;      // follower rounds ever: a new one is always new
+  std::set<std::string> recorded; // the in-sync followers etcd records
+  bool proposing = false;   // a record write is in flight
+  bool propose_again = false;
+  caf::error fenced;        // the record names another leader or epoch
   std::vector<caf::response_promise> draining; // stop_atom callers
   static inline const char* name = "edda.replication.shipper";
 };
@@ -93,6 +101,19 @@ size_t in_sync_count(const shipper_state& st) {
 /// Tells the writer what is replicated now, or that commits cannot be.
 void advance(self_ptr self) {
   auto& st = self->state;
+  if (st.fenced) {
+    // Another node leads the group now: nothing more is acknowledged.
+    for (auto& rp : st.draining)
+      rp.deliver(false);
+    st.draining.clear();
+    if (st.last > std::max(st.replicated, st.refused)) {
+      st.refused = st.last;
+      if (st.writer)
+        self->send(st.writer, wire::replicated_atom::value, st.last,
+                   st.fenced);
+    }
+    return;
+  }
   auto n = in_sync_count(st);
   if (n < st.opts.min_insync) {
     // At its start a leader waits up to lag_max for its followers to be
@@ -164,28 +185,120 @@ void trim(self_ptr self) {
   }
 }
 
+void propose(self_ptr self);
+
+/// `f` leaves the in-sync set: at once without a recorder; with one, once
+/// etcd records the set without it (its acks are waited for until then:
+/// a failover may still elect it).
 void leave_isr(self_ptr self, follower_state& f, const std::string& id,
                const std::string& why) {
-  if (!f.in_sync)
+  auto& st = self->state;
+  if (!f.in_sync || f.leaving)
     return;
-  f.in_sync = false;
-  metrics::counter("replication.isr_shrinks")++;
-  EDDA_WARN("replication", "group " << self->state.opts.group << ": follower "
-                                    << id << " left the in-sync set (" << why
+  EDDA_WARN("replication", "group " << st.opts.group << ": follower " << id
+                                    << " leaves the in-sync set (" << why
                                     << ")");
+  if (!st.opts.recorder) {
+    f.in_sync = false;
+    metrics::counter("replication.isr_shrinks")++;
+    return;
+  }
+  f.leaving = true;
+  propose(self);
 }
 
 /// `f` has what the leader had when it was last sent something (or all):
-/// it stays in sync, or joins again.
+/// it stays in sync, or joins again (acks wait for it at once; etcd
+/// records it after).
 void caught_up(self_ptr self, const std::string& id, follower_state& f) {
   f.caught_up_ms = steady_ms();
-  if (!f.in_sync && !f.needs_copy && !f.stuck && !f.copying) {
+  if (f.needs_copy || f.stuck || f.copying || f.removed)
+    return;
+  f.confirmed = true;
+  if (f.leaving)
+    f.leaving = false; // back before the record said it left
+  if (!f.in_sync) {
     f.in_sync = true;
     EDDA_INFO("replication", "group " << self->state.opts.group
                                       << ": follower " << id
                                       << " is in sync (seq " << f.acked
                                       << ")");
   }
+  propose(self);
+}
+
+/// Writes the in-sync set to etcd if it changed (one write at a time).
+void propose(self_ptr self) {
+  auto& st = self->state;
+  if (!st.opts.recorder || st.fenced)
+    return;
+  std::set<std::string> want;
+  bool leaving = false;
+  for (auto& [id, f] : st.followers) {
+    if (f.in_sync && !f.leaving && f.confirmed)
+      want.insert(id);
+    leaving = leaving || f.leaving;
+  }
+  if (want == st.recorded && !leaving)
+    return;
+  if (st.proposing) {
+    st.propose_again = true;
+    return;
+  }
+  st.proposing = true;
+  pb::ReplicaGroup g;
+  for (auto& id : want)
+    g.add_isr(id);
+  self->request(st.opts.recorder, std::chrono::seconds(10), std::move(g))
+    .then(
+      [=](const pb::ReplicaGroup& rec) {
+        auto& st = self->state;
+        st.proposing = false;
+        st.recorded.clear();
+        for (auto& id : rec.isr())
+          st.recorded.insert(id);
+        for (auto i = st.followers.begin(); i != st.followers.end();) {
+          auto& f = i->second;
+          if (f.leaving && st.recorded.count(i->first) == 0) {
+            f.leaving = false;
+            f.in_sync = false;
+            metrics::counter("replication.isr_shrinks")++;
+            EDDA_WARN("replication", "group " << st.opts.group
+                                              << ": follower " << i->first
+                                              << " is out of the in-sync set "
+                                                 "(recorded)");
+          }
+          if (f.removed && !f.in_sync)
+            i = st.followers.erase(i);
+          else
+            ++i;
+        }
+        advance(self);
+        trim(self);
+        if (st.propose_again) {
+          st.propose_again = false;
+          propose(self);
+        }
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        st.proposing = false;
+        if (code_of(err) == errc::fenced) {
+          EDDA_ERROR("replication", "group " << st.opts.group << ": "
+                                             << render(err)
+                                             << "; nothing more is "
+                                                "acknowledged here");
+          st.fenced = err;
+          advance(self);
+          return;
+        }
+        EDDA_WARN("replication", "group " << st.opts.group
+                                          << ": cannot record the in-sync "
+                                             "set in etcd ("
+                                          << render(err)
+                                          << "); writes wait, trying again");
+        // The next tick tries again.
+      });
 }
 
 void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack) {
@@ -351,7 +464,7 @@ void start_copy(self_ptr self, const std::string& id, follower_state& f) {
   self->home_system().spawn<caf::detached>(
     copier, st.opts.env, f.host, st.opts.group, st.opts.epoch,
     caf::actor_cast<caf::actor>(self), id, f.round,
-    std::max(st.opts.request_timeout, milliseconds(30000)),
+    std::max(st.opts.request_timeout, milliseconds(10000)),
     st.opts.max_ship_bytes);
 }
 
@@ -444,6 +557,7 @@ void tick(self_ptr self) {
                   + " commits behind"
                   + (f.last_error.empty() ? "" : "; " + f.last_error));
   }
+  propose(self);
   advance(self);
   trim(self);
   for (auto& [id, f] : st.followers)
@@ -458,6 +572,9 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
   st.last = st.opts.last_seq;
   st.replicated = st.opts.last_seq; // durable before this start
   st.started_ms = steady_ms();
+  if (st.opts.recorder)
+    self->send(st.opts.recorder, wire::watch_atom::value,
+               caf::actor_cast<caf::actor>(self));
   tick(self);
   return {
     [=](pb::ReplBatch& b) {
@@ -488,6 +605,8 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       s.set_leader_epoch(st.opts.epoch);
       s.set_leader_seq(st.last);
       s.set_replicated_seq(st.replicated);
+      for (auto& id : st.recorded)
+        s.add_recorded_isr(id);
       auto now = steady_ms();
       for (auto& [id, f] : st.followers) {
         auto* r = s.add_replicas();
@@ -505,6 +624,14 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       }
       return s;
     },
+    [=](wire::lost_atom, caf::error& err) {
+      // The recorder saw the group's record taken over: nothing more is
+      // acknowledged here.
+      auto& st = self->state;
+      if (!st.fenced)
+        st.fenced = std::move(err);
+      advance(self);
+    },
     [=](wire::stop_atom) -> caf::result<bool> {
       auto& st = self->state;
       if (in_sync_count(st) == 1 || st.replicated >= st.last)
@@ -516,10 +643,19 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
     [=](wire::link_atom, const std::string& id, caf::actor& host) {
       auto& st = self->state;
       if (!host) {
-        if (st.followers.erase(id) != 0)
-          EDDA_INFO("replication",
-                    "group " << st.opts.group << ": " << id
-                             << " is no longer a follower");
+        auto i = st.followers.find(id);
+        if (i == st.followers.end())
+          return;
+        EDDA_INFO("replication", "group " << st.opts.group << ": " << id
+                                          << " is no longer a follower");
+        auto& f = i->second;
+        f.removed = true;
+        f.host = nullptr;
+        f.round = ++st.rounds; // its replies are stale now
+        if (f.in_sync && st.opts.recorder)
+          leave_isr(self, f, id, "no longer a follower"); // erased once recorded
+        else
+          st.followers.erase(i);
         advance(self);
         trim(self);
         return;
@@ -529,6 +665,7 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       if (!added && f.host == host)
         return;
       f.host = std::move(host);
+      f.removed = false;
       f.round = ++st.rounds;
       f.inflight = false;
       f.known = false;
@@ -536,6 +673,7 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       f.copying = false; // a copier of the old round is ignored
       f.stuck = false;
       f.had_copy = false;
+      f.confirmed = false;
       f.retry_scheduled = false;
       if (added) {
         // Followers named at the start begin in sync (as Kafka's replicas

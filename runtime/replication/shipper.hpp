@@ -33,9 +33,12 @@
 // when every in-sync follower has it, and only while the in-sync set with
 // the leader counts at least `min_insync` replicas; otherwise its writes
 // are answered `unavailable` at once (stored on the leader only, not
-// acknowledged). Not yet: the in-sync set and the leader epoch are kept
-// here only, not in etcd, so no failover relies on them (CLUSTER.md phase 2
-// has that next).
+// acknowledged). With a recorder (group_record.hpp) the in-sync set is
+// kept in etcd: a follower enters the record once it has caught up (acks
+// wait for it from then on), and leaves the set (acks stop waiting for it)
+// only once the record without it is written; while etcd cannot be
+// written, writes wait. A record that names another leader or epoch
+// (`fenced`) stops all acknowledgements.
 //
 // Full copy: a follower with an empty copy (a new one, a wiped one), one
 // behind the commits still kept in memory (`window_bytes`: after this
@@ -52,6 +55,7 @@
 // leader's epoch, or a commit too large for it.
 #pragma once
 
+#include <caf/actor.hpp>
 #include <caf/fwd.hpp>
 
 #include <chrono>
@@ -72,6 +76,9 @@ struct shipper_options {
   std::shared_ptr<storage::environment> env;
   uint64_t epoch = 0;       ///< leader epoch of the batches
   std::string log_id;       ///< this leader's log (ReplPosition.log_id)
+  /// Writes the in-sync set to etcd (group_record.hpp); null: set changes
+  /// count at once (tests without a store).
+  caf::actor recorder;
   uint64_t last_seq = 0;    ///< the last commit before this start
   uint32_t min_insync = 1;  ///< replicas, the leader included
   /// Followers expected (replication_factor - 1): while fewer are known,

@@ -9,6 +9,7 @@
 #include "client/producer.hpp"
 #include "cluster_fixture.hpp"
 #include "replication/follower.hpp"
+#include "replication/group_record.hpp"
 #include "replication/replica_host.hpp"
 #include "storage/environment.hpp"
 #include "wire/types.hpp"
@@ -93,6 +94,17 @@ protected:
     return out;
   }
 
+  /// The in-sync followers etcd records for `group`'s storage.
+  std::vector<std::string> recorded_isr(const std::string& group) {
+    auto c = connect_etcd();
+    if (!c)
+      return {"<no etcd>"};
+    auto r = replication::read_group(**c, cluster_name(), group);
+    if (!r || !*r)
+      return {"<no record>"};
+    return {(*r)->isr().begin(), (*r)->isr().end()};
+  }
+
   std::map<uint32_t, std::string> homes_;
 };
 
@@ -131,6 +143,11 @@ TEST_F(ClusterReplicationTest, EveryAcknowledgedMessageIsInTheOtherNodesCopy) {
   EXPECT_EQ(s->replicas(0).follower(), node(1).name);
   EXPECT_EQ(s->replicated_seq(), s->leader_seq());
   EXPECT_GT(s->leader_seq(), 0u);
+  // etcd records each node's copy as in sync, under compare-and-swap.
+  EXPECT_EQ(recorded_isr(node(0).name), std::vector<std::string>{node(1).name});
+  EXPECT_EQ(recorded_isr(node(1).name), std::vector<std::string>{node(0).name});
+  ASSERT_EQ(s->recorded_isr_size(), 1);
+  EXPECT_EQ(s->recorded_isr(0), node(1).name);
   ASSERT_EQ(acked_by_home.size(), 2u);
   EXPECT_GT(counter_of(node(0), "replication.batches_applied"), 0u);
   EXPECT_GT(counter_of(node(1), "replication.batches_applied"), 0u);
@@ -200,6 +217,8 @@ TEST_F(ClusterReplicationTest, WithTheFollowerDownWritesAreRefusedThenCatchUp) {
   EXPECT_EQ(code_of(refused), errc::unavailable) << render(refused);
   EXPECT_NE(render(refused).find("cluster.min_insync 2"), std::string::npos)
     << render(refused);
+  // Refused only once etcd no longer records n2 in sync.
+  EXPECT_TRUE(recorded_isr(node(0).name).empty());
   // n2 comes back: it catches up from n1's commits kept in memory, and
   // writes are acknowledged again.
   ASSERT_TRUE(restart(node(1)));

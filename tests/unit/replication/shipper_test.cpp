@@ -4,12 +4,14 @@
 // then refused (or, at min_insync 1, go on), and a follower that answers
 // again catches up and ends with the leader's contents.
 #include "replication/follower.hpp"
+#include "replication/group_record.hpp"
 #include "replication/replica_host.hpp"
 #include "replication/shipper.hpp"
 
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/metrics.hpp"
+#include "coord/fake.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
 #include "wire/types.hpp"
@@ -101,10 +103,10 @@ protected:
   void TearDown() override {
     self_.reset();
     if (sys_) {
-      for (auto& a : {writer_, shipper_, host_, relay_})
+      for (auto& a : {writer_, shipper_, host_, relay_, recorder_})
         if (a)
           caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-      writer_ = shipper_ = host_ = relay_ = nullptr;
+      writer_ = shipper_ = host_ = relay_ = recorder_ = nullptr;
       sys_.reset();
     }
     leader_.reset();
@@ -133,6 +135,14 @@ protected:
     if (so.log_id.empty())
       so.log_id = new_unique_id();
     so.epoch = 2;
+    if (store_) {
+      auto claim = claim_group(*store_, "t", "n1", so.log_id, 1, 0);
+      ASSERT_TRUE(claim) << render(claim.error());
+      so.epoch = claim->epoch;
+      recorder_ = spawn_group_recorder(*sys_, store_, "t", "n1", claim->epoch,
+                                       claim->mod_revision);
+      so.recorder = recorder_;
+    }
     so.min_insync = min_insync;
     so.lag_max = lag_max;
     so.request_timeout = 300ms;
@@ -172,10 +182,10 @@ protected:
   /// Stops every actor (the envs stay).
   void stop_actors() {
     self_.reset();
-    for (auto& a : {writer_, shipper_, host_, relay_})
+    for (auto& a : {writer_, shipper_, host_, relay_, recorder_})
       if (a)
         caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    writer_ = shipper_ = host_ = relay_ = nullptr;
+    writer_ = shipper_ = host_ = relay_ = recorder_ = nullptr;
     sys_.reset();
   }
 
@@ -215,7 +225,9 @@ protected:
   std::shared_ptr<storage::environment> leader_;
   std::unique_ptr<caf::actor_system> sys_;
   std::unique_ptr<caf::scoped_actor> self_;
-  caf::actor writer_, shipper_, host_, relay_;
+  caf::actor writer_, shipper_, host_, relay_, recorder_;
+  coord::fake_store fake_;
+  coord::client_ptr store_; ///< set before start(): a recorder on the fake
   std::shared_ptr<std::atomic<bool>> open_
     = std::make_shared<std::atomic<bool>>(true);
   std::shared_ptr<std::atomic<int>> seen_ = std::make_shared<std::atomic<int>>(0);
@@ -269,6 +281,72 @@ TEST_F(ShipperTest, AStalledFollowerLeavesTheInSyncSetAndWritesAreRefused) {
   // Everything stored on the leader (refused writes included: stored, not
   // acknowledged) reached the follower.
   EXPECT_EQ(contents(*env), contents(*leader_));
+}
+
+TEST_F(ShipperTest, TheInSyncSetIsRecordedAndAFollowerLeavesOnlyOnceRecorded) {
+  store_ = fake_.connect();
+  start(2, 300ms);
+  ASSERT_TRUE(write("a"));
+  auto recorded = [&] {
+    auto r = read_group(*fake_.connect(), "t", "n1");
+    std::vector<std::string> out;
+    if (r && *r)
+      out.assign((*r)->isr().begin(), (*r)->isr().end());
+    return out;
+  };
+  auto deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && recorded() != std::vector<std::string>{"n2"})
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(recorded(), std::vector<std::string>{"n2"})
+    << "a caught-up follower enters the record";
+  // The follower stalls while etcd is unreachable for the leader: it
+  // cannot leave the recorded set, so writes wait (neither acknowledged
+  // without it nor refused) past lag_max.
+  fake_.cut(store_, true);
+  open_->store(false);
+  std::atomic<int> outcome{0}; // 1 acknowledged, 2 refused
+  std::thread w([&] {
+    auto r = write("during the cut");
+    outcome = r ? 1 : 2;
+  });
+  std::this_thread::sleep_for(1500ms); // 5 x lag_max
+  EXPECT_EQ(outcome.load(), 0) << "answered while etcd still names n2";
+  EXPECT_EQ(recorded(), std::vector<std::string>{"n2"});
+  // etcd answers again: the set without n2 is written, then the write is
+  // refused (min in sync 2).
+  fake_.cut(store_, false);
+  w.join();
+  EXPECT_EQ(outcome.load(), 2);
+  EXPECT_TRUE(recorded().empty());
+  // n2 answers again: it catches up and enters the record again.
+  open_->store(true);
+  deadline = steady::now() + 10s;
+  while (steady::now() < deadline && recorded().empty())
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(recorded(), std::vector<std::string>{"n2"});
+  EXPECT_TRUE(write("after"));
+}
+
+TEST_F(ShipperTest, ARecordTakenByAnotherLeaderStopsEveryAcknowledgement) {
+  store_ = fake_.connect();
+  start(1, 300ms);
+  ASSERT_TRUE(write("a"));
+  // Another node takes the group (what a failover's controller will do).
+  auto c = fake_.connect();
+  auto key = group_key("t", "n1");
+  auto rec = *read_group(*c, "t", "n1");
+  rec->set_leader("n2");
+  rec->set_leader_epoch(rec->leader_epoch() + 1);
+  ASSERT_TRUE(c->cas_put(key, rec->SerializeAsString(),
+                         c->get(key)->first->mod_revision));
+  // The recorder's watch sees it: fenced, nothing acknowledged any more.
+  auto deadline = steady::now() + 5s;
+  caf::expected<pb::WriteResult> r{pb::WriteResult{}};
+  while (steady::now() < deadline && (r = write("late")))
+    std::this_thread::sleep_for(50ms);
+  ASSERT_FALSE(r) << "acknowledged by a deposed leader";
+  EXPECT_EQ(code_of(r.error()), errc::fenced) << render(r.error());
 }
 
 TEST_F(ShipperTest, AtMinInsyncOneWritesGoOnWithoutTheFollowerWhichCatchesUp) {

@@ -1,0 +1,291 @@
+#include "replication/group_record.hpp"
+
+#include "base/errc.hpp"
+#include "base/ids.hpp"
+#include "base/log.hpp"
+#include "cluster/membership.hpp"
+#include "wire/types.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/weak_intrusive_ptr.hpp>
+
+#include <algorithm>
+#include <optional>
+
+namespace edda::replication {
+
+namespace {
+
+namespace pb = wire::pb;
+
+std::string joined(const google::protobuf::RepeatedPtrField<std::string>& xs) {
+  std::string out;
+  for (auto& x : xs)
+    out += (out.empty() ? "" : ",") + x;
+  return out.empty() ? "none" : out;
+}
+
+} // namespace
+
+std::string group_key(const std::string& cluster_name,
+                      const std::string& group) {
+  return cluster::membership::prefix(cluster_name) + "groups/" + group;
+}
+
+caf::expected<std::optional<pb::ReplicaGroup>>
+read_group(coord::client& store, const std::string& cluster_name,
+           const std::string& group) {
+  auto got = store.get(group_key(cluster_name, group));
+  if (!got)
+    return got.error();
+  if (!got->first)
+    return std::optional<pb::ReplicaGroup>{};
+  pb::ReplicaGroup g;
+  if (!g.ParseFromString(got->first->value))
+    return make_error(errc::invalid_argument,
+                      "the replica group record of " + group
+                        + " does not parse");
+  return std::optional<pb::ReplicaGroup>{std::move(g)};
+}
+
+caf::expected<group_claim>
+claim_group(coord::client& store, const std::string& cluster_name,
+            const std::string& group, const std::string& log_id,
+            uint64_t local_epoch, int64_t now_ms) {
+  auto key = group_key(cluster_name, group);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto got = store.get(key);
+    if (!got)
+      return got.error();
+    pb::ReplicaGroup old;
+    int64_t expect = 0;
+    if (got->first) {
+      expect = got->first->mod_revision;
+      if (!old.ParseFromString(got->first->value))
+        return make_error(errc::invalid_argument,
+                          "the replica group record " + key
+                            + " does not parse");
+      if (!old.leader().empty() && old.leader() != group)
+        return make_error(errc::fenced,
+                          "replica group " + group + " is led by "
+                            + old.leader() + " (epoch "
+                            + std::to_string(old.leader_epoch())
+                            + "): this node must not lead it");
+    }
+    pb::ReplicaGroup rec;
+    rec.set_leader(group);
+    rec.set_leader_epoch(std::max(local_epoch, old.leader_epoch()) + 1);
+    rec.set_log_id(log_id);
+    rec.set_changed_ms(now_ms);
+    if (got->first && old.log_id() != log_id && !old.log_id().empty()) {
+      // This data dir began another log: the old one's acknowledged
+      // writes are on the followers the record named in sync.
+      EDDA_ERROR("replication",
+                 "group " << group << ": this data dir starts log '"
+                          << log_id << "', but etcd records log '"
+                          << old.log_id() << "' with copies in sync on "
+                          << joined(old.isr())
+                          << ": this node's data dir was replaced; the "
+                             "writes acknowledged before are on those copies "
+                             "(kept, never overwritten)");
+      rec.set_previous_log_id(old.log_id());
+      *rec.mutable_previous_isr() = old.isr();
+    } else {
+      rec.set_previous_log_id(old.previous_log_id());
+      *rec.mutable_previous_isr() = old.previous_isr();
+    }
+    auto put = store.cas_put(key, rec.SerializeAsString(), expect);
+    if (!put)
+      return put.error();
+    if (put->succeeded)
+      return group_claim{rec.leader_epoch(), put->revision};
+  }
+  return make_error(errc::unavailable,
+                    "the replica group record " + key
+                      + " kept changing while this node claimed it");
+}
+
+namespace {
+
+struct recorder_state {
+  coord::client_ptr store;
+  std::string cluster_name;
+  std::string group;
+  uint64_t epoch = 0;
+  int64_t mod_revision = 0;
+  caf::actor shipper; ///< told when the record is no longer this leader's
+  std::unique_ptr<coord::watch> watch;
+  uint64_t watch_gen = 0;
+  bool lost = false;
+  ~recorder_state() {
+    if (watch)
+      watch->cancel();
+  }
+  static inline const char* name = "edda.replication.recorder";
+};
+
+using rec_ptr = caf::stateful_actor<recorder_state>*;
+
+/// Checks `rec` (nullopt: deleted): still this leader's at this epoch?
+void check(rec_ptr self, const std::optional<pb::ReplicaGroup>& rec) {
+  auto& st = self->state;
+  if (st.lost)
+    return;
+  if (rec && rec->leader() == st.group && rec->leader_epoch() == st.epoch)
+    return;
+  st.lost = true;
+  auto err = make_error(
+    errc::fenced, !rec ? "the replica group record of " + st.group
+                           + " was deleted"
+                       : "replica group " + st.group + " is now led by "
+                           + rec->leader() + " at epoch "
+                           + std::to_string(rec->leader_epoch())
+                           + ", not by this node at epoch "
+                           + std::to_string(st.epoch));
+  EDDA_ERROR("replication", render(err));
+  if (st.shipper)
+    self->send(st.shipper, wire::lost_atom::value, err);
+}
+
+/// Watches the record from `from` on (events come on the store's thread
+/// and are passed to the actor); read again and watched anew after an
+/// error.
+void watch_record(rec_ptr self, int64_t from) {
+  auto& st = self->state;
+  if (st.watch) {
+    st.watch->cancel();
+    st.watch.reset();
+  }
+  auto key = group_key(st.cluster_name, st.group);
+  auto gen = ++st.watch_gen;
+  caf::weak_actor_ptr me = self->ctrl(); // the watch must not keep it
+  coord::watch_handlers h;
+  h.on_events = [me, key, gen](const std::vector<coord::watch_event>& evs) {
+    auto strong = me.lock();
+    if (!strong)
+      return;
+    auto to = caf::actor_cast<caf::actor>(strong);
+    for (auto& ev : evs) {
+      if (ev.kv.key != key)
+        continue; // another group under the same prefix
+      pb::ReplicaGroup rec;
+      if (ev.type == coord::watch_event::kind::del
+          || !rec.ParseFromString(ev.kv.value))
+        caf::anon_send(to, wire::lost_atom::value, gen, false,
+                       pb::ReplicaGroup{});
+      else
+        caf::anon_send(to, wire::lost_atom::value, gen, true, rec);
+    }
+  };
+  h.on_error = [me, gen](const caf::error&) {
+    if (auto strong = me.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong),
+                     wire::watch_atom::value, gen);
+  };
+  auto w = st.store->watch_prefix(key, from, std::move(h));
+  if (!w) {
+    self->delayed_send(self, std::chrono::seconds(1), wire::watch_atom::value,
+                       gen);
+    return;
+  }
+  st.watch = std::move(*w);
+}
+
+caf::behavior recorder(rec_ptr self, coord::client_ptr store,
+                       std::string cluster_name, std::string group,
+                       uint64_t epoch, int64_t mod_revision) {
+  auto& st = self->state;
+  st.store = std::move(store);
+  st.cluster_name = std::move(cluster_name);
+  st.group = std::move(group);
+  st.epoch = epoch;
+  st.mod_revision = mod_revision;
+  return {
+    [=](wire::watch_atom, caf::actor& shipper) {
+      // The shipper to tell when the record is taken over; the watch runs
+      // from the record as this node wrote it.
+      self->state.shipper = std::move(shipper);
+      watch_record(self, self->state.mod_revision + 1);
+    },
+    [=](wire::lost_atom, uint64_t gen, bool present,
+        const pb::ReplicaGroup& rec) {
+      if (gen != self->state.watch_gen)
+        return;
+      check(self, present ? std::optional<pb::ReplicaGroup>{rec}
+                          : std::nullopt);
+    },
+    [=](wire::watch_atom, uint64_t gen) {
+      // The watch ended (etcd lost, compacted): read the record again and
+      // watch on from there.
+      auto& st = self->state;
+      if (gen != st.watch_gen || st.lost)
+        return;
+      auto got = st.store->get(group_key(st.cluster_name, st.group));
+      if (!got) {
+        self->delayed_send(self, std::chrono::seconds(1),
+                           wire::watch_atom::value, gen);
+        return;
+      }
+      std::optional<pb::ReplicaGroup> rec;
+      if (got->first) {
+        pb::ReplicaGroup g;
+        if (g.ParseFromString(got->first->value))
+          rec = std::move(g);
+      }
+      check(self, rec);
+      if (!st.lost)
+        watch_record(self, got->second + 1);
+    },
+    [=](const pb::ReplicaGroup& want) -> caf::result<pb::ReplicaGroup> {
+      auto& st = self->state;
+      auto key = group_key(st.cluster_name, st.group);
+      auto got = st.store->get(key);
+      if (!got)
+        return got.error();
+      pb::ReplicaGroup rec;
+      if (!got->first || !rec.ParseFromString(got->first->value))
+        return make_error(errc::fenced, "the replica group record " + key
+                                          + " is gone");
+      if (rec.leader() != st.group || rec.leader_epoch() != st.epoch)
+        return make_error(errc::fenced,
+                          "replica group " + st.group + " is now led by "
+                            + rec.leader() + " at epoch "
+                            + std::to_string(rec.leader_epoch())
+                            + ", not by this node at epoch "
+                            + std::to_string(st.epoch));
+      if (got->first->mod_revision != st.mod_revision)
+        EDDA_DEBUG("replication", "group " << st.group
+                                           << ": record changed elsewhere");
+      *rec.mutable_isr() = want.isr();
+      rec.set_changed_ms(now_ms());
+      auto put = st.store->cas_put(key, rec.SerializeAsString(),
+                                   got->first->mod_revision);
+      if (!put)
+        return put.error();
+      if (!put->succeeded)
+        return make_error(errc::unavailable, "the replica group record "
+                                               + key
+                                               + " changed meanwhile; again");
+      st.mod_revision = put->revision;
+      EDDA_INFO("replication", "group " << st.group << ": in-sync copies on "
+                                        << joined(rec.isr())
+                                        << " (recorded in etcd)");
+      return rec;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_group_recorder(caf::actor_system& sys,
+                                coord::client_ptr store,
+                                std::string cluster_name, std::string group,
+                                uint64_t epoch, int64_t mod_revision) {
+  return sys.spawn<caf::detached>(recorder, std::move(store),
+                                  std::move(cluster_name), std::move(group),
+                                  epoch, mod_revision);
+}
+
+} // namespace edda::replication

@@ -1,0 +1,75 @@
+// group_record: a node's replica group in etcd (issue 13, CLUSTER.md phase
+// 2):
+//
+//   /edda/<cluster>/groups/<node> = ReplicaGroup{leader, leader_epoch,
+//                                   log_id, isr, ...}
+//
+// changed only by compare-and-swap on the key's mod_revision, so that two
+// writers (this leader, and later the controller electing a new one) never
+// both win. What the record is for: a failover may elect only a follower
+// in `isr`, so a follower enters it only once it has every acknowledged
+// write (the leader's acks already wait for it), and leaves the leader's
+// in-sync set (its acks stop waiting for it) only once the record without
+// it is written (RocketMQ 5663: a set change that counted before it was
+// stored lost acknowledged messages).
+//
+// claim_group(): at the node's start, before its first commit: the epoch it
+// leads with is one above both its own last one and the record's (so a
+// node whose data dir was wiped still gets a higher epoch), the isr starts
+// empty (followers enter once caught up). A record of another log (this
+// data dir was replaced) is kept as previous_* in the new record, with an
+// error line naming the followers that hold the old log's writes. A record
+// led by another node is refused (`fenced`): that node took the group over.
+//
+// The recorder actor (detached: etcd calls block) writes in-sync set
+// changes for the shipper and watches the record:
+//   ReplicaGroup{isr} -> ReplicaGroup (as written)
+//   (watch_atom, shipper)  the shipper is sent (lost_atom, error) once the
+//                          record names another leader or epoch, or is
+//                          deleted (a watch from the record as written;
+//                          read again and watched anew if it ends)
+// errors: fenced (the record's leader or epoch is no longer this one's),
+// unavailable / timeout (etcd; the shipper tries again).
+#pragma once
+
+#include "coord/coord.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace edda::wire::v1 {
+class ReplicaGroup;
+} // namespace edda::wire::v1
+
+namespace edda::replication {
+
+struct group_claim {
+  uint64_t epoch = 0;
+  int64_t mod_revision = 0; ///< of the record as written
+};
+
+/// "/edda/<cluster>/groups/<group>".
+[[nodiscard]] std::string group_key(const std::string& cluster_name,
+                                    const std::string& group);
+
+/// Writes this node's record as its leader (see the header comment).
+/// Errors: fenced, unavailable, timeout.
+[[nodiscard]] caf::expected<group_claim>
+claim_group(coord::client& store, const std::string& cluster_name,
+            const std::string& group, const std::string& log_id,
+            uint64_t local_epoch, int64_t now_ms);
+
+/// The record of `group` (nullopt: none). Errors: unavailable, timeout,
+/// invalid_argument (it does not parse).
+[[nodiscard]] caf::expected<std::optional<wire::v1::ReplicaGroup>>
+read_group(coord::client& store, const std::string& cluster_name,
+           const std::string& group);
+
+[[nodiscard]] caf::actor
+spawn_group_recorder(caf::actor_system& sys, coord::client_ptr store,
+                     std::string cluster_name, std::string group,
+                     uint64_t epoch, int64_t mod_revision);
+
+} // namespace edda::replication
