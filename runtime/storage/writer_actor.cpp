@@ -111,6 +111,30 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
           w.promise.deliver(st.stopped);
         return;
       }
+      if (st.stream.ship && work.size() > 1) {
+        // A shipped commit stays within what a replica takes whole: the
+        // writes past max_shipped_commit_bytes wait for the next commit
+        // (at once: a flush is queued for them).
+        size_t bytes = 0;
+        size_t keep = 0;
+        while (keep < work.size()) {
+          bytes += work[keep].batch.ByteSizeLong();
+          if (keep > 0 && bytes > max_shipped_commit_bytes)
+            break;
+          ++keep;
+        }
+        if (keep < work.size()) {
+          st.pending.insert(st.pending.begin(),
+                            std::make_move_iterator(work.begin() + keep),
+                            std::make_move_iterator(work.end()));
+          work.resize(keep);
+          st.urgent = st.pending.size();
+          if (!st.flush_scheduled) {
+            st.flush_scheduled = true;
+            self->send(self, wire::flush_atom::value);
+          }
+        }
+      }
       std::vector<const wire::pb::WriteBatch*> ptrs;
       ptrs.reserve(work.size() + 1);
       for (auto& w : work)

@@ -15,6 +15,7 @@
 #include <caf/fwd.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,6 +44,11 @@ class environment;
 /// `local` is answered once durable here (still shipped).
 /// db `meta` key of a replica's position (a ReplPosition).
 inline constexpr const char* repl_position_key = "repl";
+
+/// With a commit stream, one group commit holds at most this many bytes of
+/// writes (a single larger write still commits alone): a replica applies a
+/// commit whole, up to replication::max_batch_bytes (64 MiB).
+inline constexpr size_t max_shipped_commit_bytes = size_t{32} << 20;
 
 struct commit_stream {
   std::function<void(wire::v1::ReplBatch&&)> ship;

@@ -11,6 +11,7 @@
 #include "replication.pb.h"
 
 #include <caf/actor_system.hpp>
+#include <caf/after.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
 #include <gtest/gtest.h>
@@ -257,6 +258,58 @@ TEST_F(FollowerTest, AFollowerOfTheWritersStreamEndsIdenticalToTheLeader) {
   EXPECT_FALSE(r.get(db::log, "m3")) << "the refused batch was not shipped";
   EXPECT_TRUE(r.get(db::log, "m29"));
   EXPECT_EQ(read_position(*env_).seq, shipped.size());
+  leader->reset();
+  std::filesystem::remove_all(leader_dir);
+}
+
+// A group commit of a shipped stream stays within what a replica takes
+// whole: writes queued together are split over several commits.
+TEST_F(FollowerTest, AShippedGroupCommitIsCappedAndEveryWriteAnswered) {
+  auto leader_dir = dir_ + "-big";
+  std::filesystem::create_directories(leader_dir);
+  storage::options o;
+  o.dir = leader_dir;
+  o.map_size = 512ull << 20;
+  o.mode = edda::config::durability::nosync;
+  auto leader = storage::environment::open(o);
+  ASSERT_TRUE(leader) << render(leader.error());
+  std::mutex mtx;
+  std::vector<size_t> commit_bytes;
+  storage::commit_stream stream;
+  stream.epoch = 1;
+  stream.ship = [&](pb::ReplBatch&& b) {
+    std::lock_guard<std::mutex> guard{mtx};
+    commit_bytes.push_back(b.ByteSizeLong());
+  };
+  {
+    config cfg;
+    caf::actor_system sys{cfg};
+    // Deferrable writes wait up to 200 ms for one commit together.
+    auto writer = storage::spawn_writer(sys, *leader, true,
+                                        std::chrono::milliseconds{200}, stream);
+    caf::scoped_actor self{sys};
+    std::string big(10u << 20, 'x');
+    for (int i = 0; i < 8; ++i) { // 80 MiB queued at once
+      pb::WriteBatch b;
+      b.set_deferrable(true);
+      auto* op = b.add_ops();
+      op->set_db(static_cast<uint32_t>(db::log));
+      op->set_key("big" + std::to_string(i));
+      op->set_value(big);
+      self->send(writer, std::move(b));
+    }
+    int answered = 0;
+    for (int i = 0; i < 8; ++i)
+      self->receive([&](const pb::WriteResult&) { ++answered; },
+                    [&](caf::error&) {},
+                    caf::after(std::chrono::seconds(30)) >> [] {});
+    EXPECT_EQ(answered, 8);
+    caf::anon_send_exit(writer, caf::exit_reason::user_shutdown);
+  }
+  std::lock_guard<std::mutex> guard{mtx};
+  ASSERT_GE(commit_bytes.size(), 3u) << "80 MiB in commits of at most 32";
+  for (auto b : commit_bytes)
+    EXPECT_LE(b, storage::max_shipped_commit_bytes + (1u << 20));
   leader->reset();
   std::filesystem::remove_all(leader_dir);
 }
