@@ -180,6 +180,24 @@ struct acked_producer {
 
 class ClusterFixture : public ::testing::Test {
 protected:
+  /// `base` with `over` applied: a KEY=VALUE of `over` replaces the entry
+  /// of `base` with the same KEY, others are appended.
+  static std::vector<std::string> merged(std::vector<std::string> base,
+                                         const std::vector<std::string>& over) {
+    auto key = [](const std::string& s) {
+      return s.substr(0, s.find('='));
+    };
+    for (auto& s : over) {
+      auto it = std::find_if(base.begin(), base.end(),
+                             [&](auto& b) { return key(b) == key(s); });
+      if (it != base.end())
+        *it = s;
+      else
+        base.push_back(s);
+    }
+    return base;
+  }
+
   /// `settings`: `--set KEY=VALUE` for every node, after (and replacing)
   /// the fixture's defaults: cluster.lease_ttl=2s.
   explicit ClusterFixture(std::vector<std::string> settings = {},
@@ -504,23 +522,6 @@ protected:
 private:
   static constexpr size_t etcd_log_limit = size_t{1} << 24;
 
-  /// `base` with `over` applied: a KEY=VALUE of `over` replaces the entry
-  /// of `base` with the same KEY, others are appended.
-  static std::vector<std::string> merged(std::vector<std::string> base,
-                                         const std::vector<std::string>& over) {
-    auto key = [](const std::string& s) {
-      return s.substr(0, s.find('='));
-    };
-    for (auto& s : over) {
-      auto it = std::find_if(base.begin(), base.end(),
-                             [&](auto& b) { return key(b) == key(s); });
-      if (it != base.end())
-        *it = s;
-      else
-        base.push_back(s);
-    }
-    return base;
-  }
 
   /// The current test's name in [A-Za-z0-9_.-] and a random suffix, at
   /// most 64 characters (cluster.name's rule).
