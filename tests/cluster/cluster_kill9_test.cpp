@@ -321,5 +321,21 @@ TEST_F(ClusterKill9Test, AckedMessagesTransactionsAndSagasSurviveANodesDeath) {
   run_scenario();
 }
 
+/// The same with two copies of every node's storage (min in sync 1, so the
+/// survivors go on while the killed node's copies are out): every write of
+/// the mixed load (messages, half messages and ends, offsets, saga records,
+/// idempotency keys) waits for its copy; the checker's invariants hold.
+class ClusterKill9ReplicatedTest : public ClusterKill9Test {
+protected:
+  ClusterKill9ReplicatedTest()
+    : ClusterKill9Test({"cluster.replication_factor=2", "cluster.min_insync=1",
+                        "cluster.replica_lag_max=1s"}) {
+  }
+};
+
+TEST_F(ClusterKill9ReplicatedTest, TheSameInvariantsHoldWithTwoCopiesOfEachNode) {
+  run_scenario();
+}
+
 } // namespace
 } // namespace edda::test
