@@ -102,6 +102,29 @@ std::string listen_problem(const std::string& host, uint16_t port) {
   return why;
 }
 
+/// bad_config if a live process holds this node's member key (a lease
+/// other than this data dir's last one): a second process with the same
+/// node.name or a copy of this data dir.
+caf::error refuse_a_live_twin(embedded_node::impl& im) {
+  auto& s = im.settings;
+  auto rec = cluster::load_cluster_record(*im.env, s.cluster_name);
+  if (!rec)
+    return rec.error();
+  auto got = im.store->get(cluster::membership::prefix(s.cluster_name)
+                           + "members/" + im.node_id);
+  if (!got)
+    return got.error();
+  if (got->first && got->first->lease != rec->last_lease_id)
+    return make_error(errc::bad_config,
+                      "node id '" + im.node_id
+                        + "' is already a live member of cluster '"
+                        + s.cluster_name
+                        + "': another node runs with the same node.name or "
+                          "a copy of this data dir; stop it (or wait "
+                          "cluster.lease_ttl if it just died)");
+  return caf::none;
+}
+
 /// Spawns the node's actors into im.sys. Every handle it makes is kept in
 /// `im` (or in actors it spawned), never in a local that outlives it: a
 /// strong reference left behind keeps a detached actor's thread, and so the
@@ -129,11 +152,25 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     if (im.store) {
       // The group's record in etcd: the epoch goes above both this data
       // dir's and the record's; in-sync set changes are written there.
-      auto claim = replication::claim_group(*im.store, settings.cluster_name,
-                                            im.node_id, so.log_id, at.epoch,
-                                            now_ms());
+      // Not while another process runs as this node (the join would refuse
+      // it, but only after the claim had fenced the live one).
+      if (auto err = refuse_a_live_twin(im))
+        return err;
+      caf::expected<replication::group_claim> claim{caf::error{}};
+      for (int attempt = 1;; ++attempt) {
+        claim = replication::claim_group(*im.store, settings.cluster_name,
+                                         im.node_id, so.log_id, at.epoch,
+                                         now_ms());
+        auto code = claim ? errc::none : code_of(claim.error());
+        if (claim || attempt == 5
+            || (code != errc::unavailable && code != errc::timeout))
+          break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+      }
       if (!claim)
-        return claim.error();
+        return make_error(code_of(claim.error()),
+                          "claiming replica group " + im.node_id
+                            + " in etcd: " + render(claim.error()));
       so.epoch = claim->epoch;
       im.recorder = replication::spawn_group_recorder(
         sys, im.store, settings.cluster_name, im.node_id, claim->epoch,
@@ -162,6 +199,15 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
                                << ", min in sync " << settings.min_insync
                                << "; leader epoch " << so.epoch << " from seq "
                                << so.last_seq);
+  }
+  if (!replicate) {
+    // Commits made without replication are not numbered: a log begun
+    // before ends here, so that copies of it are never taken for current
+    // if replication is turned on again (they are refused, loudly).
+    auto at = replication::read_position(*im.env);
+    if (!at.log_id.empty())
+      if (auto err = replication::end_log(*im.env))
+        return err;
   }
   im.writer = storage::spawn_writer(
     sys, im.env, true,
@@ -521,6 +567,14 @@ void embedded_node::stop() {
     auto& i = *impl_;
     if (!i.sys)
       return;
+    // Replication: the followers get the commits made so far (at most 2 s)
+    // while the links are still up, so that the next start streams on
+    // instead of copying everything again.
+    if (i.shipper) {
+      caf::scoped_actor self{*i.sys};
+      self->request(i.shipper, std::chrono::seconds(2), wire::stop_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
+    }
     // Leave first: the lease is revoked, so the others see this node gone
     // at once, not a TTL later.
     if (i.membership)
@@ -538,14 +592,6 @@ void embedded_node::stop() {
       caf::anon_send_exit(i.cluster, caf::exit_reason::user_shutdown);
     if (i.sagas)
       i.sagas->stop();
-    // Replication: the followers get the last commits before the writer
-    // and the shipper go (at most 2 s), so that the next start streams on
-    // instead of copying everything again.
-    if (i.shipper) {
-      caf::scoped_actor self{*i.sys};
-      self->request(i.shipper, std::chrono::seconds(2), wire::stop_atom::value)
-        .receive([](bool) {}, [](caf::error&) {});
-    }
     // The writer goes last: the actors above may still be finishing writes.
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
     for (auto& a : {i.followers, i.shipper, i.replicas, i.recorder})

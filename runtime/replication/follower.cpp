@@ -31,6 +31,22 @@ position read_position(const storage::environment& env) {
   return out;
 }
 
+caf::error end_log(storage::environment& env) {
+  auto at = read_position(env);
+  pb::ReplPosition p;
+  p.set_epoch(at.epoch);
+  p.set_seq(at.seq);
+  pb::WriteBatch b;
+  auto* op = b.add_ops();
+  op->set_db(static_cast<uint32_t>(db::meta));
+  op->set_key(repl_position_key);
+  op->set_value(p.SerializeAsString());
+  std::vector<caf::error> failed;
+  if (auto err = env.apply({&b}, failed))
+    return err;
+  return failed.front();
+}
+
 caf::expected<verdict> plan(position at, const pb::ReplBatch& b,
                             pb::WriteBatch& write, size_t max_bytes) {
   if (at.seq > 0 && b.log_id() != at.log_id)

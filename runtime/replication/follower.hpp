@@ -59,6 +59,12 @@ inline constexpr size_t max_batch_bytes = size_t{64} << 20;
 /// This replica's position ({0, 0} before its first batch).
 [[nodiscard]] position read_position(const storage::environment& env);
 
+/// Ends the log of a node's own storage (its position keeps epoch and seq,
+/// loses the log id): used when the node runs without replication, whose
+/// commits are not numbered; a later start with replication begins a new
+/// log. Only before the node's writer runs. Errors: storage_error.
+[[nodiscard]] caf::error end_log(storage::environment& env);
+
 enum class verdict { apply, duplicate };
 
 /// What a replica at `at` does with `b`; for `apply`, `write` gets the

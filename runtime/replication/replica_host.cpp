@@ -76,6 +76,13 @@ bool copy_unfinished(const storage::environment& env) {
   return r.get(db::meta, copy_mark_key).has_value();
 }
 
+/// The id of the copy in progress ("" if none).
+std::string copy_in_progress(const storage::environment& env) {
+  auto r = env.read();
+  auto v = r.get(db::meta, copy_mark_key);
+  return v ? std::string{*v} : std::string{};
+}
+
 pb::ReplAck ack_of(self_ptr self, const std::string& group,
                    const storage::environment& env) {
   auto at = read_position(env);
@@ -111,18 +118,20 @@ caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
       }
       auto* mark = b.add_ops();
       mark->set_db(static_cast<uint32_t>(db::meta));
+      if (c.copy_id().empty())
+        return make_error(errc::invalid_argument, "a copy needs an id");
       mark->set_key(copy_mark_key);
-      mark->set_value(std::to_string(c.seq()));
+      mark->set_value(c.copy_id());
       EDDA_INFO("replica", "group " << s.group()
                                     << ": a full copy begins (epoch "
                                     << s.leader_epoch() << ")");
       break;
     }
     case pb::ReplCopy::DATA:
-      if (!copy_unfinished(env))
+      if (c.copy_id().empty() || copy_in_progress(env) != c.copy_id())
         return make_error(errc::invalid_argument,
                           "copy data for group '" + s.group()
-                            + "' without a copy begun");
+                            + "' of a copy not in progress");
       for (auto& op : c.ops()) {
         if (op.kind() != pb::WriteOp::PUT
             || (op.db() == static_cast<uint32_t>(db::meta)
@@ -133,10 +142,10 @@ caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
       }
       break;
     case pb::ReplCopy::END: {
-      if (!copy_unfinished(env))
+      if (c.copy_id().empty() || copy_in_progress(env) != c.copy_id())
         return make_error(errc::invalid_argument,
                           "copy end for group '" + s.group()
-                            + "' without a copy begun");
+                            + "' of a copy not in progress");
       auto at = read_position(env);
       if (at.epoch != c.epoch() || at.seq != c.seq())
         return make_error(errc::invalid_argument,

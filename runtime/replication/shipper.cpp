@@ -2,6 +2,7 @@
 
 #include "base/errc.hpp"
 #include "base/log.hpp"
+#include "base/ids.hpp"
 #include "base/metrics.hpp"
 #include "storage/environment.hpp"
 #include "storage/writer_actor.hpp"
@@ -13,6 +14,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -43,6 +45,8 @@ struct follower_state {
   int64_t caught_up_ms = 0; // when it last had everything sent to it
   bool needs_copy = false;  // behind the window: gets a full copy
   bool copying = false;     // a copier runs for it
+  /// Set to stop that copier (a new round, removal, the shipper's end).
+  std::shared_ptr<std::atomic<bool>> copy_cancel;
   uint64_t copy_pin = 0;    // the commits after this are kept for it
   int64_t copy_after_ms = 0; // a failed copy is tried again from then
   bool stuck = false;       // diverged or refused this leader: not followed
@@ -70,6 +74,12 @@ struct shipper_state {
   bool propose_again = false;
   caf::error fenced;        // the record names another leader or epoch
   std::vector<caf::response_promise> draining; // stop_atom callers
+  bool recorded_known = true; // false after a failed write: write again
+  ~shipper_state() {
+    for (auto& [id, f] : followers)
+      if (f.copy_cancel)
+        *f.copy_cancel = true;
+  }
   static inline const char* name = "edda.replication.shipper";
 };
 
@@ -171,18 +181,33 @@ void trim(self_ptr self) {
   uint64_t keep_from = st.followers.size() < st.opts.followers
                          ? first_kept(st) // for a follower still to come
                          : st.last + 1;
+  uint64_t pinned = st.last + 1; // the commits a running copy needs
   for (auto& [id, f] : st.followers) {
     if (f.copying)
-      keep_from = std::min(keep_from, f.copy_pin + 1);
+      pinned = std::min(pinned, f.copy_pin + 1);
     else if (f.host && !f.needs_copy && !f.stuck)
       keep_from = std::min(keep_from, f.known ? f.acked + 1 : first_kept(st));
   }
+  keep_from = std::min(keep_from, pinned);
+  // Over the cap, commits go unless a running copy needs them; a copy
+  // whose pinned commits reach twice the cap is given up (tried again).
   while (!st.window.empty()
          && (st.window.front().seq() < keep_from
-             || st.window_bytes > st.opts.window_bytes)) {
+             || (st.window_bytes > st.opts.window_bytes
+                 && st.window.front().seq() < pinned))) {
     st.window_bytes -= st.window.front().ByteSizeLong();
     st.window.pop_front();
   }
+  if (st.window_bytes > 2 * st.opts.window_bytes)
+    for (auto& [id, f] : st.followers)
+      if (f.copying && f.copy_cancel) {
+        EDDA_WARN("replication", "group " << st.opts.group << ": the copy for "
+                                          << id << " takes too long (over "
+                                          << st.window_bytes
+                                          << " bytes of commits kept for "
+                                             "it); given up");
+        *f.copy_cancel = true;
+      }
 }
 
 void propose(self_ptr self);
@@ -211,17 +236,20 @@ void leave_isr(self_ptr self, follower_state& f, const std::string& id,
 /// it stays in sync, or joins again (acks wait for it at once; etcd
 /// records it after).
 void caught_up(self_ptr self, const std::string& id, follower_state& f) {
+  auto& st = self->state;
   f.caught_up_ms = steady_ms();
   if (f.needs_copy || f.stuck || f.copying || f.removed)
     return;
-  f.confirmed = true;
+  // Recorded in sync (a failover may elect it) only once it has every
+  // acknowledged write; acks wait for it from now on anyway.
+  if (f.acked >= st.replicated)
+    f.confirmed = true;
   if (f.leaving)
     f.leaving = false; // back before the record said it left
   if (!f.in_sync) {
     f.in_sync = true;
-    EDDA_INFO("replication", "group " << self->state.opts.group
-                                      << ": follower " << id
-                                      << " is in sync (seq " << f.acked
+    EDDA_INFO("replication", "group " << st.opts.group << ": follower "
+                                      << id << " is in sync (seq " << f.acked
                                       << ")");
   }
   propose(self);
@@ -239,7 +267,7 @@ void propose(self_ptr self) {
       want.insert(id);
     leaving = leaving || f.leaving;
   }
-  if (want == st.recorded && !leaving)
+  if (want == st.recorded && !leaving && st.recorded_known)
     return;
   if (st.proposing) {
     st.propose_again = true;
@@ -254,6 +282,7 @@ void propose(self_ptr self) {
       [=](const pb::ReplicaGroup& rec) {
         auto& st = self->state;
         st.proposing = false;
+        st.recorded_known = true;
         st.recorded.clear();
         for (auto& id : rec.isr())
           st.recorded.insert(id);
@@ -283,6 +312,7 @@ void propose(self_ptr self) {
       [=](caf::error& err) {
         auto& st = self->state;
         st.proposing = false;
+        st.recorded_known = false; // it may have been written: write again
         if (code_of(err) == errc::fenced) {
           EDDA_ERROR("replication", "group " << st.opts.group << ": "
                                              << render(err)
@@ -334,8 +364,9 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack) {
     pump(self, id);
     return;
   }
-  if (ack.seq() > st.last) {
-    // It has commits this leader does not (this leader lost some it had
+  if (ack.seq() > st.last
+      || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq)) {
+    // It has commits this leader does not (now, or had at its start) (this leader lost some it had
     // shipped): never merged, never copied over (it may hold the only copy
     // of acknowledged writes).
     if (!f.stuck)
@@ -375,9 +406,16 @@ void schedule_retry(self_ptr self, const std::string& id, follower_state& f) {
 void copier(caf::blocking_actor* self, std::shared_ptr<storage::environment> env,
             caf::actor host, std::string group, uint64_t epoch,
             caf::actor shipper, std::string id, uint64_t round,
-            milliseconds timeout, size_t max_bytes) {
+            milliseconds timeout, size_t max_bytes,
+            std::shared_ptr<std::atomic<bool>> cancel) {
   caf::error err;
+  auto copy_id = new_unique_id();
   auto send = [&](pb::ReplShip s) {
+    if (cancel->load()) {
+      err = make_error(errc::unavailable, "copy cancelled");
+      return false;
+    }
+    s.mutable_copy()->set_copy_id(copy_id);
     bool ok = false;
     self->request(host, timeout, std::move(s))
       .receive([&](const pb::ReplAck&) { ok = true; },
@@ -457,6 +495,9 @@ void start_copy(self_ptr self, const std::string& id, follower_state& f) {
   }
   f.copying = true;
   f.copy_pin = st.last; // the snapshot will be at or after it
+  if (f.copy_cancel)
+    *f.copy_cancel = true;
+  f.copy_cancel = std::make_shared<std::atomic<bool>>(false);
   metrics::counter("replication.copies")++;
   EDDA_INFO("replication", "group " << st.opts.group << ": a full copy for "
                                     << id << " (from seq " << st.last
@@ -465,7 +506,7 @@ void start_copy(self_ptr self, const std::string& id, follower_state& f) {
     copier, st.opts.env, f.host, st.opts.group, st.opts.epoch,
     caf::actor_cast<caf::actor>(self), id, f.round,
     std::max(st.opts.request_timeout, milliseconds(10000)),
-    st.opts.max_ship_bytes);
+    st.opts.max_ship_bytes, f.copy_cancel);
 }
 
 void pump(self_ptr self, const std::string& id) {
@@ -652,6 +693,9 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
         f.removed = true;
         f.host = nullptr;
         f.round = ++st.rounds; // its replies are stale now
+        if (f.copy_cancel)
+          *f.copy_cancel = true;
+        f.copying = false;
         if (f.in_sync && st.opts.recorder)
           leave_isr(self, f, id, "no longer a follower"); // erased once recorded
         else
@@ -670,7 +714,9 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       f.inflight = false;
       f.known = false;
       f.needs_copy = false;
-      f.copying = false; // a copier of the old round is ignored
+      if (f.copy_cancel)
+        *f.copy_cancel = true; // a copier of the old round stops
+      f.copying = false;
       f.stuck = false;
       f.had_copy = false;
       f.confirmed = false;

@@ -144,8 +144,15 @@ TEST_F(ClusterReplicationTest, EveryAcknowledgedMessageIsInTheOtherNodesCopy) {
   EXPECT_EQ(s->replicated_seq(), s->leader_seq());
   EXPECT_GT(s->leader_seq(), 0u);
   // etcd records each node's copy as in sync, under compare-and-swap.
-  EXPECT_EQ(recorded_isr(node(0).name), std::vector<std::string>{node(1).name});
-  EXPECT_EQ(recorded_isr(node(1).name), std::vector<std::string>{node(0).name});
+  EXPECT_TRUE(eventually(5s, [&] {
+    return recorded_isr(node(0).name)
+             == std::vector<std::string>{node(1).name}
+           && recorded_isr(node(1).name)
+                == std::vector<std::string>{node(0).name};
+  })) << recorded_isr(node(0).name).size() << " / "
+      << recorded_isr(node(1).name).size();
+  s = client::admin::cluster_status(*c);
+  ASSERT_TRUE(s);
   ASSERT_EQ(s->recorded_isr_size(), 1);
   EXPECT_EQ(s->recorded_isr(0), node(1).name);
   ASSERT_EQ(acked_by_home.size(), 2u);
@@ -313,6 +320,7 @@ TEST_F(ClusterReplicationTest, ALeaderKilledUnderLoadRestartsAndItsFollowerCatch
   ASSERT_TRUE(c);
   client::producer p{*c};
   std::set<std::string> acked_on_n1;
+  std::atomic<size_t> acked_n1{0};
   std::atomic<bool> stop{false};
   std::thread load([&] {
     for (int i = 0; i < 5000 && !stop.load(); ++i) {
@@ -321,15 +329,19 @@ TEST_F(ClusterReplicationTest, ALeaderKilledUnderLoadRestartsAndItsFollowerCatch
       m.key = "acct-" + std::to_string(i % 13);
       m.body = "burst " + std::to_string(i);
       auto r = p.send(m);
-      if (r && homes_.at(r->partition) == n1)
+      if (r && homes_.at(r->partition) == n1) {
         acked_on_n1.insert(m.body);
+        ++acked_n1;
+      }
     }
   });
-  std::this_thread::sleep_for(300ms);
-  kill9(node(0)); // mid-burst: commits durable on n1 and not yet shipped
+  // Mid-burst (at least 50 acknowledged by n1): commits durable on n1 and
+  // not yet shipped.
+  bool enough = eventually(20s, [&] { return acked_n1.load() >= 50; });
+  kill9(node(0));
   stop = true;
   load.join();
-  ASSERT_FALSE(acked_on_n1.empty());
+  ASSERT_TRUE(enough) << acked_n1.load() << " acknowledged by n1";
   // n1 comes back: it keeps no commits in memory from before, so n2 gets a
   // full copy, and n1's writes are acknowledged again.
   ASSERT_TRUE(restart(node(0)));

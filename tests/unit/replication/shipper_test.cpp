@@ -163,11 +163,16 @@ protected:
   /// Writes key `k`; the writer's answer (or error) and how long it took.
   caf::expected<pb::WriteResult> write(const std::string& k,
                                        steady::duration* took = nullptr) {
+    return write(k, "value of " + k, took);
+  }
+  caf::expected<pb::WriteResult> write(const std::string& k,
+                                       const std::string& value,
+                                       steady::duration* took = nullptr) {
     pb::WriteBatch b;
     auto* op = b.add_ops();
     op->set_db(static_cast<uint32_t>(db::log));
     op->set_key(k);
-    op->set_value("value of " + k);
+    op->set_value(value);
     caf::expected<pb::WriteResult> out{caf::error{}};
     auto t0 = steady::now();
     (*self_)
@@ -368,23 +373,40 @@ TEST_F(ShipperTest, AtMinInsyncOneWritesGoOnWithoutTheFollowerWhichCatchesUp) {
 }
 
 TEST_F(ShipperTest, AFollowerBehindTheKeptCommitsGetsAFullCopyAndStreamsOn) {
-  // Nothing kept in memory: a follower that missed a commit needs a copy.
-  start(1, 300ms, 1);
+  // At most 8 KiB of commits kept in memory.
+  start(1, 300ms, 8u << 10);
+  ASSERT_TRUE(write("first"));
+  auto deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(10ms);
+  // The follower stalls while 40 KiB is written: the commits it misses
+  // are no longer kept.
   open_->store(false);
   for (int i = 0; i < 40; ++i)
-    ASSERT_TRUE(write("before-copy-" + std::to_string(i)));
+    ASSERT_TRUE(write("missed-" + std::to_string(i), std::string(1024, 'm')));
   auto copies = metrics::counter("replication.copies").load();
   open_->store(true);
-  // Writes go on while it is copied and after.
+  // Small writes go on while it is copied (kept for it after the copy's
+  // snapshot) and after.
   for (int i = 0; i < 20; ++i) {
     ASSERT_TRUE(write("during-" + std::to_string(i)));
     std::this_thread::sleep_for(10ms);
   }
-  auto deadline = steady::now() + 15s;
+  deadline = steady::now() + 15s;
   while (steady::now() < deadline
          && follower_seq() < read_position(*leader_).seq)
     std::this_thread::sleep_for(20ms);
-  EXPECT_GT(metrics::counter("replication.copies").load(), copies);
+  auto after_copy = metrics::counter("replication.copies").load();
+  EXPECT_GT(after_copy, copies);
+  // Then it streams: more writes arrive without another copy.
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(write("streamed-" + std::to_string(i)));
+  deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(metrics::counter("replication.copies").load(), after_copy);
   auto env = replica();
   ASSERT_TRUE(env);
   EXPECT_EQ(contents(*env), contents(*leader_));
@@ -392,12 +414,14 @@ TEST_F(ShipperTest, AFollowerBehindTheKeptCommitsGetsAFullCopyAndStreamsOn) {
   EXPECT_FALSE(env->read().get(db::meta, "repl_copy")) << "copy left marked";
 }
 
-TEST_F(ShipperTest, AFollowerAheadOfAWipedLeaderIsNeverOverwritten) {
+TEST_F(ShipperTest, AFollowerOfAWipedLeadersOldLogIsNeverOverwritten) {
   start(2, 300ms);
   for (int i = 0; i < 10; ++i)
     ASSERT_TRUE(write("acked-" + std::to_string(i)));
   stop_actors();
-  // The leader comes back with an empty data dir; its follower has more.
+  // The leader comes back with an empty data dir (a new log) and writes
+  // more commits than the old log had before its follower answers: only
+  // the log id tells the copy apart.
   leader_.reset();
   std::filesystem::remove_all(dir_ + "/leader");
   std::filesystem::create_directories(dir_ + "/leader");
@@ -407,17 +431,71 @@ TEST_F(ShipperTest, AFollowerAheadOfAWipedLeaderIsNeverOverwritten) {
   auto env = storage::environment::open(o);
   ASSERT_TRUE(env);
   leader_ = *env;
-  start(2, 300ms);
-  auto r = write("after-wipe");
-  ASSERT_FALSE(r) << "acknowledged by a leader whose follower diverged";
-  EXPECT_EQ(code_of(r.error()), errc::unavailable) << render(r.error());
+  open_->store(false);
+  start(1, 300ms);
+  for (int i = 0; i < 25; ++i)
+    ASSERT_TRUE(write("new-" + std::to_string(i)));
+  ASSERT_GT(read_position(*leader_).seq, 10u);
+  open_->store(true);
+  std::this_thread::sleep_for(1s); // probes and retries meanwhile
   auto copy = replica();
   ASSERT_TRUE(copy);
   auto c = contents(*copy);
   for (int i = 0; i < 10; ++i)
     EXPECT_EQ(c.count("2/acked-" + std::to_string(i)), 1u)
-      << "an acknowledged write was overwritten";
-  EXPECT_EQ(c.count("2/after-wipe"), 0u);
+      << "an acknowledged write of the old log was overwritten";
+  EXPECT_EQ(c.count("2/new-0"), 0u) << "the new log was mixed in";
+  EXPECT_NE(read_position(*copy).log_id, read_position(*leader_).log_id);
+}
+
+TEST_F(ShipperTest, ALateCopierOfAnEarlierCopyCannotWriteIntoTheNextOne) {
+  start(1, 300ms);
+  auto send = [&](pb::ReplCopy::Phase phase, const std::string& id,
+                  const std::string& key = {}) {
+    pb::ReplShip ship;
+    ship.set_group("g2"); // a group no shipper here writes
+    ship.mutable_copy()->set_phase(phase);
+    ship.mutable_copy()->set_copy_id(id);
+    if (!key.empty()) {
+      auto* op = ship.mutable_copy()->add_ops();
+      op->set_db(static_cast<uint32_t>(db::log));
+      op->set_key(key);
+      op->set_value("from copy " + id);
+    }
+    caf::error err;
+    (*self_)
+      ->request(host_, 5s, ship)
+      .receive([](const pb::ReplAck&) {}, [&](caf::error& e) { err = e; });
+    return err;
+  };
+  EXPECT_FALSE(send(pb::ReplCopy::BEGIN, "copy-a"));
+  EXPECT_FALSE(send(pb::ReplCopy::DATA, "copy-a", "a1"));
+  // A new round begins another copy; the first copier is still sending.
+  EXPECT_FALSE(send(pb::ReplCopy::BEGIN, "copy-b"));
+  auto late = send(pb::ReplCopy::DATA, "copy-a", "stale");
+  EXPECT_EQ(code_of(late), errc::invalid_argument) << render(late);
+  EXPECT_EQ(code_of(send(pb::ReplCopy::END, "copy-a")),
+            errc::invalid_argument);
+  EXPECT_FALSE(send(pb::ReplCopy::DATA, "copy-b", "b1"));
+  EXPECT_EQ(code_of(send(pb::ReplCopy::BEGIN, "")), errc::invalid_argument);
+  caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(host_, caf::exit_reason::user_shutdown);
+  relay_ = host_ = nullptr;
+  std::shared_ptr<storage::environment> env;
+  for (int i = 0; i < 200 && !env; ++i) {
+    storage::options o;
+    o.dir = replica_dir(dir_ + "/replicas", "g2");
+    o.map_size = 64ull << 20;
+    if (auto e = storage::environment::open(o))
+      env = *e;
+    else
+      std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(env);
+  auto r = env->read();
+  EXPECT_FALSE(r.get(db::log, "a1")) << "the first copy was not emptied";
+  EXPECT_FALSE(r.get(db::log, "stale")) << "a late copier wrote";
+  EXPECT_TRUE(r.get(db::log, "b1"));
 }
 
 TEST_F(ShipperTest, AReplicaHostRefusesAGroupThatIsNotANodeIdAndAnOldEpoch) {
