@@ -39,8 +39,8 @@ struct follower_state {
   uint64_t round = 0;       // bumped when the host changes: late replies
   bool known = false;       // its position was learned (probe or ack)
   uint64_t acked = 0;       // the last commit it has
-  bool inflight = false;    // one ship at a time
-  uint64_t target = 0;      // the leader's last commit when it was sent
+  uint32_t inflight = 0;    // ships sent and not answered yet
+  uint64_t sent = 0;        // the last commit sent (acked <= sent)
   bool in_sync = false;
   int64_t caught_up_ms = 0; // when it last had everything sent to it
   bool needs_copy = false;  // behind the window: gets a full copy
@@ -331,10 +331,14 @@ void propose(self_ptr self) {
       });
 }
 
-void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack) {
+/// `ack` answers a ship of commits up to `shipped` (0: a probe), sent when
+/// the leader's last commit was `target`.
+void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
+            uint64_t shipped, uint64_t target) {
   auto& st = self->state;
   auto& f = st.followers.at(id);
-  f.inflight = false;
+  if (f.inflight > 0)
+    --f.inflight;
   f.known = true;
   if (ack.seq() > 0 && ack.log_id() != st.opts.log_id) {
     // A copy of another log of this group (this node's data dir was wiped
@@ -383,9 +387,13 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack) {
     advance(self);
     return;
   }
-  f.acked = ack.seq();
+  f.acked = std::max(f.acked, ack.seq()); // replies come in order
+  if (shipped == 0 || ack.seq() < shipped)
+    f.sent = f.acked; // a probe, or a ship not applied (a gap): from here
+  else
+    f.sent = std::max(f.sent, f.acked);
   f.last_error.clear();
-  if (f.acked >= f.target) // every commit made before this ship was sent
+  if (f.acked >= target) // every commit made before this ship was sent
     caught_up(self, id, f);
   advance(self);
   trim(self);
@@ -509,55 +517,20 @@ void start_copy(self_ptr self, const std::string& id, follower_state& f) {
     st.opts.max_ship_bytes, f.copy_cancel);
 }
 
-void pump(self_ptr self, const std::string& id) {
+/// Sends `ship` (commits up to `shipped`; 0: a probe) to `id`.
+void send_ship(self_ptr self, const std::string& id, follower_state& f,
+               pb::ReplShip ship, uint64_t shipped) {
   auto& st = self->state;
-  auto i = st.followers.find(id);
-  if (i == st.followers.end())
-    return;
-  auto& f = i->second;
-  if (!f.host || f.inflight || f.stuck || f.copying)
-    return;
-  if (f.needs_copy) {
-    start_copy(self, id, f);
-    return;
-  }
-  pb::ReplShip ship;
   ship.set_group(st.opts.group);
   ship.set_leader_epoch(st.opts.epoch);
-  if (f.known) {
-    if (f.acked >= st.last)
-      return;
-    auto first = first_kept(st);
-    if (f.acked + 1 < first) {
-      f.needs_copy = true;
-      leave_isr(self, f, id, "behind the commits kept in memory");
-      EDDA_WARN("replication",
-                "group " << st.opts.group << ": follower " << id
-                         << " is at seq " << f.acked << ", the oldest kept is "
-                         << first << ": it gets a full copy");
-      advance(self);
-      start_copy(self, id, f);
-      return;
-    }
-    size_t bytes = 0;
-    for (auto j = f.acked + 1 - first; j < st.window.size(); ++j) {
-      auto& b = st.window[j];
-      auto sz = b.ByteSizeLong();
-      if (ship.batches_size() > 0 && bytes + sz > st.opts.max_ship_bytes)
-        break;
-      *ship.add_batches() = b;
-      bytes += sz;
-    }
-    metrics::counter("replication.ships")++;
-  }
-  f.inflight = true;
-  f.target = st.last;
+  ++f.inflight;
+  auto target = st.last;
   auto round = f.round;
   self->request(f.host, st.opts.request_timeout, std::move(ship))
     .then(
       [=](const pb::ReplAck& ack) {
         if (current(self, id, round) != nullptr)
-          on_ack(self, id, ack);
+          on_ack(self, id, ack, shipped, target);
       },
       [=](caf::error& err) {
         auto& st = self->state;
@@ -565,7 +538,8 @@ void pump(self_ptr self, const std::string& id) {
         if (fp == nullptr)
           return;
         auto& f = *fp;
-        f.inflight = false;
+        if (f.inflight > 0)
+          --f.inflight;
         if (code_of(err) == errc::fenced
             || code_of(err) == errc::message_too_large) {
           if (!f.stuck)
@@ -581,15 +555,68 @@ void pump(self_ptr self, const std::string& id) {
                                            << id << " failed: "
                                            << render(err));
         f.last_error = render(err);
+        f.sent = f.acked; // sent again from what it has
         schedule_retry(self, id, f);
       });
+}
+
+void pump(self_ptr self, const std::string& id) {
+  auto& st = self->state;
+  auto i = st.followers.find(id);
+  if (i == st.followers.end())
+    return;
+  auto& f = i->second;
+  if (!f.host || f.stuck || f.copying)
+    return;
+  if (f.needs_copy) {
+    if (f.inflight == 0)
+      start_copy(self, id, f);
+    return;
+  }
+  if (!f.known) {
+    if (f.inflight == 0)
+      send_ship(self, id, f, {}, 0); // a probe: where is it?
+    return;
+  }
+  while (f.inflight < st.opts.max_inflight_ships) {
+    auto first = first_kept(st);
+    if (f.acked + 1 < first) {
+      f.needs_copy = true;
+      leave_isr(self, f, id, "behind the commits kept in memory");
+      EDDA_WARN("replication",
+                "group " << st.opts.group << ": follower " << id
+                         << " is at seq " << f.acked << ", the oldest kept is "
+                         << first << ": it gets a full copy");
+      advance(self);
+      if (f.inflight == 0)
+        start_copy(self, id, f);
+      return;
+    }
+    auto from = std::max(f.acked, f.sent) + 1;
+    if (from > st.last)
+      return;
+    pb::ReplShip ship;
+    size_t bytes = 0;
+    for (auto j = from - first; j < st.window.size(); ++j) {
+      auto& b = st.window[j];
+      auto sz = b.ByteSizeLong();
+      if (ship.batches_size() > 0 && bytes + sz > st.opts.max_ship_bytes)
+        break;
+      *ship.add_batches() = b;
+      bytes += sz;
+    }
+    auto shipped = ship.batches(ship.batches_size() - 1).seq();
+    f.sent = shipped;
+    metrics::counter("replication.ships")++;
+    send_ship(self, id, f, std::move(ship), shipped);
+  }
 }
 
 void tick(self_ptr self) {
   auto& st = self->state;
   auto now = steady_ms();
   for (auto& [id, f] : st.followers) {
-    if (f.known && f.acked >= st.last && !f.inflight)
+    if (f.known && f.acked >= st.last && f.inflight == 0)
       caught_up(self, id, f); // idle and complete
     if (f.in_sync && now - f.caught_up_ms > st.opts.lag_max.count())
       leave_isr(self, f, id,
@@ -711,7 +738,8 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       f.host = std::move(host);
       f.removed = false;
       f.round = ++st.rounds;
-      f.inflight = false;
+      f.inflight = 0;
+      f.sent = 0;
       f.known = false;
       f.needs_copy = false;
       if (f.copy_cancel)
@@ -751,7 +779,7 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       f.known = true;
       f.last_error.clear();
       f.acked = seq;
-      f.target = seq;
+      f.sent = seq;
       if (f.acked >= st.last)
         caught_up(self, id, f);
       advance(self);

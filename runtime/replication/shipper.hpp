@@ -1,4 +1,6 @@
 // shipper: the leader's side of replication on a node (issue 13).
+// Up to max_inflight_ships ships are in flight to each follower: a commit
+// need not wait for the previous ship's round trip.
 //
 // The storage writer hands every group commit to the shipper (its
 // commit_stream, storage/writer_actor.hpp, gated); the shipper sends the
@@ -87,6 +89,9 @@ struct shipper_options {
   std::chrono::milliseconds lag_max{10000};
   std::chrono::milliseconds request_timeout{5000};
   size_t max_ship_bytes = size_t{1} << 20;
+  /// Ships in flight to one follower (each up to max_ship_bytes); the
+  /// follower answers them in order.
+  uint32_t max_inflight_ships = 4;
   size_t window_bytes = size_t{256} << 20;
 };
 

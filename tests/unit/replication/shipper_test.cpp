@@ -17,6 +17,7 @@
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
+#include <caf/after.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
@@ -46,12 +47,17 @@ struct sys_config : caf::actor_system_config {
   }
 };
 
+/// Ships a relay swallowed on purpose (drop_nth).
+std::atomic<int> dropped_ships{0};
+
 /// Between the shipper and the replica host: passes ships on while open;
 /// while closed it swallows them unanswered (a stalled follower).
 struct relay_state {
   caf::actor host;
   std::shared_ptr<std::atomic<bool>> open;
   std::shared_ptr<std::atomic<int>> seen;
+  int drop_nth = 0; ///< the n-th ship with batches is swallowed (0: none)
+  int with_batches = 0;
 };
 
 caf::behavior relay(caf::stateful_actor<relay_state>* self, caf::actor host,
@@ -64,10 +70,16 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, caf::actor host,
     [=](pb::ReplShip& s) -> caf::result<pb::ReplAck> {
       ++*self->state.seen;
       auto rp = self->make_response_promise<pb::ReplAck>();
+      if (s.batches_size() > 0
+          && ++self->state.with_batches == self->state.drop_nth) {
+        ++dropped_ships;
+        return rp; // this one is lost: the ships after it leave a gap
+      }
       if (self->state.open->load())
         return rp.delegate(self->state.host, std::move(s));
       return rp; // never answered: the shipper's request times out
     },
+    [=](int drop_nth) { self->state.drop_nth = drop_nth; },
   };
 }
 
@@ -253,6 +265,41 @@ TEST_F(ShipperTest, AWriteIsAnsweredOnlyOnceTheFollowerHasIt) {
   ASSERT_TRUE(env);
   EXPECT_EQ(contents(*env), contents(*leader_));
   EXPECT_EQ(read_position(*env).epoch, 2u);
+  EXPECT_EQ(read_position(*env).seq, read_position(*leader_).seq);
+}
+
+TEST_F(ShipperTest, ShipsInFlightTogetherAndALostOneIsSentAgainAfterItsGap) {
+  start(2, 3000ms);
+  ASSERT_TRUE(write("first"));
+  caf::anon_send(relay_, 3); // the third ship from now on is lost
+  // Writes from several clients at once: commits follow each other while
+  // earlier ships are in flight.
+  auto ships = metrics::counter("replication.ships").load();
+  auto dropped = dropped_ships.load();
+  constexpr int n = 100; // 6.4 MiB: ships of at most 1 MiB
+  for (int i = 0; i < n; ++i) {
+    pb::WriteBatch b;
+    auto* op = b.add_ops();
+    op->set_db(static_cast<uint32_t>(db::log));
+    op->set_key("burst-" + std::to_string(i));
+    op->set_value(std::string(64u << 10, 'b'));
+    (*self_)->send(writer_, std::move(b));
+    if (i % 10 == 9)
+      std::this_thread::sleep_for(5ms); // about ten commits of 640 KiB
+  }
+  int ok = 0, failed = 0;
+  for (int i = 0; i < n; ++i)
+    (*self_)->receive([&](const pb::WriteResult&) { ++ok; },
+                      [&](caf::error&) { ++failed; },
+                      caf::after(std::chrono::seconds(20)) >> [&] {
+                        ++failed;
+                      });
+  EXPECT_EQ(ok, n) << failed << " failed";
+  EXPECT_GE(metrics::counter("replication.ships").load(), ships + 5);
+  EXPECT_EQ(dropped_ships.load(), dropped + 1) << "no ship was lost";
+  auto env = replica();
+  ASSERT_TRUE(env);
+  EXPECT_EQ(contents(*env), contents(*leader_));
   EXPECT_EQ(read_position(*env).seq, read_position(*leader_).seq);
 }
 
