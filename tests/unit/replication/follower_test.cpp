@@ -1,6 +1,7 @@
 // A replica applying its leader's shipped commits: in order, once, never
 // from a deposed leader, never with a gap, never half.
 #include "replication/follower.hpp"
+#include "replica_contents.hpp"
 
 #include "base/errc.hpp"
 #include "storage/environment.hpp"
@@ -175,25 +176,7 @@ TEST_F(FollowerTest, ABadOrOversizedBatchWritesNothing) {
   EXPECT_EQ(get("k2"), "b");
 }
 
-/// Everything in the dbs a node writes (not the replica's own position).
-std::map<std::string, std::string> contents(storage::environment& env) {
-  std::map<std::string, std::string> out;
-  auto r = env.read();
-  for (unsigned d = 0; d < storage::db_count; ++d)
-    r.scan(static_cast<db>(d), "", "",
-           [&](std::string_view k, std::string_view v) {
-             if (!(d == 0 && k == storage::repl_position_key))
-               out[std::to_string(d) + "/" + std::string{k}] = std::string{v};
-             return true;
-           });
-  return out;
-}
-
-struct config : caf::actor_system_config {
-  config() {
-    wire::register_types(*this);
-  }
-};
+using test::contents;
 
 // The leader's storage writer numbers each group commit and ships what it
 // applied; a follower applying that stream ends with the same contents,
@@ -215,7 +198,7 @@ TEST_F(FollowerTest, AFollowerOfTheWritersStreamEndsIdenticalToTheLeader) {
     shipped.push_back(std::move(b));
   };
   auto write_some = [&](int from, int to) {
-    config cfg;
+    test::sys_config cfg;
     caf::actor_system sys{cfg};
     auto writer = storage::spawn_writer(sys, *leader, true,
                                         std::chrono::milliseconds{0}, stream);
@@ -282,7 +265,7 @@ TEST_F(FollowerTest, AShippedGroupCommitIsCappedAndEveryWriteAnswered) {
     commit_bytes.push_back(b.ByteSizeLong());
   };
   {
-    config cfg;
+    test::sys_config cfg;
     caf::actor_system sys{cfg};
     // Deferrable writes wait up to 200 ms for one commit together.
     auto writer = storage::spawn_writer(sys, *leader, true,

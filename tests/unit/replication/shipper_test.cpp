@@ -7,6 +7,7 @@
 #include "replication/group_record.hpp"
 #include "replication/replica_host.hpp"
 #include "replication/shipper.hpp"
+#include "replica_contents.hpp"
 
 #include "base/errc.hpp"
 #include "base/ids.hpp"
@@ -41,11 +42,6 @@ using storage::db;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-struct sys_config : caf::actor_system_config {
-  sys_config() {
-    wire::register_types(*this);
-  }
-};
 
 /// Ships a relay swallowed on purpose (drop_nth).
 std::atomic<int> dropped_ships{0};
@@ -83,18 +79,8 @@ caf::behavior relay(caf::stateful_actor<relay_state>* self, caf::actor host,
   };
 }
 
-std::map<std::string, std::string> contents(const storage::environment& env) {
-  std::map<std::string, std::string> out;
-  auto r = env.read();
-  for (unsigned d = 0; d < storage::db_count; ++d)
-    r.scan(static_cast<db>(d), "", "",
-           [&](std::string_view k, std::string_view v) {
-             if (!(d == 0 && k == storage::repl_position_key))
-               out[std::to_string(d) + "/" + std::string{k}] = std::string{v};
-             return true;
-           });
-  return out;
-}
+using test::contents;
+using test::sys_config;
 
 class ShipperTest : public ::testing::Test {
 protected:
@@ -221,14 +207,15 @@ protected:
   }
 
   /// The follower's replica, opened after its host is stopped.
-  std::shared_ptr<storage::environment> replica() {
+  std::shared_ptr<storage::environment>
+  replica(const std::string& group = "n1") {
     caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(host_, caf::exit_reason::user_shutdown);
     relay_ = host_ = nullptr;
     // The detached host closes its environment when it ends.
     for (int i = 0; i < 200; ++i) {
       storage::options o;
-      o.dir = replica_dir(dir_ + "/replicas", "n1");
+      o.dir = replica_dir(dir_ + "/replicas", group);
       o.map_size = 64ull << 20;
       if (auto env = storage::environment::open(o))
         return *env;
@@ -525,19 +512,7 @@ TEST_F(ShipperTest, ALateCopierOfAnEarlierCopyCannotWriteIntoTheNextOne) {
             errc::invalid_argument);
   EXPECT_FALSE(send(pb::ReplCopy::DATA, "copy-b", "b1"));
   EXPECT_EQ(code_of(send(pb::ReplCopy::BEGIN, "")), errc::invalid_argument);
-  caf::anon_send_exit(relay_, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(host_, caf::exit_reason::user_shutdown);
-  relay_ = host_ = nullptr;
-  std::shared_ptr<storage::environment> env;
-  for (int i = 0; i < 200 && !env; ++i) {
-    storage::options o;
-    o.dir = replica_dir(dir_ + "/replicas", "g2");
-    o.map_size = 64ull << 20;
-    if (auto e = storage::environment::open(o))
-      env = *e;
-    else
-      std::this_thread::sleep_for(10ms);
-  }
+  auto env = replica("g2");
   ASSERT_TRUE(env);
   auto r = env->read();
   EXPECT_FALSE(r.get(db::log, "a1")) << "the first copy was not emptied";
