@@ -13,22 +13,11 @@
 namespace edda::replication {
 
 namespace pb = wire::v1;
-using storage::db;
-
-using storage::repl_position_key;
 
 position read_position(const storage::environment& env) {
-  position out;
   auto r = env.read();
-  if (auto v = r.get(db::meta, repl_position_key)) {
-    pb::ReplPosition p;
-    if (p.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
-      out.epoch = p.epoch();
-      out.seq = p.seq();
-      out.log_id = p.log_id();
-    }
-  }
-  return out;
+  auto p = storage::read_repl_position(r);
+  return position{p.epoch(), p.seq(), p.log_id()};
 }
 
 caf::error end_log(storage::environment& env) {
@@ -37,10 +26,7 @@ caf::error end_log(storage::environment& env) {
   p.set_epoch(at.epoch);
   p.set_seq(at.seq);
   pb::WriteBatch b;
-  auto* op = b.add_ops();
-  op->set_db(static_cast<uint32_t>(db::meta));
-  op->set_key(repl_position_key);
-  op->set_value(p.SerializeAsString());
+  storage::put_repl_position(b, p);
   std::vector<caf::error> failed;
   if (auto err = env.apply({&b}, failed))
     return err;
@@ -93,10 +79,7 @@ caf::expected<verdict> plan(position at, const pb::ReplBatch& b,
   next.set_epoch(b.leader_epoch());
   next.set_seq(b.seq());
   next.set_log_id(b.log_id());
-  auto* op = write.add_ops();
-  op->set_db(static_cast<uint32_t>(db::meta));
-  op->set_key(repl_position_key);
-  op->set_value(next.SerializeAsString());
+  storage::put_repl_position(write, next);
   return verdict::apply;
 }
 

@@ -55,11 +55,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
   self->state.stream = std::move(stream);
   if (self->state.stream.ship) {
     auto r = self->state.env->read();
-    if (auto v = r.get(db::meta, repl_position_key)) {
-      wire::pb::ReplPosition p;
-      if (p.ParseFromArray(v->data(), static_cast<int>(v->size())))
-        self->state.repl_seq = p.seq();
-    }
+    self->state.repl_seq = read_repl_position(r).seq();
   }
   if (self->state.stream.gated)
     self->state.replicated = self->state.repl_seq; // durable before a restart
@@ -146,10 +142,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         p.set_epoch(st.stream.epoch);
         p.set_seq(st.repl_seq + 1);
         p.set_log_id(st.stream.log_id);
-        auto* op = position.add_ops();
-        op->set_db(static_cast<uint32_t>(db::meta));
-        op->set_key(repl_position_key);
-        op->set_value(p.SerializeAsString());
+        put_repl_position(position, p);
         ptrs.push_back(&position);
       }
       std::vector<caf::error> failed;

@@ -12,6 +12,8 @@
 //            storage_error (sticky), invalid_argument (this batch only).
 #pragma once
 
+#include "storage/repl_position.hpp"
+
 #include <caf/fwd.hpp>
 
 #include <chrono>
@@ -42,8 +44,6 @@ class environment;
 /// and those writes are answered with the error (stored on this node, not
 /// acknowledged: "may or may not survive its loss"). A batch marked
 /// `local` is answered once durable here (still shipped).
-/// db `meta` key of a replica's position (a ReplPosition).
-inline constexpr const char* repl_position_key = "repl";
 
 /// With a commit stream, one group commit holds at most this many bytes of
 /// writes (a single larger write still commits alone): a replica applies a
