@@ -108,20 +108,33 @@ size_t in_sync_count(const shipper_state& st) {
   return n;
 }
 
+/// Answers the stop_atom callers waiting for the drain.
+void answer_draining(self_ptr self, bool drained) {
+  for (auto& rp : self->state.draining)
+    rp.deliver(drained);
+  self->state.draining.clear();
+}
+
+/// The writes of the commits not yet answered (up to the last) are answered
+/// with `err`; returns how many commits that was.
+uint64_t refuse(self_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  auto from = std::max(st.replicated, st.refused);
+  if (st.last <= from)
+    return 0;
+  st.refused = st.last;
+  if (st.writer)
+    self->send(st.writer, wire::replicated_atom::value, st.last, err);
+  return st.last - from;
+}
+
 /// Tells the writer what is replicated now, or that commits cannot be.
 void advance(self_ptr self) {
   auto& st = self->state;
   if (st.fenced) {
     // Another node leads the group now: nothing more is acknowledged.
-    for (auto& rp : st.draining)
-      rp.deliver(false);
-    st.draining.clear();
-    if (st.last > std::max(st.replicated, st.refused)) {
-      st.refused = st.last;
-      if (st.writer)
-        self->send(st.writer, wire::replicated_atom::value, st.last,
-                   st.fenced);
-    }
+    answer_draining(self, false);
+    refuse(self, st.fenced);
     return;
   }
   auto n = in_sync_count(st);
@@ -130,13 +143,9 @@ void advance(self_ptr self) {
     // linked and answer (its writes wait with it).
     if (steady_ms() - st.started_ms < st.opts.lag_max.count())
       return;
-    for (auto& rp : st.draining)
-      rp.deliver(false);
-    st.draining.clear();
-    auto from = std::max(st.replicated, st.refused);
-    if (st.last <= from)
+    answer_draining(self, false);
+    if (st.last <= std::max(st.replicated, st.refused))
       return;
-    st.refused = st.last;
     std::string who;
     for (auto& [id, f] : st.followers)
       if (!f.in_sync)
@@ -146,17 +155,15 @@ void advance(self_ptr self) {
                   : f.needs_copy          ? " (needs a full copy)"
                   : !f.last_error.empty() ? " (" + f.last_error + ")"
                                           : " (lagging)");
-    metrics::counter("replication.not_enough_replicas") += st.last - from;
-    if (st.writer)
-      self->send(st.writer, wire::replicated_atom::value, st.last,
-                 make_error(errc::unavailable,
-                            "stored on node " + st.opts.group + ", but only "
-                              + std::to_string(n) + " of cluster.min_insync "
-                              + std::to_string(st.opts.min_insync)
-                              + " replicas are in sync"
-                              + (who.empty() ? "" : " (out: " + who + ")")
-                              + ": not acknowledged; it may or may not "
-                                "survive the loss of this node"));
+    metrics::counter("replication.not_enough_replicas") += refuse(
+      self, make_error(errc::unavailable,
+                       "stored on node " + st.opts.group + ", but only "
+                         + std::to_string(n) + " of cluster.min_insync "
+                         + std::to_string(st.opts.min_insync)
+                         + " replicas are in sync"
+                         + (who.empty() ? "" : " (out: " + who + ")")
+                         + ": not acknowledged; it may or may not survive "
+                           "the loss of this node"));
     return;
   }
   auto committed = st.last;
@@ -168,11 +175,8 @@ void advance(self_ptr self) {
     if (st.writer)
       self->send(st.writer, wire::replicated_atom::value, st.replicated);
   }
-  if (!st.draining.empty() && committed >= st.last) {
-    for (auto& rp : st.draining)
-      rp.deliver(true);
-    st.draining.clear();
-  }
+  if (!st.draining.empty() && committed >= st.last)
+    answer_draining(self, true);
 }
 
 /// Drops the commits every follower has; keeps at most window_bytes.
@@ -442,8 +446,7 @@ void copier(caf::blocking_actor* self, std::shared_ptr<storage::environment> env
   bool ok = false;
   {
     auto r = env->read(); // the snapshot: one read transaction throughout
-    if (auto v = r.get(storage::db::meta, storage::repl_position_key))
-      at.ParseFromArray(v->data(), static_cast<int>(v->size()));
+    at = storage::read_repl_position(r);
     ok = send(ship(pb::ReplCopy::BEGIN));
     auto data = ship(pb::ReplCopy::DATA);
     size_t bytes = 0;
