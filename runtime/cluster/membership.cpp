@@ -52,6 +52,30 @@ membership::membership(coord::client_ptr store, membership_options opts)
   incarnation_ = opts_.previous_incarnation;
 }
 
+caf::expected<std::optional<coord::key_value>>
+membership::previous_member_key(coord::client& store,
+                                const std::string& cluster_name,
+                                const std::string& node_id,
+                                coord::lease_id own_lease) {
+  auto cur = store.get(prefix(cluster_name) + "members/" + node_id);
+  if (!cur)
+    return cur.error();
+  if (!cur->first)
+    return std::optional<coord::key_value>{};
+  auto& kv = *cur->first;
+  if (own_lease == 0 || kv.lease != own_lease) {
+    auto holder = parse_member(kv);
+    return make_error(
+      errc::bad_config,
+      "node id '" + node_id + "' is already a live member of cluster '"
+        + cluster_name + "' (at "
+        + (holder ? holder->endpoint : std::string{"?"})
+        + "): another node runs with the same node.name or a copy of this "
+          "data dir; stop it (or wait cluster.lease_ttl if it just died)");
+  }
+  return std::optional<coord::key_value>{kv};
+}
+
 std::string membership::key() const {
   return prefix(opts_.cluster_name) + "members/" + opts_.node_id;
 }
@@ -85,22 +109,11 @@ caf::error membership::join_once(bool first) {
   }
   // The key of a previous life (ours if it is bound to the lease we
   // persisted) goes first, with everything else bound to that lease.
-  auto cur = st.get(k);
+  auto cur = previous_member_key(st, opts_.cluster_name, opts_.node_id, old);
   if (!cur)
     return cur.error();
-  if (cur->first) {
-    auto& kv = *cur->first;
-    if (old == 0 || kv.lease != old) {
-      auto holder = parse_member(kv);
-      return make_error(
-        errc::bad_config,
-        "node id '" + opts_.node_id + "' is already a live member of cluster '"
-          + opts_.cluster_name + "' (at "
-          + (holder ? holder->endpoint : std::string{"?"})
-          + "): another node runs with the same node.name or a copy of this "
-            "data dir; stop it (or wait cluster.lease_ttl if it just died)");
-    }
-    auto del = st.cas_delete(k, kv.mod_revision);
+  if (*cur) {
+    auto del = st.cas_delete(k, (*cur)->mod_revision);
     if (!del)
       return del.error();
   }

@@ -107,6 +107,14 @@ public:
   /// "/edda/<cluster>/".
   [[nodiscard]] static std::string prefix(const std::string& cluster_name);
 
+  /// The member key of `node_id` if it is this node's own from a previous
+  /// life (bound to `own_lease`), nullopt if there is none. Errors:
+  /// bad_config when it is bound to another lease (a live process with the
+  /// same node.name, or a copy of this data dir), unavailable / timeout.
+  [[nodiscard]] static caf::expected<std::optional<coord::key_value>>
+  previous_member_key(coord::client& store, const std::string& cluster_name,
+                      const std::string& node_id, coord::lease_id own_lease);
+
   /// Joins (see the header comment). Errors: unavailable / timeout (etcd),
   /// bad_config (node id held by another live member), what `persist`
   /// returns.

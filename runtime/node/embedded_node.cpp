@@ -104,25 +104,15 @@ std::string listen_problem(const std::string& host, uint16_t port) {
 
 /// bad_config if a live process holds this node's member key (a lease
 /// other than this data dir's last one): a second process with the same
-/// node.name or a copy of this data dir.
+/// node.name or a copy of this data dir (the join's own check).
 caf::error refuse_a_live_twin(embedded_node::impl& im) {
   auto& s = im.settings;
   auto rec = cluster::load_cluster_record(*im.env, s.cluster_name);
   if (!rec)
     return rec.error();
-  auto got = im.store->get(cluster::membership::prefix(s.cluster_name)
-                           + "members/" + im.node_id);
-  if (!got)
-    return got.error();
-  if (got->first && got->first->lease != rec->last_lease_id)
-    return make_error(errc::bad_config,
-                      "node id '" + im.node_id
-                        + "' is already a live member of cluster '"
-                        + s.cluster_name
-                        + "': another node runs with the same node.name or "
-                          "a copy of this data dir; stop it (or wait "
-                          "cluster.lease_ttl if it just died)");
-  return caf::none;
+  auto got = cluster::membership::previous_member_key(
+    *im.store, s.cluster_name, im.node_id, rec->last_lease_id);
+  return got ? caf::error{} : got.error();
 }
 
 /// Spawns the node's actors into im.sys. Every handle it makes is kept in

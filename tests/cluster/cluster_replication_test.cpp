@@ -370,6 +370,37 @@ TEST_F(ClusterReplicationTest, ALeaderKilledUnderLoadRestartsAndItsFollowerCatch
   EXPECT_EQ(copy.count(after), 1u);
 }
 
+TEST_F(ClusterReplicationTest, ASecondProcessWithALiveNodesNameCannotFenceIt) {
+  ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
+  std::vector<std::string> in_sync{node(1).name};
+  ASSERT_TRUE(eventually(10s, [&] {
+    return recorded_isr(node(0).name) == in_sync;
+  }));
+  // Same node.name, another data dir: refused before it claims n1's group.
+  auto [rc, out] = run_until_exit({node(0).name, {}}, root() + "/dup");
+  EXPECT_GT(rc, 0) << out;
+  EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
+  // n1 still leads its group and acknowledges.
+  auto c = connect(node(0));
+  ASSERT_TRUE(c);
+  client::producer p{*c};
+  for (int i = 0; i < 20; ++i) {
+    client::message m;
+    m.topic = "pay";
+    m.key = "k" + std::to_string(i);
+    m.body = "after the twin " + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << render(r.error());
+  }
+  auto got = connect_etcd();
+  ASSERT_TRUE(got);
+  auto rec = replication::read_group(**got, cluster_name(), node(0).name);
+  ASSERT_TRUE(rec && *rec);
+  EXPECT_EQ((*rec)->leader(), node(0).name);
+  EXPECT_EQ((*rec)->leader_epoch(), 1u) << "the twin raised the epoch";
+  EXPECT_EQ(recorded_isr(node(0).name), in_sync);
+}
+
 TEST_F(ClusterReplicationTest, AClientCannotWriteANodesCopy) {
   ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
   caf::actor_system_config cfg;
