@@ -502,6 +502,29 @@ public:
     return txn("cas put", req, true);
   }
 
+  caf::expected<cas_result>
+  cas_put_guarded(const std::string& key, const std::string& value,
+                  int64_t expect_mod_revision, const std::string& guard_key,
+                  int64_t guard_create_revision) override {
+    if (auto err = detail::check_put(key, value))
+      return err;
+    if (auto err = detail::check_key(guard_key))
+      return err;
+    pb::TxnRequest req;
+    add_compare(req, key, expect_mod_revision);
+    auto* cmp = req.add_compare();
+    cmp->set_result(pb::Compare::EQUAL);
+    cmp->set_target(pb::Compare::CREATE);
+    cmp->set_key(guard_key);
+    cmp->set_create_revision(guard_create_revision);
+    auto* put = req.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(value);
+    req.add_success()->mutable_request_range()->set_key(key);
+    req.add_failure()->mutable_request_range()->set_key(key);
+    return txn("guarded cas put", req, true);
+  }
+
   caf::expected<cas_result> cas_delete(const std::string& key,
                                        int64_t expect_mod_revision) override {
     if (auto err = detail::check_key(key))

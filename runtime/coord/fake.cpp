@@ -299,6 +299,14 @@ public:
     std::lock_guard<std::mutex> lk(st_->mu);
     if (auto err = st_->check_cut(id_))
       return err;
+    return cas_put_locked(key, value, expect_mod_revision, lease);
+  }
+
+  /// cas_put with st_->mu held.
+  caf::expected<cas_result> cas_put_locked(const std::string& key,
+                                           const std::string& value,
+                                           int64_t expect_mod_revision,
+                                           lease_id lease) {
     cas_result out;
     auto cur = find(key);
     if ((cur ? cur->mod_revision : 0) != expect_mod_revision) {
@@ -333,6 +341,27 @@ public:
     out.revision = rev;
     out.current = std::move(kv);
     return out;
+  }
+
+  caf::expected<cas_result>
+  cas_put_guarded(const std::string& key, const std::string& value,
+                  int64_t expect_mod_revision, const std::string& guard_key,
+                  int64_t guard_create_revision) override {
+    if (auto err = detail::check_put(key, value))
+      return err;
+    if (auto err = detail::check_key(guard_key))
+      return err;
+    std::lock_guard<std::mutex> lk(st_->mu);
+    if (auto err = st_->check_cut(id_))
+      return err;
+    auto g = find(guard_key);
+    if (!g || g->create_revision != guard_create_revision) {
+      cas_result out;
+      out.revision = st_->revision;
+      out.current = find(key);
+      return out;
+    }
+    return cas_put_locked(key, value, expect_mod_revision, 0);
   }
 
   caf::expected<cas_result> cas_delete(const std::string& key,

@@ -51,6 +51,10 @@ TEST_F(etcd_test, revisions_and_cas) {
   EXPECT_EQ(c->describe(), "etcd " + etcd->endpoint());
 }
 
+TEST_F(etcd_test, guarded_cas) {
+  checks::guarded_cas(*c, "/t/");
+}
+
 TEST_F(etcd_test, prefix_listing) {
   checks::prefix_listing(*c, "/t/");
 }

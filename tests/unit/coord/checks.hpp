@@ -120,6 +120,47 @@ inline int64_t del(client& c, const std::string& key) {
   return r ? r->revision : 0;
 }
 
+/// A guarded CAS writes only while the guard key holds the given
+/// create_revision: an owner that lost its key (deleted, or taken anew by
+/// another: a new create_revision) cannot write with its old token.
+inline void guarded_cas(client& c, const std::string& p) {
+  auto k = p + "record";
+  auto owner = p + "owner";
+  put(c, owner, "a");
+  EDDA_ASSIGN_OR_FAIL(g, c.get(owner));
+  ASSERT_TRUE(g.first);
+  auto token = g.first->create_revision;
+  EDDA_ASSIGN_OR_FAIL(ok, c.cas_put_guarded(k, "1", 0, owner, token));
+  EXPECT_TRUE(ok.succeeded);
+  ASSERT_TRUE(ok.current);
+  EXPECT_EQ(ok.current->value, "1");
+  auto mod = ok.current->mod_revision;
+  // The key's own compare still counts.
+  EDDA_ASSIGN_OR_FAIL(stale, c.cas_put_guarded(k, "2", mod - 1, owner, token));
+  EXPECT_FALSE(stale.succeeded);
+  ASSERT_TRUE(stale.current);
+  EXPECT_EQ(stale.current->value, "1");
+  // The owner key deleted and created again: a new token; the old one fails
+  // and nothing is written.
+  del(c, owner);
+  EDDA_ASSIGN_OR_FAIL(gone, c.cas_put_guarded(k, "3", mod, owner, token));
+  EXPECT_FALSE(gone.succeeded);
+  put(c, owner, "b");
+  EDDA_ASSIGN_OR_FAIL(g2, c.get(owner));
+  ASSERT_TRUE(g2.first);
+  EXPECT_GT(g2.first->create_revision, token);
+  EDDA_ASSIGN_OR_FAIL(old, c.cas_put_guarded(k, "4", mod, owner, token));
+  EXPECT_FALSE(old.succeeded);
+  ASSERT_TRUE(old.current);
+  EXPECT_EQ(old.current->value, "1") << "a stale token wrote";
+  EDDA_ASSIGN_OR_FAIL(
+    now, c.cas_put_guarded(k, "5", mod, owner, g2.first->create_revision));
+  EXPECT_TRUE(now.succeeded);
+  EDDA_ASSIGN_OR_FAIL(r, c.get(k));
+  ASSERT_TRUE(r.first);
+  EXPECT_EQ(r.first->value, "5");
+}
+
 /// Revisions, create/mod revision and version; CAS put and delete success
 /// and failure (with the current holder).
 inline void revisions_and_cas(client& c, const std::string& p) {

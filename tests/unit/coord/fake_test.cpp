@@ -24,6 +24,10 @@ TEST_F(fake_test, revisions_and_cas) {
   checks::revisions_and_cas(*c, "/t/");
 }
 
+TEST_F(fake_test, guarded_cas) {
+  checks::guarded_cas(*c, "/t/");
+}
+
 TEST_F(fake_test, prefix_listing) {
   checks::prefix_listing(*c, "/t/");
 }
