@@ -445,6 +445,12 @@ std::string set_policy(const value& v, node_settings& s) {
 
 const char* const txn_policy_names[] = {"rollback", "commit"};
 
+const char* const failover_names[] = {"off", "auto"};
+
+std::string set_failover(const value& v, node_settings& s) {
+  return to_choice(v, failover_names, s.failover);
+}
+
 std::string set_txn_policy(const value& v, node_settings& s) {
   return to_choice(v, txn_policy_names, s.txn_final_policy);
 }
@@ -559,6 +565,11 @@ const field fields[] = {
    "set (and comes back once caught up)",
    set_duration_in<&ns::replica_lag_max_ms, 100, 20000>,
    get_duration<&ns::replica_lag_max_ms>},
+  {"cluster.failover", "enum", "off, auto",
+   "auto: when this node is gone (its lease expired), the in-sync copy with "
+   "the most writes is elected and its node serves this node's partitions, "
+   "transactions and sagas; off: they wait for this node",
+   set_failover, get_string<&ns::failover>},
   {"storage.durability", "enum", "fsync, nometasync, nosync",
    "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,
    get_durability},
@@ -862,6 +873,10 @@ public:
              + "cluster.replication_factor: " + rf
              + " must be >= cluster.min_insync (" + m + ")";
     }
+    if (s_.failover == "auto" && s_.replication_factor < 2)
+      return where_(line_of("cluster.failover"))
+             + "cluster.failover: auto needs copies to elect from "
+               "(cluster.replication_factor >= 2)";
     if (s_.replication_factor > 1 && s_.cluster_etcd.empty())
       return where_(line_of("cluster.replication_factor"))
              + "cluster.replication_factor: "

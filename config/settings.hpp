@@ -55,6 +55,10 @@ struct node_settings {
   uint32_t replication_factor = 1;
   uint32_t min_insync = 1;
   uint64_t replica_lag_max_ms = 5000; // not caught up this long: out of sync
+  // "auto": when this node's lease expires, the controller elects the
+  // in-sync copy with the most writes and that node serves the group;
+  // "off": the group waits for this node.
+  std::string failover = "off";
   // [storage]
   durability mode = durability::fsync;
   uint64_t map_size = 4ull << 30; // bytes

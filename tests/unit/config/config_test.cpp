@@ -53,6 +53,7 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.replication_factor, b.replication_factor);
   EXPECT_EQ(a.min_insync, b.min_insync);
   EXPECT_EQ(a.replica_lag_max_ms, b.replica_lag_max_ms);
+  EXPECT_EQ(a.failover, b.failover);
   EXPECT_EQ(a.mode, b.mode);
   EXPECT_EQ(a.map_size, b.map_size);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
@@ -89,6 +90,7 @@ node_settings non_defaults() {
   s.replication_factor = 3;
   s.min_insync = 2;
   s.replica_lag_max_ms = 750;
+  s.failover = "auto";
   s.mode = durability::nometasync;
   s.map_size = (16ull << 30) + 4096;
   s.max_message_size = 1500;
@@ -189,6 +191,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "cluster.replication_factor",
                                        "cluster.min_insync",
                                        "cluster.replica_lag_max",
+                                       "cluster.failover",
                                        "storage.durability",
                                        "storage.map_size",
                                        "broker.max_message_size",
@@ -954,6 +957,17 @@ TEST(ConfigTest, ReplicationNeedsAClusterAndMinInsyncAtMostTheFactor) {
   EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 2\n"),
             "edda.toml:2: cluster.replication_factor: 2 needs a cluster "
             "(cluster.etcd): a single node has no other node to keep copies");
+  EXPECT_EQ(d.failover, "off");
+  EXPECT_EQ(parse_ok("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
+                     "replication_factor = 2\nfailover = \"auto\"\n")
+              .failover,
+            "auto");
+  EXPECT_EQ(parse_error("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
+                        "failover = \"auto\"\n"),
+            "edda.toml:3: cluster.failover: auto needs copies to elect from "
+            "(cluster.replication_factor >= 2)");
+  EXPECT_EQ(parse_error("[cluster]\nfailover = \"yes\"\n"),
+            "edda.toml:2: cluster.failover: 'yes' is not one of off, auto");
   EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 6\n"),
             "edda.toml:2: cluster.replication_factor: 6 is out of range "
             "1..5");
