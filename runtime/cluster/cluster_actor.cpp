@@ -378,6 +378,41 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       self->delegate(st.opts.replicas, std::move(ship));
       return caf::delegated<pb::ReplAck>{};
     },
+    [=](pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {
+      // A member's controller asks where this node's copy of a group is:
+      // only over a cluster link.
+      auto& st = self->state;
+      if (!st.opts.replicas)
+        return make_error(errc::unavailable,
+                          "node " + st.opts.node_id + " keeps no replicas");
+      auto sender = self->current_sender();
+      bool linked = false;
+      for (auto& [id, l] : st.links)
+        if (sender && l.handle && sender->node() == l.handle.node())
+          linked = true;
+      if (!linked && !(sender && sender->node() == self->node()))
+        return make_error(errc::invalid_argument,
+                          "replica positions are told only to members over "
+                          "their cluster link");
+      self->delegate(st.opts.replicas, std::move(q));
+      return caf::delegated<pb::ReplAck>{};
+    },
+    [=](wire::current_atom, const std::string& node,
+        pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {
+      // This node's controller: ask `node` (itself included) over its link.
+      auto& st = self->state;
+      if (node == st.opts.node_id) {
+        if (!st.opts.replicas)
+          return make_error(errc::unavailable, "this node keeps no replicas");
+        self->delegate(st.opts.replicas, std::move(q));
+        return caf::delegated<pb::ReplAck>{};
+      }
+      auto i = st.links.find(node);
+      if (i == st.links.end() || !i->second.handle)
+        return make_error(errc::unavailable, "no link to node " + node);
+      self->delegate(i->second.handle, std::move(q));
+      return caf::delegated<pb::ReplAck>{};
+    },
     [=](wire::link_atom, const std::string& id, uint64_t attempt,
         caf::actor& peer, const std::string& err) {
       auto i = self->state.links.find(id);

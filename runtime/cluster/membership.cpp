@@ -26,6 +26,7 @@ std::optional<member> parse_member(const coord::key_value& kv) {
   m.endpoint = info.endpoint();
   m.incarnation = info.incarnation();
   m.started_ms = info.started_ms();
+  m.hosted_by = info.hosted_by();
   m.lease = kv.lease;
   m.create_revision = kv.create_revision;
   return m;
@@ -144,6 +145,7 @@ caf::error membership::join_once(bool first) {
   info.set_incarnation(inc);
   info.set_started_ms(opts_.wall_ms());
   info.set_version(opts_.version);
+  info.set_hosted_by(opts_.hosted_by);
   auto put = st.cas_put(k, info.SerializeAsString(), 0, *lease);
   if (!put) {
     (void) st.revoke(*lease);

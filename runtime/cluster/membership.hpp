@@ -53,6 +53,8 @@ struct member {
   int64_t started_ms = 0;
   coord::lease_id lease = 0;
   int64_t create_revision = 0; ///< of its member key: when it joined
+  /// A group served by node `hosted_by` after a failover (empty: a node).
+  std::string hosted_by;
 };
 
 struct membership_view {
@@ -82,6 +84,8 @@ struct membership_options {
   std::string endpoint; ///< host:port clients and peers use
   std::string version;
   bool runs_sagas = false; ///< registered in nodes/<id>
+  /// This member is a replica group served by that node (failover).
+  std::string hosted_by;
   std::chrono::milliseconds ttl{10000};
   /// The lease and incarnation of the previous start (cluster_record).
   coord::lease_id previous_lease = 0;

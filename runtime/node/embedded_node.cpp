@@ -1,4 +1,5 @@
 #include "node/embedded_node.hpp"
+#include "node/hosting.hpp"
 #include "node/services.hpp"
 #include "node/supervisor.hpp"
 
@@ -14,6 +15,7 @@
 #include "cluster/identity.hpp"
 #include "cluster/membership.hpp"
 #include "coord/etcd.hpp"
+#include "replication/controller.hpp"
 #include "replication/follower.hpp"
 #include "replication/followers.hpp"
 #include "replication/group_record.hpp"
@@ -59,6 +61,13 @@ struct embedded_node::impl {
   /// Replication (cluster.replication_factor > 1): this node's shipper and
   /// follower choice, and the host of the replicas it keeps for others.
   caf::actor shipper, followers, replicas, recorder;
+  caf::actor controller; ///< failover elections (replication/controller.hpp)
+  /// Groups of other nodes served here after a failover.
+  std::unique_ptr<hosting> hosted;
+  /// Saga types given in code (start_options::sagas before the declared
+  /// ones were added): a hosted group runs them too.
+  std::vector<sagas::saga_definition> coded_sagas;
+  std::string hosted_by; ///< start_options::hosted_by
   std::unique_ptr<sagas::saga_runtime> sagas;
   std::string node_id;
   std::string cluster_id; ///< etcd's id of the cluster, in a cluster
@@ -144,13 +153,24 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       // dir's and the record's; in-sync set changes are written there.
       // Not while another process runs as this node (the join would refuse
       // it, but only after the claim had fenced the live one).
+      // Served elsewhere since a failover: said first (the live twin would
+      // be that group). An etcd error here is left to the claim's retries,
+      // which check the same.
+      if (opts.hosted_by.empty())
+        if (auto err = replication::refuse_if_served_elsewhere(
+              *im.store, settings.cluster_name, im.node_id);
+            err && code_of(err) == errc::fenced)
+          return err;
       if (auto err = refuse_a_live_twin(im))
         return err;
       caf::expected<replication::group_claim> claim{caf::error{}};
+      replication::claim_options co;
+      co.host = opts.hosted_by;
+      co.failover = settings.failover == "auto";
       for (int attempt = 1;; ++attempt) {
         claim = replication::claim_group(*im.store, settings.cluster_name,
                                          im.node_id, so.log_id, at.epoch,
-                                         now_ms());
+                                         now_ms(), co);
         auto code = claim ? errc::none : code_of(claim.error());
         if (claim || attempt == 5
             || (code != errc::unavailable && code != errc::timeout))
@@ -162,9 +182,21 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
                           "claiming replica group " + im.node_id
                             + " in etcd: " + render(claim.error()));
       so.epoch = claim->epoch;
+      so.election_epoch = claim->election_epoch;
+      so.elected_seq = claim->elected_seq;
+      // Deposed (another leader or epoch in the record): the node stops,
+      // as when its writer dies; nothing more is acknowledged meanwhile.
       im.recorder = replication::spawn_group_recorder(
         sys, im.store, settings.cluster_name, im.node_id, claim->epoch,
-        claim->mod_revision);
+        claim->mod_revision,
+        [alerts = im.alerts, on_fatal = opts.on_fatal](const caf::error& e) {
+          alerts->raise(alert{"node_fatal", "replica group",
+                              "this node's replica group was taken over ("
+                                + render(e) + "); the node stops",
+                              "", now_ms()});
+          if (on_fatal)
+            on_fatal(e);
+        });
       so.recorder = im.recorder;
     }
     so.last_seq = at.seq;
@@ -178,12 +210,15 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     stream.ship = [shipper = im.shipper](wire::pb::ReplBatch&& b) {
       caf::anon_send(shipper, std::move(b));
     };
-    replication::replica_host_options ro;
-    ro.node_id = im.node_id;
-    ro.dir = settings.data_dir + "/replicas";
-    ro.map_size = settings.map_size;
-    ro.mode = settings.mode;
-    im.replicas = replication::spawn_replica_host(sys, ro);
+    if (opts.hosted_by.empty()) {
+      // A group served elsewhere keeps no copies of others.
+      replication::replica_host_options ro;
+      ro.node_id = im.node_id;
+      ro.dir = settings.data_dir + "/replicas";
+      ro.map_size = settings.map_size;
+      ro.mode = settings.mode;
+      im.replicas = replication::spawn_replica_host(sys, ro);
+    }
     EDDA_INFO("replication", "replication factor "
                                << settings.replication_factor
                                << ", min in sync " << settings.min_insync
@@ -246,7 +281,16 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   ctx->cluster = im.cluster;
   if (im.shipper)
     im.followers = replication::spawn_followers(
-      sys, im.node_id, settings.replication_factor, im.shipper, im.cluster);
+      sys, im.node_id, opts.hosted_by, settings.replication_factor,
+      im.shipper, im.cluster);
+  if (im.shipper && im.store) {
+    replication::controller_options cto;
+    cto.store = im.store;
+    cto.cluster_name = settings.cluster_name;
+    cto.node_id = im.node_id;
+    cto.cluster = im.cluster;
+    im.controller = replication::spawn_controller(sys, std::move(cto));
+  }
   auto wired = std::make_shared<services::wiring>();
   im.scheduler = sup.keep(services::scheduler(ctx, wired));
   ctx->scheduler = im.scheduler;
@@ -349,6 +393,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   mo.endpoint = endpoint;
   mo.version = "0.1.0";
   mo.runs_sagas = im.sagas != nullptr;
+  mo.hosted_by = im.hosted_by;
   mo.shared = im.lease;
   mo.ttl = ttl;
   mo.previous_lease = rec->last_lease_id;
@@ -380,6 +425,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
       x->set_endpoint(m.endpoint);
       x->set_incarnation(m.incarnation);
       x->set_started_ms(m.started_ms);
+      x->set_hosted_by(m.hosted_by);
       pv.add_leases(m.lease);
     }
     pv.set_fenced(v.fenced);
@@ -426,6 +472,7 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   log::level lvl;
   if (log::parse_level(settings.log_level, lvl))
     log::set_level(lvl);
+  auto coded_sagas = opts.sagas; // before the declared ones join them
   // Declared saga types (saga.types), checked before anything is opened.
   sagas::step_options step_defaults;
   step_defaults.timeout = std::chrono::milliseconds(settings.saga_step_timeout_ms);
@@ -441,6 +488,8 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   }
   auto im = std::make_unique<impl>();
   im->settings = settings;
+  im->coded_sagas = std::move(coded_sagas);
+  im->hosted_by = opts.hosted_by;
   storage::options so;
   so.dir = settings.data_dir;
   so.map_size = settings.map_size;
@@ -496,14 +545,30 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   }
   {
     auto& i = *node->impl_;
-    auto endpoint = !settings.advertise.empty()
-                      ? settings.advertise
+    auto endpoint = !settings.advertise.empty() ? settings.advertise
+                    : !opts.advertise_host.empty()
+                      ? opts.advertise_host + ":" + std::to_string(i.port)
                       : settings.listen_host + ":" + std::to_string(i.port);
     caf::anon_send(i.cluster, wire::link_atom::value, endpoint);
     if (i.store) {
       if (auto err = join_cluster(i, endpoint, opts.cancel)) {
         node->stop();
         return err;
+      }
+      // Serving other nodes' groups when the controller elects this
+      // node's copy of them (a node, not a group served elsewhere).
+      if (i.replicas) {
+        hosting_options ho;
+        ho.settings = settings;
+        ho.node_id = i.node_id;
+        ho.store = i.store;
+        ho.replicas = i.replicas;
+        ho.sagas = i.coded_sagas;
+        ho.advertise_host = opts.advertise_host;
+        if (!settings.advertise.empty())
+          ho.advertise_host
+            = settings.advertise.substr(0, settings.advertise.rfind(':'));
+        i.hosted = std::make_unique<hosting>(*i.sys, std::move(ho));
       }
     }
   }
@@ -547,6 +612,11 @@ caf::actor embedded_node::incarnation(const std::string& service) const {
   return i.sup ? i.sup->incarnation(service) : caf::actor{};
 }
 
+std::vector<std::string> embedded_node::hosted_groups() const {
+  auto& i = *impl_;
+  return i.hosted ? i.hosted->served() : std::vector<std::string>{};
+}
+
 caf::error embedded_node::failure() const {
   auto& i = *impl_;
   return i.sup ? i.sup->failure() : caf::error{};
@@ -557,6 +627,11 @@ void embedded_node::stop() {
     auto& i = *impl_;
     if (!i.sys)
       return;
+    // Groups served here for others first: each leaves the cluster, so the
+    // controller elects again while this node still answers.
+    if (i.hosted)
+      i.hosted->stop();
+    i.hosted.reset();
     // Replication: the followers get the commits made so far (at most 2 s)
     // while the links are still up, so that the next start streams on
     // instead of copying everything again.
@@ -584,12 +659,13 @@ void embedded_node::stop() {
       i.sagas->stop();
     // The writer goes last: the actors above may still be finishing writes.
     caf::anon_send_exit(i.writer, caf::exit_reason::user_shutdown);
-    for (auto& a : {i.followers, i.shipper, i.replicas, i.recorder})
+    for (auto& a :
+         {i.followers, i.shipper, i.replicas, i.recorder, i.controller})
       if (a)
         caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     i.frontend = i.txn = i.dedup = i.groups = i.topics = i.scheduler
       = i.writer = i.cluster = i.followers = i.shipper = i.replicas
-      = i.recorder = nullptr;
+      = i.recorder = i.controller = nullptr;
     i.sagas.reset();
     i.sys.reset();
     i.sup.reset();

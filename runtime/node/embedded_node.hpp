@@ -38,6 +38,13 @@ struct start_options {
   /// supervisor.hpp). Runs on an actor thread: keep it short and do not
   /// call stop() in it (signal the thread that owns the node). May be null.
   std::function<void(const caf::error&)> on_fatal;
+  /// Internal (hosting.hpp): this node is a replica group served by node
+  /// `hosted_by` after a failover: it claims the group as that host, keeps
+  /// no copies of others, and never picks that node as a follower.
+  std::string hosted_by;
+  /// With listen port 0 and no node.advertise: the host its endpoint names
+  /// ("" : node.listen_host).
+  std::string advertise_host;
 };
 
 class embedded_node {
@@ -69,6 +76,9 @@ public:
   [[nodiscard]] caf::actor incarnation(const std::string& service) const;
   /// Why the node stopped on its own (its storage writer died), or none.
   [[nodiscard]] caf::error failure() const;
+  /// Groups of other nodes this node serves after a failover
+  /// ("group@host:port"; hosting.hpp).
+  [[nodiscard]] std::vector<std::string> hosted_groups() const;
 
   struct impl;
 

@@ -648,6 +648,12 @@ caf::behavior gateway(gateway_ptr self,
       self->delegate(cluster, std::move(x));
       return caf::delegated<pb::ReplAck>{};
     },
+    [=](pb::ReplPositionQuery& x) -> caf::result<pb::ReplAck> {
+      if (!cluster)
+        return make_error(errc::unavailable, "this node has no cluster view");
+      self->delegate(cluster, std::move(x));
+      return caf::delegated<pb::ReplAck>{};
+    },
     [=](const pb::NodeStatusRequest&) {
       pb::NodeStatus s;
       s.set_node_id(ctx->node_id);

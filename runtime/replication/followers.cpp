@@ -21,6 +21,7 @@ namespace pb = wire::pb;
 
 struct followers_state {
   std::string group;
+  std::string host; ///< the node serving this group after a failover
   uint32_t rf = 1;
   caf::actor shipper;
   std::set<std::string> members;          // live, this node excluded
@@ -68,10 +69,11 @@ void pick(self_ptr self) {
   st.followers = std::move(next);
 }
 
-caf::behavior followers(self_ptr self, std::string group, uint32_t rf,
-                        caf::actor shipper, caf::actor cluster) {
+caf::behavior followers(self_ptr self, std::string group, std::string host,
+                        uint32_t rf, caf::actor shipper, caf::actor cluster) {
   auto& st = self->state;
   st.group = std::move(group);
+  st.host = std::move(host);
   st.rf = rf;
   st.shipper = std::move(shipper);
   self->send(cluster, wire::watch_atom::value,
@@ -80,8 +82,11 @@ caf::behavior followers(self_ptr self, std::string group, uint32_t rf,
     [=](const pb::MembershipView& v) {
       auto& st = self->state;
       std::set<std::string> ms;
+      // Not this group, not the node serving it (its copy is the group's
+      // storage there), not a group served elsewhere (it keeps no copies).
       for (auto& m : v.members())
-        if (m.node_id() != st.group)
+        if (m.node_id() != st.group && m.node_id() != st.host
+            && m.hosted_by().empty())
           ms.insert(m.node_id());
       if (ms == st.members && !st.followers.empty())
         return;
@@ -106,9 +111,10 @@ caf::behavior followers(self_ptr self, std::string group, uint32_t rf,
 } // namespace
 
 caf::actor spawn_followers(caf::actor_system& sys, std::string group,
-                           uint32_t replication_factor, caf::actor shipper,
-                           caf::actor cluster) {
-  return sys.spawn(followers, std::move(group), replication_factor,
+                           std::string host, uint32_t replication_factor,
+                           caf::actor shipper, caf::actor cluster) {
+  return sys.spawn(followers, std::move(group), std::move(host),
+                   replication_factor,
                    std::move(shipper), std::move(cluster));
 }
 

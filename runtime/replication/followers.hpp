@@ -22,8 +22,12 @@
 
 namespace edda::replication {
 
+/// `host`: the node serving `group` after a failover ("" at home): never
+/// a follower (its copy became the group's storage there). Members that
+/// are groups served elsewhere (MemberInfo.hosted_by) are never followers
+/// either.
 [[nodiscard]] caf::actor spawn_followers(caf::actor_system& sys,
-                                         std::string group,
+                                         std::string group, std::string host,
                                          uint32_t replication_factor,
                                          caf::actor shipper,
                                          caf::actor cluster);

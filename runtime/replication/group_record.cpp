@@ -50,10 +50,38 @@ read_group(coord::client& store, const std::string& cluster_name,
   return std::optional<pb::ReplicaGroup>{std::move(g)};
 }
 
+namespace {
+
+caf::error served_elsewhere(const std::string& group,
+                            const pb::ReplicaGroup& rec) {
+  return make_error(
+    errc::fenced,
+    "replica group " + group + " is served by node " + rec.host()
+      + " since a failover (epoch " + std::to_string(rec.leader_epoch())
+      + ", its copy elected at seq " + std::to_string(rec.elected_seq())
+      + "): this node's data dir may lack writes acknowledged there since. "
+        "Handing a group back to its node is not built yet (issue 13); keep "
+        "this node stopped, or start it with a new data dir and node.name");
+}
+
+} // namespace
+
+caf::error refuse_if_served_elsewhere(coord::client& store,
+                                      const std::string& cluster_name,
+                                      const std::string& group) {
+  auto rec = read_group(store, cluster_name, group);
+  if (!rec)
+    return rec.error();
+  if (*rec && !(*rec)->host().empty() && (*rec)->host() != group)
+    return served_elsewhere(group, **rec);
+  return caf::none;
+}
+
 caf::expected<group_claim>
 claim_group(coord::client& store, const std::string& cluster_name,
             const std::string& group, const std::string& log_id,
-            uint64_t local_epoch, int64_t now_ms) {
+            uint64_t local_epoch, int64_t now_ms,
+            const claim_options& opts) {
   auto key = group_key(cluster_name, group);
   for (int attempt = 0; attempt < 5; ++attempt) {
     auto got = store.get(key);
@@ -73,9 +101,36 @@ claim_group(coord::client& store, const std::string& cluster_name,
                             + old.leader() + " (epoch "
                             + std::to_string(old.leader_epoch())
                             + "): this node must not lead it");
+      if (opts.host.empty() && !old.host().empty()
+          && old.host() != group)
+        return served_elsewhere(group, old);
+      if (!opts.host.empty() && old.host() != opts.host)
+        return make_error(errc::fenced,
+                          "replica group " + group + " was not elected onto "
+                            + opts.host + " (its record names host '"
+                            + old.host() + "' at epoch "
+                            + std::to_string(old.leader_epoch()) + ")");
+    } else if (!opts.host.empty()) {
+      return make_error(errc::fenced, "replica group " + group
+                                        + " has no record: nothing elected "
+                                          "it onto "
+                                        + opts.host);
     }
+    if (!opts.host.empty() && old.log_id() != log_id)
+      return make_error(errc::fenced,
+                        "the copy of " + group + " on " + opts.host
+                          + " is of log '" + log_id + "', the record's is '"
+                          + old.log_id() + "'");
     pb::ReplicaGroup rec;
     rec.set_leader(group);
+    rec.set_host(opts.host);
+    rec.set_failover(opts.failover);
+    if (!opts.host.empty()) {
+      rec.set_elected_by(old.elected_by());
+      rec.set_elected_ms(old.elected_ms());
+      rec.set_elected_seq(old.elected_seq());
+      rec.set_elected_epoch(old.elected_epoch());
+    }
     rec.set_leader_epoch(std::max(local_epoch, old.leader_epoch()) + 1);
     rec.set_log_id(log_id);
     rec.set_changed_ms(now_ms);
@@ -99,8 +154,14 @@ claim_group(coord::client& store, const std::string& cluster_name,
     auto put = store.cas_put(key, rec.SerializeAsString(), expect);
     if (!put)
       return put.error();
-    if (put->succeeded)
-      return group_claim{rec.leader_epoch(), put->revision};
+    if (put->succeeded) {
+      group_claim c{rec.leader_epoch(), put->revision};
+      if (!opts.host.empty()) {
+        c.election_epoch = old.elected_epoch();
+        c.elected_seq = old.elected_seq();
+      }
+      return c;
+    }
   }
   return make_error(errc::unavailable,
                     "the replica group record " + key
@@ -116,6 +177,7 @@ struct recorder_state {
   uint64_t epoch = 0;
   int64_t mod_revision = 0;
   caf::actor shipper; ///< told when the record is no longer this leader's
+  std::function<void(const caf::error&)> on_lost;
   std::unique_ptr<coord::watch> watch;
   uint64_t watch_gen = 0;
   bool lost = false;
@@ -136,17 +198,22 @@ void check(rec_ptr self, const std::optional<pb::ReplicaGroup>& rec) {
   if (rec && rec->leader() == st.group && rec->leader_epoch() == st.epoch)
     return;
   st.lost = true;
+  std::string where;
+  if (rec && !rec->host().empty())
+    where = " (served by node " + rec->host() + ")";
   auto err = make_error(
     errc::fenced, !rec ? "the replica group record of " + st.group
                            + " was deleted"
                        : "replica group " + st.group + " is now led by "
-                           + rec->leader() + " at epoch "
+                           + rec->leader() + where + " at epoch "
                            + std::to_string(rec->leader_epoch())
                            + ", not by this node at epoch "
                            + std::to_string(st.epoch));
   EDDA_ERROR("replication", render(err));
   if (st.shipper)
     self->send(st.shipper, wire::lost_atom::value, err);
+  if (st.on_lost)
+    st.on_lost(err);
 }
 
 /// Watches the record from `from` on (events come on the store's thread
@@ -195,8 +262,10 @@ void watch_record(rec_ptr self, int64_t from) {
 
 caf::behavior recorder(rec_ptr self, coord::client_ptr store,
                        std::string cluster_name, std::string group,
-                       uint64_t epoch, int64_t mod_revision) {
+                       uint64_t epoch, int64_t mod_revision,
+                       std::function<void(const caf::error&)> on_lost) {
   auto& st = self->state;
+  st.on_lost = std::move(on_lost);
   st.store = std::move(store);
   st.cluster_name = std::move(cluster_name);
   st.group = std::move(group);
@@ -282,10 +351,11 @@ caf::behavior recorder(rec_ptr self, coord::client_ptr store,
 caf::actor spawn_group_recorder(caf::actor_system& sys,
                                 coord::client_ptr store,
                                 std::string cluster_name, std::string group,
-                                uint64_t epoch, int64_t mod_revision) {
+                                uint64_t epoch, int64_t mod_revision,
+                                std::function<void(const caf::error&)> on_lost) {
   return sys.spawn<caf::detached>(recorder, std::move(store),
                                   std::move(cluster_name), std::move(group),
-                                  epoch, mod_revision);
+                                  epoch, mod_revision, std::move(on_lost));
 }
 
 } // namespace edda::replication

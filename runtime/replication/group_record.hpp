@@ -19,7 +19,13 @@
 // empty (followers enter once caught up). A record of another log (this
 // data dir was replaced) is kept as previous_* in the new record, with an
 // error line naming the followers that hold the old log's writes. A record
-// led by another node is refused (`fenced`): that node took the group over.
+// led by another node is refused (`fenced`).
+//
+// Failover (cluster.failover = auto): the controller writes the record
+// with `host` = the node whose copy it elected, and that node claims the
+// group with claim_options::host (the copy keeps the log; the epoch goes
+// up again). The group's own node is then refused (`fenced`, naming the
+// host) until the group is handed back.
 //
 // The recorder actor (detached: etcd calls block) writes in-sync set
 // changes for the shipper and watches the record:
@@ -37,6 +43,7 @@
 #include <caf/fwd.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace edda::wire::v1 {
@@ -48,6 +55,21 @@ namespace edda::replication {
 struct group_claim {
   uint64_t epoch = 0;
   int64_t mod_revision = 0; ///< of the record as written
+  /// Set when the group was elected onto this node (a failover): the
+  /// epoch the controller raised it to and the elected copy's seq. A copy
+  /// of this log at a lower epoch beyond that seq holds only writes the
+  /// deposed leader never acknowledged (it may be copied over).
+  uint64_t election_epoch = 0;
+  uint64_t elected_seq = 0;
+};
+
+struct claim_options {
+  /// "" : the group's own node claims it. Else the node the controller
+  /// elected to serve it (the record's `host` must name it).
+  std::string host;
+  /// cluster.failover = auto: the controller may elect a new leader when
+  /// this one is gone.
+  bool failover = false;
 };
 
 /// "/edda/<cluster>/groups/<group>".
@@ -56,10 +78,19 @@ struct group_claim {
 
 /// Writes this node's record as its leader (see the header comment).
 /// Errors: fenced, unavailable, timeout.
+/// `fenced` (naming the host) if `group` is served by another node since a
+/// failover: what its own node's start checks first, before anything else
+/// (a live twin would be the hosted group itself). Errors also:
+/// unavailable, timeout, invalid_argument.
+[[nodiscard]] caf::error refuse_if_served_elsewhere(
+  coord::client& store, const std::string& cluster_name,
+  const std::string& group);
+
 [[nodiscard]] caf::expected<group_claim>
 claim_group(coord::client& store, const std::string& cluster_name,
             const std::string& group, const std::string& log_id,
-            uint64_t local_epoch, int64_t now_ms);
+            uint64_t local_epoch, int64_t now_ms,
+            const claim_options& opts = {});
 
 /// The record of `group` (nullopt: none). Errors: unavailable, timeout,
 /// invalid_argument (it does not parse).
@@ -67,9 +98,13 @@ claim_group(coord::client& store, const std::string& cluster_name,
 read_group(coord::client& store, const std::string& cluster_name,
            const std::string& group);
 
+/// `on_lost` (may be null) is called once, on the recorder's thread, when
+/// the record no longer names this leader at this epoch (keep it short:
+/// the node stops on it; the shipper is told as well).
 [[nodiscard]] caf::actor
 spawn_group_recorder(caf::actor_system& sys, coord::client_ptr store,
                      std::string cluster_name, std::string group,
-                     uint64_t epoch, int64_t mod_revision);
+                     uint64_t epoch, int64_t mod_revision,
+                     std::function<void(const caf::error&)> on_lost = {});
 
 } // namespace edda::replication

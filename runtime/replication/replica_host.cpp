@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 
 namespace edda::replication {
 
@@ -25,6 +26,9 @@ using storage::db;
 struct replica_host_state {
   replica_host_options opts;
   std::map<std::string, std::shared_ptr<storage::environment>> replicas;
+  /// Groups this node serves after a failover: their copy is the group's
+  /// storage now (opened by the node that serves it), never written here.
+  std::set<std::string> served;
   static inline const char* name = "edda.replica_host";
 };
 
@@ -110,6 +114,13 @@ caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
   pb::WriteBatch b;
   switch (c.phase()) {
     case pb::ReplCopy::BEGIN: {
+      // Never from a deposed leader: its copy would replace a newer one.
+      if (auto at = read_position(env); at.epoch > s.leader_epoch())
+        return make_error(errc::fenced,
+                          "a full copy of group '" + s.group() + "' at epoch "
+                            + std::to_string(s.leader_epoch())
+                            + " refused: the copy here is at epoch "
+                            + std::to_string(at.epoch));
       // Empty the copy, and mark it unfinished, in one transaction.
       for (unsigned d = 0; d < storage::db_count; ++d) {
         auto* op = b.add_ops();
@@ -178,6 +189,11 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
     return make_error(errc::invalid_argument,
                       "replica group '" + s.group().substr(0, 80)
                         + "' is not a node id (1-64 of [A-Za-z0-9_.-])");
+  if (self->state.served.count(s.group()) != 0)
+    return make_error(errc::fenced, "group " + s.group()
+                                      + " is served by this node since a "
+                                        "failover: its copy here is not "
+                                        "followed");
   auto env = replica_of(self, s.group());
   if (!env)
     return env.error();
@@ -228,11 +244,58 @@ caf::result<pb::ReplAck> on_ship(self_ptr self, const pb::ReplShip& s) {
   return ack_of(self, s.group(), **env);
 }
 
+/// Where the copy of `group` is, without creating one (log_id empty: no
+/// copy here).
+caf::result<pb::ReplAck> on_query(self_ptr self, const std::string& group) {
+  auto& st = self->state;
+  if (!valid_group(group))
+    return make_error(errc::invalid_argument,
+                      "replica group '" + group.substr(0, 80)
+                        + "' is not a node id");
+  if (st.served.count(group) != 0)
+    return make_error(errc::unavailable,
+                      "group " + group + " is served by this node");
+  std::error_code ec;
+  if (st.replicas.count(group) == 0
+      && !std::filesystem::exists(replica_dir(st.opts.dir, group), ec)) {
+    pb::ReplAck a;
+    a.set_group(group);
+    a.set_follower(st.opts.node_id);
+    return a;
+  }
+  auto env = replica_of(self, group);
+  if (!env)
+    return env.error();
+  return ack_of(self, group, **env);
+}
+
 caf::behavior replica_host(self_ptr self, replica_host_options opts) {
   self->state.opts = std::move(opts);
   return {
     [=](const pb::ReplShip& s) -> caf::result<pb::ReplAck> {
       return on_ship(self, s);
+    },
+    [=](const pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {
+      return on_query(self, q.group());
+    },
+    [=](wire::release_atom, const std::string& group, bool serve) {
+      // serve: this node is to serve the group from its copy (a
+      // failover): the copy is closed here (its environment may be opened
+      // once per process) and no ship is applied to it any more. !serve:
+      // the node no longer serves it; the copy is followed again.
+      auto& st = self->state;
+      if (serve) {
+        st.replicas.erase(group);
+        st.served.insert(group);
+        EDDA_INFO("replica", "group " << group
+                                      << ": its copy here is closed; this "
+                                         "node serves the group from it");
+      } else if (st.served.erase(group) != 0) {
+        EDDA_INFO("replica", "group " << group
+                                      << ": no longer served here; its copy "
+                                         "is followed again");
+      }
+      return true;
     },
   };
 }

@@ -14,7 +14,16 @@
 // transaction committed with the node's durability mode; the ack names
 // the replica's position after that commit, so the leader always sends on
 // from seq + 1 (a gap or a lost ack heals itself). A ship with no batches
-// is a probe: the answer is the position. Errors: fenced, invalid_argument
+// is a probe: the answer is the position.
+//
+//   ReplPositionQuery{group} -> ReplAck   where the copy is, without making
+//                                         one (log_id empty: none here)
+//   (release_atom, group, true) -> bool   this node serves the group from
+//                                         its copy (a failover): closed
+//                                         here, ships to it refused
+//   (release_atom, group, false) -> bool  followed again
+//
+// Errors: fenced, invalid_argument
 // (a group name that is not a node id, a bad op), message_too_large,
 // storage_full, storage_error.
 #pragma once

@@ -372,8 +372,30 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
     pump(self, id);
     return;
   }
-  if (ack.seq() > st.last
-      || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq)) {
+  bool ahead = ack.seq() > st.last
+               || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq);
+  if (ahead && st.opts.election_epoch != 0
+      && ack.epoch() < st.opts.election_epoch
+      && ack.seq() > st.opts.elected_seq) {
+    // A deposed leader's suffix, never acknowledged (the election took the
+    // in-sync copy with the most writes): truncated by a full copy.
+    if (!f.needs_copy)
+      EDDA_WARN("replication",
+                "group " << st.opts.group << ": follower " << id
+                         << " has writes up to seq " << ack.seq()
+                         << " of epoch " << ack.epoch()
+                         << " beyond the copy elected at seq "
+                         << st.opts.elected_seq << " (epoch "
+                         << st.opts.election_epoch
+                         << "): a deposed leader's, never acknowledged; "
+                            "it gets a full copy");
+    f.needs_copy = true;
+    leave_isr(self, f, id, "holds a deposed leader's writes");
+    advance(self);
+    pump(self, id);
+    return;
+  }
+  if (ahead) {
     // It has commits this leader does not (now, or had at its start) (this leader lost some it had
     // shipped): never merged, never copied over (it may hold the only copy
     // of acknowledged writes).

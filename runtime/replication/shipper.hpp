@@ -50,7 +50,11 @@
 // DATA of about 1 MiB, END at the snapshot's position) while the shipper
 // keeps every commit after the snapshot; then the follower streams on from
 // there and rejoins the in-sync set once caught up. A failed copy is tried
-// again after 2 s. A follower *ahead* of the leader, or holding another
+// again after 2 s. A follower ahead of a leader that was elected (failover)
+// at an epoch above the follower's holds only writes the deposed leader
+// never acknowledged (every in-sync copy had each acknowledged one, and the
+// elected copy had the most): it gets a full copy, which truncates it.
+// Otherwise a follower *ahead* of the leader, or holding another
 // log (the leader's data dir was wiped: a new log), is never copied over,
 // since it may hold the only copy of acknowledged writes: it stays out,
 // logged as an error, for an operator. So does one that refuses this
@@ -82,6 +86,13 @@ struct shipper_options {
   /// count at once (tests without a store).
   caf::actor recorder;
   uint64_t last_seq = 0;    ///< the last commit before this start
+  /// Set when this group was elected onto this node (a failover,
+  /// group_record.hpp): a follower of this log at an epoch below
+  /// `election_epoch` and beyond `elected_seq` holds writes of the deposed
+  /// leader that were never acknowledged: it gets a full copy (the only way
+  /// to truncate a copy here) instead of being left out as diverged.
+  uint64_t election_epoch = 0;
+  uint64_t elected_seq = 0;
   uint32_t min_insync = 1;  ///< replicas, the leader included
   /// Followers expected (replication_factor - 1): while fewer are known,
   /// every commit is kept (up to window_bytes) for the ones to come.

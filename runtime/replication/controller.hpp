@@ -1,0 +1,54 @@
+// controller: elects a new leader for a replica group whose node is gone
+// (issue 13, CLUSTER.md phase 2: failover). One per node with replication;
+// only the holder of the cluster's `controller` duty acts:
+//
+//   /edda/<cluster>/owners/controller   claimed through an owner table
+//                                       (cluster/owner_table.hpp), bound to
+//                                       the holder's lease; its
+//                                       create_revision is the token
+//
+// Every 500 ms the holder lists the group records and the members. A group
+// whose record allows it (`failover`, the leader's cluster.failover =
+// auto) and that no member serves (its member key is gone: the lease
+// expired or was revoked) gets a new leader: the controller asks each
+// live node of the recorded in-sync set where its copy is (ReplAck over
+// the cluster links), takes the copy of the record's log with the highest
+// (epoch, seq) that is not unfinished, and writes the record with `host` =
+// that node, the epoch raised by one, the in-sync set = that node, and
+// `elected_by` = its token, by a compare-and-swap guarded by its
+// ownership key: a controller that lost the duty (a pause, a partition)
+// cannot write with its old token. The elected node then serves the group
+// from its copy (node/embedded_node.cpp, hosting).
+//
+// No election: a group whose node serves it; one whose elected host is a
+// live member (it is starting the group); one with no in-sync copy on a
+// live node (said once: it waits for its node, since an out-of-sync copy
+// may lack acknowledged writes). A failed CAS (the record changed: the
+// node came back, or its in-sync set changed) is tried again on the next
+// round with what is then recorded.
+#pragma once
+
+#include "coord/coord.hpp"
+
+#include <caf/actor.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace edda::replication {
+
+struct controller_options {
+  coord::client_ptr store;
+  std::string cluster_name;
+  std::string node_id;
+  caf::actor cluster; ///< the node's cluster actor (views, links)
+  std::chrono::milliseconds period{500};
+  /// How long a position query may take before that copy is left out of
+  /// the round.
+  std::chrono::milliseconds query_timeout{2000};
+};
+
+[[nodiscard]] caf::actor spawn_controller(caf::actor_system& sys,
+                                          controller_options opts);
+
+} // namespace edda::replication

@@ -1,0 +1,149 @@
+// Failover (issue 13): three nodes at cluster.replication_factor 2 with
+// cluster.failover = auto. When a node is killed for good, the controller
+// elects its in-sync copy and the copy's node serves the dead node's
+// partitions from it: every acknowledged message is consumed, keyed sends
+// to those partitions are acknowledged again, and the dead node's data
+// dir, which may lack what was acknowledged since, is refused if it
+// comes back.
+#include "base/errc.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "cluster_fixture.hpp"
+#include "replication/group_record.hpp"
+#include "wire/types.hpp"
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+
+namespace edda::test {
+namespace {
+
+using namespace std::chrono_literals;
+namespace pb = wire::v1;
+using steady = std::chrono::steady_clock;
+
+class ClusterFailoverTest : public ClusterFixture {
+protected:
+  ClusterFailoverTest()
+      : ClusterFixture({"cluster.replication_factor=2",
+                        "cluster.min_insync=1",
+                        "cluster.replica_lag_max=3s",
+                        "cluster.failover=auto"},
+                       "edda-failover") {}
+
+  /// `group`'s record in etcd (nullopt: none or etcd unreachable).
+  std::optional<pb::ReplicaGroup> record(const std::string& group) {
+    auto c = connect_etcd();
+    if (!c)
+      return std::nullopt;
+    auto r = replication::read_group(**c, cluster_name(), group);
+    if (!r || !*r)
+      return std::nullopt;
+    return **r;
+  }
+
+  /// Three nodes that see each other.
+  void start_three() {
+    start_nodes(3);
+    ASSERT_TRUE(eventually(15s, [&] {
+      return connected_members(node(1)).size() == 3;
+    }));
+  }
+};
+
+TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto c = connect(node(1));
+  ASSERT_TRUE(c) << render(c.error());
+  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
+  auto info = client::admin::describe_topic(*c, "pay");
+  ASSERT_TRUE(info);
+  auto victim = node(0).name;
+  auto key = key_on(*info, victim);
+  ASSERT_FALSE(key.empty()) << "no partition homed on " << victim;
+  // The victim's copy is in sync and recorded so in etcd.
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record(victim);
+    return r && r->isr_size() == 1 && r->failover();
+  })) << "the victim's follower never entered the recorded in-sync set";
+  auto before = *record(victim);
+  // Acknowledged messages on every partition, the victim's included.
+  acked_producer p{*c, "pay"};
+  std::set<std::string> on_victim;
+  for (int i = 0; i < 120; ++i) {
+    auto k = i % 3 == 0 ? key : "acct-" + std::to_string(i % 11);
+    auto body = "debit " + std::to_string(i);
+    auto r = p.send(k, body);
+    ASSERT_TRUE(r) << body << ": " << render(r.error());
+    if (info->partitions(static_cast<int>(r->partition)).home() == victim)
+      on_victim.insert(body);
+  }
+  ASSERT_FALSE(on_victim.empty());
+  auto killed = steady::now();
+  kill9(node(0));
+  // The controller elects the copy, its node serves the group.
+  std::optional<pb::ReplicaGroup> after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    after = record(victim);
+    return after && !after->host().empty()
+           && connected_members(node(1)).count(victim) != 0;
+  })) << "the dead node's group is not served again";
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+    steady::now() - killed);
+  std::printf("group %s served on %s %lld ms after kill -9 (lease ttl 2 s); "
+              "epoch %llu -> %llu, elected at seq %llu by token %llu\n",
+              victim.c_str(), after->host().c_str(),
+              static_cast<long long>(took.count()),
+              static_cast<unsigned long long>(before.leader_epoch()),
+              static_cast<unsigned long long>(after->leader_epoch()),
+              static_cast<unsigned long long>(after->elected_seq()),
+              static_cast<unsigned long long>(after->elected_by()));
+  EXPECT_NE(after->host(), victim);
+  EXPECT_GT(after->leader_epoch(), before.leader_epoch());
+  EXPECT_NE(after->elected_by(), 0u);
+  EXPECT_EQ(after->log_id(), before.log_id()) << "the same log goes on";
+  EXPECT_EQ(before.isr(0), after->host()) << "only the in-sync copy";
+  // Keyed sends to the dead node's partition are acknowledged again (the
+  // producer finds the group at its new endpoint).
+  caf::expected<client::send_result> again{caf::error{}};
+  auto deadline = steady::now() + 20s;
+  while (steady::now() < deadline && !(again = p.send(key, "after failover")))
+    std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(again) << render(again.error());
+  EXPECT_EQ(info->partitions(static_cast<int>(again->partition)).home(),
+            victim);
+  // Everything acknowledged, before and after, is consumed.
+  inbox box;
+  auto cons = box.consume(*c, "audit", "pay");
+  ASSERT_TRUE(cons) << render(cons.error());
+  ASSERT_TRUE(eventually(30s, [&] { return box.missing(p.acked).empty(); }))
+    << box.missing(p.acked).size() << " of " << p.acked.size()
+    << " acknowledged messages never consumed, e.g. "
+    << *box.missing(p.acked).begin();
+  (*cons)->stop();
+  // The group is copied again, to the node that does not serve it (a full
+  // copy: the new leader keeps no commits in memory), and that copy enters
+  // the recorded in-sync set.
+  std::string third;
+  for (auto& n : {node(1).name, node(2).name})
+    if (n != after->host())
+      third = n;
+  ASSERT_TRUE(eventually(20s, [&] {
+    auto r = record(victim);
+    return r && r->isr_size() == 1 && r->isr(0) == third;
+  })) << "no new in-sync copy of " << victim << " on " << third;
+  // The dead node's data dir comes back: refused, naming who serves it.
+  auto [code, out] = run_until_exit({victim, {}, false, false, {}},
+                                    node(0).data_dir);
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("is served by node " + after->host()), std::string::npos)
+    << out;
+  // The group still answers.
+  EXPECT_TRUE(p.send(key, "still served"));
+}
+
+} // namespace
+} // namespace edda::test
