@@ -68,6 +68,13 @@ struct embedded_node::impl {
   /// ones were added): a hosted group runs them too.
   std::vector<sagas::saga_definition> coded_sagas;
   std::string hosted_by; ///< start_options::hosted_by
+  /// Why this node's replica group was taken from it (a failover while it
+  /// was paused or cut off), set by the recorder: failure() tells it.
+  struct deposed_state {
+    std::mutex mtx;
+    caf::error why;
+  };
+  std::shared_ptr<deposed_state> deposed = std::make_shared<deposed_state>();
   std::unique_ptr<sagas::saga_runtime> sagas;
   std::string node_id;
   std::string cluster_id; ///< etcd's id of the cluster, in a cluster
@@ -189,7 +196,12 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       im.recorder = replication::spawn_group_recorder(
         sys, im.store, settings.cluster_name, im.node_id, claim->epoch,
         claim->mod_revision,
-        [alerts = im.alerts, on_fatal = opts.on_fatal](const caf::error& e) {
+        [alerts = im.alerts, on_fatal = opts.on_fatal,
+         deposed = im.deposed](const caf::error& e) {
+          {
+            std::lock_guard<std::mutex> guard{deposed->mtx};
+            deposed->why = e;
+          }
           alerts->raise(alert{"node_fatal", "replica group",
                               "this node's replica group was taken over ("
                                 + render(e) + "); the node stops",
@@ -619,6 +631,11 @@ std::vector<std::string> embedded_node::hosted_groups() const {
 
 caf::error embedded_node::failure() const {
   auto& i = *impl_;
+  {
+    std::lock_guard<std::mutex> guard{i.deposed->mtx};
+    if (i.deposed->why)
+      return i.deposed->why;
+  }
   return i.sup ? i.sup->failure() : caf::error{};
 }
 

@@ -74,7 +74,8 @@ public:
   /// supervisor.hpp), null while it restarts or after the node stopped;
   /// "writer": the storage writer (not restarted: its death stops the node).
   [[nodiscard]] caf::actor incarnation(const std::string& service) const;
-  /// Why the node stopped on its own (its storage writer died), or none.
+  /// Why the node stopped on its own (its storage writer died, or its
+  /// replica group was taken over by a failover), or none.
   [[nodiscard]] caf::error failure() const;
   /// Groups of other nodes this node serves after a failover
   /// ("group@host:port"; hosting.hpp).

@@ -145,5 +145,76 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
   EXPECT_TRUE(p.send(key, "still served"));
 }
 
+TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume) {
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto c = connect(node(1));
+  ASSERT_TRUE(c) << render(c.error());
+  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
+  auto info = client::admin::describe_topic(*c, "pay");
+  ASSERT_TRUE(info);
+  auto victim = node(0).name;
+  auto key = key_on(*info, victim);
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record(victim);
+    return r && r->isr_size() == 1;
+  }));
+  // A client straight on the victim, and acknowledged writes before.
+  auto direct = connect(node(0));
+  ASSERT_TRUE(direct) << render(direct.error());
+  acked_producer mine{*direct, "pay"};
+  acked_producer p{*c, "pay"};
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(mine.send(key, "before " + std::to_string(i)));
+    ASSERT_TRUE(p.send("acct-" + std::to_string(i % 7),
+                       "other " + std::to_string(i)));
+  }
+  // SIGSTOP past the lease: the controller elects its copy.
+  pause(node(0));
+  std::optional<pb::ReplicaGroup> after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    after = record(victim);
+    return after && !after->host().empty()
+           && connected_members(node(1)).count(victim) != 0;
+  })) << "the paused node's group was not served elsewhere";
+  // Writes to the group's new leader while the old one is paused.
+  for (int i = 0; i < 20; ++i) {
+    caf::expected<client::send_result> r{caf::error{}};
+    auto deadline = steady::now() + 20s;
+    while (steady::now() < deadline
+           && !(r = p.send(key, "new leader " + std::to_string(i))))
+      std::this_thread::sleep_for(200ms);
+    ASSERT_TRUE(r) << render(r.error());
+  }
+  // SIGCONT: the old leader sees the newer epoch and stops; whatever it is
+  // sent meanwhile is never acknowledged.
+  resume(node(0));
+  int refused = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto r = mine.send(key, "to the deposed " + std::to_string(i));
+    if (!r)
+      ++refused;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(refused, 30) << "the deposed leader acknowledged "
+                         << 30 - refused << " writes";
+  auto* proc = node(0).process();
+  ASSERT_NE(proc, nullptr);
+  ASSERT_TRUE(test::wait_exit(*proc, 20s)) << "the deposed node still runs";
+  EXPECT_TRUE(WIFEXITED(proc->status) && WEXITSTATUS(proc->status) == 1)
+    << proc->describe_status();
+  // Every acknowledged write is served by the new leader.
+  std::set<std::string> all = p.acked;
+  all.insert(mine.acked.begin(), mine.acked.end());
+  inbox box;
+  auto cons = box.consume(*c, "audit", "pay");
+  ASSERT_TRUE(cons) << render(cons.error());
+  ASSERT_TRUE(eventually(30s, [&] { return box.missing(all).empty(); }))
+    << box.missing(all).size() << " acknowledged messages never consumed";
+  for (int i = 0; i < 30; ++i)
+    EXPECT_FALSE(box.has("to the deposed " + std::to_string(i)));
+  (*cons)->stop();
+}
+
 } // namespace
 } // namespace edda::test

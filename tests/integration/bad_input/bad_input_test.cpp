@@ -158,6 +158,13 @@ strings consume_n(const client::connection& c, const std::string& group,
   return box.bodies();
 }
 
+/// start_options that only say whether the node listens.
+edda::node::start_options listening(bool listen) {
+  edda::node::start_options o;
+  o.listen = listen;
+  return o;
+}
+
 class BadInputTest : public ::testing::Test {
 protected:
   std::string tmp;
@@ -186,7 +193,7 @@ protected:
 
   std::unique_ptr<node::embedded_node> start(const config::node_settings& s,
                                              bool listen = false) {
-    auto n = node::embedded_node::start(s, {listen, {}, {}});
+    auto n = node::embedded_node::start(s, listening(listen));
     if (!n) {
       ADD_FAILURE() << "node start: " << text(n.error());
       return nullptr;
@@ -519,7 +526,7 @@ TEST_F(BadInputTest, DataDirUnderARegularFileOrEmptyIsUnusable) {
   for (const auto& dir : {file + "/sub", file, std::string{}}) {
     auto s = settings();
     s.data_dir = dir;
-    expect_error(node::embedded_node::start(s, {false, {}, {}}),
+    expect_error(node::embedded_node::start(s, listening(false)),
                  errc::data_dir_unusable, {dir.empty() ? "data dir" : dir},
                  "'" + dir + "'");
   }
@@ -537,7 +544,7 @@ TEST_F(BadInputTest, SecondNodeOnTheSameDataDirIsLockedOutAndTheFirstGoesOn) {
     ASSERT_TRUE(admin::create_topic(c, "shared", 1));
     client::producer prod{c};
     ASSERT_TRUE(prod.send(msg("shared", "one")));
-    expect_error(node::embedded_node::start(s, {false, {}, {}}),
+    expect_error(node::embedded_node::start(s, listening(false)),
                  errc::data_dir_locked,
                  {s.data_dir, "pid " + std::to_string(::getpid())});
     auto r = prod.send(msg("shared", "two"));
