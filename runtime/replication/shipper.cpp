@@ -758,7 +758,13 @@ caf::behavior shipper(self_ptr self, shipper_options opts) {
       }
       auto [i, added] = st.followers.try_emplace(id);
       auto& f = i->second;
-      if (!added && f.host == host)
+      // The same handle object only: after a reconnect CAF makes a new
+      // proxy for the peer's gateway that compares equal to the old, dead
+      // one (same node and actor id), and ships to the old one only time
+      // out.
+      if (!added
+          && caf::actor_cast<caf::actor_control_block*>(f.host)
+               == caf::actor_cast<caf::actor_control_block*>(host))
         return;
       f.host = std::move(host);
       f.removed = false;

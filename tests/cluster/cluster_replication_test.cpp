@@ -240,6 +240,54 @@ TEST_F(ClusterReplicationTest, WithTheFollowerDownWritesAreRefusedThenCatchUp) {
     EXPECT_EQ(copy.count(b), 1u) << b;
 }
 
+TEST_F(ClusterReplicationTest, ACutLinkShrinksTheRecordedInSyncSetFirst) {
+  // n2, the follower of n1, is reached by its peers through a relay.
+  add_node();
+  add_node({"n2", {}, false, true});
+  auto& f = node("n2");
+  auto c = connect(node(0));
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(eventually(10s, [&] {
+    return connected_members(node(0)).size() == 2;
+  }));
+  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 2));
+  auto key = key_on(*c, "pay", "n1");
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(eventually(15s, [&] {
+    return recorded_isr("n1") == std::vector<std::string>{"n2"};
+  }));
+  acked_producer p{*c, "pay"};
+  ASSERT_TRUE(p.send(key, "before"));
+  // The link is cut (a blackhole, both nodes still on etcd): n1's writes
+  // wait for n2 until it leaves the in-sync set (replica_lag_max 3 s), and
+  // are refused from then on, with the reason, once etcd records the
+  // smaller set (min in sync 2: never acknowledged on one copy).
+  f.peer_relay->cut();
+  caf::error refused;
+  ASSERT_TRUE(eventually(20s, [&] {
+    auto r = p.send(key, "during " + std::to_string(p.acked.size()));
+    if (r)
+      return false;
+    refused = r.error();
+    return code_of(refused) == errc::unavailable
+           && render(refused).find("cluster.min_insync 2") != std::string::npos;
+  })) << render(refused);
+  EXPECT_TRUE(recorded_isr("n1").empty())
+    << "refused before etcd recorded n2 out of sync";
+  // The link comes back: n2 catches up, enters the record again, and
+  // writes are acknowledged.
+  f.peer_relay->restore();
+  ASSERT_TRUE(eventually(30s, [&] { return bool(p.send(key, "after")); }))
+    << "writes still refused after the link came back: "
+    << status_of(node(0))->DebugString();
+  EXPECT_EQ(recorded_isr("n1"), std::vector<std::string>{"n2"});
+  kill9(node(0));
+  kill9(f);
+  auto copy = bodies_in_copy(f, "n1");
+  for (auto& b : p.acked)
+    EXPECT_EQ(copy.count(b), 1u) << b << " acknowledged, not in n2's copy";
+}
+
 TEST_F(ClusterReplicationTest, AWipedNodeGetsAFullCopyAndItsOwnCopyIsKept) {
   ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
   auto c = connect(node(0));
