@@ -301,6 +301,8 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     cto.cluster_name = settings.cluster_name;
     cto.node_id = im.node_id;
     cto.cluster = im.cluster;
+    cto.grace = std::chrono::milliseconds(settings.cluster_lease_ttl_ms / 4
+                                          + 500);
     im.controller = replication::spawn_controller(sys, std::move(cto));
   }
   auto wired = std::make_shared<services::wiring>();

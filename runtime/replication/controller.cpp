@@ -31,6 +31,8 @@ struct controller_state {
   caf::actor owners;
   uint64_t token = 0;  ///< the duty's token while held (0: not held)
   std::set<std::string> electing; ///< queries out for these groups
+  /// When this holder first saw each group unserved.
+  std::map<std::string, std::chrono::steady_clock::time_point> unserved;
   /// Groups said to wait (no in-sync copy on a live node), not said again.
   std::set<std::string> waiting;
   static inline const char* name = "edda.replication.controller";
@@ -145,8 +147,13 @@ void run_round(self_ptr self) {
       continue;
     if (live.count(group) != 0) {
       st.waiting.erase(group);
+      st.unserved.erase(group);
       continue; // served
     }
+    auto now = std::chrono::steady_clock::now();
+    auto first = st.unserved.try_emplace(group, now).first->second;
+    if (now - first < st.opts.grace)
+      continue; // its node may be rejoining
     if (st.electing.count(group) != 0)
       continue; // the last round's queries are still out
     if (!rec.host().empty()) {
@@ -226,6 +233,7 @@ caf::behavior controller(self_ptr self, controller_options opts) {
             auto& st = self->state;
             if (!o.self() || o.token() == 0) {
               st.token = 0;
+              st.unserved.clear();
               return;
             }
             if (st.token != o.token())
@@ -234,7 +242,10 @@ caf::behavior controller(self_ptr self, controller_options opts) {
             st.token = o.token();
             run_round(self);
           },
-          [=](caf::error&) { self->state.token = 0; });
+          [=](caf::error&) {
+            self->state.token = 0;
+            self->state.unserved.clear();
+          });
     },
     [=](wire::lost_atom, const std::string& resource, uint64_t token) {
       auto& st = self->state;
@@ -242,6 +253,7 @@ caf::behavior controller(self_ptr self, controller_options opts) {
         EDDA_INFO("replication", "controller duty lost (token " << token
                                                                 << ")");
         st.token = 0;
+        st.unserved.clear();
       }
     },
   };

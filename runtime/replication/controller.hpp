@@ -20,7 +20,8 @@
 // cannot write with its old token. The elected node then serves the group
 // from its copy (node/embedded_node.cpp, hosting).
 //
-// No election: a group whose node serves it; one whose elected host is a
+// No election: a group seen unserved for less than `grace` (by this
+// holder: a new holder starts counting anew); a group whose node serves it; one whose elected host is a
 // live member (it is starting the group); one with no in-sync copy on a
 // live node (said once: it waits for its node, since an out-of-sync copy
 // may lack acknowledged writes). A failed CAS (the record changed: the
@@ -43,6 +44,11 @@ struct controller_options {
   std::string node_id;
   caf::actor cluster; ///< the node's cluster actor (views, links)
   std::chrono::milliseconds period{500};
+  /// A group is elected anew only once this holder has seen it unserved
+  /// for this long: after an etcd outage every lease may have expired at
+  /// once, and live nodes rejoin within a renewal period (TTL/4); they
+  /// must not lose their groups for it. The node uses TTL/4 + 500 ms.
+  std::chrono::milliseconds grace{1000};
   /// How long a position query may take before that copy is left out of
   /// the round.
   std::chrono::milliseconds query_timeout{2000};

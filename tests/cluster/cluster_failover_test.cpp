@@ -52,6 +52,46 @@ protected:
       return connected_members(node(1)).size() == 3;
     }));
   }
+
+  /// Topic "pay" (6 partitions) and `per_node` acknowledged keyed writes
+  /// on each node's partitions, sent through `via`; every node's copy in
+  /// sync and recorded first.
+  void load(const cluster_node& via, acked_producer& p, int per_node) {
+    auto c = connect(via);
+    ASSERT_TRUE(c) << render(c.error());
+    ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
+    auto info = client::admin::describe_topic(*c, "pay");
+    ASSERT_TRUE(info);
+    for (size_t i = 0; i < node_count(); ++i) {
+      auto name = node(i).name;
+      ASSERT_TRUE(eventually(15s, [&] {
+        auto r = record(name);
+        return r && r->isr_size() == 1;
+      })) << name << "'s copy never recorded in sync";
+      auto key = key_on(*info, name);
+      ASSERT_FALSE(key.empty());
+      for (int j = 0; j < per_node; ++j)
+        ASSERT_TRUE(p.send(key, name + " " + std::to_string(j)));
+    }
+  }
+
+  /// Every acknowledged body of `p` is consumed through `via`.
+  void all_consumed(const cluster_node& via, const acked_producer& p) {
+    auto c = connect(via);
+    ASSERT_TRUE(c) << render(c.error());
+    inbox box;
+    auto cons = box.consume(*c, "audit", "pay");
+    ASSERT_TRUE(cons) << render(cons.error());
+    EXPECT_TRUE(eventually(30s, [&] { return box.missing(p.acked).empty(); }))
+      << box.missing(p.acked).size() << " of " << p.acked.size()
+      << " acknowledged messages never consumed";
+    (*cons)->stop();
+  }
+
+  /// The node (of this fixture) named `id`.
+  cluster_node& by_name(const std::string& id) {
+    return node(id);
+  }
 };
 
 TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
@@ -214,6 +254,79 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   for (int i = 0; i < 30; ++i)
     EXPECT_FALSE(box.has("to the deposed " + std::to_string(i)));
   (*cons)->stop();
+}
+
+TEST_F(ClusterFailoverTest, TheControllersOwnNodeKilledIsFailedOverByTheNext) {
+  // RocketMQ 7689: the controller and a leader die together. Here the
+  // node holding the controller duty leads its own group: both go at once.
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto [ctl, token] = owner_in_etcd("controller");
+  ASSERT_TRUE(eventually(10s, [&] {
+    std::tie(ctl, token) = owner_in_etcd("controller");
+    return !ctl.empty();
+  }));
+  auto& victim = by_name(ctl);
+  auto& via = victim.name == node(0).name ? node(1) : node(0);
+  auto c = connect(via);
+  ASSERT_TRUE(c);
+  acked_producer p{*c, "pay"};
+  ASSERT_NO_FATAL_FAILURE(load(via, p, 30));
+  kill9(victim);
+  // The duty moves (a higher token), and the new holder elects the dead
+  // controller's copy.
+  std::optional<pb::ReplicaGroup> after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    after = record(ctl);
+    return after && !after->host().empty()
+           && connected_members(via).count(ctl) != 0;
+  })) << "the controller's own group was not failed over";
+  auto [next, next_token] = owner_in_etcd("controller");
+  EXPECT_NE(next, ctl);
+  EXPECT_GT(next_token, token);
+  EXPECT_EQ(after->elected_by(), static_cast<uint64_t>(next_token))
+    << "elected under the new holder's token";
+  ASSERT_NO_FATAL_FAILURE(all_consumed(via, p));
+}
+
+TEST_F(ClusterFailoverTest, NoElectionWhileEtcdIsDownAndNoLiveNodeIsDeposed) {
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto c = connect(node(1));
+  ASSERT_TRUE(c);
+  acked_producer p{*c, "pay"};
+  ASSERT_NO_FATAL_FAILURE(load(node(1), p, 30));
+  auto victim = node(0).name;
+  auto before = record(victim);
+  ASSERT_TRUE(before);
+  auto incarnation = status_of(node(1))->incarnation();
+  // The node dies and etcd is gone with it for longer than the lease:
+  // nothing can be elected (every record is in etcd), and when etcd comes
+  // back every lease may have expired at once.
+  kill9(node(0));
+  etcd().pause();
+  std::this_thread::sleep_for(4s);
+  etcd().resume();
+  // The dead node's group is elected; the live nodes rejoin within the
+  // controller's grace and keep their own groups (none is deposed).
+  std::optional<pb::ReplicaGroup> after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    after = record(victim);
+    return after && !after->host().empty()
+           && connected_members(node(1)).count(victim) != 0;
+  })) << "the dead node's group was not failed over after etcd returned";
+  // The survivors' leases expired while etcd was away: they rejoined.
+  EXPECT_TRUE(eventually(10s, [&] {
+    auto s = status_of(node(1));
+    return s && s->incarnation() > incarnation;
+  })) << "the scenario did not happen: " << node(1).name
+      << " kept its lease through the etcd outage";
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_TRUE(node(i).running()) << node(i).name << " stopped (deposed?)";
+    auto r = record(node(i).name);
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->host().empty())
+      << node(i).name << "'s group was failed over while it lived";
+  }
+  ASSERT_NO_FATAL_FAILURE(all_consumed(node(1), p));
 }
 
 } // namespace
