@@ -910,6 +910,8 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << "  incarnation " << m.incarnation() << "  up "
               << age_of(r->now_ms() - m.started_ms()) << "  "
               << m.partitions() << " partitions  ";
+    if (!m.hosted_by().empty())
+      std::cout << "(served by " << m.hosted_by() << " since a failover)  ";
     if (m.self())
       std::cout << "(this node)";
     else if (m.connected())

@@ -236,6 +236,7 @@ pb::ClusterStatus status(self_ptr self) {
     m->set_endpoint(mi.endpoint());
     m->set_incarnation(mi.incarnation());
     m->set_started_ms(mi.started_ms());
+    m->set_hosted_by(mi.hosted_by());
     if (k < st.view.leases_size())
       m->set_lease_id(st.view.leases(k));
     bool self_member = mi.node_id() == st.opts.node_id;

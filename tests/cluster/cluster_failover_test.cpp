@@ -146,6 +146,14 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
   EXPECT_NE(after->elected_by(), 0u);
   EXPECT_EQ(after->log_id(), before.log_id()) << "the same log goes on";
   EXPECT_EQ(before.isr(0), after->host()) << "only the in-sync copy";
+  // edda cluster status names who serves it.
+  auto s = status_of(node(2));
+  ASSERT_TRUE(s);
+  bool shown = false;
+  for (auto& m : s->members())
+    if (m.node_id() == victim)
+      shown = m.hosted_by() == after->host();
+  EXPECT_TRUE(shown) << s->DebugString();
   // Keyed sends to the dead node's partition are acknowledged again (the
   // producer finds the group at its new endpoint).
   caf::expected<client::send_result> again{caf::error{}};
