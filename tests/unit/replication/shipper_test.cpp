@@ -132,7 +132,9 @@ protected:
     so.log_id = read_position(*leader_).log_id;
     if (so.log_id.empty())
       so.log_id = new_unique_id();
-    so.epoch = 2;
+    so.epoch = epoch_;
+    so.election_epoch = election_epoch_;
+    so.elected_seq = elected_seq_;
     if (store_) {
       auto claim = claim_group(*store_, "t", "n1", so.log_id, 1, 0);
       ASSERT_TRUE(claim) << render(claim.error());
@@ -225,6 +227,9 @@ protected:
   }
 
   sys_config cfg_;
+  uint64_t epoch_ = 2;          ///< the leader's epoch at start()
+  uint64_t election_epoch_ = 0; ///< set: it was elected (a failover)
+  uint64_t elected_seq_ = 0;
   std::string dir_;
   std::shared_ptr<storage::environment> leader_;
   std::unique_ptr<caf::actor_system> sys_;
@@ -480,6 +485,74 @@ TEST_F(ShipperTest, AFollowerOfAWipedLeadersOldLogIsNeverOverwritten) {
       << "an acknowledged write of the old log was overwritten";
   EXPECT_EQ(c.count("2/new-0"), 0u) << "the new log was mixed in";
   EXPECT_NE(read_position(*copy).log_id, read_position(*leader_).log_id);
+}
+
+TEST_F(ShipperTest, ADeposedLeadersUnacknowledgedSuffixIsTruncatedByACopy) {
+  // The leader acknowledges 10 writes (its follower has them), then, its
+  // follower stalled and min in sync 1, stores 5 more that no copy has.
+  start(1, 300ms);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(write("acked-" + std::to_string(i)));
+  auto deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(10ms);
+  auto elected_at = follower_seq();
+  ASSERT_EQ(elected_at, read_position(*leader_).seq);
+  open_->store(false);
+  for (int i = 0; i < 5; ++i)
+    (void) write("deposed-" + std::to_string(i)); // may be refused: fine
+  ASSERT_GT(read_position(*leader_).seq, elected_at);
+  stop_actors();
+  // The follower's copy is elected (it serves the group at epoch 3), and
+  // the deposed leader's storage comes back as its follower: the two
+  // directories swap roles.
+  leader_.reset();
+  auto copy_dir = replica_dir(dir_ + "/replicas", "n1");
+  std::filesystem::rename(dir_ + "/leader", dir_ + "/old");
+  std::filesystem::rename(copy_dir, dir_ + "/leader");
+  std::filesystem::rename(dir_ + "/old", copy_dir);
+  storage::options o;
+  o.dir = dir_ + "/leader";
+  o.map_size = 64ull << 20;
+  auto env = storage::environment::open(o);
+  ASSERT_TRUE(env) << render(env.error());
+  leader_ = *env;
+  ASSERT_EQ(read_position(*leader_).seq, elected_at);
+  open_->store(true);
+  // Not elected (a plain restart at a higher epoch): the follower ahead is
+  // never overwritten (it might hold the only copy of acknowledged writes).
+  epoch_ = 3;
+  start(1, 300ms);
+  ASSERT_TRUE(write("restart-0"));
+  std::this_thread::sleep_for(1s);
+  {
+    auto kept = replica();
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(contents(*kept).count("2/deposed-0"), 1u)
+      << "a follower ahead was overwritten without an election";
+  }
+  stop_actors();
+  // Elected at epoch 4 from that copy's position: the follower's writes
+  // beyond it were never acknowledged; it gets a full copy.
+  epoch_ = 4;
+  election_epoch_ = 4;
+  elected_seq_ = read_position(*leader_).seq;
+  start(1, 300ms);
+  ASSERT_TRUE(write("elected-0"));
+  deadline = steady::now() + 10s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(20ms);
+  auto copy = replica();
+  ASSERT_TRUE(copy);
+  auto c = contents(*copy);
+  EXPECT_EQ(c, contents(*leader_));
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(c.count("2/acked-" + std::to_string(i)), 1u);
+  EXPECT_EQ(c.count("2/deposed-0"), 0u) << "the deposed suffix is still there";
+  EXPECT_EQ(c.count("2/elected-0"), 1u);
+  EXPECT_EQ(read_position(*copy).epoch, 4u);
 }
 
 TEST_F(ShipperTest, ALateCopierOfAnEarlierCopyCannotWriteIntoTheNextOne) {
