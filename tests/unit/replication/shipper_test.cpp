@@ -540,9 +540,10 @@ TEST_F(ShipperTest, ADeposedLeadersUnacknowledgedSuffixIsTruncatedByACopy) {
   elected_seq_ = read_position(*leader_).seq;
   start(1, 300ms);
   ASSERT_TRUE(write("elected-0"));
+  // (The follower starts ahead: wait for it to be exactly at the leader.)
   deadline = steady::now() + 10s;
   while (steady::now() < deadline
-         && follower_seq() < read_position(*leader_).seq)
+         && follower_seq() != read_position(*leader_).seq)
     std::this_thread::sleep_for(20ms);
   auto copy = replica();
   ASSERT_TRUE(copy);
