@@ -80,6 +80,18 @@ caf::expected<pb::ClusterStatus> cluster_status(const connection& c) {
   return call<pb::ClusterStatus>(c, pb::ClusterStatusRequest{});
 }
 
+caf::expected<pb::ElectReply> elect_unclean(const connection& c,
+                                            const std::string& group,
+                                            const std::string& by) {
+  pb::ElectRequest req;
+  req.set_group(group);
+  req.set_unclean(true);
+  req.set_by(by);
+  // The controller answers once it elected (within about 10 s).
+  return c.impl()->call<pb::ElectReply>(
+    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(15000)));
+}
+
 caf::expected<pb::ClusterMap>
 cluster_map(const connection& c, const std::vector<std::string>& topics) {
   pb::ClusterMapRequest req;

@@ -6,6 +6,7 @@
 
 #include "broker.pb.h"
 #include "cluster.pb.h"
+#include "replication.pb.h"
 #include "client/connection.hpp"
 
 #include <caf/expected.hpp>
@@ -41,6 +42,15 @@ dlq_redrive(const connection& c, const std::string& group,
 /// single node answers with itself, `clustered` false).
 [[nodiscard]] caf::expected<pb::ClusterStatus>
 cluster_status(const connection& c);
+
+/// edda cluster elect --unclean: lets the controller elect a copy of
+/// `group` that is not in sync (acknowledged writes after it are lost),
+/// recorded with `by`. Answered once elected (about a second). Errors:
+/// invalid_argument (no such group, served by a live node, a clean election
+/// possible, no --by), unavailable (etcd, replication off), timeout.
+[[nodiscard]] caf::expected<wire::v1::ElectReply>
+elect_unclean(const connection& c, const std::string& group,
+              const std::string& by);
 /// Where to send: the members with their endpoints and, for each of
 /// `topics` that exists, its partitions, their homes and which homes are
 /// live, and the etcd revision of the node's view (`clustered` false and

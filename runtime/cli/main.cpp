@@ -842,6 +842,7 @@ int cmd_status(const std::vector<std::string>& argv) {
 // -- cluster ------------------------------------------------------------------
 
 const char* cluster_help = R"(Usage: edda cluster status [--node HOST:PORT] [--json]
+       edda cluster elect NODE --unclean --by NAME [--node HOST:PORT]
 
 The cluster as the node at --node sees it: its members (from etcd), their
 addresses, incarnations and the partitions homed on each, whether this
@@ -851,6 +852,14 @@ in time, so its movable duties are stopped). With cluster.replication_factor
 above 1: the copies of this node's storage, each follower in or out of the
 in-sync set, how many commits behind, and what it is doing (streaming,
 copying, diverged). A node without cluster.etcd answers as a cluster of one.
+
+elect: when node NODE is gone and none of its in-sync copies is on a live
+node, its group waits for it (cluster.failover = auto elects only an
+in-sync copy, which has every acknowledged write). --unclean lets the
+controller elect the live copy with the most writes instead: the writes
+NODE acknowledged after that copy are LOST. Recorded in etcd with --by,
+logged as an ERROR and raised as the alert unclean_election. Prints the
+node that serves the group now.
 )";
 
 std::string age_of(int64_t ms) {
@@ -870,10 +879,38 @@ std::string age_of(int64_t ms) {
 int cmd_cluster(const std::vector<std::string>& argv) {
   args a;
   std::string err;
-  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
+  if (!a.parse(argv, {"help", "json", "unclean"}, {"node", "by"}, err))
     return fail(err + "\n" + cluster_help);
   if (a.has("help")) {
     std::cout << cluster_help;
+    return 0;
+  }
+  if (!a.positional.empty() && a.positional[0] == "elect") {
+    if (a.positional.size() != 2)
+      return fail("cluster elect needs the NODE whose group to elect\n"
+                  + std::string{cluster_help});
+    if (!a.has("unclean"))
+      return fail("a clean election happens by itself (cluster.failover = "
+                  "auto) once a node is gone; elect asks for an unclean one: "
+                  "--unclean\n"
+                  + std::string{cluster_help});
+    if (!a.has("by"))
+      return fail("an unclean election is recorded with who asked: --by "
+                  "NAME\n"
+                  + std::string{cluster_help});
+    auto conn = connect(a);
+    if (!conn)
+      return fail(conn.error());
+    auto r = client::admin::elect_unclean(*conn, a.positional[1],
+                                          a.get("by", ""));
+    if (!r)
+      return fail(r.error());
+    std::cout << "group " << r->group() << " is served by " << r->host()
+              << " at epoch " << r->epoch() << " (the copy elected at seq "
+              << r->elected_seq() << ", "
+              << (r->unclean() ? "UNCLEAN: writes after it are lost"
+                               : "in sync: nothing lost")
+              << ")\n";
     return 0;
   }
   if (a.positional.empty() || a.positional[0] != "status")

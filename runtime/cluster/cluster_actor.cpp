@@ -33,6 +33,7 @@ struct link {
 
 struct cluster_state {
   cluster_actor_options opts;
+  caf::actor controller; ///< replication's controller (elections), if any
   pb::MembershipView view;
   std::map<std::string, link> links; // by node id, every other member
   std::vector<caf::actor> subscribers; // told of views and links
@@ -397,6 +398,19 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
                           "their cluster link");
       self->delegate(st.opts.replicas, std::move(q));
       return caf::delegated<pb::ReplAck>{};
+    },
+    [=](wire::serving_atom, caf::actor& controller) {
+      self->state.controller = std::move(controller);
+    },
+    [=](pb::ElectRequest& r) -> caf::result<pb::ElectReply> {
+      auto& st = self->state;
+      if (!st.controller)
+        return make_error(errc::unavailable,
+                          "node " + st.opts.node_id
+                            + " runs no controller (cluster.replication_factor "
+                              "is 1, or no cluster)");
+      self->delegate(st.controller, std::move(r));
+      return caf::delegated<pb::ElectReply>{};
     },
     [=](wire::current_atom, const std::string& node,
         pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {

@@ -130,12 +130,15 @@ public:
           int64_t expect_mod_revision, lease_id lease = 0) = 0;
   /// cas_put, and only while `guard_key` exists with create_revision
   /// `guard_create_revision` (an owner's fencing token: the write of a duty
-  /// that has lost its ownership key fails, even after a pause). No lease.
-  /// A failed guard is a failed compare (`current` is `key` as it is).
+  /// that has lost its ownership key fails, even after a pause), and, if
+  /// `absent_key` is not empty, only while that key does not exist. No
+  /// lease. A failed guard is a failed compare (`current` is `key` as it
+  /// is).
   [[nodiscard]] virtual caf::expected<cas_result>
   cas_put_guarded(const std::string& key, const std::string& value,
                   int64_t expect_mod_revision, const std::string& guard_key,
-                  int64_t guard_create_revision) = 0;
+                  int64_t guard_create_revision,
+                  const std::string& absent_key = {}) = 0;
   /// Deletes the key if its mod_revision equals `expect_mod_revision`.
   /// Deleting an absent key with expect 0 succeeds.
   [[nodiscard]] virtual caf::expected<cas_result>

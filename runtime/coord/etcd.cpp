@@ -505,7 +505,8 @@ public:
   caf::expected<cas_result>
   cas_put_guarded(const std::string& key, const std::string& value,
                   int64_t expect_mod_revision, const std::string& guard_key,
-                  int64_t guard_create_revision) override {
+                  int64_t guard_create_revision,
+                  const std::string& absent_key) override {
     if (auto err = detail::check_put(key, value))
       return err;
     if (auto err = detail::check_key(guard_key))
@@ -517,6 +518,13 @@ public:
     cmp->set_target(pb::Compare::CREATE);
     cmp->set_key(guard_key);
     cmp->set_create_revision(guard_create_revision);
+    if (!absent_key.empty()) {
+      auto* none = req.add_compare();
+      none->set_result(pb::Compare::EQUAL);
+      none->set_target(pb::Compare::VERSION);
+      none->set_key(absent_key);
+      none->set_version(0);
+    }
     auto* put = req.add_success()->mutable_request_put();
     put->set_key(key);
     put->set_value(value);

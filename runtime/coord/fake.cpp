@@ -346,7 +346,8 @@ public:
   caf::expected<cas_result>
   cas_put_guarded(const std::string& key, const std::string& value,
                   int64_t expect_mod_revision, const std::string& guard_key,
-                  int64_t guard_create_revision) override {
+                  int64_t guard_create_revision,
+                  const std::string& absent_key) override {
     if (auto err = detail::check_put(key, value))
       return err;
     if (auto err = detail::check_key(guard_key))
@@ -355,7 +356,8 @@ public:
     if (auto err = st_->check_cut(id_))
       return err;
     auto g = find(guard_key);
-    if (!g || g->create_revision != guard_create_revision) {
+    if (!g || g->create_revision != guard_create_revision
+        || (!absent_key.empty() && find(absent_key))) {
       cas_result out;
       out.revision = st_->revision;
       out.current = find(key);

@@ -145,6 +145,14 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   // and its controller come next: issue 13).
   bool replicate = !settings.cluster_etcd.empty()
                    && settings.replication_factor > 1;
+  // Served elsewhere since a failover: said first (the live twin would be
+  // that group), whatever this node's replication settings now. An etcd
+  // error here is left to the claim's retries, which check the same.
+  if (im.store && opts.hosted_by.empty())
+    if (auto err = replication::refuse_if_served_elsewhere(
+          *im.store, settings.cluster_name, im.node_id);
+        err && code_of(err) == errc::fenced)
+      return err;
   storage::commit_stream stream;
   if (replicate) {
     auto at = replication::read_position(*im.env);
@@ -160,14 +168,6 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       // dir's and the record's; in-sync set changes are written there.
       // Not while another process runs as this node (the join would refuse
       // it, but only after the claim had fenced the live one).
-      // Served elsewhere since a failover: said first (the live twin would
-      // be that group). An etcd error here is left to the claim's retries,
-      // which check the same.
-      if (opts.hosted_by.empty())
-        if (auto err = replication::refuse_if_served_elsewhere(
-              *im.store, settings.cluster_name, im.node_id);
-            err && code_of(err) == errc::fenced)
-          return err;
       if (auto err = refuse_a_live_twin(im))
         return err;
       caf::expected<replication::group_claim> claim{caf::error{}};
@@ -303,7 +303,12 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     cto.cluster = im.cluster;
     cto.grace = std::chrono::milliseconds(settings.cluster_lease_ttl_ms / 4
                                           + 500);
+    cto.alerts = im.alerts;
+    cto.host_wait = std::max(std::chrono::milliseconds(30000),
+                             3 * std::chrono::milliseconds(
+                                   settings.cluster_lease_ttl_ms));
     im.controller = replication::spawn_controller(sys, std::move(cto));
+    caf::anon_send(im.cluster, wire::serving_atom::value, im.controller);
   }
   auto wired = std::make_shared<services::wiring>();
   im.scheduler = sup.keep(services::scheduler(ctx, wired));
@@ -660,9 +665,12 @@ void embedded_node::stop() {
         .receive([](bool) {}, [](caf::error&) {});
     }
     // Leave first: the lease is revoked, so the others see this node gone
-    // at once, not a TTL later.
+    // at once, not a TTL later. With failover (cluster.failover = auto)
+    // the lease is left to expire instead: the controller would elect a
+    // copy of this node's group as soon as its member key goes, and a
+    // restart within the TTL (an upgrade, a config change) keeps it.
     if (i.membership)
-      i.membership->leave();
+      i.membership->leave(!(i.shipper && i.settings.failover == "auto"));
     i.membership.reset();
     i.store.reset();
     if (i.port != 0)

@@ -648,6 +648,12 @@ caf::behavior gateway(gateway_ptr self,
       self->delegate(cluster, std::move(x));
       return caf::delegated<pb::ReplAck>{};
     },
+    [=](pb::ElectRequest& x) -> caf::result<pb::ElectReply> {
+      if (!cluster)
+        return make_error(errc::unavailable, "this node has no cluster view");
+      self->delegate(cluster, std::move(x));
+      return caf::delegated<pb::ElectReply>{};
+    },
     [=](pb::ReplPositionQuery& x) -> caf::result<pb::ReplAck> {
       if (!cluster)
         return make_error(errc::unavailable, "this node has no cluster view");

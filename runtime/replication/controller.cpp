@@ -35,6 +35,15 @@ struct controller_state {
   std::map<std::string, std::chrono::steady_clock::time_point> unserved;
   /// Groups said to wait (no in-sync copy on a live node), not said again.
   std::set<std::string> waiting;
+  /// `edda cluster elect --unclean` requests taken here, answered once the
+  /// group's record shows an election after the request (or at deadline).
+  struct pending_elect {
+    std::string group;
+    int64_t requested_ms = 0;
+    std::chrono::steady_clock::time_point deadline;
+    caf::response_promise rp;
+  };
+  std::vector<pending_elect> pending;
   static inline const char* name = "edda.replication.controller";
 };
 
@@ -46,6 +55,7 @@ struct election {
   pb::ReplicaGroup rec;
   int64_t mod_revision = 0;
   size_t pending = 0;
+  bool unclean = false; ///< candidates outside the in-sync set (asked for)
   std::vector<pb::ReplAck> copies;
 };
 
@@ -56,6 +66,10 @@ std::string joined(const std::vector<std::string>& xs) {
   return out.empty() ? "none" : out;
 }
 
+std::string member_key(const controller_options& o, const std::string& id) {
+  return cluster::membership::prefix(o.cluster_name) + "members/" + id;
+}
+
 /// Writes the election's outcome (the answers are in).
 void decide(self_ptr self, const std::shared_ptr<election>& e,
             uint64_t token) {
@@ -63,10 +77,12 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   st.electing.erase(e->group);
   if (token != st.token || token == 0)
     return; // the duty moved meanwhile
+  std::vector<const pb::ReplAck*> usable;
   const pb::ReplAck* best = nullptr;
   for (auto& a : e->copies) {
     if (a.log_id() != e->rec.log_id() || a.unfinished_copy())
       continue;
+    usable.push_back(&a);
     if (!best || a.epoch() > best->epoch()
         || (a.epoch() == best->epoch() && a.seq() > best->seq()))
       best = &a;
@@ -74,29 +90,44 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   if (!best) {
     if (st.waiting.insert(e->group).second)
       EDDA_WARN("replication",
-                "controller: group " << e->group
-                                     << " has no node serving it and no "
-                                        "in-sync copy answered (of "
-                                     << e->rec.isr_size()
-                                     << " recorded); it waits for its node");
+                "controller: group "
+                  << e->group << " has no node serving it and no "
+                  << (e->unclean ? "copy of its log" : "in-sync copy")
+                  << " answered (" << e->copies.size()
+                  << " asked); it waits for its node");
     return;
   }
   pb::ReplicaGroup next = e->rec;
   auto now = now_ms();
   next.set_host(best->follower());
   next.set_leader_epoch(e->rec.leader_epoch() + 1);
+  // The winner first, then the other in-sync copies that answered: each
+  // has every write the old leader acknowledged, so a re-election (the
+  // winner fails to serve it) may take them. The elected node's claim
+  // starts its own set.
   next.clear_isr();
   next.add_isr(best->follower());
+  if (!e->unclean)
+    for (auto* a : usable)
+      if (a != best)
+        next.add_isr(a->follower());
   next.set_elected_by(token);
   next.set_elected_ms(now);
   next.set_elected_seq(best->seq());
   next.set_elected_epoch(next.leader_epoch());
   next.set_changed_ms(now);
+  next.set_unclean(e->unclean);
+  next.set_unclean_elected_by(e->unclean ? e->rec.unclean_by() : "");
+  next.clear_unclean_by();
+  next.clear_unclean_requested_ms();
   auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
                + duty;
+  // Only while the group's member key is still absent: a node that
+  // rejoined while the copies were asked keeps its group.
   auto put = st.opts.store->cas_put_guarded(
     group_key(st.opts.cluster_name, e->group), next.SerializeAsString(),
-    e->mod_revision, guard, static_cast<int64_t>(token));
+    e->mod_revision, guard, static_cast<int64_t>(token),
+    member_key(st.opts, e->group));
   if (!put) {
     EDDA_WARN("replication", "controller: electing a leader for group "
                                << e->group << ": " << render(put.error())
@@ -106,12 +137,29 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   if (!put->succeeded) {
     EDDA_INFO("replication", "controller: group "
                                << e->group
-                               << " changed while electing (or the duty "
-                                  "moved); looking again");
+                               << " changed while electing (its node is back, "
+                                  "or the duty moved); looking again");
     return;
   }
   st.waiting.erase(e->group);
+  st.unserved.erase(e->group); // a next loss counts its grace anew
   metrics::counter("replication.elections")++;
+  if (e->unclean) {
+    metrics::counter("replication.unclean_elections")++;
+    auto detail = "UNCLEAN election of group " + e->group + " asked by "
+                  + next.unclean_elected_by() + ": the copy on "
+                  + best->follower() + " (epoch "
+                  + std::to_string(best->epoch()) + ", seq "
+                  + std::to_string(best->seq())
+                  + ") was not in sync; writes the old leader acknowledged "
+                    "after it are lost";
+    EDDA_ERROR("replication", "controller (token " << token << "): "
+                                                  << detail);
+    if (st.opts.alerts)
+      st.opts.alerts->raise(
+        alert{"unclean_election", e->group, detail, "", now});
+    return;
+  }
   EDDA_WARN("replication",
             "controller (token " << token << "): group " << e->group
                                  << " lost its node; elected the copy on "
@@ -142,8 +190,8 @@ void run_round(self_ptr self) {
   for (auto& kv : groups->kvs) {
     auto group = kv.key.substr(prefix.size() + 7);
     pb::ReplicaGroup rec;
-    if (!rec.ParseFromString(kv.value) || !rec.failover()
-        || rec.leader().empty())
+    if (!rec.ParseFromString(kv.value) || rec.leader().empty()
+        || (!rec.failover() && rec.unclean_by().empty()))
       continue;
     if (live.count(group) != 0) {
       st.waiting.erase(group);
@@ -156,22 +204,43 @@ void run_round(self_ptr self) {
       continue; // its node may be rejoining
     if (st.electing.count(group) != 0)
       continue; // the last round's queries are still out
+    std::string skip; // an elected host that did not serve it in time
     if (!rec.host().empty()) {
       auto h = live.find(rec.host());
-      if (h != live.end() && h->second.hosted_by().empty())
-        continue; // the elected node is starting it
+      if (h != live.end() && h->second.hosted_by().empty()) {
+        if (now_ms() - rec.elected_ms() < st.opts.host_wait.count())
+          continue; // the elected node is starting it
+        skip = rec.host();
+        if (st.waiting.insert(group + "@" + skip).second)
+          EDDA_WARN("replication", "controller: "
+                                     << skip << " was elected to serve group "
+                                     << group << " and has not for "
+                                     << st.opts.host_wait.count()
+                                     << " ms; electing another copy");
+      }
     }
     auto e = std::make_shared<election>();
     e->group = group;
     e->rec = rec;
     e->mod_revision = kv.mod_revision;
-    std::vector<std::string> asked;
-    for (auto& id : rec.isr()) {
+    // A live node (not a group served elsewhere), not the group itself,
+    // not the host that failed to serve it.
+    auto candidate = [&](const std::string& id) {
       auto m = live.find(id);
-      // A node, live, not the one that failed to serve it.
-      if (m == live.end() || !m->second.hosted_by().empty() || id == group)
-        continue;
-      asked.push_back(id);
+      return m != live.end() && m->second.hosted_by().empty() && id != group
+             && id != skip;
+    };
+    std::vector<std::string> asked;
+    for (auto& id : rec.isr())
+      if (candidate(id))
+        asked.push_back(id);
+    if (asked.empty() && !rec.unclean_by().empty()) {
+      // No in-sync copy is live and an operator asked for an unclean
+      // election: every live node's copy of the log is a candidate.
+      e->unclean = true;
+      for (auto& [id, m] : live)
+        if (candidate(id))
+          asked.push_back(id);
     }
     if (asked.empty()) {
       if (st.waiting.insert(group).second)
@@ -180,7 +249,8 @@ void run_round(self_ptr self) {
                     << group << " has no node serving it and no in-sync copy "
                     << "on a live node (recorded in sync: "
                     << joined({rec.isr().begin(), rec.isr().end()})
-                    << "); it waits for its node");
+                    << "); it waits for its node (or: edda cluster elect "
+                    << group << " --unclean --by NAME)");
       continue;
     }
     e->pending = asked.size();
@@ -209,6 +279,85 @@ void run_round(self_ptr self) {
   }
 }
 
+/// Takes an `edda cluster elect --unclean` request: recorded in the
+/// group's record (the duty's holder elects on its next round).
+caf::result<pb::ElectReply> take_request(self_ptr self,
+                                         const pb::ElectRequest& r) {
+  auto& st = self->state;
+  if (!r.unclean())
+    return make_error(errc::invalid_argument,
+                      "a clean election happens by itself once a group's "
+                      "node is gone; elect asks only for an unclean one "
+                      "(--unclean)");
+  if (r.by().empty())
+    return make_error(errc::invalid_argument,
+                      "an unclean election is recorded with who asked: "
+                      "--by NAME");
+  auto key = group_key(st.opts.cluster_name, r.group());
+  auto got = st.opts.store->get(key);
+  if (!got)
+    return got.error();
+  pb::ReplicaGroup rec;
+  if (!got->first || !rec.ParseFromString(got->first->value))
+    return make_error(errc::invalid_argument,
+                      "no replica group '" + r.group().substr(0, 80)
+                        + "' (groups are named by their node ids)");
+  auto member = st.opts.store->get(member_key(st.opts, r.group()));
+  if (!member)
+    return member.error();
+  if (member->first)
+    return make_error(errc::invalid_argument,
+                      "group " + r.group()
+                        + " is served by a live member: nothing to elect");
+  rec.set_unclean_by(r.by());
+  rec.set_unclean_requested_ms(now_ms());
+  auto put = st.opts.store->cas_put(key, rec.SerializeAsString(),
+                                    got->first->mod_revision);
+  if (!put)
+    return put.error();
+  if (!put->succeeded)
+    return make_error(errc::unavailable, "the record of group " + r.group()
+                                           + " changed meanwhile; ask again");
+  EDDA_WARN("replication", "an unclean election of group "
+                             << r.group() << " was asked by " << r.by());
+  auto rp = self->make_response_promise<pb::ElectReply>();
+  st.pending.push_back({r.group(), rec.unclean_requested_ms(),
+                        std::chrono::steady_clock::now()
+                          + std::chrono::seconds(12),
+                        rp});
+  return rp;
+}
+
+/// Answers the requests whose group was elected since (or that waited
+/// long enough).
+void answer_requests(self_ptr self) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  for (auto i = st.pending.begin(); i != st.pending.end();) {
+    auto rec = read_group(*st.opts.store, st.opts.cluster_name, i->group);
+    if (rec && *rec && !(*rec)->host().empty()
+        && (*rec)->elected_ms() >= i->requested_ms) {
+      pb::ElectReply out;
+      out.set_group(i->group);
+      out.set_host((*rec)->host());
+      out.set_epoch((*rec)->leader_epoch());
+      out.set_elected_seq((*rec)->elected_seq());
+      out.set_unclean((*rec)->unclean());
+      i->rp.deliver(out);
+      i = st.pending.erase(i);
+    } else if (now >= i->deadline) {
+      i->rp.deliver(make_error(
+        errc::timeout, "group " + i->group
+                         + " was not elected within 12 s: no live node "
+                           "answered with a copy of its log (see the "
+                           "controller's log; the request stays recorded)"));
+      i = st.pending.erase(i);
+    } else {
+      ++i;
+    }
+  }
+}
+
 caf::behavior controller(self_ptr self, controller_options opts) {
   auto& st = self->state;
   st.opts = std::move(opts);
@@ -225,6 +374,8 @@ caf::behavior controller(self_ptr self, controller_options opts) {
     [=](wire::tick_atom) {
       auto& st = self->state;
       self->delayed_send(self, st.opts.period, wire::tick_atom::value);
+      if (!st.pending.empty())
+        answer_requests(self);
       pb::FindOwner q;
       q.set_resource(duty);
       self->request(st.owners, st.opts.period, std::move(q))
@@ -246,6 +397,9 @@ caf::behavior controller(self_ptr self, controller_options opts) {
             self->state.token = 0;
             self->state.unserved.clear();
           });
+    },
+    [=](const pb::ElectRequest& r) -> caf::result<pb::ElectReply> {
+      return take_request(self, r);
     },
     [=](wire::lost_atom, const std::string& resource, uint64_t token) {
       auto& st = self->state;

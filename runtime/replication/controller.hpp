@@ -14,11 +14,22 @@
 // live node of the recorded in-sync set where its copy is (ReplAck over
 // the cluster links), takes the copy of the record's log with the highest
 // (epoch, seq) that is not unfinished, and writes the record with `host` =
-// that node, the epoch raised by one, the in-sync set = that node, and
-// `elected_by` = its token, by a compare-and-swap guarded by its
-// ownership key: a controller that lost the duty (a pause, a partition)
-// cannot write with its old token. The elected node then serves the group
-// from its copy (node/embedded_node.cpp, hosting).
+// that node, the epoch raised by one, the in-sync set = that node and the
+// other in-sync copies that answered (each has every acknowledged write),
+// and `elected_by` = its token, by a compare-and-swap guarded by its
+// ownership key (a controller that lost the duty, after a pause or a
+// partition, cannot write with its old token) and by the group's member
+// key being still absent (a node that rejoined meanwhile keeps its group).
+// The elected node then serves the group from its copy
+// (node/hosting.hpp). One that has not within `host_wait` is passed over.
+//
+// `edda cluster elect G --unclean --by WHO` (ElectRequest, to any node's
+// controller): recorded in G's record (`unclean_by`); when no in-sync copy
+// is on a live node, the holder then takes every live node's copy of the
+// log as a candidate, elects the one with the most writes, records
+// `unclean` and who asked, logs an ERROR and raises the alert
+// `unclean_election` (writes acknowledged after that copy are lost). The
+// request is answered once the record shows the election (at most 12 s).
 //
 // No election: a group seen unserved for less than `grace` (by this
 // holder: a new holder starts counting anew); a group whose node serves it; one whose elected host is a
@@ -29,11 +40,13 @@
 // round with what is then recorded.
 #pragma once
 
+#include "base/alerts.hpp"
 #include "coord/coord.hpp"
 
 #include <caf/actor.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 namespace edda::replication {
@@ -49,6 +62,12 @@ struct controller_options {
   /// once, and live nodes rejoin within a renewal period (TTL/4); they
   /// must not lose their groups for it. The node uses TTL/4 + 500 ms.
   std::chrono::milliseconds grace{1000};
+  /// An elected node that has not served the group this long after the
+  /// election (its copy turned out unusable, its start keeps failing) is
+  /// passed over: another in-sync copy is elected.
+  std::chrono::milliseconds host_wait{30000};
+  /// Raised on an unclean election (may be null).
+  std::shared_ptr<alert_sink> alerts;
   /// How long a position query may take before that copy is left out of
   /// the round.
   std::chrono::milliseconds query_timeout{2000};

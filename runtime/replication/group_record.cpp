@@ -60,8 +60,10 @@ caf::error served_elsewhere(const std::string& group,
       + " since a failover (epoch " + std::to_string(rec.leader_epoch())
       + ", its copy elected at seq " + std::to_string(rec.elected_seq())
       + "): this node's data dir may lack writes acknowledged there since. "
-        "Handing a group back to its node is not built yet (issue 13); keep "
-        "this node stopped, or start it with a new data dir and node.name");
+        "Handing a group back to its node is not built yet (issue 13). Keep "
+        "this data dir (it holds this node's writes up to the failover and "
+        "its copies of other nodes' groups); to add this machine back, "
+        "start a node with a new node.name and another data dir");
 }
 
 } // namespace
@@ -124,12 +126,16 @@ claim_group(coord::client& store, const std::string& cluster_name,
     pb::ReplicaGroup rec;
     rec.set_leader(group);
     rec.set_host(opts.host);
-    rec.set_failover(opts.failover);
+    // A group served elsewhere keeps its own node's choice (not its
+    // host's).
+    rec.set_failover(opts.host.empty() ? opts.failover : old.failover());
     if (!opts.host.empty()) {
       rec.set_elected_by(old.elected_by());
       rec.set_elected_ms(old.elected_ms());
       rec.set_elected_seq(old.elected_seq());
       rec.set_elected_epoch(old.elected_epoch());
+      rec.set_unclean(old.unclean());
+      rec.set_unclean_elected_by(old.unclean_elected_by());
     }
     rec.set_leader_epoch(std::max(local_epoch, old.leader_epoch()) + 1);
     rec.set_log_id(log_id);

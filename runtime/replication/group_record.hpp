@@ -56,9 +56,13 @@ struct group_claim {
   uint64_t epoch = 0;
   int64_t mod_revision = 0; ///< of the record as written
   /// Set when the group was elected onto this node (a failover): the
-  /// epoch the controller raised it to and the elected copy's seq. A copy
-  /// of this log at a lower epoch beyond that seq holds only writes the
-  /// deposed leader never acknowledged (it may be copied over).
+  /// epoch the controller raised it to and the elected copy's seq when it
+  /// was asked. A copy of this log last written at a lower epoch may hold
+  /// writes of the deposed leader that the elected copy lacks (never
+  /// acknowledged: each was on every in-sync copy first): it is copied
+  /// over. (The old leader may acknowledge a few more through the elected
+  /// copy until its node releases it: those are in the copy, so
+  /// elected_seq is not a bound to truncate at.)
   uint64_t election_epoch = 0;
   uint64_t elected_seq = 0;
 };

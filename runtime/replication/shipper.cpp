@@ -372,30 +372,29 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
     pump(self, id);
     return;
   }
-  bool ahead = ack.seq() > st.last
-               || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq);
-  if (ahead && st.opts.election_epoch != 0
-      && ack.epoch() < st.opts.election_epoch
-      && ack.seq() > st.opts.elected_seq) {
-    // A deposed leader's suffix, never acknowledged (the election took the
-    // in-sync copy with the most writes): truncated by a full copy.
+  if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch) {
+    // A copy last written before this group's election: the deposed
+    // leader may have written it beyond (or, at the same seqs, other than)
+    // the elected copy, writes that every in-sync copy did not have (so
+    // none acknowledged before the election). Without an epoch history
+    // per seq, the only safe truncation is a full copy.
     if (!f.needs_copy)
       EDDA_WARN("replication",
                 "group " << st.opts.group << ": follower " << id
-                         << " has writes up to seq " << ack.seq()
-                         << " of epoch " << ack.epoch()
-                         << " beyond the copy elected at seq "
-                         << st.opts.elected_seq << " (epoch "
-                         << st.opts.election_epoch
-                         << "): a deposed leader's, never acknowledged; "
-                            "it gets a full copy");
+                         << "'s copy is of epoch " << ack.epoch() << " (seq "
+                         << ack.seq() << "), before this group's election at "
+                         << "epoch " << st.opts.election_epoch
+                         << " from seq " << st.opts.elected_seq
+                         << ": it may hold a deposed leader's writes; it gets "
+                            "a full copy");
     f.needs_copy = true;
-    leave_isr(self, f, id, "holds a deposed leader's writes");
+    leave_isr(self, f, id, "last written before the election");
     advance(self);
     pump(self, id);
     return;
   }
-  if (ahead) {
+  if (ack.seq() > st.last
+      || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq)) {
     // It has commits this leader does not (now, or had at its start) (this leader lost some it had
     // shipped): never merged, never copied over (it may hold the only copy
     // of acknowledged writes).

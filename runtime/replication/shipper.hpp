@@ -50,10 +50,11 @@
 // DATA of about 1 MiB, END at the snapshot's position) while the shipper
 // keeps every commit after the snapshot; then the follower streams on from
 // there and rejoins the in-sync set once caught up. A failed copy is tried
-// again after 2 s. A follower ahead of a leader that was elected (failover)
-// at an epoch above the follower's holds only writes the deposed leader
-// never acknowledged (every in-sync copy had each acknowledged one, and the
-// elected copy had the most): it gets a full copy, which truncates it.
+// again after 2 s. After a failover (this leader was elected), a follower
+// last written at an epoch before the election gets a full copy, which
+// truncates whatever the deposed leader wrote that the elected copy lacks
+// (not acknowledged before the election; what the old leader acknowledged
+// through the elected copy until its release is in that copy).
 // Otherwise a follower *ahead* of the leader, or holding another
 // log (the leader's data dir was wiped: a new log), is never copied over,
 // since it may hold the only copy of acknowledged writes: it stays out,
@@ -87,10 +88,11 @@ struct shipper_options {
   caf::actor recorder;
   uint64_t last_seq = 0;    ///< the last commit before this start
   /// Set when this group was elected onto this node (a failover,
-  /// group_record.hpp): a follower of this log at an epoch below
-  /// `election_epoch` and beyond `elected_seq` holds writes of the deposed
-  /// leader that were never acknowledged: it gets a full copy (the only way
-  /// to truncate a copy here) instead of being left out as diverged.
+  /// group_record.hpp): a follower of this log last written at an epoch
+  /// below `election_epoch` may hold writes of the deposed leader that the
+  /// elected copy lacks (never acknowledged: every in-sync copy had each
+  /// acknowledged write): it gets a full copy (the only way to truncate a
+  /// copy here), instead of streaming on or being left out as diverged.
   uint64_t election_epoch = 0;
   uint64_t elected_seq = 0;
   uint32_t min_insync = 1;  ///< replicas, the leader included

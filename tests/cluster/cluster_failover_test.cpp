@@ -237,15 +237,26 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   // SIGCONT: the old leader sees the newer epoch and stops; whatever it is
   // sent meanwhile is never acknowledged.
   resume(node(0));
-  int refused = 0;
+  int refused = 0, said_fenced = 0;
   for (int i = 0; i < 30; ++i) {
     auto r = mine.send(key, "to the deposed " + std::to_string(i));
-    if (!r)
+    if (!r) {
       ++refused;
+      // Refused by the deposed node (fenced), or the node is gone (it
+      // stops at once): never anything else.
+      auto code = code_of(r.error());
+      if (code == errc::fenced)
+        ++said_fenced;
+      else
+        EXPECT_EQ(code, errc::unavailable) << render(r.error());
+    }
     std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(refused, 30) << "the deposed leader acknowledged "
                          << 30 - refused << " writes";
+  std::printf("deposed leader: %d of 30 sends refused as fenced, the rest "
+              "found it gone\n",
+              said_fenced);
   auto* proc = node(0).process();
   ASSERT_NE(proc, nullptr);
   ASSERT_TRUE(test::wait_exit(*proc, 20s)) << "the deposed node still runs";
@@ -335,6 +346,107 @@ TEST_F(ClusterFailoverTest, NoElectionWhileEtcdIsDownAndNoLiveNodeIsDeposed) {
       << node(i).name << "'s group was failed over while it lived";
   }
   ASSERT_NO_FATAL_FAILURE(all_consumed(node(1), p));
+}
+
+TEST_F(ClusterFailoverTest, ACleanRestartWithinTheLeaseKeepsTheNodesGroup) {
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto c = connect(node(1));
+  ASSERT_TRUE(c);
+  acked_producer p{*c, "pay"};
+  ASSERT_NO_FATAL_FAILURE(load(node(1), p, 20));
+  auto before = record(node(0).name);
+  ASSERT_TRUE(before);
+  // SIGTERM and a start again at once (an upgrade): with failover on, the
+  // stopping node leaves its lease to expire rather than revoke it, so the
+  // controller never sees its group unserved.
+  stop(node(0));
+  ASSERT_TRUE(restart(node(0)));
+  std::this_thread::sleep_for(4s); // past the TTL (2 s) and the grace
+  auto after = record(node(0).name);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->host().empty()) << "failed over during a restart";
+  EXPECT_EQ(after->elected_by(), 0u);
+  EXPECT_GT(after->leader_epoch(), before->leader_epoch());
+  EXPECT_TRUE(node(0).running());
+  ASSERT_NO_FATAL_FAILURE(all_consumed(node(1), p));
+}
+
+/// n1 fails over, n2 and n3 do not (so that a follower killed and
+/// restarted keeps its own group).
+class ClusterUncleanElectionTest : public ClusterFailoverTest {};
+
+TEST_F(ClusterUncleanElectionTest, OnlyAnOperatorElectsACopyThatIsNotInSync) {
+  // Two nodes: n1's only possible copy is on n2 (with a third node, n1
+  // would copy to it once n2 left, and a clean election would follow).
+  add_node({"n1", {"cluster.failover=auto"}, false, false, {}});
+  add_node({"n2", {"cluster.failover=off"}, false, false, {}});
+  ASSERT_TRUE(eventually(15s, [&] {
+    return connected_members(node(1)).size() == 2;
+  }));
+  auto c = connect(node(0));
+  ASSERT_TRUE(c);
+  acked_producer p{*c, "pay"};
+  ASSERT_NO_FATAL_FAILURE(load(node(0), p, 20));
+  auto info = client::admin::describe_topic(*c, "pay");
+  ASSERT_TRUE(info);
+  auto key = key_on(*info, "n1");
+  ASSERT_EQ(record("n1")->isr(0), "n2");
+  auto& f = node("n2");
+  auto& other = f;
+  acked_producer q{*c, "pay"};
+  // n1's follower goes: n1 goes on alone (min in sync 1), its in-sync set
+  // recorded empty, and acknowledges writes its copy never gets.
+  kill9(f);
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record("n1");
+    return r && r->isr_size() == 0;
+  }));
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(q.send(key, "only on n1 " + std::to_string(i)));
+  kill9(node(0));
+  ASSERT_TRUE(restart(f));
+  auto oc = connect(other);
+  ASSERT_TRUE(oc);
+  // Its copy is behind: no clean election, the group waits.
+  std::this_thread::sleep_for(5s);
+  auto waiting = record("n1");
+  ASSERT_TRUE(waiting);
+  EXPECT_TRUE(waiting->host().empty()) << "a copy out of sync was elected";
+  // An operator asks: the live copy with the most writes is elected,
+  // recorded as unclean with who asked.
+  auto r = client::admin::elect_unclean(*oc, "n1", "ops-oncall");
+  ASSERT_TRUE(r) << render(r.error());
+  EXPECT_EQ(r->host(), "n2");
+  EXPECT_TRUE(r->unclean());
+  auto rec = record("n1");
+  ASSERT_TRUE(rec);
+  EXPECT_TRUE(rec->unclean());
+  EXPECT_EQ(rec->unclean_elected_by(), "ops-oncall");
+  EXPECT_TRUE(rec->unclean_by().empty()) << "the request stayed pending";
+  // Served again: what the copy had is there; the writes acknowledged
+  // after it are lost, as the operator was told.
+  ASSERT_TRUE(eventually(20s, [&] {
+    return connected_members(other).count("n1") != 0;
+  }));
+  inbox box;
+  auto cons = box.consume(*oc, "audit", "pay");
+  ASSERT_TRUE(cons) << render(cons.error());
+  EXPECT_TRUE(eventually(30s, [&] { return box.missing(p.acked).empty(); }))
+    << box.missing(p.acked).size() << " written before the follower left "
+    << "are missing";
+  for (auto& b : q.acked)
+    EXPECT_FALSE(box.has(b)) << b << " was on no copy, yet it is served";
+  (*cons)->stop();
+  // Asking for a group that is served is refused, saying so.
+  auto again = client::admin::elect_unclean(*oc, "n1", "ops-oncall");
+  ASSERT_FALSE(again);
+  EXPECT_NE(render(again.error()).find("served by a live member"),
+            std::string::npos)
+    << render(again.error());
+  auto unknown = client::admin::elect_unclean(*oc, "nope", "ops-oncall");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(render(unknown.error()).find("no replica group"), std::string::npos)
+    << render(unknown.error());
 }
 
 } // namespace

@@ -159,6 +159,16 @@ inline void guarded_cas(client& c, const std::string& p) {
   EDDA_ASSIGN_OR_FAIL(r, c.get(k));
   ASSERT_TRUE(r.first);
   EXPECT_EQ(r.first->value, "5");
+  // A key that must be absent: written only while it is.
+  auto member = p + "member";
+  put(c, member, "back");
+  auto t2 = g2.first->create_revision;
+  auto m5 = r.first->mod_revision;
+  EDDA_ASSIGN_OR_FAIL(present, c.cas_put_guarded(k, "6", m5, owner, t2, member));
+  EXPECT_FALSE(present.succeeded) << "written while the key was present";
+  del(c, member);
+  EDDA_ASSIGN_OR_FAIL(absent, c.cas_put_guarded(k, "7", m5, owner, t2, member));
+  EXPECT_TRUE(absent.succeeded);
 }
 
 /// Revisions, create/mod revision and version; CAS put and delete success
