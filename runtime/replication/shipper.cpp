@@ -372,7 +372,10 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
     pump(self, id);
     return;
   }
-  if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch) {
+  if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch
+      && !f.had_copy) {
+    // (A copy this leader made carries its snapshot's epoch, which is the
+    // old one until this leader has committed: not copied again.)
     // A copy last written before this group's election: the deposed
     // leader may have written it beyond (or, at the same seqs, other than)
     // the elected copy, writes that every in-sync copy did not have (so

@@ -371,6 +371,56 @@ TEST_F(ClusterFailoverTest, ACleanRestartWithinTheLeaseKeepsTheNodesGroup) {
   ASSERT_NO_FATAL_FAILURE(all_consumed(node(1), p));
 }
 
+TEST_F(ClusterFailoverTest, OnlyAnInSyncCopyIsElectedAndALaggingOneIsCopiedOver) {
+  // Replication factor 3: n1's copies are on n2 and n3. n3 (failover off,
+  // so that it keeps its own group while down) falls behind n1.
+  add_node({"n1", {"cluster.replication_factor=3"}, false, false, {}});
+  add_node({"n2", {"cluster.replication_factor=3"}, false, false, {}});
+  add_node({"n3", {"cluster.replication_factor=3", "cluster.failover=off"},
+            false, false, {}});
+  ASSERT_TRUE(eventually(15s, [&] {
+    return connected_members(node(1)).size() == 3;
+  }));
+  auto c = connect(node(1));
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
+  auto key = key_on(*c, "pay", "n1");
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record("n1");
+    return r && r->isr_size() == 2;
+  })) << "n1's two copies never recorded in sync";
+  acked_producer p{*c, "pay"};
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(p.send(key, "both " + std::to_string(i)));
+  kill9(node(2));
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record("n1");
+    return r && r->isr_size() == 1 && r->isr(0) == "n2";
+  })) << "n3 never left n1's in-sync set";
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(p.send(key, "only n2 " + std::to_string(i)));
+  // n1 dies; n3 comes back with its older copy. The controller elects
+  // n2's copy (in sync), never n3's.
+  kill9(node(0));
+  ASSERT_TRUE(restart(node(2)));
+  std::optional<pb::ReplicaGroup> after;
+  ASSERT_TRUE(eventually(30s, [&] {
+    after = record("n1");
+    return after && !after->host().empty()
+           && connected_members(node(1)).count("n1") != 0;
+  }));
+  EXPECT_EQ(after->host(), "n2");
+  // n3's copy, last written before the election, gets a full copy from
+  // the new leader (the log of n2 says so: "it gets a full copy") and
+  // enters its in-sync set.
+  EXPECT_TRUE(eventually(20s, [&] {
+    auto r = record("n1");
+    return r && r->isr_size() == 1 && r->isr(0) == "n3";
+  })) << "n3 never caught up with the elected leader";
+  ASSERT_NO_FATAL_FAILURE(all_consumed(node(1), p));
+}
+
 /// n1 fails over, n2 and n3 do not (so that a follower killed and
 /// restarted keeps its own group).
 class ClusterUncleanElectionTest : public ClusterFailoverTest {};
