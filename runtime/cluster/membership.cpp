@@ -475,7 +475,7 @@ void membership::run() {
   }
 }
 
-void membership::leave(bool revoke) {
+void membership::leave() {
   {
     std::lock_guard<std::mutex> guard{run_mtx_};
     if (left_)
@@ -503,13 +503,6 @@ void membership::leave(bool revoke) {
     w->cancel();
   if (nw)
     nw->cancel();
-  if (lease != 0 && !revoke) {
-    EDDA_INFO("cluster", "left cluster "
-                           << opts_.cluster_name
-                           << "; the member key stays until its lease "
-                              "expires (cluster.lease_ttl)");
-    return;
-  }
   if (lease != 0) {
     if (auto err = store_->revoke(lease); err && code_of(err) != errc::not_found)
       EDDA_WARN("cluster", "could not revoke lease " << lease << " on leaving ("

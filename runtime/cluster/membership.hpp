@@ -132,10 +132,8 @@ public:
 
   /// Stops the thread and the watch and revokes the lease (best effort:
   /// bounded by the store's call timeout), so that the member key goes at
-  /// once. Idempotent. `revoke` false: the lease is left to expire (its
-  /// keys stay until then), e.g. so that a restart within the TTL is not
-  /// taken for the node's loss.
-  void leave(bool revoke = true);
+  /// once. Idempotent.
+  void leave();
 
   [[nodiscard]] membership_view view() const;
 

@@ -212,6 +212,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       so.recorder = im.recorder;
     }
     so.last_seq = at.seq;
+    so.start_epoch = at.epoch;
     so.min_insync = settings.min_insync;
     so.followers = settings.replication_factor - 1;
     so.lag_max = std::chrono::milliseconds(settings.replica_lag_max_ms);
@@ -307,6 +308,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     cto.host_wait = std::max(std::chrono::milliseconds(30000),
                              3 * std::chrono::milliseconds(
                                    settings.cluster_lease_ttl_ms));
+    cto.restart_wait = cto.host_wait;
     im.controller = replication::spawn_controller(sys, std::move(cto));
     caf::anon_send(im.cluster, wire::serving_atom::value, im.controller);
   }
@@ -664,13 +666,18 @@ void embedded_node::stop() {
       self->request(i.shipper, std::chrono::seconds(2), wire::stop_atom::value)
         .receive([](bool) {}, [](caf::error&) {});
     }
+    // A clean stop of a replicated node: its group's record says so, and
+    // the controller gives it restart time (an upgrade, a config change)
+    // before electing a copy. Not for a node deposed by a failover.
+    if (i.recorder && !failure()) {
+      caf::scoped_actor self{*i.sys};
+      self->request(i.recorder, std::chrono::seconds(3), wire::stop_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
+    }
     // Leave first: the lease is revoked, so the others see this node gone
-    // at once, not a TTL later. With failover (cluster.failover = auto)
-    // the lease is left to expire instead: the controller would elect a
-    // copy of this node's group as soon as its member key goes, and a
-    // restart within the TTL (an upgrade, a config change) keeps it.
+    // at once, not a TTL later (its movable duties move at once).
     if (i.membership)
-      i.membership->leave(!(i.shipper && i.settings.failover == "auto"));
+      i.membership->leave();
     i.membership.reset();
     i.store.reset();
     if (i.port != 0)

@@ -39,7 +39,7 @@ struct controller_state {
   /// group's record shows an election after the request (or at deadline).
   struct pending_elect {
     std::string group;
-    int64_t requested_ms = 0;
+    int64_t revision = 0; ///< of the record with the request
     std::chrono::steady_clock::time_point deadline;
     caf::response_promise rp;
   };
@@ -195,20 +195,31 @@ void run_round(self_ptr self) {
       continue;
     if (live.count(group) != 0) {
       st.waiting.erase(group);
+      st.waiting.erase(group + "@" + rec.host());
       st.unserved.erase(group);
       continue; // served
     }
+    // How long this holder has seen it unserved (its own clock: no wall
+    // clocks of other nodes compared).
     auto now = std::chrono::steady_clock::now();
-    auto first = st.unserved.try_emplace(group, now).first->second;
-    if (now - first < st.opts.grace)
+    auto unserved_for = now - st.unserved.try_emplace(group, now).first->second;
+    if (unserved_for < st.opts.grace)
       continue; // its node may be rejoining
+    if (rec.stopped_ms() != 0 && unserved_for < st.opts.restart_wait) {
+      if (st.waiting.insert(group + "@stopped").second)
+        EDDA_INFO("replication", "controller: group "
+                                   << group << "'s node stopped cleanly; its "
+                                   << "copy is elected if it is not back in "
+                                   << st.opts.restart_wait.count() << " ms");
+      continue; // a clean stop: time to restart
+    }
     if (st.electing.count(group) != 0)
       continue; // the last round's queries are still out
     std::string skip; // an elected host that did not serve it in time
     if (!rec.host().empty()) {
       auto h = live.find(rec.host());
       if (h != live.end() && h->second.hosted_by().empty()) {
-        if (now_ms() - rec.elected_ms() < st.opts.host_wait.count())
+        if (unserved_for < st.opts.host_wait)
           continue; // the elected node is starting it
         skip = rec.host();
         if (st.waiting.insert(group + "@" + skip).second)
@@ -321,7 +332,7 @@ caf::result<pb::ElectReply> take_request(self_ptr self,
   EDDA_WARN("replication", "an unclean election of group "
                              << r.group() << " was asked by " << r.by());
   auto rp = self->make_response_promise<pb::ElectReply>();
-  st.pending.push_back({r.group(), rec.unclean_requested_ms(),
+  st.pending.push_back({r.group(), put->revision,
                         std::chrono::steady_clock::now()
                           + std::chrono::seconds(12),
                         rp});
@@ -334,23 +345,36 @@ void answer_requests(self_ptr self) {
   auto& st = self->state;
   auto now = std::chrono::steady_clock::now();
   for (auto i = st.pending.begin(); i != st.pending.end();) {
-    auto rec = read_group(*st.opts.store, st.opts.cluster_name, i->group);
-    if (rec && *rec && !(*rec)->host().empty()
-        && (*rec)->elected_ms() >= i->requested_ms) {
+    auto key = group_key(st.opts.cluster_name, i->group);
+    auto got = st.opts.store->get(key);
+    pb::ReplicaGroup rec;
+    bool read = got && got->first && rec.ParseFromString(got->first->value);
+    // Elected after the request: a later version of the record, the
+    // request consumed (the election clears it), a host named.
+    if (read && got->first->mod_revision > i->revision
+        && rec.unclean_by().empty() && !rec.host().empty()) {
       pb::ElectReply out;
       out.set_group(i->group);
-      out.set_host((*rec)->host());
-      out.set_epoch((*rec)->leader_epoch());
-      out.set_elected_seq((*rec)->elected_seq());
-      out.set_unclean((*rec)->unclean());
+      out.set_host(rec.host());
+      out.set_epoch(rec.leader_epoch());
+      out.set_elected_seq(rec.elected_seq());
+      out.set_unclean(rec.unclean());
       i->rp.deliver(out);
       i = st.pending.erase(i);
     } else if (now >= i->deadline) {
+      // Not elected in time: the request is withdrawn (it must not fire
+      // later, unexpected), if the record still holds it.
+      if (read && got->first->mod_revision == i->revision) {
+        rec.clear_unclean_by();
+        rec.clear_unclean_requested_ms();
+        (void) st.opts.store->cas_put(key, rec.SerializeAsString(),
+                                      got->first->mod_revision);
+      }
       i->rp.deliver(make_error(
         errc::timeout, "group " + i->group
                          + " was not elected within 12 s: no live node "
                            "answered with a copy of its log (see the "
-                           "controller's log; the request stays recorded)"));
+                           "controller's log); the request is withdrawn"));
       i = st.pending.erase(i);
     } else {
       ++i;

@@ -21,7 +21,8 @@
 // partition, cannot write with its old token) and by the group's member
 // key being still absent (a node that rejoined meanwhile keeps its group).
 // The elected node then serves the group from its copy
-// (node/hosting.hpp). One that has not within `host_wait` is passed over.
+// (node/hosting.hpp). One that has not while the group was unserved for
+// `host_wait` is passed over.
 //
 // `edda cluster elect G --unclean --by WHO` (ElectRequest, to any node's
 // controller): recorded in G's record (`unclean_by`); when no in-sync copy
@@ -32,7 +33,8 @@
 // request is answered once the record shows the election (at most 12 s).
 //
 // No election: a group seen unserved for less than `grace` (by this
-// holder: a new holder starts counting anew); a group whose node serves it; one whose elected host is a
+// holder: a new holder starts counting anew), or, if its node stopped
+// cleanly (`stopped_ms` in the record), for less than `restart_wait`; a group whose node serves it; one whose elected host is a
 // live member (it is starting the group); one with no in-sync copy on a
 // live node (said once: it waits for its node, since an out-of-sync copy
 // may lack acknowledged writes). A failed CAS (the record changed: the
@@ -66,6 +68,9 @@ struct controller_options {
   /// election (its copy turned out unusable, its start keeps failing) is
   /// passed over: another in-sync copy is elected.
   std::chrono::milliseconds host_wait{30000};
+  /// A group whose node stopped cleanly (its record's `stopped_ms`) is
+  /// elected only once unserved this long: time for a restart.
+  std::chrono::milliseconds restart_wait{30000};
   /// Raised on an unclean election (may be null).
   std::shared_ptr<alert_sink> alerts;
   /// How long a position query may take before that copy is left out of

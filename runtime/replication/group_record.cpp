@@ -313,6 +313,25 @@ caf::behavior recorder(rec_ptr self, coord::client_ptr store,
       if (!st.lost)
         watch_record(self, got->second + 1);
     },
+    [=](wire::stop_atom) -> bool {
+      // A clean stop: the record says so (while it is still this
+      // leader's), so that the controller waits for a restart.
+      auto& st = self->state;
+      if (st.lost)
+        return false;
+      auto key = group_key(st.cluster_name, st.group);
+      auto got = st.store->get(key);
+      pb::ReplicaGroup rec;
+      if (!got || !got->first || !rec.ParseFromString(got->first->value)
+          || rec.leader() != st.group || rec.leader_epoch() != st.epoch)
+        return false;
+      rec.set_stopped_ms(now_ms());
+      auto put = st.store->cas_put(key, rec.SerializeAsString(),
+                                   got->first->mod_revision);
+      if (put && put->succeeded)
+        st.mod_revision = put->revision;
+      return put && put->succeeded;
+    },
     [=](const pb::ReplicaGroup& want) -> caf::result<pb::ReplicaGroup> {
       auto& st = self->state;
       auto key = group_key(st.cluster_name, st.group);

@@ -30,6 +30,8 @@
 // The recorder actor (detached: etcd calls block) writes in-sync set
 // changes for the shipper and watches the record:
 //   ReplicaGroup{isr} -> ReplicaGroup (as written)
+//   (stop_atom) -> bool     a clean stop: `stopped_ms` is set in the record
+//                          (the controller waits `restart_wait` for it)
 //   (watch_atom, shipper)  the shipper is sent (lost_atom, error) once the
 //                          record names another leader or epoch, or is
 //                          deleted (a watch from the record as written;

@@ -5,6 +5,7 @@
 #include "base/metrics.hpp"
 #include "replication/follower.hpp"
 #include "storage/environment.hpp"
+#include "storage/repl_position.hpp"
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
@@ -167,6 +168,16 @@ caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
                             + std::to_string(c.epoch()) + ", "
                             + std::to_string(c.seq())
                             + "): left unfinished");
+      // The copy is the leader's log up to seq as this leader has it: it
+      // counts as written at this leader's epoch (a deposed leader's batch
+      // of an older epoch is refused from now on, as after a shipped one).
+      if (s.leader_epoch() > at.epoch) {
+        pb::ReplPosition p;
+        p.set_epoch(s.leader_epoch());
+        p.set_seq(at.seq);
+        p.set_log_id(at.log_id);
+        storage::put_repl_position(b, p);
+      }
       auto* op = b.add_ops();
       op->set_db(static_cast<uint32_t>(db::meta));
       op->set_key(copy_mark_key);

@@ -372,8 +372,10 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
     pump(self, id);
     return;
   }
+  bool prefix = ack.epoch() == st.opts.start_epoch
+                && ack.seq() <= st.opts.last_seq;
   if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch
-      && !f.had_copy) {
+      && !f.had_copy && !prefix) {
     // (A copy this leader made carries its snapshot's epoch, which is the
     // old one until this leader has committed: not copied again.)
     // A copy last written before this group's election: the deposed

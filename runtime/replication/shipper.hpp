@@ -95,6 +95,11 @@ struct shipper_options {
   /// copy here), instead of streaming on or being left out as diverged.
   uint64_t election_epoch = 0;
   uint64_t elected_seq = 0;
+  /// The epoch of this storage's last commit before this start. A
+  /// follower last written at that same epoch, at or below `last_seq`, is
+  /// a prefix of this log (both followed that epoch's leader): it streams
+  /// on, even after an election.
+  uint64_t start_epoch = 0;
   uint32_t min_insync = 1;  ///< replicas, the leader included
   /// Followers expected (replication_factor - 1): while fewer are known,
   /// every commit is kept (up to window_bytes) for the ones to come.

@@ -135,6 +135,7 @@ protected:
     so.epoch = epoch_;
     so.election_epoch = election_epoch_;
     so.elected_seq = elected_seq_;
+    so.start_epoch = start_epoch_;
     if (store_) {
       auto claim = claim_group(*store_, "t", "n1", so.log_id, 1, 0);
       ASSERT_TRUE(claim) << render(claim.error());
@@ -230,6 +231,7 @@ protected:
   uint64_t epoch_ = 2;          ///< the leader's epoch at start()
   uint64_t election_epoch_ = 0; ///< set: it was elected (a failover)
   uint64_t elected_seq_ = 0;
+  uint64_t start_epoch_ = 0;    ///< the leader's storage's epoch at start()
   std::string dir_;
   std::shared_ptr<storage::environment> leader_;
   std::unique_ptr<caf::actor_system> sys_;
@@ -553,6 +555,41 @@ TEST_F(ShipperTest, ADeposedLeadersUnacknowledgedSuffixIsTruncatedByACopy) {
     EXPECT_EQ(c.count("2/acked-" + std::to_string(i)), 1u);
   EXPECT_EQ(c.count("2/deposed-0"), 0u) << "the deposed suffix is still there";
   EXPECT_EQ(c.count("2/elected-0"), 1u);
+  EXPECT_EQ(read_position(*copy).epoch, 4u);
+}
+
+TEST_F(ShipperTest, AnElectedLeadersFollowerAtItsOwnEpochStreamsOn) {
+  // Leader and follower both last written at epoch 2, up to the same seq.
+  start(1, 300ms);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(write("before-" + std::to_string(i)));
+  auto deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(follower_seq(), read_position(*leader_).seq);
+  stop_actors();
+  // This storage is elected (epoch 3, claimed at 4): the follower's copy
+  // is a prefix of its log (the same epoch's leader wrote both), so it
+  // streams on; no full copy.
+  auto copies = metrics::counter("replication.copies").load();
+  epoch_ = 4;
+  election_epoch_ = 3;
+  elected_seq_ = read_position(*leader_).seq;
+  start_epoch_ = read_position(*leader_).epoch;
+  ASSERT_EQ(start_epoch_, 2u);
+  start(1, 300ms);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(write("after-" + std::to_string(i)));
+  deadline = steady::now() + 5s;
+  while (steady::now() < deadline
+         && follower_seq() < read_position(*leader_).seq)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(metrics::counter("replication.copies").load(), copies)
+    << "a follower at the elected copy's own epoch was copied over";
+  auto copy = replica();
+  ASSERT_TRUE(copy);
+  EXPECT_EQ(contents(*copy), contents(*leader_));
   EXPECT_EQ(read_position(*copy).epoch, 4u);
 }
 
