@@ -851,7 +851,9 @@ with their fencing tokens, and the node's own lease (renewed how long ago; FENCE
 in time, so its movable duties are stopped). With cluster.replication_factor
 above 1: the copies of this node's storage, each follower in or out of the
 in-sync set, how many commits behind, and what it is doing (streaming,
-copying, diverged). A node without cluster.etcd answers as a cluster of one.
+copying, diverged), and every replica group as etcd records it: served by
+its node or, after a failover, by another; its epoch and in-sync copies. A
+node without cluster.etcd answers as a cluster of one.
 
 elect: when node NODE is gone and none of its in-sync copies is on a live
 node, its group waits for it (cluster.failover = auto elects only an
@@ -982,6 +984,26 @@ int cmd_cluster(const std::vector<std::string>& argv) {
                 << " ago)";
       if (!x.error().empty())
         std::cout << "  last error: " << x.error();
+      std::cout << "\n";
+    }
+  }
+  if (r->groups_size() > 0) {
+    std::cout << "  replica groups (etcd):\n";
+    for (auto& g : r->groups()) {
+      std::cout << "    " << g.group() << "  "
+                << (g.host().empty() ? "served by its node"
+                                     : "served by " + g.host()
+                                         + " since a failover")
+                << "  epoch " << g.leader_epoch() << "  in sync: ";
+      if (g.isr_size() == 0)
+        std::cout << "no copy";
+      for (int k = 0; k < g.isr_size(); ++k)
+        std::cout << (k == 0 ? "" : ", ") << g.isr(k);
+      std::cout << "  failover " << (g.failover() ? "auto" : "off");
+      if (g.stopped())
+        std::cout << "  (its node stopped cleanly)";
+      if (g.unclean())
+        std::cout << "  UNCLEAN election asked by " << g.unclean_elected_by();
       std::cout << "\n";
     }
   }

@@ -402,6 +402,13 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
     [=](wire::serving_atom, caf::actor& controller) {
       self->state.controller = std::move(controller);
     },
+    [=](pb::ListReplicaGroups& r) -> caf::result<pb::ReplicaGroupList> {
+      auto& st = self->state;
+      if (!st.controller)
+        return pb::ReplicaGroupList{};
+      self->delegate(st.controller, std::move(r));
+      return caf::delegated<pb::ReplicaGroupList>{};
+    },
     [=](pb::ElectRequest& r) -> caf::result<pb::ElectReply> {
       auto& st = self->state;
       if (!st.controller)

@@ -627,7 +627,14 @@ caf::behavior gateway(gateway_ptr self,
                 [=](pb::OwnerList& o) mutable {
                   for (auto& x : *o.mutable_owners())
                     *acc->add_owners() = std::move(x);
-                  rp.deliver(*acc);
+                  // The replica groups (none without replication).
+                  self->request(cluster, t, pb::ListReplicaGroups{}).then(
+                    [=](pb::ReplicaGroupList& g) mutable {
+                      for (auto& x : *g.mutable_groups())
+                        *acc->add_groups() = std::move(x);
+                      rp.deliver(*acc);
+                    },
+                    [=](caf::error&) mutable { rp.deliver(*acc); });
                 },
                 [=](caf::error&) mutable { rp.deliver(*acc); });
             },

@@ -425,6 +425,30 @@ caf::behavior controller(self_ptr self, controller_options opts) {
     [=](const pb::ElectRequest& r) -> caf::result<pb::ElectReply> {
       return take_request(self, r);
     },
+    [=](const pb::ListReplicaGroups&) -> caf::result<pb::ReplicaGroupList> {
+      auto& st = self->state;
+      auto prefix = cluster::membership::prefix(st.opts.cluster_name)
+                    + "groups/";
+      auto got = st.opts.store->get_prefix(prefix);
+      if (!got)
+        return got.error();
+      pb::ReplicaGroupList out;
+      for (auto& kv : got->kvs) {
+        pb::ReplicaGroup rec;
+        if (!rec.ParseFromString(kv.value))
+          continue;
+        auto* g = out.add_groups();
+        g->set_group(kv.key.substr(prefix.size()));
+        g->set_host(rec.host());
+        g->set_leader_epoch(rec.leader_epoch());
+        *g->mutable_isr() = rec.isr();
+        g->set_failover(rec.failover());
+        g->set_unclean(rec.unclean());
+        g->set_unclean_elected_by(rec.unclean_elected_by());
+        g->set_stopped(rec.stopped_ms() != 0);
+      }
+      return out;
+    },
     [=](wire::lost_atom, const std::string& resource, uint64_t token) {
       auto& st = self->state;
       if (resource == duty && token == st.token) {

@@ -154,6 +154,14 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
     if (m.node_id() == victim)
       shown = m.hosted_by() == after->host();
   EXPECT_TRUE(shown) << s->DebugString();
+  // ...and its group's record: host, epoch, in-sync set.
+  bool listed = false;
+  for (auto& g : s->groups())
+    if (g.group() == victim)
+      listed = g.host() == after->host()
+               && g.leader_epoch() >= after->leader_epoch() && g.failover();
+  EXPECT_TRUE(listed) << s->DebugString();
+  EXPECT_EQ(s->groups_size(), 3);
   // Keyed sends to the dead node's partition are acknowledged again (the
   // producer finds the group at its new endpoint).
   caf::expected<client::send_result> again{caf::error{}};
