@@ -293,6 +293,56 @@ TEST_F(ClusterReplicationTest, ACutLinkShrinksTheRecordedInSyncSetFirst) {
     EXPECT_EQ(copy.count(b), 1u) << b << " acknowledged, not in n2's copy";
 }
 
+TEST_F(ClusterReplicationTest, AFollowersFullDiskRefusesWritesClearlyAndLosesNothing) {
+  // n2's LMDB map (its own storage and its copies) is small: n1's writes
+  // fill n2's copy of n1 long before n1's own map.
+  add_node();
+  add_node({"n2", {"storage.map_size=3MiB"}, false, false, {}});
+  auto c = connect(node(0));
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(eventually(10s, [&] {
+    return connected_members(node(0)).size() == 2;
+  }));
+  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 2));
+  auto key = key_on(*c, "pay", "n1");
+  ASSERT_FALSE(key.empty());
+  ASSERT_TRUE(eventually(15s, [&] {
+    return recorded_isr("n1") == std::vector<std::string>{"n2"};
+  }));
+  acked_producer p{*c, "pay"};
+  std::string big(64 << 10, 'x');
+  caf::error refused;
+  for (int i = 0; i < 200 && !refused; ++i) {
+    auto r = p.send(key, "big " + std::to_string(i) + " " + big);
+    if (!r)
+      refused = r.error();
+  }
+  // Refused, not acknowledged on one copy (min in sync 2), saying why.
+  ASSERT_TRUE(refused) << "200 writes of 64 KiB all fit in a 3 MiB copy?";
+  EXPECT_EQ(code_of(refused), errc::unavailable) << render(refused);
+  EXPECT_NE(render(refused).find("cluster.min_insync 2"), std::string::npos)
+    << render(refused);
+  // The copy's state tells the operator the follower's disk is full.
+  auto s = status_of(node(0));
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->replicas_size(), 1);
+  EXPECT_NE(s->replicas(0).error().find("storage_full"), std::string::npos)
+    << s->DebugString();
+  EXPECT_FALSE(s->replicas(0).in_sync());
+  // Both nodes still run, and every acknowledged write is in n2's copy.
+  EXPECT_TRUE(node(0).running());
+  EXPECT_TRUE(node(1).running());
+  ASSERT_FALSE(p.acked.empty());
+  kill9(node(0));
+  kill9(node(1));
+  std::set<std::string> copy;
+  for (auto& b : bodies_in_copy(node(1), "n1"))
+    copy.insert(b.substr(0, b.find(' ', 4)));
+  for (auto& b : p.acked)
+    EXPECT_EQ(copy.count(b.substr(0, b.find(' ', 4))), 1u)
+      << b.substr(0, 12) << " acknowledged, not in n2's copy";
+}
+
 TEST_F(ClusterReplicationTest, AWipedNodeGetsAFullCopyAndItsOwnCopyIsKept) {
   ASSERT_NO_FATAL_FAILURE(start_pair("pay"));
   auto c = connect(node(0));
