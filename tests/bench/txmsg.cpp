@@ -1,6 +1,7 @@
 #include "txmsg.hpp"
 
 #include "base/errc.hpp"
+#include "base/ids.hpp"
 #include "client/admin.hpp"
 #include "client/connection.hpp"
 #include "client/consumer.hpp"
@@ -44,6 +45,7 @@ struct txmsg_options {
   uint32_t cluster = 0; ///< --cluster N: also N nodes on one etcd
   uint32_t replication = 1; ///< --replication RF: of the cluster's nodes
   uint32_t min_insync = 1;  ///< --min-insync N
+  bool failover = false;    ///< --failover: cluster.failover = auto
 };
 
 /// --no-direct-routing: clients send everything through their node (set
@@ -93,6 +95,11 @@ options:
                        storage (cluster.replication_factor; default 1):
                        every acknowledgement waits for the in-sync copies
   --min-insync N       cluster.min_insync of the cluster's nodes (default 1)
+  --failover           cluster.failover = auto on the cluster's nodes (needs
+                       --replication 2 or more): the killed node's
+                       partitions are served from a copy; the failover
+                       figures then say when a keyed send to one of them is
+                       acknowledged again
   --no-direct-routing  clients send everything through the node they talk
                        to, which passes it on (as before direct routing)
 )";
@@ -336,6 +343,10 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
       o.cluster = static_cast<uint32_t>(x);
       continue;
     }
+    if (a == "--failover") {
+      o.failover = true;
+      continue;
+    }
     if (a == "--replication" || a == "--min-insync") {
       uint64_t x = 0;
       if (!(v = need(i)) || !parse_positive(a, *v, x, err))
@@ -388,6 +399,10 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
   if (o.replication > 1 && o.cluster < o.replication) {
     err = "--replication " + std::to_string(o.replication)
           + " needs --cluster with at least as many nodes";
+    return false;
+  }
+  if (o.failover && o.replication < 2) {
+    err = "--failover needs --replication 2 or more (copies to elect from)";
     return false;
   }
   if (o.min_insync > o.replication) {
@@ -458,6 +473,8 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     settings.push_back("cluster.replication_factor="
                        + std::to_string(o.replication));
     settings.push_back("cluster.min_insync=" + std::to_string(o.min_insync));
+    if (o.failover)
+      settings.push_back("cluster.failover=auto");
     nodes.push_back(start_node(self_exe, o.durability, "", settings));
     if (nodes.back().endpoint.empty()) {
       for (auto& n : nodes)
@@ -530,8 +547,20 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
                 << kv["sent"] << " sent, "
                 << kv["failed"] << " failed, " << kv["consumed"]
                 << " consumed (any missing were stored on n" << o.cluster
-                << " before the kill: they wait there until it returns)\n"
-                << std::flush;
+                << " before the kill: they wait there until it returns)\n";
+    if (kv.count("keyed_ms") != 0) {
+      if (kv["keyed_ms"] != "-1.0")
+        std::cout << "a keyed send to a partition of n" << o.cluster
+                  << " was acknowledged again " << kv["keyed_ms"]
+                  << " ms after the kill (its data served from a copy: "
+                     "cluster.failover = auto)\n";
+      else
+        std::cout << "keyed sends to the partitions of n" << o.cluster
+                  << " were not acknowledged within 10 s of the kill (they "
+                     "wait for it; with copies, cluster.failover = auto "
+                     "serves them from one)\n";
+    }
+    std::cout << std::flush;
   }
   for (auto& n : nodes)
     stop_node(n);
@@ -612,9 +641,21 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     return owner;
   };
   auto owner_before = owner_now();
+  // A key whose partition is homed on the victim: once it is dead, a send
+  // to it is acknowledged again only when its data is served from a copy
+  // (cluster.failover = auto); else it waits for the node.
+  std::string victim_key;
+  if (auto info = client::admin::describe_topic(*conn, topic)) {
+    auto n = static_cast<size_t>(info->partitions_size());
+    for (int i = 0; n > 0 && victim_key.empty() && i < 10000; ++i) {
+      auto k = "k" + std::to_string(i);
+      if (info->partitions(static_cast<int>(shard_of(k, n))).home() == victim)
+        victim_key = k;
+    }
+  }
   client::producer p{*conn};
   int64_t kill_ns = 0, first_after = 0, last_ok = 0, max_gap = 0, moved = 0;
-  int64_t next_poll = 0;
+  int64_t next_poll = 0, keyed_back = 0, next_keyed = 0;
   std::string owner;
   uint64_t ok = 0, failed = 0;
   auto start = mono_ns();
@@ -629,6 +670,16 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       if (!owner.empty() && owner != victim)
         moved = mono_ns();
       next_poll = mono_ns() + 50'000'000;
+    }
+    if (kill_ns != 0 && keyed_back == 0 && !victim_key.empty()
+        && mono_ns() >= next_keyed) {
+      client::message k;
+      k.topic = topic;
+      k.key = victim_key;
+      k.body = "keyed " + std::to_string(i);
+      if (p.send(k))
+        keyed_back = mono_ns();
+      next_keyed = mono_ns() + 100'000'000;
     }
     client::message m;
     m.topic = topic;
@@ -646,8 +697,12 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     last_ok = now;
     if (kill_ns != 0 && first_after == 0 && sent_at >= kill_ns)
       first_after = now;
-    if (moved != 0 && now - moved > 1'000'000'000)
-      break; // a second of load after the coordinator moved
+    // A second of load after the coordinator moved, and the victim's
+    // partitions served again or 10 s gone since the kill.
+    if (moved != 0 && now - moved > 1'000'000'000
+        && (keyed_back != 0 || victim_key.empty()
+            || now - kill_ns > 10'000'000'000))
+      break;
   }
   (void) owner_before;
   // The last sends may still be on their way to the consumer: wait for
@@ -656,6 +711,8 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
   for (auto until = mono_ns() + 3'000'000'000;
        consumed.load() < ok && mono_ns() < until;)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::printf("keyed_ms=%.1f\n",
+              keyed_back ? (keyed_back - kill_ns) / 1e6 : -1.0);
   std::printf("first_send_ms=%.1f\nmax_gap_ms=%.1f\ncoordinator_ms=%.1f\n"
               "owner=%s\nsent=%llu\nfailed=%llu\nconsumed=%llu\n",
               first_after ? (first_after - kill_ns) / 1e6 : -1.0,
