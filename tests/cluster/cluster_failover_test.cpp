@@ -88,6 +88,21 @@ protected:
     (*cons)->stop();
   }
 
+  /// Topic "pay" (6 partitions) created through `c`; `info` is set to its
+  /// description and a key of a partition homed on `home` is returned.
+  std::string pay_key_on(const client::connection& c, const std::string& home,
+                         std::optional<pb::TopicInfo>& info) {
+    EXPECT_TRUE(client::admin::create_topic(c, "pay", 6));
+    auto d = client::admin::describe_topic(c, "pay");
+    EXPECT_TRUE(d);
+    if (!d)
+      return {};
+    info = *d;
+    auto key = key_on(*d, home);
+    EXPECT_FALSE(key.empty()) << "no partition homed on " << home;
+    return key;
+  }
+
   /// The node (of this fixture) named `id`.
   cluster_node& by_name(const std::string& id) {
     return node(id);
@@ -98,12 +113,10 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
   ASSERT_NO_FATAL_FAILURE(start_three());
   auto c = connect(node(1));
   ASSERT_TRUE(c) << render(c.error());
-  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
-  auto info = client::admin::describe_topic(*c, "pay");
-  ASSERT_TRUE(info);
   auto victim = node(0).name;
-  auto key = key_on(*info, victim);
-  ASSERT_FALSE(key.empty()) << "no partition homed on " << victim;
+  std::optional<pb::TopicInfo> info;
+  auto key = pay_key_on(*c, victim, info);
+  ASSERT_FALSE(HasFailure());
   // The victim's copy is in sync and recorded so in etcd.
   ASSERT_TRUE(eventually(15s, [&] {
     auto r = record(victim);
@@ -205,12 +218,10 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   ASSERT_NO_FATAL_FAILURE(start_three());
   auto c = connect(node(1));
   ASSERT_TRUE(c) << render(c.error());
-  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
-  auto info = client::admin::describe_topic(*c, "pay");
-  ASSERT_TRUE(info);
   auto victim = node(0).name;
-  auto key = key_on(*info, victim);
-  ASSERT_FALSE(key.empty());
+  std::optional<pb::TopicInfo> info;
+  auto key = pay_key_on(*c, victim, info);
+  ASSERT_FALSE(HasFailure());
   ASSERT_TRUE(eventually(15s, [&] {
     auto r = record(victim);
     return r && r->isr_size() == 1;

@@ -105,6 +105,28 @@ protected:
     return {(*r)->isr().begin(), (*r)->isr().end()};
   }
 
+  /// n1, and n2 started with `n2`'s options; topic "pay" (2 partitions);
+  /// n2's copy of n1 recorded in sync. A key of n1's partition.
+  std::string n1_followed_by(node_options n2) {
+    add_node();
+    n2.name = "n2";
+    add_node(std::move(n2));
+    auto c = connect(node(0));
+    EXPECT_TRUE(c);
+    if (!c)
+      return {};
+    EXPECT_TRUE(eventually(10s, [&] {
+      return connected_members(node(0)).size() == 2;
+    }));
+    EXPECT_TRUE(client::admin::create_topic(*c, "pay", 2));
+    auto key = key_on(*c, "pay", "n1");
+    EXPECT_FALSE(key.empty());
+    EXPECT_TRUE(eventually(15s, [&] {
+      return recorded_isr("n1") == std::vector<std::string>{"n2"};
+    })) << "n2's copy of n1 never recorded in sync";
+    return key;
+  }
+
   std::map<uint32_t, std::string> homes_;
 };
 
@@ -242,20 +264,13 @@ TEST_F(ClusterReplicationTest, WithTheFollowerDownWritesAreRefusedThenCatchUp) {
 
 TEST_F(ClusterReplicationTest, ACutLinkShrinksTheRecordedInSyncSetFirst) {
   // n2, the follower of n1, is reached by its peers through a relay.
-  add_node();
-  add_node({"n2", {}, false, true});
+  node_options through_relay;
+  through_relay.advertise_via_relay = true;
+  auto key = n1_followed_by(through_relay);
+  ASSERT_FALSE(HasFailure());
   auto& f = node("n2");
   auto c = connect(node(0));
   ASSERT_TRUE(c);
-  ASSERT_TRUE(eventually(10s, [&] {
-    return connected_members(node(0)).size() == 2;
-  }));
-  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 2));
-  auto key = key_on(*c, "pay", "n1");
-  ASSERT_FALSE(key.empty());
-  ASSERT_TRUE(eventually(15s, [&] {
-    return recorded_isr("n1") == std::vector<std::string>{"n2"};
-  }));
   acked_producer p{*c, "pay"};
   ASSERT_TRUE(p.send(key, "before"));
   // The link is cut (a blackhole, both nodes still on etcd): n1's writes
@@ -296,19 +311,12 @@ TEST_F(ClusterReplicationTest, ACutLinkShrinksTheRecordedInSyncSetFirst) {
 TEST_F(ClusterReplicationTest, AFollowersFullDiskRefusesWritesClearlyAndLosesNothing) {
   // n2's LMDB map (its own storage and its copies) is small: n1's writes
   // fill n2's copy of n1 long before n1's own map.
-  add_node();
-  add_node({"n2", {"storage.map_size=3MiB"}, false, false, {}});
+  node_options small_map;
+  small_map.settings = {"storage.map_size=3MiB"};
+  auto key = n1_followed_by(small_map);
+  ASSERT_FALSE(HasFailure());
   auto c = connect(node(0));
   ASSERT_TRUE(c);
-  ASSERT_TRUE(eventually(10s, [&] {
-    return connected_members(node(0)).size() == 2;
-  }));
-  ASSERT_TRUE(client::admin::create_topic(*c, "pay", 2));
-  auto key = key_on(*c, "pay", "n1");
-  ASSERT_FALSE(key.empty());
-  ASSERT_TRUE(eventually(15s, [&] {
-    return recorded_isr("n1") == std::vector<std::string>{"n2"};
-  }));
   acked_producer p{*c, "pay"};
   std::string big(64 << 10, 'x');
   caf::error refused;
