@@ -335,6 +335,15 @@ void propose(self_ptr self) {
       });
 }
 
+/// `id` gets a full copy (out of the in-sync set meanwhile, for `why`).
+void copy_over(self_ptr self, const std::string& id, follower_state& f,
+               const std::string& why) {
+  f.needs_copy = true;
+  leave_isr(self, f, id, why);
+  advance(self);
+  pump(self, id);
+}
+
 /// `ack` answers a ship of commits up to `shipped` (0: a probe), sent when
 /// the leader's last commit was `target`.
 void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
@@ -364,25 +373,21 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
   if (ack.unfinished_copy() || (ack.seq() == 0 && !f.had_copy)) {
     // An empty copy gets a full copy first: this node's storage may hold
     // data written before its commits were numbered.
-    f.needs_copy = true;
-    leave_isr(self, f, id,
+    copy_over(self, id, f,
               ack.unfinished_copy() ? "its copy is unfinished"
                                     : "its copy is empty");
-    advance(self);
-    pump(self, id);
     return;
   }
   bool prefix = ack.epoch() == st.opts.start_epoch
                 && ack.seq() <= st.opts.last_seq;
   if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch
       && !f.had_copy && !prefix) {
-    // (A copy this leader made carries its snapshot's epoch, which is the
-    // old one until this leader has committed: not copied again.)
     // A copy last written before this group's election: the deposed
     // leader may have written it beyond (or, at the same seqs, other than)
     // the elected copy, writes that every in-sync copy did not have (so
     // none acknowledged before the election). Without an epoch history
-    // per seq, the only safe truncation is a full copy.
+    // per seq, the only safe truncation is a full copy. (One this leader
+    // copied already is not copied again for a late ack of an older ship.)
     if (!f.needs_copy)
       EDDA_WARN("replication",
                 "group " << st.opts.group << ": follower " << id
@@ -392,17 +397,14 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
                          << " from seq " << st.opts.elected_seq
                          << ": it may hold a deposed leader's writes; it gets "
                             "a full copy");
-    f.needs_copy = true;
-    leave_isr(self, f, id, "last written before the election");
-    advance(self);
-    pump(self, id);
+    copy_over(self, id, f, "last written before the election");
     return;
   }
   if (ack.seq() > st.last
       || (ack.epoch() < st.opts.epoch && ack.seq() > st.opts.last_seq)) {
-    // It has commits this leader does not (now, or had at its start) (this leader lost some it had
-    // shipped): never merged, never copied over (it may hold the only copy
-    // of acknowledged writes).
+    // It has commits this leader does not have (now, or had at its start:
+    // this leader lost some it had shipped): never merged, never copied
+    // over (it may hold the only copy of acknowledged writes).
     if (!f.stuck)
       EDDA_ERROR("replication",
                  "group " << st.opts.group << ": follower " << id
