@@ -82,6 +82,7 @@ struct embedded_node::impl {
   std::unique_ptr<cluster::membership> membership;
   std::shared_ptr<cluster::lease_state> lease; ///< cluster: for the duties
   uint16_t port = 0;
+  std::string endpoint; ///< where peers and clients reach it (advertised)
   std::once_flag stopped;
 };
 
@@ -566,13 +567,13 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   }
   {
     auto& i = *node->impl_;
-    auto endpoint = !settings.advertise.empty() ? settings.advertise
-                    : !opts.advertise_host.empty()
-                      ? opts.advertise_host + ":" + std::to_string(i.port)
-                      : settings.listen_host + ":" + std::to_string(i.port);
-    caf::anon_send(i.cluster, wire::link_atom::value, endpoint);
+    i.endpoint = !settings.advertise.empty() ? settings.advertise
+                 : !opts.advertise_host.empty()
+                   ? opts.advertise_host + ":" + std::to_string(i.port)
+                   : settings.listen_host + ":" + std::to_string(i.port);
+    caf::anon_send(i.cluster, wire::link_atom::value, i.endpoint);
     if (i.store) {
-      if (auto err = join_cluster(i, endpoint, opts.cancel)) {
+      if (auto err = join_cluster(i, i.endpoint, opts.cancel)) {
         node->stop();
         return err;
       }
@@ -616,6 +617,10 @@ client::connection embedded_node::connect() const {
 
 uint16_t embedded_node::port() const {
   return impl_->port;
+}
+
+const std::string& embedded_node::endpoint() const {
+  return impl_->endpoint;
 }
 
 const config::node_settings& embedded_node::settings() const {

@@ -63,6 +63,9 @@ public:
   [[nodiscard]] client::connection connect() const;
   /// The port the node listens on (0 if not listening).
   [[nodiscard]] uint16_t port() const;
+  /// "host:port" peers and clients reach it at (node.advertise, else the
+  /// listen address); empty if not listening.
+  [[nodiscard]] const std::string& endpoint() const;
   [[nodiscard]] const config::node_settings& settings() const;
   /// Register alert hooks here (DLQ moves, ...).
   [[nodiscard]] alert_sink& alerts();

@@ -4,7 +4,6 @@
 
 #include "base/errc.hpp"
 #include "base/log.hpp"
-#include "cluster/membership.hpp"
 #include "replication/group_record.hpp"
 #include "replication/replica_host.hpp"
 #include "wire/types.hpp"
@@ -21,7 +20,6 @@
 
 namespace edda::node {
 
-namespace pb = wire::pb;
 using steady = std::chrono::steady_clock;
 
 struct hosting::impl {
@@ -92,9 +90,7 @@ struct hosting::impl {
       return;
     }
     hosted h;
-    h.endpoint = (opts.advertise_host.empty() ? s.listen_host
-                                              : opts.advertise_host)
-                 + ":" + std::to_string((*n)->port());
+    h.endpoint = (*n)->endpoint();
     h.node = std::move(*n);
     h.ended = std::move(ended);
     EDDA_WARN("hosting", "serving group " << group << " at " << h.endpoint);
@@ -119,31 +115,25 @@ struct hosting::impl {
   }
 
   void scan() {
-    auto prefix = cluster::membership::prefix(opts.settings.cluster_name)
-                  + "groups/";
-    auto got = opts.store->get_prefix(prefix);
-    if (!got)
+    auto recs = replication::list_groups(*opts.store,
+                                         opts.settings.cluster_name);
+    if (!recs)
       return; // etcd: the next round
-    std::map<std::string, pb::ReplicaGroup> recs;
-    for (auto& kv : got->kvs) {
-      pb::ReplicaGroup r;
-      if (r.ParseFromString(kv.value))
-        recs.emplace(kv.key.substr(prefix.size()), std::move(r));
-    }
     std::vector<std::pair<std::string, std::string>> to_drop;
     {
       std::lock_guard<std::mutex> guard{mu};
       for (auto& [g, h] : groups) {
-        auto r = recs.find(g);
+        auto r = recs->find(g);
         if (h.ended->load())
           to_drop.emplace_back(g, "it stopped");
-        else if (r == recs.end() || r->second.host() != opts.node_id)
+        else if (r == recs->end() || r->second.rec.host() != opts.node_id)
           to_drop.emplace_back(g, "its record names another host");
       }
     }
     for (auto& [g, why] : to_drop)
       drop(g, why);
-    for (auto& [g, r] : recs) {
+    for (auto& [g, entry] : *recs) {
+      auto& r = entry.rec;
       if (stopping.load())
         return;
       if (r.host() != opts.node_id || g == opts.node_id || r.leader() != g)

@@ -59,13 +59,6 @@ struct election {
   std::vector<pb::ReplAck> copies;
 };
 
-std::string joined(const std::vector<std::string>& xs) {
-  std::string out;
-  for (auto& x : xs)
-    out += (out.empty() ? "" : ",") + x;
-  return out.empty() ? "none" : out;
-}
-
 std::string member_key(const controller_options& o, const std::string& id) {
   return cluster::membership::prefix(o.cluster_name) + "members/" + id;
 }
@@ -173,11 +166,11 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
 /// needs one.
 void run_round(self_ptr self) {
   auto& st = self->state;
-  auto prefix = cluster::membership::prefix(st.opts.cluster_name);
-  auto groups = st.opts.store->get_prefix(prefix + "groups/");
+  auto groups = list_groups(*st.opts.store, st.opts.cluster_name);
   if (!groups)
     return;
-  auto members = st.opts.store->get_prefix(prefix + "members/");
+  auto members = st.opts.store->get_prefix(
+    cluster::membership::prefix(st.opts.cluster_name) + "members/");
   if (!members)
     return;
   std::map<std::string, pb::MemberInfo> live;
@@ -187,10 +180,9 @@ void run_round(self_ptr self) {
       live.emplace(m.node_id(), m);
   }
   auto token = st.token;
-  for (auto& kv : groups->kvs) {
-    auto group = kv.key.substr(prefix.size() + 7);
-    pb::ReplicaGroup rec;
-    if (!rec.ParseFromString(kv.value) || rec.leader().empty()
+  for (auto& [group, entry] : *groups) {
+    auto& rec = entry.rec;
+    if (rec.leader().empty()
         || (!rec.failover() && rec.unclean_by().empty()))
       continue;
     if (live.count(group) != 0) {
@@ -233,7 +225,7 @@ void run_round(self_ptr self) {
     auto e = std::make_shared<election>();
     e->group = group;
     e->rec = rec;
-    e->mod_revision = kv.mod_revision;
+    e->mod_revision = entry.mod_revision;
     // A live node (not a group served elsewhere), not the group itself,
     // not the host that failed to serve it.
     auto candidate = [&](const std::string& id) {
@@ -259,7 +251,7 @@ void run_round(self_ptr self) {
                   "controller: group "
                     << group << " has no node serving it and no in-sync copy "
                     << "on a live node (recorded in sync: "
-                    << joined({rec.isr().begin(), rec.isr().end()})
+                    << joined(rec.isr())
                     << "); it waits for its node (or: edda cluster elect "
                     << group << " --unclean --by NAME)");
       continue;
@@ -427,18 +419,14 @@ caf::behavior controller(self_ptr self, controller_options opts) {
     },
     [=](const pb::ListReplicaGroups&) -> caf::result<pb::ReplicaGroupList> {
       auto& st = self->state;
-      auto prefix = cluster::membership::prefix(st.opts.cluster_name)
-                    + "groups/";
-      auto got = st.opts.store->get_prefix(prefix);
+      auto got = list_groups(*st.opts.store, st.opts.cluster_name);
       if (!got)
         return got.error();
       pb::ReplicaGroupList out;
-      for (auto& kv : got->kvs) {
-        pb::ReplicaGroup rec;
-        if (!rec.ParseFromString(kv.value))
-          continue;
+      for (auto& [group, entry] : *got) {
+        auto& rec = entry.rec;
         auto* g = out.add_groups();
-        g->set_group(kv.key.substr(prefix.size()));
+        g->set_group(group);
         g->set_host(rec.host());
         g->set_leader_epoch(rec.leader_epoch());
         *g->mutable_isr() = rec.isr();

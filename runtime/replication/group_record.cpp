@@ -20,18 +20,35 @@ namespace {
 
 namespace pb = wire::pb;
 
-std::string joined(const google::protobuf::RepeatedPtrField<std::string>& xs) {
+} // namespace
+
+std::string joined(const google::protobuf::RepeatedPtrField<std::string>& ids) {
   std::string out;
-  for (auto& x : xs)
+  for (auto& x : ids)
     out += (out.empty() ? "" : ",") + x;
   return out.empty() ? "none" : out;
 }
 
-} // namespace
-
 std::string group_key(const std::string& cluster_name,
                       const std::string& group) {
   return cluster::membership::prefix(cluster_name) + "groups/" + group;
+}
+
+caf::expected<std::map<std::string, group_entry>>
+list_groups(coord::client& store, const std::string& cluster_name) {
+  auto prefix = group_key(cluster_name, "");
+  auto got = store.get_prefix(prefix);
+  if (!got)
+    return got.error();
+  std::map<std::string, group_entry> out;
+  for (auto& kv : got->kvs) {
+    group_entry e;
+    if (!e.rec.ParseFromString(kv.value))
+      continue;
+    e.mod_revision = kv.mod_revision;
+    out.emplace(kv.key.substr(prefix.size()), std::move(e));
+  }
+  return out;
 }
 
 caf::expected<std::optional<pb::ReplicaGroup>>
@@ -196,25 +213,36 @@ struct recorder_state {
 
 using rec_ptr = caf::stateful_actor<recorder_state>*;
 
+bool ours(const recorder_state& st, const pb::ReplicaGroup& rec) {
+  return rec.leader() == st.group && rec.leader_epoch() == st.epoch;
+}
+
+/// `fenced`: `rec` (nullopt: deleted) is no longer this leader's.
+caf::error taken_over(const recorder_state& st,
+                      const std::optional<pb::ReplicaGroup>& rec) {
+  if (!rec)
+    return make_error(errc::fenced, "the replica group record of " + st.group
+                                      + " was deleted");
+  std::string where;
+  if (!rec->host().empty())
+    where = " (served by node " + rec->host() + ")";
+  return make_error(errc::fenced,
+                    "replica group " + st.group + " is now led by "
+                      + rec->leader() + where + " at epoch "
+                      + std::to_string(rec->leader_epoch())
+                      + ", not by this node at epoch "
+                      + std::to_string(st.epoch));
+}
+
 /// Checks `rec` (nullopt: deleted): still this leader's at this epoch?
 void check(rec_ptr self, const std::optional<pb::ReplicaGroup>& rec) {
   auto& st = self->state;
   if (st.lost)
     return;
-  if (rec && rec->leader() == st.group && rec->leader_epoch() == st.epoch)
+  if (rec && ours(st, *rec))
     return;
   st.lost = true;
-  std::string where;
-  if (rec && !rec->host().empty())
-    where = " (served by node " + rec->host() + ")";
-  auto err = make_error(
-    errc::fenced, !rec ? "the replica group record of " + st.group
-                           + " was deleted"
-                       : "replica group " + st.group + " is now led by "
-                           + rec->leader() + where + " at epoch "
-                           + std::to_string(rec->leader_epoch())
-                           + ", not by this node at epoch "
-                           + std::to_string(st.epoch));
+  auto err = taken_over(st, rec);
   EDDA_ERROR("replication", render(err));
   if (st.shipper)
     self->send(st.shipper, wire::lost_atom::value, err);
@@ -264,6 +292,37 @@ void watch_record(rec_ptr self, int64_t from) {
     return;
   }
   st.watch = std::move(*w);
+}
+
+/// Rewrites the record by compare-and-swap while it is this leader's:
+/// `change` edits it. The record as written. Errors: fenced (gone, or
+/// another leader or epoch), unavailable / timeout (etcd, or it changed
+/// meanwhile: again).
+caf::expected<pb::ReplicaGroup>
+rewrite(rec_ptr self, const std::function<void(pb::ReplicaGroup&)>& change) {
+  auto& st = self->state;
+  auto key = group_key(st.cluster_name, st.group);
+  auto got = st.store->get(key);
+  if (!got)
+    return got.error();
+  pb::ReplicaGroup rec;
+  if (!got->first || !rec.ParseFromString(got->first->value))
+    return taken_over(st, std::nullopt);
+  if (!ours(st, rec))
+    return taken_over(st, rec);
+  if (got->first->mod_revision != st.mod_revision)
+    EDDA_DEBUG("replication", "group " << st.group
+                                       << ": record changed elsewhere");
+  change(rec);
+  auto put = st.store->cas_put(key, rec.SerializeAsString(),
+                               got->first->mod_revision);
+  if (!put)
+    return put.error();
+  if (!put->succeeded)
+    return make_error(errc::unavailable, "the replica group record " + key
+                                           + " changed meanwhile; again");
+  st.mod_revision = put->revision;
+  return rec;
 }
 
 caf::behavior recorder(rec_ptr self, coord::client_ptr store,
@@ -316,57 +375,23 @@ caf::behavior recorder(rec_ptr self, coord::client_ptr store,
     [=](wire::stop_atom) -> bool {
       // A clean stop: the record says so (while it is still this
       // leader's), so that the controller waits for a restart.
-      auto& st = self->state;
-      if (st.lost)
+      if (self->state.lost)
         return false;
-      auto key = group_key(st.cluster_name, st.group);
-      auto got = st.store->get(key);
-      pb::ReplicaGroup rec;
-      if (!got || !got->first || !rec.ParseFromString(got->first->value)
-          || rec.leader() != st.group || rec.leader_epoch() != st.epoch)
-        return false;
-      rec.set_stopped_ms(now_ms());
-      auto put = st.store->cas_put(key, rec.SerializeAsString(),
-                                   got->first->mod_revision);
-      if (put && put->succeeded)
-        st.mod_revision = put->revision;
-      return put && put->succeeded;
+      return static_cast<bool>(rewrite(
+        self, [](pb::ReplicaGroup& rec) { rec.set_stopped_ms(now_ms()); }));
     },
     [=](const pb::ReplicaGroup& want) -> caf::result<pb::ReplicaGroup> {
-      auto& st = self->state;
-      auto key = group_key(st.cluster_name, st.group);
-      auto got = st.store->get(key);
-      if (!got)
-        return got.error();
-      pb::ReplicaGroup rec;
-      if (!got->first || !rec.ParseFromString(got->first->value))
-        return make_error(errc::fenced, "the replica group record " + key
-                                          + " is gone");
-      if (rec.leader() != st.group || rec.leader_epoch() != st.epoch)
-        return make_error(errc::fenced,
-                          "replica group " + st.group + " is now led by "
-                            + rec.leader() + " at epoch "
-                            + std::to_string(rec.leader_epoch())
-                            + ", not by this node at epoch "
-                            + std::to_string(st.epoch));
-      if (got->first->mod_revision != st.mod_revision)
-        EDDA_DEBUG("replication", "group " << st.group
-                                           << ": record changed elsewhere");
-      *rec.mutable_isr() = want.isr();
-      rec.set_changed_ms(now_ms());
-      auto put = st.store->cas_put(key, rec.SerializeAsString(),
-                                   got->first->mod_revision);
-      if (!put)
-        return put.error();
-      if (!put->succeeded)
-        return make_error(errc::unavailable, "the replica group record "
-                                               + key
-                                               + " changed meanwhile; again");
-      st.mod_revision = put->revision;
-      EDDA_INFO("replication", "group " << st.group << ": in-sync copies on "
-                                        << joined(rec.isr())
+      auto rec = rewrite(self, [&](pb::ReplicaGroup& r) {
+        *r.mutable_isr() = want.isr();
+        r.set_changed_ms(now_ms());
+      });
+      if (!rec)
+        return rec.error();
+      EDDA_INFO("replication", "group " << self->state.group
+                                        << ": in-sync copies on "
+                                        << joined(rec->isr())
                                         << " (recorded in etcd)");
-      return rec;
+      return *rec;
     },
   };
 }

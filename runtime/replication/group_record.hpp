@@ -42,15 +42,14 @@
 
 #include "coord/coord.hpp"
 
+#include "replication.pb.h"
+
 #include <caf/fwd.hpp>
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
-
-namespace edda::wire::v1 {
-class ReplicaGroup;
-} // namespace edda::wire::v1
 
 namespace edda::replication {
 
@@ -97,6 +96,21 @@ claim_group(coord::client& store, const std::string& cluster_name,
             const std::string& group, const std::string& log_id,
             uint64_t local_epoch, int64_t now_ms,
             const claim_options& opts = {});
+
+/// "n2,n3" (an in-sync set, for logs), "none" if empty.
+[[nodiscard]] std::string
+joined(const google::protobuf::RepeatedPtrField<std::string>& ids);
+
+/// One group's record as listed, with the key's mod_revision.
+struct group_entry {
+  wire::v1::ReplicaGroup rec;
+  int64_t mod_revision = 0;
+};
+
+/// Every group's record (those that parse), by group. Errors: unavailable,
+/// timeout.
+[[nodiscard]] caf::expected<std::map<std::string, group_entry>>
+list_groups(coord::client& store, const std::string& cluster_name);
 
 /// The record of `group` (nullopt: none). Errors: unavailable, timeout,
 /// invalid_argument (it does not parse).
