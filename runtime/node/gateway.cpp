@@ -166,6 +166,17 @@ caf::error first_error(const std::vector<caf::error>& errors, errc ignorable) {
   return errors.empty() ? caf::error{} : errors.front();
 }
 
+/// Passes `x` on to the node's cluster actor (peer handshakes, replication,
+/// elections), which answers the sender; unavailable without one.
+template <class Reply, class Request>
+caf::result<Reply> to_cluster(gateway_ptr self, const caf::actor& cluster,
+                              Request& x) {
+  if (!cluster)
+    return make_error(errc::unavailable, "this node has no cluster view");
+  self->delegate(cluster, std::move(x));
+  return caf::delegated<Reply>{};
+}
+
 caf::behavior gateway(gateway_ptr self,
                       broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
@@ -644,28 +655,16 @@ caf::behavior gateway(gateway_ptr self,
       return rp;
     },
     [=](pb::PeerHello& x) -> caf::result<pb::PeerWelcome> {
-      if (!cluster)
-        return make_error(errc::unavailable, "this node has no cluster view");
-      self->delegate(cluster, std::move(x));
-      return caf::delegated<pb::PeerWelcome>{};
+      return to_cluster<pb::PeerWelcome>(self, cluster, x);
     },
     [=](pb::ReplShip& x) -> caf::result<pb::ReplAck> {
-      if (!cluster)
-        return make_error(errc::unavailable, "this node has no cluster view");
-      self->delegate(cluster, std::move(x));
-      return caf::delegated<pb::ReplAck>{};
+      return to_cluster<pb::ReplAck>(self, cluster, x);
     },
     [=](pb::ElectRequest& x) -> caf::result<pb::ElectReply> {
-      if (!cluster)
-        return make_error(errc::unavailable, "this node has no cluster view");
-      self->delegate(cluster, std::move(x));
-      return caf::delegated<pb::ElectReply>{};
+      return to_cluster<pb::ElectReply>(self, cluster, x);
     },
     [=](pb::ReplPositionQuery& x) -> caf::result<pb::ReplAck> {
-      if (!cluster)
-        return make_error(errc::unavailable, "this node has no cluster view");
-      self->delegate(cluster, std::move(x));
-      return caf::delegated<pb::ReplAck>{};
+      return to_cluster<pb::ReplAck>(self, cluster, x);
     },
     [=](const pb::NodeStatusRequest&) {
       pb::NodeStatus s;
