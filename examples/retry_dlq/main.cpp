@@ -42,7 +42,9 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/edda-retry-XXXXXX";
   s.data_dir = argc > 1 ? argv[1] : ::mkdtemp(tmpl);
   s.log_level = "warn";
-  auto node = node::embedded_node::start(s, {/*listen=*/false, {}, {}});
+  node::start_options in_process;
+  in_process.listen = false; // this process only: no port
+  auto node = node::embedded_node::start(s, in_process);
   if (!node) {
     std::fprintf(stderr, "cannot start node: %s\n", render(node.error()).c_str());
     return 1;

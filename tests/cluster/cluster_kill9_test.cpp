@@ -244,8 +244,9 @@ void ClusterKill9Test::run_scenario(bool comes_back) {
   kill9(b);
   auto killed_at = clock_type::now();
   std::this_thread::sleep_for(4s); // twice the lease TTL (2 s)
-  if (comes_back)
+  if (comes_back) {
     ASSERT_TRUE(restart(b));
+  }
   std::this_thread::sleep_for(1500ms); // load after the return
   stop = true;
   for (auto& t : load)

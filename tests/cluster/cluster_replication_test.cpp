@@ -488,7 +488,8 @@ TEST_F(ClusterReplicationTest, ASecondProcessWithALiveNodesNameCannotFenceIt) {
     return recorded_isr(node(0).name) == in_sync;
   }));
   // Same node.name, another data dir: refused before it claims n1's group.
-  auto [rc, out] = run_until_exit({node(0).name, {}}, root() + "/dup");
+  auto [rc, out] = run_until_exit({node(0).name, {}, false, false, {}},
+                                   root() + "/dup");
   EXPECT_GT(rc, 0) << out;
   EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
   // n1 still leads its group and acknowledges.
