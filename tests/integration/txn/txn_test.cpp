@@ -286,7 +286,7 @@ protected:
   /// Starts the node on settings_ (same data dir on every call) and hooks
   /// its alerts.
   [[nodiscard]] bool start_node() {
-    auto n = edda::node::embedded_node::start(settings_, {true, {}, {}});
+    auto n = edda::node::embedded_node::start(settings_); // listening
     if (!n) {
       ADD_FAILURE() << "node did not start: " << render(n.error());
       return false;
