@@ -951,6 +951,9 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << m.partitions() << " partitions  ";
     if (!m.hosted_by().empty())
       std::cout << "(served by " << m.hosted_by() << " since a failover)  ";
+    if (!m.standby_for().empty())
+      std::cout << "(standby: " << m.standby_for()
+                << " back, following its group to take it back)  ";
     if (m.self())
       std::cout << "(this node)";
     else if (m.connected())
@@ -991,16 +994,19 @@ int cmd_cluster(const std::vector<std::string>& argv) {
     std::cout << "  replica groups (etcd):\n";
     for (auto& g : r->groups()) {
       std::cout << "    " << g.group() << "  "
-                << (g.host().empty() ? "served by its node"
-                                     : "served by " + g.host()
-                                         + " since a failover")
+                << (g.host().empty() ? std::string{"served by its node"}
+                    : g.host() == g.group() + "~standby"
+                      ? "handed back: its node starts it"
+                      : "served by " + g.host() + " since a failover")
                 << "  epoch " << g.leader_epoch() << "  in sync: ";
       if (g.isr_size() == 0)
         std::cout << "no copy";
       for (int k = 0; k < g.isr_size(); ++k)
         std::cout << (k == 0 ? "" : ", ") << g.isr(k);
       std::cout << "  failover " << (g.failover() ? "auto" : "off");
-      if (g.stopped())
+      if (!g.move_to().empty())
+        std::cout << "  (being handed back to " << g.move_to() << ")";
+      else if (g.stopped())
         std::cout << "  (its node stopped cleanly)";
       if (g.unclean())
         std::cout << "  UNCLEAN election asked by " << g.unclean_elected_by();

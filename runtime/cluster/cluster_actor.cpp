@@ -177,12 +177,14 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
 }
 
 /// Links follow the member list: new members get one, gone ones lose it.
+/// Standbys are linked as well (they follow their own group).
 void follow(self_ptr self) {
   auto& st = self->state;
   std::map<std::string, const pb::MemberInfo*> now;
-  for (auto& m : st.view.members())
-    if (m.node_id() != st.opts.node_id)
-      now[m.node_id()] = &m;
+  for (auto* list : {&st.view.members(), &st.view.standbys()})
+    for (auto& m : *list)
+      if (m.node_id() != st.opts.node_id)
+        now[m.node_id()] = &m;
   for (auto i = st.links.begin(); i != st.links.end();) {
     auto n = now.find(i->first);
     if (n != now.end() && n->second->endpoint() == i->second.endpoint
@@ -230,15 +232,17 @@ pb::ClusterStatus status(self_ptr self) {
   s.set_revision(st.view.revision());
   s.set_incarnation(st.view.incarnation());
   s.set_problem(st.view.problem());
-  for (int k = 0; k < st.view.members_size(); ++k) {
-    auto& mi = st.view.members(k);
+  auto n = st.view.members_size();
+  for (int k = 0; k < n + st.view.standbys_size(); ++k) {
+    auto& mi = k < n ? st.view.members(k) : st.view.standbys(k - n);
     auto* m = s.add_members();
     m->set_node_id(mi.node_id());
     m->set_endpoint(mi.endpoint());
     m->set_incarnation(mi.incarnation());
     m->set_started_ms(mi.started_ms());
     m->set_hosted_by(mi.hosted_by());
-    if (k < st.view.leases_size())
+    m->set_standby_for(mi.standby_for());
+    if (k < n && k < st.view.leases_size())
       m->set_lease_id(st.view.leases(k));
     bool self_member = mi.node_id() == st.opts.node_id;
     m->set_self(self_member);

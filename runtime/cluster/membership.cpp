@@ -27,6 +27,7 @@ std::optional<member> parse_member(const coord::key_value& kv) {
   m.incarnation = info.incarnation();
   m.started_ms = info.started_ms();
   m.hosted_by = info.hosted_by();
+  m.standby_for = info.standby_for();
   m.lease = kv.lease;
   m.create_revision = kv.create_revision;
   return m;
@@ -146,6 +147,7 @@ caf::error membership::join_once(bool first) {
   info.set_started_ms(opts_.wall_ms());
   info.set_version(opts_.version);
   info.set_hosted_by(opts_.hosted_by);
+  info.set_standby_for(opts_.standby_for);
   auto put = st.cas_put(k, info.SerializeAsString(), 0, *lease);
   if (!put) {
     (void) st.revoke(*lease);
@@ -166,7 +168,8 @@ caf::error membership::join_once(bool first) {
   nr.set_runs_sagas(opts_.runs_sagas);
   nr.set_registered_ms(opts_.wall_ms());
   auto nkey = prefix(opts_.cluster_name) + "nodes/" + opts_.node_id;
-  if (auto old_nr = st.get(nkey); old_nr) {
+  // A standby is no node of its own: never registered.
+  if (auto old_nr = st.get(nkey); old_nr && opts_.standby_for.empty()) {
     pb::NodeRecord before;
     bool same = old_nr->first && before.ParseFromString(old_nr->first->value)
                 && before.runs_sagas() == nr.runs_sagas();
@@ -318,7 +321,7 @@ void membership::on_node_events(const std::vector<coord::watch_event>& evs) {
 void membership::fill(membership_view& v) const {
   // mtx_ held.
   for (auto& [id, m] : members_)
-    v.members.push_back(m);
+    (m.standby_for.empty() ? v.members : v.standbys).push_back(m);
   v.fenced = fenced_;
   v.lease = lease_;
   v.incarnation = incarnation_;

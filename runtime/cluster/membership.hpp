@@ -55,10 +55,16 @@ struct member {
   int64_t create_revision = 0; ///< of its member key: when it joined
   /// A group served by node `hosted_by` after a failover (empty: a node).
   std::string hosted_by;
+  /// A node following its own group `standby_for` to take it back (its id
+  /// is "<group>~standby"): listed in membership_view::standbys only.
+  std::string standby_for;
 };
 
 struct membership_view {
-  std::vector<member> members; ///< sorted by node id; includes this node
+  /// Sorted by node id; includes this node (unless it is a standby).
+  std::vector<member> members;
+  /// Standbys (member::standby_for): linked to, never homes or owners.
+  std::vector<member> standbys;
   bool fenced = false;
   coord::lease_id lease = 0;
   uint64_t incarnation = 0;
@@ -86,6 +92,9 @@ struct membership_options {
   bool runs_sagas = false; ///< registered in nodes/<id>
   /// This member is a replica group served by that node (failover).
   std::string hosted_by;
+  /// This member follows that group to take it back (a standby: not
+  /// registered in nodes/, listed apart).
+  std::string standby_for;
   std::chrono::milliseconds ttl{10000};
   /// The lease and incarnation of the previous start (cluster_record).
   coord::lease_id previous_lease = 0;

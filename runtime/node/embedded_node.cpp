@@ -68,6 +68,10 @@ struct embedded_node::impl {
   /// ones were added): a hosted group runs them too.
   std::vector<sagas::saga_definition> coded_sagas;
   std::string hosted_by; ///< start_options::hosted_by
+  std::string standby_for; ///< start_options::standby_for
+  /// The start was refused: this node's group is served elsewhere since a
+  /// failover (start() then follows it as a standby).
+  bool served_elsewhere = false;
   /// Why this node's replica group was taken from it (a failover while it
   /// was paused or cut off), set by the recorder: failure() tells it.
   struct deposed_state {
@@ -145,15 +149,18 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   // goes up with every start of this node (the etcd record of the group
   // and its controller come next: issue 13).
   bool replicate = !settings.cluster_etcd.empty()
-                   && settings.replication_factor > 1;
+                   && settings.replication_factor > 1
+                   && opts.standby_for.empty();
   // Served elsewhere since a failover: said first (the live twin would be
   // that group), whatever this node's replication settings now. An etcd
   // error here is left to the claim's retries, which check the same.
-  if (im.store && opts.hosted_by.empty())
+  if (im.store && opts.hosted_by.empty() && opts.standby_for.empty())
     if (auto err = replication::refuse_if_served_elsewhere(
           *im.store, settings.cluster_name, im.node_id);
-        err && code_of(err) == errc::fenced)
+        err && code_of(err) == errc::fenced) {
+      im.served_elsewhere = true;
       return err;
+    }
   storage::commit_stream stream;
   if (replicate) {
     auto at = replication::read_position(*im.env);
@@ -238,6 +245,17 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
                                << ", min in sync " << settings.min_insync
                                << "; leader epoch " << so.epoch << " from seq "
                                << so.last_seq);
+  }
+  if (!opts.standby_for.empty()) {
+    // A standby keeps one copy: its node's group, in its node's data dir.
+    replication::replica_host_options ro;
+    ro.node_id = im.node_id;
+    ro.dir = opts.standby_copy_dir + "/replicas";
+    ro.own_group = opts.standby_for;
+    ro.own_dir = opts.standby_copy_dir;
+    ro.map_size = settings.map_size;
+    ro.mode = settings.mode;
+    im.replicas = replication::spawn_replica_host(sys, ro);
   }
   if (!replicate) {
     // Commits made without replication are not numbered: a log begun
@@ -416,6 +434,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   mo.version = "0.1.0";
   mo.runs_sagas = im.sagas != nullptr;
   mo.hosted_by = im.hosted_by;
+  mo.standby_for = im.standby_for;
   mo.shared = im.lease;
   mo.ttl = ttl;
   mo.previous_lease = rec->last_lease_id;
@@ -441,15 +460,20 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   };
   mo.on_view = [cluster = im.cluster](const cluster::membership_view& v) {
     wire::pb::MembershipView pv;
-    for (auto& m : v.members) {
-      auto* x = pv.add_members();
+    auto fill = [](wire::pb::MemberInfo* x, const cluster::member& m) {
       x->set_node_id(m.node_id);
       x->set_endpoint(m.endpoint);
       x->set_incarnation(m.incarnation);
       x->set_started_ms(m.started_ms);
       x->set_hosted_by(m.hosted_by);
+      x->set_standby_for(m.standby_for);
+    };
+    for (auto& m : v.members) {
+      fill(pv.add_members(), m);
       pv.add_leases(m.lease);
     }
+    for (auto& m : v.standbys)
+      fill(pv.add_standbys(), m);
     pv.set_fenced(v.fenced);
     pv.set_lease_id(v.lease);
     pv.set_revision(v.revision);
@@ -490,6 +514,108 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
 
 caf::expected<std::unique_ptr<embedded_node>>
 embedded_node::start(const config::node_settings& settings, start_options opts) {
+  for (;;) {
+    bool elsewhere = false;
+    std::string id;
+    auto n = start_once(settings, opts, elsewhere, id);
+    if (n || !elsewhere)
+      return n;
+    // Served elsewhere since a failover: follow the group, take it back.
+    EDDA_WARN("node", render(n.error()));
+    auto standby = follow_own_group(settings, id, opts);
+    if (!standby)
+      return standby.error();
+    EDDA_WARN("node", "taking replica group " << id << " back: starting it "
+                                              << "from its copy in "
+                                              << settings.data_dir);
+    auto back = start_once(settings, opts, elsewhere, id);
+    (*standby)->stop();
+    if (back || !elsewhere)
+      return back;
+    // Elected elsewhere again meanwhile: follow it again.
+  }
+}
+
+caf::expected<std::unique_ptr<embedded_node>>
+embedded_node::follow_own_group(const config::node_settings& settings,
+                                const std::string& node_id,
+                                const start_options& opts) {
+  auto standby = replication::standby_id(node_id);
+  auto s = settings;
+  s.name = standby;
+  s.data_dir = settings.data_dir + "/standby";
+  s.listen_port = 0;
+  s.advertise.clear();
+  s.saga_types.clear();
+  start_options so;
+  so.cancel = opts.cancel;
+  so.standby_for = node_id;
+  so.standby_copy_dir = settings.data_dir;
+  so.advertise_host = opts.advertise_host;
+  if (!settings.advertise.empty())
+    so.advertise_host
+      = settings.advertise.substr(0, settings.advertise.rfind(':'));
+  auto ended = std::make_shared<std::atomic<bool>>(false);
+  so.on_fatal = [ended](const caf::error&) { ended->store(true); };
+  bool unused = false;
+  std::string unused_id;
+  auto n = start_once(s, std::move(so), unused, unused_id);
+  if (!n)
+    return make_error(code_of(n.error()),
+                      "starting the standby " + standby + ": "
+                        + render(n.error()));
+  auto& i = *(*n)->impl_;
+  EDDA_WARN("node", "following replica group "
+                      << node_id << " as " << standby << " at "
+                      << i.endpoint << " (its copy in " << settings.data_dir
+                      << "): the group is handed back once the copy is in "
+                         "sync");
+  bool in_sync = false;
+  for (;;) {
+    if (!pause_unless_cancelled(std::chrono::milliseconds(500), opts.cancel)) {
+      (*n)->stop();
+      return make_error(errc::shutting_down,
+                        "stopped while following replica group " + node_id
+                          + " to take it back");
+    }
+    if (ended->load()) {
+      auto why = (*n)->failure();
+      (*n)->stop();
+      return make_error(errc::unavailable, "the standby " + standby
+                                             + " stopped: " + render(why));
+    }
+    auto rec = replication::read_group(*i.store, settings.cluster_name,
+                                       node_id);
+    if (!rec || !*rec)
+      continue; // etcd: the next round
+    auto& r = **rec;
+    bool listed = std::find(r.isr().begin(), r.isr().end(), standby)
+                  != r.isr().end();
+    if (listed && !in_sync)
+      EDDA_INFO("node", "the copy of replica group "
+                          << node_id << " here is in sync (epoch "
+                          << r.leader_epoch()
+                          << "); the controller hands the group back");
+    in_sync = listed;
+    if (r.host() != standby && !r.host().empty() && r.host() != node_id)
+      continue;
+    // Elected (or the record leaves the group home): the copy is closed
+    // here before this process opens it as the node's storage.
+    bool released = false;
+    caf::scoped_actor self{*i.sys};
+    self
+      ->request(i.replicas, std::chrono::seconds(10),
+                wire::release_atom::value, node_id, true)
+      .receive([&](bool) { released = true; }, [](caf::error&) {});
+    if (released)
+      return n;
+  }
+}
+
+caf::expected<std::unique_ptr<embedded_node>>
+embedded_node::start_once(const config::node_settings& settings,
+                          start_options opts, bool& served_elsewhere,
+                          std::string& node_id) {
   failpoint::init_from_env();
   log::level lvl;
   if (log::parse_level(settings.log_level, lvl))
@@ -512,6 +638,7 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
   im->settings = settings;
   im->coded_sagas = std::move(coded_sagas);
   im->hosted_by = opts.hosted_by;
+  im->standby_for = opts.standby_for;
   storage::options so;
   so.dir = settings.data_dir;
   so.map_size = settings.map_size;
@@ -543,7 +670,9 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
       return cluster_id.error();
     im->cluster_id = std::move(*cluster_id);
   }
+  node_id = im->node_id;
   auto err = spawn_actors(*im, opts);
+  served_elsewhere = im->served_elsewhere;
   std::unique_ptr<embedded_node> node{new embedded_node(std::move(im))};
   if (err) {
     node->stop();
@@ -579,7 +708,7 @@ embedded_node::start(const config::node_settings& settings, start_options opts) 
       }
       // Serving other nodes' groups when the controller elects this
       // node's copy of them (a node, not a group served elsewhere).
-      if (i.replicas) {
+      if (i.replicas && i.standby_for.empty()) {
         hosting_options ho;
         ho.settings = settings;
         ho.node_id = i.node_id;

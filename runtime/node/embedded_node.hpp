@@ -45,6 +45,13 @@ struct start_options {
   /// With listen port 0 and no node.advertise: the host its endpoint names
   /// ("" : node.listen_host).
   std::string advertise_host;
+  /// Internal (the hand-back, see start()): this node is the standby of
+  /// node `standby_for`, whose group is served elsewhere since a failover:
+  /// it keeps that group's copy in `standby_copy_dir` (that node's data
+  /// dir), follows nothing else, homes nothing, and replicates nothing of
+  /// its own.
+  std::string standby_for;
+  std::string standby_copy_dir;
 };
 
 class embedded_node {
@@ -52,6 +59,17 @@ public:
   /// Starts a node. Errors: data_dir_unusable, data_dir_locked,
   /// storage_error, bad_config, unavailable (cannot listen: the port is
   /// taken, with the OS reason).
+  ///
+  /// A cluster node whose replica group another node serves since a
+  /// failover (it was down, or its disk was lost) first follows its group:
+  /// a standby member "<id>~standby" (its own small env in
+  /// `<data_dir>/standby`, a port of its own) gets the group's commits into
+  /// this node's data dir, like any follower (a full copy if the data dir
+  /// is empty or holds writes the elected copy lacks). Once that copy is in
+  /// the recorded in-sync set the controller hands the group back (the
+  /// serving node stops it, the copy is elected), and start() goes on from
+  /// the copy as usual. It returns only then (or cancelled: shutting_down).
+  /// Logged at each step.
   [[nodiscard]] static caf::expected<std::unique_ptr<embedded_node>>
   start(const config::node_settings& settings, start_options opts = {});
 
@@ -88,6 +106,16 @@ public:
 
 private:
   explicit embedded_node(std::unique_ptr<impl> i);
+  /// One start; `served_elsewhere` set if refused because this node's
+  /// group is served by another node since a failover.
+  static caf::expected<std::unique_ptr<embedded_node>>
+  start_once(const config::node_settings& settings, start_options opts,
+             bool& served_elsewhere, std::string& node_id);
+  /// Runs this node's standby until the controller elects its copy (the
+  /// standby is returned still running, the copy closed), see start().
+  static caf::expected<std::unique_ptr<embedded_node>>
+  follow_own_group(const config::node_settings& settings,
+                   const std::string& node_id, const start_options& opts);
   std::unique_ptr<impl> impl_;
 };
 

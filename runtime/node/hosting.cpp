@@ -128,6 +128,9 @@ struct hosting::impl {
           to_drop.emplace_back(g, "it stopped");
         else if (r == recs->end() || r->second.rec.host() != opts.node_id)
           to_drop.emplace_back(g, "its record names another host");
+        else if (!r->second.rec.move_to().empty())
+          to_drop.emplace_back(g, "it moves to " + r->second.rec.move_to()
+                                    + " (its node is back and in sync)");
       }
     }
     for (auto& [g, why] : to_drop)
@@ -136,7 +139,8 @@ struct hosting::impl {
       auto& r = entry.rec;
       if (stopping.load())
         return;
-      if (r.host() != opts.node_id || g == opts.node_id || r.leader() != g)
+      if (r.host() != opts.node_id || g == opts.node_id || r.leader() != g
+          || !r.move_to().empty())
         continue;
       {
         std::lock_guard<std::mutex> guard{mu};

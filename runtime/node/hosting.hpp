@@ -13,8 +13,9 @@
 // restart.
 //
 // A thread looks at the group records every 500 ms. A hosted group stops
-// (its copy is followed again) when its record names another host, or when
-// it stops on its own (deposed: its recorder saw a newer epoch). A start
+// (its copy is followed again) when its record names another host, when it
+// is marked `move_to` (its own node is back and in sync: the hand-back), or
+// when it stops on its own (deposed: its recorder saw a newer epoch). A start
 // that fails is tried again after 2 s. stop() stops every hosted group
 // first (each leaves the cluster, so the controller elects again).
 #pragma once

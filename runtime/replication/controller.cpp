@@ -13,6 +13,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -80,6 +81,13 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
         || (a.epoch() == best->epoch() && a.seq() > best->seq()))
       best = &a;
   }
+  // A hand-back (move_to): that copy, if it answered. Every copy in the
+  // recorded in-sync set has every acknowledged write; what another one
+  // has beyond it was never acknowledged (and is truncated by a full copy
+  // once the new leader serves).
+  for (auto* a : usable)
+    if (!e->rec.move_to().empty() && a->follower() == e->rec.move_to())
+      best = a;
   if (!best) {
     if (st.waiting.insert(e->group).second)
       EDDA_WARN("replication",
@@ -113,6 +121,9 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   next.set_unclean_elected_by(e->unclean ? e->rec.unclean_by() : "");
   next.clear_unclean_by();
   next.clear_unclean_requested_ms();
+  bool handed_back = !e->rec.move_to().empty()
+                     && best->follower() == e->rec.move_to();
+  next.clear_move_to();
   auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
                + duty;
   // Only while the group's member key is still absent: a node that
@@ -153,6 +164,16 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
         alert{"unclean_election", e->group, detail, "", now});
     return;
   }
+  if (handed_back) {
+    metrics::counter("replication.handbacks")++;
+    EDDA_WARN("replication", "controller (token "
+                               << token << "): group " << e->group
+                               << " handed back to its node ("
+                               << best->follower() << ", epoch "
+                               << best->epoch() << ", seq " << best->seq()
+                               << ") at epoch " << next.leader_epoch());
+    return;
+  }
   EDDA_WARN("replication",
             "controller (token " << token << "): group " << e->group
                                  << " lost its node; elected the copy on "
@@ -160,6 +181,40 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
                                  << best->epoch() << ", seq " << best->seq()
                                  << ") to serve it at epoch "
                                  << next.leader_epoch());
+}
+
+/// A group served elsewhere since a failover whose own node is back as a
+/// standby with a copy in the recorded in-sync set: the record is marked
+/// `move_to` that copy (token-guarded). The node serving the group stops
+/// serving it on seeing the mark (node/hosting.hpp), and the next rounds
+/// elect the marked copy without waiting for a restart.
+void hand_back_if_ready(self_ptr self, const std::string& group,
+                        const group_entry& entry,
+                        const std::map<std::string, pb::MemberInfo>& live,
+                        uint64_t token) {
+  auto& st = self->state;
+  auto& rec = entry.rec;
+  auto standby = standby_id(group);
+  if (rec.host().empty() || rec.host() == group || rec.host() == standby
+      || !rec.move_to().empty() || live.count(standby) == 0
+      || std::find(rec.isr().begin(), rec.isr().end(), standby)
+           == rec.isr().end())
+    return;
+  auto next = rec;
+  next.set_move_to(standby);
+  next.set_changed_ms(now_ms());
+  auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
+               + duty;
+  auto put = st.opts.store->cas_put_guarded(
+    group_key(st.opts.cluster_name, group), next.SerializeAsString(),
+    entry.mod_revision, guard, static_cast<int64_t>(token));
+  if (!put || !put->succeeded)
+    return; // changed meanwhile, or etcd: the next round looks again
+  EDDA_WARN("replication", "controller (token "
+                             << token << "): group " << group
+                             << "'s node is back and its copy is in sync; "
+                                "handing the group back from "
+                             << rec.host());
 }
 
 /// Lists groups and members, and starts an election for each group that
@@ -189,15 +244,18 @@ void run_round(self_ptr self) {
       st.waiting.erase(group);
       st.waiting.erase(group + "@" + rec.host());
       st.unserved.erase(group);
+      hand_back_if_ready(self, group, entry, live, token);
       continue; // served
     }
     // How long this holder has seen it unserved (its own clock: no wall
     // clocks of other nodes compared).
     auto now = std::chrono::steady_clock::now();
     auto unserved_for = now - st.unserved.try_emplace(group, now).first->second;
-    if (unserved_for < st.opts.grace)
+    bool moving = !rec.move_to().empty(); // its server stopped for it
+    if (unserved_for < st.opts.grace && !moving)
       continue; // its node may be rejoining
-    if (rec.stopped_ms() != 0 && unserved_for < st.opts.restart_wait) {
+    if (!moving && rec.stopped_ms() != 0
+        && unserved_for < st.opts.restart_wait) {
       if (st.waiting.insert(group + "@stopped").second)
         EDDA_INFO("replication", "controller: group "
                                    << group << "'s node stopped cleanly; its "
@@ -208,7 +266,7 @@ void run_round(self_ptr self) {
     if (st.electing.count(group) != 0)
       continue; // the last round's queries are still out
     std::string skip; // an elected host that did not serve it in time
-    if (!rec.host().empty()) {
+    if (!rec.host().empty() && !moving) {
       auto h = live.find(rec.host());
       if (h != live.end() && h->second.hosted_by().empty()) {
         if (unserved_for < st.opts.host_wait)
@@ -226,17 +284,25 @@ void run_round(self_ptr self) {
     e->group = group;
     e->rec = rec;
     e->mod_revision = entry.mod_revision;
-    // A live node (not a group served elsewhere), not the group itself,
-    // not the host that failed to serve it.
+    // A live node (not a group served elsewhere, not another group's
+    // standby), not the group itself, not the host that failed to serve it.
     auto candidate = [&](const std::string& id) {
       auto m = live.find(id);
       return m != live.end() && m->second.hosted_by().empty() && id != group
-             && id != skip;
+             && id != skip
+             && (m->second.standby_for().empty()
+                 || m->second.standby_for() == group);
     };
     std::vector<std::string> asked;
     for (auto& id : rec.isr())
       if (candidate(id))
         asked.push_back(id);
+    // Stopped to hand the group back: the node that served it has the
+    // whole log too (the marked copy is preferred; this one is for when
+    // that copy does not answer).
+    if (moving && candidate(rec.host())
+        && std::find(asked.begin(), asked.end(), rec.host()) == asked.end())
+      asked.push_back(rec.host());
     if (asked.empty() && !rec.unclean_by().empty()) {
       // No in-sync copy is live and an operator asked for an unclean
       // election: every live node's copy of the log is a candidate.
@@ -434,6 +500,7 @@ caf::behavior controller(self_ptr self, controller_options opts) {
         g->set_unclean(rec.unclean());
         g->set_unclean_elected_by(rec.unclean_elected_by());
         g->set_stopped(rec.stopped_ms() != 0);
+        g->set_move_to(rec.move_to());
       }
       return out;
     },

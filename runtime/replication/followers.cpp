@@ -27,6 +27,9 @@ struct followers_state {
   std::set<std::string> members;          // live, this node excluded
   std::map<std::string, caf::actor> links; // up links, by node id
   std::set<std::string> followers;
+  /// The group's own node back as a standby ("<group>~standby"), if it is
+  /// live: one more follower (it takes the group back once in sync).
+  std::string standby;
   static inline const char* name = "edda.replication.followers";
 };
 
@@ -48,6 +51,9 @@ void pick(self_ptr self) {
       next.insert(m.value());
     }
   }
+  bool short_of = next.size() + 1 < st.rf;
+  if (!st.standby.empty())
+    next.insert(st.standby); // beyond the factor: it is taking the group back
   for (auto& f : st.followers)
     if (next.count(f) == 0) {
       EDDA_INFO("replication", "node " << f << " no longer keeps a copy of "
@@ -61,7 +67,7 @@ void pick(self_ptr self) {
       if (auto i = st.links.find(f); i != st.links.end())
         self->send(st.shipper, wire::link_atom::value, f, i->second);
     }
-  if (next.size() + 1 < st.rf && next != st.followers)
+  if (short_of && next != st.followers)
     EDDA_WARN("replication", st.group << " has " << next.size() + 1
                                       << " of cluster.replication_factor "
                                       << st.rf
@@ -88,9 +94,17 @@ caf::behavior followers(self_ptr self, std::string group, std::string host,
         if (m.node_id() != st.group && m.node_id() != st.host
             && m.hosted_by().empty())
           ms.insert(m.node_id());
-      if (ms == st.members && !st.followers.empty())
+      // The group's own node back as a standby, while the group is
+      // served elsewhere (at home, a standby is its node's last moment
+      // before it took the group back: never followed).
+      std::string standby;
+      for (auto& m : v.standbys())
+        if (m.standby_for() == st.group && !st.host.empty())
+          standby = m.node_id();
+      if (ms == st.members && standby == st.standby && !st.followers.empty())
         return;
       st.members = std::move(ms);
+      st.standby = std::move(standby);
       pick(self);
     },
     [=](wire::link_atom, const std::string& id, caf::actor& gw) {

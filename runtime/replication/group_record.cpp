@@ -29,6 +29,10 @@ std::string joined(const google::protobuf::RepeatedPtrField<std::string>& ids) {
   return out.empty() ? "none" : out;
 }
 
+std::string standby_id(const std::string& group) {
+  return group + "~standby";
+}
+
 std::string group_key(const std::string& cluster_name,
                       const std::string& group) {
   return cluster::membership::prefix(cluster_name) + "groups/" + group;
@@ -69,6 +73,13 @@ read_group(coord::client& store, const std::string& cluster_name,
 
 namespace {
 
+/// The record leaves the group to its own node: no host, or the copy in
+/// the node's own data dir elected for a hand-back.
+bool at_home(const std::string& group, const pb::ReplicaGroup& rec) {
+  return rec.host().empty() || rec.host() == group
+         || rec.host() == standby_id(group);
+}
+
 caf::error served_elsewhere(const std::string& group,
                             const pb::ReplicaGroup& rec) {
   return make_error(
@@ -76,11 +87,9 @@ caf::error served_elsewhere(const std::string& group,
     "replica group " + group + " is served by node " + rec.host()
       + " since a failover (epoch " + std::to_string(rec.leader_epoch())
       + ", its copy elected at seq " + std::to_string(rec.elected_seq())
-      + "): this node's data dir may lack writes acknowledged there since. "
-        "Handing a group back to its node is not built yet (issue 13). Keep "
-        "this data dir (it holds this node's writes up to the failover and "
-        "its copies of other nodes' groups); to add this machine back, "
-        "start a node with a new node.name and another data dir");
+      + "): this node's data dir may lack writes acknowledged there since; "
+        "it follows the group as " + standby_id(group)
+      + " and takes it back once in sync");
 }
 
 } // namespace
@@ -91,7 +100,7 @@ caf::error refuse_if_served_elsewhere(coord::client& store,
   auto rec = read_group(store, cluster_name, group);
   if (!rec)
     return rec.error();
-  if (*rec && !(*rec)->host().empty() && (*rec)->host() != group)
+  if (*rec && !at_home(group, **rec))
     return served_elsewhere(group, **rec);
   return caf::none;
 }
@@ -120,8 +129,7 @@ claim_group(coord::client& store, const std::string& cluster_name,
                             + old.leader() + " (epoch "
                             + std::to_string(old.leader_epoch())
                             + "): this node must not lead it");
-      if (opts.host.empty() && !old.host().empty()
-          && old.host() != group)
+      if (opts.host.empty() && !at_home(group, old))
         return served_elsewhere(group, old);
       if (!opts.host.empty() && old.host() != opts.host)
         return make_error(errc::fenced,
@@ -179,7 +187,8 @@ claim_group(coord::client& store, const std::string& cluster_name,
       return put.error();
     if (put->succeeded) {
       group_claim c{rec.leader_epoch(), put->revision};
-      if (!opts.host.empty()) {
+      // Elected onto this node (a failover, or its copy handed back).
+      if (!opts.host.empty() || old.host() == standby_id(group)) {
         c.election_epoch = old.elected_epoch();
         c.elected_seq = old.elected_seq();
       }

@@ -24,8 +24,10 @@
 // Failover (cluster.failover = auto): the controller writes the record
 // with `host` = the node whose copy it elected, and that node claims the
 // group with claim_options::host (the copy keeps the log; the epoch goes
-// up again). The group's own node is then refused (`fenced`, naming the
-// host) until the group is handed back.
+// up again). The group's own node, when it starts again, is refused
+// (`fenced`, naming the host): it follows its group as "<group>~standby"
+// (node/standby.hpp) until the controller elects that copy (`host` =
+// standby_id(group)), and then claims the group at home from it.
 //
 // The recorder actor (detached: etcd calls block) writes in-sync set
 // changes for the shipper and watches the record:
@@ -76,6 +78,10 @@ struct claim_options {
   /// this one is gone.
   bool failover = false;
 };
+
+/// The member id of `group`'s own node while it follows its group to take
+/// it back (a hand-back: "<group>~standby"; `~` is never in a node id).
+[[nodiscard]] std::string standby_id(const std::string& group);
 
 /// "/edda/<cluster>/groups/<group>".
 [[nodiscard]] std::string group_key(const std::string& cluster_name,

@@ -47,13 +47,20 @@ bool valid_group(const std::string& g) {
   return true;
 }
 
+/// Where the copy of `group` is kept (a standby's own group: its data dir).
+std::string dir_of(const replica_host_options& o, const std::string& group) {
+  return !o.own_group.empty() && group == o.own_group
+           ? o.own_dir
+           : replica_dir(o.dir, group);
+}
+
 caf::expected<std::shared_ptr<storage::environment>>
 replica_of(self_ptr self, const std::string& group) {
   auto& st = self->state;
   if (auto i = st.replicas.find(group); i != st.replicas.end())
     return i->second;
   storage::options o;
-  o.dir = replica_dir(st.opts.dir, group);
+  o.dir = dir_of(st.opts, group);
   o.map_size = st.opts.map_size;
   o.mode = st.opts.mode;
   std::error_code ec;
@@ -268,7 +275,7 @@ caf::result<pb::ReplAck> on_query(self_ptr self, const std::string& group) {
                       "group " + group + " is served by this node");
   std::error_code ec;
   if (st.replicas.count(group) == 0
-      && !std::filesystem::exists(replica_dir(st.opts.dir, group), ec)) {
+      && !std::filesystem::exists(dir_of(st.opts, group), ec)) {
     pb::ReplAck a;
     a.set_group(group);
     a.set_follower(st.opts.node_id);

@@ -39,6 +39,11 @@ namespace edda::replication {
 struct replica_host_options {
   std::string node_id;      ///< this follower's id, named in its acks
   std::string dir;          ///< replicas live in dir/<group>
+  /// A standby (its node's group is served elsewhere since a failover):
+  /// the copy of `own_group` is kept in `own_dir`, the node's own data dir,
+  /// so that the node starts the group from it once it is handed back.
+  std::string own_group;
+  std::string own_dir;
   uint64_t map_size = 1ull << 30;
   config::durability mode = config::durability::fsync;
 };

@@ -2,9 +2,9 @@
 // cluster.failover = auto. When a node is killed for good, the controller
 // elects its in-sync copy and the copy's node serves the dead node's
 // partitions from it: every acknowledged message is consumed, keyed sends
-// to those partitions are acknowledged again, and the dead node's data
-// dir, which may lack what was acknowledged since, is refused if it
-// comes back.
+// to those partitions are acknowledged again. A dead node that comes back
+// (on its data dir, or on an empty one) follows its group as a standby
+// and takes it back once its copy is in sync.
 #include "base/errc.hpp"
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
@@ -14,6 +14,7 @@
 #include "wire/types.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
@@ -103,6 +104,79 @@ protected:
     return key;
   }
 
+  /// `n` is started again after its group was elected onto another node:
+  /// it takes the group back (its own member, no host in the record, a
+  /// higher epoch), the other node serves it no more, keyed sends to its partitions are
+  /// acknowledged, and every write `p` had acknowledged is consumed from
+  /// the group's own node.
+  void expect_handed_back(cluster_node& n, acked_producer& p, const std::string& key,
+                          uint64_t hosted_epoch) {
+    auto began = steady::now();
+    ASSERT_TRUE(restart(n)) << n.name << " did not start again";
+    std::optional<pb::ReplicaGroup> back;
+    ASSERT_TRUE(eventually(30s, [&] {
+      back = record(n.name);
+      return back && back->host().empty();
+    })) << n.name << "'s group was not handed back";
+    std::printf("group %s handed back to its node %lld ms after its restart: "
+                "epoch %llu -> %llu\n",
+                n.name.c_str(),
+                static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                    steady::now() - began)
+                    .count()),
+                static_cast<unsigned long long>(hosted_epoch),
+                static_cast<unsigned long long>(back->leader_epoch()));
+    EXPECT_GT(back->leader_epoch(), hosted_epoch);
+    EXPECT_TRUE(back->move_to().empty());
+    // The members: the node itself, no longer served by `host`; the
+    // standby gone.
+    ASSERT_TRUE(eventually(15s, [&] {
+      auto s = status_of(n);
+      if (!s)
+        return false;
+      bool self = false, standby = false;
+      for (auto& m : s->members()) {
+        if (m.node_id() == n.name)
+          self = m.self() && m.hosted_by().empty();
+        standby = standby || !m.standby_for().empty();
+      }
+      return self && !standby;
+    })) << "status of " << n.name << " does not show it serving itself";
+    // Keyed sends to its partition are acknowledged (by the node itself).
+    auto again = send_until_acked(p, key, "handed back");
+    ASSERT_TRUE(again) << render(again.error());
+    // Every acknowledged write, before, during and after the failover, is
+    // consumed: read through the node that took its group back.
+    auto c = connect(n);
+    ASSERT_TRUE(c) << render(c.error());
+    inbox box;
+    auto cons = box.consume(*c, "audit-back", "pay");
+    ASSERT_TRUE(cons) << render(cons.error());
+    EXPECT_TRUE(eventually(30s, [&] { return box.missing(p.acked).empty(); }))
+      << box.missing(p.acked).size() << " of " << p.acked.size()
+      << " acknowledged messages never consumed after the hand-back";
+    (*cons)->stop();
+    // Its group is copied again: a follower in the recorded in-sync set
+    // (the old host's copy goes on as a follower).
+    EXPECT_TRUE(eventually(20s, [&] {
+      auto r = record(n.name);
+      return r && r->isr_size() >= 1 && r->host().empty();
+    })) << "no in-sync copy of " << n.name << " after the hand-back";
+  }
+
+  /// Sends `body` with `key` through `p`, again every 200 ms for up to
+  /// 20 s (the group may be moving): the last result.
+  static caf::expected<client::send_result>
+  send_until_acked(acked_producer& p, const std::string& key,
+                   const std::string& body) {
+    caf::expected<client::send_result> r{caf::error{}};
+    auto deadline = steady::now() + 20s;
+    while (steady::now() < deadline && !(r = p.send(key, body)))
+      std::this_thread::sleep_for(200ms);
+    return r;
+  }
+
   /// The node (of this fixture) named `id`.
   cluster_node& by_name(const std::string& id) {
     return node(id);
@@ -177,10 +251,7 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
   EXPECT_EQ(s->groups_size(), 3);
   // Keyed sends to the dead node's partition are acknowledged again (the
   // producer finds the group at its new endpoint).
-  caf::expected<client::send_result> again{caf::error{}};
-  auto deadline = steady::now() + 20s;
-  while (steady::now() < deadline && !(again = p.send(key, "after failover")))
-    std::this_thread::sleep_for(200ms);
+  auto again = send_until_acked(p, key, "after failover");
   ASSERT_TRUE(again) << render(again.error());
   EXPECT_EQ(info->partitions(static_cast<int>(again->partition)).home(),
             victim);
@@ -204,14 +275,50 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
     auto r = record(victim);
     return r && r->isr_size() == 1 && r->isr(0) == third;
   })) << "no new in-sync copy of " << victim << " on " << third;
-  // The dead node's data dir comes back: refused, naming who serves it.
-  auto [code, out] = run_until_exit({victim, {}, false, false, {}},
-                                    node(0).data_dir);
-  EXPECT_NE(code, 0) << out;
-  EXPECT_NE(out.find("is served by node " + after->host()), std::string::npos)
-    << out;
-  // The group still answers.
-  EXPECT_TRUE(p.send(key, "still served"));
+  // The dead node comes back on its data dir (killed, so it may hold
+  // writes the elected copy lacks): it follows its group as a standby,
+  // and once its copy is in sync the group is handed back to it.
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(p.send(key, "hosted " + std::to_string(i)));
+  ASSERT_NO_FATAL_FAILURE(expect_handed_back(node(0), p, key,
+                                             after->leader_epoch()));
+}
+
+TEST_F(ClusterFailoverTest, ANodeBackOnAnEmptyDataDirCatchesUpAndTakesItsGroupBack) {
+  // The dead node's disk is lost: it comes back with node.name alone,
+  // follows its group from nothing (a full copy) and serves it again.
+  ASSERT_NO_FATAL_FAILURE(start_three());
+  auto c = connect(node(1));
+  ASSERT_TRUE(c) << render(c.error());
+  auto victim = node(0).name;
+  std::optional<pb::TopicInfo> info;
+  auto key = pay_key_on(*c, victim, info);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto r = record(victim);
+    return r && r->isr_size() == 1;
+  }));
+  acked_producer p{*c, "pay"};
+  for (int i = 0; i < 60; ++i)
+    ASSERT_TRUE(p.send(i % 2 == 0 ? key : "acct-" + std::to_string(i),
+                       "before " + std::to_string(i)));
+  kill9(node(0));
+  std::optional<pb::ReplicaGroup> hosted;
+  ASSERT_TRUE(eventually(30s, [&] {
+    hosted = record(victim);
+    return hosted && !hosted->host().empty()
+           && connected_members(node(1)).count(victim) != 0;
+  })) << "the dead node's group is not served again";
+  std::error_code ec;
+  std::filesystem::remove_all(node(0).data_dir, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  // Writes while it is away, on its partition too.
+  auto r = send_until_acked(p, key, "while away 0");
+  ASSERT_TRUE(r) << render(r.error());
+  for (int i = 1; i < 30; ++i)
+    ASSERT_TRUE(p.send(key, "while away " + std::to_string(i)));
+  ASSERT_NO_FATAL_FAILURE(
+    expect_handed_back(node(0), p, key, hosted->leader_epoch()));
 }
 
 TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume) {
@@ -246,11 +353,7 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   })) << "the paused node's group was not served elsewhere";
   // Writes to the group's new leader while the old one is paused.
   for (int i = 0; i < 20; ++i) {
-    caf::expected<client::send_result> r{caf::error{}};
-    auto deadline = steady::now() + 20s;
-    while (steady::now() < deadline
-           && !(r = p.send(key, "new leader " + std::to_string(i))))
-      std::this_thread::sleep_for(200ms);
+    auto r = send_until_acked(p, key, "new leader " + std::to_string(i));
     ASSERT_TRUE(r) << render(r.error());
   }
   // SIGCONT: the old leader sees the newer epoch and stops; whatever it is
