@@ -161,6 +161,17 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       im.served_elsewhere = true;
       return err;
     }
+  // A full copy left unfinished in this data dir (a hand-back interrupted,
+  // or a standby's copy begun by a leader it no longer follows) is never
+  // served: its data is partial.
+  if (opts.standby_for.empty() && replication::copy_unfinished(*im.env))
+    return make_error(errc::bad_config,
+                      "data dir " + settings.data_dir
+                        + " holds an unfinished copy of replica group "
+                        + im.node_id
+                        + " (a hand-back was interrupted): it must not serve "
+                          "the group; its group is served by another node, "
+                          "or ask an operator (edda cluster status)");
   storage::commit_stream stream;
   if (replicate) {
     auto at = replication::read_position(*im.env);
@@ -182,6 +193,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       replication::claim_options co;
       co.host = opts.hosted_by;
       co.failover = settings.failover == "auto";
+      co.local_seq = at.seq;
       for (int attempt = 1;; ++attempt) {
         claim = replication::claim_group(*im.store, settings.cluster_name,
                                          im.node_id, so.log_id, at.epoch,
@@ -192,13 +204,22 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
           break;
         std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
       }
-      if (!claim)
+      if (!claim) {
+        // Elected elsewhere since the check above (or that check could
+        // not read etcd): followed as a standby, like a refusal there.
+        if (code_of(claim.error()) == errc::fenced)
+          if (auto err = replication::refuse_if_served_elsewhere(
+                *im.store, settings.cluster_name, im.node_id);
+              err && code_of(err) == errc::fenced)
+            im.served_elsewhere = true;
         return make_error(code_of(claim.error()),
                           "claiming replica group " + im.node_id
                             + " in etcd: " + render(claim.error()));
+      }
       so.epoch = claim->epoch;
       so.election_epoch = claim->election_epoch;
       so.elected_seq = claim->elected_seq;
+      so.elected_copy_epoch = claim->elected_copy_epoch;
       // Deposed (another leader or epoch in the record): the node stops,
       // as when its writer dies; nothing more is acknowledged meanwhile.
       im.recorder = replication::spawn_group_recorder(
@@ -589,6 +610,29 @@ embedded_node::follow_own_group(const config::node_settings& settings,
     if (!rec || !*rec)
       continue; // etcd: the next round
     auto& r = **rec;
+    // A data dir of another log of this node is never overwritten (it may
+    // hold the only copy of acknowledged writes): said here, not waited on.
+    std::string copy_log;
+    {
+      caf::scoped_actor self{*i.sys};
+      wire::pb::ReplPositionQuery q;
+      q.set_group(node_id);
+      self->request(i.replicas, std::chrono::seconds(10), std::move(q))
+        .receive([&](const wire::pb::ReplAck& a) { copy_log = a.log_id(); },
+                 [](caf::error&) {});
+    }
+    if (!copy_log.empty() && copy_log != r.log_id()) {
+      (*n)->stop();
+      return make_error(
+        errc::bad_config,
+        "data dir " + settings.data_dir + " holds log '" + copy_log
+          + "' of node " + node_id + ", but its replica group's log is '"
+          + r.log_id()
+          + "' (served by " + r.host()
+          + "): it is never overwritten (it may hold the only copy of "
+            "writes acknowledged before it was replaced); move it away and "
+            "start this node on an empty data dir to take its group back");
+    }
     bool listed = std::find(r.isr().begin(), r.isr().end(), standby)
                   != r.isr().end();
     if (listed && !in_sync)
@@ -616,6 +660,7 @@ caf::expected<std::unique_ptr<embedded_node>>
 embedded_node::start_once(const config::node_settings& settings,
                           start_options opts, bool& served_elsewhere,
                           std::string& node_id) {
+  served_elsewhere = false;
   failpoint::init_from_env();
   log::level lvl;
   if (log::parse_level(settings.log_level, lvl))

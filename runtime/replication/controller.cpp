@@ -32,6 +32,7 @@ struct controller_state {
   caf::actor owners;
   uint64_t token = 0;  ///< the duty's token while held (0: not held)
   std::set<std::string> electing; ///< queries out for these groups
+  std::set<std::string> handing;  ///< hand-back queries out
   /// When this holder first saw each group unserved.
   std::map<std::string, std::chrono::steady_clock::time_point> unserved;
   /// Groups said to wait (no in-sync copy on a live node), not said again.
@@ -86,7 +87,8 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   // has beyond it was never acknowledged (and is truncated by a full copy
   // once the new leader serves).
   for (auto* a : usable)
-    if (!e->rec.move_to().empty() && a->follower() == e->rec.move_to())
+    if (!e->unclean && !e->rec.move_to().empty()
+        && a->follower() == e->rec.move_to())
       best = a;
   if (!best) {
     if (st.waiting.insert(e->group).second)
@@ -116,6 +118,8 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   next.set_elected_ms(now);
   next.set_elected_seq(best->seq());
   next.set_elected_epoch(next.leader_epoch());
+  next.set_elected_copy_epoch(best->epoch());
+  next.clear_stopped_ms(); // the elected node has not stopped
   next.set_changed_ms(now);
   next.set_unclean(e->unclean);
   next.set_unclean_elected_by(e->unclean ? e->rec.unclean_by() : "");
@@ -189,32 +193,51 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
 /// serving it on seeing the mark (node/hosting.hpp), and the next rounds
 /// elect the marked copy without waiting for a restart.
 void hand_back_if_ready(self_ptr self, const std::string& group,
-                        const group_entry& entry,
+                        group_entry entry,
                         const std::map<std::string, pb::MemberInfo>& live,
                         uint64_t token) {
   auto& st = self->state;
-  auto& rec = entry.rec;
+  auto rec = entry.rec;
   auto standby = standby_id(group);
   if (rec.host().empty() || rec.host() == group || rec.host() == standby
       || !rec.move_to().empty() || live.count(standby) == 0
       || std::find(rec.isr().begin(), rec.isr().end(), standby)
            == rec.isr().end())
     return;
-  auto next = rec;
-  next.set_move_to(standby);
-  next.set_changed_ms(now_ms());
-  auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
-               + duty;
-  auto put = st.opts.store->cas_put_guarded(
-    group_key(st.opts.cluster_name, group), next.SerializeAsString(),
-    entry.mod_revision, guard, static_cast<int64_t>(token));
-  if (!put || !put->succeeded)
-    return; // changed meanwhile, or etcd: the next round looks again
-  EDDA_WARN("replication", "controller (token "
-                             << token << "): group " << group
-                             << "'s node is back and its copy is in sync; "
-                                "handing the group back from "
-                             << rec.host());
+  if (!st.handing.insert(group).second)
+    return; // asked already
+  // The standby answers first, with a finished copy of the group's log:
+  // the group is not stopped for a copy that cannot be elected.
+  pb::ReplPositionQuery q;
+  q.set_group(group);
+  self
+    ->request(st.opts.cluster, st.opts.query_timeout,
+              wire::current_atom::value, standby, std::move(q))
+    .then(
+      [=](const pb::ReplAck& a) {
+        auto& st = self->state;
+        st.handing.erase(group);
+        if (token != st.token || a.log_id() != rec.log_id()
+            || a.unfinished_copy())
+          return;
+        auto next = rec;
+        next.set_move_to(standby);
+        next.set_changed_ms(now_ms());
+        auto guard = cluster::membership::prefix(st.opts.cluster_name)
+                     + "owners/" + duty;
+        auto put = st.opts.store->cas_put_guarded(
+          group_key(st.opts.cluster_name, group), next.SerializeAsString(),
+          entry.mod_revision, guard, static_cast<int64_t>(token));
+        if (!put || !put->succeeded)
+          return; // changed meanwhile, or etcd: a next round looks again
+        EDDA_WARN("replication", "controller (token "
+                                   << token << "): group " << group
+                                   << "'s node is back and its copy is in "
+                                      "sync (seq "
+                                   << a.seq() << "); handing the group back "
+                                   << "from " << rec.host());
+      },
+      [=](caf::error&) { self->state.handing.erase(group); });
 }
 
 /// Lists groups and members, and starts an election for each group that

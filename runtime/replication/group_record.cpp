@@ -137,6 +137,19 @@ claim_group(coord::client& store, const std::string& cluster_name,
                             + opts.host + " (its record names host '"
                             + old.host() + "' at epoch "
                             + std::to_string(old.leader_epoch()) + ")");
+      if (old.host() == standby_id(group)
+          && (old.log_id() != log_id
+              || local_epoch != old.elected_copy_epoch()
+              || opts.local_seq < old.elected_seq()))
+        return make_error(
+          errc::fenced,
+          "replica group " + group + " was handed back to the copy its "
+            "standby kept (log '" + old.log_id() + "', epoch "
+            + std::to_string(old.elected_copy_epoch()) + ", seq "
+            + std::to_string(old.elected_seq()) + "), but this data dir is at "
+            "log '" + log_id + "', epoch " + std::to_string(local_epoch)
+            + ", seq " + std::to_string(opts.local_seq)
+            + ": it is not that copy and must not serve the group");
     } else if (!opts.host.empty()) {
       return make_error(errc::fenced, "replica group " + group
                                         + " has no record: nothing elected "
@@ -154,11 +167,14 @@ claim_group(coord::client& store, const std::string& cluster_name,
     // A group served elsewhere keeps its own node's choice (not its
     // host's).
     rec.set_failover(opts.host.empty() ? opts.failover : old.failover());
-    if (!opts.host.empty()) {
-      rec.set_elected_by(old.elected_by());
-      rec.set_elected_ms(old.elected_ms());
-      rec.set_elected_seq(old.elected_seq());
-      rec.set_elected_epoch(old.elected_epoch());
+    // The record keeps the last election (every later leader copies over
+    // a follower last written before it, see group_claim).
+    rec.set_elected_by(old.elected_by());
+    rec.set_elected_ms(old.elected_ms());
+    rec.set_elected_seq(old.elected_seq());
+    rec.set_elected_epoch(old.elected_epoch());
+    rec.set_elected_copy_epoch(old.elected_copy_epoch());
+    if (!opts.host.empty() || old.host() == standby_id(group)) {
       rec.set_unclean(old.unclean());
       rec.set_unclean_elected_by(old.unclean_elected_by());
     }
@@ -187,11 +203,12 @@ claim_group(coord::client& store, const std::string& cluster_name,
       return put.error();
     if (put->succeeded) {
       group_claim c{rec.leader_epoch(), put->revision};
-      // Elected onto this node (a failover, or its copy handed back).
-      if (!opts.host.empty() || old.host() == standby_id(group)) {
-        c.election_epoch = old.elected_epoch();
-        c.elected_seq = old.elected_seq();
-      }
+      // Since the last election (also at a later restart of this leader):
+      // a follower last written before it may hold what the deposed
+      // leader wrote beyond the elected copy.
+      c.election_epoch = old.elected_epoch();
+      c.elected_seq = old.elected_seq();
+      c.elected_copy_epoch = old.elected_copy_epoch();
       return c;
     }
   }

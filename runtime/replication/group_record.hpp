@@ -58,9 +58,9 @@ namespace edda::replication {
 struct group_claim {
   uint64_t epoch = 0;
   int64_t mod_revision = 0; ///< of the record as written
-  /// Set when the group was elected onto this node (a failover): the
-  /// epoch the controller raised it to and the elected copy's seq when it
-  /// was asked. A copy of this log last written at a lower epoch may hold
+  /// Set once the group had an election (a failover or a hand-back; kept
+  /// in the record for every later claim): the epoch the controller raised
+  /// it to and the elected copy's seq when it was asked. A copy of this log last written at a lower epoch may hold
   /// writes of the deposed leader that the elected copy lacks (never
   /// acknowledged: each was on every in-sync copy first): it is copied
   /// over. (The old leader may acknowledge a few more through the elected
@@ -68,6 +68,7 @@ struct group_claim {
   /// elected_seq is not a bound to truncate at.)
   uint64_t election_epoch = 0;
   uint64_t elected_seq = 0;
+  uint64_t elected_copy_epoch = 0; ///< the elected copy's epoch then
 };
 
 struct claim_options {
@@ -77,6 +78,10 @@ struct claim_options {
   /// cluster.failover = auto: the controller may elect a new leader when
   /// this one is gone.
   bool failover = false;
+  /// The claimer's position (with local_epoch): a hand-back's claim (the
+  /// record's host is the node's standby) is refused unless the data dir
+  /// is the elected copy (its log, epoch, and at least its seq).
+  uint64_t local_seq = 0;
 };
 
 /// The member id of `group`'s own node while it follows its group to take

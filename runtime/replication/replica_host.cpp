@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 namespace edda::replication {
@@ -83,11 +84,6 @@ replica_of(self_ptr self, const std::string& group) {
 /// so never copied).
 constexpr const char* copy_mark_key = "repl_copy";
 
-bool copy_unfinished(const storage::environment& env) {
-  auto r = env.read();
-  return r.get(db::meta, copy_mark_key).has_value();
-}
-
 /// The id of the copy in progress ("" if none).
 std::string copy_in_progress(const storage::environment& env) {
   auto r = env.read();
@@ -134,6 +130,22 @@ caf::result<pb::ReplAck> on_copy(self_ptr self, const pb::ReplShip& s,
         auto* op = b.add_ops();
         op->set_db(d);
         op->set_kind(pb::WriteOp::DEL_PREFIX);
+      }
+      // A standby's copy is its node's own data dir: the node's identity
+      // stays through the copy (the copy brings the same one at its end).
+      if (s.group() == self->state.opts.own_group) {
+        std::optional<std::string> id;
+        {
+          auto r = env.read();
+          if (auto v = r.get(db::meta, "node"))
+            id = std::string{*v};
+        }
+        if (id) {
+          auto* keep = b.add_ops();
+          keep->set_db(static_cast<uint32_t>(db::meta));
+          keep->set_key("node");
+          keep->set_value(std::move(*id));
+        }
       }
       auto* mark = b.add_ops();
       mark->set_db(static_cast<uint32_t>(db::meta));
@@ -319,6 +331,11 @@ caf::behavior replica_host(self_ptr self, replica_host_options opts) {
 }
 
 } // namespace
+
+bool copy_unfinished(const storage::environment& env) {
+  auto r = env.read();
+  return r.get(db::meta, copy_mark_key).has_value();
+}
 
 std::string replica_dir(const std::string& dir, const std::string& group) {
   return (std::filesystem::path{dir} / group).string();

@@ -32,6 +32,10 @@
 
 #include <caf/fwd.hpp>
 
+namespace edda::storage {
+class environment;
+} // namespace edda::storage
+
 #include <string>
 
 namespace edda::replication {
@@ -50,6 +54,9 @@ struct replica_host_options {
 
 [[nodiscard]] caf::actor spawn_replica_host(caf::actor_system& sys,
                                             replica_host_options opts);
+
+/// A full copy into `env` began and did not finish (its data is partial).
+[[nodiscard]] bool copy_unfinished(const storage::environment& env);
 
 /// The directory of `group`'s replica under `dir` (tools, tests).
 [[nodiscard]] std::string replica_dir(const std::string& dir,

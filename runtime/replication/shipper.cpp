@@ -378,8 +378,11 @@ void on_ack(self_ptr self, const std::string& id, const pb::ReplAck& ack,
                                     : "its copy is empty");
     return;
   }
-  bool prefix = ack.epoch() == st.opts.start_epoch
-                && ack.seq() <= st.opts.last_seq;
+  bool prefix = (ack.epoch() == st.opts.start_epoch
+                 && ack.seq() <= st.opts.last_seq)
+                || (st.opts.elected_copy_epoch != 0
+                    && ack.epoch() == st.opts.elected_copy_epoch
+                    && ack.seq() <= st.opts.elected_seq);
   if (st.opts.election_epoch != 0 && ack.epoch() < st.opts.election_epoch
       && !f.had_copy && !prefix) {
     // A copy last written before this group's election: the deposed

@@ -87,14 +87,19 @@ struct shipper_options {
   /// count at once (tests without a store).
   caf::actor recorder;
   uint64_t last_seq = 0;    ///< the last commit before this start
-  /// Set when this group was elected onto this node (a failover,
-  /// group_record.hpp): a follower of this log last written at an epoch
+  /// Set once this group had an election (a failover or a hand-back,
+  /// group_record.hpp; kept for every later leader): a follower of this
+  /// log last written at an epoch
   /// below `election_epoch` may hold writes of the deposed leader that the
   /// elected copy lacks (never acknowledged: every in-sync copy had each
   /// acknowledged write): it gets a full copy (the only way to truncate a
   /// copy here), instead of streaming on or being left out as diverged.
   uint64_t election_epoch = 0;
   uint64_t elected_seq = 0;
+  /// The elected copy's own epoch: a follower last written at it, at or
+  /// below `elected_seq`, is a prefix of the elected copy (one leader per
+  /// epoch): it streams on.
+  uint64_t elected_copy_epoch = 0;
   /// The epoch of this storage's last commit before this start. A
   /// follower last written at that same epoch, at or below `last_seq`, is
   /// a prefix of this log (both followed that epoch's leader): it streams

@@ -157,12 +157,31 @@ protected:
       << box.missing(p.acked).size() << " of " << p.acked.size()
       << " acknowledged messages never consumed after the hand-back";
     (*cons)->stop();
-    // Its group is copied again: a follower in the recorded in-sync set
-    // (the old host's copy goes on as a follower).
-    EXPECT_TRUE(eventually(20s, [&] {
+    // Its group is copied again: a follower in the recorded in-sync set.
+    ASSERT_TRUE(eventually(20s, [&] {
       auto r = record(n.name);
       return r && r->isr_size() >= 1 && r->host().empty();
     })) << "no in-sync copy of " << n.name << " after the hand-back";
+    // A later restart at home (kill -9 again) keeps the group and every
+    // acknowledged write (its followers last written before the
+    // hand-back's election are copied over, not streamed on).
+    for (int i = 0; i < 10; ++i)
+      ASSERT_TRUE(p.send(key, "at home " + std::to_string(i)));
+    ASSERT_TRUE(restart(n));
+    auto last = send_until_acked(p, key, "after a restart at home");
+    ASSERT_TRUE(last) << render(last.error());
+    auto r = record(n.name);
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->host().empty()) << "served by " << r->host();
+    auto c2 = connect(n);
+    ASSERT_TRUE(c2) << render(c2.error());
+    inbox box2;
+    auto cons2 = box2.consume(*c2, "audit-home", "pay");
+    ASSERT_TRUE(cons2) << render(cons2.error());
+    EXPECT_TRUE(eventually(30s, [&] { return box2.missing(p.acked).empty(); }))
+      << box2.missing(p.acked).size() << " of " << p.acked.size()
+      << " acknowledged messages never consumed after a restart at home";
+    (*cons2)->stop();
   }
 
   /// Sends `body` with `key` through `p`, again every 200 ms for up to

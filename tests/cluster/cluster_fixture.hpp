@@ -565,7 +565,9 @@ private:
       ADD_FAILURE() << n.name << ": " << p.error;
       return false;
     }
-    if (test::wait_listening(p, seconds(20)))
+    // A node whose group was failed over listens once it took it back
+    // (a full copy first): longer than a plain start.
+    if (test::wait_listening(p, seconds(40)))
       return true;
     test::wait_exit(p, milliseconds(500));
     ADD_FAILURE() << n.name << " did not report listening ("

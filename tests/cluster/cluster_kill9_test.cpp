@@ -25,6 +25,7 @@
 #include "sagas/remote.hpp"
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
@@ -54,8 +55,13 @@ protected:
 
   /// The whole scenario (below): a node killed under a mixed load, then
   /// the checker. `comes_back`: B is restarted after twice the TTL (else
-  /// it stays dead: its data is served from a copy, by failover).
-  void run_scenario(bool comes_back = true);
+  /// it stays dead: its data is served from a copy, by failover); `wiped`:
+  /// on an empty data dir (its disk was lost).
+  void run_scenario(bool comes_back = true, bool wiped = false);
+
+  /// With failover: B's group was served by another node and is B's
+  /// again (handed back after its restart).
+  void expect_handed_back();
 
   std::string b_name_; ///< the node the scenario kills
 };
@@ -88,7 +94,7 @@ struct received_log {
   }
 };
 
-void ClusterKill9Test::run_scenario(bool comes_back) {
+void ClusterKill9Test::run_scenario(bool comes_back, bool wiped) {
   auto seed = fault_seed();
   start_nodes(3);
   // B is the node that coordinates the group (the same on every node:
@@ -245,6 +251,11 @@ void ClusterKill9Test::run_scenario(bool comes_back) {
   auto killed_at = clock_type::now();
   std::this_thread::sleep_for(4s); // twice the lease TTL (2 s)
   if (comes_back) {
+    if (wiped) {
+      std::error_code ec;
+      std::filesystem::remove_all(b.data_dir, ec);
+      ASSERT_FALSE(ec) << ec.message();
+    }
     ASSERT_TRUE(restart(b));
   }
   std::this_thread::sleep_for(1500ms); // load after the return
@@ -337,7 +348,8 @@ class ClusterKill9ReplicatedTest : public ClusterKill9Test {
 protected:
   ClusterKill9ReplicatedTest()
     : ClusterKill9Test({"cluster.replication_factor=2", "cluster.min_insync=1",
-                        "cluster.replica_lag_max=1s"}) {
+                        "cluster.replica_lag_max=1s",
+                        "cluster.failover=off"}) {
   }
 };
 
@@ -358,6 +370,34 @@ protected:
                         "cluster.failover=auto"}) {
   }
 };
+
+void ClusterKill9Test::expect_handed_back() {
+  auto c = connect_etcd();
+  ASSERT_TRUE(c);
+  auto r = replication::read_group(**c, cluster_name(), b_name_);
+  ASSERT_TRUE(r && *r);
+  EXPECT_TRUE((*r)->host().empty()) << "served by " << (*r)->host();
+  EXPECT_NE((*r)->elected_by(), 0u) << "no election happened";
+  std::printf("[ handback ] group %s served by its node again at epoch %llu "
+              "(the last election at seq %llu, epoch %llu)\n",
+              b_name_.c_str(),
+              static_cast<unsigned long long>((*r)->leader_epoch()),
+              static_cast<unsigned long long>((*r)->elected_seq()),
+              static_cast<unsigned long long>((*r)->elected_epoch()));
+}
+
+/// B comes back after its group failed over: the group is handed back
+/// (B follows it as a standby first); the invariants hold across both
+/// moves. Also with B's disk lost (an empty data dir).
+TEST_F(ClusterKill9FailoverTest, TheInvariantsHoldAcrossAFailoverAndAHandBack) {
+  run_scenario(true);
+  expect_handed_back();
+}
+
+TEST_F(ClusterKill9FailoverTest, TheInvariantsHoldWhenTheNodeReturnsWithAnEmptyDisk) {
+  run_scenario(true, true);
+  expect_handed_back();
+}
 
 TEST_F(ClusterKill9FailoverTest, TheInvariantsHoldWhenTheNodeNeverComesBack) {
   run_scenario(false);

@@ -76,5 +76,53 @@ TEST(GroupRecordTest, AGroupLedByAnotherNodeIsRefusedAndEtcdDownIsUnavailable) {
   EXPECT_EQ(code_of(down.error()), errc::unavailable) << render(down.error());
 }
 
+TEST(GroupRecordTest, OnlyTheElectedCopyTakesAGroupBackAndTheElectionIsKept) {
+  // The controller elected the standby's copy (log-a, epoch 3, seq 40) for
+  // a hand-back (host = n1~standby).
+  coord::fake_store fake;
+  auto c = fake.connect();
+  pb::ReplicaGroup rec;
+  rec.set_leader("n1");
+  rec.set_leader_epoch(4);
+  rec.set_log_id("log-a");
+  rec.set_host(standby_id("n1"));
+  rec.set_elected_epoch(4);
+  rec.set_elected_seq(40);
+  rec.set_elected_copy_epoch(3);
+  rec.set_elected_by(77);
+  ASSERT_TRUE(c->cas_put(group_key("t", "n1"), rec.SerializeAsString(), 0));
+  EXPECT_FALSE(refuse_if_served_elsewhere(*c, "t", "n1"))
+    << "the group is handed back: not served elsewhere";
+  claim_options o;
+  // A stale data dir of the same node (an older epoch of the log, even
+  // with more writes) is refused, so is another log or a shorter copy.
+  o.local_seq = 90;
+  auto stale = claim_group(*c, "t", "n1", "log-a", 1, 1, o);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(code_of(stale.error()), errc::fenced) << render(stale.error());
+  EXPECT_NE(render(stale.error()).find("not that copy"), std::string::npos)
+    << render(stale.error());
+  o.local_seq = 40;
+  EXPECT_FALSE(claim_group(*c, "t", "n1", "log-b", 3, 1, o));
+  o.local_seq = 39;
+  EXPECT_FALSE(claim_group(*c, "t", "n1", "log-a", 3, 1, o));
+  // The elected copy claims it at home: the host empties, the election is
+  // kept in the record and told to this leader (and to later ones).
+  o.local_seq = 41;
+  auto ok = claim_group(*c, "t", "n1", "log-a", 3, 1, o);
+  ASSERT_TRUE(ok) << render(ok.error());
+  EXPECT_EQ(ok->epoch, 5u);
+  EXPECT_EQ(ok->election_epoch, 4u);
+  EXPECT_EQ(ok->elected_seq, 40u);
+  EXPECT_EQ(ok->elected_copy_epoch, 3u);
+  auto after = read_group(*c, "t", "n1");
+  ASSERT_TRUE(after && *after);
+  EXPECT_TRUE((*after)->host().empty());
+  EXPECT_EQ((*after)->elected_by(), 77u);
+  auto again = claim_group(*c, "t", "n1", "log-a", 5, 1, o);
+  ASSERT_TRUE(again) << render(again.error());
+  EXPECT_EQ(again->election_epoch, 4u) << "a later restart still knows it";
+}
+
 } // namespace
 } // namespace edda::replication
