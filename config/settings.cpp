@@ -566,9 +566,10 @@ const field fields[] = {
    set_duration_in<&ns::replica_lag_max_ms, 100, 20000>,
    get_duration<&ns::replica_lag_max_ms>},
   {"cluster.failover", "enum", "off, auto",
-   "auto: when this node is gone (its lease expired), the in-sync copy with "
-   "the most writes is elected and its node serves this node's partitions, "
-   "transactions and sagas; off: they wait for this node",
+   "auto (with copies): when this node is gone (its lease expired), the "
+   "in-sync copy with the most writes is elected and its node serves this "
+   "node's partitions, transactions and sagas until this node is back and "
+   "takes them back; off: they wait for this node",
    set_failover, get_string<&ns::failover>},
   {"storage.durability", "enum", "fsync, nometasync, nosync",
    "LMDB sync mode: fsync = safest, nosync = fastest", set_durability,
@@ -873,10 +874,6 @@ public:
              + "cluster.replication_factor: " + rf
              + " must be >= cluster.min_insync (" + m + ")";
     }
-    if (s_.failover == "auto" && s_.replication_factor < 2)
-      return where_(line_of("cluster.failover"))
-             + "cluster.failover: auto needs copies to elect from "
-               "(cluster.replication_factor >= 2)";
     if (s_.replication_factor > 1 && s_.cluster_etcd.empty())
       return where_(line_of("cluster.replication_factor"))
              + "cluster.replication_factor: "

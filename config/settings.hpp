@@ -58,7 +58,7 @@ struct node_settings {
   // "auto": when this node's lease expires, the controller elects the
   // in-sync copy with the most writes and that node serves the group;
   // "off": the group waits for this node.
-  std::string failover = "off";
+  std::string failover = "auto";
   // [storage]
   durability mode = durability::fsync;
   uint64_t map_size = 4ull << 30; // bytes

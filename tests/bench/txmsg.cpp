@@ -96,7 +96,8 @@ options:
                        every acknowledgement waits for the in-sync copies
   --min-insync N       cluster.min_insync of the cluster's nodes (default 1)
   --failover           cluster.failover = auto on the cluster's nodes (needs
-                       --replication 2 or more): the killed node's
+                       --replication 2 or more; else off, not the
+                       default auto, for the figures): the killed node's
                        partitions are served from a copy; the failover
                        figures then say when a keyed send to one of them is
                        acknowledged again
@@ -473,8 +474,8 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
     settings.push_back("cluster.replication_factor="
                        + std::to_string(o.replication));
     settings.push_back("cluster.min_insync=" + std::to_string(o.min_insync));
-    if (o.failover)
-      settings.push_back("cluster.failover=auto");
+    settings.push_back(std::string{"cluster.failover="}
+                       + (o.failover ? "auto" : "off"));
     nodes.push_back(start_node(self_exe, o.durability, "", settings));
     if (nodes.back().endpoint.empty()) {
       for (auto& n : nodes)

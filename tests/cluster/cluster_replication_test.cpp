@@ -39,7 +39,10 @@ protected:
   ClusterReplicationTest()
       : ClusterFixture({"cluster.replication_factor=2",
                         "cluster.min_insync=2",
-                        "cluster.replica_lag_max=3s"},
+                        "cluster.replica_lag_max=3s",
+                        // What copies do without failover (its tests:
+                        // cluster_failover_test).
+                        "cluster.failover=off"},
                        "edda-repl") {}
 
   /// Two nodes that see each other, and topic `t` with a partition homed

@@ -957,15 +957,14 @@ TEST(ConfigTest, ReplicationNeedsAClusterAndMinInsyncAtMostTheFactor) {
   EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 2\n"),
             "edda.toml:2: cluster.replication_factor: 2 needs a cluster "
             "(cluster.etcd): a single node has no other node to keep copies");
-  EXPECT_EQ(d.failover, "off");
+  EXPECT_EQ(d.failover, "auto");
+  // The default needs no copies (without them there is nothing to elect).
+  EXPECT_EQ(parse_ok("[cluster]\netcd = [\"127.0.0.1:2379\"]\n").failover,
+            "auto");
   EXPECT_EQ(parse_ok("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
                      "replication_factor = 2\nfailover = \"auto\"\n")
               .failover,
             "auto");
-  EXPECT_EQ(parse_error("[cluster]\netcd = [\"127.0.0.1:2379\"]\n"
-                        "failover = \"auto\"\n"),
-            "edda.toml:3: cluster.failover: auto needs copies to elect from "
-            "(cluster.replication_factor >= 2)");
   EXPECT_EQ(parse_error("[cluster]\nfailover = \"yes\"\n"),
             "edda.toml:2: cluster.failover: 'yes' is not one of off, auto");
   EXPECT_EQ(parse_error("[cluster]\nreplication_factor = 6\n"),
