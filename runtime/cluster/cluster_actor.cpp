@@ -262,6 +262,27 @@ pb::ClusterStatus status(self_ptr self) {
   return s;
 }
 
+/// `to` (a detached actor of this node: the replica host, the controller)
+/// answers `x` through this actor, which answers the sender: never
+/// delegated, so that a detached actor never becomes known to another node
+/// or a client (a remote reference kept such an actor alive past the
+/// node's stop, and the actor system's end waited for it for ever).
+template <class R, class T>
+caf::result<R> ask(self_ptr self, const caf::actor& to, T x,
+                   std::chrono::seconds timeout) {
+  auto rp = self->make_response_promise<R>();
+  self->request(to, timeout, std::move(x))
+    .then([rp](R& a) mutable { rp.deliver(std::move(a)); },
+          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
+template <class T>
+caf::result<pb::ReplAck> ask_replicas(self_ptr self, T x) {
+  return ask<pb::ReplAck>(self, self->state.opts.replicas, std::move(x),
+                          std::chrono::seconds(60));
+}
+
 caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
   self->state.opts = std::move(opts);
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -381,8 +402,7 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
                             + "' are taken only from that node over its "
                               "cluster link");
       }
-      self->delegate(st.opts.replicas, std::move(ship));
-      return caf::delegated<pb::ReplAck>{};
+      return ask_replicas(self, std::move(ship));
     },
     [=](pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {
       // A member's controller asks where this node's copy of a group is:
@@ -400,8 +420,7 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
         return make_error(errc::invalid_argument,
                           "replica positions are told only to members over "
                           "their cluster link");
-      self->delegate(st.opts.replicas, std::move(q));
-      return caf::delegated<pb::ReplAck>{};
+      return ask_replicas(self, std::move(q));
     },
     [=](wire::serving_atom, caf::actor& controller) {
       self->state.controller = std::move(controller);
@@ -410,8 +429,8 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       auto& st = self->state;
       if (!st.controller)
         return pb::ReplicaGroupList{};
-      self->delegate(st.controller, std::move(r));
-      return caf::delegated<pb::ReplicaGroupList>{};
+      return ask<pb::ReplicaGroupList>(self, st.controller, std::move(r),
+                                       std::chrono::seconds(10));
     },
     [=](pb::ElectRequest& r) -> caf::result<pb::ElectReply> {
       auto& st = self->state;
@@ -420,8 +439,9 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
                           "node " + st.opts.node_id
                             + " runs no controller (cluster.replication_factor "
                               "is 1, or no cluster)");
-      self->delegate(st.controller, std::move(r));
-      return caf::delegated<pb::ElectReply>{};
+      // A move or an added replica is answered within 125 s.
+      return ask<pb::ElectReply>(self, st.controller, std::move(r),
+                                 std::chrono::seconds(130));
     },
     [=](wire::current_atom, const std::string& node,
         pb::ReplPositionQuery& q) -> caf::result<pb::ReplAck> {
@@ -436,8 +456,10 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       auto i = st.links.find(node);
       if (i == st.links.end() || !i->second.handle)
         return make_error(errc::unavailable, "no link to node " + node);
-      self->delegate(i->second.handle, std::move(q));
-      return caf::delegated<pb::ReplAck>{};
+      // Asked and answered here, not delegated: the controller never
+      // becomes known to another node (see ask()).
+      return ask<pb::ReplAck>(self, i->second.handle, std::move(q),
+                              std::chrono::seconds(5));
     },
     [=](wire::link_atom, const std::string& id, uint64_t attempt,
         caf::actor& peer, const std::string& err) {
