@@ -92,6 +92,30 @@ caf::expected<pb::ElectReply> elect_unclean(const connection& c,
     req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(15000)));
 }
 
+caf::expected<pb::ElectReply> move_group(const connection& c,
+                                         const std::string& group,
+                                         const std::string& to,
+                                         const std::string& by) {
+  pb::ElectRequest req;
+  req.set_group(group);
+  req.set_move_to(to);
+  req.set_by(by);
+  return c.impl()->call<pb::ElectReply>(
+    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(65000)));
+}
+
+caf::expected<pb::ElectReply> add_replica(const connection& c,
+                                          const std::string& group,
+                                          const std::string& node,
+                                          const std::string& by) {
+  pb::ElectRequest req;
+  req.set_group(group);
+  req.set_add_replica(node);
+  req.set_by(by);
+  return c.impl()->call<pb::ElectReply>(
+    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(125000)));
+}
+
 caf::expected<pb::ClusterMap>
 cluster_map(const connection& c, const std::vector<std::string>& topics) {
   pb::ClusterMapRequest req;

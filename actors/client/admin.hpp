@@ -51,6 +51,23 @@ cluster_status(const connection& c);
 [[nodiscard]] caf::expected<wire::v1::ElectReply>
 elect_unclean(const connection& c, const std::string& group,
               const std::string& by);
+/// edda cluster move-group: moves replica group `group` to the in-sync
+/// copy on node `to` (`to` == `group`: back to its own node, which follows
+/// it as a standby), recorded with `by`. The group's server stops serving
+/// it and that copy is elected; a group moved away from its node stays
+/// where it was moved. Answered once `to` serves it (host). Errors:
+/// not_found (no such group or live node), unavailable (no in-sync copy
+/// there: add-replica first), invalid_argument, timeout (60 s).
+[[nodiscard]] caf::expected<wire::v1::ElectReply>
+move_group(const connection& c, const std::string& group,
+           const std::string& to, const std::string& by);
+/// edda cluster add-replica: node `node` keeps a copy of `group` beyond
+/// the replication factor (a full copy first), recorded with `by`.
+/// Answered once that copy is in sync (isr). Errors: as move_group;
+/// timeout (120 s: the copy goes on).
+[[nodiscard]] caf::expected<wire::v1::ElectReply>
+add_replica(const connection& c, const std::string& group,
+            const std::string& node, const std::string& by);
 /// Where to send: the members with their endpoints and, for each of
 /// `topics` that exists, its partitions, their homes and which homes are
 /// live, and the etcd revision of the node's view (`clustered` false and

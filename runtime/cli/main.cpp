@@ -18,6 +18,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <atomic>
+#include <future>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -200,24 +201,58 @@ int cmd_node(const std::vector<std::string>& argv) {
   node::start_options opts;
   opts.cancel = shutdown.flag();
   // The node stopping on its own (its storage writer died) ends the process
-  // with status 1, through the same stop as a signal.
-  opts.on_fatal = [&shutdown](const caf::error&) { shutdown.request(); };
-  auto node = node::embedded_node::start(s, std::move(opts));
-  if (!node) {
+  // with status 1, through the same stop as a signal. Its replica group
+  // moved to another node by an operator (move-group): it starts again,
+  // and follows the group as a standby (embedded_node::start).
+  auto moved = std::make_shared<std::atomic<bool>>(false);
+  opts.on_fatal = [&shutdown, moved](const caf::error& why) {
+    if (code_of(why) == errc::not_owner) {
+      moved->store(true);
+      shutdown.wake();
+    } else {
+      shutdown.request();
+    }
+  };
+  for (;;) {
+    auto node = node::embedded_node::start(s, opts);
+    if (!node) {
+      shutdown.stopped();
+      return fail(node.error());
+    }
+    std::cout << "edda node listening on " << s.listen_host << ":"
+              << (*node)->port() << " (data dir " << s.data_dir
+              << ", durability " << config::to_string(s.mode) << ")"
+              << std::endl;
+    shutdown.wait();
+    auto failure = (*node)->failure();
+    if (moved->exchange(false) && !shutdown.requested()) {
+      // Stopped, within node.stop_grace as after a signal (a stop that
+      // hangs must not keep the data dir open for the next start).
+      std::promise<void> stopped;
+      std::thread watchdog{[done = stopped.get_future(),
+                            grace = s.stop_grace_ms]() mutable {
+        if (done.wait_for(std::chrono::milliseconds(grace))
+            != std::future_status::ready) {
+          std::cerr << "edda: the node did not stop within " << grace
+                    << " ms after its group moved; exiting now (storage is "
+                       "crash-safe: nothing acknowledged is lost)"
+                    << std::endl;
+          std::_Exit(1);
+        }
+      }};
+      (*node)->stop();
+      stopped.set_value();
+      watchdog.join();
+      std::cout << "edda node: " << render(failure)
+                << "; starting again to follow it" << std::endl;
+      continue;
+    }
+    (*node)->stop();
     shutdown.stopped();
-    return fail(node.error());
+    if (failure)
+      return fail(failure);
+    return 0;
   }
-  std::cout << "edda node listening on " << s.listen_host << ":"
-            << (*node)->port() << " (data dir " << s.data_dir
-            << ", durability " << config::to_string(s.mode) << ")"
-            << std::endl;
-  shutdown.wait();
-  auto failure = (*node)->failure();
-  (*node)->stop();
-  shutdown.stopped();
-  if (failure)
-    return fail(failure);
-  return 0;
 }
 
 // -- topic --------------------------------------------------------------------
@@ -843,6 +878,8 @@ int cmd_status(const std::vector<std::string>& argv) {
 
 const char* cluster_help = R"(Usage: edda cluster status [--node HOST:PORT] [--json]
        edda cluster elect NODE --unclean --by NAME [--node HOST:PORT]
+       edda cluster add-replica GROUP NODE --by NAME [--node HOST:PORT]
+       edda cluster move-group GROUP --to NODE --by NAME [--node HOST:PORT]
 
 The cluster as the node at --node sees it: its members (from etcd), their
 addresses, incarnations and the partitions homed on each, whether this
@@ -862,6 +899,22 @@ controller elect the live copy with the most writes instead: the writes
 NODE acknowledged after that copy are LOST. Recorded in etcd with --by,
 logged as an ERROR and raised as the alert unclean_election. Prints the
 node that serves the group now.
+
+add-replica: node NODE keeps a copy of replica group GROUP (a node's whole
+storage; the group is named by its node) beyond cluster.replication_factor:
+a full copy, then every commit. Waits until that copy is in sync (up to
+120 s; it goes on after that). Recorded in etcd with --by.
+
+move-group: moves GROUP to NODE's in-sync copy, online: the node serving
+it stops serving it (its followers get its last commits first), that copy
+is elected (nothing acknowledged is lost) and NODE serves GROUP's
+partitions, transactions and sagas; clients follow through etcd. A group
+moved away from its own node stays where it was moved; its node keeps
+running as a standby with a copy, and "move-group GROUP --to GROUP" brings
+it back. NODE without an in-sync copy: add-replica first. Waits until NODE
+serves it (up to 60 s). To replace a machine: start the new node, add a
+replica of the old node's group on it, move the group there, stop the old
+node.
 )";
 
 std::string age_of(int64_t ms) {
@@ -881,7 +934,7 @@ std::string age_of(int64_t ms) {
 int cmd_cluster(const std::vector<std::string>& argv) {
   args a;
   std::string err;
-  if (!a.parse(argv, {"help", "json", "unclean"}, {"node", "by"}, err))
+  if (!a.parse(argv, {"help", "json", "unclean"}, {"node", "by", "to"}, err))
     return fail(err + "\n" + cluster_help);
   if (a.has("help")) {
     std::cout << cluster_help;
@@ -913,6 +966,37 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << (r->unclean() ? "UNCLEAN: writes after it are lost"
                                : "in sync: nothing lost")
               << ")\n";
+    return 0;
+  }
+  if (!a.positional.empty()
+      && (a.positional[0] == "move-group" || a.positional[0] == "add-replica")) {
+    bool move = a.positional[0] == "move-group";
+    if (a.positional.size() != (move ? 2u : 3u) || (move && !a.has("to")))
+      return fail(std::string{move ? "cluster move-group needs GROUP and "
+                                     "--to NODE"
+                                   : "cluster add-replica needs GROUP and "
+                                     "NODE"}
+                  + "\n" + cluster_help);
+    if (!a.has("by"))
+      return fail("a move or a replica is recorded with who asked: --by "
+                  "NAME\n"
+                  + std::string{cluster_help});
+    auto conn = connect(a);
+    if (!conn)
+      return fail(conn.error());
+    auto& group = a.positional[1];
+    auto r = move ? client::admin::move_group(*conn, group, a.get("to", ""),
+                                              a.get("by", ""))
+                  : client::admin::add_replica(*conn, group, a.positional[2],
+                                               a.get("by", ""));
+    if (!r)
+      return fail(r.error());
+    std::string isr;
+    for (auto& x : r->isr())
+      isr += (isr.empty() ? "" : ", ") + x;
+    std::cout << "group " << r->group() << " is served by " << r->host()
+              << " at epoch " << r->epoch() << "; in-sync copies: "
+              << (isr.empty() ? "none" : isr) << "\n";
     return 0;
   }
   if (a.positional.empty() || a.positional[0] != "status")
@@ -1005,11 +1089,18 @@ int cmd_cluster(const std::vector<std::string>& argv) {
         std::cout << (k == 0 ? "" : ", ") << g.isr(k);
       std::cout << "  failover " << (g.failover() ? "auto" : "off");
       if (!g.move_to().empty())
-        std::cout << "  (being handed back to " << g.move_to() << ")";
+        std::cout << "  (moving to " << g.move_to() << ")";
+      else if (!g.move_wanted().empty())
+        std::cout << "  (move to " << g.move_wanted() << " asked)";
       else if (g.stopped())
         std::cout << "  (its node stopped cleanly)";
       if (g.unclean())
         std::cout << "  UNCLEAN election asked by " << g.unclean_elected_by();
+      if (g.pinned())
+        std::cout << "  (moved by " << g.moved_by() << ": stays)";
+      for (int k = 0; k < g.extra_replicas_size(); ++k)
+        std::cout << (k == 0 ? "  replicas added: " : ", ")
+                  << g.extra_replicas(k);
       std::cout << "\n";
     }
   }

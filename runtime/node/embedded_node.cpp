@@ -231,10 +231,14 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
             std::lock_guard<std::mutex> guard{deposed->mtx};
             deposed->why = e;
           }
-          alerts->raise(alert{"node_fatal", "replica group",
-                              "this node's replica group was taken over ("
-                                + render(e) + "); the node stops",
-                              "", now_ms()});
+          if (code_of(e) == errc::not_owner) // moved (move-group)
+            alerts->raise(alert{"group_moved", "replica group", render(e),
+                                "", now_ms()});
+          else
+            alerts->raise(alert{"node_fatal", "replica group",
+                                "this node's replica group was taken over ("
+                                  + render(e) + "); the node stops",
+                                "", now_ms()});
           if (on_fatal)
             on_fatal(e);
         });
@@ -335,7 +339,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   if (im.shipper)
     im.followers = replication::spawn_followers(
       sys, im.node_id, opts.hosted_by, settings.replication_factor,
-      im.shipper, im.cluster);
+      im.shipper, im.cluster, im.recorder);
   if (im.shipper && im.store) {
     replication::controller_options cto;
     cto.store = im.store;

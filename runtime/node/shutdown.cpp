@@ -72,7 +72,16 @@ void shutdown_signal::run() {
 
 void shutdown_signal::wait() {
   std::unique_lock<std::mutex> guard{mtx_};
-  cv_.wait(guard, [this] { return requested_.load(); });
+  cv_.wait(guard, [this] { return requested_.load() || woken_; });
+  woken_ = false;
+}
+
+void shutdown_signal::wake() {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    woken_ = true;
+  }
+  cv_.notify_all();
 }
 
 void shutdown_signal::request() {

@@ -44,6 +44,9 @@ public:
   /// Ends wait() as a signal would, without the grace timer: for a node
   /// that stopped on its own (start_options::on_fatal).
   void request();
+  /// Ends one wait() without asking the process to stop (requested()
+  /// stays false): for a node to start again (its group moved away).
+  void wake();
   /// The node has stopped: no forced exit.
   void stopped();
 
@@ -55,6 +58,7 @@ private:
   std::mutex mtx_;
   std::condition_variable cv_;
   bool stopped_ = false;
+  bool woken_ = false;
   std::thread thread_;
 };
 

@@ -41,6 +41,11 @@ struct controller_state {
   /// group's record shows an election after the request (or at deadline).
   struct pending_elect {
     std::string group;
+    /// What answers it: "" an unclean election; "move" the record's host
+    /// is `target` ("" : the group's own node) and nothing is pending;
+    /// "replica" `target` is in the in-sync set.
+    std::string kind;
+    std::string target;
     int64_t revision = 0; ///< of the record with the request
     std::chrono::steady_clock::time_point deadline;
     caf::response_promise rp;
@@ -128,6 +133,11 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   bool handed_back = !e->rec.move_to().empty()
                      && best->follower() == e->rec.move_to();
   next.clear_move_to();
+  next.clear_move_wanted();
+  next.clear_extra_replicas(); // the winner serves now: no extra of itself
+  for (auto& x : e->rec.extra_replicas())
+    if (x != best->follower())
+      next.add_extra_replicas(x);
   auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
                + duty;
   // Only while the group's member key is still absent: a node that
@@ -172,7 +182,11 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
     metrics::counter("replication.handbacks")++;
     EDDA_WARN("replication", "controller (token "
                                << token << "): group " << e->group
-                               << " handed back to its node ("
+                               << " moved as asked"
+                               << (e->rec.moved_by().empty()
+                                     ? std::string{}
+                                     : " by " + e->rec.moved_by())
+                               << " to the copy on ("
                                << best->follower() << ", epoch "
                                << best->epoch() << ", seq " << best->seq()
                                << ") at epoch " << next.leader_epoch());
@@ -187,20 +201,28 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
                                  << next.leader_epoch());
 }
 
-/// A group served elsewhere since a failover whose own node is back as a
-/// standby with a copy in the recorded in-sync set: the record is marked
-/// `move_to` that copy (token-guarded). The node serving the group stops
-/// serving it on seeing the mark (node/hosting.hpp), and the next rounds
-/// elect the marked copy without waiting for a restart.
-void hand_back_if_ready(self_ptr self, const std::string& group,
+/// A group to move to another copy in the recorded in-sync set, once that
+/// copy answers: the one an operator asked for (move-group), or the
+/// group's own node back as a standby after a failover (the hand-back;
+/// not while pinned by an operator's move away). The record is marked
+/// `move_to` that copy (token-guarded); the node serving the group stops
+/// serving it on seeing the mark (its recorder; hosting.hpp), and the
+/// next rounds elect the marked copy without waiting.
+void move_if_ready(self_ptr self, const std::string& group,
                         group_entry entry,
                         const std::map<std::string, pb::MemberInfo>& live,
                         uint64_t token) {
   auto& st = self->state;
   auto rec = entry.rec;
-  auto standby = standby_id(group);
-  if (rec.host().empty() || rec.host() == group || rec.host() == standby
-      || !rec.move_to().empty() || live.count(standby) == 0
+  // The copy to move to: the one an operator asked for (move-group), else
+  // the group's own node back as a standby, unless an operator moved the
+  // group away from it (pinned).
+  auto standby = !rec.move_wanted().empty() ? rec.move_wanted()
+                 : rec.pinned()             ? std::string{}
+                                            : standby_id(group);
+  auto server = rec.host().empty() ? group : rec.host();
+  if (standby.empty() || server == standby || !rec.move_to().empty()
+      || live.count(standby) == 0
       || std::find(rec.isr().begin(), rec.isr().end(), standby)
            == rec.isr().end())
     return;
@@ -222,6 +244,7 @@ void hand_back_if_ready(self_ptr self, const std::string& group,
           return;
         auto next = rec;
         next.set_move_to(standby);
+        next.clear_move_wanted();
         next.set_changed_ms(now_ms());
         auto guard = cluster::membership::prefix(st.opts.cluster_name)
                      + "owners/" + duty;
@@ -232,10 +255,13 @@ void hand_back_if_ready(self_ptr self, const std::string& group,
           return; // changed meanwhile, or etcd: a next round looks again
         EDDA_WARN("replication", "controller (token "
                                    << token << "): group " << group
-                                   << "'s node is back and its copy is in "
-                                      "sync (seq "
-                                   << a.seq() << "); handing the group back "
-                                   << "from " << rec.host());
+                                   << ": moving it from " << server
+                                   << " to the in-sync copy on " << standby
+                                   << " (seq " << a.seq() << ")"
+                                   << (rec.move_wanted().empty()
+                                         ? ": its node is back"
+                                         : ", as " + rec.moved_by()
+                                             + " asked"));
       },
       [=](caf::error&) { self->state.handing.erase(group); });
 }
@@ -261,13 +287,14 @@ void run_round(self_ptr self) {
   for (auto& [group, entry] : *groups) {
     auto& rec = entry.rec;
     if (rec.leader().empty()
-        || (!rec.failover() && rec.unclean_by().empty()))
+        || (!rec.failover() && rec.unclean_by().empty()
+            && rec.move_wanted().empty() && rec.move_to().empty()))
       continue;
     if (live.count(group) != 0) {
       st.waiting.erase(group);
       st.waiting.erase(group + "@" + rec.host());
       st.unserved.erase(group);
-      hand_back_if_ready(self, group, entry, live, token);
+      move_if_ready(self, group, entry, live, token);
       continue; // served
     }
     // How long this holder has seen it unserved (its own clock: no wall
@@ -371,11 +398,112 @@ void run_round(self_ptr self) {
   }
 }
 
+/// Takes `edda cluster move-group` / `add-replica`: recorded in the
+/// group's record (move_wanted, extra_replicas: the duty's holder and the
+/// group's leader act on it), answered once done (or at a deadline).
+caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) {
+  auto& st = self->state;
+  bool add = !r.add_replica().empty();
+  auto target = add ? r.add_replica() : r.move_to();
+  if (r.by().empty())
+    return make_error(errc::invalid_argument,
+                      std::string{add ? "adding a replica" : "a move"}
+                        + " is recorded with who asked: --by NAME");
+  auto key = group_key(st.opts.cluster_name, r.group());
+  auto got = st.opts.store->get(key);
+  if (!got)
+    return got.error();
+  pb::ReplicaGroup rec;
+  if (!got->first || !rec.ParseFromString(got->first->value))
+    return make_error(errc::not_found,
+                      "no replica group '" + r.group().substr(0, 80)
+                        + "' (groups are named by their node ids)");
+  auto server = rec.host().empty() ? r.group() : rec.host();
+  bool home = target == r.group();
+  // The member whose copy it is: a node, or the group's own node back as
+  // its standby (a move home).
+  auto member = home ? standby_id(r.group()) : target;
+  if (add && home)
+    return make_error(errc::invalid_argument,
+                      "node " + target + " is the group's own node: it "
+                      "keeps no replica of its group (move-group " + target
+                        + " --to " + target + " brings the group home)");
+  auto m = st.opts.store->get(member_key(st.opts, member));
+  if (!m)
+    return m.error();
+  pb::MemberInfo info;
+  if (!m->first || !info.ParseFromString(m->first->value)
+      || !info.hosted_by().empty()
+      || (!home && !info.standby_for().empty()))
+    return make_error(
+      errc::not_found,
+      home ? "node " + target + " is not running as a standby of its group "
+               "(start it: it follows its group, then it can take it back)"
+           : "no live node '" + target.substr(0, 80)
+               + "' (a member of the cluster, not a group served "
+                 "elsewhere)");
+  bool in_sync = std::find(rec.isr().begin(), rec.isr().end(), member)
+                 != rec.isr().end();
+  pb::ElectReply done;
+  done.set_group(r.group());
+  done.set_host(rec.host().empty() ? r.group() : rec.host());
+  done.set_epoch(rec.leader_epoch());
+  *done.mutable_isr() = rec.isr();
+  if (add) {
+    if (target == server)
+      return make_error(errc::invalid_argument,
+                        "node " + target + " serves group " + r.group()
+                          + ": it keeps no replica of it");
+    if (in_sync)
+      return done; // it has one
+    if (std::find(rec.extra_replicas().begin(), rec.extra_replicas().end(),
+                  target)
+        == rec.extra_replicas().end())
+      rec.add_extra_replicas(target);
+  } else {
+    if ((home && rec.host().empty() && rec.move_to().empty())
+        || (!home && rec.host() == target))
+      return done; // served there already
+    if (!in_sync)
+      return make_error(
+        errc::unavailable,
+        "node " + target + " has no in-sync copy of group " + r.group()
+          + " (in sync: " + joined(rec.isr()) + ")"
+          + (home ? ": it is still catching up"
+                  : ": edda cluster add-replica " + r.group() + " " + target
+                      + " --by NAME first"));
+    rec.set_move_wanted(member);
+    rec.set_pinned(!home);
+  }
+  rec.set_moved_by(r.by());
+  rec.set_changed_ms(now_ms());
+  auto put = st.opts.store->cas_put(key, rec.SerializeAsString(),
+                                    got->first->mod_revision);
+  if (!put)
+    return put.error();
+  if (!put->succeeded)
+    return make_error(errc::unavailable, "the record of group " + r.group()
+                                           + " changed meanwhile; ask again");
+  EDDA_WARN("replication", (add ? "a replica of group " : "a move of group ")
+                             << r.group() << (add ? " on " : " to ") << target
+                             << " was asked by " << r.by());
+  auto rp = self->make_response_promise<pb::ElectReply>();
+  st.pending.push_back({r.group(), add ? "replica" : "move",
+                        add ? target : (home ? std::string{} : target),
+                        put->revision,
+                        std::chrono::steady_clock::now()
+                          + std::chrono::seconds(add ? 120 : 60),
+                        rp});
+  return rp;
+}
+
 /// Takes an `edda cluster elect --unclean` request: recorded in the
 /// group's record (the duty's holder elects on its next round).
 caf::result<pb::ElectReply> take_request(self_ptr self,
                                          const pb::ElectRequest& r) {
   auto& st = self->state;
+  if (!r.move_to().empty() || !r.add_replica().empty())
+    return take_move(self, r);
   if (!r.unclean())
     return make_error(errc::invalid_argument,
                       "a clean election happens by itself once a group's "
@@ -413,7 +541,7 @@ caf::result<pb::ElectReply> take_request(self_ptr self,
   EDDA_WARN("replication", "an unclean election of group "
                              << r.group() << " was asked by " << r.by());
   auto rp = self->make_response_promise<pb::ElectReply>();
-  st.pending.push_back({r.group(), put->revision,
+  st.pending.push_back({r.group(), "", "", put->revision,
                         std::chrono::steady_clock::now()
                           + std::chrono::seconds(12),
                         rp});
@@ -430,6 +558,40 @@ void answer_requests(self_ptr self) {
     auto got = st.opts.store->get(key);
     pb::ReplicaGroup rec;
     bool read = got && got->first && rec.ParseFromString(got->first->value);
+    if (!i->kind.empty()) {
+      // A move: served by the target (its own node: no host), nothing
+      // pending. A replica: the target's copy is in sync.
+      bool done
+        = read
+          && (i->kind == "move"
+                ? rec.host() == i->target && rec.move_to().empty()
+                    && rec.move_wanted().empty()
+                : std::find(rec.isr().begin(), rec.isr().end(), i->target)
+                    != rec.isr().end());
+      if (done) {
+        pb::ElectReply out;
+        out.set_group(i->group);
+        out.set_host(rec.host().empty() ? i->group : rec.host());
+        out.set_epoch(rec.leader_epoch());
+        out.set_elected_seq(rec.elected_seq());
+        *out.mutable_isr() = rec.isr();
+        i->rp.deliver(out);
+        i = st.pending.erase(i);
+      } else if (now >= i->deadline) {
+        i->rp.deliver(make_error(
+          errc::timeout,
+          i->kind == "move"
+            ? "group " + i->group + " has not moved within 60 s (still "
+                "asked: edda cluster status shows where it is)"
+            : "the copy of group " + i->group + " on " + i->target
+                + " is not in sync after 120 s (it stays asked for: edda "
+                  "cluster status shows its progress on the group's node)"));
+        i = st.pending.erase(i);
+      } else {
+        ++i;
+      }
+      continue;
+    }
     // Elected after the request: a later version of the record, the
     // request consumed (the election clears it), a host named.
     if (read && got->first->mod_revision > i->revision
@@ -524,6 +686,10 @@ caf::behavior controller(self_ptr self, controller_options opts) {
         g->set_unclean_elected_by(rec.unclean_elected_by());
         g->set_stopped(rec.stopped_ms() != 0);
         g->set_move_to(rec.move_to());
+        *g->mutable_extra_replicas() = rec.extra_replicas();
+        g->set_move_wanted(rec.move_wanted());
+        g->set_moved_by(rec.moved_by());
+        g->set_pinned(rec.pinned());
       }
       return out;
     },

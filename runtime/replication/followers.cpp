@@ -30,6 +30,9 @@ struct followers_state {
   /// The group's own node back as a standby ("<group>~standby"), if it is
   /// live: one more follower (it takes the group back once in sync).
   std::string standby;
+  /// Members asked to keep a copy beyond the factor (the record's
+  /// extra_replicas: add-replica), followed while they are live members.
+  std::set<std::string> extras;
   static inline const char* name = "edda.replication.followers";
 };
 
@@ -52,6 +55,9 @@ void pick(self_ptr self) {
     }
   }
   bool short_of = next.size() + 1 < st.rf;
+  for (auto& x : st.extras)
+    if (st.members.count(x) != 0)
+      next.insert(x); // beyond the factor: an operator asked for it
   if (!st.standby.empty())
     next.insert(st.standby); // beyond the factor: it is taking the group back
   for (auto& f : st.followers)
@@ -76,7 +82,8 @@ void pick(self_ptr self) {
 }
 
 caf::behavior followers(self_ptr self, std::string group, std::string host,
-                        uint32_t rf, caf::actor shipper, caf::actor cluster) {
+                        uint32_t rf, caf::actor shipper, caf::actor cluster,
+                        caf::actor recorder) {
   auto& st = self->state;
   st.group = std::move(group);
   st.host = std::move(host);
@@ -84,7 +91,21 @@ caf::behavior followers(self_ptr self, std::string group, std::string host,
   st.shipper = std::move(shipper);
   self->send(cluster, wire::watch_atom::value,
              caf::actor_cast<caf::actor>(self));
+  if (recorder)
+    self->send(recorder, wire::serving_atom::value,
+               caf::actor_cast<caf::actor>(self));
   return {
+    [=](const pb::ReplicaGroup& rec) {
+      auto& st = self->state;
+      std::set<std::string> extras;
+      for (auto& x : rec.extra_replicas())
+        if (x != st.group && x != st.host)
+          extras.insert(x);
+      if (extras == st.extras)
+        return;
+      st.extras = std::move(extras);
+      pick(self);
+    },
     [=](const pb::MembershipView& v) {
       auto& st = self->state;
       std::set<std::string> ms;
@@ -126,10 +147,11 @@ caf::behavior followers(self_ptr self, std::string group, std::string host,
 
 caf::actor spawn_followers(caf::actor_system& sys, std::string group,
                            std::string host, uint32_t replication_factor,
-                           caf::actor shipper, caf::actor cluster) {
+                           caf::actor shipper, caf::actor cluster,
+                           caf::actor recorder) {
   return sys.spawn(followers, std::move(group), std::move(host),
-                   replication_factor,
-                   std::move(shipper), std::move(cluster));
+                   replication_factor, std::move(shipper), std::move(cluster),
+                   std::move(recorder));
 }
 
 } // namespace edda::replication

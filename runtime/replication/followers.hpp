@@ -26,10 +26,15 @@ namespace edda::replication {
 /// a follower (its copy became the group's storage there). Members that
 /// are groups served elsewhere (MemberInfo.hosted_by) are never followers
 /// either.
+///
+/// `recorder` (group_record.hpp; may be null) tells the group's record: the
+/// members an operator asked to keep a copy (add-replica) follow too,
+/// beyond the factor, while they are live members.
 [[nodiscard]] caf::actor spawn_followers(caf::actor_system& sys,
                                          std::string group, std::string host,
                                          uint32_t replication_factor,
                                          caf::actor shipper,
-                                         caf::actor cluster);
+                                         caf::actor cluster,
+                                         caf::actor recorder);
 
 } // namespace edda::replication

@@ -76,12 +76,23 @@ namespace {
 /// The record leaves the group to its own node: no host, or the copy in
 /// the node's own data dir elected for a hand-back.
 bool at_home(const std::string& group, const pb::ReplicaGroup& rec) {
-  return rec.host().empty() || rec.host() == group
-         || rec.host() == standby_id(group);
+  return (rec.host().empty() || rec.host() == group
+          || rec.host() == standby_id(group))
+         && (rec.move_to().empty() || rec.move_to() == standby_id(group));
 }
 
 caf::error served_elsewhere(const std::string& group,
                             const pb::ReplicaGroup& rec) {
+  if (rec.host().empty() || rec.host() == group)
+    return make_error(errc::fenced,
+                      "replica group " + group + " is being moved to "
+                        + rec.move_to() + " (asked by " + rec.moved_by()
+                        + "): this node follows it as " + standby_id(group)
+                        + (rec.pinned() ? " and keeps a copy (edda cluster "
+                                          "move-group "
+                                            + group + " --to " + group
+                                            + " brings it back)"
+                                        : ""));
   return make_error(
     errc::fenced,
     "replica group " + group + " is served by node " + rec.host()
@@ -174,6 +185,14 @@ claim_group(coord::client& store, const std::string& cluster_name,
     rec.set_elected_seq(old.elected_seq());
     rec.set_elected_epoch(old.elected_epoch());
     rec.set_elected_copy_epoch(old.elected_copy_epoch());
+    // What operators asked (add-replica, move-group) stays; the claimer
+    // itself is no extra replica of its group.
+    for (auto& x : old.extra_replicas())
+      if (x != group && x != opts.host)
+        rec.add_extra_replicas(x);
+    rec.set_move_wanted(old.move_wanted());
+    rec.set_moved_by(old.moved_by());
+    rec.set_pinned(old.pinned());
     if (!opts.host.empty() || old.host() == standby_id(group)) {
       rec.set_unclean(old.unclean());
       rec.set_unclean_elected_by(old.unclean_elected_by());
@@ -226,6 +245,8 @@ struct recorder_state {
   uint64_t epoch = 0;
   int64_t mod_revision = 0;
   caf::actor shipper; ///< told when the record is no longer this leader's
+  caf::actor followers; ///< told the record (its extra replicas) on change
+  bool moving = false;  ///< a move away was seen (on_lost told once)
   std::function<void(const caf::error&)> on_lost;
   std::unique_ptr<coord::watch> watch;
   uint64_t watch_gen = 0;
@@ -265,8 +286,28 @@ void check(rec_ptr self, const std::optional<pb::ReplicaGroup>& rec) {
   auto& st = self->state;
   if (st.lost)
     return;
-  if (rec && ours(st, *rec))
+  if (rec && st.followers)
+    self->send(st.followers, *rec);
+  if (rec && ours(st, *rec)) {
+    // Marked to move to another copy (move-group, or a hand-back of a
+    // group served here after a failover): this leader stops, cleanly
+    // (its followers get the last commits); the controller then elects
+    // that copy.
+    if (!rec->move_to().empty() && !st.moving) {
+      st.moving = true;
+      auto why = make_error(errc::not_owner,
+                            "replica group " + st.group + " moves to "
+                              + rec->move_to()
+                              + (rec->moved_by().empty()
+                                   ? std::string{}
+                                   : " (asked by " + rec->moved_by() + ")")
+                              + ": this node stops serving it");
+      EDDA_WARN("replication", render(why));
+      if (st.on_lost)
+        st.on_lost(why);
+    }
     return;
+  }
   st.lost = true;
   auto err = taken_over(st, rec);
   EDDA_ERROR("replication", render(err));
@@ -363,6 +404,14 @@ caf::behavior recorder(rec_ptr self, coord::client_ptr store,
   st.epoch = epoch;
   st.mod_revision = mod_revision;
   return {
+    [=](wire::serving_atom, caf::actor& followers) {
+      // The followers actor: told the record now and at every change.
+      auto& st = self->state;
+      st.followers = std::move(followers);
+      if (auto got = read_group(*st.store, st.cluster_name, st.group);
+          got && *got)
+        self->send(st.followers, **got);
+    },
     [=](wire::watch_atom, caf::actor& shipper) {
       // The shipper to tell when the record is taken over; the watch runs
       // from the record as this node wrote it.
