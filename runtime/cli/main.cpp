@@ -206,7 +206,9 @@ int cmd_node(const std::vector<std::string>& argv) {
   // and follows the group as a standby (embedded_node::start).
   auto moved = std::make_shared<std::atomic<bool>>(false);
   opts.on_fatal = [&shutdown, moved](const caf::error& why) {
-    if (code_of(why) == errc::not_owner) {
+    // Once moved, what follows (the record naming the new leader) is part
+    // of the same move.
+    if (code_of(why) == errc::not_owner || moved->load()) {
       moved->store(true);
       shutdown.wake();
     } else {

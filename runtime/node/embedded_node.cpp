@@ -645,7 +645,11 @@ embedded_node::follow_own_group(const config::node_settings& settings,
                           << r.leader_epoch()
                           << "); the controller hands the group back");
     in_sync = listed;
-    if (r.host() != standby && !r.host().empty() && r.host() != node_id)
+    // Elected (host = the standby), or at home with no move under way to
+    // another member (a move withdrawn): the node starts its group.
+    bool home = (r.host().empty() || r.host() == node_id)
+                && (r.move_to().empty() || r.move_to() == standby);
+    if (r.host() != standby && !home)
       continue;
     // Elected (or the record leaves the group home): the copy is closed
     // here before this process opens it as the node's storage.

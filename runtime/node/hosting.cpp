@@ -129,8 +129,7 @@ struct hosting::impl {
         else if (r == recs->end() || r->second.rec.host() != opts.node_id)
           to_drop.emplace_back(g, "its record names another host");
         else if (!r->second.rec.move_to().empty())
-          to_drop.emplace_back(g, "it moves to " + r->second.rec.move_to()
-                                    + " (its node is back and in sync)");
+          to_drop.emplace_back(g, "it moves to " + r->second.rec.move_to());
       }
     }
     for (auto& [g, why] : to_drop)

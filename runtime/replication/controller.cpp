@@ -133,7 +133,10 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   bool handed_back = !e->rec.move_to().empty()
                      && best->follower() == e->rec.move_to();
   next.clear_move_to();
-  next.clear_move_wanted();
+  if (best->follower() == e->rec.move_wanted())
+    next.clear_move_wanted();
+  if (best->follower() == standby_id(e->group))
+    next.set_pinned(false); // its own node serves it again
   next.clear_extra_replicas(); // the winner serves now: no extra of itself
   for (auto& x : e->rec.extra_replicas())
     if (x != best->follower())
@@ -302,8 +305,32 @@ void run_round(self_ptr self) {
     auto now = std::chrono::steady_clock::now();
     auto unserved_for = now - st.unserved.try_emplace(group, now).first->second;
     bool moving = !rec.move_to().empty(); // its server stopped for it
+    if (!moving && !rec.failover() && rec.unclean_by().empty())
+      continue; // failover off: it waits for its node
     if (unserved_for < st.opts.grace && !moving)
       continue; // its node may be rejoining
+    if (moving && unserved_for >= st.opts.host_wait) {
+      // The marked copy was not elected in time (it left the in-sync set,
+      // or died): the move is withdrawn, so that the group's own node (its
+      // standby) or a plain election can serve it again.
+      auto next = rec;
+      next.clear_move_to();
+      next.clear_move_wanted();
+      next.set_changed_ms(now_ms());
+      auto guard = cluster::membership::prefix(st.opts.cluster_name)
+                   + "owners/" + duty;
+      auto put = st.opts.store->cas_put_guarded(
+        group_key(st.opts.cluster_name, group), next.SerializeAsString(),
+        entry.mod_revision, guard, static_cast<int64_t>(token));
+      if (put && put->succeeded)
+        EDDA_WARN("replication", "controller (token "
+                                   << token << "): the move of group "
+                                   << group << " to " << rec.move_to()
+                                   << " was not done within "
+                                   << st.opts.host_wait.count()
+                                   << " ms; withdrawn");
+      continue;
+    }
     if (!moving && rec.stopped_ms() != 0
         && unserved_for < st.opts.restart_wait) {
       if (st.waiting.insert(group + "@stopped").second)
@@ -461,9 +488,22 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
         == rec.extra_replicas().end())
       rec.add_extra_replicas(target);
   } else {
-    if ((home && rec.host().empty() && rec.move_to().empty())
-        || (!home && rec.host() == target))
+    if (!rec.move_to().empty())
+      return make_error(errc::unavailable,
+                        "group " + r.group() + " is moving to "
+                          + rec.move_to() + " now; ask again once it is there");
+    if ((home && rec.host().empty()) || (!home && rec.host() == target)) {
+      if (!rec.move_wanted().empty() || rec.pinned()) {
+        // Served there already: an earlier request not carried out yet
+        // is withdrawn.
+        rec.clear_move_wanted();
+        rec.set_pinned(!home);
+        rec.set_moved_by(r.by());
+        (void) st.opts.store->cas_put(key, rec.SerializeAsString(),
+                                      got->first->mod_revision);
+      }
       return done; // served there already
+    }
     if (!in_sync)
       return make_error(
         errc::unavailable,

@@ -313,7 +313,7 @@ void check(rec_ptr self, const std::optional<pb::ReplicaGroup>& rec) {
   EDDA_ERROR("replication", render(err));
   if (st.shipper)
     self->send(st.shipper, wire::lost_atom::value, err);
-  if (st.on_lost)
+  if (st.on_lost && !st.moving) // after a move: expected, told already
     st.on_lost(err);
 }
 

@@ -352,13 +352,6 @@ protected:
     return launch(n);
   }
 
-  /// Starts `n` again (kill -9 first if it runs) without waiting for it to
-  /// listen: a node whose group is served elsewhere listens only once it
-  /// takes it back. True if the process started.
-  bool restart_in_background(cluster_node& n) {
-    kill9(n);
-    return launch(n, false);
-  }
 
   /// A start that must be refused: `edda node` for a node `o` (its name,
   /// default "refused") on `data_dir` and a free port, with the settings
@@ -558,9 +551,8 @@ private:
     return std::move(*r);
   }
 
-  /// Starts a new process for `n` and waits for its listening line
-  /// (`wait`).
-  bool launch(cluster_node& n, bool wait = true) {
+  /// Starts a new process for `n` and waits for its listening line.
+  bool launch(cluster_node& n) {
     node_launch l;
     l.binary = EDDA_BINARY;
     l.data_dir = n.data_dir;
@@ -574,8 +566,6 @@ private:
       ADD_FAILURE() << n.name << ": " << p.error;
       return false;
     }
-    if (!wait)
-      return true;
     // A node whose group was failed over listens once it took it back
     // (a full copy first): longer than a plain start.
     if (test::wait_listening(p, seconds(40)))
