@@ -914,7 +914,8 @@ partitions, transactions and sagas; clients follow through etcd. A group
 moved away from its own node stays where it was moved; its node keeps
 running as a standby with a copy, and "move-group GROUP --to GROUP" brings
 it back. NODE without an in-sync copy: add-replica first. Waits until NODE
-serves it (up to 60 s). To replace a machine: start the new node, add a
+serves it (up to 60 s); ask through a node other than the one serving
+GROUP (it stops serving it on the way). To replace a machine: start the new node, add a
 replica of the old node's group on it, move the group there, stop the old
 node.
 )";

@@ -447,6 +447,12 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
                         + "' (groups are named by their node ids)");
   auto server = rec.host().empty() ? r.group() : rec.host();
   bool home = target == r.group();
+  if (!add && !home && server == st.opts.node_id)
+    return make_error(errc::invalid_argument,
+                      "node " + st.opts.node_id + " serves group " + r.group()
+                        + " and stops serving it during the move, so it "
+                          "could not answer: ask through another node "
+                          "(--node)");
   // The member whose copy it is: a node, or the group's own node back as
   // its standby (a move home).
   auto member = home ? standby_id(r.group()) : target;

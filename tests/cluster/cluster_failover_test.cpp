@@ -14,6 +14,7 @@
 #include "wire/types.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <set>
@@ -381,6 +382,15 @@ TEST_F(ClusterFailoverTest, AnOperatorMovesAGroupToANewReplicaAndBackOnline) {
   EXPECT_NE(render(no_copy.error()).find("add-replica"), std::string::npos)
     << render(no_copy.error());
   auto unknown = client::admin::add_replica(*c, "no-such-group", other, "ops");
+  // Asked through the node that serves the group: refused, saying where
+  // to ask.
+  auto self_ask = connect(node(0));
+  ASSERT_TRUE(self_ask) << render(self_ask.error());
+  auto through = client::admin::move_group(*self_ask, g, follower, "ops");
+  ASSERT_FALSE(through);
+  EXPECT_NE(render(through.error()).find("ask through another node"),
+            std::string::npos)
+    << render(through.error());
   ASSERT_FALSE(unknown);
   EXPECT_EQ(code_of(unknown.error()), errc::not_found);
   auto after_bad = record(g);
@@ -394,10 +404,41 @@ TEST_F(ClusterFailoverTest, AnOperatorMovesAGroupToANewReplicaAndBackOnline) {
             added->isr().end());
   for (int i = 0; i < 10; ++i)
     ASSERT_TRUE(p.send(key, "replicated " + std::to_string(i)));
+  // Writes to the group's partition go on during each move, from another
+  // client (some are refused while it moves; every acknowledged one must
+  // be consumed afterwards).
+  auto c2 = connect(node(1));
+  ASSERT_TRUE(c2) << render(c2.error());
+  acked_producer bg{*c2, "pay"};
+  std::atomic<bool> writing{false};
+  std::atomic<int> tried{0};
+  std::thread writer;
+  auto write_during = [&](const std::string& tag) {
+    writing = true;
+    writer = std::thread([&, tag] {
+      for (int i = 0; i < 2000 && writing.load(); ++i) {
+        (void) bg.send(key, tag + " " + std::to_string(i));
+        ++tried;
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+  };
+  auto stop_writing = [&] {
+    writing = false;
+    if (writer.joinable())
+      writer.join();
+  };
+  at_exit stop_writer{[&] { stop_writing(); }};
   // The move: answered once `other` serves the group.
+  write_during("during the move away");
   auto moved_at = steady::now();
   auto moved = client::admin::move_group(*c, g, other, "ops");
+  std::this_thread::sleep_for(300ms);
+  stop_writing();
   ASSERT_TRUE(moved) << render(moved.error());
+  std::printf("during the move away: %zu of %d writes acknowledged\n",
+              bg.acked.size(), tried.load());
+  p.acked.insert(bg.acked.begin(), bg.acked.end());
   std::printf("group %s moved to %s in %lld ms (epoch %llu)\n", g.c_str(),
               moved->host().c_str(),
               static_cast<long long>(
@@ -442,8 +483,20 @@ TEST_F(ClusterFailoverTest, AnOperatorMovesAGroupToANewReplicaAndBackOnline) {
     ASSERT_TRUE(p.send(key, "moved " + std::to_string(i)));
   all_consumed(node(1), p, "audit-moved");
   // Back home: n1 serves its group again.
-  auto home = client::admin::move_group(*c, g, g, "ops");
+  auto acked_before = bg.acked.size();
+  tried = 0;
+  write_during("during the move home");
+  // Asked through the node that neither serves it nor is its own (the
+  // serving node stops serving it on the way: it would not answer).
+  auto via = connect(node(follower));
+  ASSERT_TRUE(via) << render(via.error());
+  auto home = client::admin::move_group(*via, g, g, "ops");
+  std::this_thread::sleep_for(300ms);
+  stop_writing();
   ASSERT_TRUE(home) << render(home.error());
+  std::printf("during the move home: %zu of %d writes acknowledged\n",
+              bg.acked.size() - acked_before, tried.load());
+  p.acked.insert(bg.acked.begin(), bg.acked.end());
   EXPECT_EQ(home->host(), g);
   r = record(g);
   ASSERT_TRUE(r);
