@@ -151,7 +151,11 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   std::string host;
   uint16_t port = 0;
-  client::parse_endpoint(endpoint, host, port);
+  if (!client::parse_endpoint(endpoint, host, port)) {
+    std::cerr << "edda bench saga: the node's endpoint '" << endpoint
+              << "' is not host:port\n";
+    _exit(1);
+  }
   auto conn = client::connection::open(host, port);
   if (!conn) {
     std::cerr << "edda bench saga: participants cannot connect: "
@@ -344,7 +348,11 @@ int saga_main(const std::vector<std::string>& argv, const std::string& self_exe)
   }
   std::string host;
   uint16_t port = 0;
-  client::parse_endpoint(node.endpoint, host, port);
+  if (!client::parse_endpoint(node.endpoint, host, port)) {
+    std::cerr << "edda bench saga: the node's endpoint '" << node.endpoint
+              << "' is not host:port\n";
+    return finish(1);
+  }
   auto conn = client::connection::open(host, port);
   if (!conn) {
     std::cerr << "edda bench saga: " << render(conn.error()) << "\n";

@@ -49,7 +49,8 @@ TEST_F(ClusterBadInputTest, ADataDirOfAnotherClusterIsRefusedNamingBoth) {
   stop(a);
   auto other = cluster_name() + "-b";
   auto [rc, out]
-    = run_until_exit({"n1", {"cluster.name=" + other}}, a.data_dir);
+    = run_until_exit({"n1", {"cluster.name=" + other}, false, false, {}},
+                       a.data_dir);
   EXPECT_GT(rc, 0) << out;
   EXPECT_NE(out.find("belongs to cluster '" + cluster_name() + "'"),
             std::string::npos)
@@ -79,8 +80,11 @@ TEST_F(ClusterBadInputTest, TwoClustersOnOneEtcdAreSeparateAndCannotLink) {
   // b's n2 is sent to a1 for its n1.
   add_node(
     {"b1",
-     {"cluster.name=" + b, "node.name=n1", "node.advertise=" + a1.endpoint()}});
-  auto& b2 = add_node({"b2", {"cluster.name=" + b, "node.name=n2"}});
+     {"cluster.name=" + b, "node.name=n1", "node.advertise=" + a1.endpoint()},
+     false,
+     false,
+     {}});
+  auto& b2 = add_node({"b2", {"cluster.name=" + b, "node.name=n2"}, false, false, {}});
   auto sa = status_of(a1);
   ASSERT_TRUE(sa);
   EXPECT_EQ(sa->cluster_name(), cluster_name());
@@ -124,8 +128,12 @@ TEST_F(ClusterBadInputTest, AClusterOfTheSameNameOnAnotherEtcdCannotLink) {
     = "cluster.etcd=127.0.0.1:" + std::to_string((*e2)->client_port());
   // The same cluster.name on another etcd; its n1 advertises a1's address.
   add_node(
-    {"x1", {other_etcd, "node.name=n1", "node.advertise=" + a1.endpoint()}});
-  auto& x2 = add_node({"x2", {other_etcd, "node.name=n2"}});
+    {"x1",
+     {other_etcd, "node.name=n1", "node.advertise=" + a1.endpoint()},
+     false,
+     false,
+     {}});
+  auto& x2 = add_node({"x2", {other_etcd, "node.name=n2"}, false, false, {}});
   ASSERT_TRUE(eventually(10s, [&] {
     auto s = status_of(x2);
     return s && s->members_size() == 2;

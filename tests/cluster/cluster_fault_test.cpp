@@ -49,7 +49,7 @@ protected:
 
 TEST_F(ClusterFaultTest, ANodeCutFromEtcdFencesItselfAndStillServesItsClients) {
   add_node();
-  add_node({"n2", {}, true}); // etcd through a relay
+  add_node({"n2", {}, true, false, {}}); // etcd through a relay
   add_node();
   auto& b = node("n2");
   auto ca = connect(node(0));
@@ -92,7 +92,7 @@ TEST_F(ClusterFaultTest, ANodeCutFromEtcdFencesItselfAndStillServesItsClients) {
 
 TEST_F(ClusterFaultTest, ANodeCutFromItsPeersKeepsItsPlaceAndSendsFailFast) {
   add_node();
-  add_node({"n2", {}, false, true}); // peers and clients reach it by a relay
+  add_node({"n2", {}, false, true, {}}); // peers and clients reach it by a relay
   add_node();
   auto& b = node("n2");
   auto ca = connect(node(0));
@@ -233,7 +233,11 @@ TEST_F(ClusterFaultTest, ANodeGivenTwoEtcdsKeepsItsLeaseWhenTheFirstGoesSilent) 
   auto front = relay::start(0, "127.0.0.1", etcd().client_port());
   ASSERT_TRUE(front) << render(front.error());
   auto& a = add_node(
-    {"n1", {"cluster.etcd=" + (*front)->address() + "," + etcd_address()}});
+    {"n1",
+     {"cluster.etcd=" + (*front)->address() + "," + etcd_address()},
+     false,
+     false,
+     {}});
   add_node();
   auto before = status_of(a);
   ASSERT_TRUE(before);

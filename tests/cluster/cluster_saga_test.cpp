@@ -85,7 +85,7 @@ protected:
 
 TEST_F(ClusterSagaTest, MessageStepsReachPartitionsOnOtherNodesExactlyOnce) {
   for (int i = 0; i < 3; ++i)
-    add_node({"", saga_settings});
+    add_node({"", saga_settings, false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   ASSERT_TRUE(client::admin::create_topic(*c1, "shipments", 3));
@@ -162,10 +162,10 @@ TEST_F(ClusterSagaTest, MessageStepsReachPartitionsOnOtherNodesExactlyOnce) {
 TEST_F(ClusterSagaTest, ASagaNodeKilledAroundARemoteMessageSettlesByCheckBack) {
   // n1 runs the sagas and dies right after a step recorded its message's
   // transaction, before the commit: the check-back from n2 commits it.
-  node_options o1{"", saga_settings};
+  node_options o1{"", saga_settings, false, false, {}};
   o1.failpoints = "saga.before_remote_commit=crash@1";
   add_node(o1);
-  add_node({"", saga_settings});
+  add_node({"", saga_settings, false, false, {}});
   auto c2 = connect(node(1));
   ASSERT_TRUE(c2);
   ASSERT_TRUE(client::admin::create_topic(*c2, "shipments", 2));

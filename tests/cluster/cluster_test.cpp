@@ -461,7 +461,7 @@ TEST_F(ClusterTest, ANodePausedPastItsLeaseFencesItselfAndRejoins) {
 TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
   start_nodes(1);
   // Same node.name, another data dir: refused with a clear error.
-  auto [rc, out] = run_until_exit({"n1", {}}, root() + "/dup");
+  auto [rc, out] = run_until_exit({"n1", {}, false, false, {}}, root() + "/dup");
   EXPECT_GT(rc, 0) << out;
   EXPECT_NE(out.find("already a live member"), std::string::npos) << out;
   // The live one is untouched.
@@ -474,7 +474,8 @@ TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
 TEST_F(ClusterTest, TransactionsLiveOnTheirPartitionsHomeAndCheckBackSettles) {
   // Check-back soon after a half message without an end.
   for (int i = 0; i < 3; ++i)
-    add_node({"", {"txn.check_after=1500ms", "txn.max_check_interval=1s"}});
+    add_node({"", {"txn.check_after=1500ms", "txn.max_check_interval=1s"},
+              false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   ASSERT_TRUE(client::admin::create_topic(*c1, "tx", 6));
@@ -556,7 +557,7 @@ TEST_F(ClusterTest, SagasLiveOnTheirIdsHomeAndResumeWhenItComesBack) {
                                 "saga.step_attempts=20",
                                 "saga.step_backoff=100ms"};
   for (int i = 0; i < 3; ++i)
-    add_node({"", s});
+    add_node({"", s, false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   // Participants in this process, registered with every node; each key
