@@ -50,6 +50,9 @@ struct saga_options {
   uint64_t workers = 2;
   std::string durability = "fsync";
   std::vector<std::string> node_settings;
+  uint64_t cluster = 0;     ///< --cluster N: N nodes on one etcd instead
+  uint64_t replication = 1; ///< --replication RF (with --cluster)
+  uint64_t min_insync = 1;  ///< --min-insync M (with --cluster)
 };
 
 const char* saga_help = R"(usage: edda bench saga [options]
@@ -70,6 +73,13 @@ options:
   --workers N         participant threads (default 2)
   --durability D      fsync, nometasync or nosync (default fsync)
   --node-set KEY=VALUE  a setting for the node (repeatable)
+  --cluster N         N nodes on one etcd started here (etcd-server), the
+                      participants registered with each, sagas started
+                      through the first (each runs on its saga home): the
+                      throughput and latency phases at replication factor
+                      1, then at --replication RF (default 1: once) with
+                      --min-insync M (default 1), in the same run; no
+                      memory phase
 )";
 
 bool parse(const std::vector<std::string>& argv, saga_options& o,
@@ -87,6 +97,9 @@ bool parse(const std::vector<std::string>& argv, saga_options& o,
                     : a == "--window"        ? &o.window
                     : a == "--latency-count" ? &o.latency_count
                     : a == "--workers"       ? &o.workers
+                    : a == "--cluster"       ? &o.cluster
+                    : a == "--replication"   ? &o.replication
+                    : a == "--min-insync"    ? &o.min_insync
                                              : nullptr;
     if (num) {
       auto v = value();
@@ -119,6 +132,16 @@ bool parse(const std::vector<std::string>& argv, saga_options& o,
       return false;
     }
   }
+  if (o.cluster == 0 && (o.replication > 1 || o.min_insync > 1)) {
+    err = "--replication and --min-insync need --cluster N";
+    return false;
+  }
+  if (o.cluster > 0 && (o.replication > o.cluster || o.replication > 5
+                        || o.min_insync > o.replication)) {
+    err = "--replication must be at most --cluster (and 5), --min-insync at "
+          "most --replication";
+    return false;
+  }
   return true;
 }
 
@@ -146,22 +169,9 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
 
 /// The child: serves bench3.{a,b,c} (and their compensations) and hold.a,
 /// writes one byte to `ready` once registered, runs until `quit` closes.
-[[noreturn]] void participants(const std::string& endpoint, uint32_t workers,
-                               int ready, int quit) {
+[[noreturn]] void participants(const std::vector<std::string>& endpoints,
+                               uint32_t workers, int ready, int quit) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  std::string host;
-  uint16_t port = 0;
-  if (!client::parse_endpoint(endpoint, host, port)) {
-    std::cerr << "edda bench saga: the node's endpoint '" << endpoint
-              << "' is not host:port\n";
-    _exit(1);
-  }
-  auto conn = client::connection::open(host, port);
-  if (!conn) {
-    std::cerr << "edda bench saga: participants cannot connect: "
-              << render(conn.error()) << "\n";
-    _exit(1);
-  }
   auto ok = [](const sagas::step_request&) {
     return sagas::step_result::success();
   };
@@ -170,16 +180,37 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
     handlers[std::string("bench3.") + s] = ok;
     handlers[std::string("bench3.") + s + ".undo"] = ok;
   }
-  sagas::host_options ho;
-  ho.client_id = "bench-participants";
-  ho.workers = workers;
-  auto host_ = sagas::participant_host::start(*conn, handlers, ho);
-  if (!host_) {
-    std::cerr << "edda bench saga: participant host: "
-              << render(host_.error()) << "\n";
-    _exit(1);
+  // One participant host per node (in a cluster, a saga's steps are
+  // commanded by its home node).
+  std::vector<client::connection> conns;
+  std::vector<std::unique_ptr<sagas::participant_host>> hosts;
+  for (auto& endpoint : endpoints) {
+    std::string host;
+    uint16_t port = 0;
+    if (!client::parse_endpoint(endpoint, host, port)) {
+      std::cerr << "edda bench saga: the node's endpoint '" << endpoint
+                << "' is not host:port\n";
+      _exit(1);
+    }
+    auto conn = client::connection::open(host, port);
+    if (!conn) {
+      std::cerr << "edda bench saga: participants cannot connect to "
+                << endpoint << ": " << render(conn.error()) << "\n";
+      _exit(1);
+    }
+    sagas::host_options ho;
+    ho.client_id = "bench-participants";
+    ho.workers = workers;
+    auto h = sagas::participant_host::start(*conn, handlers, ho);
+    if (!h) {
+      std::cerr << "edda bench saga: participant host: " << render(h.error())
+                << "\n";
+      _exit(1);
+    }
+    hosts.push_back(std::move(*h));
+    conns.push_back(std::move(*conn));
   }
-  auto& im = *conn->impl();
+  auto& im = *conns.front().impl();
   auto hold = im.sys->spawn(holder, im.frontend());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   char c = 1;
@@ -297,6 +328,147 @@ std::string ms(double x) {
   return buf;
 }
 
+/// The phases against `nodes` (sagas started through the first; the
+/// participants registered with each): true if every saga completed.
+/// `memory`: also the memory phase (one node).
+bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
+                 const std::string& label, bool memory) {
+  std::vector<std::string> endpoints;
+  for (auto& n : nodes)
+    endpoints.push_back(n.endpoint);
+  // The participant process, forked while this process has no client
+  // (the previous run's connection is gone with its threads).
+  int ready[2], quit[2];
+  if (pipe(ready) != 0 || pipe(quit) != 0)
+    return false;
+  std::fflush(nullptr);
+  auto ppid = fork();
+  if (ppid == 0) {
+    ::close(ready[0]);
+    ::close(quit[1]);
+    participants(endpoints, static_cast<uint32_t>(o.workers), ready[1],
+                 quit[0]);
+  }
+  ::close(ready[1]);
+  ::close(quit[0]);
+  char c = 0;
+  bool up = ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  auto finish = [&](bool ok) {
+    ::close(quit[1]);
+    waitpid(ppid, nullptr, 0);
+    return ok;
+  };
+  if (!up) {
+    std::cerr << "edda bench saga: the participant process did not start\n";
+    return finish(false);
+  }
+  std::string host;
+  uint16_t port = 0;
+  if (!client::parse_endpoint(nodes.front().endpoint, host, port)) {
+    std::cerr << "edda bench saga: the node's endpoint '"
+              << nodes.front().endpoint << "' is not host:port\n";
+    return finish(false);
+  }
+  auto conn = client::connection::open(host, port);
+  if (!conn) {
+    std::cerr << "edda bench saga: " << render(conn.error()) << "\n";
+    return finish(false);
+  }
+  std::cout << "edda bench saga: " << label << ": sagas through "
+            << nodes.front().endpoint << " (durability " << o.durability
+            << "), participants in process " << ppid << " (" << o.workers
+            << " workers per node), " << std::thread::hardware_concurrency()
+            << " cores\n"
+            << std::flush;
+  bool ok = true;
+  auto report = [&](const char* phase, run_result& r, uint64_t window) {
+    ok = ok && r.errors == 0 && r.not_completed == 0 && r.done > 0;
+    std::cout << label << " " << phase << "  " << r.done
+              << " three-step sagas, window " << window << ": "
+              << grouped(static_cast<double>(r.done) / r.seconds)
+              << " sagas/s; saga latency p50 "
+              << ms(r.latency.percentile_ms(0.5)) << ", p99 "
+              << ms(r.latency.percentile_ms(0.99));
+    if (r.errors + r.not_completed > 0)
+      std::cout << "; " << r.errors << " errors, " << r.not_completed
+                << " not completed (" << r.first_problem << ")";
+    std::cout << "\n" << std::flush;
+  };
+  auto prefix = "b" + std::to_string(::getpid()) + "-" + label + "-";
+  for (auto& ch : prefix)
+    if (ch == ' ')
+      ch = '-';
+  // A short warm-up: connections, the first LMDB pages.
+  (void) run(*conn, "bench3", prefix + "w", std::min<uint64_t>(o.count, 500),
+             o.window, true);
+  auto t = run(*conn, "bench3", prefix + "t", o.count, o.window, true);
+  report("throughput", *t, o.window);
+  auto l = run(*conn, "bench3", prefix + "l", o.latency_count, 1, true);
+  report("latency   ", *l, 1);
+  auto pid = nodes.front().pid;
+  auto rss_peak = peak_rss_kib(pid);
+  if (memory && o.live > 0 && ok) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto before = status_kib(pid, "RssAnon");
+    auto h = run(*conn, "hold", prefix + "h", o.live, o.window, false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto after = status_kib(pid, "RssAnon");
+    ok = ok && h->errors == 0;
+    auto per = after > before ? static_cast<double>(after - before) * 1024.0
+                                  / static_cast<double>(o.live)
+                              : 0.0;
+    std::cout << "memory      " << h->done << " live sagas (first step waiting): "
+              << "node anonymous RSS " << grouped(before / 1024.0) << " -> "
+              << grouped(after / 1024.0) << " MiB, "
+              << grouped(per) << " bytes per live saga ("
+              << grouped(static_cast<double>(o.live) / h->seconds)
+              << " starts/s)\n";
+  }
+  if (memory)
+    std::cout << "edda node peak RSS before the memory phase: "
+              << grouped(static_cast<double>(rss_peak) / 1024.0) << " MiB\n";
+  return finish(ok);
+}
+
+/// `--cluster N` at replication factor `rf`: etcd and N nodes, the phases,
+/// everything stopped. False if a node did not start or a saga failed.
+bool run_cluster(const saga_options& o, const std::string& self_exe,
+                 const std::vector<std::string>& base, uint64_t rf) {
+  auto etcd = start_etcd();
+  if (etcd.endpoint.empty())
+    return false;
+  std::vector<node_process> nodes;
+  auto name = "bench-saga-" + std::to_string(::getpid()) + "-rf"
+              + std::to_string(rf);
+  bool ok = true;
+  for (uint64_t i = 1; i <= o.cluster && ok; ++i) {
+    auto settings = base;
+    settings.push_back("cluster.etcd=" + etcd.endpoint);
+    settings.push_back("cluster.name=" + name);
+    settings.push_back("node.name=n" + std::to_string(i));
+    settings.push_back("cluster.lease_ttl=3s");
+    settings.push_back("cluster.replication_factor=" + std::to_string(rf));
+    settings.push_back("cluster.min_insync="
+                       + std::to_string(rf > 1 ? o.min_insync : 1));
+    settings.push_back("cluster.failover=off");
+    nodes.push_back(start_node(self_exe, o.durability, {}, settings));
+    ok = !nodes.back().endpoint.empty();
+  }
+  if (ok) {
+    // The nodes see each other (and, with copies, have their followers)
+    // before the first saga.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    auto label = "edda x" + std::to_string(o.cluster)
+                 + (rf > 1 ? " rf" + std::to_string(rf) : std::string{});
+    ok = run_against(nodes, o, label, false);
+  }
+  for (auto& n : nodes)
+    stop_node(n);
+  stop_etcd(etcd);
+  return ok;
+}
+
 } // namespace
 
 int saga_main(const std::vector<std::string>& argv, const std::string& self_exe) {
@@ -314,97 +486,21 @@ int saga_main(const std::vector<std::string>& argv, const std::string& self_exe)
   settings.insert(settings.begin(),
                   {R"(saga.types=["bench3 = a, b, c", "hold = a"])",
                    "saga.step_timeout=10m"});
+  if (o.cluster > 0) {
+    // Factor 1 first, then the one asked for: the same run compares them.
+    bool ok = run_cluster(o, self_exe, settings, 1);
+    if (ok && o.replication > 1)
+      ok = run_cluster(o, self_exe, settings, o.replication);
+    return ok ? 0 : 1;
+  }
   auto node = start_node(self_exe, o.durability, {}, settings);
   if (node.endpoint.empty())
     return 1;
-  // The participant process, forked before this process has any thread.
-  int ready[2], quit[2];
-  if (pipe(ready) != 0 || pipe(quit) != 0) {
-    stop_node(node);
-    return 1;
-  }
-  std::fflush(nullptr);
-  auto ppid = fork();
-  if (ppid == 0) {
-    ::close(ready[0]);
-    ::close(quit[1]);
-    participants(node.endpoint, static_cast<uint32_t>(o.workers), ready[1],
-                 quit[0]);
-  }
-  ::close(ready[1]);
-  ::close(quit[0]);
-  char c = 0;
-  bool up = ::read(ready[0], &c, 1) == 1;
-  ::close(ready[0]);
-  auto finish = [&](int rc) {
-    ::close(quit[1]);
-    waitpid(ppid, nullptr, 0);
-    stop_node(node);
-    return rc;
-  };
-  if (!up) {
-    std::cerr << "edda bench saga: the participant process did not start\n";
-    return finish(1);
-  }
-  std::string host;
-  uint16_t port = 0;
-  if (!client::parse_endpoint(node.endpoint, host, port)) {
-    std::cerr << "edda bench saga: the node's endpoint '" << node.endpoint
-              << "' is not host:port\n";
-    return finish(1);
-  }
-  auto conn = client::connection::open(host, port);
-  if (!conn) {
-    std::cerr << "edda bench saga: " << render(conn.error()) << "\n";
-    return finish(1);
-  }
-  std::cout << "edda bench saga: node " << node.endpoint << " (durability "
-            << o.durability << ", data dir " << node.data_dir
-            << "), participants in process " << ppid << " (" << o.workers
-            << " workers), " << std::thread::hardware_concurrency()
-            << " cores\n"
-            << std::flush;
-  bool ok = true;
-  auto report = [&](const char* phase, run_result& r, uint64_t window) {
-    ok = ok && r.errors == 0 && r.not_completed == 0 && r.done > 0;
-    std::cout << phase << "  " << r.done << " three-step sagas, window "
-              << window << ": " << grouped(static_cast<double>(r.done) / r.seconds)
-              << " sagas/s; saga latency p50 " << ms(r.latency.percentile_ms(0.5))
-              << ", p99 " << ms(r.latency.percentile_ms(0.99));
-    if (r.errors + r.not_completed > 0)
-      std::cout << "; " << r.errors << " errors, " << r.not_completed
-                << " not completed (" << r.first_problem << ")";
-    std::cout << "\n" << std::flush;
-  };
-  auto prefix = "b" + std::to_string(::getpid()) + "-";
-  // A short warm-up: connections, the first LMDB pages.
-  (void) run(*conn, "bench3", prefix + "w", std::min<uint64_t>(o.count, 500),
-             o.window, true);
-  auto t = run(*conn, "bench3", prefix + "t", o.count, o.window, true);
-  report("throughput", *t, o.window);
-  auto l = run(*conn, "bench3", prefix + "l", o.latency_count, 1, true);
-  report("latency   ", *l, 1);
-  auto rss_peak = peak_rss_kib(node.pid);
-  if (o.live > 0 && ok) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    auto before = status_kib(node.pid, "RssAnon");
-    auto h = run(*conn, "hold", prefix + "h", o.live, o.window, false);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    auto after = status_kib(node.pid, "RssAnon");
-    ok = ok && h->errors == 0;
-    auto per = after > before ? static_cast<double>(after - before) * 1024.0
-                                  / static_cast<double>(o.live)
-                              : 0.0;
-    std::cout << "memory      " << h->done << " live sagas (first step waiting): "
-              << "node anonymous RSS " << grouped(before / 1024.0) << " -> "
-              << grouped(after / 1024.0) << " MiB, "
-              << grouped(per) << " bytes per live saga ("
-              << grouped(static_cast<double>(o.live) / h->seconds)
-              << " starts/s)\n";
-  }
-  std::cout << "edda node peak RSS before the memory phase: "
-            << grouped(static_cast<double>(rss_peak) / 1024.0) << " MiB\n";
-  return finish(ok ? 0 : 1);
+  std::cout << "edda bench saga: node " << node.endpoint << ", data dir "
+            << node.data_dir << "\n";
+  bool ok = run_against({node}, o, "edda", true);
+  stop_node(node);
+  return ok ? 0 : 1;
 }
 
 } // namespace edda::bench
