@@ -5,8 +5,29 @@ namespace edda::cli {
 bool args::parse(const std::vector<std::string>& argv,
                  const std::set<std::string>& flags,
                  const std::set<std::string>& valued, std::string& error) {
+  bool options = true; // until "--": what follows it is positional
   for (size_t i = 0; i < argv.size(); ++i) {
     const auto& a = argv[i];
+    if (!options || a == "-") {
+      positional.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options = false;
+      continue;
+    }
+    if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
+      // -h is --help; any other single-dash word is a mistyped option,
+      // never a name (a saga type or topic called "-x").
+      if (a == "-h" && flags.count("help") != 0) {
+        values_["help"].push_back("true");
+        continue;
+      }
+      error = "unknown option " + a
+              + " (options are --name; a positional word starting with '-' "
+                "goes after --)";
+      return false;
+    }
     if (a.size() < 3 || a.compare(0, 2, "--") != 0) {
       positional.push_back(a);
       continue;

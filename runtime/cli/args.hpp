@@ -1,6 +1,8 @@
 // A small argument parser for the `edda` command: positional words and
 // `--name value` / `--name=value` / `--flag` options, with clear errors for
-// unknown options.
+// unknown options. `-h` is `--help`; any other word starting with one '-'
+// is refused as an unknown option (never taken as a name); after `--`
+// every word is positional.
 #pragma once
 
 #include <map>

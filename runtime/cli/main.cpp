@@ -298,6 +298,10 @@ int cmd_topic(const std::vector<std::string>& argv) {
   uint64_t partitions = 0;
   if (!a.get_uint("partitions", 0, partitions, err))
     return fail(err);
+  if (a.has("partitions") && partitions == 0)
+    return fail(make_error(errc::invalid_argument,
+                           "--partitions must be at least 1 (without it: "
+                           "broker.default_partitions)"));
   if (verb != "list" && need_name().empty())
     return fail("topic " + verb + " needs a topic NAME\n" + topic_help);
   auto conn = connect(a);

@@ -632,6 +632,28 @@ TEST_F(BadInputTest, BadConfigMakesTheNodeCommandFailAndNameTheProblem) {
     << "a rejected config still created the data dir";
 }
 
+TEST_F(BadInputTest, CommandLineMistakesGetHelpOrAClearErrorNeverAName) {
+  // -h is help (exit 0), for a command and a subcommand, without a node:
+  // never a topic or a saga type called "-h".
+  for (auto args : {strings{"topic", "-h"}, strings{"saga", "start", "-h"},
+                    strings{"cluster", "move-group", "-h"}}) {
+    auto r = run_edda(args, tmp);
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << r.err;
+  }
+  // Any other single-dash word is an unknown option, said at once (no
+  // node is asked); --partitions 0 is refused the same way.
+  auto dash = run_edda({"saga", "start", "-x", "--node", "127.0.0.1:1"}, tmp);
+  EXPECT_EQ(dash.exit_code, 1);
+  EXPECT_NE(dash.err.find("unknown option -x"), std::string::npos) << dash.err;
+  auto zero = run_edda(
+    {"topic", "create", "t", "--partitions", "0", "--node", "127.0.0.1:1"}, tmp);
+  EXPECT_EQ(zero.exit_code, 1);
+  EXPECT_NE(zero.err.find("--partitions must be at least 1"), std::string::npos)
+    << zero.err;
+}
+
 // -- 10. topic administration -------------------------------------------------
 
 TEST_F(BadInputTest, TopicAdminMisuseIsRejectedAndChangesNothing) {
