@@ -209,6 +209,8 @@ void deliver(self_ptr self, pb::Deliver& d) {
     } catch (...) {
       why = "handler threw a non-standard exception";
     }
+    if (res == consume_result::release)
+      continue; // not taken: left in flight, delivered again later
     im.delivered++;
     if (res == consume_result::success) {
       im.succeeded++;

@@ -44,8 +44,11 @@ struct received {
 };
 
 /// What a handler returns: done, or "deliver again later" (the next delay
-/// level; after max_reconsume the message goes to the group's DLQ).
-enum class consume_result { success, retry_later };
+/// level; after max_reconsume the message goes to the group's DLQ), or
+/// "not taken" (release: neither acknowledged nor a failure; the group
+/// delivers it again, to this or another member, once its consume timeout
+/// passes: for a consumer that stops after N messages).
+enum class consume_result { success, retry_later, release };
 
 enum class consume_mode { clustering, broadcast };
 enum class consume_from { earliest, latest };

@@ -596,6 +596,10 @@ int cmd_consume(const std::vector<std::string>& argv) {
   auto c = client::consumer::start(
     *conn, o, [&](const client::received& r) {
       std::lock_guard<std::mutex> guard{mtx};
+      // --count N: exactly N are taken (and acknowledged); any delivered
+      // beyond them are released, for the group to deliver again.
+      if (count > 0 && seen >= count)
+        return client::consume_result::release;
       ++seen;
       if (seen == 1)
         first = clock_type::now();

@@ -654,6 +654,35 @@ TEST_F(BadInputTest, CommandLineMistakesGetHelpOrAClearErrorNeverAName) {
     << zero.err;
 }
 
+TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
+  auto node = start(settings(), true);
+  ASSERT_TRUE(node);
+  auto remote = client::connection::open("127.0.0.1", node->port());
+  ASSERT_TRUE(remote) << text(remote.error());
+  auto& c = *remote;
+  ASSERT_TRUE(admin::create_topic(c, "five", 1));
+  client::producer prod{c};
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(prod.send(msg("five", "m" + std::to_string(i))));
+  auto ep = "127.0.0.1:" + std::to_string(node->port());
+  auto r = run_edda({"consume", "--topic", "five", "--group", "once", "--count",
+                     "1", "--node", ep},
+                    tmp);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // One acknowledged: the group's committed offset is 1, not 5 (the
+  // others were delivered in the same batch and released).
+  auto info = admin::describe_topic(c, "five");
+  ASSERT_TRUE(info) << text(info.error());
+  bool found = false;
+  for (auto& g : info->groups())
+    if (g.cursor() == "once") {
+      found = true;
+      EXPECT_EQ(g.committed(), 1u) << info->DebugString();
+    }
+  EXPECT_TRUE(found) << info->DebugString();
+}
+
 // -- 10. topic administration -------------------------------------------------
 
 TEST_F(BadInputTest, TopicAdminMisuseIsRejectedAndChangesNothing) {
