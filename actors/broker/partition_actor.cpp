@@ -310,6 +310,18 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
     return;
   }
   for (int i = 0; i < msgs->size(); ++i) {
+    // A client's message (not a retry copy or a due delayed one, stored
+    // before): a tag no subscription could select is refused.
+    if (extra == nullptr)
+      for (const auto& t : msgs->Get(i).tags())
+        if (!selectable_tag(t)) {
+          rp.deliver(make_error(
+            errc::invalid_argument,
+            "message " + std::to_string(i) + ": tag '" + t.substr(0, 80)
+              + "' could never be selected by a subscription (a tag is 1-64 "
+                "of A-Z a-z 0-9 _ . : -); nothing in this batch was stored"));
+          return;
+        }
     for (const auto& [k, v] : msgs->Get(i).properties())
       if (k.empty() || !is_utf8(k)) {
         rp.deliver(make_error(errc::invalid_argument,

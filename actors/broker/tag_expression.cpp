@@ -19,6 +19,15 @@ caf::error bad(const std::string& text, size_t pos, const std::string& why) {
 }
 } // namespace
 
+bool selectable_tag(const std::string& tag) {
+  if (tag.empty() || tag.size() > 64)
+    return false;
+  for (char c : tag)
+    if (!tag_char(c))
+      return false;
+  return true;
+}
+
 caf::expected<tag_expression> tag_expression::parse(const std::string& text) {
   tag_expression out;
   size_t i = 0;

@@ -13,6 +13,11 @@
 
 namespace edda::broker {
 
+/// A tag an expression can select: 1-64 of [A-Za-z0-9_.:-]. A message's
+/// tags are checked with it at produce (one no subscription could ever
+/// select is refused).
+[[nodiscard]] bool selectable_tag(const std::string& tag);
+
 class tag_expression {
 public:
   tag_expression() = default; // matches everything

@@ -1,5 +1,7 @@
 #include "txn/coordinator.hpp"
 
+#include "broker/tag_expression.hpp"
+
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
@@ -620,6 +622,14 @@ void accept_half(self_ptr self, pb::HalfMessage h, write_cb done) {
     done(make_error(errc::invalid_argument, "half message has no topic"));
     return;
   }
+  for (const auto& t : h.message().tags())
+    if (!broker::selectable_tag(t)) {
+      done(make_error(errc::invalid_argument,
+                      "half message: tag '" + t.substr(0, 80)
+                        + "' could never be selected by a subscription (a tag "
+                          "is 1-64 of A-Z a-z 0-9 _ . : -)"));
+      return;
+    }
   auto size = wire::payload_size(h.message());
   if (size > st.ctx->settings.max_message_size) {
     done(make_error(errc::message_too_large,

@@ -683,6 +683,33 @@ TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
   EXPECT_TRUE(found) << info->DebugString();
 }
 
+TEST_F(BadInputTest, ATagNoSubscriptionCouldSelectIsRefusedAtProduce) {
+  auto node = start(settings(), true);
+  ASSERT_TRUE(node);
+  auto remote = client::connection::open("127.0.0.1", node->port());
+  ASSERT_TRUE(remote) << text(remote.error());
+  auto& c = *remote;
+  ASSERT_TRUE(admin::create_topic(c, "tagged", 1));
+  client::producer prod{c};
+  for (const std::string& bad :
+       strings{"a||b", "a b", "*", std::string(65, 't'), ""}) {
+    auto r = prod.send(msg("tagged", "x", {"ok", bad}));
+    ASSERT_FALSE(r) << "tag '" << bad << "' was stored";
+    EXPECT_EQ(code_of(r.error()), errc::invalid_argument) << text(r.error());
+    EXPECT_NE(text(r.error()).find("could never be selected"),
+              std::string::npos)
+      << text(r.error());
+  }
+  EXPECT_EQ(end_offset(c, "tagged"), 0u) << "a refused message was stored";
+  // Every selectable tag is taken, and selected.
+  ASSERT_TRUE(prod.send(msg("tagged", "y", {"Pay.EU:v2-x_1"})));
+  inbox box;
+  auto cons = start_consumer(c, "sel", "tagged", "Pay.EU:v2-x_1", box);
+  ASSERT_TRUE(cons) << text(cons.error());
+  EXPECT_TRUE(wait_until([&] { return box.size() == 1; }, milliseconds(10000)));
+  (*cons)->stop();
+}
+
 // -- 10. topic administration -------------------------------------------------
 
 TEST_F(BadInputTest, TopicAdminMisuseIsRejectedAndChangesNothing) {
