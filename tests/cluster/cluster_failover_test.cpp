@@ -48,6 +48,40 @@ protected:
     return **r;
   }
 
+  /// `group`'s record once one copy is recorded in sync (nullopt, and a
+  /// test failure, if not within 15 s).
+  std::optional<pb::ReplicaGroup> in_sync(const std::string& group) {
+    std::optional<pb::ReplicaGroup> r;
+    if (!eventually(15s, [&] {
+          r = record(group);
+          return r && r->isr_size() == 1;
+        })) {
+      ADD_FAILURE() << group << "'s copy never recorded in sync";
+      return std::nullopt;
+    }
+    return r;
+  }
+
+  /// `group`'s record once another node serves it after a failover and
+  /// `seen_by` (default n2) links to it (nullopt, and a test failure, if
+  /// not within 30 s).
+  std::optional<pb::ReplicaGroup>
+  served_elsewhere(const std::string& group,
+                   const cluster_node* seen_by = nullptr) {
+    auto& via = seen_by != nullptr ? *seen_by : node(1);
+    std::optional<pb::ReplicaGroup> r;
+    if (!eventually(30s, [&] {
+          r = record(group);
+          return r && !r->host().empty()
+                 && connected_members(via).count(group) != 0;
+        })) {
+      ADD_FAILURE() << "the dead node's group " << group
+                    << " is not served again";
+      return std::nullopt;
+    }
+    return r;
+  }
+
   /// Three nodes that see each other.
   void start_three() {
     start_nodes(3);
@@ -67,10 +101,7 @@ protected:
     ASSERT_TRUE(info);
     for (size_t i = 0; i < node_count(); ++i) {
       auto name = node(i).name;
-      ASSERT_TRUE(eventually(15s, [&] {
-        auto r = record(name);
-        return r && r->isr_size() == 1;
-      })) << name << "'s copy never recorded in sync";
+      ASSERT_TRUE(in_sync(name));
       auto key = key_on(*info, name);
       ASSERT_FALSE(key.empty());
       for (int j = 0; j < per_node; ++j)
@@ -234,12 +265,8 @@ TEST_F(ClusterFailoverTest, AKilledNodesPartitionsAreServedFromItsCopy) {
   auto killed = steady::now();
   kill9(node(0));
   // The controller elects the copy, its node serves the group.
-  std::optional<pb::ReplicaGroup> after;
-  ASSERT_TRUE(eventually(30s, [&] {
-    after = record(victim);
-    return after && !after->host().empty()
-           && connected_members(node(1)).count(victim) != 0;
-  })) << "the dead node's group is not served again";
+  auto after = served_elsewhere(victim);
+  ASSERT_TRUE(after);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
     steady::now() - killed);
   std::printf("group %s served on %s %lld ms after kill -9 (lease ttl 2 s); "
@@ -316,21 +343,14 @@ TEST_F(ClusterFailoverTest, ANodeBackOnAnEmptyDataDirCatchesUpAndTakesItsGroupBa
   std::optional<pb::TopicInfo> info;
   auto key = pay_key_on(*c, victim, info);
   ASSERT_FALSE(HasFailure());
-  ASSERT_TRUE(eventually(15s, [&] {
-    auto r = record(victim);
-    return r && r->isr_size() == 1;
-  }));
+  ASSERT_TRUE(in_sync(victim));
   acked_producer p{*c, "pay"};
   for (int i = 0; i < 60; ++i)
     ASSERT_TRUE(p.send(i % 2 == 0 ? key : "acct-" + std::to_string(i),
                        "before " + std::to_string(i)));
   kill9(node(0));
-  std::optional<pb::ReplicaGroup> hosted;
-  ASSERT_TRUE(eventually(30s, [&] {
-    hosted = record(victim);
-    return hosted && !hosted->host().empty()
-           && connected_members(node(1)).count(victim) != 0;
-  })) << "the dead node's group is not served again";
+  auto hosted = served_elsewhere(victim);
+  ASSERT_TRUE(hosted);
   std::error_code ec;
   std::filesystem::remove_all(node(0).data_dir, ec);
   ASSERT_FALSE(ec) << ec.message();
@@ -355,11 +375,8 @@ TEST_F(ClusterFailoverTest, AnOperatorMovesAGroupToANewReplicaAndBackOnline) {
   std::optional<pb::TopicInfo> info;
   auto key = pay_key_on(*c, g, info);
   ASSERT_FALSE(HasFailure());
-  std::optional<pb::ReplicaGroup> r;
-  ASSERT_TRUE(eventually(15s, [&] {
-    r = record(g);
-    return r && r->isr_size() == 1;
-  }));
+  auto r = in_sync(g);
+  ASSERT_TRUE(r);
   auto follower = r->isr(0);
   std::string other;
   for (auto& n : {node(1).name, node(2).name})
@@ -515,10 +532,7 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   std::optional<pb::TopicInfo> info;
   auto key = pay_key_on(*c, victim, info);
   ASSERT_FALSE(HasFailure());
-  ASSERT_TRUE(eventually(15s, [&] {
-    auto r = record(victim);
-    return r && r->isr_size() == 1;
-  }));
+  ASSERT_TRUE(in_sync(victim));
   // A client straight on the victim, and acknowledged writes before.
   auto direct = connect(node(0));
   ASSERT_TRUE(direct) << render(direct.error());
@@ -531,12 +545,8 @@ TEST_F(ClusterFailoverTest, APausedLeaderIsDeposedAndAcknowledgesNothingOnResume
   }
   // SIGSTOP past the lease: the controller elects its copy.
   pause(node(0));
-  std::optional<pb::ReplicaGroup> after;
-  ASSERT_TRUE(eventually(30s, [&] {
-    after = record(victim);
-    return after && !after->host().empty()
-           && connected_members(node(1)).count(victim) != 0;
-  })) << "the paused node's group was not served elsewhere";
+  auto after = served_elsewhere(victim);
+  ASSERT_TRUE(after);
   // Writes to the group's new leader while the old one is paused.
   for (int i = 0; i < 20; ++i) {
     auto r = send_until_acked(p, key, "new leader " + std::to_string(i));
@@ -598,12 +608,8 @@ TEST_F(ClusterFailoverTest, TheControllersOwnNodeKilledIsFailedOverByTheNext) {
   kill9(victim);
   // The duty moves (a higher token), and the new holder elects the dead
   // controller's copy.
-  std::optional<pb::ReplicaGroup> after;
-  ASSERT_TRUE(eventually(30s, [&] {
-    after = record(ctl);
-    return after && !after->host().empty()
-           && connected_members(via).count(ctl) != 0;
-  })) << "the controller's own group was not failed over";
+  auto after = served_elsewhere(ctl, &via);
+  ASSERT_TRUE(after);
   auto [next, next_token] = owner_in_etcd("controller");
   EXPECT_NE(next, ctl);
   EXPECT_GT(next_token, token);
@@ -631,12 +637,8 @@ TEST_F(ClusterFailoverTest, NoElectionWhileEtcdIsDownAndNoLiveNodeIsDeposed) {
   etcd().resume();
   // The dead node's group is elected; the live nodes rejoin within the
   // controller's grace and keep their own groups (none is deposed).
-  std::optional<pb::ReplicaGroup> after;
-  ASSERT_TRUE(eventually(30s, [&] {
-    after = record(victim);
-    return after && !after->host().empty()
-           && connected_members(node(1)).count(victim) != 0;
-  })) << "the dead node's group was not failed over after etcd returned";
+  auto after = served_elsewhere(victim);
+  ASSERT_TRUE(after);
   // The survivors' leases expired while etcd was away: they rejoined.
   EXPECT_TRUE(eventually(10s, [&] {
     auto s = status_of(node(1));
@@ -716,12 +718,8 @@ TEST_F(ClusterFailoverTest, OnlyAnInSyncCopyIsElectedAndALaggingOneCatchesUp) {
   // n2's copy (in sync), never n3's.
   kill9(node(0));
   ASSERT_TRUE(restart(node(2)));
-  std::optional<pb::ReplicaGroup> after;
-  ASSERT_TRUE(eventually(30s, [&] {
-    after = record("n1");
-    return after && !after->host().empty()
-           && connected_members(node(1)).count("n1") != 0;
-  }));
+  auto after = served_elsewhere("n1");
+  ASSERT_TRUE(after);
   EXPECT_EQ(after->host(), "n2");
   // n3's copy, a prefix of the elected one (both last written by n1 at
   // the same epoch), streams on from the new leader and enters its
