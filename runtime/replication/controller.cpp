@@ -70,6 +70,37 @@ std::string member_key(const controller_options& o, const std::string& id) {
   return cluster::membership::prefix(o.cluster_name) + "members/" + id;
 }
 
+/// Writes `next` as `group`'s record if it is still at `mod_revision` and
+/// this controller still holds the duty at `token` (and, if given, while
+/// `absent_key` is absent): the only way the duty's holder changes a
+/// record.
+caf::expected<coord::cas_result>
+guarded_write(self_ptr self, const std::string& group,
+              const pb::ReplicaGroup& next, int64_t mod_revision,
+              uint64_t token, const std::string& absent_key = {}) {
+  auto& st = self->state;
+  auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
+               + duty;
+  return st.opts.store->cas_put_guarded(
+    group_key(st.opts.cluster_name, group), next.SerializeAsString(),
+    mod_revision, guard, static_cast<int64_t>(token), absent_key);
+}
+
+/// `group`'s record and its mod_revision, for an operator's request;
+/// `code` with "no replica group" if there is none.
+caf::expected<std::pair<pb::ReplicaGroup, int64_t>>
+requested_group(self_ptr self, const std::string& group, errc code) {
+  auto& st = self->state;
+  auto got = st.opts.store->get(group_key(st.opts.cluster_name, group));
+  if (!got)
+    return got.error();
+  pb::ReplicaGroup rec;
+  if (!got->first || !rec.ParseFromString(got->first->value))
+    return make_error(code, "no replica group '" + group.substr(0, 80)
+                              + "' (groups are named by their node ids)");
+  return std::make_pair(std::move(rec), got->first->mod_revision);
+}
+
 /// Writes the election's outcome (the answers are in).
 void decide(self_ptr self, const std::shared_ptr<election>& e,
             uint64_t token) {
@@ -141,14 +172,10 @@ void decide(self_ptr self, const std::shared_ptr<election>& e,
   for (auto& x : e->rec.extra_replicas())
     if (x != best->follower())
       next.add_extra_replicas(x);
-  auto guard = cluster::membership::prefix(st.opts.cluster_name) + "owners/"
-               + duty;
   // Only while the group's member key is still absent: a node that
   // rejoined while the copies were asked keeps its group.
-  auto put = st.opts.store->cas_put_guarded(
-    group_key(st.opts.cluster_name, e->group), next.SerializeAsString(),
-    e->mod_revision, guard, static_cast<int64_t>(token),
-    member_key(st.opts, e->group));
+  auto put = guarded_write(self, e->group, next, e->mod_revision, token,
+                           member_key(st.opts, e->group));
   if (!put) {
     EDDA_WARN("replication", "controller: electing a leader for group "
                                << e->group << ": " << render(put.error())
@@ -249,11 +276,7 @@ void move_if_ready(self_ptr self, const std::string& group,
         next.set_move_to(standby);
         next.clear_move_wanted();
         next.set_changed_ms(now_ms());
-        auto guard = cluster::membership::prefix(st.opts.cluster_name)
-                     + "owners/" + duty;
-        auto put = st.opts.store->cas_put_guarded(
-          group_key(st.opts.cluster_name, group), next.SerializeAsString(),
-          entry.mod_revision, guard, static_cast<int64_t>(token));
+        auto put = guarded_write(self, group, next, entry.mod_revision, token);
         if (!put || !put->succeeded)
           return; // changed meanwhile, or etcd: a next round looks again
         EDDA_WARN("replication", "controller (token "
@@ -317,11 +340,7 @@ void run_round(self_ptr self) {
       next.clear_move_to();
       next.clear_move_wanted();
       next.set_changed_ms(now_ms());
-      auto guard = cluster::membership::prefix(st.opts.cluster_name)
-                   + "owners/" + duty;
-      auto put = st.opts.store->cas_put_guarded(
-        group_key(st.opts.cluster_name, group), next.SerializeAsString(),
-        entry.mod_revision, guard, static_cast<int64_t>(token));
+      auto put = guarded_write(self, group, next, entry.mod_revision, token);
       if (put && put->succeeded)
         EDDA_WARN("replication", "controller (token "
                                    << token << "): the move of group "
@@ -437,14 +456,10 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
                       std::string{add ? "adding a replica" : "a move"}
                         + " is recorded with who asked: --by NAME");
   auto key = group_key(st.opts.cluster_name, r.group());
-  auto got = st.opts.store->get(key);
+  auto got = requested_group(self, r.group(), errc::not_found);
   if (!got)
     return got.error();
-  pb::ReplicaGroup rec;
-  if (!got->first || !rec.ParseFromString(got->first->value))
-    return make_error(errc::not_found,
-                      "no replica group '" + r.group().substr(0, 80)
-                        + "' (groups are named by their node ids)");
+  auto& [rec, mod_revision] = *got;
   auto server = rec.host().empty() ? r.group() : rec.host();
   bool home = target == r.group();
   if (!add && !home && server == st.opts.node_id)
@@ -506,7 +521,7 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
         rec.set_pinned(!home);
         rec.set_moved_by(r.by());
         (void) st.opts.store->cas_put(key, rec.SerializeAsString(),
-                                      got->first->mod_revision);
+                                      mod_revision);
       }
       return done; // served there already
     }
@@ -524,7 +539,7 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
   rec.set_moved_by(r.by());
   rec.set_changed_ms(now_ms());
   auto put = st.opts.store->cas_put(key, rec.SerializeAsString(),
-                                    got->first->mod_revision);
+                                    mod_revision);
   if (!put)
     return put.error();
   if (!put->succeeded)
@@ -560,14 +575,10 @@ caf::result<pb::ElectReply> take_request(self_ptr self,
                       "an unclean election is recorded with who asked: "
                       "--by NAME");
   auto key = group_key(st.opts.cluster_name, r.group());
-  auto got = st.opts.store->get(key);
+  auto got = requested_group(self, r.group(), errc::invalid_argument);
   if (!got)
     return got.error();
-  pb::ReplicaGroup rec;
-  if (!got->first || !rec.ParseFromString(got->first->value))
-    return make_error(errc::invalid_argument,
-                      "no replica group '" + r.group().substr(0, 80)
-                        + "' (groups are named by their node ids)");
+  auto& [rec, mod_revision] = *got;
   auto member = st.opts.store->get(member_key(st.opts, r.group()));
   if (!member)
     return member.error();
@@ -578,7 +589,7 @@ caf::result<pb::ElectReply> take_request(self_ptr self,
   rec.set_unclean_by(r.by());
   rec.set_unclean_requested_ms(now_ms());
   auto put = st.opts.store->cas_put(key, rec.SerializeAsString(),
-                                    got->first->mod_revision);
+                                    mod_revision);
   if (!put)
     return put.error();
   if (!put->succeeded)
