@@ -3,6 +3,8 @@
 #include "client/connection_impl.hpp"
 #include "wire/types.hpp"
 
+#include <functional>
+
 namespace edda::client::admin {
 
 namespace {
@@ -80,40 +82,49 @@ caf::expected<pb::ClusterStatus> cluster_status(const connection& c) {
   return call<pb::ClusterStatus>(c, pb::ClusterStatusRequest{});
 }
 
+namespace {
+
+/// An ElectRequest for `group` by `by`, set up by `fill`: the controller
+/// answers once it is done, so the call waits at least `at_least` (the
+/// controller's own deadline, and a margin).
+caf::expected<pb::ElectReply>
+ask_controller(const connection& c, const std::string& group,
+               const std::string& by, std::chrono::milliseconds at_least,
+               const std::function<void(pb::ElectRequest&)>& fill) {
+  pb::ElectRequest req;
+  req.set_group(group);
+  req.set_by(by);
+  fill(req);
+  return c.impl()->call<pb::ElectReply>(
+    req, std::max(c.impl()->opts.request_timeout, at_least));
+}
+
+} // namespace
+
 caf::expected<pb::ElectReply> elect_unclean(const connection& c,
                                             const std::string& group,
                                             const std::string& by) {
-  pb::ElectRequest req;
-  req.set_group(group);
-  req.set_unclean(true);
-  req.set_by(by);
-  // The controller answers once it elected (within about 10 s).
-  return c.impl()->call<pb::ElectReply>(
-    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(15000)));
+  // Elected within about 10 s, or withdrawn at 12 s.
+  return ask_controller(c, group, by, std::chrono::milliseconds(15000),
+                        [](pb::ElectRequest& r) { r.set_unclean(true); });
 }
 
 caf::expected<pb::ElectReply> move_group(const connection& c,
                                          const std::string& group,
                                          const std::string& to,
                                          const std::string& by) {
-  pb::ElectRequest req;
-  req.set_group(group);
-  req.set_move_to(to);
-  req.set_by(by);
-  return c.impl()->call<pb::ElectReply>(
-    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(65000)));
+  // Moved, or a timeout at 60 s.
+  return ask_controller(c, group, by, std::chrono::milliseconds(65000),
+                        [&](pb::ElectRequest& r) { r.set_move_to(to); });
 }
 
 caf::expected<pb::ElectReply> add_replica(const connection& c,
                                           const std::string& group,
                                           const std::string& node,
                                           const std::string& by) {
-  pb::ElectRequest req;
-  req.set_group(group);
-  req.set_add_replica(node);
-  req.set_by(by);
-  return c.impl()->call<pb::ElectReply>(
-    req, std::max(c.impl()->opts.request_timeout, std::chrono::milliseconds(125000)));
+  // In sync, or a timeout at 120 s.
+  return ask_controller(c, group, by, std::chrono::milliseconds(125000),
+                        [&](pb::ElectRequest& r) { r.set_add_replica(node); });
 }
 
 caf::expected<pb::ClusterMap>
