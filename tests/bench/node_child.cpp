@@ -218,6 +218,22 @@ void stop_etcd(etcd_child& e) {
   }
 }
 
+std::vector<std::string>
+cluster_node_settings(std::vector<std::string> base, const std::string& etcd,
+                      const std::string& name, uint64_t index,
+                      uint64_t replication, uint64_t min_insync,
+                      bool failover) {
+  base.push_back("cluster.etcd=" + etcd);
+  base.push_back("cluster.name=" + name);
+  base.push_back("node.name=n" + std::to_string(index));
+  base.push_back("cluster.lease_ttl=3s");
+  base.push_back("cluster.replication_factor=" + std::to_string(replication));
+  base.push_back("cluster.min_insync=" + std::to_string(min_insync));
+  base.push_back(std::string{"cluster.failover="}
+                 + (failover ? "auto" : "off"));
+  return base;
+}
+
 void stop_node(node_process& n) {
   if (n.pid > 0) {
     ::kill(n.pid, SIGTERM);

@@ -28,6 +28,14 @@ struct node_process {
 /// SIGTERM, reap, and remove the data dir if it was made here.
 void stop_node(node_process& n);
 
+/// `base` plus the settings of node n`index` of cluster `name` on `etcd`
+/// (lease TTL 3 s), with that replication factor, min in sync and failover.
+[[nodiscard]] std::vector<std::string>
+cluster_node_settings(std::vector<std::string> base, const std::string& etcd,
+                      const std::string& name, uint64_t index,
+                      uint64_t replication, uint64_t min_insync,
+                      bool failover);
+
 /// One etcd (`etcd` on PATH, from Debian's etcd-server) on free 127.0.0.1
 /// ports in a temp dir, for `edda bench txmsg --cluster N`.
 struct etcd_child {

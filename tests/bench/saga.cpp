@@ -443,15 +443,8 @@ bool run_cluster(const saga_options& o, const std::string& self_exe,
               + std::to_string(rf);
   bool ok = true;
   for (uint64_t i = 1; i <= o.cluster && ok; ++i) {
-    auto settings = base;
-    settings.push_back("cluster.etcd=" + etcd.endpoint);
-    settings.push_back("cluster.name=" + name);
-    settings.push_back("node.name=n" + std::to_string(i));
-    settings.push_back("cluster.lease_ttl=3s");
-    settings.push_back("cluster.replication_factor=" + std::to_string(rf));
-    settings.push_back("cluster.min_insync="
-                       + std::to_string(rf > 1 ? o.min_insync : 1));
-    settings.push_back("cluster.failover=off");
+    auto settings = cluster_node_settings(base, etcd.endpoint, name, i, rf,
+                                          rf > 1 ? o.min_insync : 1, false);
     nodes.push_back(start_node(self_exe, o.durability, {}, settings));
     ok = !nodes.back().endpoint.empty();
   }

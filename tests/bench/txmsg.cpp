@@ -466,16 +466,9 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
   std::vector<node_process> nodes;
   auto name = "bench-" + std::to_string(::getpid());
   for (uint32_t i = 1; i <= o.cluster; ++i) {
-    auto settings = o.node_settings;
-    settings.push_back("cluster.etcd=" + etcd.endpoint);
-    settings.push_back("cluster.name=" + name);
-    settings.push_back("node.name=n" + std::to_string(i));
-    settings.push_back("cluster.lease_ttl=3s");
-    settings.push_back("cluster.replication_factor="
-                       + std::to_string(o.replication));
-    settings.push_back("cluster.min_insync=" + std::to_string(o.min_insync));
-    settings.push_back(std::string{"cluster.failover="}
-                       + (o.failover ? "auto" : "off"));
+    auto settings = cluster_node_settings(o.node_settings, etcd.endpoint, name,
+                                          i, o.replication, o.min_insync,
+                                          o.failover);
     nodes.push_back(start_node(self_exe, o.durability, "", settings));
     if (nodes.back().endpoint.empty()) {
       for (auto& n : nodes)
