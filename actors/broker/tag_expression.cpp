@@ -7,10 +7,6 @@
 namespace edda::broker {
 
 namespace {
-bool tag_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'
-         || c == ':' || c == '-';
-}
 caf::error bad(const std::string& text, size_t pos, const std::string& why) {
   return make_error(errc::invalid_tag_expression,
                     "'" + text + "' at position " + std::to_string(pos) + ": "
@@ -18,15 +14,6 @@ caf::error bad(const std::string& text, size_t pos, const std::string& why) {
                       + " (use '*', a tag, or tags joined by '||')");
 }
 } // namespace
-
-bool selectable_tag(const std::string& tag) {
-  if (tag.empty() || tag.size() > 64)
-    return false;
-  for (char c : tag)
-    if (!tag_char(c))
-      return false;
-  return true;
-}
 
 caf::expected<tag_expression> tag_expression::parse(const std::string& text) {
   tag_expression out;

@@ -6,6 +6,8 @@
 // with errc::invalid_tag_expression and the position of the problem.
 #pragma once
 
+#include "base/tags.hpp"
+
 #include <caf/expected.hpp>
 
 #include <string>
@@ -13,10 +15,9 @@
 
 namespace edda::broker {
 
-/// A tag an expression can select: 1-64 of [A-Za-z0-9_.:-]. A message's
-/// tags are checked with it at produce (one no subscription could ever
-/// select is refused).
-[[nodiscard]] bool selectable_tag(const std::string& tag);
+/// A tag an expression can select (base/tags.hpp). A message's tags are
+/// checked with it at produce.
+using edda::selectable_tag;
 
 class tag_expression {
 public:

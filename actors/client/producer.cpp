@@ -6,6 +6,7 @@
 #include "client/connection_impl.hpp"
 #include "base/inflight.hpp"
 #include "base/partition_choice.hpp"
+#include "base/tags.hpp"
 #include "client/handoff.hpp"
 #include "client/route_table.hpp"
 #include "wire/types.hpp"
@@ -437,6 +438,12 @@ void producer::send_async(message m, callback cb) {
                     "property names must be non-empty UTF-8; not sent"));
       return;
     }
+  // Refused here, not at the node: there it would fail the whole batch the
+  // message shares with others.
+  if (auto why = unselectable_tag(m.tags); !why.empty()) {
+    cb(make_error(errc::invalid_argument, why + "; not sent"));
+    return;
+  }
   if (size > impl_->opts.max_message_size) {
     cb(make_error(errc::message_too_large,
                   "message is " + std::to_string(size)

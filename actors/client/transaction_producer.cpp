@@ -1,5 +1,6 @@
 #include "client/transaction_producer.hpp"
 
+#include "base/tags.hpp"
 #include "base/errc.hpp"
 #include "base/failpoint.hpp"
 #include "base/ids.hpp"
@@ -714,6 +715,11 @@ void transaction_producer::send_in_transaction_async(message m,
                                                      txn_callback cb) {
   if (m.topic.empty()) {
     cb(make_error(errc::invalid_argument, "message has no topic"));
+    return;
+  }
+  // Refused here: at the node it would fail the batch of half messages.
+  if (auto why = unselectable_tag(m.tags); !why.empty()) {
+    cb(make_error(errc::invalid_argument, why + "; not sent"));
     return;
   }
   txn_item item;
