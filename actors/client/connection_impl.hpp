@@ -86,28 +86,44 @@ public:
   template <class Reply, class Request>
   caf::expected<Reply> call(const Request& req,
                             std::chrono::milliseconds timeout) {
+    auto done = std::make_shared<std::promise<caf::expected<Reply>>>();
+    auto result = done->get_future();
+    call_async<Reply>(req, timeout, [done](caf::expected<Reply> r) {
+      done->set_value(std::move(r));
+    });
+    return result.get();
+  }
+
+  /// The same without waiting: `then` runs once, on an actor thread, with
+  /// the reply or the error (keep it short; it must not block). Reconnects
+  /// first after a loss, as call() does (blocking only then, and only for
+  /// remote connections).
+  template <class Reply, class Request, class Then>
+  void call_async(const Request& req, std::chrono::milliseconds timeout,
+                  Then then) {
     auto fe = frontend();
     if (lost->load()) {
       auto again = reconnect(fe);
-      if (!again)
-        return again.error();
+      if (!again) {
+        then(caf::expected<Reply>{again.error()});
+        return;
+      }
       fe = *again;
     }
-    auto done = std::make_shared<std::promise<caf::expected<Reply>>>();
-    auto result = done->get_future();
     auto where = endpoint;
-    sys->spawn([fe, req, timeout, done, where](caf::event_based_actor* self) {
+    sys->spawn([fe, req, timeout, then = std::move(then),
+                where](caf::event_based_actor* self) mutable {
       // Settled once: by the reply, the error, or the loss of the node.
       auto settled = std::make_shared<bool>(false);
+      auto done = std::make_shared<Then>(std::move(then));
       self->monitor(fe);
       self->set_down_handler([=](caf::down_msg&) {
         if (std::exchange(*settled, true))
           return;
-        done->set_value(make_error(errc::unavailable,
-                                   "connection to " + where
-                                     + " lost before the node answered; the "
-                                       "request may or may not have been "
-                                       "applied"));
+        (*done)(caf::expected<Reply>{make_error(
+          errc::unavailable, "connection to " + where
+                               + " lost before the node answered; the "
+                                 "request may or may not have been applied")});
         self->quit();
       });
       self->request(fe, timeout, req)
@@ -115,17 +131,16 @@ public:
           [=](Reply& r) {
             if (std::exchange(*settled, true))
               return;
-            done->set_value(std::move(r));
+            (*done)(caf::expected<Reply>{std::move(r)});
             self->quit();
           },
           [=](caf::error& err) {
             if (std::exchange(*settled, true))
               return;
-            done->set_value(std::move(err));
+            (*done)(caf::expected<Reply>{std::move(err)});
             self->quit();
           });
     });
-    return result.get();
   }
 };
 

@@ -9,9 +9,13 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <future>
 #include <thread>
 #include <mutex>
+#include <map>
+#include <tuple>
+#include <unordered_map>
 #include <unistd.h>
 
 namespace edda::client {
@@ -26,6 +30,21 @@ struct consumer::impl {
   std::atomic<uint64_t> delivered{0}, succeeded{0}, failed{0}, acks{0},
     acked{0}, reconnects{0};
   std::atomic<bool> stopped{false};
+  // Deferred deliveries (consume_result::deferred), by number, and the
+  // number of each message's latest delivery.
+  struct held {
+    // Weak: a strong handle here would keep the partition actor, and with
+    // it this consumer's detached actor, alive past the node's stop.
+    caf::actor_addr partition_actor;
+    std::string cursor, topic;
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+  };
+  using message_key = std::tuple<std::string, std::string, uint32_t, uint64_t>;
+  std::mutex held_mtx;
+  std::unordered_map<uint64_t, held> held_by_number;
+  std::map<message_key, uint64_t> latest;
+  uint64_t next_delivery = 1; // guarded by held_mtx
 };
 
 namespace {
@@ -200,6 +219,22 @@ void deliver(self_ptr self, pb::Deliver& d) {
     r.stored_ms = m.stored_ms();
     r.last_error = m.last_error();
     r.from_retry = retry;
+    consumer::impl::message_key mk{d.cursor(), d.topic(), d.partition(),
+                                   m.offset()};
+    {
+      // Numbered (and held, in case the handler defers it) before the
+      // handler runs: it may settle from another thread at once.
+      std::lock_guard<std::mutex> guard{im.held_mtx};
+      r.delivery = im.next_delivery++;
+      auto& latest = im.latest[mk];
+      if (latest != 0) {
+        r.replaces = latest;
+        im.held_by_number.erase(latest);
+      }
+      latest = r.delivery;
+      im.held_by_number[r.delivery] = {partition_actor.address(), d.cursor(),
+                                       d.topic(), d.partition(), m.offset()};
+    }
     consume_result res = consume_result::retry_later;
     std::string why = "handler asked to retry later";
     try {
@@ -208,6 +243,13 @@ void deliver(self_ptr self, pb::Deliver& d) {
       why = std::string("handler threw: ") + e.what();
     } catch (...) {
       why = "handler threw a non-standard exception";
+    }
+    if (res == consume_result::deferred)
+      continue; // settled later (consumer::settle)
+    {
+      std::lock_guard<std::mutex> guard{im.held_mtx};
+      im.held_by_number.erase(r.delivery);
+      im.latest.erase(mk);
     }
     if (res == consume_result::release)
       continue; // not taken: left in flight, delivered again later
@@ -222,6 +264,8 @@ void deliver(self_ptr self, pb::Deliver& d) {
       n->set_reason(why);
     }
   }
+  if (ack.acks_size() == 0 && ack.nacks_size() == 0)
+    return;
   if (!partition_actor)
     return;
   auto acked = static_cast<uint64_t>(ack.acks_size());
@@ -281,6 +325,20 @@ caf::behavior consumer_actor(self_ptr self, std::shared_ptr<consumer::impl> impl
         return;
       }
       deliver(self, d);
+    },
+    [=](caf::actor& partition_actor, pb::AckRequest& ack) {
+      // Deferred deliveries settled (consumer::settle).
+      auto acked = static_cast<uint64_t>(ack.acks_size());
+      self->request(partition_actor, self->state.impl->opts.request_timeout,
+                    std::move(ack))
+        .then(
+          [=](const pb::AckResult&) {
+            self->state.impl->acks++;
+            self->state.impl->acked += acked;
+          },
+          [=](caf::error& err) {
+            EDDA_DEBUG("consumer", "ack not confirmed: " << render(err));
+          });
     },
     [=](wire::tick_atom) {
       if (!self->state.stopping && !self->state.subscribed)
@@ -355,8 +413,71 @@ void consumer::stop() {
     return;
   stop_and_wait(*impl_->conn->sys, impl_->actor,
                 caf::make_message(wire::stop_atom::value));
+  {
+    // Deferred deliveries not settled go back to the group.
+    std::lock_guard<std::mutex> guard{impl_->held_mtx};
+    impl_->held_by_number.clear();
+    impl_->latest.clear();
+  }
   // A detached actor's thread ends only when its last handle is gone.
   impl_->actor = nullptr;
+}
+
+std::vector<uint64_t> consumer::settle(const std::vector<settlement>& batch) {
+  std::vector<uint64_t> unknown;
+  auto& im = *impl_;
+  if (im.stopped) {
+    for (auto& s : batch)
+      unknown.push_back(s.delivery);
+    return unknown;
+  }
+  // One ack request per partition cursor (few per batch).
+  std::vector<std::pair<caf::actor_addr, pb::AckRequest>> out;
+  {
+    std::lock_guard<std::mutex> guard{im.held_mtx};
+    for (auto& s : batch) {
+      auto it = im.held_by_number.find(s.delivery);
+      if (it == im.held_by_number.end()
+          || s.result == consume_result::deferred) {
+        unknown.push_back(s.delivery);
+        continue;
+      }
+      auto h = std::move(it->second);
+      im.held_by_number.erase(it);
+      im.latest.erase({h.cursor, h.topic, h.partition, h.offset});
+      if (s.result == consume_result::release)
+        continue; // left in flight: delivered again after the timeout
+      auto at = std::find_if(out.begin(), out.end(), [&](const auto& o) {
+        return o.first == h.partition_actor && o.second.cursor() == h.cursor
+               && o.second.topic() == h.topic
+               && o.second.partition() == h.partition;
+      });
+      if (at == out.end()) {
+        out.emplace_back(h.partition_actor, pb::AckRequest{});
+        at = std::prev(out.end());
+        at->second.set_cursor(h.cursor);
+        at->second.set_topic(h.topic);
+        at->second.set_partition(h.partition);
+      }
+      im.delivered++;
+      if (s.result == consume_result::success) {
+        im.succeeded++;
+        at->second.add_acks(h.offset);
+      } else {
+        im.failed++;
+        auto* n = at->second.add_nacks();
+        n->set_offset(h.offset);
+        n->set_reason(s.reason.empty() ? "the application asked to retry "
+                                         "later"
+                                       : s.reason);
+      }
+    }
+  }
+  for (auto& [addr, ack] : out)
+    if (auto partition_actor = caf::actor_cast<caf::actor>(addr);
+        partition_actor && impl_->actor)
+      caf::anon_send(impl_->actor, partition_actor, std::move(ack));
+  return unknown;
 }
 
 consumer_counters consumer::counters() const {

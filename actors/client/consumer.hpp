@@ -25,6 +25,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace edda::client {
 
@@ -41,6 +42,13 @@ struct consumer_options {
 };
 
 using handler = std::function<consume_result(const received&)>;
+
+/// The outcome of a deferred delivery (consume_result::deferred).
+struct settlement {
+  uint64_t delivery = 0;       ///< received::delivery
+  consume_result result = consume_result::success; ///< not deferred
+  std::string reason;          ///< for retry_later: kept as last_error
+};
 
 struct consumer_counters {
   uint64_t delivered = 0;  ///< handler invocations
@@ -63,6 +71,11 @@ public:
   ~consumer();
   void stop();
 
+  /// Settles deliveries the handler deferred (from any thread; does not
+  /// wait for the node). Returns the numbers it does not hold: settled
+  /// before, superseded by a redelivery (received::replaces), or never
+  /// deferred; those are ignored.
+  std::vector<uint64_t> settle(const std::vector<settlement>& batch);
   [[nodiscard]] consumer_counters counters() const;
   [[nodiscard]] const std::string& client_id() const;
 

@@ -41,14 +41,24 @@ struct received {
   int64_t stored_ms = 0;
   std::string last_error;          ///< why the previous delivery failed
   bool from_retry = false;
+  /// This delivery's number, for consumer::settle (a handler that returns
+  /// consume_result::deferred). Unique per consumer.
+  uint64_t delivery = 0;
+  /// A delivery of the same message that this one supersedes (it was not
+  /// settled within the consume timeout and came back), 0 if none: that
+  /// number can no longer be settled.
+  uint64_t replaces = 0;
 };
 
 /// What a handler returns: done, or "deliver again later" (the next delay
 /// level; after max_reconsume the message goes to the group's DLQ), or
 /// "not taken" (release: neither acknowledged nor a failure; the group
 /// delivers it again, to this or another member, once its consume timeout
-/// passes: for a consumer that stops after N messages).
-enum class consume_result { success, retry_later, release };
+/// passes: for a consumer that stops after N messages), or "decided later":
+/// deferred, settled by consumer::settle with the delivery's number (for
+/// applications that hand messages to other threads or processes; the
+/// delivery stays in flight meanwhile).
+enum class consume_result { success, retry_later, release, deferred };
 
 enum class consume_mode { clustering, broadcast };
 enum class consume_from { earliest, latest };
