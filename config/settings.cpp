@@ -364,27 +364,89 @@ std::string set_advertise(const value& v, node_settings& s) {
   return {};
 }
 
-std::string set_etcd(const value& v, node_settings& s) {
+/// A string or an array of strings, as strings; else the error, saying
+/// what the array (`what_array`) and each item (`what_item`) should be.
+std::string string_items(const value& v, const char* what_array,
+                         const char* what_item, std::vector<std::string>& out) {
   std::vector<value> items;
   if (v.type == kind::array)
     items = v.array;
   else if (v.type == kind::string)
     items.push_back(v);
   else
-    return expected("an array of \"host:port\" strings", v);
-  std::vector<std::string> out;
+    return expected(what_array, v);
   for (auto& item : items) {
     if (item.type != kind::string)
-      return expected("a string \"host:port\"", item);
+      return expected(what_item, item);
+    out.push_back(item.str);
+  }
+  return {};
+}
+
+std::string set_api_listen(const value& v, node_settings& s) {
+  if (v.type != kind::string)
+    return expected("a string: auto, off or \"host:port\"", v);
+  if (v.str != "auto" && v.str != "off") {
+    auto colon = v.str.rfind(':');
+    auto port = colon == std::string::npos ? "" : v.str.substr(colon + 1);
+    if (colon == std::string::npos || colon == 0 || port.empty()
+        || port.size() > 5
+        || port.find_first_not_of("0123456789") != std::string::npos
+        || std::stoul(port) > 65535)
+      return "'" + v.str + "' is not auto, off or host:port (port 0-65535)";
+  }
+  s.api_listen = v.str;
+  return {};
+}
+
+/// "client:secret" each: a name for the logs, and the bearer token.
+std::string set_api_tokens(const value& v, node_settings& s) {
+  std::vector<std::string> items;
+  if (auto err = string_items(v, "an array of \"client:secret\" strings",
+                                "a string \"client:secret\"", items); !err.empty())
+    return err;
+  std::vector<std::string> out;
+  for (auto& token : items) {
+    if (token.empty() && items.size() == 1)
+      break; // "" = no tokens
+    auto colon = token.find(':');
+    if (colon == std::string::npos || colon == 0)
+      return "a token is \"client:secret\" (a client name, ':', then the "
+             "secret); this one has no client name";
+    auto secret = token.size() - colon - 1;
+    if (secret < 16)
+      return "the secret of client '" + token.substr(0, colon) + "' has "
+             + std::to_string(secret) + " characters; at least 16";
+    out.push_back(token);
+  }
+  s.api_tokens = std::move(out);
+  return {};
+}
+
+/// The client names only: secrets are never printed.
+value get_api_tokens(const node_settings& s) {
+  std::vector<value> items;
+  for (auto& t : s.api_tokens)
+    items.push_back(value::of_string(t.substr(0, t.find(':')) + ":***"));
+  return value::of_array(std::move(items));
+}
+
+std::string set_etcd(const value& v, node_settings& s) {
+  std::vector<std::string> items;
+  if (auto err = string_items(v, "an array of \"host:port\" strings",
+                                "a string \"host:port\"", items); !err.empty())
+    return err;
+  std::vector<std::string> out;
+  for (auto& item : items) {
     // A bare string from the command line may list several, comma separated.
     size_t pos = 0;
-    while (pos <= item.str.size()) {
-      auto end = item.str.find(',', pos);
+    while (pos <= item.size()) {
+      auto end = item.find(',', pos);
       if (end == std::string::npos)
-        end = item.str.size();
-      auto one = item.str.substr(pos, end - pos);
+        end = item.size();
+      auto one = item.substr(pos, end - pos);
       pos = end + 1;
-      if (one.empty() && items.size() == 1 && item.str.empty())
+      if (one.empty() && items.size() == 1 && item.empty())
         break; // "" = no etcd
       if (!is_endpoint(one, true))
         return "'" + one + "' is not host:port (or http://host:port)";
@@ -457,23 +519,19 @@ std::string set_txn_policy(const value& v, node_settings& s) {
 
 /// One string or an array of strings; each "NAME = step, step, ...".
 std::string set_saga_types(const value& v, node_settings& s) {
-  std::vector<value> items;
-  if (v.type == kind::array)
-    items = v.array;
-  else if (v.type == kind::string)
-    items.push_back(v);
-  else
-    return expected("an array of strings like \"transfer = debit, credit\"",
-                    v);
+  std::vector<std::string> items;
+  if (auto err = string_items(
+        v, "an array of strings like \"transfer = debit, credit\"",
+        "a string like \"transfer = debit, credit\"", items);
+      !err.empty())
+    return err;
   std::vector<std::string> out;
   for (auto& item : items) {
-    if (item.type != kind::string)
-      return expected("a string like \"transfer = debit, credit\"", item);
-    auto eq = item.str.find('=');
-    if (eq == std::string::npos || item.str.find_first_not_of(" \t") == eq
-        || item.str.find_first_not_of(" \t,", eq + 1) == std::string::npos)
-      return "'" + item.str + "' is not NAME = STEP, STEP, ...";
-    out.push_back(item.str);
+    auto eq = item.find('=');
+    if (eq == std::string::npos || item.find_first_not_of(" \t") == eq
+        || item.find_first_not_of(" \t,", eq + 1) == std::string::npos)
+      return "'" + item + "' is not NAME = STEP, STEP, ...";
+    out.push_back(item);
   }
   s.saga_types = std::move(out);
   return {};
@@ -687,6 +745,42 @@ const field fields[] = {
    set_uint<&ns::max_threads, 0, u32_max>, get_uint<&ns::max_threads>},
   {"log.level", "enum", "debug, info, warn, error", "least severe level logged",
    set_level, get_string<&ns::log_level>},
+  {"api.listen", "string", "auto, off or host:port",
+   "the client door (gRPC, edda.api.v1) for services in any language; "
+   "auto: node.listen_host, port node.listen_port + 10 (the OS picks one "
+   "when node.listen_port is 0)",
+   set_api_listen, get_string<&ns::api_listen>},
+  {"api.tokens", "string list", "client:secret each, secret >= 16 chars",
+   "bearer tokens a call must carry (authorization: Bearer SECRET); empty "
+   "= no authentication; printed without their secrets",
+   set_api_tokens, get_api_tokens},
+  {"api.max_request_size", "size", "64KiB..256MiB",
+   "largest gRPC message a client may send (checked before it is read); "
+   "at least broker.max_message_size + 1MiB is used",
+   set_size<&ns::api_max_request_size, (64ull << 10), (256ull << 20)>,
+   get_size<&ns::api_max_request_size>},
+  {"api.produce_window", "integer", "1..1000000",
+   "records of one produce stream not yet acknowledged before the node "
+   "stops reading it (flow control)",
+   set_uint<&ns::api_produce_window, 1, 1000000>,
+   get_uint<&ns::api_produce_window>},
+  {"api.max_calls", "integer", "1..100000",
+   "calls open at once on the door, all clients together; more are "
+   "refused with RESOURCE_EXHAUSTED",
+   set_uint<&ns::api_max_calls, 1, 100000>, get_uint<&ns::api_max_calls>},
+  {"api.max_calls_per_address", "integer", "1..100000",
+   "calls open at once from one client address",
+   set_uint<&ns::api_max_calls_per_address, 1, 100000>,
+   get_uint<&ns::api_max_calls_per_address>},
+  {"api.handshake_timeout", "duration", "100ms..60s",
+   "a connection that has not finished its HTTP/2 handshake by then is "
+   "closed",
+   set_duration_in<&ns::api_handshake_timeout_ms, 100, 60000>,
+   get_duration<&ns::api_handshake_timeout_ms>},
+  {"api.idle_timeout", "duration", "1s..24h",
+   "a connection without calls this long is closed",
+   set_duration_in<&ns::api_idle_timeout_ms, 1000, 86400000>,
+   get_duration<&ns::api_idle_timeout_ms>},
 };
 
 struct group_field {
@@ -709,7 +803,8 @@ const group_field group_fields[] = {
 
 const char* const table_names[]
   = {"node",        "storage", "broker",    "consumer", "groups",
-     "idempotency", "txn", "saga", "network", "scheduler", "log", "cluster"};
+     "idempotency", "txn", "saga", "network", "scheduler", "log", "cluster",
+     "api"};
 
 const field* find_field(const std::string& key) {
   for (const auto& f : fields)

@@ -100,6 +100,17 @@ struct node_settings {
   uint32_t max_threads = 0;                 // 0 = number of cores
   // [log]
   std::string log_level = "info"; // "debug", "info", "warn", "error"
+  // [api] the client door (gRPC, runtime/door)
+  // "auto": node.listen_host, port node.listen_port + 10 (the OS picks one
+  // when node.listen_port is 0); "off"; or "host:port" (port 0: OS picks).
+  std::string api_listen = "auto";
+  std::vector<std::string> api_tokens; // "client:secret" each; empty = no auth
+  uint64_t api_max_request_size = 16ull << 20; // one gRPC message, bytes
+  uint32_t api_produce_window = 4096; // unacknowledged records per stream
+  uint32_t api_max_calls = 1024;      // calls open at once, in all
+  uint32_t api_max_calls_per_address = 256;
+  uint64_t api_handshake_timeout_ms = 5000;
+  uint64_t api_idle_timeout_ms = 300000; // a connection without calls
   // [groups."<name>"]: per group overrides. Each entry is complete: keys a
   // group table leaves out are copied from `group_defaults` when the file
   // or override is applied (later changes to the defaults do not reach

@@ -216,6 +216,14 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "scheduler.policy",
                                        "scheduler.max_threads",
                                        "log.level",
+                                       "api.listen",
+                                       "api.tokens",
+                                       "api.max_request_size",
+                                       "api.produce_window",
+                                       "api.max_calls",
+                                       "api.max_calls_per_address",
+                                       "api.handshake_timeout",
+                                       "api.idle_timeout",
                                        "groups.<name>.max_reconsume",
                                        "groups.<name>.retry_delays"};
   EXPECT_EQ(keys, expected);
@@ -982,4 +990,32 @@ TEST(ConfigTest, RebalanceDelayIsZeroToOneMinuteAndZeroMeansAtOnce) {
   EXPECT_EQ(parse_error("[consumer]\nrebalance_delay = \"61s\"\n"),
             "edda.toml:2: consumer.rebalance_delay: '61s' is not within "
             "0ms..1m");
+}
+
+TEST(ConfigTest, ApiSettingsAreCheckedAndTokensAreNeverPrinted) {
+  auto s = parse_ok("[api]\nlisten = \"0.0.0.0:9000\"\n"
+                    "tokens = [\"billing:0123456789abcdef\", "
+                    "\"ops:fedcba9876543210xyz\"]\n"
+                    "produce_window = 10\n");
+  EXPECT_EQ(s.api_listen, "0.0.0.0:9000");
+  ASSERT_EQ(s.api_tokens.size(), 2u);
+  EXPECT_EQ(s.api_tokens[1], "ops:fedcba9876543210xyz");
+  EXPECT_EQ(s.api_produce_window, 10u);
+  auto text = render_settings(s);
+  EXPECT_EQ(text.find("0123456789abcdef"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"billing:***\", \"ops:***\""), std::string::npos)
+    << text;
+  EXPECT_EQ(parse_ok("[api]\nlisten = \"off\"\n").api_listen, "off");
+  EXPECT_EQ(parse_error("[api]\nlisten = \"7430\"\n"),
+            "edda.toml:2: api.listen: '7430' is not auto, off or host:port "
+            "(port 0-65535)");
+  EXPECT_EQ(parse_error("[api]\ntokens = [\"short:abc\"]\n"),
+            "edda.toml:2: api.tokens: the secret of client 'short' has 3 "
+            "characters; at least 16");
+  EXPECT_EQ(parse_error("[api]\ntokens = [\"no-colon-but-long-enough\"]\n"),
+            "edda.toml:2: api.tokens: a token is \"client:secret\" (a client "
+            "name, ':', then the secret); this one has no client name");
+  EXPECT_EQ(parse_error("[api]\nproduce_window = 0\n").rfind(
+              "edda.toml:2: api.produce_window: ", 0),
+            0u);
 }
