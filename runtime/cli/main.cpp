@@ -8,6 +8,7 @@
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
+#include "door/server.hpp"
 #include "node/embedded_node.hpp"
 #include "node/shutdown.hpp"
 #include "sagas/saga.hpp"
@@ -223,8 +224,15 @@ int cmd_node(const std::vector<std::string>& argv) {
     }
     std::cout << "edda node listening on " << s.listen_host << ":"
               << (*node)->port() << " (data dir " << s.data_dir
-              << ", durability " << config::to_string(s.mode) << ")"
-              << std::endl;
+              << ", durability " << config::to_string(s.mode) << ")";
+    if ((*node)->api_port() != 0) {
+      std::string api_host;
+      uint16_t ignored = 0;
+      (void)door::api_address(s, api_host, ignored);
+      std::cout << ", client api (gRPC) on " << api_host << ":"
+                << (*node)->api_port();
+    }
+    std::cout << std::endl;
     shutdown.wait();
     auto failure = (*node)->failure();
     if (moved->exchange(false) && !shutdown.requested()) {

@@ -1,4 +1,5 @@
 #include "node/embedded_node.hpp"
+#include "door/server.hpp"
 #include "node/hosting.hpp"
 #include "node/services.hpp"
 #include "node/supervisor.hpp"
@@ -86,6 +87,8 @@ struct embedded_node::impl {
   std::unique_ptr<cluster::membership> membership;
   std::shared_ptr<cluster::lease_state> lease; ///< cluster: for the duties
   uint16_t port = 0;
+  /// The client door (gRPC, api.listen), for a node that listens.
+  std::unique_ptr<door::server> door;
   std::string endpoint; ///< where peers and clients reach it (advertised)
   std::once_flag stopped;
 };
@@ -776,6 +779,28 @@ embedded_node::start_once(const config::node_settings& settings,
       }
     }
   }
+  {
+    auto& i = *node->impl_;
+    std::string api_host;
+    uint16_t api_port = 0;
+    if (opts.listen && i.hosted_by.empty() && i.standby_for.empty()
+        && door::api_address(settings, api_host, api_port)) {
+      auto d = door::server::start(settings, api_host, api_port,
+                                   node->connect());
+      if (!d) {
+        auto why = api_port != 0 ? listen_problem(api_host, api_port)
+                                 : std::string{};
+        node->stop();
+        if (why.empty())
+          return d.error();
+        return make_error(errc::unavailable,
+                          "cannot listen on " + api_host + ":"
+                            + std::to_string(api_port) + " (api.listen): "
+                            + why);
+      }
+      i.door = std::move(*d);
+    }
+  }
   EDDA_INFO("node", "started: node " << node->impl_->node_id
                                      << ", data dir " << settings.data_dir
                                      << ", durability "
@@ -799,6 +824,10 @@ client::connection embedded_node::connect() const {
 
 uint16_t embedded_node::port() const {
   return impl_->port;
+}
+
+uint16_t embedded_node::api_port() const {
+  return impl_->door ? impl_->door->port() : 0;
 }
 
 const std::string& embedded_node::endpoint() const {
@@ -840,6 +869,11 @@ void embedded_node::stop() {
     auto& i = *impl_;
     if (!i.sys)
       return;
+    // The client door first: its calls end while the node still serves
+    // (unsettled deliveries go back to their groups).
+    if (i.door)
+      i.door->stop();
+    i.door.reset();
     // Groups served here for others first: each leaves the cluster, so the
     // controller elects again while this node still answers.
     if (i.hosted)

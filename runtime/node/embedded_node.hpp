@@ -81,6 +81,9 @@ public:
   [[nodiscard]] client::connection connect() const;
   /// The port the node listens on (0 if not listening).
   [[nodiscard]] uint16_t port() const;
+  /// The port of the client door (gRPC edda.api.v1, api.listen), 0 if it
+  /// has none (api.listen off, or not listening).
+  [[nodiscard]] uint16_t api_port() const;
   /// "host:port" peers and clients reach it at (node.advertise, else the
   /// listen address); empty if not listening.
   [[nodiscard]] const std::string& endpoint() const;

@@ -67,8 +67,8 @@ struct node_process {
   }
 };
 
-/// What to run: `BINARY node --data-dir DIR --listen 127.0.0.1:PORT` with
-/// `--set S` for each of `settings`, stderr to `log_path`, and
+/// What to run: `BINARY node --data-dir DIR --listen 127.0.0.1:PORT` (the
+/// client door on an OS-picked port) with `--set S` for each of `settings`, stderr to `log_path`, and
 /// EDDA_FAILPOINTS=`failpoints` in the environment (unset when empty).
 struct node_launch {
   std::string binary;
@@ -87,7 +87,10 @@ inline std::unique_ptr<node_process> spawn_node(const node_launch& l) {
   std::vector<std::string> args = {l.binary,     "node",
                                    "--data-dir", l.data_dir,
                                    "--listen",   "127.0.0.1:"
-                                                   + std::to_string(l.port)};
+                                                   + std::to_string(l.port),
+                                   // The client door on a port of its own
+                                   // (auto, port + 10, may be taken).
+                                   "--set", "api.listen=127.0.0.1:0"};
   for (auto& s : l.settings) {
     args.emplace_back("--set");
     args.push_back(s);

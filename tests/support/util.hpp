@@ -1,6 +1,6 @@
 // Small helpers every process-level test shares: polling with a deadline,
 // free 127.0.0.1 ports, reading a log file, running code at scope exit, the
-// seed of a fault test's random choices.
+// seed of a fault test's random choices, a temp dir removed at the end.
 // Header-only, no dependency beyond the C++ and POSIX libraries.
 //
 // Thread-safety: every function may be called from any thread.
@@ -15,10 +15,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -129,5 +131,29 @@ inline uint64_t fault_seed() {
               static_cast<unsigned long long>(seed));
   return seed;
 }
+
+/// A fresh directory under /tmp ("/tmp/<prefix>-XXXXXX"), removed with
+/// everything in it.
+class temp_dir {
+public:
+  explicit temp_dir(const std::string& prefix = "edda-test") {
+    std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::string& path() const {
+    return path_;
+  }
+
+private:
+  std::string path_;
+};
 
 } // namespace edda::test

@@ -1,0 +1,114 @@
+// Internal to runtime/door: what the door's calls share (gRPC included).
+#pragma once
+
+#include "api.grpc.pb.h"
+#include "client/connection.hpp"
+#include "config/settings.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+#include <caf/error.hpp>
+#include <caf/logger.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace edda::door {
+
+namespace api = edda::api::v1;
+
+/// The gRPC status of an edda error: the nearest code, the message
+/// "code: text", and `edda-error: code` in the trailing metadata (set on
+/// `ctx` if given).
+[[nodiscard]] grpc::Status to_status(const caf::error& err,
+                                     grpc::ServerContextBase* ctx);
+/// The same as an in-stream error.
+void to_api_error(const caf::error& err, api::Error* out);
+
+/// Put at the top of every gRPC handler and reaction that may touch CAF.
+/// A CAF spawn (a request, a producer, a blocking wait) leaves the actor
+/// system's logger in a thread-local of the calling thread; gRPC's threads
+/// outlive the node, and ~actor_system waits for that reference for ever.
+/// This drops it when the handler returns.
+struct caf_thread_scope {
+  caf_thread_scope() = default;
+  caf_thread_scope(const caf_thread_scope&) = delete;
+  caf_thread_scope& operator=(const caf_thread_scope&) = delete;
+  ~caf_thread_scope() {
+    caf::logger::set_current_actor_system(nullptr);
+  }
+};
+
+/// One open call, counted against api.max_calls and
+/// api.max_calls_per_address until it is destroyed.
+class call_slot;
+
+struct door_state {
+  client::connection node;
+  config::node_settings settings;
+  std::map<std::string, std::string> clients_by_secret; ///< api.tokens
+
+  std::mutex calls_mtx;
+  uint32_t calls = 0;
+  std::map<std::string, uint32_t> calls_by_address;
+  std::atomic<uint64_t> refused_auth{0}, refused_busy{0};
+
+  door_state(client::connection n, config::node_settings s)
+    : node(std::move(n)), settings(std::move(s)) {
+  }
+};
+using state_ptr = std::shared_ptr<door_state>;
+
+class call_slot {
+public:
+  call_slot() = default;
+  call_slot(call_slot&& other) noexcept
+    : st_(std::move(other.st_)), address_(std::move(other.address_)) {
+  }
+  call_slot& operator=(call_slot&&) = delete;
+  call_slot(const call_slot&) = delete;
+  ~call_slot();
+  /// Holds a slot counted by admit() (this one empty before).
+  void take(state_ptr st, std::string address) {
+    st_ = std::move(st);
+    address_ = std::move(address);
+  }
+
+private:
+  state_ptr st_;
+  std::string address_;
+};
+
+/// Admits a call: its token (api.tokens) and a free slot. On refusal the
+/// status says why (UNAUTHENTICATED, RESOURCE_EXHAUSTED) and is logged.
+[[nodiscard]] grpc::Status admit(const state_ptr& st,
+                                 grpc::CallbackServerContext* ctx,
+                                 call_slot& slot);
+
+/// How long a request may take: the call's deadline, at most `cap`.
+[[nodiscard]] std::chrono::milliseconds
+time_left(grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap);
+
+/// A stream refused before it started: finishes with `why` at once.
+template <class Req, class Resp>
+class refused_stream : public grpc::ServerBidiReactor<Req, Resp> {
+public:
+  explicit refused_stream(grpc::Status why) {
+    this->Finish(std::move(why));
+  }
+  void OnDone() override {
+    delete this;
+  }
+};
+
+grpc::ServerBidiReactor<api::ProduceRequest, api::ProduceResponse>*
+open_produce(const state_ptr& st, grpc::CallbackServerContext* ctx);
+
+grpc::ServerBidiReactor<api::ConsumeRequest, api::ConsumeResponse>*
+open_consume(const state_ptr& st, grpc::CallbackServerContext* ctx);
+
+} // namespace edda::door

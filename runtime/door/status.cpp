@@ -1,0 +1,174 @@
+#include "door/door_impl.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+
+#include <caf/sec.hpp>
+
+namespace edda::door {
+
+namespace {
+
+grpc::StatusCode code_for(errc x) {
+  using grpc::StatusCode;
+  switch (x) {
+    case errc::none:
+      return StatusCode::OK;
+    case errc::invalid_argument:
+    case errc::invalid_tag_expression:
+    case errc::malformed_message:
+    case errc::bad_config:
+    case errc::invalid_producer_group:
+    case errc::invalid_saga:
+    case errc::message_too_large:
+      return StatusCode::INVALID_ARGUMENT;
+    case errc::unknown_topic:
+    case errc::unknown_group:
+    case errc::not_found:
+    case errc::unknown_txn:
+    case errc::unknown_saga_type:
+      return StatusCode::NOT_FOUND;
+    case errc::topic_exists:
+      return StatusCode::ALREADY_EXISTS;
+    case errc::storage_full:
+      return StatusCode::RESOURCE_EXHAUSTED;
+    case errc::timeout:
+      return StatusCode::DEADLINE_EXCEEDED;
+    case errc::subscription_conflict:
+    case errc::txn_conflict:
+    case errc::txn_outcome_unknown:
+    case errc::fenced:
+      return StatusCode::FAILED_PRECONDITION;
+    case errc::unavailable:
+    case errc::shutting_down:
+    case errc::not_owner:
+    case errc::partition_unavailable:
+      return StatusCode::UNAVAILABLE;
+    case errc::compacted:
+      return StatusCode::OUT_OF_RANGE;
+    case errc::storage_error:
+    case errc::data_dir_unusable:
+    case errc::data_dir_locked:
+      return StatusCode::INTERNAL;
+  }
+  return StatusCode::UNKNOWN;
+}
+
+/// edda's code name, or CAF's for its own errors (a request timeout is
+/// "timeout").
+std::string code_name(const caf::error& err) {
+  auto x = code_of(err);
+  if (x != errc::none)
+    return to_string(x);
+  if (err == caf::sec::request_timeout)
+    return to_string(errc::timeout);
+  return to_string(errc::unavailable);
+}
+
+grpc::StatusCode grpc_code(const caf::error& err) {
+  auto x = code_of(err);
+  if (x != errc::none)
+    return code_for(x);
+  if (err == caf::sec::request_timeout)
+    return grpc::StatusCode::DEADLINE_EXCEEDED;
+  return grpc::StatusCode::UNAVAILABLE;
+}
+
+/// "ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1" (one client address).
+std::string address_of(const std::string& peer) {
+  auto colon = peer.rfind(':');
+  return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+} // namespace
+
+grpc::Status to_status(const caf::error& err, grpc::ServerContextBase* ctx) {
+  auto name = code_name(err);
+  if (ctx != nullptr)
+    ctx->AddTrailingMetadata("edda-error", name);
+  auto text = render(err);
+  if (text.rfind(name, 0) != 0)
+    text = name + ": " + text;
+  return {grpc_code(err), text};
+}
+
+void to_api_error(const caf::error& err, api::Error* out) {
+  out->set_code(code_name(err));
+  auto text = render(err);
+  if (text.rfind(out->code(), 0) != 0)
+    text = out->code() + ": " + text;
+  out->set_message(std::move(text));
+}
+
+call_slot::~call_slot() {
+  if (!st_)
+    return;
+  std::lock_guard<std::mutex> guard{st_->calls_mtx};
+  st_->calls--;
+  auto it = st_->calls_by_address.find(address_);
+  if (it != st_->calls_by_address.end() && --it->second == 0)
+    st_->calls_by_address.erase(it);
+}
+
+grpc::Status admit(const state_ptr& st, grpc::CallbackServerContext* ctx,
+                   call_slot& slot) {
+  auto peer = ctx->peer();
+  if (!st->clients_by_secret.empty()) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    std::string secret;
+    if (it != md.end()) {
+      std::string value(it->second.data(), it->second.size());
+      if (value.rfind("Bearer ", 0) == 0)
+        secret = value.substr(7);
+    }
+    if (st->clients_by_secret.count(secret) == 0) {
+      st->refused_auth++;
+      EDDA_WARN("api", "refused a call from " << peer << ": "
+                         << (it == md.end() ? "no authorization metadata"
+                                            : "unknown token"));
+      ctx->AddTrailingMetadata("edda-error", "unauthenticated");
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              it == md.end()
+                ? "unauthenticated: this node requires a token "
+                  "(metadata authorization: Bearer <token>, api.tokens)"
+                : "unauthenticated: the token is not one of api.tokens"};
+    }
+  }
+  auto address = address_of(peer);
+  {
+    std::lock_guard<std::mutex> guard{st->calls_mtx};
+    auto& mine = st->calls_by_address[address];
+    if (st->calls >= st->settings.api_max_calls
+        || mine >= st->settings.api_max_calls_per_address) {
+      bool all = st->calls >= st->settings.api_max_calls;
+      if (mine == 0)
+        st->calls_by_address.erase(address);
+      st->refused_busy++;
+      ctx->AddTrailingMetadata("edda-error", "unavailable");
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              all ? "unavailable: the node has api.max_calls ("
+                      + std::to_string(st->settings.api_max_calls)
+                      + ") calls open; try again later"
+                  : "unavailable: " + address + " has "
+                      + std::to_string(st->settings.api_max_calls_per_address)
+                      + " calls open (api.max_calls_per_address); try again "
+                        "later"};
+    }
+    ++mine;
+    ++st->calls;
+  }
+  slot.take(st, std::move(address));
+  return grpc::Status::OK;
+}
+
+std::chrono::milliseconds time_left(grpc::CallbackServerContext* ctx,
+                                    std::chrono::milliseconds cap) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    ctx->deadline() - std::chrono::system_clock::now());
+  if (left.count() < 1)
+    left = std::chrono::milliseconds{1};
+  return std::min(left, cap);
+}
+
+} // namespace edda::door

@@ -1,0 +1,578 @@
+// The client door (runtime/door): edda.api.v1 over gRPC against an embedded
+// node, as a service in another language uses it: produce with per-record
+// outcomes, consume with a window and settlements, a client that vanishes,
+// tokens, size limits, call caps, garbage and silent connections on the
+// port, and the admin calls' error codes.
+
+#include "api.grpc.pb.h"
+
+#include "base/errc.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "config/settings.hpp"
+#include "node/embedded_node.hpp"
+#include "support/util.hpp"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace api = edda::api::v1;
+namespace pb = edda::wire::v1;
+using namespace std::chrono_literals;
+using edda::test::eventually;
+
+api::Record record(const std::string& topic, const std::string& body,
+                   const std::string& key = {}) {
+  api::Record r;
+  r.set_topic(topic);
+  r.set_body(body);
+  r.set_key(key);
+  return r;
+}
+
+/// The trailing `edda-error` of a failed call.
+std::string edda_error(const grpc::ClientContext& ctx) {
+  auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find("edda-error");
+  return it == md.end() ? std::string{}
+                        : std::string(it->second.data(), it->second.size());
+}
+
+class DoorTest : public ::testing::Test {
+protected:
+  edda::config::node_settings base_settings() const {
+    edda::config::node_settings s;
+    s.data_dir = dir_.path() + "/data";
+    s.listen_port = 0; // api.listen auto: the OS picks its port too
+    s.mode = edda::config::durability::nosync;
+    s.map_size = 256ull << 20;
+    s.log_level = "error";
+    return s;
+  }
+
+  void start(const edda::config::node_settings& s) {
+    auto n = edda::node::embedded_node::start(s);
+    ASSERT_TRUE(n) << edda::render(n.error());
+    node_ = std::move(*n);
+    ASSERT_NE(node_->api_port(), 0);
+    ASSERT_NE(node_->api_port(), node_->port());
+    channel_ = grpc::CreateChannel("127.0.0.1:"
+                                     + std::to_string(node_->api_port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = api::Edda::NewStub(channel_);
+  }
+
+  void create_topic(const std::string& name, uint32_t partitions) {
+    grpc::ClientContext ctx;
+    pb::CreateTopic q;
+    q.set_name(name);
+    q.set_partitions(partitions);
+    pb::TopicInfo info;
+    auto st = stub_->CreateTopic(&ctx, q, &info);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_EQ(info.meta().partitions(), partitions);
+  }
+
+  /// Produces `n` records to `topic` in batches of 10 and returns the
+  /// outcomes by ref.
+  std::map<uint64_t, api::Produced> produce(const std::string& topic, int n) {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Produce(&ctx);
+    for (int b = 0; b < n; b += 10) {
+      api::ProduceRequest req;
+      for (int i = b; i < std::min(n, b + 10); ++i)
+        *req.add_records() = record(topic, "m" + std::to_string(i),
+                                    "k" + std::to_string(i % 3));
+      EXPECT_TRUE(stream->Write(req));
+    }
+    stream->WritesDone();
+    std::map<uint64_t, api::Produced> out;
+    api::ProduceResponse resp;
+    while (stream->Read(&resp))
+      for (auto& r : resp.results())
+        out[r.ref()] = r;
+    auto st = stream->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return out;
+  }
+
+  uint64_t committed(const std::string& topic, const std::string& group) {
+    auto info = edda::client::admin::describe_topic(node_->connect(), topic);
+    uint64_t sum = 0;
+    if (!info)
+      return 0;
+    for (auto& g : info->groups())
+      if (g.cursor() == group)
+        sum += g.committed();
+    return sum;
+  }
+
+  edda::test::temp_dir dir_{"edda-door-it"};
+  std::unique_ptr<edda::node::embedded_node> node_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<api::Edda::Stub> stub_;
+};
+
+TEST_F(DoorTest, ProduceAcknowledgesEveryRecordOnceStoredAndRefusesBadOnesAlone) {
+  auto s = base_settings();
+  s.max_message_size = 4096;
+  start(s);
+  create_topic("orders", 3);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Produce(&ctx);
+  api::ProduceRequest req;
+  for (int i = 0; i < 5; ++i)
+    *req.add_records() = record("orders", "ok" + std::to_string(i), "acct-1");
+  *req.add_records() = record("no-such-topic", "x");          // ref 5
+  *req.add_records() = record("orders", std::string(5000, 'x')); // ref 6
+  *req.add_records() = record("", "no topic");                 // ref 7
+  auto bad_tag = record("orders", "tag");                      // ref 8
+  bad_tag.add_tags("a b");
+  *req.add_records() = bad_tag;
+  *req.add_records() = record("orders", "last", "acct-1");     // ref 9
+  ASSERT_TRUE(stream->Write(req));
+  stream->WritesDone();
+  std::map<uint64_t, api::Produced> out;
+  api::ProduceResponse resp;
+  while (stream->Read(&resp))
+    for (auto& r : resp.results())
+      out[r.ref()] = r;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(out.size(), 10u);
+  std::set<uint64_t> offsets;
+  uint32_t partition = out[0].partition();
+  for (uint64_t ref : {0, 1, 2, 3, 4, 9}) {
+    EXPECT_FALSE(out[ref].has_error()) << ref << ": " << out[ref].error().message();
+    EXPECT_EQ(out[ref].partition(), partition) << "one key, one partition";
+    offsets.insert(out[ref].offset());
+  }
+  EXPECT_EQ(offsets.size(), 6u);
+  EXPECT_EQ(out[5].error().code(), "unknown_topic");
+  EXPECT_EQ(out[6].error().code(), "message_too_large");
+  EXPECT_EQ(out[7].error().code(), "invalid_argument");
+  EXPECT_EQ(out[8].error().code(), "invalid_argument");
+  // What was acknowledged is stored: exactly those six.
+  auto info = edda::client::admin::describe_topic(node_->connect(), "orders");
+  ASSERT_TRUE(info);
+  uint64_t stored = 0;
+  for (auto& p : info->partitions())
+    stored += p.end_offset();
+  EXPECT_EQ(stored, 6u);
+}
+
+TEST_F(DoorTest, ConsumeKeepsAtMostTheWindowUnsettledAndSettlementsCommit) {
+  start(base_settings());
+  create_topic("pay", 2);
+  auto acked = produce("pay", 40);
+  ASSERT_EQ(acked.size(), 40u);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Consume(&ctx);
+  api::ConsumeRequest sub;
+  sub.mutable_subscribe()->set_group("ledger");
+  sub.mutable_subscribe()->set_topic("pay");
+  sub.mutable_subscribe()->set_window(5);
+  ASSERT_TRUE(stream->Write(sub));
+  api::ConsumeResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  ASSERT_TRUE(resp.has_subscribed());
+  EXPECT_EQ(resp.subscribed().group(), "ledger");
+  std::vector<api::Delivery> held(resp.deliveries().begin(),
+                                  resp.deliveries().end());
+  std::set<std::string> bodies;
+  int retried = 0;
+  uint32_t redelivered = 0;
+  // m7 fails once (retry with a reason), everything else is acknowledged.
+  auto settle = [&](const std::vector<api::Delivery>& ds) {
+    api::ConsumeRequest req;
+    for (auto& d : ds) {
+      if (d.record().body() == "m7" && d.reconsume_times() == 0) {
+        auto* r = req.mutable_settle()->add_retry();
+        r->set_delivery(d.delivery());
+        r->set_reason("ledger locked");
+        retried++;
+        continue;
+      }
+      if (d.record().body() == "m7") {
+        redelivered = d.reconsume_times();
+        EXPECT_EQ(d.last_error(), "ledger locked");
+      }
+      req.mutable_settle()->add_ack(d.delivery());
+      bodies.insert(d.record().body());
+    }
+    return stream->Write(req);
+  };
+  while (bodies.size() < 35) {
+    // Nothing settled yet: the node sends at most the window.
+    while (held.size() < 5) {
+      ASSERT_TRUE(stream->Read(&resp));
+      held.insert(held.end(), resp.deliveries().begin(),
+                  resp.deliveries().end());
+      ASSERT_LE(held.size(), 5u) << "more deliveries than the window";
+    }
+    ASSERT_TRUE(settle(held));
+    held.clear();
+  }
+  // The tail may be fewer than a window (m7 comes back after its delay).
+  while (bodies.size() < 40 && stream->Read(&resp)) {
+    std::vector<api::Delivery> ds(resp.deliveries().begin(),
+                                  resp.deliveries().end());
+    ASSERT_LE(ds.size(), 5u);
+    ASSERT_TRUE(settle(ds));
+  }
+  EXPECT_EQ(bodies.size(), 40u);
+  EXPECT_EQ(retried, 1);
+  EXPECT_EQ(redelivered, 1u) << "m7 comes back once after its retry";
+  // A settlement of a number the stream does not hold is an error in the
+  // stream, which goes on.
+  api::ConsumeRequest bogus;
+  bogus.mutable_settle()->add_ack(999999);
+  ASSERT_TRUE(stream->Write(bogus));
+  bool saw_error = false;
+  while (!saw_error && stream->Read(&resp))
+    for (auto& e : resp.errors())
+      saw_error = saw_error || e.code() == "not_found";
+  EXPECT_TRUE(saw_error);
+  stream->WritesDone();
+  while (stream->Read(&resp)) {
+  }
+  auto st = stream->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(eventually(5s, [&] { return committed("pay", "ledger") == 40; }))
+    << committed("pay", "ledger");
+}
+
+TEST_F(DoorTest, DeliveriesOfAClientThatVanishesGoBackToTheGroup) {
+  auto s = base_settings();
+  s.consume_timeout_ms = 1000;
+  start(s);
+  create_topic("jobs", 1);
+  ASSERT_EQ(produce("jobs", 10).size(), 10u);
+  std::set<std::string> first;
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Consume(&ctx);
+    api::ConsumeRequest sub;
+    sub.mutable_subscribe()->set_group("workers");
+    sub.mutable_subscribe()->set_topic("jobs");
+    ASSERT_TRUE(stream->Write(sub));
+    api::ConsumeResponse resp;
+    while (first.size() < 10 && stream->Read(&resp))
+      for (auto& d : resp.deliveries())
+        first.insert(d.record().body());
+    ASSERT_EQ(first.size(), 10u);
+    ctx.TryCancel(); // gone without settling anything
+    stream->Finish();
+  }
+  EXPECT_EQ(committed("jobs", "workers"), 0u);
+  // Another member gets all ten again and settles them.
+  std::set<std::string> again;
+  edda::client::consumer_options o;
+  o.group = "workers";
+  o.topic = "jobs";
+  auto c = edda::client::consumer::start(
+    node_->connect(), o, [&](const edda::client::received& r) {
+      again.insert(r.msg.body);
+      return edda::client::consume_result::success;
+    });
+  ASSERT_TRUE(c) << edda::render(c.error());
+  EXPECT_TRUE(eventually(15s, [&] { return committed("jobs", "workers") == 10; }));
+  (*c)->stop();
+  EXPECT_EQ(again, first);
+}
+
+TEST_F(DoorTest, TokensAreRequiredWhenConfigured) {
+  auto s = base_settings();
+  s.api_tokens = {"billing:0123456789abcdef0123"};
+  start(s);
+  pb::ListTopics q;
+  pb::TopicList out;
+  {
+    grpc::ClientContext ctx;
+    auto st = stub_->ListTopics(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_NE(st.error_message().find("requires a token"), std::string::npos)
+      << st.error_message();
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer wrong-token-wrong-token");
+    auto st = stub_->ListTopics(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer wrong-token-wrong-token");
+    auto stream = stub_->Produce(&ctx);
+    api::ProduceRequest req;
+    *req.add_records() = record("t", "x");
+    stream->Write(req);
+    stream->WritesDone();
+    api::ProduceResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer 0123456789abcdef0123");
+    auto st = stub_->ListTopics(&ctx, q, &out);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+}
+
+TEST_F(DoorTest, AnOversizedRequestIsRefusedBeforeItIsReadAndTheNodeServesOn) {
+  auto s = base_settings();
+  s.max_message_size = 64 << 10;
+  s.api_max_request_size = 256 << 10;
+  start(s);
+  create_topic("big", 1);
+  {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Produce(&ctx);
+    api::ProduceRequest req;
+    *req.add_records() = record("big", std::string(2 << 20, 'x'));
+    stream->Write(req);
+    stream->WritesDone();
+    api::ProduceResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));
+    EXPECT_EQ(stream->Finish().error_code(),
+              grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  auto out = produce("big", 3);
+  ASSERT_EQ(out.size(), 3u);
+  for (auto& [ref, r] : out)
+    EXPECT_FALSE(r.has_error()) << r.error().message();
+}
+
+TEST_F(DoorTest, CallsPerAddressAreCapped) {
+  auto s = base_settings();
+  s.api_max_calls_per_address = 2;
+  start(s);
+  create_topic("cap", 1);
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<api::ConsumeRequest,
+                                                       api::ConsumeResponse>>>
+    streams;
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub_->Consume(ctxs.back().get()));
+    api::ConsumeRequest sub;
+    sub.mutable_subscribe()->set_group("g" + std::to_string(i));
+    sub.mutable_subscribe()->set_topic("cap");
+    ASSERT_TRUE(streams.back()->Write(sub));
+    api::ConsumeResponse resp;
+    ASSERT_TRUE(streams.back()->Read(&resp)); // subscribed
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::TopicList out;
+    auto st = stub_->ListTopics(&ctx, pb::ListTopics{}, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(st.error_message().find("api.max_calls_per_address"),
+              std::string::npos)
+      << st.error_message();
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    streams[i]->WritesDone();
+    api::ConsumeResponse resp;
+    while (streams[i]->Read(&resp)) {
+    }
+    EXPECT_TRUE(streams[i]->Finish().ok());
+  }
+  // The slots are free again.
+  EXPECT_TRUE(eventually(5s, [&] {
+    grpc::ClientContext ctx;
+    pb::TopicList out;
+    return stub_->ListTopics(&ctx, pb::ListTopics{}, &out).ok();
+  }));
+}
+
+/// A raw TCP connection to the door.
+int connect_raw(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// True if the peer closes `fd` within `limit` (reads until EOF/error).
+bool closed_within(int fd, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      auto n = ::read(fd, buf, sizeof(buf));
+      if (n <= 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(DoorTest, GarbageAndSilentConnectionsAreClosedAndOthersAreServed) {
+  auto s = base_settings();
+  s.api_handshake_timeout_ms = 300;
+  start(s);
+  // Garbage instead of the HTTP/2 preface.
+  int garbage = connect_raw(node_->api_port());
+  ASSERT_GE(garbage, 0);
+  std::string junk(4096, '\xff');
+  ASSERT_EQ(::write(garbage, junk.data(), junk.size()),
+            static_cast<ssize_t>(junk.size()));
+  // Half a preface, then nothing; and nothing at all.
+  int half = connect_raw(node_->api_port());
+  ASSERT_GE(half, 0);
+  const char preface[] = "PRI * HTTP/2.0\r\n";
+  ASSERT_GT(::write(half, preface, sizeof(preface) - 1), 0);
+  int silent = connect_raw(node_->api_port());
+  ASSERT_GE(silent, 0);
+  // A 4 GiB frame announced after the preface.
+  int huge = connect_raw(node_->api_port());
+  ASSERT_GE(huge, 0);
+  std::string frame = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  frame += std::string("\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9); // SETTINGS
+  frame += std::string("\xff\xff\xff\x00\x00\x00\x00\x00\x01", 9); // 16 MiB DATA
+  ASSERT_GT(::write(huge, frame.data(), frame.size()), 0);
+  EXPECT_TRUE(closed_within(garbage, 3s)) << "garbage";
+  EXPECT_TRUE(closed_within(half, 3s)) << "half a preface";
+  EXPECT_TRUE(closed_within(silent, 3s)) << "silent";
+  EXPECT_TRUE(closed_within(huge, 3s)) << "oversized frame";
+  for (int fd : {garbage, half, silent, huge})
+    ::close(fd);
+  // Meanwhile and after, a real client is served.
+  create_topic("still", 1);
+  EXPECT_EQ(produce("still", 5).size(), 5u);
+}
+
+TEST_F(DoorTest, AdminCallsCarryEddaErrorCodes) {
+  start(base_settings());
+  {
+    grpc::ClientContext ctx;
+    pb::DescribeTopic q;
+    q.set_name("nope");
+    pb::TopicInfo out;
+    auto st = stub_->DescribeTopic(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(edda_error(ctx), "unknown_topic");
+    EXPECT_EQ(st.error_message().rfind("unknown_topic: ", 0), 0u)
+      << st.error_message();
+  }
+  create_topic("dup", 1);
+  {
+    grpc::ClientContext ctx;
+    pb::CreateTopic q;
+    q.set_name("dup");
+    q.set_partitions(1);
+    pb::TopicInfo out;
+    auto st = stub_->CreateTopic(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+    EXPECT_EQ(edda_error(ctx), "topic_exists");
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::SagaCommand q;
+    q.set_id("some-saga");
+    q.set_op(pb::SagaCommand::PAUSE);
+    pb::SagaRecord out;
+    auto st = stub_->CommandSaga(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("by"), std::string::npos);
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::SagaStart q;
+    q.set_type("no-such-type");
+    pb::SagaStarted out;
+    auto st = stub_->StartSaga(&ctx, q, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(edda_error(ctx), "unknown_saga_type");
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::DedupMark m;
+    m.set_scope("orders");
+    m.set_key("o-1");
+    m.set_result("done");
+    pb::DedupStatus out;
+    ASSERT_TRUE(stub_->MarkKey(&ctx, m, &out).ok());
+    grpc::ClientContext ctx2;
+    pb::DedupCheck c;
+    c.set_scope("orders");
+    c.set_key("o-1");
+    ASSERT_TRUE(stub_->CheckKey(&ctx2, c, &out).ok());
+    EXPECT_TRUE(out.done());
+    EXPECT_EQ(out.result(), "done");
+  }
+  {
+    grpc::ClientContext ctx;
+    pb::NodeStatus out;
+    ASSERT_TRUE(stub_->NodeStatus(&ctx, pb::NodeStatusRequest{}, &out).ok());
+    EXPECT_FALSE(out.node_id().empty());
+  }
+}
+
+TEST_F(DoorTest, ANodeStoppingEndsOpenStreamsAndStopsPromptly) {
+  start(base_settings());
+  create_topic("live", 1);
+  ASSERT_EQ(produce("live", 5).size(), 5u);
+  grpc::ClientContext cctx;
+  auto consume = stub_->Consume(&cctx);
+  api::ConsumeRequest sub;
+  sub.mutable_subscribe()->set_group("g");
+  sub.mutable_subscribe()->set_topic("live");
+  ASSERT_TRUE(consume->Write(sub));
+  api::ConsumeResponse resp;
+  ASSERT_TRUE(consume->Read(&resp));
+  grpc::ClientContext pctx;
+  auto produce_stream = stub_->Produce(&pctx);
+  api::ProduceRequest req;
+  *req.add_records() = record("live", "one more");
+  api::ProduceResponse presp;
+  ASSERT_TRUE(produce_stream->Write(req));
+  ASSERT_TRUE(produce_stream->Read(&presp));
+  EXPECT_FALSE(presp.results(0).has_error());
+  // Neither stream is ended by its client: the node ends them.
+  auto t0 = std::chrono::steady_clock::now();
+  node_->stop();
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 5s);
+  while (consume->Read(&resp)) {
+  }
+  EXPECT_FALSE(consume->Finish().ok());
+  while (produce_stream->Read(&presp)) {
+  }
+  EXPECT_FALSE(produce_stream->Finish().ok());
+}
+
+TEST_F(DoorTest, ApiListenOffOpensNoDoor) {
+  auto s = base_settings();
+  s.api_listen = "off";
+  auto n = edda::node::embedded_node::start(s);
+  ASSERT_TRUE(n) << edda::render(n.error());
+  EXPECT_EQ((*n)->api_port(), 0);
+}
+
+} // namespace
