@@ -111,4 +111,7 @@ open_produce(const state_ptr& st, grpc::CallbackServerContext* ctx);
 grpc::ServerBidiReactor<api::ConsumeRequest, api::ConsumeResponse>*
 open_consume(const state_ptr& st, grpc::CallbackServerContext* ctx);
 
+grpc::ServerBidiReactor<api::ParticipateRequest, api::ParticipateResponse>*
+open_participate(const state_ptr& st, grpc::CallbackServerContext* ctx);
+
 } // namespace edda::door

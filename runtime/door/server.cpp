@@ -77,6 +77,11 @@ public:
     return open_consume(st_, ctx);
   }
 
+  grpc::ServerBidiReactor<api::ParticipateRequest, api::ParticipateResponse>*
+  Participate(grpc::CallbackServerContext* ctx) override {
+    return open_participate(st_, ctx);
+  }
+
   grpc::ServerUnaryReactor* CreateTopic(grpc::CallbackServerContext* ctx,
                                         const pb::CreateTopic* req,
                                         pb::TopicInfo* out) override {

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <future>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -565,6 +566,126 @@ TEST_F(DoorTest, ANodeStoppingEndsOpenStreamsAndStopsPromptly) {
   while (produce_stream->Read(&presp)) {
   }
   EXPECT_FALSE(produce_stream->Finish().ok());
+}
+
+using participate_stream =
+  grpc::ClientReaderWriter<api::ParticipateRequest, api::ParticipateResponse>;
+
+/// Opens a Participate stream serving `names` and waits for its
+/// registration.
+std::unique_ptr<participate_stream>
+participate(api::Edda::Stub& stub, grpc::ClientContext& ctx,
+            const std::vector<std::string>& names, uint32_t timeout_ms = 0) {
+  auto s = stub.Participate(&ctx);
+  api::ParticipateRequest reg;
+  for (auto& n : names)
+    reg.mutable_register_()->add_names(n);
+  reg.mutable_register_()->set_call_timeout_ms(timeout_ms);
+  EXPECT_TRUE(s->Write(reg));
+  api::ParticipateResponse resp;
+  EXPECT_TRUE(s->Read(&resp));
+  EXPECT_EQ(resp.registered().names(), names.size());
+  return s;
+}
+
+TEST_F(DoorTest, AParticipantStreamServesADeclaredSagaAndItsCompensation) {
+  auto s = base_settings();
+  s.saga_types = {"transfer = debit, credit"};
+  s.saga_step_backoff_ms = 50;
+  start(s);
+  grpc::ClientContext ctx;
+  auto p = participate(*stub_, ctx,
+                       {"transfer.debit", "transfer.debit.undo",
+                        "transfer.credit", "transfer.credit.undo"});
+  std::vector<std::string> seen;
+  std::thread server{[&] {
+    api::ParticipateResponse resp;
+    while (p->Read(&resp)) {
+      for (auto& c : resp.calls()) {
+        seen.push_back(c.command().participant());
+        api::ParticipateRequest out;
+        auto* o = out.mutable_outcome();
+        o->set_call(c.call());
+        // The second saga's credit is refused for good: it compensates.
+        bool refuse = c.command().participant() == "transfer.credit"
+                      && c.command().input() == "{\"amount\": 2}";
+        o->set_ok(!refuse);
+        o->set_error(refuse ? "account closed" : "");
+        o->set_retryable(false);
+        o->set_output("out-" + c.command().participant());
+        if (!p->Write(out))
+          return;
+      }
+    }
+  }};
+  auto conn = node_->connect();
+  auto ok = edda::client::admin::saga_start(conn, "transfer", "s1",
+                                            "{\"amount\": 1}", 10s);
+  ASSERT_TRUE(ok) << edda::render(ok.error());
+  EXPECT_EQ(ok->record().state(), 3u) << ok->record().ShortDebugString(); // completed
+  auto bad = edda::client::admin::saga_start(conn, "transfer", "s2",
+                                             "{\"amount\": 2}", 10s);
+  ASSERT_TRUE(bad) << edda::render(bad.error());
+  EXPECT_EQ(bad->record().state(), 4u) << bad->record().ShortDebugString(); // compensated
+  p->WritesDone();
+  server.join();
+  EXPECT_TRUE(p->Finish().ok());
+  // A failed step is compensated too (it may have done part of its work),
+  // then the steps before it, in reverse.
+  std::vector<std::string> expected = {
+    "transfer.debit", "transfer.credit",      "transfer.debit",
+    "transfer.credit", "transfer.credit.undo", "transfer.debit.undo"};
+  EXPECT_EQ(seen, expected);
+}
+
+TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
+  auto s = base_settings();
+  s.saga_types = {"pay = charge"};
+  s.saga_step_backoff_ms = 50;
+  s.saga_step_attempts = 5;
+  start(s);
+  // The first participant takes the call and leaves without an outcome.
+  auto first_ctx = std::make_unique<grpc::ClientContext>();
+  auto first = participate(*stub_, *first_ctx, {"pay.charge"});
+  auto conn = node_->connect();
+  std::promise<caf::expected<edda::wire::v1::SagaStarted>> started;
+  std::thread starter{[&] {
+    started.set_value(
+      edda::client::admin::saga_start(conn, "pay", "p1", "{}", 20s));
+  }};
+  api::ParticipateResponse resp;
+  ASSERT_TRUE(first->Read(&resp));
+  ASSERT_EQ(resp.calls_size(), 1);
+  EXPECT_EQ(resp.calls(0).command().attempt(), 1u);
+  // An outcome for a call it never got is refused in the stream.
+  api::ParticipateRequest bogus;
+  bogus.mutable_outcome()->set_call(12345);
+  bogus.mutable_outcome()->set_ok(true);
+  ASSERT_TRUE(first->Write(bogus));
+  ASSERT_TRUE(first->Read(&resp));
+  ASSERT_EQ(resp.errors_size(), 1);
+  EXPECT_EQ(resp.errors(0).code(), "not_found");
+  first_ctx->TryCancel();
+  first->Finish();
+  // A second participant gets the next attempt and completes it.
+  grpc::ClientContext ctx;
+  auto second = participate(*stub_, ctx, {"pay.charge"});
+  ASSERT_TRUE(second->Read(&resp));
+  ASSERT_EQ(resp.calls_size(), 1);
+  EXPECT_GE(resp.calls(0).command().attempt(), 2u);
+  EXPECT_EQ(resp.calls(0).command().idempotency_key(), "p1/charge");
+  api::ParticipateRequest out;
+  out.mutable_outcome()->set_call(resp.calls(0).call());
+  out.mutable_outcome()->set_ok(true);
+  ASSERT_TRUE(second->Write(out));
+  starter.join();
+  auto r = started.get_future().get();
+  ASSERT_TRUE(r) << edda::render(r.error());
+  EXPECT_EQ(r->record().state(), 3u) << r->record().ShortDebugString();
+  second->WritesDone();
+  while (second->Read(&resp)) {
+  }
+  EXPECT_TRUE(second->Finish().ok());
 }
 
 TEST_F(DoorTest, ApiListenOffOpensNoDoor) {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The Python examples (examples/python) against a real node over the client
 # door: the producer's records all acknowledged, the consumer handles them
-# all, and the group's committed offsets then cover every one.
+# all, and the group's committed offsets then cover every one; the
+# participant serves the declared saga type `transfer`, which
+# `edda saga start --wait` sees complete (and compensated when the debit is
+# refused).
 # Usage: python_examples.sh EDDA_BINARY STUBS_DIR EXAMPLES_DIR
 set -euo pipefail
 edda=$1 stubs=$2 examples=$3
@@ -9,14 +12,16 @@ python=/usr/bin/python3 # Debian's, with python3-grpcio (scripts/setup)
 "$python" -c "import grpc" 2>/dev/null \
   || { echo "FAIL: $python cannot import grpc: install python3-grpcio (scripts/setup)"; exit 1; }
 dir=$(mktemp -d /tmp/edda-py-XXXXXX)
-node_pid=""
+node_pid="" participant_pid=""
 cleanup() {
+  [ -n "$participant_pid" ] && kill "$participant_pid" 2>/dev/null
   [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
   rm -rf "$dir"
 }
 trap cleanup EXIT
 "$edda" node --data-dir "$dir/data" --listen 127.0.0.1:0 \
   --set api.listen=127.0.0.1:0 --set storage.durability=nosync \
+  --set 'saga.types=["transfer = debit, credit, notify~"]' \
   >"$dir/node.out" 2>"$dir/node.err" &
 node_pid=$!
 for _ in $(seq 100); do
@@ -42,4 +47,24 @@ for _ in $(seq 50); do
 done
 "$edda" topic describe payments --node "$node"
 [ "$lag" = 4 ] || { echo "FAIL: group reconciliation still has lag"; exit 1; }
+# The participant serves transfer's steps while sagas run.
+timeout 60 "$python" "$examples/participant.py" 50 >"$dir/participant.out" 2>&1 &
+participant_pid=$!
+for _ in $(seq 100); do
+  grep -q "^serving 5 names" "$dir/participant.out" && break
+  sleep 0.1
+done
+grep -q "^serving 5 names" "$dir/participant.out" \
+  || { echo "FAIL: the participant did not register"; cat "$dir/participant.out"; exit 1; }
+"$edda" saga start transfer --input '{"amount": 100}' --wait 10 --node "$node" \
+  | tee "$dir/saga1.out"
+grep -q "(transfer): completed" "$dir/saga1.out" || { echo "FAIL: saga not completed"; exit 1; }
+set +e
+"$edda" saga start transfer --input '{"amount": 5000}' --wait 10 --node "$node" \
+  >"$dir/saga2.out"
+set -e
+grep -q "(transfer): compensated" "$dir/saga2.out" \
+  || { echo "FAIL: refused debit not compensated"; cat "$dir/saga2.out"; exit 1; }
+grep -q "transfer.credit 100 -> {'alice': 900, 'bob': 100}" "$dir/participant.out" \
+  || { echo "FAIL: the participant's books"; cat "$dir/participant.out"; exit 1; }
 echo "PASS: python examples over the client door"

@@ -1,0 +1,298 @@
+// Participate: a process in any language serves named saga participants
+// over a stream. A sagas::participant_host on the node's in-process
+// connection registers the names (with every node of a cluster) and runs
+// `concurrency` workers; each worker's step call goes to the client as a
+// StepCall and waits for its StepOutcome (or fails, retryable, after the
+// call timeout or when the stream ends).
+#include "door/door_impl.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "client/connection_impl.hpp"
+#include "sagas/remote.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <future>
+#include <thread>
+
+namespace edda::door {
+
+namespace {
+
+constexpr uint32_t default_concurrency = 16;
+constexpr uint32_t max_concurrency = 256;
+constexpr uint32_t default_call_timeout_ms = 60000;
+constexpr size_t max_errors = 1000;
+
+class participate_stream final
+  : public grpc::ServerBidiReactor<api::ParticipateRequest,
+                                   api::ParticipateResponse> {
+public:
+  participate_stream(state_ptr st, call_slot slot,
+                     grpc::CallbackServerContext* ctx)
+    : st_(std::move(st)), slot_(std::move(slot)), ctx_(ctx) {
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    reading_ = true;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    caf_thread_scope scope;
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    reading_ = false;
+    if (finished_)
+      return;
+    if (!ok) {
+      close_locked(); // the client ended its requests: it serves no more
+      return;
+    }
+    if (!registration_seen_) {
+      registration_seen_ = true;
+      if (!in_.has_register_()) {
+        start_error_ = make_error(errc::invalid_argument,
+                                  "the first request of Participate must "
+                                  "register the participant names");
+        close_locked();
+        return;
+      }
+      reg_ = in_.register_();
+      thread_started_ = true;
+      std::thread{[this] { run(); }}.detach(); // reads on once registered
+      return;
+    }
+    if (in_.has_outcome()) {
+      auto& o = in_.outcome();
+      auto it = calls_.find(o.call());
+      if (it == calls_.end()) {
+        error_locked(make_error(errc::not_found,
+                                "call " + std::to_string(o.call())
+                                  + " is not waiting for an outcome: "
+                                    "answered before, timed out, or never "
+                                    "sent"));
+      } else {
+        it->second.set_value(o.ok() ? sagas::step_result::success(o.output())
+                                    : sagas::step_result::failure(
+                                      o.error().empty() ? "failed" : o.error(),
+                                      o.retryable()));
+        calls_.erase(it);
+      }
+    } else {
+      error_locked(make_error(errc::invalid_argument,
+                              "already registered: a later request is an "
+                              "outcome"));
+    }
+    write_locked();
+    reading_ = true;
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    caf_thread_scope scope;
+    bool finish = false;
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      writing_ = false;
+      out_.Clear();
+      if (!ok)
+        close_locked(); // the client is gone
+      else
+        write_locked();
+      finish = finishing_locked();
+    }
+    if (finish)
+      Finish(status_);
+  }
+
+  void OnCancel() override {
+    caf_thread_scope scope;
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    close_locked();
+  }
+
+  void OnDone() override {
+    caf_thread_scope scope;
+    delete this;
+  }
+
+private:
+  /// The stream's thread: register, serve until closed, unregister.
+  void run() {
+    std::map<std::string, sagas::step_function> handlers;
+    for (auto& name : reg_.names())
+      handlers[name] = [this, name](const sagas::step_request& r) {
+        return call(name, r);
+      };
+    sagas::host_options o;
+    o.client_id = reg_.client_id().empty() ? client::make_client_id("api")
+                                           : reg_.client_id();
+    auto n = reg_.concurrency() == 0 ? default_concurrency
+                                     : reg_.concurrency();
+    o.workers = std::min(n, max_concurrency);
+    call_timeout_ = std::chrono::milliseconds{
+      reg_.call_timeout_ms() == 0 ? default_call_timeout_ms
+                                  : reg_.call_timeout_ms()};
+    auto host = handlers.empty()
+                  ? caf::expected<std::unique_ptr<sagas::participant_host>>{
+                    make_error(errc::invalid_argument,
+                               "register at least one participant name")}
+                  : sagas::participant_host::start(st_->node,
+                                                   std::move(handlers), o);
+    {
+      std::unique_lock<std::recursive_mutex> lock{mtx_};
+      if (!host) {
+        start_error_ = host.error();
+      } else {
+        auto* r = pending_.mutable_registered();
+        r->set_names(static_cast<uint32_t>(reg_.names_size()));
+        r->set_client_id(o.client_id);
+        ready_ = true;
+        EDDA_INFO("api", "participant " << o.client_id << " at "
+                                        << ctx_->peer() << " serves "
+                                        << reg_.names_size() << " name(s)");
+        write_locked();
+        if (!closing_) {
+          reading_ = true;
+          StartRead(&in_);
+        }
+        closed_cv_.wait(lock, [this] { return closing_; });
+      }
+    }
+    // Workers waiting for outcomes were failed by close_locked(): the
+    // host's workers stop (the node forgets the names).
+    if (host)
+      host->reset();
+    bool finish = false;
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      stopped_ = true;
+      ready_ = false;
+      if (start_error_)
+        status_ = to_status(start_error_, ctx_);
+      finish = finishing_locked();
+    }
+    if (finish)
+      Finish(status_);
+  }
+
+  /// On a host worker (a detached actor: it may block): sends the call
+  /// and waits for its outcome.
+  sagas::step_result call(const std::string& name,
+                          const sagas::step_request& r) {
+    std::future<sagas::step_result> outcome;
+    uint64_t id = 0;
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      if (closing_)
+        return sagas::step_result::failure("the participant's stream ended");
+      id = next_call_++;
+      api::StepCall c;
+      c.set_call(id);
+      auto* cmd = c.mutable_command();
+      cmd->set_saga_id(r.saga_id);
+      cmd->set_saga_type(r.saga_type);
+      cmd->set_step(r.step);
+      cmd->set_idempotency_key(r.idempotency_key);
+      cmd->set_compensate(r.compensate);
+      cmd->set_input(r.input);
+      cmd->set_attempt(r.attempt);
+      cmd->set_confirm(r.confirm);
+      cmd->set_participant(name);
+      for (auto& [k, v] : r.outputs)
+        (*cmd->mutable_outputs())[k] = v;
+      outcome = calls_[id].get_future();
+      queue_.push_back(std::move(c));
+      write_locked();
+    }
+    if (outcome.wait_for(call_timeout_) == std::future_status::ready)
+      return outcome.get();
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    calls_.erase(id); // a late outcome is refused as unknown
+    return sagas::step_result::failure(
+      "no outcome from participant '" + name + "' within "
+      + std::to_string(call_timeout_.count()) + " ms");
+  }
+
+  void error_locked(const caf::error& err) {
+    if (pending_.errors_size() < static_cast<int>(max_errors))
+      to_api_error(err, pending_.add_errors());
+  }
+
+  void write_locked() {
+    if (writing_ || !ready_ || closing_ || finished_)
+      return;
+    while (!queue_.empty()) {
+      *pending_.add_calls() = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    if (!pending_.has_registered() && pending_.calls_size() == 0
+        && pending_.errors_size() == 0)
+      return;
+    out_.Swap(&pending_);
+    writing_ = true;
+    StartWrite(&out_);
+  }
+
+  void close_locked() {
+    if (closing_)
+      return;
+    closing_ = true;
+    // Calls waiting for an outcome fail now (retryable): the saga's
+    // policy attempts them again, on this or another participant.
+    for (auto& [id, p] : calls_)
+      p.set_value(sagas::step_result::failure(
+        "the participant's stream ended before its outcome"));
+    calls_.clear();
+    queue_.clear();
+    if (thread_started_) {
+      closed_cv_.notify_all();
+      return;
+    }
+    stopped_ = true;
+    if (start_error_)
+      status_ = to_status(start_error_, ctx_);
+    if (finishing_locked())
+      std::thread{[this] { Finish(status_); }}.detach();
+  }
+
+  bool finishing_locked() {
+    if (finished_ || !stopped_ || writing_)
+      return false;
+    finished_ = true;
+    return true;
+  }
+
+  state_ptr st_;
+  call_slot slot_;
+  grpc::CallbackServerContext* ctx_;
+  std::recursive_mutex mtx_;
+  std::condition_variable_any closed_cv_;
+  api::ParticipateRequest in_;
+  api::ParticipantRegistration reg_;
+  api::ParticipateResponse pending_, out_;
+  std::deque<api::StepCall> queue_; // calls not yet sent
+  std::map<uint64_t, std::promise<sagas::step_result>> calls_; // sent, open
+  uint64_t next_call_ = 1;
+  std::chrono::milliseconds call_timeout_{default_call_timeout_ms};
+  caf::error start_error_;
+  grpc::Status status_ = grpc::Status::OK;
+  bool registration_seen_ = false, thread_started_ = false, ready_ = false;
+  bool reading_ = false, writing_ = false;
+  bool closing_ = false, stopped_ = false, finished_ = false;
+};
+
+} // namespace
+
+grpc::ServerBidiReactor<api::ParticipateRequest, api::ParticipateResponse>*
+open_participate(const state_ptr& st, grpc::CallbackServerContext* ctx) {
+  caf_thread_scope scope;
+  call_slot slot;
+  auto admitted = admit(st, ctx, slot);
+  if (!admitted.ok())
+    return new refused_stream<api::ParticipateRequest,
+                              api::ParticipateResponse>(admitted);
+  return new participate_stream(st, std::move(slot), ctx);
+}
+
+} // namespace edda::door
