@@ -417,6 +417,10 @@ std::string set_api_tokens(const value& v, node_settings& s) {
     if (secret < 16)
       return "the secret of client '" + token.substr(0, colon) + "' has "
              + std::to_string(secret) + " characters; at least 16";
+    for (auto& other : out)
+      if (other.substr(other.find(':') + 1) == token.substr(colon + 1))
+        return "clients '" + other.substr(0, other.find(':')) + "' and '"
+               + token.substr(0, colon) + "' have the same secret";
     out.push_back(token);
   }
   s.api_tokens = std::move(out);
@@ -724,6 +728,12 @@ const field fields[] = {
    "at most 10 s)",
    set_duration<&ns::saga_step_backoff_ms>,
    get_duration<&ns::saga_step_backoff_ms>},
+  {"saga.participant_wait", "duration", "0..1h",
+   "how long a step of a declared type waits for a participant of its name "
+   "to register (a participant service being redeployed) before its "
+   "attempt fails; 0 = fails at once",
+   set_duration_in<&ns::saga_participant_wait_ms, 0, 3600000>,
+   get_duration<&ns::saga_participant_wait_ms>},
   {"saga.retention", "duration", "",
    "how long a completed, compensated or failed saga stays listed and "
    "showable before it is purged, 0 = forever",

@@ -91,6 +91,9 @@ struct node_settings {
   uint64_t saga_step_timeout_ms = 5000; // per attempt, declared types
   uint32_t saga_step_attempts = 3;      // including the first
   uint64_t saga_step_backoff_ms = 200;  // first retry; doubles up to 10 s
+  // A step whose participant is not registered waits this long for one
+  // before its attempt fails (declared types).
+  uint64_t saga_participant_wait_ms = 5 * 60 * 1000;
   uint64_t saga_retention_ms = 7ull * 24 * 3600 * 1000; // ended sagas kept
   // [network]
   uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats

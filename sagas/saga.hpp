@@ -178,6 +178,12 @@ struct step_options {
   /// steps) form a group that starts together; the saga goes on once every
   /// step of the group has succeeded.
   bool parallel = false;
+  /// A named participant that is not registered when the step starts: the
+  /// step waits this long for one (status pending, `waiting_for` in the
+  /// record, `saga show` says so), then its attempt fails as when this is
+  /// 0 (at once, retried by the policy). Declared types take
+  /// saga.participant_wait.
+  std::chrono::milliseconds participant_wait{0};
 };
 
 struct step_definition {

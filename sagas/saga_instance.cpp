@@ -298,19 +298,56 @@ void start_action(instance_ptr self, size_t i) {
     return;
   }
   auto& s = step_at(self, i);
+  auto& def = st.type->def->steps()[i];
+  auto& name = def.action.name();
+  auto now = st.ctx->clock();
+  // A named participant that is not registered now: the step waits for
+  // one (participant_wait; a registration wakes it, see serving_atom),
+  // then the attempt fails unsent (an action never sent needs no undo).
+  if (!name.empty() && !st.served[i]) {
+    auto wait = def.options.participant_wait.count();
+    if (wait > 0) {
+      if (s.waiting_since_ms() == 0) {
+        s.set_waiting_since_ms(now);
+        s.set_waiting_for(name);
+        note(self, "step " + s.name() + " waits for participant '" + name
+                     + "' to register (at most "
+                     + std::to_string(wait / 1000) + " s)");
+      }
+      auto left = s.waiting_since_ms() + wait - now;
+      if (left > 0) {
+        st.waiting[i] = 1;
+        st.timers.push_back(
+          instance_state::timer{i, milliseconds(left), st.timer_gen});
+        return;
+      }
+    }
+    s.set_waiting_since_ms(0);
+    s.clear_waiting_for();
+    s.set_status(pb::SagaStep::RUNNING);
+    s.set_attempts(s.attempts() + 1);
+    if (s.started_ms() == 0)
+      s.set_started_ms(now);
+    s.set_unsent(s.unsent() + 1);
+    fail_attempt(self, i, part::action,
+                 "no participant '" + name + "' is registered"
+                   + (wait > 0 ? " (waited " + std::to_string(wait / 1000)
+                                   + " s)"
+                               : std::string{}),
+                 true);
+    return;
+  }
+  if (s.waiting_since_ms() != 0) {
+    note(self, "participant '" + name + "' registered after "
+                 + std::to_string(now - s.waiting_since_ms())
+                 + " ms: step " + s.name() + " goes on");
+    s.set_waiting_since_ms(0);
+    s.clear_waiting_for();
+  }
   s.set_status(pb::SagaStep::RUNNING);
   s.set_attempts(s.attempts() + 1);
   if (s.started_ms() == 0)
-    s.set_started_ms(st.ctx->clock());
-  // A named participant that is not registered now is not asked at all:
-  // the attempt fails unsent, and an action never sent needs no undo.
-  auto& name = st.type->def->steps()[i].action.name();
-  if (!name.empty() && !st.served[i]) {
-    s.set_unsent(s.unsent() + 1);
-    fail_attempt(self, i, part::action,
-                 "no participant '" + name + "' is registered", true);
-    return;
-  }
+    s.set_started_ms(now);
   st.busy[i] = 1; // until the reply, even while the write is pending
   st.sends.push_back({i, part::action});
 }
@@ -1021,12 +1058,22 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
       }
     },
     [=](wire::serving_atom, const std::string& name, bool served) {
-      // From the shard: `name` is served now, or no longer.
+      // From the shard: `name` is served now, or no longer. A step waiting
+      // for it goes on at once.
       auto& st = self->state;
       auto& steps = st.type->def->steps();
+      bool wake = false;
       for (size_t i = 0; i < st.served.size(); ++i)
-        if (steps[i].action.name() == name)
+        if (steps[i].action.name() == name) {
           st.served[i] = served;
+          if (served && st.waiting[i] && !st.busy[i]
+              && st.rec.steps(static_cast<int>(i)).waiting_since_ms() != 0) {
+            st.waiting[i] = 0; // its wait timer finds it started
+            wake = true;
+          }
+        }
+      if (wake)
+        advance(self);
     },
     [=](wire::deadline_atom) {
       auto& st = self->state;

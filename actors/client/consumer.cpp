@@ -418,9 +418,9 @@ void consumer::stop() {
     std::lock_guard<std::mutex> guard{impl_->held_mtx};
     impl_->held_by_number.clear();
     impl_->latest.clear();
+    // A detached actor's thread ends only when its last handle is gone.
+    impl_->actor = nullptr;
   }
-  // A detached actor's thread ends only when its last handle is gone.
-  impl_->actor = nullptr;
 }
 
 std::vector<uint64_t> consumer::settle(const std::vector<settlement>& batch) {
@@ -473,10 +473,15 @@ std::vector<uint64_t> consumer::settle(const std::vector<settlement>& batch) {
       }
     }
   }
+  caf::actor self;
+  {
+    std::lock_guard<std::mutex> guard{im.held_mtx}; // stop() resets it
+    self = im.actor;
+  }
   for (auto& [addr, ack] : out)
     if (auto partition_actor = caf::actor_cast<caf::actor>(addr);
-        partition_actor && impl_->actor)
-      caf::anon_send(impl_->actor, partition_actor, std::move(ack));
+        partition_actor && self)
+      caf::anon_send(self, partition_actor, std::move(ack));
   return unknown;
 }
 

@@ -15,6 +15,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 
@@ -63,7 +64,15 @@ public:
                                    : std::min(sub_.window(), max_window);
       // Reading goes on once subscribed (run()).
       thread_started_ = true;
-      std::thread{[this] { run(); }}.detach();
+      try {
+        std::thread{[this] { run(); }}.detach();
+      } catch (const std::system_error&) {
+        thread_started_ = false;
+        start_error_ = make_error(errc::unavailable,
+                                  "the node cannot start a thread for this "
+                                  "stream now; try again later");
+        close_locked();
+      }
       return;
     }
     std::vector<client::settlement> batch;
@@ -197,7 +206,10 @@ private:
   /// On the consumer's thread: queue the delivery for the client.
   client::consume_result deliver(const client::received& r) {
     std::lock_guard<std::recursive_mutex> guard{mtx_};
-    if (closing_)
+    // Not taken (delivered again after the consume timeout): the stream
+    // is closing, or the client has not taken what waits here already (a
+    // client that does not settle holds this node's memory bounded).
+    if (closing_ || queue_.size() >= std::max<size_t>(4 * window_, 1024))
       return client::consume_result::release;
     if (r.replaces != 0 && queued_.erase(r.replaces) == 0)
       sent_.erase(r.replaces); // frees its place in the window
@@ -235,7 +247,9 @@ private:
     if (writing_ || !ready_ || closing_ || finished_)
       return;
     size_t bytes = 0;
-    while (!queue_.empty() && sent_.size() < window_
+    // The subscription's confirmation goes alone, first.
+    bool first = pending_.has_subscribed();
+    while (!first && !queue_.empty() && sent_.size() < window_
            && pending_.deliveries_size() < max_per_response
            && bytes < max_response_bytes) {
       auto d = std::move(queue_.front());

@@ -11,6 +11,8 @@
 #include <caf/logger.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -60,6 +62,18 @@ struct door_state {
   door_state(client::connection n, config::node_settings s)
     : node(std::move(n)), settings(std::move(s)) {
   }
+
+  /// Runs `f` on a thread of its own (work that blocks, off gRPC's
+  /// threads); the server's stop waits for every such thread. False if no
+  /// thread could be started (then `f` has not run).
+  bool in_background(std::function<void()> f);
+  /// Waits until every in_background() thread has ended.
+  void await_background();
+
+private:
+  std::mutex bg_mtx_;
+  std::condition_variable bg_cv_;
+  uint32_t bg_running_ = 0;
 };
 using state_ptr = std::shared_ptr<door_state>;
 

@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <future>
+#include <system_error>
 #include <thread>
 
 namespace edda::door {
@@ -59,7 +60,15 @@ public:
       }
       reg_ = in_.register_();
       thread_started_ = true;
-      std::thread{[this] { run(); }}.detach(); // reads on once registered
+      try {
+        std::thread{[this] { run(); }}.detach(); // reads on once registered
+      } catch (const std::system_error&) {
+        thread_started_ = false;
+        start_error_ = make_error(errc::unavailable,
+                                  "the node cannot start a thread for this "
+                                  "stream now; try again later");
+        close_locked();
+      }
       return;
     }
     if (in_.has_outcome()) {
@@ -222,7 +231,8 @@ private:
   void write_locked() {
     if (writing_ || !ready_ || closing_ || finished_)
       return;
-    while (!queue_.empty()) {
+    // The registration's confirmation goes alone, first.
+    while (!pending_.has_registered() && !queue_.empty()) {
       *pending_.add_calls() = std::move(queue_.front());
       queue_.pop_front();
     }

@@ -17,7 +17,8 @@ public:
   produce_stream(state_ptr st, call_slot slot)
     : st_(std::move(st)),
       slot_(std::move(slot)),
-      producer_(st_->node, producer_opts(st_->settings)) {
+      producer_(std::make_unique<client::producer>(
+        st_->node, producer_opts(st_->settings))) {
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     reading_ = true;
     StartRead(&in_);
@@ -38,17 +39,19 @@ public:
       return;
     }
     uint64_t first = 0;
-    auto n = static_cast<uint64_t>(in_.records_size());
+    api::ProduceRequest batch; // in_ may take the next request meanwhile
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
+      batch.Swap(&in_);
       reading_ = false;
       first = next_ref_;
-      next_ref_ += n;
-      inflight_ += n;
+      next_ref_ += static_cast<uint64_t>(batch.records_size());
+      inflight_ += static_cast<uint64_t>(batch.records_size());
     }
+    auto n = static_cast<uint64_t>(batch.records_size());
     // Outside the lock: a record refused at once is answered inline.
     for (uint64_t i = 0; i < n; ++i) {
-      auto& rec = *in_.mutable_records(static_cast<int>(i));
+      auto& rec = *batch.mutable_records(static_cast<int>(i));
       client::message m;
       m.topic = rec.topic();
       m.body = std::move(*rec.mutable_body());
@@ -58,12 +61,11 @@ public:
       m.deliver_at_ms = rec.deliver_at_ms();
       m.id = rec.id();
       auto ref = first + i;
-      producer_.send_async(std::move(m),
+      producer_->send_async(std::move(m),
                            [this, ref](caf::expected<client::send_result> r) {
                              on_result(ref, std::move(r));
                            });
     }
-    in_.Clear();
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -107,6 +109,10 @@ public:
 
   void OnDone() override {
     caf_thread_scope scope;
+    // Its teardown waits for the producer's actor: not on gRPC's thread.
+    // (Without a thread to be had, it happens here, when `f` is dropped.)
+    auto p = std::shared_ptr<client::producer>(std::move(producer_));
+    (void) st_->in_background([p = std::move(p)]() mutable { p.reset(); });
     delete this;
   }
 
@@ -180,7 +186,7 @@ private:
 
   state_ptr st_;
   call_slot slot_;
-  client::producer producer_;
+  std::unique_ptr<client::producer> producer_;
   std::recursive_mutex mtx_;
   api::ProduceRequest in_;
   api::ProduceResponse pending_; // outcomes not yet written

@@ -283,6 +283,7 @@ void server::stop() {
     impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + 1s);
     impl_->grpc_server->Wait();
     impl_->grpc_server.reset();
+    impl_->st->await_background(); // producers being torn down
   });
 }
 

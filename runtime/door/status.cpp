@@ -5,6 +5,9 @@
 
 #include <caf/sec.hpp>
 
+#include <system_error>
+#include <thread>
+
 namespace edda::door {
 
 namespace {
@@ -100,6 +103,36 @@ void to_api_error(const caf::error& err, api::Error* out) {
   out->set_message(std::move(text));
 }
 
+bool door_state::in_background(std::function<void()> f) {
+  {
+    std::lock_guard<std::mutex> guard{bg_mtx_};
+    ++bg_running_;
+  }
+  try {
+    std::thread{[this, f = std::move(f)]() mutable {
+      {
+        caf_thread_scope scope;
+        f();
+        f = nullptr;
+      }
+      std::lock_guard<std::mutex> guard{bg_mtx_};
+      if (--bg_running_ == 0)
+        bg_cv_.notify_all();
+    }}.detach();
+    return true;
+  } catch (const std::system_error& e) {
+    EDDA_ERROR("api", "cannot start a thread: " << e.what());
+    std::lock_guard<std::mutex> guard{bg_mtx_};
+    --bg_running_;
+    return false;
+  }
+}
+
+void door_state::await_background() {
+  std::unique_lock<std::mutex> guard{bg_mtx_};
+  bg_cv_.wait(guard, [this] { return bg_running_ == 0; });
+}
+
 call_slot::~call_slot() {
   if (!st_)
     return;
@@ -119,10 +152,21 @@ grpc::Status admit(const state_ptr& st, grpc::CallbackServerContext* ctx,
     std::string secret;
     if (it != md.end()) {
       std::string value(it->second.data(), it->second.size());
-      if (value.rfind("Bearer ", 0) == 0)
+      if (value.size() > 7 && (value.rfind("Bearer ", 0) == 0
+                               || value.rfind("bearer ", 0) == 0))
         secret = value.substr(7);
     }
-    if (st->clients_by_secret.count(secret) == 0) {
+    // Every secret compared in full: the time taken tells nothing.
+    bool known = false;
+    for (auto& [s, client] : st->clients_by_secret) {
+      unsigned diff = s.size() != secret.size() ? 1u : 0u;
+      for (size_t i = 0; i < s.size(); ++i)
+        diff |= static_cast<unsigned char>(s[i])
+                ^ static_cast<unsigned char>(i < secret.size() ? secret[i]
+                                                               : 0);
+      known = known || diff == 0;
+    }
+    if (!known) {
       st->refused_auth++;
       EDDA_WARN("api", "refused a call from " << peer << ": "
                          << (it == md.end() ? "no authorization metadata"

@@ -680,6 +680,8 @@ embedded_node::start_once(const config::node_settings& settings,
   // Declared saga types (saga.types), checked before anything is opened.
   sagas::step_options step_defaults;
   step_defaults.timeout = std::chrono::milliseconds(settings.saga_step_timeout_ms);
+  step_defaults.participant_wait
+    = std::chrono::milliseconds(settings.saga_participant_wait_ms);
   step_defaults.retry.max_attempts = settings.saga_step_attempts;
   step_defaults.retry.initial_backoff
     = std::chrono::milliseconds(std::min<uint64_t>(settings.saga_step_backoff_ms, 10000));

@@ -178,6 +178,41 @@ TEST_F(DoorTest, ProduceAcknowledgesEveryRecordOnceStoredAndRefusesBadOnesAlone)
   EXPECT_EQ(stored, 6u);
 }
 
+TEST_F(DoorTest, OutcomesMatchTheirRecordsAcrossRequestsWithRefusals) {
+  start(base_settings());
+  create_topic("refs", 2);
+  grpc::ClientContext ctx;
+  auto stream = stub_->Produce(&ctx);
+  // Each request: a record refused at once (no topic), then two good ones;
+  // sent back to back, before any outcome is read.
+  for (int r = 0; r < 20; ++r) {
+    api::ProduceRequest req;
+    *req.add_records() = record("", "bad");
+    for (int i = 1; i < 3; ++i) {
+      auto rec = record("refs", "b" + std::to_string(3 * r + i));
+      rec.set_id("id-" + std::to_string(3 * r + i));
+      *req.add_records() = rec;
+    }
+    ASSERT_TRUE(stream->Write(req));
+  }
+  stream->WritesDone();
+  std::map<uint64_t, api::Produced> out;
+  api::ProduceResponse resp;
+  while (stream->Read(&resp))
+    for (auto& p : resp.results())
+      EXPECT_TRUE(out.emplace(p.ref(), p).second) << "ref twice: " << p.ref();
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(out.size(), 60u);
+  for (auto& [ref, p] : out) {
+    if (ref % 3 == 0) {
+      EXPECT_EQ(p.error().code(), "invalid_argument") << ref;
+    } else {
+      EXPECT_FALSE(p.has_error()) << ref << ": " << p.error().message();
+      EXPECT_EQ(p.id(), "id-" + std::to_string(ref)) << "outcome of another record";
+    }
+  }
+}
+
 TEST_F(DoorTest, ConsumeKeepsAtMostTheWindowUnsettledAndSettlementsCommit) {
   start(base_settings());
   create_topic("pay", 2);
@@ -261,7 +296,8 @@ TEST_F(DoorTest, ConsumeKeepsAtMostTheWindowUnsettledAndSettlementsCommit) {
 
 TEST_F(DoorTest, DeliveriesOfAClientThatVanishesGoBackToTheGroup) {
   auto s = base_settings();
-  s.consume_timeout_ms = 1000;
+  // Given back when the client goes, not when the timeout passes.
+  s.consume_timeout_ms = 60000;
   start(s);
   create_topic("jobs", 1);
   ASSERT_EQ(produce("jobs", 10).size(), 10u);
@@ -293,7 +329,7 @@ TEST_F(DoorTest, DeliveriesOfAClientThatVanishesGoBackToTheGroup) {
       return edda::client::consume_result::success;
     });
   ASSERT_TRUE(c) << edda::render(c.error());
-  EXPECT_TRUE(eventually(15s, [&] { return committed("jobs", "workers") == 10; }));
+  EXPECT_TRUE(eventually(10s, [&] { return committed("jobs", "workers") == 10; }));
   (*c)->stop();
   EXPECT_EQ(again, first);
 }
@@ -686,6 +722,69 @@ TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
   while (second->Read(&resp)) {
   }
   EXPECT_TRUE(second->Finish().ok());
+}
+
+TEST_F(DoorTest, AStepWaitsForItsParticipantToRegisterThenGoesOn) {
+  auto s = base_settings();
+  s.saga_types = {"pay = charge"};
+  s.saga_participant_wait_ms = 60000;
+  start(s);
+  auto conn = node_->connect();
+  // Started while no participant serves pay.charge (a redeploy).
+  auto started = edda::client::admin::saga_start(conn, "pay", "w1", "{}");
+  ASSERT_TRUE(started) << edda::render(started.error());
+  edda::wire::v1::SagaRecord rec;
+  ASSERT_TRUE(eventually(5s, [&] {
+    auto r = edda::client::admin::saga_show(conn, "w1");
+    if (r)
+      rec = *r;
+    return r && r->steps(0).waiting_since_ms() > 0;
+  }));
+  EXPECT_EQ(rec.steps(0).waiting_for(), "pay.charge");
+  EXPECT_EQ(rec.steps(0).attempts(), 0u) << "waiting is not an attempt";
+  EXPECT_EQ(rec.state(), 1u) << "still running"; // saga_state::running
+  std::this_thread::sleep_for(300ms);
+  // The participant comes back: the step goes on at once.
+  grpc::ClientContext ctx;
+  auto p = participate(*stub_, ctx, {"pay.charge"});
+  api::ParticipateResponse resp;
+  ASSERT_TRUE(p->Read(&resp));
+  ASSERT_EQ(resp.calls_size(), 1);
+  EXPECT_EQ(resp.calls(0).command().attempt(), 1u);
+  api::ParticipateRequest out;
+  out.mutable_outcome()->set_call(resp.calls(0).call());
+  out.mutable_outcome()->set_ok(true);
+  ASSERT_TRUE(p->Write(out));
+  ASSERT_TRUE(eventually(5s, [&] {
+    auto r = edda::client::admin::saga_show(conn, "w1");
+    if (r)
+      rec = *r;
+    return r && r->state() == 3u; // completed
+  })) << rec.ShortDebugString();
+  EXPECT_EQ(rec.steps(0).waiting_since_ms(), 0);
+  EXPECT_EQ(rec.steps(0).unsent(), 0u);
+  p->WritesDone();
+  while (p->Read(&resp)) {
+  }
+  EXPECT_TRUE(p->Finish().ok());
+}
+
+TEST_F(DoorTest, AStepWhoseParticipantNeverComesFailsAfterTheWait) {
+  auto s = base_settings();
+  s.saga_types = {"pay = charge"};
+  s.saga_participant_wait_ms = 400;
+  s.saga_step_attempts = 1;
+  start(s);
+  auto conn = node_->connect();
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = edda::client::admin::saga_start(conn, "pay", "w2", "{}", 10s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(r) << edda::render(r.error());
+  EXPECT_NE(r->record().state(), 3u) << r->record().ShortDebugString();
+  EXPECT_NE(r->record().steps(0).last_error().find("(waited 0 s)"),
+            std::string::npos)
+    << r->record().steps(0).last_error();
+  EXPECT_GE(took, 400ms);
 }
 
 TEST_F(DoorTest, ApiListenOffOpensNoDoor) {

@@ -210,7 +210,9 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "txn.final_policy",
                                        "txn.retention", "saga.shards", "saga.types",
                                        "saga.step_timeout", "saga.step_attempts",
-                                       "saga.step_backoff", "saga.retention",
+                                       "saga.step_backoff",
+                                       "saga.participant_wait",
+                                       "saga.retention",
                                        "network.heartbeat_interval",
                                        "network.connection_timeout",
                                        "scheduler.policy",
@@ -1015,6 +1017,10 @@ TEST(ConfigTest, ApiSettingsAreCheckedAndTokensAreNeverPrinted) {
   EXPECT_EQ(parse_error("[api]\ntokens = [\"no-colon-but-long-enough\"]\n"),
             "edda.toml:2: api.tokens: a token is \"client:secret\" (a client "
             "name, ':', then the secret); this one has no client name");
+  EXPECT_EQ(parse_error("[api]\ntokens = [\"a:0123456789abcdef\", "
+                        "\"b:0123456789abcdef\"]\n"),
+            "edda.toml:2: api.tokens: clients 'a' and 'b' have the same "
+            "secret");
   EXPECT_EQ(parse_error("[api]\nproduce_window = 0\n").rfind(
               "edda.toml:2: api.produce_window: ", 0),
             0u);
