@@ -291,6 +291,17 @@ void start_emit(instance_ptr self, size_t i) {
   st.busy[i] = 1;
 }
 
+/// An attempt of a step's action begins (no longer waiting for its
+/// participant, if it did).
+void begin_attempt(pb::SagaStep& s, int64_t now) {
+  s.set_waiting_since_ms(0);
+  s.clear_waiting_for();
+  s.set_status(pb::SagaStep::RUNNING);
+  s.set_attempts(s.attempts() + 1);
+  if (s.started_ms() == 0)
+    s.set_started_ms(now);
+}
+
 void start_action(instance_ptr self, size_t i) {
   auto& st = self->state;
   if (st.type->def->steps()[i].is_message()) {
@@ -322,12 +333,7 @@ void start_action(instance_ptr self, size_t i) {
         return;
       }
     }
-    s.set_waiting_since_ms(0);
-    s.clear_waiting_for();
-    s.set_status(pb::SagaStep::RUNNING);
-    s.set_attempts(s.attempts() + 1);
-    if (s.started_ms() == 0)
-      s.set_started_ms(now);
+    begin_attempt(s, now);
     s.set_unsent(s.unsent() + 1);
     fail_attempt(self, i, part::action,
                  "no participant '" + name + "' is registered"
@@ -341,13 +347,8 @@ void start_action(instance_ptr self, size_t i) {
     note(self, "participant '" + name + "' registered after "
                  + std::to_string(now - s.waiting_since_ms())
                  + " ms: step " + s.name() + " goes on");
-    s.set_waiting_since_ms(0);
-    s.clear_waiting_for();
   }
-  s.set_status(pb::SagaStep::RUNNING);
-  s.set_attempts(s.attempts() + 1);
-  if (s.started_ms() == 0)
-    s.set_started_ms(now);
+  begin_attempt(s, now);
   st.busy[i] = 1; // until the reply, even while the write is pending
   st.sends.push_back({i, part::action});
 }

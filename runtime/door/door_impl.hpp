@@ -97,6 +97,10 @@ private:
   std::string address_;
 };
 
+/// Starts a stream's own thread (detached). An error (unavailable) if the
+/// process cannot start one now.
+[[nodiscard]] caf::error start_stream_thread(std::function<void()> f);
+
 /// Admits a call: its token (api.tokens) and a free slot. On refusal the
 /// status says why (UNAUTHENTICATED, RESOURCE_EXHAUSTED) and is logged.
 [[nodiscard]] grpc::Status admit(const state_ptr& st,

@@ -60,13 +60,9 @@ public:
       }
       reg_ = in_.register_();
       thread_started_ = true;
-      try {
-        std::thread{[this] { run(); }}.detach(); // reads on once registered
-      } catch (const std::system_error&) {
+      if (auto err = start_stream_thread([this] { run(); })) {
         thread_started_ = false;
-        start_error_ = make_error(errc::unavailable,
-                                  "the node cannot start a thread for this "
-                                  "stream now; try again later");
+        start_error_ = std::move(err);
         close_locked();
       }
       return;

@@ -128,6 +128,18 @@ bool door_state::in_background(std::function<void()> f) {
   }
 }
 
+caf::error start_stream_thread(std::function<void()> f) {
+  try {
+    std::thread{std::move(f)}.detach();
+    return {};
+  } catch (const std::system_error& e) {
+    EDDA_ERROR("api", "cannot start a stream's thread: " << e.what());
+    return make_error(errc::unavailable, "the node cannot start a thread "
+                                         "for this stream now; try again "
+                                         "later");
+  }
+}
+
 void door_state::await_background() {
   std::unique_lock<std::mutex> guard{bg_mtx_};
   bg_cv_.wait(guard, [this] { return bg_running_ == 0; });
