@@ -48,7 +48,7 @@ void register_everywhere(worker_ptr self) {
   for (auto& [name, fn] : st.impl->handlers)
     r.add_names(name);
   r.set_client_id(st.impl->opts.client_id);
-  r.set_batches(true);
+  r.set_batches(st.impl->opts.batches);
   for (auto& [id, gw] : st.impl->conn->other_members(st.frontend))
     self->request(gw, st.impl->opts.timeout, r)
       .then([](const pb::ParticipantRegistered&) {},
@@ -78,7 +78,7 @@ void register_with(worker_ptr self,
   for (auto& [name, fn] : st.impl->handlers)
     r.add_names(name);
   r.set_client_id(st.impl->opts.client_id);
-  r.set_batches(true);
+  r.set_batches(st.impl->opts.batches);
   self->request(st.frontend, st.impl->opts.timeout, r)
     .then(
       [=](const pb::ParticipantRegistered&) {

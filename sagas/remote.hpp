@@ -31,6 +31,10 @@ struct host_options {
   /// commands over them.
   uint32_t workers = 1;
   std::chrono::milliseconds timeout{5000}; ///< for registering
+  /// The node may send a worker several commands in one batch (served one
+  /// after another). Off for handlers that wait on something remote (the
+  /// client door): each worker then has one command at a time.
+  bool batches = true;
 };
 
 class participant_host {

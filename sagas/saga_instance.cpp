@@ -45,6 +45,7 @@ struct instance_state {
   // Per step: its action's named participant is served, as the shard last
   // said (empty if no action is named).
   std::vector<char> served;
+  std::vector<uint32_t> wait_seq; // per step: participant waits woken
   uint64_t timer_gen = 1;    // timers of an older generation are ignored
   // Write-ahead: what the next write authorises, sent once it is stored.
   std::vector<pending_send> sends;
@@ -291,11 +292,22 @@ void start_emit(instance_ptr self, size_t i) {
   st.busy[i] = 1;
 }
 
-/// An attempt of a step's action begins (no longer waiting for its
-/// participant, if it did).
-void begin_attempt(pb::SagaStep& s, int64_t now) {
+/// The step no longer waits for its participant.
+void clear_wait(pb::SagaStep& s) {
   s.set_waiting_since_ms(0);
   s.clear_waiting_for();
+}
+
+/// A participant wait's timer: the step, marked, with its wait's sequence
+/// (a registration bumps it: that timer then finds nothing to do, and
+/// never cuts a later retry backoff short).
+uint64_t wait_timer(size_t i, uint32_t seq) {
+  return (uint64_t{1} << 63) | (uint64_t{seq & 0x7fffffffu} << 32)
+         | uint64_t{i};
+}
+
+/// An attempt of a step's action begins.
+void begin_attempt(pb::SagaStep& s, int64_t now) {
   s.set_status(pb::SagaStep::RUNNING);
   s.set_attempts(s.attempts() + 1);
   if (s.started_ms() == 0)
@@ -325,11 +337,13 @@ void start_action(instance_ptr self, size_t i) {
                      + "' to register (at most "
                      + std::to_string(wait / 1000) + " s)");
       }
+      // The wait is the step's, not each attempt's: once it is over, the
+      // attempts left fail at once.
       auto left = s.waiting_since_ms() + wait - now;
       if (left > 0) {
         st.waiting[i] = 1;
-        st.timers.push_back(
-          instance_state::timer{i, milliseconds(left), st.timer_gen});
+        st.timers.push_back(instance_state::timer{
+          wait_timer(i, st.wait_seq[i]), milliseconds(left), st.timer_gen});
         return;
       }
     }
@@ -347,6 +361,7 @@ void start_action(instance_ptr self, size_t i) {
     note(self, "participant '" + name + "' registered after "
                  + std::to_string(now - s.waiting_since_ms())
                  + " ms: step " + s.name() + " goes on");
+    clear_wait(s);
   }
   begin_attempt(s, now);
   st.busy[i] = 1; // until the reply, even while the write is pending
@@ -355,6 +370,7 @@ void start_action(instance_ptr self, size_t i) {
 
 void start_compensation(instance_ptr self, size_t i) {
   auto& s = step_at(self, i);
+  clear_wait(s);
   s.set_status(pb::SagaStep::COMPENSATING);
   s.set_compensations(s.compensations() + 1);
   self->state.busy[i] = 1;
@@ -866,7 +882,9 @@ void resume(instance_ptr self) {
   auto running = state_of(st.rec) == saga_state::running;
   for (size_t i = 0; i < st.busy.size(); ++i) {
     auto status = st.rec.steps(static_cast<int>(i)).status();
-    if (status == pb::SagaStep::RUNNING && running) {
+    // A step waiting for its participant waits on (advance, start_action).
+    if (status == pb::SagaStep::RUNNING && running
+        && st.rec.steps(static_cast<int>(i)).waiting_since_ms() == 0) {
       st.busy[i] = 1;
       st.sends.push_back({i, part::action});
     } else if (status == pb::SagaStep::COMPENSATING) {
@@ -907,6 +925,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
   st.rec = std::move(rec);
   st.busy.assign(static_cast<size_t>(st.rec.steps_size()), 0);
   st.waiting.assign(st.busy.size(), 0);
+  st.wait_seq.assign(st.busy.size(), 0);
   st.served = std::move(served);
   if (!fresh) {
     st.stored = st.rec.SerializeAsString();
@@ -952,7 +971,16 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
         commit(self);
         return;
       }
-      if (gen != st.timer_gen || i >= st.waiting.size())
+      if (gen != st.timer_gen)
+        return;
+      if ((i >> 63) != 0) { // a participant wait's timer
+        auto step = static_cast<size_t>(i & 0xffffffffu);
+        auto seq = static_cast<uint32_t>((i >> 32) & 0x7fffffffu);
+        if (step >= st.waiting.size() || seq != (st.wait_seq[step] & 0x7fffffffu))
+          return; // woken by a registration meanwhile
+        i = step;
+      }
+      if (i >= st.waiting.size())
         return;
       st.waiting[i] = 0;
       advance(self);
@@ -1031,6 +1059,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
               return make_error(errc::invalid_argument,
                                 "step " + c.step() + " has nothing to skip");
             }
+            clear_wait(s);
             cancel_timers(self);
             note(self, "step " + c.step() + " skipped by " + who);
             return reply();
@@ -1069,7 +1098,8 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
           st.served[i] = served;
           if (served && st.waiting[i] && !st.busy[i]
               && st.rec.steps(static_cast<int>(i)).waiting_since_ms() != 0) {
-            st.waiting[i] = 0; // its wait timer finds it started
+            st.waiting[i] = 0;
+            st.wait_seq[i]++; // its wait timer finds nothing to do
             wake = true;
           }
         }

@@ -219,9 +219,9 @@ void deliver(self_ptr self, pb::Deliver& d) {
     r.stored_ms = m.stored_ms();
     r.last_error = m.last_error();
     r.from_retry = retry;
-    consumer::impl::message_key mk{d.cursor(), d.topic(), d.partition(),
-                                   m.offset()};
-    {
+    consumer::impl::message_key mk{};
+    if (im.opts.allow_deferred) {
+      mk = {d.cursor(), d.topic(), d.partition(), m.offset()};
       // Numbered (and held, in case the handler defers it) before the
       // handler runs: it may settle from another thread at once.
       std::lock_guard<std::mutex> guard{im.held_mtx};
@@ -244,9 +244,13 @@ void deliver(self_ptr self, pb::Deliver& d) {
     } catch (...) {
       why = "handler threw a non-standard exception";
     }
-    if (res == consume_result::deferred)
-      continue; // settled later (consumer::settle)
-    {
+    if (res == consume_result::deferred) {
+      if (im.opts.allow_deferred)
+        continue; // settled later (consumer::settle)
+      res = consume_result::retry_later;
+      why = "the handler deferred without consumer_options::allow_deferred";
+    }
+    if (im.opts.allow_deferred) {
       std::lock_guard<std::mutex> guard{im.held_mtx};
       im.held_by_number.erase(r.delivery);
       im.latest.erase(mk);

@@ -39,6 +39,10 @@ struct consumer_options {
   uint32_t max_reconsume = 0;     ///< 0 = the node's setting for the group
   std::vector<uint64_t> retry_delays_ms; ///< empty = the node's setting
   std::chrono::milliseconds request_timeout{30000};
+  /// The handler may return consume_result::deferred (settled later with
+  /// settle()): each delivery is then numbered and held, which costs a
+  /// little per message. Without it a deferred result counts as a failure.
+  bool allow_deferred = false;
 };
 
 using handler = std::function<consume_result(const received&)>;

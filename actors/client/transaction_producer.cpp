@@ -683,6 +683,47 @@ caf::expected<txn_result> transaction_producer::end(const std::string& txn_id,
   return ended(*r, txn_id, outcome);
 }
 
+void transaction_producer::store_half_async(message m, half_callback cb) {
+  if (m.topic.empty()) {
+    cb(make_error(errc::invalid_argument, "message has no topic"));
+    return;
+  }
+  if (auto why = unselectable_tag(m.tags); !why.empty()) {
+    cb(make_error(errc::invalid_argument, why + "; not sent"));
+    return;
+  }
+  auto h = half_message(*impl_, m);
+  impl_->conn->call_async<pb::HalfAck>(
+    h, impl_->opts.timeout,
+    [id = h.txn_id(), cb = std::move(cb)](caf::expected<pb::HalfAck> ack) {
+      if (!ack)
+        cb(ack.error());
+      else // in a cluster the node names the transaction's home in its id
+        cb(ack->txn_id().empty() ? id : ack->txn_id());
+    });
+}
+
+void transaction_producer::end_async(const std::string& txn_id,
+                                     txn_outcome outcome, txn_callback cb) {
+  if (outcome == txn_outcome::unknown) {
+    cb(make_error(errc::invalid_argument,
+                  "an end is commit or rollback; unknown is left to the "
+                  "check-back"));
+    return;
+  }
+  pb::EndTxn e;
+  e.set_txn_id(txn_id);
+  e.set_outcome(to_wire(outcome));
+  impl_->conn->call_async<pb::EndResult>(
+    e, impl_->opts.timeout,
+    [txn_id, outcome, cb = std::move(cb)](caf::expected<pb::EndResult> r) {
+      if (!r)
+        cb(r.error());
+      else
+        cb(ended(*r, txn_id, outcome));
+    });
+}
+
 caf::expected<txn_result>
 transaction_producer::send_in_transaction(message m,
                                           const local_transaction& fn) {

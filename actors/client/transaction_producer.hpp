@@ -93,6 +93,16 @@ public:
   [[nodiscard]] caf::expected<txn_result> end(const std::string& txn_id,
                                               txn_outcome outcome);
 
+  /// The two halves of send_in_transaction for a local transaction that
+  /// runs elsewhere (the client door's Transact stream): stores the half
+  /// message and gives its transaction id once durable (errors as
+  /// send_in_transaction's before the half is stored), and ends a
+  /// transaction. Neither waits; the callbacks run on an actor thread.
+  using half_callback = std::function<void(caf::expected<std::string>)>;
+  void store_half_async(message m, half_callback cb);
+  void end_async(const std::string& txn_id, txn_outcome outcome,
+                 txn_callback cb);
+
   [[nodiscard]] const std::string& client_id() const;
   /// Check-backs this producer answered.
   [[nodiscard]] uint64_t checks_answered() const;

@@ -42,7 +42,8 @@ struct received {
   std::string last_error;          ///< why the previous delivery failed
   bool from_retry = false;
   /// This delivery's number, for consumer::settle (a handler that returns
-  /// consume_result::deferred). Unique per consumer.
+  /// consume_result::deferred; consumer_options::allow_deferred, else 0).
+  /// Unique per consumer.
   uint64_t delivery = 0;
   /// A delivery of the same message that this one supersedes (it was not
   /// settled within the consume timeout and came back), 0 if none: that

@@ -1196,7 +1196,9 @@ void print_saga(const pb::SagaRecord& r, int64_t now) {
       std::cout << ", " << s.confirms() << " confirm attempt(s)";
     if (s.finished_ms() > 0 && s.started_ms() > 0)
       std::cout << ", took " << (s.finished_ms() - s.started_ms()) << " ms";
-    if (s.waiting_since_ms() > 0)
+    if (s.waiting_since_ms() > 0 && r.state() == 1 // running
+        && (s.status() == pb::SagaStep::PENDING
+            || s.status() == pb::SagaStep::RUNNING))
       std::cout << ", waiting for participant '" << s.waiting_for()
                 << "' to register for " << age(now - s.waiting_since_ms());
     if (!s.last_error().empty())

@@ -41,6 +41,7 @@ public:
 
   void OnReadDone(bool ok) override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     std::unique_lock<std::recursive_mutex> lock{mtx_};
     reading_ = false;
     if (finished_)
@@ -116,6 +117,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -135,6 +137,7 @@ public:
 
   void OnCancel() override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     cancelled_ = true;
     close_locked();
@@ -161,6 +164,7 @@ private:
     o.retry_delays_ms.assign(sub_.retry_delays_ms().begin(),
                              sub_.retry_delays_ms().end());
     o.request_timeout = std::chrono::seconds(10);
+    o.allow_deferred = true; // settled by the client
     auto c = client::consumer::start(
       st_->node, o, [this](const client::received& r) { return deliver(r); });
     {
@@ -205,22 +209,13 @@ private:
     // Not taken (delivered again after the consume timeout): the stream
     // is closing, or the client has not taken what waits here already (a
     // client that does not settle holds this node's memory bounded).
-    if (closing_ || queue_.size() >= std::max<size_t>(4 * window_, 1024))
-      return client::consume_result::release;
     if (r.replaces != 0 && queued_.erase(r.replaces) == 0)
       sent_.erase(r.replaces); // frees its place in the window
+    if (closing_ || queue_.size() >= std::max<size_t>(4 * window_, 1024))
+      return client::consume_result::release;
     api::Delivery d;
     d.set_delivery(r.delivery);
-    auto* rec = d.mutable_record();
-    rec->set_topic(r.msg.topic);
-    rec->set_body(r.msg.body);
-    rec->set_key(r.msg.key);
-    for (auto& t : r.msg.tags)
-      rec->add_tags(t);
-    for (auto& [k, v] : r.msg.properties)
-      (*rec->mutable_properties())[k] = v;
-    rec->set_deliver_at_ms(r.msg.deliver_at_ms);
-    rec->set_id(r.msg.id);
+    to_record(r.msg, d.mutable_record());
     d.set_partition(r.partition);
     d.set_offset(r.offset);
     d.set_reconsume_times(r.reconsume_times);
@@ -278,13 +273,24 @@ private:
     if (start_error_)
       status_ = to_status(start_error_, ctx_);
     if (finishing_locked())
-      finish_later();
+      finish_pending_ = true; // the reaction finishes once it unlocks
   }
 
-  /// Finish from a fresh thread: never while a reaction holds the lock.
-  void finish_later() {
-    std::thread{[this] { Finish(status_); }}.detach();
-  }
+  /// In every reaction, declared before its lock: finishes the stream if
+  /// close_locked() decided so, once the lock is released (the last thing
+  /// the reaction does with the stream).
+  struct finish_on_exit {
+    consume_stream* s;
+    ~finish_on_exit() {
+      bool finish = false;
+      {
+        std::lock_guard<std::recursive_mutex> guard{s->mtx_};
+        finish = std::exchange(s->finish_pending_, false);
+      }
+      if (finish)
+        s->Finish(s->status_);
+    }
+  };
 
   bool finishing_locked() {
     if (finished_ || !stopped_ || writing_)
@@ -314,6 +320,7 @@ private:
   bool subscribe_seen_ = false, thread_started_ = false, ready_ = false;
   bool reading_ = false, writing_ = false, read_done_ = false;
   bool cancelled_ = false, broken_ = false, closing_ = false;
+  bool finish_pending_ = false;
   bool stopped_ = false, finished_ = false;
 };
 

@@ -3,6 +3,7 @@
 
 #include "api.grpc.pb.h"
 #include "client/connection.hpp"
+#include "client/types.hpp"
 #include "config/settings.hpp"
 
 #include <grpcpp/grpcpp.h>
@@ -44,6 +45,10 @@ struct caf_thread_scope {
     caf::logger::set_current_actor_system(nullptr);
   }
 };
+
+/// A record of the API as a client message (moving its bytes), and back.
+[[nodiscard]] client::message to_message(api::Record&& r);
+void to_record(const client::message& m, api::Record* out);
 
 /// One open call, counted against api.max_calls and
 /// api.max_calls_per_address until it is destroyed.
@@ -131,5 +136,8 @@ open_consume(const state_ptr& st, grpc::CallbackServerContext* ctx);
 
 grpc::ServerBidiReactor<api::ParticipateRequest, api::ParticipateResponse>*
 open_participate(const state_ptr& st, grpc::CallbackServerContext* ctx);
+
+grpc::ServerBidiReactor<api::TransactRequest, api::TransactResponse>*
+open_transact(const state_ptr& st, grpc::CallbackServerContext* ctx);
 
 } // namespace edda::door

@@ -24,7 +24,6 @@ namespace {
 
 constexpr uint32_t default_concurrency = 16;
 constexpr uint32_t max_concurrency = 256;
-constexpr uint32_t default_call_timeout_ms = 60000;
 constexpr size_t max_errors = 1000;
 
 class participate_stream final
@@ -41,6 +40,7 @@ public:
 
   void OnReadDone(bool ok) override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     reading_ = false;
     if (finished_)
@@ -95,6 +95,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -112,6 +113,7 @@ public:
 
   void OnCancel() override {
     caf_thread_scope scope;
+    finish_on_exit fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     close_locked();
   }
@@ -135,9 +137,12 @@ private:
     auto n = reg_.concurrency() == 0 ? default_concurrency
                                      : reg_.concurrency();
     o.workers = std::min(n, max_concurrency);
+    o.batches = false; // each call waits for the client: one per worker
+    // By default what the node gives an attempt (saga.step_timeout): an
+    // outcome later than that comes after the node gave up on it.
     call_timeout_ = std::chrono::milliseconds{
-      reg_.call_timeout_ms() == 0 ? default_call_timeout_ms
-                                  : reg_.call_timeout_ms()};
+      reg_.call_timeout_ms() != 0 ? reg_.call_timeout_ms()
+                                  : st_->settings.saga_step_timeout_ms};
     auto host = handlers.empty()
                   ? caf::expected<std::unique_ptr<sagas::participant_host>>{
                     make_error(errc::invalid_argument,
@@ -170,7 +175,11 @@ private:
       host->reset();
     bool finish = false;
     {
-      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      std::unique_lock<std::recursive_mutex> lock{mtx_};
+      // A host that failed to start may have had a worker in call(): fail
+      // what waits, and let no call outlive the stream.
+      (void) close_locked();
+      closed_cv_.wait(lock, [this] { return in_call_ == 0; });
       stopped_ = true;
       ready_ = false;
       if (start_error_)
@@ -191,6 +200,7 @@ private:
       std::lock_guard<std::recursive_mutex> guard{mtx_};
       if (closing_)
         return sagas::step_result::failure("the participant's stream ended");
+      ++in_call_; // run() outlives every call (see its end)
       id = next_call_++;
       api::StepCall c;
       c.set_call(id);
@@ -210,10 +220,29 @@ private:
       queue_.push_back(std::move(c));
       write_locked();
     }
-    if (outcome.wait_for(call_timeout_) == std::future_status::ready)
-      return outcome.get();
-    std::lock_guard<std::recursive_mutex> guard{mtx_};
-    calls_.erase(id); // a late outcome is refused as unknown
+    auto done = [this] {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      if (--in_call_ == 0)
+        closed_cv_.notify_all();
+    };
+    if (outcome.wait_for(call_timeout_) == std::future_status::ready) {
+      auto r = outcome.get();
+      done();
+      return r;
+    }
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      // An outcome may have come between the wait and the lock.
+      if (outcome.wait_for(std::chrono::seconds(0))
+          != std::future_status::ready)
+        calls_.erase(id); // a later outcome is refused as unknown
+    }
+    if (outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      auto r = outcome.get();
+      done();
+      return r;
+    }
+    done();
     return sagas::step_result::failure(
       "no outcome from participant '" + name + "' within "
       + std::to_string(call_timeout_.count()) + " ms");
@@ -259,8 +288,24 @@ private:
     if (start_error_)
       status_ = to_status(start_error_, ctx_);
     if (finishing_locked())
-      std::thread{[this] { Finish(status_); }}.detach();
+      finish_pending_ = true; // the reaction finishes once it unlocks
   }
+
+  /// In every reaction, declared before its lock: finishes the stream if
+  /// close_locked() decided so, once the lock is released (the last thing
+  /// the reaction does with the stream).
+  struct finish_on_exit {
+    participate_stream* s;
+    ~finish_on_exit() {
+      bool finish = false;
+      {
+        std::lock_guard<std::recursive_mutex> guard{s->mtx_};
+        finish = std::exchange(s->finish_pending_, false);
+      }
+      if (finish)
+        s->Finish(s->status_);
+    }
+  };
 
   bool finishing_locked() {
     if (finished_ || !stopped_ || writing_)
@@ -280,11 +325,13 @@ private:
   std::deque<api::StepCall> queue_; // calls not yet sent
   std::map<uint64_t, std::promise<sagas::step_result>> calls_; // sent, open
   uint64_t next_call_ = 1;
-  std::chrono::milliseconds call_timeout_{default_call_timeout_ms};
+  uint32_t in_call_ = 0; // host workers inside call()
+  std::chrono::milliseconds call_timeout_{5000};
   caf::error start_error_;
   grpc::Status status_ = grpc::Status::OK;
   bool registration_seen_ = false, thread_started_ = false, ready_ = false;
   bool reading_ = false, writing_ = false;
+  bool finish_pending_ = false;
   bool closing_ = false, stopped_ = false, finished_ = false;
 };
 

@@ -44,6 +44,7 @@ public:
       std::lock_guard<std::recursive_mutex> guard{mtx_};
       batch.Swap(&in_);
       reading_ = false;
+      dispatching_ = true; // no next read before this batch is handed on
       first = next_ref_;
       next_ref_ += static_cast<uint64_t>(batch.records_size());
       inflight_ += static_cast<uint64_t>(batch.records_size());
@@ -51,15 +52,7 @@ public:
     auto n = static_cast<uint64_t>(batch.records_size());
     // Outside the lock: a record refused at once is answered inline.
     for (uint64_t i = 0; i < n; ++i) {
-      auto& rec = *batch.mutable_records(static_cast<int>(i));
-      client::message m;
-      m.topic = rec.topic();
-      m.body = std::move(*rec.mutable_body());
-      m.key = std::move(*rec.mutable_key());
-      m.tags.assign(rec.tags().begin(), rec.tags().end());
-      m.properties.insert(rec.properties().begin(), rec.properties().end());
-      m.deliver_at_ms = rec.deliver_at_ms();
-      m.id = rec.id();
+      auto m = to_message(std::move(*batch.mutable_records(static_cast<int>(i))));
       auto ref = first + i;
       producer_->send_async(std::move(m),
                            [this, ref](caf::expected<client::send_result> r) {
@@ -69,6 +62,7 @@ public:
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
+      dispatching_ = false;
       read_more_locked();
       finish = finishing_locked();
     }
@@ -164,7 +158,10 @@ private:
   }
 
   void read_more_locked() {
-    if (reading_ || read_done_ || finished_ || cancelled_ || broken_)
+    // (Records of one request reach the producer before the next request's:
+    // per-key order across requests.)
+    if (reading_ || dispatching_ || read_done_ || finished_ || cancelled_
+        || broken_)
       return;
     if (unacknowledged_locked() >= st_->settings.api_produce_window)
       return; // flow control: the next request waits for acknowledgements
@@ -175,7 +172,7 @@ private:
   /// True once (the caller then calls Finish, outside the lock): every
   /// record answered and written (or the client gone), no read pending.
   bool finishing_locked() {
-    if (finished_ || reading_ || writing_ || inflight_ > 0)
+    if (finished_ || reading_ || writing_ || dispatching_ || inflight_ > 0)
       return false;
     bool gone = cancelled_ || broken_;
     if (!gone && !(read_done_ && pending_.results_size() == 0))
@@ -195,6 +192,7 @@ private:
   uint64_t inflight_ = 0; // sent to the node, not yet answered
   uint64_t written_ = 0;
   bool reading_ = false, writing_ = false, read_done_ = false;
+  bool dispatching_ = false;
   bool cancelled_ = false, broken_ = false, finished_ = false;
 };
 

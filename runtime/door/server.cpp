@@ -82,6 +82,11 @@ public:
     return open_participate(st_, ctx);
   }
 
+  grpc::ServerBidiReactor<api::TransactRequest, api::TransactResponse>*
+  Transact(grpc::CallbackServerContext* ctx) override {
+    return open_transact(st_, ctx);
+  }
+
   grpc::ServerUnaryReactor* CreateTopic(grpc::CallbackServerContext* ctx,
                                         const pb::CreateTopic* req,
                                         pb::TopicInfo* out) override {

@@ -145,6 +145,30 @@ void door_state::await_background() {
   bg_cv_.wait(guard, [this] { return bg_running_ == 0; });
 }
 
+client::message to_message(api::Record&& r) {
+  client::message m;
+  m.topic = r.topic();
+  m.body = std::move(*r.mutable_body());
+  m.key = std::move(*r.mutable_key());
+  m.tags.assign(r.tags().begin(), r.tags().end());
+  m.properties.insert(r.properties().begin(), r.properties().end());
+  m.deliver_at_ms = r.deliver_at_ms();
+  m.id = r.id();
+  return m;
+}
+
+void to_record(const client::message& m, api::Record* out) {
+  out->set_topic(m.topic);
+  out->set_body(m.body);
+  out->set_key(m.key);
+  for (auto& t : m.tags)
+    out->add_tags(t);
+  for (auto& [k, v] : m.properties)
+    (*out->mutable_properties())[k] = v;
+  out->set_deliver_at_ms(m.deliver_at_ms);
+  out->set_id(m.id);
+}
+
 call_slot::~call_slot() {
   if (!st_)
     return;

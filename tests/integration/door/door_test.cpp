@@ -26,6 +26,7 @@
 #include <future>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <set>
 #include <string>
@@ -612,6 +613,9 @@ using participate_stream =
 std::unique_ptr<participate_stream>
 participate(api::Edda::Stub& stub, grpc::ClientContext& ctx,
             const std::vector<std::string>& names, uint32_t timeout_ms = 0) {
+  // No test waits on a stream for ever (a broken wake must fail, not pass
+  // late).
+  ctx.set_deadline(std::chrono::system_clock::now() + 20s);
   auto s = stub.Participate(&ctx);
   api::ParticipateRequest reg;
   for (auto& n : names)
@@ -744,7 +748,8 @@ TEST_F(DoorTest, AStepWaitsForItsParticipantToRegisterThenGoesOn) {
   EXPECT_EQ(rec.steps(0).attempts(), 0u) << "waiting is not an attempt";
   EXPECT_EQ(rec.state(), 1u) << "still running"; // saga_state::running
   std::this_thread::sleep_for(300ms);
-  // The participant comes back: the step goes on at once.
+  // The participant comes back: the step goes on at once (the wait is 60 s).
+  auto back = std::chrono::steady_clock::now();
   grpc::ClientContext ctx;
   auto p = participate(*stub_, ctx, {"pay.charge"});
   api::ParticipateResponse resp;
@@ -761,6 +766,7 @@ TEST_F(DoorTest, AStepWaitsForItsParticipantToRegisterThenGoesOn) {
       rec = *r;
     return r && r->state() == 3u; // completed
   })) << rec.ShortDebugString();
+  EXPECT_LT(std::chrono::steady_clock::now() - back, 10s);
   EXPECT_EQ(rec.steps(0).waiting_since_ms(), 0);
   EXPECT_EQ(rec.steps(0).unsent(), 0u);
   p->WritesDone();
@@ -773,7 +779,7 @@ TEST_F(DoorTest, AStepWhoseParticipantNeverComesFailsAfterTheWait) {
   auto s = base_settings();
   s.saga_types = {"pay = charge"};
   s.saga_participant_wait_ms = 400;
-  s.saga_step_attempts = 1;
+  s.saga_step_attempts = 3; // the wait is the step's, not each attempt's
   start(s);
   auto conn = node_->connect();
   auto t0 = std::chrono::steady_clock::now();
@@ -785,6 +791,171 @@ TEST_F(DoorTest, AStepWhoseParticipantNeverComesFailsAfterTheWait) {
             std::string::npos)
     << r->record().steps(0).last_error();
   EXPECT_GE(took, 400ms);
+  EXPECT_LT(took, 3s) << "each attempt waited again";
+  EXPECT_EQ(r->record().steps(0).unsent(), 3u);
+}
+
+using transact_stream =
+  grpc::ClientReaderWriter<api::TransactRequest, api::TransactResponse>;
+
+std::unique_ptr<transact_stream> transact(api::Edda::Stub& stub,
+                                          grpc::ClientContext& ctx,
+                                          const std::string& group,
+                                          api::TransactResponse& first,
+                                          int64_t check_after_ms = 300) {
+  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  auto s = stub.Transact(&ctx);
+  api::TransactRequest reg;
+  reg.mutable_register_()->set_group(group);
+  reg.mutable_register_()->set_check_after_ms(check_after_ms);
+  EXPECT_TRUE(s->Write(reg));
+  EXPECT_TRUE(s->Read(&first));
+  EXPECT_EQ(first.registered().group(), group);
+  return s;
+}
+
+/// The bodies group `group` consumes from `topic` within `wait`.
+std::set<std::string> consume_bodies(edda::node::embedded_node& node,
+                                     const std::string& topic,
+                                     const std::string& group,
+                                     std::chrono::milliseconds wait) {
+  std::mutex mtx;
+  std::set<std::string> got;
+  edda::client::consumer_options o;
+  o.group = group;
+  o.topic = topic;
+  auto c = edda::client::consumer::start(
+    node.connect(), o, [&](const edda::client::received& r) {
+      std::lock_guard<std::mutex> guard{mtx};
+      got.insert(r.msg.body);
+      return edda::client::consume_result::success;
+    });
+  EXPECT_TRUE(c) << edda::render(c.error());
+  std::this_thread::sleep_for(wait);
+  if (c)
+    (*c)->stop();
+  std::lock_guard<std::mutex> guard{mtx};
+  return got;
+}
+
+TEST_F(DoorTest, TransactionalMessagesCommitRollBackAndAreCheckedBack) {
+  auto s = base_settings();
+  s.txn_check_after_ms = 300;
+  start(s);
+  create_topic("funds", 2);
+  grpc::ClientContext ctx;
+  api::TransactResponse resp;
+  auto t = transact(*stub_, ctx, "wallet", resp, 1500);
+  // Three halves: one committed, one rolled back, one left for check-back.
+  for (int i = 0; i < 3; ++i) {
+    api::TransactRequest h;
+    h.mutable_half()->set_ref(static_cast<uint64_t>(i));
+    *h.mutable_half()->mutable_record() = record("funds", "buy-" + std::to_string(i));
+    ASSERT_TRUE(t->Write(h));
+  }
+  std::map<uint64_t, std::string> txn;
+  while (txn.size() < 3 && t->Read(&resp))
+    for (auto& h : resp.halves()) {
+      EXPECT_FALSE(h.has_error()) << h.error().message();
+      txn[h.ref()] = h.txn_id();
+    }
+  ASSERT_EQ(txn.size(), 3u);
+  // Nothing of a half message is visible before its end.
+  EXPECT_TRUE(consume_bodies(*node_, "funds", "early", 300ms).empty());
+  for (auto [ref, outcome] :
+       {std::pair{0, api::COMMIT}, std::pair{1, api::ROLLBACK}}) {
+    api::TransactRequest e;
+    e.mutable_end()->set_txn_id(txn[static_cast<uint64_t>(ref)]);
+    e.mutable_end()->set_outcome(outcome);
+    ASSERT_TRUE(t->Write(e));
+  }
+  int ends = 0;
+  uint64_t checked = 0;
+  while ((ends < 2 || checked == 0) && t->Read(&resp)) {
+    for (auto& e : resp.ends()) {
+      EXPECT_FALSE(e.has_error()) << e.error().message();
+      if (e.outcome() == api::COMMIT) {
+        EXPECT_EQ(e.stored().topic(), "funds");
+      }
+      ++ends;
+    }
+    for (auto& c : resp.checks()) {
+      // The node asks about the transaction left without an end (the
+      // others, if their ends were late, get the same outcome).
+      EXPECT_EQ(c.txn_id(), txn[2]);
+      EXPECT_EQ(c.record().body(), "buy-2");
+      api::TransactRequest a;
+      a.mutable_answer()->set_check(c.check());
+      a.mutable_answer()->set_outcome(c.txn_id() == txn[1] ? api::ROLLBACK
+                                                            : api::COMMIT);
+      ASSERT_TRUE(t->Write(a));
+      checked = c.check();
+    }
+  }
+  EXPECT_EQ(ends, 2);
+  EXPECT_NE(checked, 0u);
+  // The committed and the checked-back ones are delivered, never the
+  // rolled-back one.
+  std::set<std::string> got;
+  ASSERT_TRUE(eventually(10s, [&] {
+    got = consume_bodies(*node_, "funds", "ledger", 500ms);
+    return got.size() >= 2;
+  }));
+  EXPECT_EQ(got, (std::set<std::string>{"buy-0", "buy-2"}));
+  t->WritesDone();
+  while (t->Read(&resp)) {
+  }
+  EXPECT_TRUE(t->Finish().ok());
+}
+
+TEST_F(DoorTest, ATransactionOfAVanishedProducerIsCheckedBackWithAnother) {
+  auto s = base_settings();
+  s.txn_check_after_ms = 300;
+  start(s);
+  create_topic("funds", 1);
+  std::string txn_id;
+  {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    api::TransactResponse resp;
+    auto t = transact(*stub_, *ctx, "wallet", resp);
+    api::TransactRequest h;
+    h.mutable_half()->set_ref(7);
+    *h.mutable_half()->mutable_record() = record("funds", "orphan");
+    ASSERT_TRUE(t->Write(h));
+    ASSERT_TRUE(t->Read(&resp));
+    ASSERT_EQ(resp.halves_size(), 1);
+    EXPECT_EQ(resp.halves(0).ref(), 7u);
+    txn_id = resp.halves(0).txn_id();
+    ctx->TryCancel(); // dies before its end
+    t->Finish();
+  }
+  // Another member of the group answers the check-back: rollback.
+  grpc::ClientContext ctx;
+  api::TransactResponse resp;
+  auto t = transact(*stub_, ctx, "wallet", resp);
+  bool answered = false;
+  auto handle = [&](const api::TransactResponse& r) {
+    for (auto& c : r.checks()) {
+      EXPECT_EQ(c.txn_id(), txn_id);
+      api::TransactRequest a;
+      a.mutable_answer()->set_check(c.check());
+      a.mutable_answer()->set_outcome(api::ROLLBACK);
+      EXPECT_TRUE(t->Write(a));
+      answered = true;
+    }
+  };
+  handle(resp);
+  while (!answered && t->Read(&resp))
+    handle(resp);
+  ASSERT_TRUE(answered);
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto r = edda::client::admin::txn_show(node_->connect(), txn_id);
+    return r && r->state() == edda::wire::v1::TxnRecord::ROLLED_BACK;
+  }));
+  t->WritesDone();
+  while (t->Read(&resp)) {
+  }
+  EXPECT_TRUE(t->Finish().ok());
 }
 
 TEST_F(DoorTest, ApiListenOffOpensNoDoor) {
