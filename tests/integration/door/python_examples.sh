@@ -47,6 +47,13 @@ for _ in $(seq 50); do
 done
 "$edda" topic describe payments --node "$node"
 [ "$lag" = 4 ] || { echo "FAIL: group reconciliation still has lag"; exit 1; }
+# Transactional messages: every 4th order rolled back, never appended.
+timeout 60 "$python" "$examples/transactional.py" 12 | tee "$dir/txn.out"
+grep -q "^transactional: 12 ended, 9 committed, 3 rolled back$" "$dir/txn.out" \
+  || { echo "FAIL: transactional"; exit 1; }
+appended=$("$edda" topic describe orders-paid --node "$node" \
+  | sed -n 's/.*end offset \([0-9]*\),.*/\1/p' | awk '{s += $1} END {print s}')
+[ "$appended" = 9 ] || { echo "FAIL: $appended appended to orders-paid, not 9"; exit 1; }
 # The participant serves transfer's steps while sagas run.
 timeout 60 "$python" "$examples/participant.py" 50 >"$dir/participant.out" 2>&1 &
 participant_pid=$!
