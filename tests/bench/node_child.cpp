@@ -115,6 +115,12 @@ node_process start_node(const std::string& self_exe,
   }
   auto rest = buf.substr(at + 13);
   n.endpoint = rest.substr(0, rest.find(' '));
+  // "..., client api (gRPC) on 127.0.0.1:PORT"
+  auto api = buf.find("client api (gRPC) on ");
+  if (api != std::string::npos) {
+    auto tail = buf.substr(api + 21);
+    n.api_endpoint = tail.substr(0, tail.find_first_of(" \r\n"));
+  }
   return n;
 }
 

@@ -14,6 +14,7 @@ namespace edda::bench {
 struct node_process {
   pid_t pid = -1;
   std::string endpoint; ///< "127.0.0.1:PORT"; empty if it did not start
+  std::string api_endpoint; ///< its client door (gRPC); empty if none
   std::string data_dir;
   bool owns_dir = false;
 };

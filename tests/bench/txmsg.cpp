@@ -8,6 +8,7 @@
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
 #include "cluster/placement.hpp"
+#include "door.hpp"
 #include "harness.hpp"
 #include "node_child.hpp"
 
@@ -46,6 +47,7 @@ struct txmsg_options {
   uint32_t replication = 1; ///< --replication RF: of the cluster's nodes
   uint32_t min_insync = 1;  ///< --min-insync N
   bool failover = false;    ///< --failover: cluster.failover = auto
+  bool door = false;        ///< --door: the plain phases over gRPC too
 };
 
 /// --no-direct-routing: clients send everything through their node (set
@@ -103,6 +105,8 @@ options:
                        acknowledged again
   --no-direct-routing  clients send everything through the node they talk
                        to, which passes it on (as before direct routing)
+  --door               the plain phases again through the node's client door
+                       (gRPC, edda.api.v1), in the same run: rows "edda-door"
 )";
 
 caf::expected<client::connection> connect(const std::string& endpoint) {
@@ -348,6 +352,10 @@ bool parse(const std::vector<std::string>& argv, txmsg_options& o,
       o.failover = true;
       continue;
     }
+    if (a == "--door") {
+      o.door = true;
+      continue;
+    }
     if (a == "--replication" || a == "--min-insync") {
       uint64_t x = 0;
       if (!(v = need(i)) || !parse_positive(a, *v, x, err))
@@ -446,6 +454,32 @@ std::vector<phase_result> run_phases(const txmsg_options& o,
       }
       if (!txn && spec.kind == phase_kind::throughput && node_pid > 0)
         rss_after_plain = peak_rss_kib(node_pid);
+    }
+  }
+  return results;
+}
+
+/// `--door`: the plain phases again, through the node's client door
+/// (gRPC) instead of the C++ client's node port, labelled "edda-door".
+std::vector<phase_result> run_door_phases(const txmsg_options& o,
+                                          const std::string& api_endpoint,
+                                          const std::string& prefix) {
+  std::vector<phase_result> results;
+  for (auto& spec : standard_phases(o.load, prefix + "-door", false)) {
+    auto parts = o.partitions;
+    auto r = run_phase(
+      "edda-door", spec,
+      [&](const phase_spec& s, const std::function<void()>& ready) {
+        return consume_door(api_endpoint, parts, s, ready);
+      },
+      [&](const phase_spec& s, const std::function<void()>& ready) {
+        return produce_door(api_endpoint, s, ready);
+      });
+    std::cout << line(r) << "\n" << std::flush;
+    results.push_back(r);
+    if (!r.error.empty()) {
+      std::cerr << "edda bench txmsg: stopping after a failed phase\n";
+      break;
     }
   }
   return results;
@@ -751,6 +785,15 @@ int txmsg_main(const std::vector<std::string>& argv, const std::string& self_exe
   uint64_t rss_after_plain = 0;
   auto results = run_phases(o, endpoint, prefix, "edda", node.pid,
                             rss_after_plain);
+  if (o.door) {
+    if (node.api_endpoint.empty()) {
+      std::cerr << "edda bench txmsg: --door needs the node started here, "
+                   "with its client door (api.listen)\n";
+    } else {
+      auto door = run_door_phases(o, node.api_endpoint, prefix);
+      results.insert(results.end(), door.begin(), door.end());
+    }
+  }
   if (node.pid > 0) {
     auto rss = peak_rss_kib(node.pid);
     std::cout << "edda node peak RSS: " << grouped(static_cast<double>(rss) / 1024.0)

@@ -1,0 +1,187 @@
+#include "door.hpp"
+
+#include "api.grpc.pb.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace edda::bench {
+
+namespace {
+
+namespace api = edda::api::v1;
+
+constexpr int records_per_request = 64;
+
+std::unique_ptr<api::Edda::Stub> stub_for(const std::string& api_endpoint) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return api::Edda::NewStub(grpc::CreateCustomChannel(
+    api_endpoint, grpc::InsecureChannelCredentials(), args));
+}
+
+} // namespace
+
+report consume_door(const std::string& api_endpoint, uint32_t partitions,
+                    const phase_spec& spec, const std::function<void()>& ready) {
+  report r;
+  auto stub = stub_for(api_endpoint);
+  {
+    grpc::ClientContext ctx;
+    edda::wire::v1::CreateTopic q;
+    q.set_name(spec.topic);
+    q.set_partitions(partitions);
+    edda::wire::v1::TopicInfo info;
+    auto st = stub->CreateTopic(&ctx, q, &info);
+    if (!st.ok()) {
+      r["error"] = "create topic " + spec.topic + ": " + st.error_message();
+      return r;
+    }
+  }
+  grpc::ClientContext ctx;
+  auto stream = stub->Consume(&ctx);
+  api::ConsumeRequest sub;
+  sub.mutable_subscribe()->set_group("bench");
+  sub.mutable_subscribe()->set_topic(spec.topic);
+  sub.mutable_subscribe()->set_window(1024);
+  api::ConsumeResponse resp;
+  if (!stream->Write(sub) || !stream->Read(&resp) || !resp.has_subscribed()) {
+    r["error"] = "subscribe: " + stream->Finish().error_message();
+    return r;
+  }
+  ready();
+  receipts seen(spec.n);
+  samples lat;
+  lat.reserve(spec.n);
+  int64_t last_ack_ns = 0;
+  auto take = [&](const api::ConsumeResponse& x) {
+    auto now = mono_ns();
+    api::ConsumeRequest acks;
+    for (auto& d : x.deliveries()) {
+      uint64_t seq = 0;
+      int64_t sent = 0;
+      if (read_body(d.record().body(), seq, sent)) {
+        seen.add(seq);
+        lat.add(now - sent);
+      } else {
+        seen.add(~uint64_t{0});
+      }
+      acks.mutable_settle()->add_ack(d.delivery());
+    }
+    if (x.deliveries_size() > 0) {
+      stream->Write(acks);
+      last_ack_ns = mono_ns();
+    }
+  };
+  take(resp);
+  // Bounded: the phase's own timeout kills a child that hangs here.
+  while (!seen.complete() && stream->Read(&resp))
+    take(resp);
+  // Leaving: anything more (duplicates) arrives before the stream ends.
+  stream->WritesDone();
+  while (stream->Read(&resp))
+    take(resp);
+  stream->Finish();
+  r["received"] = std::to_string(seen.received());
+  r["distinct"] = std::to_string(seen.distinct());
+  r["duplicates"] = std::to_string(seen.duplicates());
+  r["foreign"] = std::to_string(seen.foreign());
+  r["p50_ms"] = std::to_string(lat.percentile_ms(0.5));
+  r["p99_ms"] = std::to_string(lat.percentile_ms(0.99));
+  r["last_ack_ns"] = std::to_string(last_ack_ns);
+  return r;
+}
+
+report produce_door(const std::string& api_endpoint, const phase_spec& spec,
+                    const std::function<void()>&) {
+  report r;
+  auto stub = stub_for(api_endpoint);
+  grpc::ClientContext ctx;
+  auto stream = stub->Produce(&ctx);
+  std::mutex mtx;
+  std::condition_variable cv;
+  uint64_t inflight = 0, acked = 0, failed = 0;
+  int64_t last_ack = 0;
+  std::string first_error;
+  samples ack_lat;
+  ack_lat.reserve(spec.n);
+  std::vector<int64_t> sent_ns(spec.n, 0);
+  std::thread reader{[&] {
+    api::ProduceResponse resp;
+    while (stream->Read(&resp)) {
+      auto now = mono_ns();
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto& p : resp.results()) {
+        --inflight;
+        if (p.has_error()) {
+          ++failed;
+          if (first_error.empty())
+            first_error = p.error().message();
+        } else {
+          ++acked;
+          if (p.ref() < sent_ns.size())
+            ack_lat.add(now - sent_ns[p.ref()]);
+          last_ack = std::max(last_ack, now);
+        }
+      }
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> guard{mtx};
+    inflight = 0; // the stream ended: nothing more will be answered
+    cv.notify_all();
+  }};
+  api::ProduceRequest req;
+  auto flush = [&] {
+    if (req.records_size() > 0) {
+      stream->Write(req);
+      req.Clear();
+    }
+  };
+  auto first = mono_ns();
+  pacer pace(spec.rate, first);
+  for (uint64_t i = 0; i < spec.n; ++i) {
+    pace.wait(i);
+    {
+      std::unique_lock<std::mutex> guard{mtx};
+      if (inflight + static_cast<uint64_t>(req.records_size()) >= spec.window) {
+        guard.unlock();
+        flush(); // what waits here must go before waiting for acks
+        guard.lock();
+        cv.wait(guard, [&] { return inflight < spec.window; });
+      }
+      ++inflight;
+    }
+    auto* rec = req.add_records();
+    rec->set_topic(spec.topic);
+    auto t = mono_ns();
+    sent_ns[i] = t;
+    rec->set_body(make_body(i, t, spec.size));
+    if (spec.rate > 0 || req.records_size() >= records_per_request)
+      flush();
+  }
+  flush();
+  {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [&] { return inflight == 0; });
+  }
+  stream->WritesDone();
+  reader.join();
+  auto st = stream->Finish();
+  r["first_send_ns"] = std::to_string(first);
+  r["last_ack_ns"] = std::to_string(last_ack);
+  r["acked"] = std::to_string(acked);
+  r["failed"] = std::to_string(failed);
+  if (!first_error.empty())
+    r["first_error"] = first_error;
+  else if (!st.ok())
+    r["first_error"] = st.error_message();
+  r["ack_p50_ms"] = std::to_string(ack_lat.percentile_ms(0.5));
+  r["ack_p99_ms"] = std::to_string(ack_lat.percentile_ms(0.99));
+  return r;
+}
+
+} // namespace edda::bench
