@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -96,8 +97,134 @@ report consume_door(const std::string& api_endpoint, uint32_t partitions,
   return r;
 }
 
+namespace {
+
+/// Transactional: each record as a half message over one Transact stream,
+/// ended with a commit as soon as it is stored (a local transaction doing
+/// nothing); acknowledged when the commit is recorded.
+report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec) {
+  report r;
+  auto stub = stub_for(api_endpoint);
+  grpc::ClientContext ctx;
+  auto stream = stub->Transact(&ctx);
+  api::TransactRequest reg;
+  reg.mutable_register_()->set_group("bench-txn");
+  api::TransactResponse resp;
+  if (!stream->Write(reg) || !stream->Read(&resp) || !resp.has_registered()) {
+    r["error"] = "register: " + stream->Finish().error_message();
+    return r;
+  }
+  std::mutex mtx, write_mtx; // one writer at a time on the stream
+  std::condition_variable cv;
+  uint64_t inflight = 0, acked = 0, failed = 0;
+  int64_t last_ack = 0;
+  std::string first_error;
+  samples ack_lat;
+  ack_lat.reserve(spec.n);
+  std::vector<int64_t> sent_ns(spec.n, 0);
+  std::map<std::string, uint64_t> ref_of; // txn id -> ref, until ended
+  auto write = [&](const api::TransactRequest& q) {
+    std::lock_guard<std::mutex> guard{write_mtx};
+    stream->Write(q);
+  };
+  std::thread reader{[&] {
+    api::TransactResponse x;
+    while (stream->Read(&x)) {
+      api::TransactRequest ends; // one request per end (a oneof)
+      std::vector<api::TransactRequest> out;
+      auto now = mono_ns();
+      {
+        std::lock_guard<std::mutex> guard{mtx};
+        for (auto& h : x.halves()) {
+          if (h.has_error()) {
+            --inflight;
+            ++failed;
+            if (first_error.empty())
+              first_error = h.error().message();
+            continue;
+          }
+          ref_of[h.txn_id()] = h.ref();
+          api::TransactRequest e;
+          e.mutable_end()->set_txn_id(h.txn_id());
+          e.mutable_end()->set_outcome(api::COMMIT);
+          out.push_back(std::move(e));
+        }
+        for (auto& c : x.checks()) { // only about an end not yet arrived
+          api::TransactRequest a;
+          a.mutable_answer()->set_check(c.check());
+          a.mutable_answer()->set_outcome(api::COMMIT);
+          out.push_back(std::move(a));
+        }
+        for (auto& e : x.ends()) {
+          auto it = ref_of.find(e.txn_id());
+          if (it == ref_of.end())
+            continue;
+          --inflight;
+          if (e.has_error()) {
+            ++failed;
+            if (first_error.empty())
+              first_error = e.error().message();
+          } else {
+            ++acked;
+            ack_lat.add(now - sent_ns[it->second]);
+            last_ack = std::max(last_ack, now);
+          }
+          ref_of.erase(it);
+        }
+        cv.notify_all();
+      }
+      for (auto& q : out)
+        write(q);
+    }
+    std::lock_guard<std::mutex> guard{mtx};
+    inflight = 0;
+    cv.notify_all();
+  }};
+  auto first = mono_ns();
+  pacer pace(spec.rate, first);
+  for (uint64_t i = 0; i < spec.n; ++i) {
+    pace.wait(i);
+    {
+      std::unique_lock<std::mutex> guard{mtx};
+      cv.wait(guard, [&] { return inflight < spec.window; });
+      ++inflight;
+    }
+    api::TransactRequest h;
+    h.mutable_half()->set_ref(i);
+    auto* rec = h.mutable_half()->mutable_record();
+    rec->set_topic(spec.topic);
+    auto t = mono_ns();
+    sent_ns[i] = t;
+    rec->set_body(make_body(i, t, spec.size));
+    write(h);
+  }
+  {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [&] { return inflight == 0; });
+  }
+  {
+    std::lock_guard<std::mutex> guard{write_mtx};
+    stream->WritesDone();
+  }
+  reader.join();
+  stream->Finish();
+  r["first_send_ns"] = std::to_string(first);
+  r["last_ack_ns"] = std::to_string(last_ack);
+  r["acked"] = std::to_string(acked);
+  r["failed"] = std::to_string(failed);
+  if (!first_error.empty())
+    r["first_error"] = first_error;
+  r["ack_p50_ms"] = std::to_string(ack_lat.percentile_ms(0.5));
+  r["ack_p99_ms"] = std::to_string(ack_lat.percentile_ms(0.99));
+  return r;
+}
+
+} // namespace
+
 report produce_door(const std::string& api_endpoint, const phase_spec& spec,
                     const std::function<void()>&) {
+  if (spec.transactional)
+    return produce_door_txn(api_endpoint, spec);
   report r;
   auto stub = stub_for(api_endpoint);
   grpc::ClientContext ctx;

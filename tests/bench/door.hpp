@@ -19,7 +19,9 @@ namespace edda::bench {
                                   const std::function<void()>& ready);
 
 /// Sends n records over one Produce stream (at most spec.window
-/// unacknowledged, up to 64 per request) and records each acknowledgement.
+/// unacknowledged, up to 64 per request) and records each acknowledgement;
+/// transactional: each as a half message over one Transact stream, ended
+/// with a commit once stored, acknowledged when the commit is recorded.
 [[nodiscard]] report produce_door(const std::string& api, const phase_spec& spec,
                                   const std::function<void()>& ready);
 

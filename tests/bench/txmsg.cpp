@@ -105,7 +105,7 @@ options:
                        acknowledged again
   --no-direct-routing  clients send everything through the node they talk
                        to, which passes it on (as before direct routing)
-  --door               the plain phases again through the node's client door
+  --door               the phases again through the node's client door
                        (gRPC, edda.api.v1), in the same run: rows "edda-door"
 )";
 
@@ -459,13 +459,18 @@ std::vector<phase_result> run_phases(const txmsg_options& o,
   return results;
 }
 
-/// `--door`: the plain phases again, through the node's client door
+/// `--door`: the phases again, through the node's client door
 /// (gRPC) instead of the C++ client's node port, labelled "edda-door".
 std::vector<phase_result> run_door_phases(const txmsg_options& o,
                                           const std::string& api_endpoint,
                                           const std::string& prefix) {
   std::vector<phase_result> results;
-  for (auto& spec : standard_phases(o.load, prefix + "-door", false)) {
+  for (bool txn : {false, true}) {
+  if ((txn && o.modes == "plain") || (!txn && o.modes == "transactional"))
+    continue;
+  if (!results.empty() && !results.back().error.empty())
+    break;
+  for (auto& spec : standard_phases(o.load, prefix + "-door", txn)) {
     auto parts = o.partitions;
     auto r = run_phase(
       "edda-door", spec,
@@ -481,6 +486,7 @@ std::vector<phase_result> run_door_phases(const txmsg_options& o,
       std::cerr << "edda bench txmsg: stopping after a failed phase\n";
       break;
     }
+  }
   }
   return results;
 }
