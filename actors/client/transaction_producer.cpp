@@ -683,44 +683,100 @@ caf::expected<txn_result> transaction_producer::end(const std::string& txn_id,
   return ended(*r, txn_id, outcome);
 }
 
-void transaction_producer::store_half_async(message m, half_callback cb) {
-  if (m.topic.empty()) {
-    cb(make_error(errc::invalid_argument, "message has no topic"));
+namespace {
+
+/// An item of a BatchResult as an error, or none.
+caf::error item_error(const pb::BatchItem& item) {
+  if (item.code() == 0)
+    return {};
+  return make_error(static_cast<errc>(item.code()), item.error());
+}
+
+} // namespace
+
+void transaction_producer::store_halves_async(std::vector<message> ms,
+                                              halves_callback cb) {
+  std::vector<caf::expected<std::string>> out(ms.size(), std::string{});
+  std::vector<size_t> sent; // indexes of the messages in the request
+  pb::HalfBatch req;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    auto& m = ms[i];
+    if (m.topic.empty()) {
+      out[i] = make_error(errc::invalid_argument, "message has no topic");
+      continue;
+    }
+    if (auto why = unselectable_tag(m.tags); !why.empty()) {
+      out[i] = make_error(errc::invalid_argument, why + "; not sent");
+      continue;
+    }
+    *req.add_halves() = half_message(*impl_, m);
+    sent.push_back(i);
+  }
+  if (sent.empty()) {
+    cb(std::move(out));
     return;
   }
-  if (auto why = unselectable_tag(m.tags); !why.empty()) {
-    cb(make_error(errc::invalid_argument, why + "; not sent"));
-    return;
-  }
-  auto h = half_message(*impl_, m);
-  impl_->conn->call_async<pb::HalfAck>(
-    h, impl_->opts.timeout,
-    [id = h.txn_id(), cb = std::move(cb)](caf::expected<pb::HalfAck> ack) {
-      if (!ack)
-        cb(ack.error());
-      else // in a cluster the node names the transaction's home in its id
-        cb(ack->txn_id().empty() ? id : ack->txn_id());
+  impl_->conn->call_async<pb::BatchResult>(
+    req, impl_->opts.timeout,
+    [req, sent, out = std::move(out),
+     cb = std::move(cb)](caf::expected<pb::BatchResult> res) mutable {
+      for (size_t k = 0; k < sent.size(); ++k) {
+        auto& slot = out[sent[k]];
+        if (!res) {
+          slot = res.error();
+        } else if (k >= static_cast<size_t>(res->items_size())) {
+          slot = make_error(errc::unavailable, "no answer for this half");
+        } else if (auto err = item_error(res->items(static_cast<int>(k)))) {
+          slot = std::move(err);
+        } else {
+          // In a cluster the node names the transaction's home in its id.
+          auto& id = res->items(static_cast<int>(k)).txn_id();
+          slot = id.empty() ? req.halves(static_cast<int>(k)).txn_id() : id;
+        }
+      }
+      cb(std::move(out));
     });
 }
 
-void transaction_producer::end_async(const std::string& txn_id,
-                                     txn_outcome outcome, txn_callback cb) {
-  if (outcome == txn_outcome::unknown) {
-    cb(make_error(errc::invalid_argument,
-                  "an end is commit or rollback; unknown is left to the "
-                  "check-back"));
+void transaction_producer::end_many_async(
+  std::vector<std::pair<std::string, txn_outcome>> ends, ends_callback cb) {
+  std::vector<caf::expected<txn_result>> out(ends.size(), txn_result{});
+  std::vector<size_t> sent;
+  pb::EndBatch req;
+  for (size_t i = 0; i < ends.size(); ++i) {
+    if (ends[i].second == txn_outcome::unknown) {
+      out[i] = make_error(errc::invalid_argument,
+                          "an end is commit or rollback; unknown is left to "
+                          "the check-back");
+      continue;
+    }
+    auto* e = req.add_ends();
+    e->set_txn_id(ends[i].first);
+    e->set_outcome(to_wire(ends[i].second));
+    sent.push_back(i);
+  }
+  if (sent.empty()) {
+    cb(std::move(out));
     return;
   }
-  pb::EndTxn e;
-  e.set_txn_id(txn_id);
-  e.set_outcome(to_wire(outcome));
-  impl_->conn->call_async<pb::EndResult>(
-    e, impl_->opts.timeout,
-    [txn_id, outcome, cb = std::move(cb)](caf::expected<pb::EndResult> r) {
-      if (!r)
-        cb(r.error());
-      else
-        cb(ended(*r, txn_id, outcome));
+  impl_->conn->call_async<pb::BatchResult>(
+    req, impl_->opts.timeout,
+    [ends, sent, out = std::move(out),
+     cb = std::move(cb)](caf::expected<pb::BatchResult> res) mutable {
+      for (size_t k = 0; k < sent.size(); ++k) {
+        auto& [txn_id, outcome] = ends[sent[k]];
+        auto& slot = out[sent[k]];
+        if (!res) {
+          slot = res.error();
+        } else if (k >= static_cast<size_t>(res->items_size())) {
+          slot = make_error(errc::unavailable, "no answer for this end");
+        } else if (auto err = item_error(res->items(static_cast<int>(k)))) {
+          slot = std::move(err);
+        } else {
+          slot = ended(res->items(static_cast<int>(k)).end(), txn_id, outcome);
+        }
+      }
+      cb(std::move(out));
     });
 }
 

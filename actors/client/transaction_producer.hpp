@@ -27,6 +27,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 namespace edda::client {
 
@@ -93,15 +95,20 @@ public:
   [[nodiscard]] caf::expected<txn_result> end(const std::string& txn_id,
                                               txn_outcome outcome);
 
-  /// The two halves of send_in_transaction for a local transaction that
-  /// runs elsewhere (the client door's Transact stream): stores the half
-  /// message and gives its transaction id once durable (errors as
-  /// send_in_transaction's before the half is stored), and ends a
-  /// transaction. Neither waits; the callbacks run on an actor thread.
-  using half_callback = std::function<void(caf::expected<std::string>)>;
-  void store_half_async(message m, half_callback cb);
-  void end_async(const std::string& txn_id, txn_outcome outcome,
-                 txn_callback cb);
+  /// The two halves of send_in_transaction for local transactions that
+  /// run elsewhere (the client door's Transact stream), many in one
+  /// request (HalfBatch, EndBatch): stores the half messages and gives
+  /// each one's transaction id once durable (or its error, as
+  /// send_in_transaction's before the half is stored); ends transactions.
+  /// One result per item, in order. Neither waits; the callbacks run on an
+  /// actor thread.
+  using halves_callback =
+    std::function<void(std::vector<caf::expected<std::string>>)>;
+  void store_halves_async(std::vector<message> ms, halves_callback cb);
+  using ends_callback =
+    std::function<void(std::vector<caf::expected<txn_result>>)>;
+  void end_many_async(std::vector<std::pair<std::string, txn_outcome>> ends,
+                      ends_callback cb);
 
   [[nodiscard]] const std::string& client_id() const;
   /// Check-backs this producer answered.

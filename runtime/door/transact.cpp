@@ -22,6 +22,7 @@ namespace edda::door {
 namespace {
 
 constexpr size_t max_errors = 1000;
+constexpr size_t max_batch = 256; // halves or ends per request to the node
 
 client::txn_outcome from_api(api::Outcome o) {
   switch (o) {
@@ -61,14 +62,17 @@ public:
     caf_thread_scope scope;
     finish_on_exit fin{this}; // after the lock below is released
     api::TransactRequest req;
-    client::transaction_producer* producer = nullptr;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
       reading_ = false;
       if (finished_)
         return;
       if (!ok) {
-        close_locked(); // the client ended its requests: it leaves
+        // The client sends no more: it leaves once what it sent is
+        // answered (and written), unless it is gone altogether.
+        read_done_ = true;
+        if (inflight_ == 0)
+          close_locked();
         return;
       }
       if (!registration_seen_) {
@@ -90,35 +94,23 @@ public:
         return;
       }
       req.Swap(&in_);
-      producer = producer_.get();
-      if ((req.has_half() || req.has_end()) && (closing_ || !producer)) {
-        req.Clear(); // leaving: not sent (no answer owed to a gone client)
-      } else if (req.has_half() || req.has_end()) {
-        ++inflight_;    // answered by the node, possibly at once (inline)
-        ++dispatching_; // run() keeps the producer until this is sent
+      if (req.has_half() || req.has_end()) {
+        ++inflight_; // answered once the node answers its batch
+        if (req.has_half())
+          halves_q_.emplace_back(
+            req.half().ref(),
+            to_message(std::move(*req.mutable_half()->mutable_record())));
+        else
+          ends_q_.emplace_back(req.end().txn_id(),
+                               from_api(req.end().outcome()));
+        if (closing_)
+          fail_queued_locked();
       }
     }
-    if (req.has_half()) {
-      auto ref = req.half().ref();
-      producer->store_half_async(
-        to_message(std::move(*req.mutable_half()->mutable_record())),
-        [this, ref](caf::expected<std::string> r) { on_half(ref, r); });
-    } else if (req.has_end()) {
-      auto txn = req.end().txn_id();
-      auto outcome = from_api(req.end().outcome());
-      producer->end_async(txn, outcome,
-                          [this, txn, outcome](
-                            caf::expected<client::txn_result> r) {
-                            on_end(txn, outcome, r);
-                          });
-    }
+    pump();
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
-      if (req.has_half() || req.has_end()) {
-        --dispatching_;
-        closed_cv_.notify_all();
-      }
       if (req.has_answer()) {
         auto it = checks_.find(req.answer().check());
         if (it == checks_.end()) {
@@ -134,6 +126,10 @@ public:
         error_locked(make_error(errc::invalid_argument,
                                 "already registered: a later request is a "
                                 "half, an end or an answer"));
+      } else if (!req.has_half() && !req.has_end()) {
+        error_locked(make_error(errc::invalid_argument,
+                                "a request without a half, an end or an "
+                                "answer"));
       }
       write_locked();
       read_more_locked();
@@ -151,10 +147,12 @@ public:
       std::lock_guard<std::recursive_mutex> guard{mtx_};
       writing_ = false;
       out_.Clear();
-      if (!ok)
-        close_locked(); // the client is gone
-      else
+      if (!ok) {
+        gone_ = true; // the client is gone: nothing more is written
+        close_locked();
+      } else {
         write_locked();
+      }
       read_more_locked();
       finish = finishing_locked();
     }
@@ -166,6 +164,7 @@ public:
     caf_thread_scope scope;
     finish_on_exit fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
+    gone_ = true;
     close_locked();
   }
 
@@ -211,7 +210,6 @@ private:
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
       stopped_ = true;
-      ready_ = false;
       if (start_error_)
         status_ = to_status(start_error_, ctx_);
       finish = finishing_locked();
@@ -243,54 +241,162 @@ private:
       500, static_cast<int64_t>(st_->settings.txn_check_timeout_ms) - 500)};
     if (answer.wait_for(limit) == std::future_status::ready)
       return answer.get();
-    std::lock_guard<std::recursive_mutex> guard{mtx_};
-    checks_.erase(id);
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      // An answer may have come between the wait and the lock.
+      if (answer.wait_for(std::chrono::seconds(0))
+          != std::future_status::ready) {
+        checks_.erase(id); // a later answer is refused as unknown
+        // Not sent yet (the client does not read): not sent at all.
+        auto* cs = pending_.mutable_checks();
+        for (int i = 0; i < cs->size(); ++i)
+          if (cs->Get(i).check() == id) {
+            cs->DeleteSubrange(i, 1);
+            break;
+          }
+      }
+    }
+    if (answer.wait_for(std::chrono::seconds(0)) == std::future_status::ready)
+      return answer.get();
     return client::txn_outcome::unknown;
   }
 
-  void on_half(uint64_t ref, caf::expected<std::string>& r) {
+  /// Sends what waits as one HalfBatch and one EndBatch (at most 256
+  /// each), unless one of that kind is still out: under load the next batch
+  /// is what arrived meanwhile.
+  void pump() {
+    std::vector<uint64_t> refs;
+    std::vector<client::message> halves;
+    std::vector<std::pair<std::string, client::txn_outcome>> ends;
+    client::transaction_producer* p = nullptr;
+    {
+      std::lock_guard<std::recursive_mutex> guard{mtx_};
+      if (closing_ || !producer_)
+        return;
+      p = producer_.get();
+      if (!halves_busy_ && !halves_q_.empty()) {
+        while (!halves_q_.empty() && halves.size() < max_batch) {
+          refs.push_back(halves_q_.front().first);
+          halves.push_back(std::move(halves_q_.front().second));
+          halves_q_.pop_front();
+        }
+        halves_busy_ = true;
+      }
+      if (!ends_busy_ && !ends_q_.empty()) {
+        while (!ends_q_.empty() && ends.size() < max_batch) {
+          ends.push_back(std::move(ends_q_.front()));
+          ends_q_.pop_front();
+        }
+        ends_busy_ = true;
+      }
+      if (halves.empty() && ends.empty())
+        return;
+      ++dispatching_; // run() keeps the producer until these are sent
+    }
+    if (!halves.empty())
+      p->store_halves_async(
+        std::move(halves),
+        [this, refs](std::vector<caf::expected<std::string>> rs) {
+          on_halves(refs, rs);
+        });
+    if (!ends.empty()) {
+      auto sent = ends;
+      p->end_many_async(
+        std::move(ends),
+        [this, sent](std::vector<caf::expected<client::txn_result>> rs) {
+          on_ends(sent, rs);
+        });
+    }
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    --dispatching_;
+    closed_cv_.notify_all();
+  }
+
+  void on_halves(const std::vector<uint64_t>& refs,
+                 std::vector<caf::expected<std::string>>& rs) {
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
-      --inflight_;
-      auto* h = pending_.add_halves();
-      h->set_ref(ref);
-      if (r)
-        h->set_txn_id(*r);
-      else
-        to_api_error(r.error(), h->mutable_error());
+      for (size_t i = 0; i < refs.size(); ++i) {
+        --inflight_;
+        auto* h = pending_.add_halves();
+        h->set_ref(refs[i]);
+        if (i < rs.size() && rs[i])
+          h->set_txn_id(*rs[i]);
+        else
+          to_api_error(i < rs.size() ? rs[i].error()
+                                     : make_error(errc::unavailable,
+                                                  "no answer"),
+                       h->mutable_error());
+      }
+      halves_busy_ = false;
+      if (read_done_ && inflight_ == 0)
+        close_locked(); // the client sent its last request: it leaves
       write_locked();
       read_more_locked();
       finish = finishing_locked();
     }
     if (finish)
       Finish(status_);
+    else
+      pump();
   }
 
-  void on_end(const std::string& txn, client::txn_outcome outcome,
-              caf::expected<client::txn_result>& r) {
+  void on_ends(const std::vector<std::pair<std::string, client::txn_outcome>>& sent,
+               std::vector<caf::expected<client::txn_result>>& rs) {
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
+      for (size_t i = 0; i < sent.size(); ++i) {
+        --inflight_;
+        auto* e = pending_.add_ends();
+        e->set_txn_id(sent[i].first);
+        e->set_outcome(to_api(sent[i].second));
+        if (i >= rs.size()) {
+          to_api_error(make_error(errc::unavailable, "no answer"),
+                       e->mutable_error());
+        } else if (!rs[i]) {
+          to_api_error(rs[i].error(), e->mutable_error());
+        } else if (rs[i]->stored) {
+          auto* st = e->mutable_stored();
+          st->set_id(rs[i]->stored->id);
+          st->set_topic(rs[i]->stored->topic);
+          st->set_partition(rs[i]->stored->partition);
+          st->set_offset(rs[i]->stored->offset);
+        }
+      }
+      ends_busy_ = false;
+      if (read_done_ && inflight_ == 0)
+        close_locked(); // the client sent its last request: it leaves
+      write_locked();
+      read_more_locked();
+      finish = finishing_locked();
+    }
+    if (finish)
+      Finish(status_);
+    else
+      pump();
+  }
+
+  /// Halves and ends not yet sent when the stream closes: answered as not
+  /// sent (nothing stored, nothing ended).
+  void fail_queued_locked() {
+    auto why = make_error(errc::unavailable, "the stream ended first; not sent");
+    for (auto& [ref, m] : halves_q_) {
+      --inflight_;
+      auto* h = pending_.add_halves();
+      h->set_ref(ref);
+      to_api_error(why, h->mutable_error());
+    }
+    for (auto& [txn, outcome] : ends_q_) {
       --inflight_;
       auto* e = pending_.add_ends();
       e->set_txn_id(txn);
       e->set_outcome(to_api(outcome));
-      if (!r) {
-        to_api_error(r.error(), e->mutable_error());
-      } else if (r->stored) {
-        auto* s = e->mutable_stored();
-        s->set_id(r->stored->id);
-        s->set_topic(r->stored->topic);
-        s->set_partition(r->stored->partition);
-        s->set_offset(r->stored->offset);
-      }
-      write_locked();
-      read_more_locked();
-      finish = finishing_locked();
+      to_api_error(why, e->mutable_error());
     }
-    if (finish)
-      Finish(status_);
+    halves_q_.clear();
+    ends_q_.clear();
   }
 
   void error_locked(const caf::error& err) {
@@ -307,7 +413,7 @@ private:
   }
 
   void write_locked() {
-    if (writing_ || !ready_ || closing_ || finished_)
+    if (writing_ || !ready_ || gone_ || finished_)
       return;
     if (!pending_.has_registered() && pending_.halves_size() == 0
         && pending_.ends_size() == 0 && pending_.checks_size() == 0
@@ -319,7 +425,7 @@ private:
   }
 
   void read_more_locked() {
-    if (reading_ || !ready_ || closing_ || finished_)
+    if (reading_ || read_done_ || !ready_ || closing_ || finished_)
       return;
     if (unanswered_locked() >= st_->settings.api_produce_window)
       return; // flow control: the next request waits for answers
@@ -331,6 +437,8 @@ private:
     if (closing_)
       return;
     closing_ = true;
+    fail_queued_locked();
+    pending_.clear_checks(); // unanswerable now: checked back later
     for (auto& [id, p] : checks_)
       p.set_value(client::txn_outcome::unknown); // asked again later
     checks_.clear();
@@ -365,6 +473,11 @@ private:
   bool finishing_locked() {
     if (finished_ || !stopped_ || writing_ || inflight_ > 0)
       return false;
+    // Answers still to write go first, unless the client is gone.
+    if (!gone_ && ready_
+        && (pending_.halves_size() > 0 || pending_.ends_size() > 0
+            || pending_.errors_size() > 0))
+      return false;
     finished_ = true;
     return true;
   }
@@ -382,9 +495,13 @@ private:
   uint64_t next_check_ = 1;
   uint64_t inflight_ = 0; // halves and ends the node has not answered
   uint32_t dispatching_ = 0; // being handed to the producer now
+  std::deque<std::pair<uint64_t, client::message>> halves_q_; // not yet sent
+  std::deque<std::pair<std::string, client::txn_outcome>> ends_q_;
+  bool halves_busy_ = false, ends_busy_ = false; // a batch of each kind out
   caf::error start_error_;
   grpc::Status status_ = grpc::Status::OK;
   bool registration_seen_ = false, thread_started_ = false, ready_ = false;
+  bool read_done_ = false, gone_ = false;
   bool reading_ = false, writing_ = false;
   bool finish_pending_ = false;
   bool closing_ = false, stopped_ = false, finished_ = false;

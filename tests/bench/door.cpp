@@ -123,6 +123,7 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
   ack_lat.reserve(spec.n);
   std::vector<int64_t> sent_ns(spec.n, 0);
   std::map<std::string, uint64_t> ref_of; // txn id -> ref, until ended
+  bool reader_done = false; // the stream ended: nothing more is answered
   auto write = [&](const api::TransactRequest& q) {
     std::lock_guard<std::mutex> guard{write_mtx};
     stream->Write(q);
@@ -177,7 +178,7 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
         write(q);
     }
     std::lock_guard<std::mutex> guard{mtx};
-    inflight = 0;
+    reader_done = true;
     cv.notify_all();
   }};
   auto first = mono_ns();
@@ -186,7 +187,9 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
     pace.wait(i);
     {
       std::unique_lock<std::mutex> guard{mtx};
-      cv.wait(guard, [&] { return inflight < spec.window; });
+      cv.wait(guard, [&] { return reader_done || inflight < spec.window; });
+      if (reader_done)
+        break;
       ++inflight;
     }
     api::TransactRequest h;
@@ -200,14 +203,16 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
   }
   {
     std::unique_lock<std::mutex> guard{mtx};
-    cv.wait(guard, [&] { return inflight == 0; });
+    cv.wait(guard, [&] { return reader_done || inflight == 0; });
   }
   {
     std::lock_guard<std::mutex> guard{write_mtx};
     stream->WritesDone();
   }
   reader.join();
-  stream->Finish();
+  auto st = stream->Finish();
+  if (first_error.empty() && !st.ok())
+    first_error = "stream: " + st.error_message();
   r["first_send_ns"] = std::to_string(first);
   r["last_ack_ns"] = std::to_string(last_ack);
   r["acked"] = std::to_string(acked);
@@ -237,6 +242,7 @@ report produce_door(const std::string& api_endpoint, const phase_spec& spec,
   samples ack_lat;
   ack_lat.reserve(spec.n);
   std::vector<int64_t> sent_ns(spec.n, 0);
+  bool reader_done = false;
   std::thread reader{[&] {
     api::ProduceResponse resp;
     while (stream->Read(&resp)) {
@@ -258,7 +264,7 @@ report produce_door(const std::string& api_endpoint, const phase_spec& spec,
       cv.notify_all();
     }
     std::lock_guard<std::mutex> guard{mtx};
-    inflight = 0; // the stream ended: nothing more will be answered
+    reader_done = true; // the stream ended: nothing more will be answered
     cv.notify_all();
   }};
   api::ProduceRequest req;
@@ -278,8 +284,10 @@ report produce_door(const std::string& api_endpoint, const phase_spec& spec,
         guard.unlock();
         flush(); // what waits here must go before waiting for acks
         guard.lock();
-        cv.wait(guard, [&] { return inflight < spec.window; });
+        cv.wait(guard, [&] { return reader_done || inflight < spec.window; });
       }
+      if (reader_done)
+        break;
       ++inflight;
     }
     auto* rec = req.add_records();
@@ -293,7 +301,7 @@ report produce_door(const std::string& api_endpoint, const phase_spec& spec,
   flush();
   {
     std::unique_lock<std::mutex> guard{mtx};
-    cv.wait(guard, [&] { return inflight == 0; });
+    cv.wait(guard, [&] { return reader_done || inflight == 0; });
   }
   stream->WritesDone();
   reader.join();

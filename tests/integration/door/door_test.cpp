@@ -958,6 +958,35 @@ TEST_F(DoorTest, ATransactionOfAVanishedProducerIsCheckedBackWithAnother) {
   EXPECT_TRUE(t->Finish().ok());
 }
 
+TEST_F(DoorTest, AProducerThatStopsSendingStillGetsEveryAnswer) {
+  start(base_settings());
+  create_topic("funds", 1);
+  grpc::ClientContext ctx;
+  api::TransactResponse resp;
+  auto t = transact(*stub_, ctx, "wallet", resp, 60000);
+  for (int i = 0; i < 50; ++i) {
+    api::TransactRequest h;
+    h.mutable_half()->set_ref(static_cast<uint64_t>(i));
+    *h.mutable_half()->mutable_record() = record("funds", "b" + std::to_string(i));
+    ASSERT_TRUE(t->Write(h));
+  }
+  api::TransactRequest empty; // neither half, end nor answer
+  ASSERT_TRUE(t->Write(empty));
+  t->WritesDone(); // before any answer was read
+  std::set<uint64_t> refs;
+  int errors = 0;
+  while (t->Read(&resp)) {
+    for (auto& h : resp.halves()) {
+      EXPECT_FALSE(h.has_error()) << h.error().message();
+      refs.insert(h.ref());
+    }
+    errors += resp.errors_size();
+  }
+  EXPECT_TRUE(t->Finish().ok());
+  EXPECT_EQ(refs.size(), 50u) << "every half answered after the half-close";
+  EXPECT_EQ(errors, 1) << "the empty request is refused";
+}
+
 TEST_F(DoorTest, ApiListenOffOpensNoDoor) {
   auto s = base_settings();
   s.api_listen = "off";
