@@ -94,18 +94,28 @@ public:
         return;
       }
       req.Swap(&in_);
-      if (req.has_half() || req.has_end()) {
-        ++inflight_; // answered once the node answers its batch
-        if (req.has_half())
-          halves_q_.emplace_back(
-            req.half().ref(),
-            to_message(std::move(*req.mutable_half()->mutable_record())));
-        else
-          ends_q_.emplace_back(req.end().txn_id(),
-                               from_api(req.end().outcome()));
-        if (closing_)
-          fail_queued_locked();
-      }
+      // Each answered once the node answers the batch it goes in.
+      auto half = [&](api::HalfRequest& h) {
+        ++inflight_;
+        halves_q_.emplace_back(h.ref(),
+                               to_message(std::move(*h.mutable_record())));
+      };
+      auto end = [&](const api::EndRequest& e) {
+        ++inflight_;
+        ends_q_.emplace_back(e.txn_id(), from_api(e.outcome()));
+      };
+      if (req.has_half())
+        half(*req.mutable_half());
+      else if (req.has_end())
+        end(req.end());
+      else if (req.has_halves())
+        for (auto& h : *req.mutable_halves()->mutable_halves())
+          half(h);
+      else if (req.has_ends())
+        for (auto& e : req.ends().ends())
+          end(e);
+      if (closing_)
+        fail_queued_locked();
     }
     pump();
     bool finish = false;
@@ -126,7 +136,7 @@ public:
         error_locked(make_error(errc::invalid_argument,
                                 "already registered: a later request is a "
                                 "half, an end or an answer"));
-      } else if (!req.has_half() && !req.has_end()) {
+      } else if (req.kind_case() == api::TransactRequest::KIND_NOT_SET) {
         error_locked(make_error(errc::invalid_argument,
                                 "a request without a half, an end or an "
                                 "answer"));

@@ -131,8 +131,8 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
   std::thread reader{[&] {
     api::TransactResponse x;
     while (stream->Read(&x)) {
-      api::TransactRequest ends; // one request per end (a oneof)
       std::vector<api::TransactRequest> out;
+      api::TransactRequest ends; // every end of this response, one request
       auto now = mono_ns();
       {
         std::lock_guard<std::mutex> guard{mtx};
@@ -145,11 +145,12 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
             continue;
           }
           ref_of[h.txn_id()] = h.ref();
-          api::TransactRequest e;
-          e.mutable_end()->set_txn_id(h.txn_id());
-          e.mutable_end()->set_outcome(api::COMMIT);
-          out.push_back(std::move(e));
+          auto* e = ends.mutable_ends()->add_ends();
+          e->set_txn_id(h.txn_id());
+          e->set_outcome(api::COMMIT);
         }
+        if (ends.has_ends())
+          out.push_back(std::move(ends));
         for (auto& c : x.checks()) { // only about an end not yet arrived
           api::TransactRequest a;
           a.mutable_answer()->set_check(c.check());
@@ -181,26 +182,43 @@ report produce_door_txn(const std::string& api_endpoint, const phase_spec& spec)
     reader_done = true;
     cv.notify_all();
   }};
+  api::TransactRequest batch; // halves waiting to be written together
+  auto flush = [&] {
+    if (batch.has_halves() && batch.halves().halves_size() > 0) {
+      write(batch);
+      batch.Clear();
+    }
+  };
   auto first = mono_ns();
   pacer pace(spec.rate, first);
   for (uint64_t i = 0; i < spec.n; ++i) {
     pace.wait(i);
     {
       std::unique_lock<std::mutex> guard{mtx};
-      cv.wait(guard, [&] { return reader_done || inflight < spec.window; });
+      auto queued = batch.has_halves()
+                      ? static_cast<uint64_t>(batch.halves().halves_size())
+                      : 0;
+      if (inflight + queued >= spec.window) {
+        guard.unlock();
+        flush(); // what waits here must go before waiting for answers
+        guard.lock();
+        cv.wait(guard, [&] { return reader_done || inflight < spec.window; });
+      }
       if (reader_done)
         break;
       ++inflight;
     }
-    api::TransactRequest h;
-    h.mutable_half()->set_ref(i);
-    auto* rec = h.mutable_half()->mutable_record();
+    auto* h = batch.mutable_halves()->add_halves();
+    h->set_ref(i);
+    auto* rec = h->mutable_record();
     rec->set_topic(spec.topic);
     auto t = mono_ns();
     sent_ns[i] = t;
     rec->set_body(make_body(i, t, spec.size));
-    write(h);
+    if (spec.rate > 0 || batch.halves().halves_size() >= records_per_request)
+      flush();
   }
+  flush();
   {
     std::unique_lock<std::mutex> guard{mtx};
     cv.wait(guard, [&] { return reader_done || inflight == 0; });

@@ -987,6 +987,60 @@ TEST_F(DoorTest, AProducerThatStopsSendingStillGetsEveryAnswer) {
   EXPECT_EQ(errors, 1) << "the empty request is refused";
 }
 
+TEST_F(DoorTest, HalvesAndEndsSentManyPerRequestAreEachAnswered) {
+  start(base_settings());
+  create_topic("funds", 2);
+  grpc::ClientContext ctx;
+  api::TransactResponse resp;
+  auto t = transact(*stub_, ctx, "wallet", resp, 60000);
+  for (int r = 0; r < 2; ++r) {
+    api::TransactRequest req;
+    for (int i = 0; i < 25; ++i) {
+      auto* h = req.mutable_halves()->add_halves();
+      h->set_ref(static_cast<uint64_t>(25 * r + i));
+      *h->mutable_record() = record(i == 3 ? "" : "funds",
+                                    "m" + std::to_string(25 * r + i));
+    }
+    ASSERT_TRUE(t->Write(req));
+  }
+  std::map<uint64_t, std::string> txn;
+  int refused = 0;
+  while (txn.size() + static_cast<size_t>(refused) < 50 && t->Read(&resp))
+    for (auto& h : resp.halves()) {
+      if (h.has_error()) {
+        EXPECT_EQ(h.error().code(), "invalid_argument");
+        ++refused;
+      } else {
+        txn[h.ref()] = h.txn_id();
+      }
+    }
+  EXPECT_EQ(refused, 2) << "the two records without a topic, alone";
+  ASSERT_EQ(txn.size(), 48u);
+  api::TransactRequest ends;
+  for (auto& [ref, id] : txn) {
+    auto* e = ends.mutable_ends()->add_ends();
+    e->set_txn_id(id);
+    e->set_outcome(ref % 2 == 0 ? api::COMMIT : api::ROLLBACK);
+  }
+  ASSERT_TRUE(t->Write(ends));
+  t->WritesDone();
+  int committed = 0, rolled_back = 0;
+  while (t->Read(&resp))
+    for (auto& e : resp.ends()) {
+      EXPECT_FALSE(e.has_error()) << e.error().message();
+      (e.outcome() == api::COMMIT ? committed : rolled_back)++;
+    }
+  EXPECT_TRUE(t->Finish().ok());
+  EXPECT_EQ(committed, 24);
+  EXPECT_EQ(rolled_back, 24);
+  auto info = edda::client::admin::describe_topic(node_->connect(), "funds");
+  ASSERT_TRUE(info);
+  uint64_t stored = 0;
+  for (auto& p : info->partitions())
+    stored += p.end_offset();
+  EXPECT_EQ(stored, 24u) << "exactly the committed ones appended";
+}
+
 TEST_F(DoorTest, ApiListenOffOpensNoDoor) {
   auto s = base_settings();
   s.api_listen = "off";
