@@ -692,6 +692,30 @@ caf::error item_error(const pb::BatchItem& item) {
   return make_error(static_cast<errc>(item.code()), item.error());
 }
 
+/// Fills `out` at the `sent` indexes from the reply to a batch request:
+/// the request's error, a missing item ("no answer for this WHAT"), the
+/// item's own error, or what `ok(item, k)` makes of a done item (k: its
+/// place in the request).
+template <class T, class Ok>
+void answer_items(const caf::expected<pb::BatchResult>& res,
+                  const std::vector<size_t>& sent,
+                  std::vector<caf::expected<T>>& out, const char* what,
+                  Ok ok) {
+  for (size_t k = 0; k < sent.size(); ++k) {
+    auto& slot = out[sent[k]];
+    if (!res) {
+      slot = res.error();
+    } else if (k >= static_cast<size_t>(res->items_size())) {
+      slot = make_error(errc::unavailable,
+                        std::string{"no answer for this "} + what);
+    } else if (auto err = item_error(res->items(static_cast<int>(k)))) {
+      slot = std::move(err);
+    } else {
+      slot = ok(res->items(static_cast<int>(k)), k);
+    }
+  }
+}
+
 } // namespace
 
 void transaction_producer::store_halves_async(std::vector<message> ms,
@@ -720,20 +744,14 @@ void transaction_producer::store_halves_async(std::vector<message> ms,
     req, impl_->opts.timeout,
     [req, sent, out = std::move(out),
      cb = std::move(cb)](caf::expected<pb::BatchResult> res) mutable {
-      for (size_t k = 0; k < sent.size(); ++k) {
-        auto& slot = out[sent[k]];
-        if (!res) {
-          slot = res.error();
-        } else if (k >= static_cast<size_t>(res->items_size())) {
-          slot = make_error(errc::unavailable, "no answer for this half");
-        } else if (auto err = item_error(res->items(static_cast<int>(k)))) {
-          slot = std::move(err);
-        } else {
-          // In a cluster the node names the transaction's home in its id.
-          auto& id = res->items(static_cast<int>(k)).txn_id();
-          slot = id.empty() ? req.halves(static_cast<int>(k)).txn_id() : id;
-        }
-      }
+      answer_items(res, sent, out, "half",
+                   [&](const pb::BatchItem& item, size_t k) {
+                     // In a cluster the node names the transaction's home
+                     // in its id.
+                     return item.txn_id().empty()
+                              ? req.halves(static_cast<int>(k)).txn_id()
+                              : item.txn_id();
+                   });
       cb(std::move(out));
     });
 }
@@ -763,19 +781,11 @@ void transaction_producer::end_many_async(
     req, impl_->opts.timeout,
     [ends, sent, out = std::move(out),
      cb = std::move(cb)](caf::expected<pb::BatchResult> res) mutable {
-      for (size_t k = 0; k < sent.size(); ++k) {
-        auto& [txn_id, outcome] = ends[sent[k]];
-        auto& slot = out[sent[k]];
-        if (!res) {
-          slot = res.error();
-        } else if (k >= static_cast<size_t>(res->items_size())) {
-          slot = make_error(errc::unavailable, "no answer for this end");
-        } else if (auto err = item_error(res->items(static_cast<int>(k)))) {
-          slot = std::move(err);
-        } else {
-          slot = ended(res->items(static_cast<int>(k)).end(), txn_id, outcome);
-        }
-      }
+      answer_items(res, sent, out, "end",
+                   [&](const pb::BatchItem& item, size_t k) {
+                     auto& [txn_id, outcome] = ends[sent[k]];
+                     return ended(item.end(), txn_id, outcome);
+                   });
       cb(std::move(out));
     });
 }

@@ -102,8 +102,9 @@ private:
   std::string address_;
 };
 
-/// Starts a stream's own thread (detached). An error (unavailable) if the
-/// process cannot start one now.
+/// Starts a thread (detached): a stream's own, or in_background() work. An
+/// error (unavailable) if the process cannot start one now (`f` is then
+/// dropped on the calling thread).
 [[nodiscard]] caf::error start_stream_thread(std::function<void()> f);
 
 /// Admits a call: its token (api.tokens) and a free slot. On refusal the

@@ -108,24 +108,21 @@ bool door_state::in_background(std::function<void()> f) {
     std::lock_guard<std::mutex> guard{bg_mtx_};
     ++bg_running_;
   }
-  try {
-    std::thread{[this, f = std::move(f)]() mutable {
-      {
-        caf_thread_scope scope;
-        f();
-        f = nullptr;
-      }
-      std::lock_guard<std::mutex> guard{bg_mtx_};
-      if (--bg_running_ == 0)
-        bg_cv_.notify_all();
-    }}.detach();
-    return true;
-  } catch (const std::system_error& e) {
-    EDDA_ERROR("api", "cannot start a thread: " << e.what());
+  auto err = start_stream_thread([this, f = std::move(f)]() mutable {
+    {
+      caf_thread_scope scope;
+      f();
+      f = nullptr;
+    }
     std::lock_guard<std::mutex> guard{bg_mtx_};
-    --bg_running_;
-    return false;
-  }
+    if (--bg_running_ == 0)
+      bg_cv_.notify_all();
+  });
+  if (!err)
+    return true;
+  std::lock_guard<std::mutex> guard{bg_mtx_};
+  --bg_running_;
+  return false;
 }
 
 caf::error start_stream_thread(std::function<void()> f) {
@@ -133,7 +130,7 @@ caf::error start_stream_thread(std::function<void()> f) {
     std::thread{std::move(f)}.detach();
     return {};
   } catch (const std::system_error& e) {
-    EDDA_ERROR("api", "cannot start a stream's thread: " << e.what());
+    EDDA_ERROR("api", "cannot start a thread: " << e.what());
     return make_error(errc::unavailable, "the node cannot start a thread "
                                          "for this stream now; try again "
                                          "later");
