@@ -224,6 +224,17 @@ caf::expected<connection> connection::open(const std::string& host,
                                            uint16_t port,
                                            connect_options opts) {
   auto impl = std::make_shared<connection_impl>();
+  if (opts.door) {
+    auto link = open_door(host, port, opts);
+    if (!link)
+      return link.error();
+    impl->door = std::move(*link);
+    impl->opts = opts;
+    impl->endpoint = host + ":" + std::to_string(port);
+    impl->host = host;
+    impl->port = port;
+    return connection{impl};
+  }
   impl->own_cfg = std::make_unique<caf::actor_system_config>();
   auto& cfg = *impl->own_cfg;
   wire::register_types(cfg);

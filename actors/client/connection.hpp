@@ -1,6 +1,7 @@
-// A connection to an edda node: in-process (embedded node) or remote (over
-// CAF's middleman, TCP). Producers, consumers and admin calls take a
-// connection and behave the same either way.
+// A connection to an edda node: in-process (embedded node) or remote: over
+// the node's client door (edda.api.v1 over gRPC, connect_options::door) or
+// its node port (CAF's middleman, BASP). Producers, consumers and admin
+// calls take a connection and behave the same either way.
 //
 // Thread-safety: a connection may be copied and used from any thread. A
 // remote connection owns a small actor system that lives until the last
@@ -27,12 +28,25 @@ struct connect_options {
   /// out), not through this node, which would pass it on (one hop more).
   /// No effect on a single node or an in-process connection.
   bool direct_routing = true;
+  /// Talk to the node's client door (edda.api.v1 over gRPC; host:port is
+  /// then its api.listen address, by default the node port + 10) instead of
+  /// its node port. Any node's door serves the whole cluster: the node
+  /// routes (direct_routing does not apply). Over the door today: admin
+  /// calls, idempotency keys, sagas' start / show / list / commands,
+  /// producers and consumers; transaction producers and participant hosts
+  /// still need the node port.
+  bool door = false;
+  /// The door's token for this client (a secret of api.tokens), sent as
+  /// "authorization: Bearer <token>". Empty: none (a node without
+  /// api.tokens).
+  std::string token;
 };
 
 class connection {
 public:
-  /// Connects to the node listening on host:port.
-  /// Errors: unavailable (nothing listens there, or the peer is not edda).
+  /// Connects to the node listening on host:port (its client door with
+  /// opts.door). Errors: unavailable (nothing listens there, or the peer is
+  /// not edda), unauthenticated (door: a missing or wrong token).
   [[nodiscard]] static caf::expected<connection>
   open(const std::string& host, uint16_t port, connect_options opts = {});
 

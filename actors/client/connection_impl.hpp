@@ -2,6 +2,7 @@
 #pragma once
 
 #include "client/connection.hpp"
+#include "client/door_link.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -11,8 +12,11 @@
 
 #include "base/errc.hpp"
 
+#include <google/protobuf/message.h>
+
 #include <atomic>
 #include <future>
+#include <type_traits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +34,9 @@ struct connection_impl {
   uint16_t port = 0;
   std::string endpoint;
   connect_options opts;
+  /// Set: a remote connection over the node's client door (no actor system
+  /// then: sys is null, and calls go through door_unary).
+  std::shared_ptr<door_link> door;
   ~connection_impl();
 
   /// The node's frontend as last connected (thread-safe).
@@ -101,6 +108,24 @@ public:
   template <class Reply, class Request, class Then>
   void call_async(const Request& req, std::chrono::milliseconds timeout,
                   Then then) {
+    if (door) {
+      auto t = std::make_shared<Then>(std::move(then));
+      if constexpr (std::is_base_of_v<google::protobuf::Message, Request>
+                    && std::is_base_of_v<google::protobuf::Message, Reply>) {
+        auto reply = std::make_shared<Reply>();
+        door_unary(door, req, reply.get(), timeout,
+                   [t, reply](caf::error err) {
+                     if (err)
+                       (*t)(caf::expected<Reply>{std::move(err)});
+                     else
+                       (*t)(caf::expected<Reply>{std::move(*reply)});
+                   });
+      } else {
+        (*t)(caf::expected<Reply>{make_error(
+          errc::invalid_argument, "not a request of the client door")});
+      }
+      return;
+    }
     auto fe = frontend();
     if (lost->load()) {
       auto again = reconnect(fe);

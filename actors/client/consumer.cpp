@@ -3,6 +3,7 @@
 #include "base/errc.hpp"
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
+#include "client/door_consumer.hpp"
 #include "wire/types.hpp"
 
 #include <caf/blocking_actor.hpp>
@@ -394,6 +395,15 @@ consumer::start(connection conn, consumer_options opts, handler h) {
     opts.client_id = make_client_id("");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
+  if (im->conn->door) {
+    auto d = door_consumer::start(im->conn->door, opts, std::move(h));
+    if (!d)
+      return d.error();
+    im->opts = std::move(opts);
+    std::unique_ptr<consumer> c{new consumer(im)};
+    c->door_ = std::move(*d);
+    return c;
+  }
   im->opts = std::move(opts);
   im->h = std::move(h);
   auto started = std::make_shared<std::promise<caf::error>>();
@@ -415,6 +425,10 @@ consumer::~consumer() {
 void consumer::stop() {
   if (impl_->stopped.exchange(true))
     return;
+  if (door_) {
+    door_->stop();
+    return;
+  }
   stop_and_wait(*impl_->conn->sys, impl_->actor,
                 caf::make_message(wire::stop_atom::value));
   {
@@ -428,6 +442,8 @@ void consumer::stop() {
 }
 
 std::vector<uint64_t> consumer::settle(const std::vector<settlement>& batch) {
+  if (door_)
+    return door_->settle(batch);
   std::vector<uint64_t> unknown;
   auto& im = *impl_;
   if (im.stopped) {
@@ -490,6 +506,8 @@ std::vector<uint64_t> consumer::settle(const std::vector<settlement>& batch) {
 }
 
 consumer_counters consumer::counters() const {
+  if (door_)
+    return door_->counters();
   consumer_counters c;
   c.delivered = impl_->delivered;
   c.succeeded = impl_->succeeded;

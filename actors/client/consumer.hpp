@@ -12,6 +12,12 @@
 // and an alert is raised. A delivery not acknowledged within the node's
 // consume_timeout counts as failed.
 //
+// Over the client door (connect_options::door) the consumer holds one
+// Consume stream (subscribed again after it ends); the node's door is the
+// group's member. There the counters have no acks_durable / acked_durable
+// (the door does not confirm settlements), and received::replaces is 0 (a
+// superseded number is refused by the node, and settle() does not know it).
+//
 // Thread-safety: start/stop/counters from any thread. The handler is only
 // ever called from the consumer's thread.
 #pragma once
@@ -28,6 +34,8 @@
 #include <vector>
 
 namespace edda::client {
+
+class door_consumer;
 
 struct consumer_options {
   std::string group;
@@ -88,6 +96,7 @@ public:
 private:
   explicit consumer(std::shared_ptr<impl> i);
   std::shared_ptr<impl> impl_;
+  std::shared_ptr<door_consumer> door_; // set: over the client door
 };
 
 } // namespace edda::client

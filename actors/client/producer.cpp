@@ -8,6 +8,7 @@
 #include "base/partition_choice.hpp"
 #include "base/tags.hpp"
 #include "client/handoff.hpp"
+#include "client/door_producer.hpp"
 #include "client/route_table.hpp"
 #include "wire/types.hpp"
 
@@ -412,11 +413,19 @@ producer::producer(connection conn, producer_options opts)
   : impl_(std::make_shared<impl>()) {
   impl_->conn = conn.impl();
   impl_->opts = opts;
+  if (impl_->conn->door) {
+    door_ = std::make_shared<door_producer>(impl_->conn->door, opts);
+    return;
+  }
   impl_->actor = impl_->conn->sys->spawn(producer_actor, impl_->conn, impl_->q,
                                          opts);
 }
 
 producer::~producer() {
+  if (door_) {
+    door_.reset(); // flushes
+    return;
+  }
   flush();
   stop_and_wait(*impl_->conn->sys, impl_->actor, caf::message{});
   impl_->actor = nullptr;
@@ -450,6 +459,12 @@ void producer::send_async(message m, callback cb) {
                     + " bytes, over the limit of "
                     + std::to_string(impl_->opts.max_message_size)
                     + " bytes; not sent"));
+    return;
+  }
+  if (door_) {
+    if (m.id.empty())
+      m.id = new_unique_id();
+    door_->send_async(std::move(m), std::move(cb));
     return;
   }
   pending p;
@@ -488,6 +503,10 @@ caf::expected<send_result> producer::send(message m) {
 }
 
 void producer::flush() {
+  if (door_) {
+    door_->flush();
+    return;
+  }
   impl_->q->wait_idle();
 }
 

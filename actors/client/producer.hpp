@@ -15,8 +15,12 @@
 // messages skip partitions whose home is down. A refused batch or one whose
 // link dropped is sent once more through the node (see README, Routing).
 //
+// Over the client door (connect_options::door) the messages go out on one
+// Produce stream, up to max_batch per request; the node routes them.
+//
 // Thread-safety: all member functions may be called from any thread.
-// Callbacks of send_async run on a client actor thread: keep them short.
+// Callbacks of send_async run on a client thread (an actor's, or the door
+// stream's reader): keep them short, and never destroy the producer there.
 #pragma once
 
 #include "client/connection.hpp"
@@ -29,6 +33,8 @@
 #include <memory>
 
 namespace edda::client {
+
+class door_producer;
 
 struct producer_options {
   std::string group = "default-producer"; ///< producer group (transactions)
@@ -63,6 +69,7 @@ public:
 
 private:
   std::shared_ptr<impl> impl_;
+  std::shared_ptr<door_producer> door_; // set: over the client door
 };
 
 } // namespace edda::client

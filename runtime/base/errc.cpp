@@ -42,8 +42,16 @@ const char* to_string(errc x) {
     case errc::partition_unavailable: return "partition_unavailable";
     case errc::fenced: return "fenced";
     case errc::compacted: return "compacted";
+    case errc::unauthenticated: return "unauthenticated";
   }
   return "unknown_error";
+}
+
+errc errc_named(const std::string& name) {
+  for (int i = 1; i <= static_cast<int>(errc::unauthenticated); ++i)
+    if (name == to_string(static_cast<errc>(i)))
+      return static_cast<errc>(i);
+  return errc::none;
 }
 
 caf::error make_error(errc x) {

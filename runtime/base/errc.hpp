@@ -43,7 +43,11 @@ enum class errc : uint8_t {
   partition_unavailable = 25, ///< the home of a keyed partition is down
   fenced = 26,              ///< a stale owner or token: refused, counted
   compacted = 27,           ///< a watch from a revision the store forgot
+  unauthenticated = 28,     ///< the client door refused the client's token
 };
+
+/// The errc named `name` ("unknown_topic"), errc::none if none is.
+[[nodiscard]] errc errc_named(const std::string& name);
 
 [[nodiscard]] const char* to_string(errc x);
 

@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 
 constexpr auto admin_cap = std::chrono::milliseconds{30000};
 constexpr auto saga_wait_cap = std::chrono::milliseconds{300000};
+constexpr auto elect_cap = std::chrono::milliseconds{125000};
 
 /// Passes `req` to the node and answers with its reply (or its error),
 /// without holding a thread meanwhile.
@@ -142,6 +143,25 @@ public:
                                             const pb::TxnShow* req,
                                             pb::TxnRecord* out) override {
     return forward(st_, ctx, *req, out);
+  }
+  grpc::ServerUnaryReactor* ClusterStatus(grpc::CallbackServerContext* ctx,
+                                          const pb::ClusterStatusRequest* req,
+                                          pb::ClusterStatus* out) override {
+    return forward(st_, ctx, *req, out);
+  }
+  grpc::ServerUnaryReactor* ClusterMap(grpc::CallbackServerContext* ctx,
+                                       const pb::ClusterMapRequest* req,
+                                       pb::ClusterMap* out) override {
+    return forward(st_, ctx, *req, out);
+  }
+  grpc::ServerUnaryReactor* Elect(grpc::CallbackServerContext* ctx,
+                                  const pb::ElectRequest* req,
+                                  pb::ElectReply* out) override {
+    if (req->by().empty())
+      return refuse(ctx, make_error(errc::invalid_argument,
+                                    "an election or move needs `by` (who "
+                                    "asks), recorded with it"));
+    return forward(st_, ctx, *req, out, elect_cap);
   }
   grpc::ServerUnaryReactor*
   ResolveTransaction(grpc::CallbackServerContext* ctx,

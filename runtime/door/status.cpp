@@ -49,6 +49,8 @@ grpc::StatusCode code_for(errc x) {
       return StatusCode::UNAVAILABLE;
     case errc::compacted:
       return StatusCode::OUT_OF_RANGE;
+    case errc::unauthenticated:
+      return StatusCode::UNAUTHENTICATED;
     case errc::storage_error:
     case errc::data_dir_unusable:
     case errc::data_dir_locked:

@@ -1,7 +1,8 @@
 // Integration tests of the broker as a user sees it: a real embedded node
 // (real actors, real LMDB in a fresh temp dir) and the public client API,
-// mostly over a remote connection (CAF middleman on 127.0.0.1) so that the
-// same client code runs over the network.
+// mostly over a remote connection so that the same client code runs over
+// the network: each test runs twice, over the node port (CAF middleman on
+// 127.0.0.1) and over the client door (edda.api.v1, gRPC).
 //
 // Waits are polls with deadlines; a sleep only ever proves that something
 // did NOT happen within a window.
@@ -194,6 +195,20 @@ bool fully_consumed(const connection& c, const std::string& topic,
   return true;
 }
 
+/// The cursor's committed offsets summed over the topic's partitions: what
+/// the node stored durably for it (how a client over the door, which does
+/// not confirm acks, sees them durable).
+uint64_t committed_sum(const connection& c, const std::string& topic,
+                       const std::string& cursor) {
+  auto info = admin::describe_topic(c, topic);
+  if (!info)
+    return 0;
+  uint64_t sum = 0;
+  for (auto& [p, row] : cursor_rows(*info, cursor))
+    sum += row.committed();
+  return sum;
+}
+
 /// Keys whose FNV-1a hash maps to `partition` of `partitions`.
 std::vector<std::string> keys_for_partition(uint32_t partition,
                                             uint32_t partitions, size_t n,
@@ -219,7 +234,7 @@ message msg(const std::string& topic, std::string body, std::string key = {},
 
 // -- fixture ------------------------------------------------------------------
 
-class BrokerIntegration : public ::testing::Test {
+class BrokerIntegration : public ::testing::TestWithParam<bool> {
 protected:
   /// Settings for a node on the temp dir, OS-picked port, quiet logs. nosync
   /// is enough for in-process restarts (no OS crash); durability tests
@@ -263,9 +278,18 @@ protected:
     return start_node(settings_);
   }
 
-  /// A connection through the middleman (TCP on 127.0.0.1).
+  /// Over the client door (the test's parameter), else the node port.
+  [[nodiscard]] bool over_door() const {
+    return GetParam();
+  }
+
+  /// A connection over TCP on 127.0.0.1: to the client door or through the
+  /// middleman.
   std::optional<connection> remote() {
-    auto c = connection::open("127.0.0.1", node_->port());
+    edda::client::connect_options o;
+    o.door = over_door();
+    auto c = connection::open("127.0.0.1",
+                              o.door ? node_->api_port() : node_->port(), o);
     if (!c) {
       ADD_FAILURE() << "cannot connect: " << render(c.error());
       return std::nullopt;
@@ -308,7 +332,7 @@ protected:
 
 // 1 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        ProduceConsumeRoundTripOverTheNetworkDeliversEveryMessageOnceInKeyOrder) {
   ASSERT_TRUE(start_node());
   auto conn = remote();
@@ -431,7 +455,7 @@ TEST_F(BrokerIntegration,
 // there must either arrive intact or be rejected on its own (invalid_argument),
 // the same way in-process and over the network; it must never take down the
 // other messages of its batch, and an acknowledged message must be delivered.
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        NonUtf8KeyOrPropertyIsDeliveredIntactOrRejectedAloneOnEveryConnection) {
   ASSERT_TRUE(start_node());
   auto net = remote();
@@ -527,7 +551,7 @@ TEST_F(BrokerIntegration,
 
 // 2 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        GroupResumesAfterRestartWithoutRedeliveringDurablyAckedMessages) {
   auto s = base_settings();
   s.mode = edda::config::durability::fsync;
@@ -562,8 +586,12 @@ TEST_F(BrokerIntegration,
     ASSERT_TRUE(wait_until([&] { return before.ids() == first_ids; }))
       << "received " << before.ids().size() << " of " << consumed_first;
     ASSERT_TRUE(wait_until([&] {
+      if (over_door())
+        return committed_sum(*conn, topic, "g")
+               >= static_cast<uint64_t>(consumed_first);
       return c->counters().acks_durable >= static_cast<uint64_t>(consumed_first);
-    })) << "acks confirmed durable: " << c->counters().acks_durable;
+    })) << "acks confirmed durable: " << c->counters().acks_durable
+        << ", committed " << committed_sum(*conn, topic, "g");
     EXPECT_EQ(before.size(), static_cast<size_t>(consumed_first));
     EXPECT_EQ(c->counters().succeeded, static_cast<uint64_t>(consumed_first));
     c->stop();
@@ -659,7 +687,7 @@ TEST_F(BrokerIntegration,
 
 // 3 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        ClusteringSplitsPartitionsAndSurvivorTakesOverWhenAMemberLeaves) {
   ASSERT_TRUE(start_node());
   auto conn_a = remote();
@@ -739,7 +767,7 @@ TEST_F(BrokerIntegration,
 
 // 4 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, BroadcastGroupGivesEveryMemberEveryMessage) {
+TEST_P(BrokerIntegration, BroadcastGroupGivesEveryMemberEveryMessage) {
   ASSERT_TRUE(start_node());
   auto conn = local();
   const std::string topic = "news";
@@ -785,7 +813,7 @@ TEST_F(BrokerIntegration, BroadcastGroupGivesEveryMemberEveryMessage) {
 
 // 5 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, PartitionsAddedOnlineAreConsumedWithoutRestart) {
+TEST_P(BrokerIntegration, PartitionsAddedOnlineAreConsumedWithoutRestart) {
   ASSERT_TRUE(start_node());
   auto conn = remote();
   ASSERT_TRUE(conn);
@@ -842,7 +870,7 @@ TEST_F(BrokerIntegration, PartitionsAddedOnlineAreConsumedWithoutRestart) {
 // application afterwards: keys must map over the new partition count, as
 // they do for a new producer (else one key lands on two partitions and its
 // order is lost).
-TEST_F(BrokerIntegration, ProducerCreatedBeforeAnAlterUsesTheNewPartitions) {
+TEST_P(BrokerIntegration, ProducerCreatedBeforeAnAlterUsesTheNewPartitions) {
   ASSERT_TRUE(start_node());
   auto conn = remote();
   ASSERT_TRUE(conn);
@@ -866,7 +894,7 @@ TEST_F(BrokerIntegration, ProducerCreatedBeforeAnAlterUsesTheNewPartitions) {
 
 // 6 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, DelayedMessageIsDeliveredAtItsTimeAndNotBefore) {
+TEST_P(BrokerIntegration, DelayedMessageIsDeliveredAtItsTimeAndNotBefore) {
   ASSERT_TRUE(start_node());
   auto conn = remote();
   ASSERT_TRUE(conn);
@@ -903,7 +931,7 @@ TEST_F(BrokerIntegration, DelayedMessageIsDeliveredAtItsTimeAndNotBefore) {
 
 // Delayed messages and pending retries live in the node's LMDB (db
 // `delay`): a restart in between delays nothing forever and loses nothing.
-TEST_F(BrokerIntegration, DelayedAndRetryingMessagesSurviveARestart) {
+TEST_P(BrokerIntegration, DelayedAndRetryingMessagesSurviveARestart) {
   ASSERT_TRUE(start_node());
   const std::string topic = "deferred";
   auto o = opts("deferred-g", topic, "deferred-1");
@@ -936,6 +964,8 @@ TEST_F(BrokerIntegration, DelayedAndRetryingMessagesSurviveARestart) {
     // The failure is durable (retry copy written) once its ack is confirmed.
     ASSERT_TRUE(wait_until([&] {
       auto k = c->counters();
+      if (over_door())
+        return k.failed == 1 && committed_sum(*conn, topic, "deferred-g") >= 1;
       return k.failed == 1 && k.acks_durable >= 1;
     }));
     c->stop();
@@ -983,7 +1013,7 @@ struct alert_log {
   }
 };
 
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        FailedMessageIsRetriedOnScheduleThenDeadLetteredAlertedAndRedriven) {
   ASSERT_TRUE(start_node());
   auto alerts = std::make_shared<alert_log>();
@@ -1093,7 +1123,7 @@ TEST_F(BrokerIntegration,
 
 // 8 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration,
+TEST_P(BrokerIntegration,
        UnackedDeliveryTimesOutIsRedeliveredAndDoesNotHoldBackOthers) {
   auto s = base_settings();
   s.consume_timeout_ms = 1000;
@@ -1190,7 +1220,7 @@ TEST_F(BrokerIntegration,
 
 // 9 ---------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, IdempotencyRunsAKeyOncePerScopeAndRemembersItAcrossRestart) {
+TEST_P(BrokerIntegration, IdempotencyRunsAKeyOncePerScopeAndRemembersItAcrossRestart) {
   auto s = base_settings();
   s.mode = edda::config::durability::fsync;
   ASSERT_TRUE(start_node(s));
@@ -1247,7 +1277,7 @@ TEST_F(BrokerIntegration, IdempotencyRunsAKeyOncePerScopeAndRemembersItAcrossRes
 
 // 10 --------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, TagFilterDeliversOnlyMatchingTagsAndLeavesNoLag) {
+TEST_P(BrokerIntegration, TagFilterDeliversOnlyMatchingTagsAndLeavesNoLag) {
   ASSERT_TRUE(start_node());
   auto conn = local();
   const std::string topic = "events";
@@ -1292,7 +1322,7 @@ TEST_F(BrokerIntegration, TagFilterDeliversOnlyMatchingTagsAndLeavesNoLag) {
 
 // 11 --------------------------------------------------------------------------
 
-TEST_F(BrokerIntegration, NewGroupConsumingFromLatestSkipsEarlierMessages) {
+TEST_P(BrokerIntegration, NewGroupConsumingFromLatestSkipsEarlierMessages) {
   ASSERT_TRUE(start_node());
   auto conn = remote();
   ASSERT_TRUE(conn);
@@ -1327,5 +1357,10 @@ TEST_F(BrokerIntegration, NewGroupConsumingFromLatestSkipsEarlierMessages) {
   EXPECT_EQ(rec.size(), 20u);
   c->stop();
 }
+
+INSTANTIATE_TEST_SUITE_P(Over, BrokerIntegration, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "ClientDoor" : "NodePort";
+                         });
 
 } // namespace

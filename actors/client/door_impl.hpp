@@ -1,0 +1,45 @@
+// Internal: what the door's client streams share (gRPC included: keep it
+// to the door_*.cpp files).
+#pragma once
+
+#include "client/door_link.hpp"
+#include "client/types.hpp"
+
+#include "api.grpc.pb.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <caf/error.hpp>
+
+namespace edda::client {
+
+namespace api = edda::api::v1;
+
+struct door_link {
+  std::string endpoint;
+  std::string token; ///< sent as "authorization: Bearer <token>"
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<api::Edda::Stub> stub;
+  std::unique_ptr<grpc::TemplatedGenericStub<google::protobuf::Message,
+                                             google::protobuf::Message>>
+    generic;
+
+  /// Sets the token on a call's context.
+  void prepare(grpc::ClientContext& ctx) const;
+};
+
+/// edda's error for a failed call: the code from the trailing metadata
+/// `edda-error` (else the nearest to the gRPC code), and the text without
+/// its "code: " prefix, naming `what` for errors of the transport.
+[[nodiscard]] caf::error from_status(const grpc::Status& st,
+                                     const grpc::ClientContext& ctx,
+                                     const std::string& what);
+
+/// An in-stream error (a record, a settlement, an answer).
+[[nodiscard]] caf::error from_api(const api::Error& e);
+
+[[nodiscard]] api::Record to_api(const message& m);
+[[nodiscard]] message from_api(const api::Record& r);
+
+} // namespace edda::client
