@@ -33,7 +33,7 @@ struct connect_options {
   /// its node port. Any node's door serves the whole cluster: the node
   /// routes (direct_routing does not apply). Over the door today: admin
   /// calls, idempotency keys, sagas' start / show / list / commands,
-  /// producers and consumers; transaction producers and participant hosts
+  /// producers, consumers and transaction producers; participant hosts
   /// still need the node port.
   bool door = false;
   /// The door's token for this client (a secret of api.tokens), sent as

@@ -77,10 +77,15 @@ struct door_consumer::state {
     link->prepare(s->ctx);
     s->rw = link->stub->Consume(&s->ctx);
     api::ConsumeResponse first;
-    if (!s->rw->Write(subscription(opts)) || !s->rw->Read(&first)
-        || !first.has_subscribed()) {
-      s->ctx.TryCancel();
-      auto st = s->rw->Finish();
+    bool sent = s->rw->Write(subscription(opts));
+    if (!sent || !s->rw->Read(&first) || !first.has_subscribed()) {
+      if (sent && first.ByteSizeLong() > 0)
+        s->ctx.TryCancel(); // not a door: do not wait for its end
+      auto st = s->rw->Finish(); // the node's status says why
+      if (st.ok())
+        return make_error(errc::unavailable,
+                          "the door at " + link->endpoint
+                            + " did not confirm the subscription");
       return from_status(st, s->ctx, "consume stream to " + link->endpoint);
     }
     // Deliveries may come with the confirmation.

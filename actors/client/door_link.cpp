@@ -146,6 +146,9 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  // One TCP connection per edda connection, closed with it (gRPC shares
+  // them between channels to the same address otherwise).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   link->channel = grpc::CreateCustomChannel(
     link->endpoint, grpc::InsecureChannelCredentials(), args);
   link->stub = api::Edda::NewStub(link->channel);

@@ -6,6 +6,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "client/connection_impl.hpp"
+#include "client/door_transactions.hpp"
 #include "client/handoff.hpp"
 #include "client/route_table.hpp"
 #include "base/inflight.hpp"
@@ -51,6 +52,26 @@ struct transaction_producer::impl {
   std::shared_ptr<handoff<txn_item>> q = std::make_shared<handoff<txn_item>>();
   std::atomic<uint64_t> answered{0};
 };
+
+/// Runs the application's local transaction; a throw counts as unknown.
+txn_outcome run_local(const local_transaction& fn, const message& m,
+                      const std::string& txn_id) {
+  try {
+    return fn(m, txn_id);
+  } catch (const std::exception& e) {
+    EDDA_WARN("txn_producer", "local transaction " << txn_id << " threw: "
+                                << e.what() << " (left to check-back)");
+  } catch (...) {
+    EDDA_WARN("txn_producer", "local transaction " << txn_id
+                                << " threw (left to check-back)");
+  }
+  return txn_outcome::unknown;
+}
+
+caf::error outcome_unknown() {
+  return make_error(errc::txn_outcome_unknown,
+                    "local transaction outcome unknown: left to check-back");
+}
 
 namespace {
 
@@ -229,26 +250,6 @@ txn_result ended(const pb::EndResult& r, const std::string& txn_id,
     out.stored = s;
   }
   return out;
-}
-
-/// Runs the application's local transaction; a throw counts as unknown.
-txn_outcome run_local(const local_transaction& fn, const message& m,
-                      const std::string& txn_id) {
-  try {
-    return fn(m, txn_id);
-  } catch (const std::exception& e) {
-    EDDA_WARN("txn_producer", "local transaction " << txn_id << " threw: "
-                                << e.what() << " (left to check-back)");
-  } catch (...) {
-    EDDA_WARN("txn_producer", "local transaction " << txn_id
-                                << " threw (left to check-back)");
-  }
-  return txn_outcome::unknown;
-}
-
-caf::error outcome_unknown() {
-  return make_error(errc::txn_outcome_unknown,
-                    "local transaction outcome unknown: left to check-back");
 }
 
 struct pending_end {
@@ -639,6 +640,15 @@ transaction_producer::start(connection conn, txn_producer_options opts,
     opts.client_id = make_client_id("t");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
+  if (im->conn->door) {
+    auto d = door_transactions::start(im->conn->door, opts, std::move(checker));
+    if (!d)
+      return d.error();
+    im->opts = std::move(opts);
+    std::unique_ptr<transaction_producer> p{new transaction_producer(im)};
+    p->door_ = std::move(*d);
+    return p;
+  }
   im->opts = std::move(opts);
   im->checker = std::move(checker);
   auto started = std::make_shared<std::promise<caf::error>>();
@@ -657,6 +667,10 @@ transaction_producer::start(connection conn, txn_producer_options opts,
 }
 
 transaction_producer::~transaction_producer() {
+  if (door_) {
+    door_.reset(); // flushes, then leaves the group
+    return;
+  }
   impl_->q->wait_idle();
   stop_and_wait(*impl_->conn->sys, impl_->sender, caf::message{});
   impl_->sender = nullptr;
@@ -674,6 +688,8 @@ transaction_producer::~transaction_producer() {
 
 caf::expected<txn_result> transaction_producer::end(const std::string& txn_id,
                                                     txn_outcome outcome) {
+  if (door_)
+    return door_->end(txn_id, outcome);
   pb::EndTxn e;
   e.set_txn_id(txn_id);
   e.set_outcome(to_wire(outcome));
@@ -720,6 +736,10 @@ void answer_items(const caf::expected<pb::BatchResult>& res,
 
 void transaction_producer::store_halves_async(std::vector<message> ms,
                                               halves_callback cb) {
+  if (door_) {
+    door_->store_halves_async(std::move(ms), std::move(cb));
+    return;
+  }
   std::vector<caf::expected<std::string>> out(ms.size(), std::string{});
   std::vector<size_t> sent; // indexes of the messages in the request
   pb::HalfBatch req;
@@ -758,6 +778,10 @@ void transaction_producer::store_halves_async(std::vector<message> ms,
 
 void transaction_producer::end_many_async(
   std::vector<std::pair<std::string, txn_outcome>> ends, ends_callback cb) {
+  if (door_) {
+    door_->end_many_async(std::move(ends), std::move(cb));
+    return;
+  }
   std::vector<caf::expected<txn_result>> out(ends.size(), txn_result{});
   std::vector<size_t> sent;
   pb::EndBatch req;
@@ -795,6 +819,8 @@ transaction_producer::send_in_transaction(message m,
                                           const local_transaction& fn) {
   if (m.topic.empty())
     return make_error(errc::invalid_argument, "message has no topic");
+  if (door_)
+    return door_->send_in_transaction(std::move(m), fn);
   auto h = half_message(*impl_, m);
   auto ack = impl_->conn->call<pb::HalfAck>(h, impl_->opts.timeout);
   if (!ack)
@@ -829,6 +855,11 @@ void transaction_producer::send_in_transaction_async(message m,
     cb(make_error(errc::invalid_argument, why + "; not sent"));
     return;
   }
+  if (door_) {
+    door_->send_in_transaction_async(std::move(m), std::move(fn),
+                                     std::move(cb));
+    return;
+  }
   txn_item item;
   item.half = half_message(*impl_, m);
   item.msg = std::move(m);
@@ -839,6 +870,10 @@ void transaction_producer::send_in_transaction_async(message m,
 }
 
 void transaction_producer::flush() {
+  if (door_) {
+    door_->flush();
+    return;
+  }
   impl_->q->wait_idle();
 }
 
@@ -847,6 +882,8 @@ const std::string& transaction_producer::client_id() const {
 }
 
 uint64_t transaction_producer::checks_answered() const {
+  if (door_)
+    return door_->checks_answered();
   return impl_->answered;
 }
 

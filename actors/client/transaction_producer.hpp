@@ -15,7 +15,10 @@
 // the producer that sent it, else any live member of the group.
 //
 // The checker runs on the producer's own thread; an exception or a
-// timeout counts as unknown, never as commit. Thread-safety:
+// timeout counts as unknown, never as commit. Over the client door
+// (connect_options::door) the producer holds one Transact stream (joined
+// again after it ends); the pipelined form's local transactions then run
+// on the stream's reader thread. Thread-safety:
 // send_in_transaction may be called from several threads at once.
 #pragma once
 
@@ -31,6 +34,8 @@
 #include <vector>
 
 namespace edda::client {
+
+class door_transactions;
 
 enum class txn_outcome { unknown = 0, commit = 1, rollback = 2 };
 [[nodiscard]] const char* to_string(txn_outcome x);
@@ -119,6 +124,7 @@ public:
 private:
   explicit transaction_producer(std::shared_ptr<impl> i);
   std::shared_ptr<impl> impl_;
+  std::shared_ptr<door_transactions> door_; // set: over the client door
 };
 
 } // namespace edda::client

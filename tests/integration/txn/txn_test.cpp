@@ -1,9 +1,10 @@
 // Integration tests of transactional messages (half message, local
 // transaction, commit / rollback, check-back) as a user sees them: a real
 // embedded node (real actors, real LMDB in a fresh temp dir) with short
-// [txn] timings, transaction producers over REMOTE connections (CAF
-// middleman on 127.0.0.1, so CheckTxn / CheckAnswer really cross the wire)
-// and a consumer group that records every delivery.
+// [txn] timings, transaction producers over REMOTE connections (so check-
+// backs and their answers really cross the wire; each test runs twice: over
+// the node port, CAF middleman on 127.0.0.1, and over the client door,
+// edda.api.v1 over gRPC) and a consumer group that records every delivery.
 //
 // One test needs a producer that dies between its local transaction and its
 // commit: this binary re-executes itself in a `--child-producer` mode (see
@@ -233,28 +234,30 @@ template <class F>
 at_exit(F) -> at_exit<F>;
 
 /// Established TCP connections accepted on 127.0.0.1:`port` (the node's
-/// side of each client connection), from /proc/net/tcp.
+/// side of each client connection), from /proc/net/tcp and tcp6.
 size_t connections_to(uint16_t port) {
-  std::ifstream in{"/proc/net/tcp"};
-  std::string line;
-  std::getline(in, line); // header
   size_t n = 0;
-  while (std::getline(in, line)) {
-    std::istringstream row{line};
-    std::string slot, local, remote, state;
-    row >> slot >> local >> remote >> state;
-    auto colon = local.find(':');
-    if (colon == std::string::npos || state != "01")
-      continue;
-    if (std::stoul(local.substr(colon + 1), nullptr, 16) == port)
-      ++n;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in{table};
+    std::string line;
+    std::getline(in, line); // header
+    while (std::getline(in, line)) {
+      std::istringstream row{line};
+      std::string slot, local, remote, state;
+      row >> slot >> local >> remote >> state;
+      auto colon = local.rfind(':');
+      if (colon == std::string::npos || state != "01")
+        continue;
+      if (std::stoul(local.substr(colon + 1), nullptr, 16) == port)
+        ++n;
+    }
   }
   return n;
 }
 
 // -- fixture ------------------------------------------------------------------
 
-class TxnTest : public ::testing::Test {
+class TxnTest : public ::testing::TestWithParam<bool> {
 protected:
   void SetUp() override {
     settings_.data_dir = dir_.path() + "/data";
@@ -313,11 +316,22 @@ protected:
     node_.reset();
   }
 
-  /// A connection through the middleman (TCP on 127.0.0.1).
+  /// Over the client door (the test's parameter), else the node port.
+  [[nodiscard]] bool over_door() const {
+    return GetParam();
+  }
+  /// The port remote() connects to.
+  [[nodiscard]] uint16_t remote_port() const {
+    return over_door() ? node_->api_port() : node_->port();
+  }
+
+  /// A connection over TCP on 127.0.0.1: to the client door or through the
+  /// middleman.
   std::optional<connection> remote() {
     edda::client::connect_options o;
     o.request_timeout = 10s;
-    auto c = connection::open("127.0.0.1", node_->port(), o);
+    o.door = over_door();
+    auto c = connection::open("127.0.0.1", remote_port(), o);
     if (!c) {
       ADD_FAILURE() << "cannot connect: " << render(c.error());
       return std::nullopt;
@@ -476,7 +490,7 @@ protected:
 
 // -- commit, rollback, unknown ------------------------------------------------
 
-TEST_F(TxnTest, CommittedTransactionIsDeliveredOnceAndRolledBackIsNever) {
+TEST_P(TxnTest, CommittedTransactionIsDeliveredOnceAndRolledBackIsNever) {
   decisions dec;
   // A local transaction that throws leaves its outcome to check-back, which
   // asks this checker.
@@ -542,7 +556,7 @@ TEST_F(TxnTest, CommittedTransactionIsDeliveredOnceAndRolledBackIsNever) {
   EXPECT_TRUE(alerts_of("txn_policy").empty());
 }
 
-TEST_F(TxnTest, LostCommitIsSettledByCheckBack) {
+TEST_P(TxnTest, LostCommitIsSettledByCheckBack) {
   // The local transaction committed, but the end never reaches the node
   // (simulated: the local transaction reports unknown, so no end is sent);
   // the checker knows it committed.
@@ -574,12 +588,13 @@ TEST_F(TxnTest, LostCommitIsSettledByCheckBack) {
 
 /// Spawns this binary in --child-producer mode with `failpoints` armed;
 /// its stdout and stderr go to `log`.
-pid_t spawn_child_producer(uint16_t port, const std::string& group,
+pid_t spawn_child_producer(uint16_t port, bool door, const std::string& group,
                            const std::string& id, const std::string& ledger,
                            const std::string& failpoints,
                            const std::string& log) {
   std::vector<std::string> args{"txn_integration_test", "--child-producer",
-                                std::to_string(port), group, id, ledger};
+                                std::to_string(port), group, id, ledger,
+                                door ? "door" : "node"};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e)
     if (std::strncmp(*e, "EDDA_FAILPOINTS=", 16) != 0)
@@ -622,7 +637,7 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-TEST_F(TxnTest,
+TEST_P(TxnTest,
        ProducerCrashAfterLocalTransactionIsAnsweredByAnotherMemberOfTheGroup) {
   const std::string group = "wallet";
   const std::string ledger = dir_.path() + "/wallet.ledger";
@@ -636,7 +651,7 @@ TEST_F(TxnTest,
   });
   ASSERT_TRUE(survivor);
 
-  pid_t child = spawn_child_producer(node_->port(), group, "order-3", ledger,
+  pid_t child = spawn_child_producer(remote_port(), over_door(), group, "order-3", ledger,
                                      "txn.before_end=crash@1", log);
   ASSERT_GT(child, 0) << "posix_spawn failed";
   int status = 0;
@@ -668,7 +683,7 @@ TEST_F(TxnTest,
 
 // -- the final policy ----------------------------------------------------------
 
-TEST_F(TxnTest, UnknownForeverAppliesThePolicyAfterMaxChecksAndAlerts) {
+TEST_P(TxnTest, UnknownForeverAppliesThePolicyAfterMaxChecksAndAlerts) {
   std::atomic<int> asked{0};
   auto p = producer("undecided", [&](const txn_check&) {
     ++asked;
@@ -709,7 +724,7 @@ TEST_F(TxnTest, UnknownForeverAppliesThePolicyAfterMaxChecksAndAlerts) {
   EXPECT_EQ(pending->records_size(), 0);
 }
 
-TEST_F(TxnTest, UnknownForeverUnderTheCommitPolicyIsDeliveredOnceAndAlerts) {
+TEST_P(TxnTest, UnknownForeverUnderTheCommitPolicyIsDeliveredOnceAndAlerts) {
   stop_node();
   settings_.txn_final_policy = "commit";
   ASSERT_TRUE(start_node());
@@ -736,7 +751,7 @@ TEST_F(TxnTest, UnknownForeverUnderTheCommitPolicyIsDeliveredOnceAndAlerts) {
 
 // -- late and racing ends -------------------------------------------------------
 
-TEST_F(TxnTest, LateCommitAfterCheckBackCommitIsOneMessage) {
+TEST_P(TxnTest, LateCommitAfterCheckBackCommitIsOneMessage) {
   decisions dec;
   dec.set("late", txn_outcome::commit);
   auto p = producer("shop", dec.checker());
@@ -850,7 +865,7 @@ private:
   edda::client::producer ballast_;
 };
 
-TEST_F(TxnTest, CommitRacingACheckBackCommitIsOneMessage) {
+TEST_P(TxnTest, CommitRacingACheckBackCommitIsOneMessage) {
   end_race race{node_->connect()};
   auto seeds = race.prepare();
   ASSERT_EQ(seeds.size(), partitions);
@@ -861,7 +876,9 @@ TEST_F(TxnTest, CommitRacingACheckBackCommitIsOneMessage) {
   // check-back's commit: first (not `already`), joined while it was being
   // written (`already`, with the offset of that append) or after it was
   // recorded (`already`, no offset).
-  auto& wire_conn = producer_conns_.back();
+  // Over the client door a producer's ends travel in its Transact stream,
+  // whose answer does not say `already`: the same EndTxn goes in process.
+  auto wire_conn = over_door() ? node_->connect() : producer_conns_.back();
   constexpr int n = 12;
   std::set<std::string> ids = seeds;
   int first = 0, joined = 0, after = 0;
@@ -894,7 +911,7 @@ TEST_F(TxnTest, CommitRacingACheckBackCommitIsOneMessage) {
               n, first, joined, after);
 }
 
-TEST_F(TxnTest, RollbackRacingACheckBackCommitIsRefusedAsAConflict) {
+TEST_P(TxnTest, RollbackRacingACheckBackCommitIsRefusedAsAConflict) {
   end_race race{node_->connect()};
   auto seeds = race.prepare();
   ASSERT_EQ(seeds.size(), partitions);
@@ -935,7 +952,7 @@ TEST_F(TxnTest, RollbackRacingACheckBackCommitIsRefusedAsAConflict) {
 
 // -- checkers that fail ---------------------------------------------------------
 
-TEST_F(TxnTest, CheckerThatThrowsOrHangsCountsAsUnknown) {
+TEST_P(TxnTest, CheckerThatThrowsOrHangsCountsAsUnknown) {
   // A checker that throws: each check counts, nothing is ever committed.
   std::atomic<int> thrown{0};
   auto thrower = producer("throwing", [&](const txn_check&) -> txn_outcome {
@@ -999,7 +1016,7 @@ TEST_F(TxnTest, CheckerThatThrowsOrHangsCountsAsUnknown) {
 
 // -- nobody to ask ----------------------------------------------------------------
 
-TEST_F(TxnTest, NoLiveProducerDoesNotUseTheBudget) {
+TEST_P(TxnTest, NoLiveProducerDoesNotUseTheBudget) {
   std::string txn;
   int64_t first_due = 0;
   {
@@ -1043,7 +1060,7 @@ TEST_F(TxnTest, NoLiveProducerDoesNotUseTheBudget) {
   expect_delivered_exactly({"orphan"});
 }
 
-TEST_F(TxnTest, ProducerDestroyedWithItsOwnConnectionLeavesTheGroupAndClosesIt) {
+TEST_P(TxnTest, ProducerDestroyedWithItsOwnConnectionLeavesTheGroupAndClosesIt) {
   // The usual shape of client code: a producer made from a connection that
   // goes out of scope first, so the producer holds the last reference to
   // it. When that producer is destroyed it must leave its group (its half
@@ -1055,7 +1072,7 @@ TEST_F(TxnTest, ProducerDestroyedWithItsOwnConnectionLeavesTheGroupAndClosesIt) 
   dec.set("handed-over", txn_outcome::commit);
   auto survivor = producer("handover", dec.checker());
   ASSERT_TRUE(survivor);
-  const auto port = node_->port();
+  const auto port = remote_port();
   const auto connections_before = connections_to(port);
   std::string txn;
   {
@@ -1099,7 +1116,7 @@ TEST_F(TxnTest, ProducerDestroyedWithItsOwnConnectionLeavesTheGroupAndClosesIt) 
 
 // -- bad input --------------------------------------------------------------------
 
-TEST_F(TxnTest, EndForAnUnknownTransactionIsUnknownTxn) {
+TEST_P(TxnTest, EndForAnUnknownTransactionIsUnknownTxn) {
   auto p = producer("shop", [](const txn_check&) { return txn_outcome::unknown; });
   ASSERT_TRUE(p);
   for (auto outcome : {txn_outcome::commit, txn_outcome::rollback}) {
@@ -1120,7 +1137,7 @@ TEST_F(TxnTest, EndForAnUnknownTransactionIsUnknownTxn) {
   EXPECT_EQ(rec->state(), pb::TxnRecord::PREPARED) << describe(*rec);
 }
 
-TEST_F(TxnTest, InvalidProducerGroupIsRefusedAtStart) {
+TEST_P(TxnTest, InvalidProducerGroupIsRefusedAtStart) {
   auto any = [](const txn_check&) { return txn_outcome::unknown; };
   for (const std::string& bad :
        {std::string{}, std::string(121, 'g'), std::string{"a b"},
@@ -1152,7 +1169,7 @@ TEST_F(TxnTest, InvalidProducerGroupIsRefusedAtStart) {
   EXPECT_EQ(edda::code_of(none.error()), errc::invalid_argument);
 }
 
-TEST_F(TxnTest, HalfMessageThatCannotBeStoredRunsNoLocalTransaction) {
+TEST_P(TxnTest, HalfMessageThatCannotBeStoredRunsNoLocalTransaction) {
   auto p = producer("shop", [](const txn_check&) { return txn_outcome::commit; });
   ASSERT_TRUE(p);
   int ran = 0;
@@ -1191,7 +1208,7 @@ TEST_F(TxnTest, HalfMessageThatCannotBeStoredRunsNoLocalTransaction) {
 
 // -- restart ------------------------------------------------------------------------
 
-TEST_F(TxnTest, RestartedNodeChecksBackEveryPendingTransaction) {
+TEST_P(TxnTest, RestartedNodeChecksBackEveryPendingTransaction) {
   const std::string group = "restart";
   // Ten half messages without an outcome: their producer leaves before
   // ending any of them. Even ids will be committed, odd ones rolled back.
@@ -1331,19 +1348,22 @@ TEST_F(TxnTest, RestartedNodeChecksBackEveryPendingTransaction) {
 
 // -- the child producer ------------------------------------------------------------
 
-/// --child-producer PORT GROUP MSG_ID LEDGER: joins GROUP, sends MSG_ID in a
+/// --child-producer PORT GROUP MSG_ID LEDGER door|node: joins GROUP, sends MSG_ID in a
 /// transaction whose local transaction appends "MSG_ID TXN_ID" to LEDGER
 /// (fsync'd) and says commit. With txn.before_end=crash@1 armed it is killed
 /// before the commit leaves; if it gets past that, it exits 3.
 int run_child_producer(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: --child-producer PORT GROUP MSG_ID LEDGER\n");
+  if (argc != 7) {
+    std::fprintf(stderr, "usage: --child-producer PORT GROUP MSG_ID LEDGER "
+                         "door|node\n");
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IONBF, 0);
   auto port = static_cast<uint16_t>(std::stoi(argv[2]));
   std::string group = argv[3], id = argv[4], ledger = argv[5];
-  auto conn = connection::open("127.0.0.1", port);
+  edda::client::connect_options co;
+  co.door = std::strcmp(argv[6], "door") == 0;
+  auto conn = connection::open("127.0.0.1", port, co);
   if (!conn) {
     std::fprintf(stderr, "child: %s\n", render(conn.error()).c_str());
     return 1;
@@ -1381,7 +1401,7 @@ int run_child_producer(int argc, char** argv) {
 
 // -- pipelined transactions (send_in_transaction_async) -------------------------
 
-TEST_F(TxnTest, PipelinedTransactionsCommitRollBackAndRefuseItemByItem) {
+TEST_P(TxnTest, PipelinedTransactionsCommitRollBackAndRefuseItemByItem) {
   // Many transactions in flight from one thread travel in batches; each one
   // still gets its own outcome: committed ones are delivered once, rolled
   // back ones never, undecided ones wait for check-back, and a half
@@ -1461,6 +1481,11 @@ TEST_F(TxnTest, PipelinedTransactionsCommitRollBackAndRefuseItemByItem) {
   ASSERT_TRUE(pending) << render(pending.error());
   EXPECT_EQ(static_cast<size_t>(pending->records_size()), undecided.size());
 }
+
+INSTANTIATE_TEST_SUITE_P(Over, TxnTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "ClientDoor" : "NodePort";
+                         });
 
 } // namespace
 
