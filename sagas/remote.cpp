@@ -1,4 +1,5 @@
 #include "sagas/remote.hpp"
+#include "sagas/remote_door.hpp"
 #include "sagas/step_call.hpp"
 
 #include "base/errc.hpp"
@@ -23,6 +24,7 @@ struct participant_host::impl {
   host_options opts;
   std::atomic<uint64_t> served{0};
   std::vector<caf::actor> workers;
+  std::shared_ptr<door_host> door; // set: over the client door
 };
 
 namespace {
@@ -171,6 +173,14 @@ participant_host::start(client::connection conn,
     opts.client_id = client::make_client_id("p");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
+  if (im->conn->door) {
+    auto d = door_host::start(im->conn->door, std::move(handlers), opts);
+    if (!d)
+      return d.error();
+    im->opts = std::move(opts);
+    im->door = std::move(*d);
+    return std::unique_ptr<participant_host>{new participant_host(im)};
+  }
   im->handlers = std::move(handlers);
   im->opts = std::move(opts);
   std::unique_ptr<participant_host> host{new participant_host(im)};
@@ -187,6 +197,7 @@ participant_host::start(client::connection conn,
 }
 
 participant_host::~participant_host() {
+  impl_->door.reset(); // over the door: ends its streams
   for (auto& w : impl_->workers)
     client::stop_and_wait(*impl_->conn->sys, w,
                           caf::make_message(wire::stop_atom::value));
@@ -194,6 +205,8 @@ participant_host::~participant_host() {
 }
 
 uint64_t participant_host::served() const {
+  if (impl_->door)
+    return impl_->door->served();
   return impl_->served.load();
 }
 

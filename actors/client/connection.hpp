@@ -31,10 +31,11 @@ struct connect_options {
   /// Talk to the node's client door (edda.api.v1 over gRPC; host:port is
   /// then its api.listen address, by default the node port + 10) instead of
   /// its node port. Any node's door serves the whole cluster: the node
-  /// routes (direct_routing does not apply). Over the door today: admin
-  /// calls, idempotency keys, sagas' start / show / list / commands,
-  /// producers, consumers and transaction producers; participant hosts
-  /// still need the node port.
+  /// routes (direct_routing does not apply). Every client class works over
+  /// it: admin calls, idempotency keys, sagas' start / show / list /
+  /// commands, producers, consumers, transaction producers and participant
+  /// hosts (sagas/remote.hpp). Off by default until the CLI and the fault
+  /// tests move to the door too.
   bool door = false;
   /// The door's token for this client (a secret of api.tokens), sent as
   /// "authorization: Bearer <token>". Empty: none (a node without

@@ -4,7 +4,8 @@
 // idempotency key, run to completion, compensated, and resumed after the
 // node restarts with a step unfinished; a reliable-message step whose
 // message is on its topic exactly when the step committed; participants
-// served from a participant_host over a remote connection.
+// served from a participant_host over a remote connection. Each test runs
+// over the node port and over the client door (edda.api.v1, gRPC).
 #include "base/errc.hpp"
 #include "client/admin.hpp"
 #include "client/connection.hpp"
@@ -113,7 +114,7 @@ saga_definition transfer(ledger& l, std::function<bool()> credit_works = {}) {
   return d;
 }
 
-class SagaIntegration : public ::testing::Test {
+class SagaIntegration : public ::testing::TestWithParam<bool> {
 protected:
   void SetUp() override {
     char tmpl[] = "/tmp/edda-saga-XXXXXX";
@@ -138,7 +139,11 @@ protected:
     auto n = edda::node::embedded_node::start(settings_, o);
     ASSERT_TRUE(n) << edda::render(n.error());
     node_ = std::move(*n);
-    auto c = edda::client::connection::open("127.0.0.1", node_->port());
+    // The test's parameter: over the client door, else the node port.
+    edda::client::connect_options co;
+    co.door = GetParam();
+    auto c = edda::client::connection::open(
+      "127.0.0.1", co.door ? node_->api_port() : node_->port(), co);
     ASSERT_TRUE(c) << edda::render(c.error());
     conn_ = std::move(*c);
   }
@@ -173,7 +178,7 @@ protected:
   std::optional<edda::client::connection> conn_;
 };
 
-TEST_F(SagaIntegration, TransferCompletesAndAStartWithTheSameIdIsTheSameSaga) {
+TEST_P(SagaIntegration, TransferCompletesAndAStartWithTheSameIdIsTheSameSaga) {
   ledger l({{"alice", 500}, {"bob", 0}});
   start_node({transfer(l)});
   auto s = admin::saga_start(*conn_, "transfer", "order-1", R"({"amount":100})");
@@ -201,7 +206,7 @@ TEST_F(SagaIntegration, TransferCompletesAndAStartWithTheSameIdIsTheSameSaga) {
   EXPECT_EQ(edda::code_of(missing.error()), errc::not_found);
 }
 
-TEST_F(SagaIntegration, FailedStepCompensatesAndTheLedgerBalances) {
+TEST_P(SagaIntegration, FailedStepCompensatesAndTheLedgerBalances) {
   ledger l({{"alice", 500}, {"bob", 0}});
   saga_definition d("transfer");
   d.step("debit", [&l](const step_request& r) { return l.apply(r, "alice", -100); },
@@ -221,7 +226,7 @@ TEST_F(SagaIntegration, FailedStepCompensatesAndTheLedgerBalances) {
   EXPECT_EQ(l.seen("order-2/debit#undo"), 1u);
 }
 
-TEST_F(SagaIntegration, NodeRestartResumesTheSagaWithoutApplyingAStepTwice) {
+TEST_P(SagaIntegration, NodeRestartResumesTheSagaWithoutApplyingAStepTwice) {
   ledger l({{"alice", 500}, {"bob", 0}});
   std::atomic<bool> bank_up{false};
   std::atomic<int> tries{0};
@@ -262,7 +267,7 @@ struct inbox {
   }
 };
 
-TEST_F(SagaIntegration, ReliableMessageIsOnItsTopicExactlyWhenTheStepCommitted) {
+TEST_P(SagaIntegration, ReliableMessageIsOnItsTopicExactlyWhenTheStepCommitted) {
   ledger l({{"shop", 0}});
   auto order = [&l](const step_request& r) { return l.apply(r, "shop", 100); };
   auto voucher = [](const step_request& r) {
@@ -332,7 +337,7 @@ TEST_F(SagaIntegration, ReliableMessageIsOnItsTopicExactlyWhenTheStepCommitted) 
   EXPECT_EQ(l.balance("shop"), 500) << "5 orders kept, the lost one undone";
 }
 
-TEST_F(SagaIntegration, ParticipantsInAHostProcessServeNamedSteps) {
+TEST_P(SagaIntegration, ParticipantsInAHostProcessServeNamedSteps) {
   using edda::sagas::participant;
   saga_definition d("remote_transfer");
   d.step("debit", participant::named("bank.debit"),
@@ -371,5 +376,10 @@ TEST_F(SagaIntegration, ParticipantsInAHostProcessServeNamedSteps) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(edda::code_of(bad.error()), errc::invalid_argument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Over, SagaIntegration, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "ClientDoor" : "NodePort";
+                         });
 
 } // namespace
