@@ -12,7 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <set>
+#include <map>
 #include <thread>
 
 namespace edda::client {
@@ -27,6 +27,8 @@ struct session {
   std::unique_ptr<consume_stream> rw;
   std::mutex write_mtx; // one writer at a time
   bool closed = false;  // WritesDone sent or the stream ended: no more writes
+  bool dead = false;    // ended (guarded by the state's mutex): the node put
+                        // back what it had delivered on it
 
   bool write(const api::ConsumeRequest& q) {
     std::lock_guard<std::mutex> guard{write_mtx};
@@ -67,14 +69,33 @@ struct door_consumer::state {
     std::shared_ptr<session> from;
     api::Delivery d;
   };
-  std::deque<item> inbox;                // read, not yet handled
-  std::set<uint64_t> held;               // deferred, of `current`
+  std::deque<item> inbox; // read, not yet handled
+  // Deferred or in the handler, by number, with the stream that numbered
+  // them (numbers restart with each stream; only one stream is alive).
+  std::map<uint64_t, std::shared_ptr<session>> held;
+  std::shared_ptr<session> joining; // being subscribed: stop() cancels it
   std::thread reader, worker;
+
+  /// `s` ended: what it delivered and was not settled is the node's again.
+  void bury(const std::shared_ptr<session>& s) {
+    std::lock_guard<std::mutex> guard{mtx};
+    s->dead = true;
+    for (auto it = held.begin(); it != held.end();)
+      it = it->second == s ? held.erase(it) : std::next(it);
+    for (auto it = inbox.begin(); it != inbox.end();)
+      it = it->from == s ? inbox.erase(it) : std::next(it);
+  }
 
   /// Opens a stream and subscribes; the subscription's error.
   caf::expected<std::shared_ptr<session>> subscribe() {
     auto s = std::make_shared<session>();
     link->prepare(s->ctx);
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      if (stopping)
+        return make_error(errc::unavailable, "the consumer is stopping");
+      joining = s;
+    }
     s->rw = link->stub->Consume(&s->ctx);
     api::ConsumeResponse first;
     bool sent = s->rw->Write(subscription(opts));
@@ -82,14 +103,19 @@ struct door_consumer::state {
       if (sent && first.ByteSizeLong() > 0)
         s->ctx.TryCancel(); // not a door: do not wait for its end
       auto st = s->rw->Finish(); // the node's status says why
+      std::lock_guard<std::mutex> guard{mtx};
+      joining = nullptr;
       if (st.ok())
         return make_error(errc::unavailable,
                           "the door at " + link->endpoint
                             + " did not confirm the subscription");
       return from_status(st, s->ctx, "consume stream to " + link->endpoint);
     }
-    // Deliveries may come with the confirmation.
+    // The stream is current from here; deliveries may come with the
+    // confirmation.
     std::lock_guard<std::mutex> guard{mtx};
+    joining = nullptr;
+    current = s;
     for (auto& d : *first.mutable_deliveries())
       inbox.push_back({s, std::move(d)});
     cv.notify_all();
@@ -112,9 +138,9 @@ struct door_consumer::state {
         s->closed = true;
       }
       auto st = s->rw->Finish();
+      bury(s);
       {
         std::lock_guard<std::mutex> guard{mtx};
-        held.clear(); // the node put them back
         if (stopping)
           return;
       }
@@ -131,15 +157,18 @@ struct door_consumer::state {
         }
         auto again = subscribe();
         if (again) {
-          std::lock_guard<std::mutex> guard{mtx};
-          if (stopping) {
-            (*again)->ctx.TryCancel();
-            (*again)->rw->Finish();
-            return;
-          }
-          s = *again;
-          current = s;
+          s = *again; // current now
           reconnects++;
+          std::unique_lock<std::mutex> guard{mtx};
+          if (stopping) {
+            // stop() may have looked before it was current: leave now.
+            guard.unlock();
+            std::lock_guard<std::mutex> w{s->write_mtx};
+            if (!s->closed) {
+              s->closed = true;
+              s->rw->WritesDone();
+            }
+          }
           break;
         }
         EDDA_DEBUG("consumer", "subscribing again: " << render(again.error()));
@@ -170,10 +199,10 @@ struct door_consumer::state {
           return; // what is left goes back when the stream ends
         it = std::move(inbox.front());
         inbox.pop_front();
-        if (it.from != current)
+        if (it.from->dead)
           continue; // of a stream that ended: the node put it back
         if (opts.allow_deferred)
-          held.insert(it.d.delivery());
+          held[it.d.delivery()] = it.from;
       }
       if (out_for && out_for != it.from)
         send();
@@ -206,7 +235,9 @@ struct door_consumer::state {
       }
       if (opts.allow_deferred) {
         std::lock_guard<std::mutex> guard{mtx};
-        held.erase(it.d.delivery());
+        auto h = held.find(it.d.delivery());
+        if (h != held.end() && h->second == it.from)
+          held.erase(h);
       }
       out_for = it.from;
       add(out, it.d.delivery(), res, why);
@@ -247,7 +278,6 @@ door_consumer::start(std::shared_ptr<door_link> link,
   auto s = st->subscribe();
   if (!s)
     return s.error();
-  st->current = *s;
   st->reader = std::thread{[st, first = *s] { st->read_loop(first); }};
   st->worker = std::thread{[st] { st->handle_loop(); }};
   return std::shared_ptr<door_consumer>{new door_consumer(st)};
@@ -257,6 +287,21 @@ door_consumer::~door_consumer() {
   stop();
 }
 
+namespace {
+
+/// Joins `t`, or lets it end on its own when this is `t` (a handler that
+/// stops its own consumer).
+void join_or_detach(std::thread& t) {
+  if (!t.joinable())
+    return;
+  if (t.get_id() == std::this_thread::get_id())
+    t.detach();
+  else
+    t.join();
+}
+
+} // namespace
+
 void door_consumer::stop() {
   std::shared_ptr<session> s;
   {
@@ -265,9 +310,10 @@ void door_consumer::stop() {
       return;
     st_->stopping = true;
     st_->cv.notify_all();
+    if (st_->joining)
+      st_->joining->ctx.TryCancel(); // a subscription waiting for its answer
   }
-  if (st_->worker.joinable())
-    st_->worker.join(); // after the message in hand, its settlement sent
+  join_or_detach(st_->worker); // after the message in hand, its settlement
   {
     std::lock_guard<std::mutex> guard{st_->mtx};
     s = st_->current;
@@ -279,8 +325,7 @@ void door_consumer::stop() {
       s->rw->WritesDone(); // leaves the group; the node ends the stream
     }
   }
-  if (st_->reader.joinable())
-    st_->reader.join();
+  join_or_detach(st_->reader);
   std::lock_guard<std::mutex> guard{st_->mtx};
   st_->inbox.clear();
   st_->held.clear();
@@ -295,11 +340,13 @@ door_consumer::settle(const std::vector<settlement>& batch) {
     std::lock_guard<std::mutex> guard{st_->mtx};
     s = st_->current;
     for (auto& x : batch) {
+      auto h = st_->held.find(x.delivery);
       if (st_->stopping || x.result == consume_result::deferred
-          || st_->held.erase(x.delivery) == 0) {
+          || h == st_->held.end() || h->second != s || s->dead) {
         unknown.push_back(x.delivery);
         continue;
       }
+      st_->held.erase(h);
       st_->add(out, x.delivery, x.result,
                x.reason.empty() ? "the application asked to retry later"
                                 : x.reason);

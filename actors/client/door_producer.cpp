@@ -34,6 +34,8 @@ struct produce_stream {
   bool broken = false;                 // no more writes
   bool writing = false;                // the writer is in Write()
   bool finished = false;               // the reader is done
+  bool answered = false;               // any outcome came back
+  caf::error why;                      // why it ended (once finished)
   std::thread reader;
 };
 
@@ -63,6 +65,7 @@ struct door_producer::state {
         done;
       {
         std::lock_guard<std::mutex> guard{mtx};
+        s->answered = true;
         for (auto& p : resp.results()) {
           auto it = s->pending.find(p.ref());
           if (it == s->pending.end())
@@ -93,18 +96,27 @@ struct door_producer::state {
                                                        "stream")
                        : from_status(st, s->ctx, "produce stream");
     guard.lock();
+    // Refused before any answer with a code of edda's (a wrong token, a cap
+    // on calls, ...): the node took nothing from this stream.
+    bool refused = !s->answered && !st.ok()
+                   && code_of(why) != errc::unavailable
+                   && code_of(why) != errc::timeout;
     std::vector<std::pair<producer::callback, caf::expected<send_result>>>
       done;
     for (auto& [ref, w] : s->pending)
-      done.emplace_back(std::move(w.cb),
-                        make_error(errc::unavailable,
-                                   "the produce stream to " + link->endpoint
-                                     + " ended before the node answered ("
-                                     + render(why)
-                                     + "); the message may or may not have "
-                                       "been stored"));
+      done.emplace_back(
+        std::move(w.cb),
+        refused ? why
+                : make_error(errc::unavailable,
+                             "the produce stream to " + link->endpoint
+                               + " ended before the node answered ("
+                               + render(why)
+                               + "); the message may or may not have been "
+                                 "stored"));
     s->pending.clear();
+    s->why = why;
     s->finished = true;
+    cv.notify_all();
     guard.unlock();
     settle(done);
   }
@@ -171,6 +183,24 @@ struct door_producer::state {
         streams.push_back(s);
       }
       auto s = current;
+      if (s->broken) {
+        // Ended before anything was written on it (refused, or the node is
+        // down): what waits fails with that reason; nothing was sent.
+        cv.wait(guard, [&] { return s->finished; });
+        std::vector<std::pair<producer::callback, caf::expected<send_result>>>
+          failed;
+        auto why = s->why;
+        if (code_of(why) == errc::unavailable)
+          why = make_error(errc::unavailable,
+                           "no produce stream to " + link->endpoint + " ("
+                             + render(why) + "); not sent");
+        for (; !queue.empty(); queue.pop_front())
+          failed.emplace_back(std::move(queue.front().cb), why);
+        guard.unlock();
+        settle(failed);
+        guard.lock();
+        continue;
+      }
       api::ProduceRequest req;
       auto deadline = clock_type::now() + opts.timeout;
       while (!queue.empty()

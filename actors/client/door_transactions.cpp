@@ -9,8 +9,10 @@
 
 #include "base/errc.hpp"
 #include "base/failpoint.hpp"
+#include "base/ids.hpp"
 #include "base/log.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -81,14 +83,26 @@ struct door_transactions::state {
   uint64_t next_ref = 0;
   std::deque<api::HalfRequest> out_halves; // for `current`, not written
   std::deque<api::EndRequest> out_ends;
-  std::deque<api::CheckAnswer> out_answers;
-  std::deque<api::Check> checks; // for the checker thread
-  uint64_t pipelined = 0;        // send_in_transaction_async without result
-  std::thread reader, writer, checking;
+  // Check numbers restart with each stream: a check and its answer belong
+  // to the stream that asked.
+  std::deque<std::pair<std::shared_ptr<session>, api::CheckAnswer>>
+    out_answers;
+  std::deque<std::pair<std::shared_ptr<session>, api::Check>> checks;
+  uint64_t pipelined = 0; // send_in_transaction_async without result
+  std::shared_ptr<session> joining; // being registered: stopping cancels it
+  bool writer_done = false; // the timer runs until the writer left
+  std::thread reader, writer, checking, timer;
 
+  /// Registers on a new stream, which is `current` once confirmed.
   caf::expected<std::shared_ptr<session>> join_group() {
     auto s = std::make_shared<session>();
     link->prepare(s->ctx);
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      if (stopping)
+        return make_error(errc::unavailable, "the producer is stopping");
+      joining = s;
+    }
     s->rw = link->stub->Transact(&s->ctx);
     api::TransactRequest reg;
     reg.mutable_register_()->set_group(opts.group);
@@ -100,11 +114,19 @@ struct door_transactions::state {
       if (sent && first.has_registered() == false && first.ByteSizeLong() > 0)
         s->ctx.TryCancel(); // not a door: do not wait for its end
       auto st = s->rw->Finish(); // the node's status says why
+      std::lock_guard<std::mutex> guard{mtx};
+      joining = nullptr;
       if (st.ok())
         return make_error(errc::unavailable,
                           "the door at " + link->endpoint
                             + " did not confirm the registration");
       return from_status(st, s->ctx, "transact stream to " + link->endpoint);
+    }
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      joining = nullptr;
+      current = s;
+      cv.notify_all();
     }
     take(s, first);
     return s;
@@ -134,7 +156,7 @@ struct door_transactions::state {
         s->ends.erase(it);
       }
       for (auto& c : *x.mutable_checks())
-        checks.push_back(std::move(c));
+        checks.emplace_back(s, std::move(c));
       for (auto& e : x.errors())
         EDDA_DEBUG("txn_producer", "an answer was refused: " << e.message());
       cv.notify_all();
@@ -160,14 +182,8 @@ struct door_transactions::state {
         }
         auto again = join_group();
         if (again) {
-          std::lock_guard<std::mutex> guard{mtx};
-          s = *again;
-          current = s;
-          cv.notify_all();
-          if (stopping) {
-            s->ctx.TryCancel(); // read to its end, then leave
-          }
-          break;
+          s = *again; // current now
+          break;    // (stopping meanwhile: the writer leaves on it)
         }
         EDDA_DEBUG("txn_producer", "joining again: " << render(again.error()));
       }
@@ -193,8 +209,14 @@ struct door_transactions::state {
     if (current == s) {
       out_halves.clear(); // their waiters are in `halves`
       out_ends.clear();
-      out_answers.clear();
     }
+    auto mine = [&](const auto& x) { return x.first == s; };
+    out_answers.erase(
+      std::remove_if(out_answers.begin(), out_answers.end(), mine),
+      out_answers.end());
+    checks.erase(std::remove_if(checks.begin(), checks.end(), mine),
+                 checks.end());
+    cv.notify_all();
     guard.unlock();
     for (auto& [ref, h] : halves)
       h.first(make_error(errc::unavailable,
@@ -212,13 +234,20 @@ struct door_transactions::state {
   void write_loop() {
     std::unique_lock<std::mutex> guard{mtx};
     for (;;) {
+      auto done = [&] {
+        // Stopping, and nothing left to write or to be answered.
+        return stopping && pipelined == 0 && out_halves.empty()
+               && out_ends.empty()
+               && (!current || current->broken
+                   || (current->halves.empty() && current->ends.empty()));
+      };
       cv.wait(guard, [&] {
-        return (stopping && pipelined == 0)
+        return done()
                || (current && !current->broken
                    && (!out_halves.empty() || !out_ends.empty()
                        || !out_answers.empty()));
       });
-      if (stopping && pipelined == 0)
+      if (done())
         break;
       if (!current || current->broken)
         continue;
@@ -239,8 +268,10 @@ struct door_transactions::state {
         qs.push_back(std::move(q));
       }
       for (; !out_answers.empty(); out_answers.pop_front()) {
+        if (out_answers.front().first != s)
+          continue; // asked on a stream that ended
         api::TransactRequest q;
-        *q.mutable_answer() = out_answers.front();
+        *q.mutable_answer() = out_answers.front().second;
         qs.push_back(std::move(q));
       }
       s->writing = true;
@@ -262,21 +293,30 @@ struct door_transactions::state {
       s->rw->WritesDone();
       guard.lock();
       s->writing = false;
-      cv.notify_all();
+    }
+    writer_done = true;
+    cv.notify_all();
+  }
+
+  /// Fails waiters past the timeout (its own thread: never blocked by I/O
+  /// or the application's checker).
+  void timer_loop() {
+    std::unique_lock<std::mutex> guard{mtx};
+    while (!writer_done) {
+      cv.wait_for(guard, std::chrono::milliseconds(100));
+      expire(guard);
     }
   }
 
-  /// Check-backs to the checker; waiters past the timeout fail.
+  /// Check-backs to the checker.
   void check_loop() {
     std::unique_lock<std::mutex> guard{mtx};
     while (!stopping || !checks.empty()) {
-      cv.wait_for(guard, std::chrono::milliseconds(100),
-                  [&] { return stopping || !checks.empty(); });
-      expire(guard);
+      cv.wait(guard, [&] { return stopping || !checks.empty(); });
       while (!checks.empty()) {
-        auto c = std::move(checks.front());
+        auto s = std::move(checks.front().first);
+        auto c = std::move(checks.front().second);
         checks.pop_front();
-        auto s = current;
         guard.unlock();
         txn_check q;
         q.txn_id = c.txn_id();
@@ -293,11 +333,11 @@ struct door_transactions::state {
                                       << " (answered unknown)");
         }
         guard.lock();
-        if (s == current && s && !s->broken) {
+        if (s == current && !s->broken) {
           api::CheckAnswer a;
           a.set_check(c.check());
           a.set_outcome(to_api(x));
-          out_answers.push_back(a);
+          out_answers.emplace_back(s, a);
           answered++;
           cv.notify_all();
         }
@@ -393,12 +433,27 @@ door_transactions::start(std::shared_ptr<door_link> link,
   auto s = st->join_group();
   if (!s)
     return s.error();
-  st->current = *s;
   st->reader = std::thread{[st, first = *s] { st->read_loop(first); }};
   st->writer = std::thread{[st] { st->write_loop(); }};
   st->checking = std::thread{[st] { st->check_loop(); }};
+  st->timer = std::thread{[st] { st->timer_loop(); }};
   return std::shared_ptr<door_transactions>{new door_transactions(st)};
 }
+
+namespace {
+
+/// Joins `t`, or lets it end on its own when this is `t` (a callback or
+/// checker that destroys its own producer).
+void join_or_detach(std::thread& t) {
+  if (!t.joinable())
+    return;
+  if (t.get_id() == std::this_thread::get_id())
+    t.detach();
+  else
+    t.join();
+}
+
+} // namespace
 
 door_transactions::~door_transactions() {
   flush();
@@ -406,15 +461,22 @@ door_transactions::~door_transactions() {
     std::lock_guard<std::mutex> guard{st_->mtx};
     st_->stopping = true;
     st_->cv.notify_all();
+    if (st_->joining)
+      st_->joining->ctx.TryCancel(); // a registration waiting for its answer
   }
-  st_->writer.join(); // WritesDone: the node ends the stream
-  st_->reader.join();
-  st_->checking.join();
+  // The writer sends what waits, waits for its answers, then WritesDone:
+  // the node ends the stream.
+  join_or_detach(st_->writer);
+  join_or_detach(st_->reader);
+  join_or_detach(st_->checking);
+  join_or_detach(st_->timer);
 }
 
 caf::expected<txn_result>
 door_transactions::send_in_transaction(message m,
                                        const local_transaction& fn) {
+  if (m.id.empty())
+    m.id = new_unique_id(); // the local transaction sees it, as on the node port
   auto p = std::make_shared<std::promise<caf::expected<std::string>>>();
   auto f = p->get_future();
   st_->store_half(m, [p](caf::expected<std::string> id) {
@@ -453,6 +515,8 @@ void door_transactions::send_in_transaction_async(
     st->pipelined--;
     st->cv.notify_all();
   };
+  if (m.id.empty())
+    m.id = new_unique_id();
   auto msg = std::make_shared<message>(std::move(m));
   st_->store_half(*msg, [st, msg, fn = std::move(fn),
                          finish](caf::expected<std::string> id) {
