@@ -65,18 +65,11 @@ struct door_host::state {
     reg.mutable_register_()->set_client_id(opts.client_id);
     reg.mutable_register_()->set_concurrency(1);
     api::ParticipateResponse first;
-    bool sent = s->rw->Write(reg);
-    if (!sent || !s->rw->Read(&first) || !first.has_registered()) {
-      if (sent && first.ByteSizeLong() > 0)
-        s->ctx.TryCancel(); // not a door: do not wait for its end
-      auto st = s->rw->Finish(); // the node's status says why
-      if (st.ok())
-        return make_error(errc::unavailable,
-                          "the door at " + link->endpoint
-                            + " did not confirm the registration");
-      return client::from_status(st, s->ctx,
-                                 "participate stream to " + link->endpoint);
-    }
+    if (auto err = client::open_session(
+          *link, s->ctx, *s->rw, reg, first,
+          [](const api::ParticipateResponse& r) { return r.has_registered(); },
+          "registration"))
+      return err;
     // Calls may come with the confirmation: served by the caller.
     if (first.calls_size() > 0)
       serve(*s, first);

@@ -98,18 +98,14 @@ struct door_consumer::state {
     }
     s->rw = link->stub->Consume(&s->ctx);
     api::ConsumeResponse first;
-    bool sent = s->rw->Write(subscription(opts));
-    if (!sent || !s->rw->Read(&first) || !first.has_subscribed()) {
-      if (sent && first.ByteSizeLong() > 0)
-        s->ctx.TryCancel(); // not a door: do not wait for its end
-      auto st = s->rw->Finish(); // the node's status says why
+    auto err = open_session(
+      *link, s->ctx, *s->rw, subscription(opts), first,
+      [](const api::ConsumeResponse& r) { return r.has_subscribed(); },
+      "subscription");
+    if (err) {
       std::lock_guard<std::mutex> guard{mtx};
       joining = nullptr;
-      if (st.ok())
-        return make_error(errc::unavailable,
-                          "the door at " + link->endpoint
-                            + " did not confirm the subscription");
-      return from_status(st, s->ctx, "consume stream to " + link->endpoint);
+      return err;
     }
     // The stream is current from here; deliveries may come with the
     // confirmation.

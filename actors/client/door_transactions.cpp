@@ -109,18 +109,14 @@ struct door_transactions::state {
     reg.mutable_register_()->set_client_id(opts.client_id);
     reg.mutable_register_()->set_check_after_ms(opts.check_after_ms);
     api::TransactResponse first;
-    bool sent = s->rw->Write(reg);
-    if (!sent || !s->rw->Read(&first) || !first.has_registered()) {
-      if (sent && first.has_registered() == false && first.ByteSizeLong() > 0)
-        s->ctx.TryCancel(); // not a door: do not wait for its end
-      auto st = s->rw->Finish(); // the node's status says why
+    auto err = open_session(
+      *link, s->ctx, *s->rw, reg, first,
+      [](const api::TransactResponse& r) { return r.has_registered(); },
+      "registration");
+    if (err) {
       std::lock_guard<std::mutex> guard{mtx};
       joining = nullptr;
-      if (st.ok())
-        return make_error(errc::unavailable,
-                          "the door at " + link->endpoint
-                            + " did not confirm the registration");
-      return from_status(st, s->ctx, "transact stream to " + link->endpoint);
+      return err;
     }
     {
       std::lock_guard<std::mutex> guard{mtx};
