@@ -164,9 +164,9 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts) {
     auto err = from_status(st, ctx, "the client door at " + link->endpoint);
     if (code_of(err) == errc::unauthenticated)
       return err;
-    return make_error(errc::unavailable,
-                      "no edda client door answers at " + link->endpoint
-                        + " (" + render(err) + ")");
+    return make_error(errc::unavailable, "no edda client door answers at "
+                                           + link->endpoint + " ("
+                                           + st.error_message() + ")");
   }
   return link;
 }

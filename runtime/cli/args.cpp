@@ -3,8 +3,15 @@
 namespace edda::cli {
 
 bool args::parse(const std::vector<std::string>& argv,
-                 const std::set<std::string>& flags,
-                 const std::set<std::string>& valued, std::string& error) {
+                 const std::set<std::string>& flags_in,
+                 const std::set<std::string>& valued_in, std::string& error) {
+  auto flags = flags_in;
+  auto valued = valued_in;
+  if (valued.count("node") != 0) {
+    // Every command that talks to a node: how it reaches it.
+    valued.insert("token");
+    flags.insert("node-port");
+  }
   bool options = true; // until "--": what follows it is positional
   for (size_t i = 0; i < argv.size(); ++i) {
     const auto& a = argv[i];

@@ -15,7 +15,9 @@ namespace edda::cli {
 class args {
 public:
   /// `flags` are options without a value; `valued` take one (repeatable).
-  /// Returns false and sets `error` on an unknown or incomplete option.
+  /// With `node` among `valued` (a command that talks to a node), `--token`
+  /// and `--node-port` are accepted too. Returns false and sets `error` on
+  /// an unknown or incomplete option.
   bool parse(const std::vector<std::string>& argv,
              const std::set<std::string>& flags,
              const std::set<std::string>& valued, std::string& error);

@@ -54,7 +54,11 @@ Commands:
                             against a node process; the LMDB disk floor
 
 Options for every command that talks to a node:
-  --node HOST:PORT          the node (default $EDDA_NODE or 127.0.0.1:7420)
+  --node HOST:PORT          the node's client door (api.listen; default
+                            $EDDA_NODE or 127.0.0.1:7430)
+  --token SECRET            the door's token (api.tokens; default $EDDA_TOKEN)
+  --node-port               --node is the node port (CAF) instead: for a node
+                            with api.listen = off
   --json                    machine-readable output
 Run `edda COMMAND --help` for a command's options.
 )";
@@ -146,17 +150,39 @@ void print_json(const google::protobuf::Message& m) {
 }
 
 caf::expected<client::connection> connect(const args& a) {
+  bool door = !a.has("node-port");
   std::string ep = a.get("node");
   if (ep.empty()) {
     const char* env = std::getenv("EDDA_NODE");
-    ep = env != nullptr ? env : "127.0.0.1:7420";
+    ep = env != nullptr ? env : door ? "127.0.0.1:7430" : "127.0.0.1:7420";
   }
   std::string host;
   uint16_t port = 0;
   if (!client::parse_endpoint(ep, host, port))
     return make_error(errc::invalid_argument,
                       "--node expects HOST:PORT, got '" + ep + "'");
-  return client::connection::open(host, port);
+  if (ep.find(':') == std::string::npos && door)
+    port = 7430;
+  client::connect_options o;
+  o.door = door;
+  o.token = a.get("token");
+  if (o.token.empty())
+    if (const char* env = std::getenv("EDDA_TOKEN"))
+      o.token = env;
+  auto c = client::connection::open(host, port, o);
+  if (!c && door && code_of(c.error()) == errc::unavailable)
+  {
+    auto why = render(c.error());
+    const std::string prefix = "unavailable: ";
+    if (why.compare(0, prefix.size(), prefix) == 0)
+      why.erase(0, prefix.size());
+    return make_error(errc::unavailable,
+                      why + "; --node names the node's client door "
+                            "(api.listen, by default the node port + 10, e.g. "
+                            "7430); --node-port talks to the node port "
+                            "instead");
+  }
+  return c;
 }
 
 // -- node ---------------------------------------------------------------------

@@ -288,8 +288,10 @@ server::start(const config::node_settings& settings, const std::string& host,
   b.SetResourceQuota(quota);
   im->grpc_server = b.BuildAndStart();
   if (!im->grpc_server || selected == 0)
-    return make_error(errc::unavailable, "cannot listen on " + address
-                                           + " (api.listen)");
+    return make_error(errc::unavailable,
+                      "cannot listen on " + address
+                        + " (api.listen): the port is in use or the address "
+                          "is not this machine's");
   im->port = static_cast<uint16_t>(selected);
   EDDA_INFO("api", "client door (gRPC edda.api.v1) on "
                      << host << ":" << im->port

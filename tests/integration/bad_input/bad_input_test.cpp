@@ -664,7 +664,7 @@ TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
   client::producer prod{c};
   for (int i = 0; i < 5; ++i)
     ASSERT_TRUE(prod.send(msg("five", "m" + std::to_string(i))));
-  auto ep = "127.0.0.1:" + std::to_string(node->port());
+  auto ep = "127.0.0.1:" + std::to_string(node->api_port()); // its door
   auto r = run_edda({"consume", "--topic", "five", "--group", "once", "--count",
                      "1", "--node", ep},
                     tmp);

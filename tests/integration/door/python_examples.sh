@@ -29,7 +29,6 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 api=$(sed -n 's/.*client api (gRPC) on \([0-9.:]*\).*/\1/p' "$dir/node.out")
-node=$(sed -n 's/^edda node listening on \([0-9.:]*\) .*/\1/p' "$dir/node.out")
 [ -n "$api" ] || { echo "FAIL: the node did not open its client door"; cat "$dir/node.err"; exit 1; }
 export EDDA_STUBS=$stubs EDDA_API=$api
 timeout 60 "$python" "$examples/producer.py" 25 | tee "$dir/producer.out" | tail -3
@@ -41,17 +40,17 @@ grep -q "^consumer: 25 payments, 3000 in all$" "$dir/consumer.out" \
   || { echo "FAIL: consumer"; exit 1; }
 # Every acknowledgement reached the node: nothing left to consume.
 for _ in $(seq 50); do
-  lag=$("$edda" topic describe payments --node "$node" | grep -c "group reconciliation .* lag 0," || true)
+  lag=$("$edda" topic describe payments --node "$api" | grep -c "group reconciliation .* lag 0," || true)
   [ "$lag" = 4 ] && break
   sleep 0.1
 done
-"$edda" topic describe payments --node "$node"
+"$edda" topic describe payments --node "$api"
 [ "$lag" = 4 ] || { echo "FAIL: group reconciliation still has lag"; exit 1; }
 # Transactional messages: every 4th order rolled back, never appended.
 timeout 60 "$python" "$examples/transactional.py" 12 | tee "$dir/txn.out"
 grep -q "^transactional: 12 ended, 9 committed, 3 rolled back$" "$dir/txn.out" \
   || { echo "FAIL: transactional"; exit 1; }
-appended=$("$edda" topic describe orders-paid --node "$node" \
+appended=$("$edda" topic describe orders-paid --node "$api" \
   | sed -n 's/.*end offset \([0-9]*\),.*/\1/p' | awk '{s += $1} END {print s}')
 [ "$appended" = 9 ] || { echo "FAIL: $appended appended to orders-paid, not 9"; exit 1; }
 # The participant serves transfer's steps while sagas run.
@@ -63,11 +62,11 @@ for _ in $(seq 100); do
 done
 grep -q "^serving 5 names" "$dir/participant.out" \
   || { echo "FAIL: the participant did not register"; cat "$dir/participant.out"; exit 1; }
-"$edda" saga start transfer --input '{"amount": 100}' --wait 10 --node "$node" \
+"$edda" saga start transfer --input '{"amount": 100}' --wait 10 --node "$api" \
   | tee "$dir/saga1.out"
 grep -q "(transfer): completed" "$dir/saga1.out" || { echo "FAIL: saga not completed"; exit 1; }
 set +e
-"$edda" saga start transfer --input '{"amount": 5000}' --wait 10 --node "$node" \
+"$edda" saga start transfer --input '{"amount": 5000}' --wait 10 --node "$api" \
   >"$dir/saga2.out"
 set -e
 grep -q "(transfer): compensated" "$dir/saga2.out" \
