@@ -140,6 +140,7 @@ struct door_consumer::state {
         if (stopping)
           return;
       }
+      reconnects++; // lost: reconnecting (as over the node port)
       EDDA_WARN("consumer", opts.group << ": the consume stream to "
                                        << link->endpoint << " ended ("
                                        << st.error_message()
@@ -154,7 +155,6 @@ struct door_consumer::state {
         auto again = subscribe();
         if (again) {
           s = *again; // current now
-          reconnects++;
           std::unique_lock<std::mutex> guard{mtx};
           if (stopping) {
             // stop() may have looked before it was current: leave now.

@@ -140,8 +140,19 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20); // deliveries: the node bounds them
   args.SetMaxSendMessageSize(-1);           // the node's api.max_request_size
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // A hung node (SIGSTOP, a dead host whose TCP stays open) is noticed by
+  // pings: every max(heartbeat, 1 s), answered within max(connection_timeout,
+  // 1 s); then every stream on the connection fails and reconnects.
+  using std::chrono::milliseconds;
+  auto ping = opts.heartbeat.count() > 0
+                ? std::max(opts.heartbeat, milliseconds{1000})
+                : milliseconds{30000};
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(ping.count()));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+              static_cast<int>(
+                std::max(opts.connection_timeout, milliseconds{1000}).count()));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Reconnect soon after a node comes back (gRPC's default backs off to 2 min).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);

@@ -273,8 +273,11 @@ server::start(const config::node_settings& settings, const std::string& host,
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   b.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Clients ping every second or so to notice a hung node (the C++ client:
+  // max(connect_options::heartbeat, 1 s)); more often than every 500 ms
+  // counts as abuse (gRPC closes such a connection after two strikes).
   b.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                       10000);
+                       500);
   // One stream more than the calls an address may open: the first call
   // over the cap gets a clear refusal (admit()); HTTP/2 would only queue
   // it at the client.

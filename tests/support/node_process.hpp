@@ -175,6 +175,21 @@ inline bool wait_listening(node_process& n, milliseconds timeout) {
   return true;
 }
 
+/// The client door's port from the node's listening line ("client api
+/// (gRPC) on HOST:PORT"), 0 if it has none (call after wait_listening).
+inline uint16_t api_port_of(const node_process& n) {
+  const std::string mark = "client api (gRPC) on ";
+  auto at = n.out.rfind(mark);
+  if (at == std::string::npos)
+    return 0;
+  auto colon = n.out.find(':', at + mark.size());
+  auto end = n.out.find_first_not_of("0123456789", colon + 1);
+  if (colon == std::string::npos || end == colon + 1)
+    return 0;
+  return static_cast<uint16_t>(
+    std::stoul(n.out.substr(colon + 1, end - colon - 1)));
+}
+
 /// Records a waitpid status of `n`: its exit, a stop or a continue.
 inline void note_status(node_process& n, int status) {
   if (WIFSTOPPED(status)) {
