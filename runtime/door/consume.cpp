@@ -2,8 +2,10 @@
 // stream and whose settlements (ack, retry, release) come back on it
 // (client::consumer with deferred results, on the node's in-process
 // connection). At most `window` deliveries are unsettled at the client;
-// the rest wait here, which the partitions bound (consumer.max_inflight per
-// partition: nothing more is delivered to a member that does not settle).
+// at most max(4 x window, 1024) more wait here: beyond that the consumer's
+// thread waits for room (the partitions then stop delivering to this
+// member, bounded by consumer.max_inflight per partition; what waits too
+// long goes to another member after the consume timeout).
 //
 // One thread per stream subscribes, waits, and unsubscribes: consumer
 // start and stop block, which gRPC's callback threads must not.
@@ -205,13 +207,16 @@ private:
 
   /// On the consumer's thread: queue the delivery for the client.
   client::consume_result deliver(const client::received& r) {
-    std::lock_guard<std::recursive_mutex> guard{mtx_};
-    // Not taken (delivered again after the consume timeout): the stream
-    // is closing, or the client has not taken what waits here already (a
-    // client that does not settle holds this node's memory bounded).
+    std::unique_lock<std::recursive_mutex> guard{mtx_};
     if (r.replaces != 0 && queued_.erase(r.replaces) == 0)
       sent_.erase(r.replaces); // frees its place in the window
-    if (closing_ || queue_.size() >= std::max<size_t>(4 * window_, 1024))
+    // Room for it here once the client took what waits (a client that does
+    // not settle holds this consumer, never this node's memory). Not taken
+    // (delivered again after the consume timeout) if the stream closes.
+    room_.wait(guard, [this] {
+      return closing_ || queue_.size() < std::max<size_t>(4 * window_, 1024);
+    });
+    if (closing_)
       return client::consume_result::release;
     api::Delivery d;
     d.set_delivery(r.delivery);
@@ -251,6 +256,7 @@ private:
       bytes += d.record().body().size();
       *pending_.add_deliveries() = std::move(d);
     }
+    room_.notify_all();
     if (!pending_.has_subscribed() && pending_.deliveries_size() == 0
         && pending_.errors_size() == 0)
       return;
@@ -265,6 +271,7 @@ private:
     if (closing_)
       return;
     closing_ = true;
+    room_.notify_all(); // a delivery waiting for room is not taken
     if (thread_started_) {
       closed_cv_.notify_all();
       return;
@@ -307,6 +314,7 @@ private:
   grpc::CallbackServerContext* ctx_;
   std::recursive_mutex mtx_;
   std::condition_variable_any closed_cv_;
+  std::condition_variable_any room_; // deliver() waits for a place in queue_
   api::ConsumeRequest in_;
   api::Subscription sub_;
   api::ConsumeResponse pending_, out_;

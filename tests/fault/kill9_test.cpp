@@ -101,6 +101,7 @@ protected:
   Kill9Test() : NodeFixture("edda-fault") {
   }
   void stopped_node_scenario(bool door);
+  void acknowledged_scenario(bool door);
 };
 
 // -- the load -------------------------------------------------------------------
@@ -215,7 +216,9 @@ void produce_loop(client::producer& prod, send_ledger& led,
 
 // -- tests ----------------------------------------------------------------------
 
-TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
+/// Load with acknowledgements checked across kill -9 of the node, over the
+/// node port or the client door.
+void Kill9Test::acknowledged_scenario(bool door) {
   auto seed = fault_seed();
   random_points pick{seed};
   constexpr int external_kills = 3;
@@ -229,7 +232,7 @@ TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
 
   auto& first = start_listening_node();
   ASSERT_TRUE(first.pid > 0 && !first.reaped);
-  auto conn = client::connection::open("127.0.0.1", port_, quick_options());
+  auto conn = open_client(door);
   ASSERT_TRUE(conn) << render(conn.error());
   {
     auto t = client::admin::create_topic(*conn, "fault", partitions);
@@ -321,7 +324,7 @@ TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
   prod.flush();
 
   // Group "g" catches up with the log on every partition.
-  auto admin = client::connection::open("127.0.0.1", port_, quick_options());
+  auto admin = open_client(door);
   ASSERT_TRUE(admin) << render(admin.error());
   group_view gv;
   ASSERT_TRUE(eventually(seconds(60), [&] {
@@ -439,6 +442,14 @@ TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
               failpoint_n, failpoint_life,
               static_cast<unsigned long long>((*g)->counters().reconnects),
               lives.c_str());
+}
+
+TEST_F(Kill9Test, AcknowledgedMessagesSurviveExactlyOnceAndGroupsResume) {
+  acknowledged_scenario(false);
+}
+
+TEST_F(Kill9Test, AcknowledgedMessagesSurviveOverTheDoor) {
+  acknowledged_scenario(true);
 }
 
 TEST_F(Kill9Test, SecondNodeOnSameDataDirIsRefused) {

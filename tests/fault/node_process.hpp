@@ -71,6 +71,10 @@ protected:
     data_dir_ = root_ + "/data";
     port_ = free_port();
     ASSERT_NE(port_, 0);
+    do
+      api_port_ = free_port();
+    while (api_port_ == port_);
+    ASSERT_NE(api_port_, 0);
   }
 
   void TearDown() override {
@@ -97,6 +101,7 @@ protected:
     l.binary = EDDA_BINARY;
     l.data_dir = data_dir;
     l.port = port;
+    l.api_port = port == port_ ? api_port_ : 0; // kept across restarts
     l.settings = settings_;
     l.failpoints = failpoints;
     l.log_path = root_ + "/node-" + std::to_string(nodes_.size()) + ".log";
@@ -135,6 +140,14 @@ protected:
     return n;
   }
 
+  /// A client connection to the node on port_: over its client door, or
+  /// its node port (short request timeout).
+  caf::expected<client::connection> open_client(bool door) {
+    auto o = test::quick_options();
+    o.door = door;
+    return client::connection::open("127.0.0.1", door ? api_port_ : port_, o);
+  }
+
   /// Every node's stderr, in start order.
   std::string all_node_logs() {
     std::string out;
@@ -146,6 +159,7 @@ protected:
   std::string root_;
   std::string data_dir_;
   uint16_t port_ = 0;
+  uint16_t api_port_ = 0; // the client door of the node on port_
   std::vector<std::unique_ptr<node_process>> nodes_;
 
 private:

@@ -74,6 +74,7 @@ struct node_launch {
   std::string binary;
   std::string data_dir;
   uint16_t port = 0;
+  uint16_t api_port = 0; ///< the client door's; 0: the OS picks one
   std::vector<std::string> settings;
   std::string failpoints;
   std::string log_path;
@@ -90,7 +91,9 @@ inline std::unique_ptr<node_process> spawn_node(const node_launch& l) {
                                                    + std::to_string(l.port),
                                    // The client door on a port of its own
                                    // (auto, port + 10, may be taken).
-                                   "--set", "api.listen=127.0.0.1:0"};
+                                   "--set",
+                                   "api.listen=127.0.0.1:"
+                                     + std::to_string(l.api_port)};
   for (auto& s : l.settings) {
     args.emplace_back("--set");
     args.push_back(s);
