@@ -147,9 +147,11 @@ private:
 class SagaKill9Test : public NodeFixture {
 protected:
   SagaKill9Test() : NodeFixture("edda-saga-fault", node_settings) {}
+  void scenario(bool door);
 };
 
-TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
+/// Sagas with a participant host across kill -9, over the node port or the client door.
+void SagaKill9Test::scenario(bool door) {
   auto seed = fault_seed();
   random_points pick{seed};
   constexpr int kills = 3;
@@ -158,7 +160,7 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
 
   auto& first = start_listening_node();
   ASSERT_TRUE(first.pid > 0 && !first.reaped);
-  auto conn = client::connection::open("127.0.0.1", port_, quick_options());
+  auto conn = open_client(door);
   ASSERT_TRUE(conn) << render(conn.error());
 
   bank b{seed ^ 0x5a5a};
@@ -172,7 +174,7 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
     };
   }
   handlers["pay.notify"] = [&b](const step_request& r) { return b.notify(r); };
-  auto host_conn = client::connection::open("127.0.0.1", port_, quick_options());
+  auto host_conn = open_client(door);
   ASSERT_TRUE(host_conn) << render(host_conn.error());
   sagas::host_options ho;
   ho.client_id = "bank";
@@ -198,7 +200,7 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
   std::vector<std::thread> threads;
   for (int t = 0; t < load_threads; ++t)
     threads.emplace_back([&] {
-      auto c = client::connection::open("127.0.0.1", port_, quick_options());
+      auto c = open_client(door);
       for (int i = next++; i < total; i = next++) {
         auto id = "pay-" + std::to_string(i);
         for (;;) {
@@ -207,7 +209,7 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
           ++start_retries;
           std::this_thread::sleep_for(milliseconds(50));
           if (!c)
-            c = client::connection::open("127.0.0.1", port_, quick_options());
+            c = open_client(door);
         }
         ++started;
         std::this_thread::sleep_for(milliseconds(2));
@@ -243,7 +245,7 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
     t.join();
 
   // Every saga ends.
-  auto admin = client::connection::open("127.0.0.1", port_, quick_options());
+  auto admin = open_client(door);
   ASSERT_TRUE(admin) << render(admin.error());
   std::map<std::string, pb::SagaRecord> ended;
   int open = -1;
@@ -315,6 +317,14 @@ TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
   for (auto& [saga, pts] : b.points_)
     EXPECT_TRUE(pts == 0 || pts == 1) << saga << " has " << pts << " points";
   host->reset();
+}
+
+TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKills) {
+  scenario(false);
+}
+
+TEST_F(SagaKill9Test, EverySagaEndsAndTheBooksBalanceAcrossKillsOverTheDoor) {
+  scenario(true);
 }
 
 } // namespace

@@ -125,6 +125,7 @@ class TxnKill9Test : public NodeFixture {
 protected:
   TxnKill9Test() : NodeFixture("edda-txn-fault", node_settings) {
   }
+  void scenario(bool door);
 };
 
 // -- the load ----------------------------------------------------------------------
@@ -249,7 +250,8 @@ struct deliveries {
 
 // -- the test ------------------------------------------------------------------------
 
-TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
+/// Transactions under load across kill -9, over the node port or the client door.
+void TxnKill9Test::scenario(bool door) {
   auto started = clock_type::now();
   auto seed = fault_seed();
   random_points pick{seed};
@@ -264,7 +266,7 @@ TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
 
   auto& first = start_listening_node();
   ASSERT_TRUE(first.pid > 0 && !first.reaped);
-  auto conn = client::connection::open("127.0.0.1", port_, quick_options());
+  auto conn = open_client(door);
   ASSERT_TRUE(conn) << render(conn.error());
   {
     auto t = client::admin::create_topic(*conn, topic, partitions);
@@ -346,7 +348,7 @@ TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
 
   // Check-back settles everything: lost commits, ends the kills swallowed,
   // orphaned half messages (rolled back by the policy).
-  auto admin = client::connection::open("127.0.0.1", port_, quick_options());
+  auto admin = open_client(door);
   ASSERT_TRUE(admin) << render(admin.error());
   int pending_left = -1;
   std::string pending_example;
@@ -540,6 +542,14 @@ TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
     static_cast<long long>(
       ch::duration_cast<milliseconds>(clock_type::now() - started).count()),
     lives.c_str());
+}
+
+TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSet) {
+  scenario(false);
+}
+
+TEST_F(TxnKill9Test, DeliveredSetIsExactlyTheCommittedSetOverTheDoor) {
+  scenario(true);
 }
 
 } // namespace
