@@ -13,6 +13,9 @@
 
 #include <caf/error.hpp>
 
+#include <condition_variable>
+#include <mutex>
+
 namespace edda::client {
 
 namespace api = edda::api::v1;
@@ -28,6 +31,15 @@ struct door_link {
 
   /// Sets the token on a call's context.
   void prepare(grpc::ClientContext& ctx) const;
+
+  /// Unary calls in flight. Their callbacks hold no reference to the link
+  /// (the last one dropped on gRPC's own thread would destroy the channel
+  /// from inside its callback: an assertion in gRPC): the link waits for
+  /// them instead when it goes.
+  std::mutex calls_mtx;
+  std::condition_variable calls_cv;
+  int calls = 0;
+  ~door_link();
 };
 
 /// edda's error for a failed call: the code from the trailing metadata

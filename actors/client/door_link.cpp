@@ -189,7 +189,10 @@ void door_unary(const std::shared_ptr<door_link>& link,
                 std::function<void(caf::error)> done) {
   std::shared_ptr<google::protobuf::Message> q{req.New()};
   q->CopyFrom(req);
-  std::string method;
+  // gRPC may keep a pointer to the method's name for the call's life:
+  // names from static storage only.
+  static const std::string resolve = "/edda.api.v1.Edda/ResolveTransaction";
+  const std::string* method = nullptr;
   if (auto* end = dynamic_cast<const pb::EndTxn*>(&req)) {
     // An operator's override; a producer's ends go through Transact.
     const std::string op = "operator:";
@@ -205,7 +208,7 @@ void door_unary(const std::shared_ptr<door_link>& link,
     r->set_commit(end->outcome() == pb::TXN_COMMIT);
     r->set_by(end->resolved_by().substr(op.size()));
     q = r;
-    method = "/edda.api.v1.Edda/ResolveTransaction";
+    method = &resolve;
   } else {
     auto it = methods().find(req.GetDescriptor()->full_name());
     if (it == methods().end()) {
@@ -214,19 +217,32 @@ void door_unary(const std::shared_ptr<door_link>& link,
                         + req.GetDescriptor()->full_name()));
       return;
     }
-    method = it->second;
+    method = &it->second;
   }
   auto ctx = std::make_shared<grpc::ClientContext>();
   link->prepare(*ctx);
   ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-  link->generic->UnaryCall(
-    ctx.get(), method, grpc::StubOptions{}, q.get(), reply,
-    [link, ctx, q, method, done = std::move(done)](grpc::Status st) {
+  {
+    std::lock_guard<std::mutex> guard{link->calls_mtx};
+    ++link->calls;
+  }
+  auto* l = link.get(); // alive until the callback ends (~door_link waits)
+  l->generic->UnaryCall(
+    ctx.get(), *method, grpc::StubOptions{}, q.get(), reply,
+    [l, ctx, q, method, done = std::move(done)](grpc::Status st) {
       if (st.ok())
         done(caf::error{});
       else
-        done(from_status(st, *ctx, method + " at " + link->endpoint));
+        done(from_status(st, *ctx, *method + " at " + l->endpoint));
+      std::lock_guard<std::mutex> guard{l->calls_mtx};
+      --l->calls;
+      l->calls_cv.notify_all(); // the last use of the link here
     });
+}
+
+door_link::~door_link() {
+  std::unique_lock<std::mutex> guard{calls_mtx};
+  calls_cv.wait(guard, [this] { return calls == 0; });
 }
 
 } // namespace edda::client
