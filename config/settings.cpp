@@ -747,6 +747,19 @@ const field fields[] = {
    "a peer silent this long is considered gone",
    set_duration<&ns::connection_timeout_ms>,
    get_duration<&ns::connection_timeout_ms>},
+  {"network.tls_certificate", "string", "empty or a PEM file",
+   "this node's certificate for mutual TLS on the node port (with "
+   "network.tls_key and network.tls_ca; all three or none): peers without "
+   "a certificate signed by network.tls_ca are refused before BASP; a "
+   "single node only for now (refused with cluster.etcd)",
+   set_string<&ns::tls_certificate>, get_string<&ns::tls_certificate>},
+  {"network.tls_key", "string", "empty or a PEM file",
+   "the private key of network.tls_certificate (unencrypted)",
+   set_string<&ns::tls_key>, get_string<&ns::tls_key>},
+  {"network.tls_ca", "string", "empty or a PEM file",
+   "the CA that signs every node's certificate (keep it for edda's nodes "
+   "only: any certificate it signed is a trusted peer)",
+   set_string<&ns::tls_ca>, get_string<&ns::tls_ca>},
   {"scheduler.policy", "enum", "sharing, stealing",
    "actor scheduler: work sharing or work stealing", set_policy,
    get_string<&ns::scheduler_policy>},

@@ -98,6 +98,9 @@ struct node_settings {
   // [network]
   uint64_t heartbeat_interval_ms = 100; // 0 = no heartbeats
   uint64_t connection_timeout_ms = 1000;
+  // Mutual TLS on the node port (PEM files; all three or none): only peers
+  // whose certificate the CA signed may connect (libcaf-openssl).
+  std::string tls_certificate, tls_key, tls_ca;
   // [scheduler]
   std::string scheduler_policy = "sharing"; // "sharing" or "stealing"
   uint32_t max_threads = 0;                 // 0 = number of cores

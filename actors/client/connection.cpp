@@ -1,6 +1,7 @@
 #include "client/connection_impl.hpp"
 
 #include "base/errc.hpp"
+#include "base/node_link.hpp"
 #include "wire/types.hpp"
 
 #include <caf/atom.hpp>
@@ -123,7 +124,7 @@ caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
   if (!parse_endpoint(ep, h, p))
     return make_error(errc::invalid_argument,
                       "'" + ep + "' is not host:port");
-  auto gw = sys->middleman().remote_actor(h, p);
+  auto gw = remote_node(*sys, h, p); // a node with TLS links over it
   if (!gw)
     return make_error(errc::unavailable, "cannot reach the edda node at " + ep
                                            + " (" + sys->render(gw.error())

@@ -4,6 +4,7 @@
 #include "base/ids.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "base/node_link.hpp"
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
@@ -119,7 +120,7 @@ void connect(self_ptr self, const std::string& id) {
   // remote_actor blocks: on its own (detached) actor.
   self->home_system().spawn<caf::detached>(
     [me, id, attempt, host, port](caf::event_based_actor* c) {
-      auto r = c->home_system().middleman().remote_actor(host, port);
+      auto r = remote_node(c->home_system(), host, port);
       if (r)
         c->send(me, wire::link_atom::value, id, attempt, *r, std::string{});
       else

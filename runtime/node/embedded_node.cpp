@@ -3,6 +3,7 @@
 #include "node/hosting.hpp"
 #include "node/services.hpp"
 #include "node/supervisor.hpp"
+#include "node/tls.hpp"
 
 #include "sagas/runtime.hpp"
 
@@ -31,6 +32,9 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/publish.hpp>
+#include <caf/openssl/publish.hpp>
+#include <caf/function_view.hpp>
+#include <caf/openssl/manager.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include <netdb.h>
@@ -711,6 +715,16 @@ embedded_node::start_once(const config::node_settings& settings,
   im->node_id = *id;
   wire::register_types(im->cfg);
   im->cfg.load<caf::io::middleman>();
+  if (!settings.tls_certificate.empty() && !settings.cluster_etcd.empty())
+    // CAF 0.17's openssl middleman opens a second connection per node pair
+    // (one from each side), which BASP drops: the links flap.
+    return make_error(errc::bad_config,
+                      "network.tls_* with cluster.etcd: mutual TLS between "
+                      "the nodes of a cluster is not supported yet (keep the "
+                      "node ports of a cluster on a private network; clients "
+                      "use the client door, api.listen)");
+  if (auto err = load_tls(im->cfg, settings))
+    return err;
   client::apply_runtime_settings(
     im->cfg, settings.scheduler_policy, settings.max_threads,
     std::chrono::milliseconds(settings.heartbeat_interval_ms),
@@ -739,8 +753,11 @@ embedded_node::start_once(const config::node_settings& settings,
   if (opts.listen) {
     auto& i = *node->impl_;
     EDDA_FAILPOINT("node.before_listen");
-    auto port = caf::io::publish(i.frontend, settings.listen_port,
-                                 settings.listen_host.c_str(), true);
+    auto port = i.sys->has_openssl_manager()
+                  ? caf::openssl::publish(i.frontend, settings.listen_port,
+                                          settings.listen_host.c_str(), true)
+                  : caf::io::publish(i.frontend, settings.listen_port,
+                                     settings.listen_host.c_str(), true);
     if (!port) {
       auto why = listen_problem(settings.listen_host, settings.listen_port);
       if (why.empty())
@@ -903,7 +920,12 @@ void embedded_node::stop() {
       i.membership->leave();
     i.membership.reset();
     i.store.reset();
-    if (i.port != 0)
+    if (i.port != 0 && i.sys->has_openssl_manager()) {
+      // (Debian's caf/openssl/unpublish.hpp does not compile: the same
+      // request to the openssl manager's actor.)
+      auto f = caf::make_function_view(i.sys->openssl_manager().actor_handle());
+      (void) f(caf::unpublish_atom::value, i.frontend.address(), i.port);
+    } else if (i.port != 0)
       i.sys->middleman().unpublish(i.frontend, i.port);
     // Every service stops through its keeper (the gateway first); stop()
     // waits until each keeper has quit, which it does once its service

@@ -404,11 +404,21 @@ protected:
 
   // -- clients ----------------------------------------------------------------
 
-  /// A client connection to `n` (at its own port, not through a relay).
+  /// A client connection to `n` (at its own port, not through a relay; to
+  /// its client door with clients_over_door_).
   caf::expected<client::connection>
   connect(const cluster_node& n, client::connect_options o = quick_options()) {
+    if (clients_over_door_) {
+      auto* p = n.process();
+      o.door = true;
+      return client::connection::open("127.0.0.1", p ? api_port_of(*p) : 0, o);
+    }
     return client::connection::open("127.0.0.1", n.port, o);
   }
+
+  /// Clients (connect) use the nodes' client doors: for nodes whose node
+  /// port takes mutual TLS (network.tls_*).
+  bool clients_over_door_ = false;
 
   /// The node's counter `name` (edda node status), 0 if absent or if `n`
   /// does not answer.
