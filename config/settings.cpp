@@ -319,6 +319,15 @@ std::string set_string(const value& v, node_settings& s) {
   return to_nonempty_string(v, s.*Member);
 }
 
+/// A string that may be empty (a file path that is optional).
+template <auto Member>
+std::string set_optional_string(const value& v, node_settings& s) {
+  if (v.type != kind::string)
+    return expected("a string", v);
+  s.*Member = v.str;
+  return {};
+}
+
 /// A plain name (letters, digits, '_', '-', '.'; at most 64), or empty if
 /// `may_be_empty`.
 template <auto Member, bool may_be_empty>
@@ -752,14 +761,14 @@ const field fields[] = {
    "network.tls_key and network.tls_ca; all three or none): peers without "
    "a certificate signed by network.tls_ca are refused before BASP; a "
    "single node only for now (refused with cluster.etcd)",
-   set_string<&ns::tls_certificate>, get_string<&ns::tls_certificate>},
+   set_optional_string<&ns::tls_certificate>, get_string<&ns::tls_certificate>},
   {"network.tls_key", "string", "empty or a PEM file",
    "the private key of network.tls_certificate (unencrypted)",
-   set_string<&ns::tls_key>, get_string<&ns::tls_key>},
+   set_optional_string<&ns::tls_key>, get_string<&ns::tls_key>},
   {"network.tls_ca", "string", "empty or a PEM file",
    "the CA that signs every node's certificate (keep it for edda's nodes "
    "only: any certificate it signed is a trusted peer)",
-   set_string<&ns::tls_ca>, get_string<&ns::tls_ca>},
+   set_optional_string<&ns::tls_ca>, get_string<&ns::tls_ca>},
   {"scheduler.policy", "enum", "sharing, stealing",
    "actor scheduler: work sharing or work stealing", set_policy,
    get_string<&ns::scheduler_policy>},

@@ -104,7 +104,8 @@ public:
   /// The same without waiting: `then` runs once, on an actor thread, with
   /// the reply or the error (keep it short; it must not block). Reconnects
   /// first after a loss, as call() does (blocking only then, and only for
-  /// remote connections).
+  /// remote connections). Over the client door it blocks: `then` runs on
+  /// the caller's thread before this returns.
   template <class Reply, class Request, class Then>
   void call_async(const Request& req, std::chrono::milliseconds timeout,
                   Then then) {

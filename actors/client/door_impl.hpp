@@ -8,7 +8,7 @@
 
 #include "api.grpc.pb.h"
 
-#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/grpcpp.h>
 
 #include <caf/error.hpp>
@@ -25,21 +25,10 @@ struct door_link {
   std::string token; ///< sent as "authorization: Bearer <token>"
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<api::Edda::Stub> stub;
-  std::unique_ptr<grpc::TemplatedGenericStub<google::protobuf::Message,
-                                             google::protobuf::Message>>
-    generic;
 
   /// Sets the token on a call's context.
   void prepare(grpc::ClientContext& ctx) const;
 
-  /// Unary calls in flight. Their callbacks hold no reference to the link
-  /// (the last one dropped on gRPC's own thread would destroy the channel
-  /// from inside its callback: an assertion in gRPC): the link waits for
-  /// them instead when it goes.
-  std::mutex calls_mtx;
-  std::condition_variable calls_cv;
-  int calls = 0;
-  ~door_link();
 };
 
 /// edda's error for a failed call: the code from the trailing metadata

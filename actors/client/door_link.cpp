@@ -163,8 +163,6 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts) {
   link->channel = grpc::CreateCustomChannel(
     link->endpoint, grpc::InsecureChannelCredentials(), args);
   link->stub = api::Edda::NewStub(link->channel);
-  link->generic = std::make_unique<grpc::TemplatedGenericStub<
-    google::protobuf::Message, google::protobuf::Message>>(link->channel);
   grpc::ClientContext ctx;
   link->prepare(ctx);
   auto wait = std::max(opts.connection_timeout, std::chrono::milliseconds{2000});
@@ -219,30 +217,21 @@ void door_unary(const std::shared_ptr<door_link>& link,
     }
     method = &it->second;
   }
-  auto ctx = std::make_shared<grpc::ClientContext>();
-  link->prepare(*ctx);
-  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-  {
-    std::lock_guard<std::mutex> guard{link->calls_mtx};
-    ++link->calls;
-  }
-  auto* l = link.get(); // alive until the callback ends (~door_link waits)
-  l->generic->UnaryCall(
-    ctx.get(), *method, grpc::StubOptions{}, q.get(), reply,
-    [l, ctx, q, method, done = std::move(done)](grpc::Status st) {
-      if (st.ok())
-        done(caf::error{});
-      else
-        done(from_status(st, *ctx, *method + " at " + l->endpoint));
-      std::lock_guard<std::mutex> guard{l->calls_mtx};
-      --l->calls;
-      l->calls_cv.notify_all(); // the last use of the link here
-    });
-}
-
-door_link::~door_link() {
-  std::unique_lock<std::mutex> guard{calls_mtx};
-  calls_cv.wait(guard, [this] { return calls == 0; });
+  // Blocking, on the caller's thread: a callback call would finish on the
+  // channel's own callback queue, which a connection dropped right after
+  // the answer would shut down under it (an assertion in gRPC).
+  grpc::ClientContext ctx;
+  link->prepare(ctx);
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  grpc::internal::RpcMethod rpc{method->c_str(),
+                                grpc::internal::RpcMethod::NORMAL_RPC};
+  auto st = grpc::internal::BlockingUnaryCall<google::protobuf::Message,
+                                              google::protobuf::Message>(
+    link->channel.get(), rpc, &ctx, *q, reply);
+  if (st.ok())
+    done(caf::error{});
+  else
+    done(from_status(st, ctx, *method + " at " + link->endpoint));
 }
 
 } // namespace edda::client

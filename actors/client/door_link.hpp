@@ -29,7 +29,8 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts);
 
 /// One unary call of the door for `req` (the request types the node's
 /// frontend takes: CreateTopic, TxnList, SagaStart, ...), its reply into
-/// `*reply`; `done` runs once, on a gRPC thread, with the error or none.
+/// `*reply`; `done` runs once, with the error or none, on the caller's
+/// thread before this returns (the call blocks).
 /// A request without a unary call of the door fails with invalid_argument.
 void door_unary(const std::shared_ptr<door_link>& link,
                 const google::protobuf::Message& req,

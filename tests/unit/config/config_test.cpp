@@ -104,6 +104,9 @@ node_settings non_defaults() {
   s.dedup_retention_ms = 3 * 86400000ull;
   s.heartbeat_interval_ms = 0;
   s.connection_timeout_ms = 0;
+  s.tls_certificate = "/etc/edda/tls/node.pem";
+  s.tls_key = "/etc/edda/tls/node.key";
+  s.tls_ca = "/etc/edda/tls/ca.pem";
   s.scheduler_policy = "stealing";
   s.max_threads = 3;
   s.log_level = "debug";
@@ -215,6 +218,9 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "saga.retention",
                                        "network.heartbeat_interval",
                                        "network.connection_timeout",
+                                       "network.tls_certificate",
+                                       "network.tls_key",
+                                       "network.tls_ca",
                                        "scheduler.policy",
                                        "scheduler.max_threads",
                                        "log.level",
