@@ -8,7 +8,6 @@
 #include "client/door_transactions.hpp"
 
 #include "base/errc.hpp"
-#include "base/failpoint.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
 
@@ -481,21 +480,10 @@ door_transactions::send_in_transaction(message m,
   auto id = f.get();
   if (!id)
     return id.error();
-  txn_result out;
-  out.txn_id = *id;
-  out.local = run_local(fn, m, out.txn_id);
-  EDDA_FAILPOINT("txn.before_end");
-  if (out.local == txn_outcome::unknown) {
-    out.end_error = outcome_unknown();
-    return out;
-  }
-  auto r = end(out.txn_id, out.local);
-  if (!r) {
-    out.end_error = r.error();
-    return out;
-  }
-  r->local = out.local;
-  return std::move(*r);
+  return run_and_end(std::move(*id), m, fn,
+                     [this](const std::string& txn_id, txn_outcome x) {
+                       return end(txn_id, x);
+                     });
 }
 
 void door_transactions::send_in_transaction_async(

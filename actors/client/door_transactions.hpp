@@ -5,6 +5,7 @@
 #include "client/door_link.hpp"
 #include "client/transaction_producer.hpp"
 
+#include <functional>
 #include <memory>
 
 namespace edda::client {
@@ -15,6 +16,13 @@ namespace edda::client {
                                     const std::string& txn_id);
 /// The end_error of a transaction whose local outcome is unknown.
 [[nodiscard]] caf::error outcome_unknown();
+/// After its half message is stored: runs the local transaction, then ends
+/// the transaction with its outcome through `end` (not if unknown); what
+/// send_in_transaction returns (an end that failed is its end_error).
+[[nodiscard]] caf::expected<txn_result>
+run_and_end(std::string txn_id, const message& m, const local_transaction& fn,
+            const std::function<caf::expected<txn_result>(
+              const std::string&, txn_outcome)>& end);
 
 class door_transactions {
 public:

@@ -73,6 +73,27 @@ caf::error outcome_unknown() {
                     "local transaction outcome unknown: left to check-back");
 }
 
+caf::expected<txn_result>
+run_and_end(std::string txn_id, const message& m, const local_transaction& fn,
+            const std::function<caf::expected<txn_result>(
+              const std::string&, txn_outcome)>& end) {
+  txn_result out;
+  out.txn_id = std::move(txn_id);
+  out.local = run_local(fn, m, out.txn_id);
+  EDDA_FAILPOINT("txn.before_end");
+  if (out.local == txn_outcome::unknown) {
+    out.end_error = outcome_unknown();
+    return out;
+  }
+  auto r = end(out.txn_id, out.local);
+  if (!r) {
+    out.end_error = r.error();
+    return out;
+  }
+  r->local = out.local;
+  return std::move(*r);
+}
+
 namespace {
 
 pb::TxnOutcome to_wire(txn_outcome x) {
@@ -825,22 +846,11 @@ transaction_producer::send_in_transaction(message m,
   auto ack = impl_->conn->call<pb::HalfAck>(h, impl_->opts.timeout);
   if (!ack)
     return ack.error();
-  txn_result out;
   // In a cluster the node names the transaction's home in its id.
-  out.txn_id = ack->txn_id().empty() ? h.txn_id() : ack->txn_id();
-  out.local = run_local(fn, m, out.txn_id);
-  EDDA_FAILPOINT("txn.before_end");
-  if (out.local == txn_outcome::unknown) {
-    out.end_error = outcome_unknown();
-    return out;
-  }
-  auto r = end(out.txn_id, out.local);
-  if (!r) {
-    out.end_error = r.error();
-    return out;
-  }
-  r->local = out.local;
-  return std::move(*r);
+  return run_and_end(ack->txn_id().empty() ? h.txn_id() : ack->txn_id(), m,
+                     fn, [this](const std::string& id, txn_outcome x) {
+                       return end(id, x);
+                     });
 }
 
 void transaction_producer::send_in_transaction_async(message m,
