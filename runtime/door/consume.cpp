@@ -43,7 +43,7 @@ public:
 
   void OnReadDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<consume_stream> fin{this}; // after the lock below is released
     std::unique_lock<std::recursive_mutex> lock{mtx_};
     reading_ = false;
     if (finished_)
@@ -119,7 +119,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<consume_stream> fin{this}; // after the lock below is released
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -139,7 +139,7 @@ public:
 
   void OnCancel() override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<consume_stream> fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     cancelled_ = true;
     close_locked();
@@ -151,6 +151,7 @@ public:
   }
 
 private:
+  friend struct finish_on_exit<consume_stream>;
   /// The stream's thread: subscribe, serve until closed, unsubscribe.
   void run() {
     client::consumer_options o;
@@ -282,22 +283,6 @@ private:
     if (finishing_locked())
       finish_pending_ = true; // the reaction finishes once it unlocks
   }
-
-  /// In every reaction, declared before its lock: finishes the stream if
-  /// close_locked() decided so, once the lock is released (the last thing
-  /// the reaction does with the stream).
-  struct finish_on_exit {
-    consume_stream* s;
-    ~finish_on_exit() {
-      bool finish = false;
-      {
-        std::lock_guard<std::recursive_mutex> guard{s->mtx_};
-        finish = std::exchange(s->finish_pending_, false);
-      }
-      if (finish)
-        s->Finish(s->status_);
-    }
-  };
 
   bool finishing_locked() {
     if (finished_ || !stopped_ || writing_)

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 namespace edda::door {
 
@@ -127,6 +128,28 @@ public:
   void OnDone() override {
     delete this;
   }
+};
+
+/// In every reaction of a stream (consume, participate, transact),
+/// declared before its lock: finishes the stream if its close_locked()
+/// decided so (`finish_pending_`), once the lock is released (the last
+/// thing the reaction does with the stream). The stream befriends it.
+template <class Stream>
+struct finish_on_exit {
+  explicit finish_on_exit(Stream* stream) : s(stream) {
+  }
+  finish_on_exit(const finish_on_exit&) = delete;
+  finish_on_exit& operator=(const finish_on_exit&) = delete;
+  ~finish_on_exit() {
+    bool finish = false;
+    {
+      std::lock_guard<std::recursive_mutex> guard{s->mtx_};
+      finish = std::exchange(s->finish_pending_, false);
+    }
+    if (finish)
+      s->Finish(s->status_);
+  }
+  Stream* s;
 };
 
 grpc::ServerBidiReactor<api::ProduceRequest, api::ProduceResponse>*

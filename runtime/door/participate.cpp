@@ -40,7 +40,7 @@ public:
 
   void OnReadDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<participate_stream> fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     reading_ = false;
     if (finished_)
@@ -95,7 +95,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<participate_stream> fin{this}; // after the lock below is released
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -113,7 +113,7 @@ public:
 
   void OnCancel() override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<participate_stream> fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     close_locked();
   }
@@ -124,6 +124,7 @@ public:
   }
 
 private:
+  friend struct finish_on_exit<participate_stream>;
   /// The stream's thread: register, serve until closed, unregister.
   void run() {
     std::map<std::string, sagas::step_function> handlers;
@@ -290,22 +291,6 @@ private:
     if (finishing_locked())
       finish_pending_ = true; // the reaction finishes once it unlocks
   }
-
-  /// In every reaction, declared before its lock: finishes the stream if
-  /// close_locked() decided so, once the lock is released (the last thing
-  /// the reaction does with the stream).
-  struct finish_on_exit {
-    participate_stream* s;
-    ~finish_on_exit() {
-      bool finish = false;
-      {
-        std::lock_guard<std::recursive_mutex> guard{s->mtx_};
-        finish = std::exchange(s->finish_pending_, false);
-      }
-      if (finish)
-        s->Finish(s->status_);
-    }
-  };
 
   bool finishing_locked() {
     if (finished_ || !stopped_ || writing_)

@@ -60,7 +60,7 @@ public:
 
   void OnReadDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<transact_stream> fin{this}; // after the lock below is released
     api::TransactRequest req;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -151,7 +151,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<transact_stream> fin{this}; // after the lock below is released
     bool finish = false;
     {
       std::lock_guard<std::recursive_mutex> guard{mtx_};
@@ -172,7 +172,7 @@ public:
 
   void OnCancel() override {
     caf_thread_scope scope;
-    finish_on_exit fin{this}; // after the lock below is released
+    finish_on_exit<transact_stream> fin{this}; // after the lock below is released
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     gone_ = true;
     close_locked();
@@ -184,6 +184,7 @@ public:
   }
 
 private:
+  friend struct finish_on_exit<transact_stream>;
   /// The stream's thread: join the group, serve until closed, leave.
   void run() {
     client::txn_producer_options o;
@@ -462,22 +463,6 @@ private:
     if (finishing_locked())
       finish_pending_ = true; // the reaction finishes once it unlocks
   }
-
-  /// In every reaction, declared before its lock: finishes the stream if
-  /// close_locked() decided so, once the lock is released (the last thing
-  /// the reaction does with the stream).
-  struct finish_on_exit {
-    transact_stream* s;
-    ~finish_on_exit() {
-      bool finish = false;
-      {
-        std::lock_guard<std::recursive_mutex> guard{s->mtx_};
-        finish = std::exchange(s->finish_pending_, false);
-      }
-      if (finish)
-        s->Finish(s->status_);
-    }
-  };
 
   /// Once: left the group, every half and end answered, no write pending.
   bool finishing_locked() {
