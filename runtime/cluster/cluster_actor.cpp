@@ -25,6 +25,7 @@ namespace ch = std::chrono;
 struct link {
   std::string endpoint;
   uint64_t incarnation = 0;
+  bool tls = false; ///< its node port is behind mutual TLS
   caf::actor handle;  ///< the peer's gateway, once the hello succeeded
   uint64_t attempt = 0; ///< replies of older attempts are ignored
   bool connecting = false;
@@ -39,6 +40,7 @@ struct cluster_state {
   std::map<std::string, link> links; // by node id, every other member
   std::vector<caf::actor> subscribers; // told of views and links
   uint64_t attempts = 0; ///< link attempts ever: replies of old ones are stale
+  caf::actor own_gateway; ///< sent in hellos with one_way_links
   static inline const char* name = "edda.cluster";
 };
 
@@ -101,12 +103,34 @@ void down(self_ptr self, const std::string& id, const std::string& why) {
   schedule(self, id, l.backoff);
 }
 
+/// With one_way_links, the node of the smaller id makes the pair's link.
+bool links_to(const cluster_state& st, const std::string& id) {
+  return !st.opts.one_way_links || st.opts.node_id < id;
+}
+
 void connect(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto i = st.links.find(id);
-  if (i == st.links.end() || i->second.connecting || i->second.handle)
+  if (i == st.links.end() || i->second.connecting || i->second.handle
+      || i->second.tls != st.opts.one_way_links)
     return;
   auto& l = i->second;
+  if (!links_to(st, id)) {
+    auto waiting = "waiting for " + id
+                   + " to link (between node ports behind mutual TLS, the "
+                     "node of the smaller id links; if this lasts, see its "
+                     "log: each node's certificate must be signed by the "
+                     "other's network.tls_ca)";
+    if (l.error.empty() || l.error.rfind("waiting for ", 0) == 0)
+      l.error = waiting;
+    else
+      l.error = waiting + "; before: " + l.error;
+    return;
+  }
+  if (st.opts.one_way_links && !st.own_gateway) {
+    schedule(self, id, ch::milliseconds(100)); // told soon after the start
+    return;
+  }
   std::string host;
   uint16_t port = 0;
   if (!split_endpoint(l.endpoint, host, port)) {
@@ -139,8 +163,10 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
   h.set_node_id(st.opts.node_id);
   h.set_incarnation(st.view.incarnation());
   h.set_expect_node_id(id);
-  self->request(peer, st.opts.hello_timeout, h)
-    .then(
+  auto sent = st.opts.one_way_links
+                ? self->request(peer, st.opts.hello_timeout, h, st.own_gateway)
+                : self->request(peer, st.opts.hello_timeout, h);
+  std::move(sent).then(
       [=](const pb::PeerWelcome& w) {
         auto i = self->state.links.find(id);
         if (i == self->state.links.end() || i->second.attempt != attempt)
@@ -205,6 +231,17 @@ void follow(self_ptr self) {
     auto& l = st.links[id];
     l.endpoint = m->endpoint();
     l.incarnation = m->incarnation();
+    l.tls = m->node_tls();
+    if (l.tls != st.opts.one_way_links) {
+      auto mine = st.opts.one_way_links ? "is" : "is not";
+      auto theirs = l.tls ? "is" : "is not";
+      l.error = "no link: the node port of " + id + " " + theirs
+                + " behind mutual TLS and this node's " + mine
+                + " (network.tls_*: the nodes of a cluster must agree)";
+      EDDA_WARN("cluster", l.error);
+      metrics::counter("cluster.peers_refused")++;
+      continue;
+    }
     connect(self, id);
   }
 }
@@ -284,6 +321,107 @@ caf::result<pb::ReplAck> ask_replicas(self_ptr self, T x) {
                           std::chrono::seconds(60));
 }
 
+/// Why a hello is refused (another cluster, or meant for another node);
+/// none: accepted.
+caf::error check_hello(self_ptr self, const pb::PeerHello& h) {
+  auto& st = self->state;
+  if (h.cluster_name() != st.opts.cluster_name) {
+    EDDA_WARN("cluster", "refused a peer of cluster '" << h.cluster_name()
+                                                       << "' (node "
+                                                       << h.node_id()
+                                                       << ")");
+    metrics::counter("cluster.peers_refused")++;
+    return make_error(errc::invalid_argument,
+                      "this node is of cluster '" + st.opts.cluster_name
+                        + "', not '" + h.cluster_name() + "'");
+  }
+  if (!same_cluster_id(st.opts.cluster_id, h.cluster_id())) {
+    EDDA_WARN("cluster", "refused a peer of another cluster '"
+                           << h.cluster_name() << "' with id "
+                           << h.cluster_id() << " (node " << h.node_id()
+                           << "); this one has id " << st.opts.cluster_id
+                           << ": one name on two etcds?");
+    metrics::counter("cluster.peers_refused")++;
+    return make_error(errc::invalid_argument,
+                      "this node is of cluster '" + st.opts.cluster_name
+                        + "' with id " + st.opts.cluster_id + ", not "
+                        + h.cluster_id());
+  }
+  if (!h.expect_node_id().empty()
+      && h.expect_node_id() != st.opts.node_id) {
+    metrics::counter("cluster.peers_refused")++;
+    return make_error(errc::invalid_argument,
+                      "this node is '" + st.opts.node_id + "', not '"
+                        + h.expect_node_id() + "'");
+  }
+  return caf::none;
+}
+
+pb::PeerWelcome welcome(self_ptr self) {
+  auto& st = self->state;
+  pb::PeerWelcome w;
+  w.set_cluster_name(st.opts.cluster_name);
+  w.set_cluster_id(st.opts.cluster_id);
+  w.set_node_id(st.opts.node_id);
+  w.set_incarnation(st.view.incarnation());
+  return w;
+}
+
+/// One_way_links: the member `h.node_id()` links here with its gateway
+/// `gw`.
+caf::result<pb::PeerWelcome> take_link(self_ptr self, const pb::PeerHello& h,
+                                       caf::actor gw) {
+  auto& st = self->state;
+  auto refuse = [&](errc code, std::string why) {
+    EDDA_WARN("cluster", "refused a link from " << h.node_id().substr(0, 80)
+                                                << ": " << why);
+    metrics::counter("cluster.peers_refused")++;
+    return make_error(code, std::move(why));
+  };
+  if (!st.opts.one_way_links)
+    return refuse(errc::invalid_argument,
+                  "node " + st.opts.node_id
+                    + " makes its own links (its node port is not behind "
+                      "mutual TLS): say hello without a gateway");
+  auto sender = self->current_sender();
+  if (!gw || !sender || gw.node() != sender->node()
+      || sender->node() == self->node())
+    return refuse(errc::invalid_argument,
+                  "a hello's gateway must be on the node that sends it");
+  if (links_to(st, h.node_id()))
+    return refuse(errc::invalid_argument,
+                  "the link between " + st.opts.node_id + " and "
+                    + h.node_id() + " is made by " + st.opts.node_id);
+  auto i = st.links.find(h.node_id());
+  if (i != st.links.end() && i->second.tls != st.opts.one_way_links)
+    return refuse(errc::invalid_argument, i->second.error);
+  if (i == st.links.end() || i->second.incarnation != h.incarnation())
+    // The sender saw this node in etcd before this node saw it: it tries
+    // again.
+    return make_error(errc::unavailable,
+                      "node " + h.node_id() + " of incarnation "
+                        + std::to_string(h.incarnation())
+                        + " is not a member in " + st.opts.node_id
+                        + "'s view yet");
+  auto& l = i->second;
+  if (l.handle != gw) {
+    if (l.handle) {
+      self->demonitor(l.handle);
+      publish_link(self, h.node_id(), caf::actor{});
+    }
+    l.handle = gw;
+    self->monitor(gw);
+    publish_link(self, h.node_id(), gw);
+    EDDA_INFO("cluster", "link from " << h.node_id() << " at " << l.endpoint
+                                      << " is up");
+  }
+  l.connecting = false;
+  l.error.clear();
+  l.backoff = ch::milliseconds(0);
+  l.attempt = ++st.attempts; // a retry scheduled before is stale
+  return welcome(self);
+}
+
 caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
   self->state.opts = std::move(opts);
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -346,42 +484,17 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       return rp;
     },
     [=](const pb::PeerHello& h) -> caf::result<pb::PeerWelcome> {
-      auto& st = self->state;
-      if (h.cluster_name() != st.opts.cluster_name) {
-        EDDA_WARN("cluster", "refused a peer of cluster '" << h.cluster_name()
-                                                           << "' (node "
-                                                           << h.node_id()
-                                                           << ")");
-        metrics::counter("cluster.peers_refused")++;
-        return make_error(errc::invalid_argument,
-                          "this node is of cluster '" + st.opts.cluster_name
-                            + "', not '" + h.cluster_name() + "'");
-      }
-      if (!same_cluster_id(st.opts.cluster_id, h.cluster_id())) {
-        EDDA_WARN("cluster", "refused a peer of another cluster '"
-                               << h.cluster_name() << "' with id "
-                               << h.cluster_id() << " (node " << h.node_id()
-                               << "); this one has id " << st.opts.cluster_id
-                               << ": one name on two etcds?");
-        metrics::counter("cluster.peers_refused")++;
-        return make_error(errc::invalid_argument,
-                          "this node is of cluster '" + st.opts.cluster_name
-                            + "' with id " + st.opts.cluster_id + ", not "
-                            + h.cluster_id());
-      }
-      if (!h.expect_node_id().empty()
-          && h.expect_node_id() != st.opts.node_id) {
-        metrics::counter("cluster.peers_refused")++;
-        return make_error(errc::invalid_argument,
-                          "this node is '" + st.opts.node_id + "', not '"
-                            + h.expect_node_id() + "'");
-      }
-      pb::PeerWelcome w;
-      w.set_cluster_name(st.opts.cluster_name);
-      w.set_cluster_id(st.opts.cluster_id);
-      w.set_node_id(st.opts.node_id);
-      w.set_incarnation(st.view.incarnation());
-      return w;
+      if (auto err = check_hello(self, h))
+        return err;
+      return welcome(self);
+    },
+    [=](const pb::PeerHello& h, caf::actor& gw) -> caf::result<pb::PeerWelcome> {
+      if (auto err = check_hello(self, h))
+        return err;
+      return take_link(self, h, std::move(gw));
+    },
+    [=](wire::link_atom, caf::actor& own_gateway) {
+      self->state.own_gateway = std::move(own_gateway);
     },
     [=](pb::ReplShip& ship) -> caf::result<pb::ReplAck> {
       auto& st = self->state;
@@ -475,7 +588,13 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       }
       if (!peer) {
         l.connecting = false;
-        down(self, id, "cannot connect to " + l.endpoint + ": " + err);
+        auto why = "cannot connect to " + l.endpoint + ": " + err;
+        if (self->state.opts.one_way_links)
+          why += " (mutual TLS: each node's certificate must be signed by "
+                 "the other's network.tls_ca)";
+        if (why != l.error) // once, not at every retry
+          EDDA_WARN("cluster", "no link to " << id << ": " << why);
+        down(self, id, why);
         return;
       }
       hello(self, id, attempt, std::move(peer));

@@ -8,7 +8,9 @@
 // cluster, and monitors the link. A link that drops is made again after
 // `reconnect_after` (longer than the middleman's connection timeout, so the
 // peer has dropped its side of the old connection first: CAF issue 1304),
-// then with doubling backoff up to 5 s. Ownership is never decided from a
+// then with doubling backoff up to 5 s. Between node ports behind mutual
+// TLS (one_way_links) only the node of the smaller id connects; the other
+// takes the link from its hello. Ownership is never decided from a
 // link's loss: only etcd says who is a member.
 //
 // Protocol:
@@ -21,6 +23,13 @@
 //                             sender is of another cluster (name, or id: one
 //                             name on two etcds) or meant another node; each
 //                             refusal: a WARN line and cluster.peers_refused
+//   (PeerHello, actor gw)  -> PeerWelcome     the same, with one_way_links:
+//                             the sender (a member of a smaller id, of the
+//                             incarnation this node's view has) links here,
+//                             and gw (its gateway, on the node that sent the
+//                             hello) becomes the link; unavailable while this
+//                             node's view does not have the sender yet
+//   (link_atom, actor gw)     this node's own gateway (one_way_links)
 //   (watch_atom, actor s)     s follows the cluster: it gets the current
 //                             MembershipView and every later one, and
 //                             (link_atom, node_id, gateway) for every link
@@ -61,6 +70,12 @@ struct cluster_actor_options {
   /// This node's shipper (replication/shipper.hpp), asked for the
   /// replication part of a full status; null: no replication.
   caf::actor shipper;
+  /// One connection per pair of nodes, made by the node of the smaller id
+  /// (node ports behind mutual TLS: CAF 0.17's openssl transport does not
+  /// survive both nodes of a pair connecting to each other). The other
+  /// node takes the link from the hello, which carries the sender's
+  /// gateway; it needs this node's own gateway: (link_atom, gateway).
+  bool one_way_links = false;
 };
 
 [[nodiscard]] caf::actor spawn_cluster_actor(caf::actor_system& sys,

@@ -28,6 +28,7 @@ std::optional<member> parse_member(const coord::key_value& kv) {
   m.started_ms = info.started_ms();
   m.hosted_by = info.hosted_by();
   m.standby_for = info.standby_for();
+  m.node_tls = info.node_tls();
   m.lease = kv.lease;
   m.create_revision = kv.create_revision;
   return m;
@@ -148,6 +149,7 @@ caf::error membership::join_once(bool first) {
   info.set_version(opts_.version);
   info.set_hosted_by(opts_.hosted_by);
   info.set_standby_for(opts_.standby_for);
+  info.set_node_tls(opts_.node_tls);
   auto put = st.cas_put(k, info.SerializeAsString(), 0, *lease);
   if (!put) {
     (void) st.revoke(*lease);

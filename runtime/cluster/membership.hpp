@@ -58,6 +58,7 @@ struct member {
   /// A node following its own group `standby_for` to take it back (its id
   /// is "<group>~standby"): listed in membership_view::standbys only.
   std::string standby_for;
+  bool node_tls = false; ///< its node port is behind mutual TLS
 };
 
 struct membership_view {
@@ -95,6 +96,7 @@ struct membership_options {
   /// This member follows that group to take it back (a standby: not
   /// registered in nodes/, listed apart).
   std::string standby_for;
+  bool node_tls = false; ///< the node port is behind mutual TLS
   std::chrono::milliseconds ttl{10000};
   /// The lease and incarnation of the previous start (cluster_record).
   coord::lease_id previous_lease = 0;

@@ -341,6 +341,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
   co.replicas = im.replicas;
   co.shipper = im.shipper;
+  co.one_way_links = !settings.tls_certificate.empty();
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
   if (im.shipper)
@@ -392,6 +393,7 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   im.frontend = sup.keep(services::gateway(ctx, im.topics, im.groups, im.dedup,
                                            im.txn, std::move(shards),
                                            std::move(directory), im.cluster));
+  caf::anon_send(im.cluster, wire::link_atom::value, im.frontend);
   broker::wire_up(im.scheduler, im.topics, im.groups);
   return caf::none;
 }
@@ -467,6 +469,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
   mo.runs_sagas = im.sagas != nullptr;
   mo.hosted_by = im.hosted_by;
   mo.standby_for = im.standby_for;
+  mo.node_tls = !im.settings.tls_certificate.empty();
   mo.shared = im.lease;
   mo.ttl = ttl;
   mo.previous_lease = rec->last_lease_id;
@@ -499,6 +502,7 @@ caf::error join_cluster(embedded_node::impl& im, const std::string& endpoint,
       x->set_started_ms(m.started_ms);
       x->set_hosted_by(m.hosted_by);
       x->set_standby_for(m.standby_for);
+      x->set_node_tls(m.node_tls);
     };
     for (auto& m : v.members) {
       fill(pv.add_members(), m);
@@ -715,14 +719,6 @@ embedded_node::start_once(const config::node_settings& settings,
   im->node_id = *id;
   wire::register_types(im->cfg);
   im->cfg.load<caf::io::middleman>();
-  if (!settings.tls_certificate.empty() && !settings.cluster_etcd.empty())
-    // CAF 0.17's openssl middleman opens a second connection per node pair
-    // (one from each side), which BASP drops: the links flap.
-    return make_error(errc::bad_config,
-                      "network.tls_* with cluster.etcd: mutual TLS between "
-                      "the nodes of a cluster is not supported yet (keep the "
-                      "node ports of a cluster on a private network; clients "
-                      "use the client door, api.listen)");
   if (auto err = load_tls(im->cfg, settings))
     return err;
   client::apply_runtime_settings(

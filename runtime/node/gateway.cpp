@@ -168,12 +168,12 @@ caf::error first_error(const std::vector<caf::error>& errors, errc ignorable) {
 
 /// Passes `x` on to the node's cluster actor (peer handshakes, replication,
 /// elections), which answers the sender; unavailable without one.
-template <class Reply, class Request>
+template <class Reply, class... Request>
 caf::result<Reply> to_cluster(gateway_ptr self, const caf::actor& cluster,
-                              Request& x) {
+                              Request&... x) {
   if (!cluster)
     return make_error(errc::unavailable, "this node has no cluster view");
-  self->delegate(cluster, std::move(x));
+  self->delegate(cluster, std::move(x)...);
   return caf::delegated<Reply>{};
 }
 
@@ -656,6 +656,9 @@ caf::behavior gateway(gateway_ptr self,
     },
     [=](pb::PeerHello& x) -> caf::result<pb::PeerWelcome> {
       return to_cluster<pb::PeerWelcome>(self, cluster, x);
+    },
+    [=](pb::PeerHello& x, caf::actor& gw) -> caf::result<pb::PeerWelcome> {
+      return to_cluster<pb::PeerWelcome>(self, cluster, x, gw);
     },
     [=](pb::ReplShip& x) -> caf::result<pb::ReplAck> {
       return to_cluster<pb::ReplAck>(self, cluster, x);

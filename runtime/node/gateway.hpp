@@ -14,8 +14,9 @@
 // Protocol: every request of runtime/wire/broker.proto that a client sends
 // (see client::admin and the client actors), plus NodeStatusRequest ->
 // NodeStatus, and (runtime/wire/cluster.proto) ClusterStatusRequest and
-// PeerHello, and (replication.proto) ReplShip, passed to the node's cluster
-// actor.
+// PeerHello (also with the sender's gateway: (PeerHello, actor), between
+// node ports behind TLS), and (replication.proto) ReplShip, passed to the
+// node's cluster actor.
 #pragma once
 
 #include "broker/context.hpp"

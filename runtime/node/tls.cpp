@@ -70,6 +70,12 @@ caf::error load_tls(caf::actor_system_config& cfg,
   if (SSL_CTX_load_verify_locations(ctx.get(), ca.c_str(), nullptr) != 1)
     return make_error(errc::bad_config, "network.tls_ca: cannot load " + ca
                                           + " (" + openssl_reason() + ")");
+  if (!openssl_error_queue_cleared())
+    return make_error(errc::bad_config,
+                      "TLS: CAF's calls to OpenSSL do not go through this "
+                      "program's SSL_read and SSL_write (see "
+                      "runtime/node/openssl_errors.cpp): link it as the edda "
+                      "binary is linked");
   // Any openssl.* key set makes CAF verify the peer and require its
   // certificate, on both sides of a connection.
   cfg.load<caf::openssl::manager>();

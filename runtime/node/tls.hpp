@@ -21,4 +21,9 @@ namespace edda::node {
 [[nodiscard]] caf::error load_tls(caf::actor_system_config& cfg,
                                   const config::node_settings& s);
 
+/// True if CAF's TLS calls go through this executable's SSL_read and
+/// SSL_write, which clear OpenSSL's error queue first (openssl_errors.cpp:
+/// without it, one dead peer drops every TLS link of the node).
+[[nodiscard]] bool openssl_error_queue_cleared();
+
 } // namespace edda::node
