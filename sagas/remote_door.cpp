@@ -1,7 +1,10 @@
 // participant_host over the client door: each worker thread holds one
-// Participate stream (concurrency 1), serves the calls it reads one after
-// another and writes each outcome; after the stream ends it registers again
-// every 500 ms until stopped.
+// Participate stream, serves the calls it reads one after another and
+// writes each outcome; after the stream ends it registers again every
+// 500 ms until stopped. With host_options::batches (the default) the node
+// may have 16 calls outstanding on a stream, which wait in the stream while
+// the worker serves the one before (as the node port's batches); without,
+// one at a time.
 #include "sagas/remote_door.hpp"
 #include "sagas/step_call.hpp"
 
@@ -63,7 +66,7 @@ struct door_host::state {
     for (auto& [name, fn] : handlers)
       reg.mutable_register_()->add_names(name);
     reg.mutable_register_()->set_client_id(opts.client_id);
-    reg.mutable_register_()->set_concurrency(1);
+    reg.mutable_register_()->set_concurrency(opts.batches ? 16 : 1);
     api::ParticipateResponse first;
     if (auto err = client::open_session(
           *link, s->ctx, *s->rw, reg, first,

@@ -337,4 +337,68 @@ report produce_door(const std::string& api_endpoint, const phase_spec& spec,
   return r;
 }
 
+saga_run_result start_sagas_door(const std::string& api_endpoint,
+                                 const std::string& type,
+                                 const std::string& prefix, uint64_t count,
+                                 uint64_t window, bool wait) {
+  saga_run_result out;
+  out.latency.reserve(count);
+  auto stub = stub_for(api_endpoint);
+  grpc::CompletionQueue cq;
+  struct call {
+    grpc::ClientContext ctx;
+    edda::wire::v1::SagaStarted reply;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<edda::wire::v1::SagaStarted>>
+      rpc;
+    int64_t t0 = 0;
+  };
+  uint64_t next = 0;
+  auto issue = [&] {
+    auto* c = new call;
+    c->ctx.set_deadline(std::chrono::system_clock::now()
+                        + std::chrono::minutes(5));
+    edda::wire::v1::SagaStart s;
+    s.set_type(type);
+    s.set_id(prefix + std::to_string(next++));
+    s.set_input("{}");
+    s.set_wait(wait);
+    c->t0 = mono_ns();
+    c->rpc = stub->AsyncStartSaga(&c->ctx, s, &cq);
+    c->rpc->Finish(&c->reply, &c->status, c);
+  };
+  auto began = mono_ns();
+  for (uint64_t i = 0; i < std::min(window, count); ++i)
+    issue();
+  uint64_t settled = 0;
+  void* tag = nullptr;
+  bool ok = false;
+  while (settled < count && cq.Next(&tag, &ok)) {
+    std::unique_ptr<call> c{static_cast<call*>(tag)};
+    ++settled;
+    if (c->status.ok()) {
+      out.latency.add(mono_ns() - c->t0);
+      ++out.done;
+      if (wait
+          && c->reply.record().state() != 3) { // completed (sagas/saga.hpp)
+        ++out.not_completed;
+        if (out.first_problem.empty())
+          out.first_problem = c->reply.record().id() + ": "
+                              + c->reply.record().reason();
+      }
+    } else {
+      ++out.errors;
+      if (out.first_problem.empty())
+        out.first_problem = c->status.error_message();
+    }
+    if (next < count)
+      issue();
+  }
+  out.seconds = static_cast<double>(mono_ns() - began) / 1e9;
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok))
+    delete static_cast<call*>(tag);
+  return out;
+}
+
 } // namespace edda::bench

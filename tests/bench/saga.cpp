@@ -16,6 +16,7 @@
 
 #include "base/errc.hpp"
 #include "client/connection.hpp"
+#include "door.hpp"
 #include "client/connection_impl.hpp"
 #include "harness.hpp"
 #include "node_child.hpp"
@@ -33,6 +34,7 @@
 #include <chrono>
 #include <future>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 namespace edda::bench {
@@ -53,6 +55,7 @@ struct saga_options {
   uint64_t cluster = 0;     ///< --cluster N: N nodes on one etcd instead
   uint64_t replication = 1; ///< --replication RF (with --cluster)
   uint64_t min_insync = 1;  ///< --min-insync M (with --cluster)
+  bool door = false;        ///< --door: the phases again over the door
 };
 
 const char* saga_help = R"(usage: edda bench saga [options]
@@ -80,6 +83,10 @@ options:
                       1, then at --replication RF (default 1: once) with
                       --min-insync M (default 1), in the same run; no
                       memory phase
+  --door              then the throughput and latency phases through the
+                      client door (gRPC, edda.api.v1) of a fresh node of
+                      the same settings, participants served over it too,
+                      in the same run: rows "edda-door" (one node)
 )";
 
 bool parse(const std::vector<std::string>& argv, saga_options& o,
@@ -122,6 +129,8 @@ bool parse(const std::vector<std::string>& argv, saga_options& o,
         return false;
       }
       o.durability = *v;
+    } else if (a == "--door") {
+      o.door = true;
     } else if (a == "--node-set") {
       auto v = value();
       if (!v)
@@ -131,6 +140,10 @@ bool parse(const std::vector<std::string>& argv, saga_options& o,
       err = "unknown option '" + a + "'";
       return false;
     }
+  }
+  if (o.door && o.cluster > 0) {
+    err = "--door runs against one node: not with --cluster";
+    return false;
   }
   if (o.cluster == 0 && (o.replication > 1 || o.min_insync > 1)) {
     err = "--replication and --min-insync need --cluster N";
@@ -167,10 +180,12 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
   };
 }
 
-/// The child: serves bench3.{a,b,c} (and their compensations) and hold.a,
-/// writes one byte to `ready` once registered, runs until `quit` closes.
+/// The child: serves bench3.{a,b,c} (and their compensations) and hold.a
+/// (over the node port only), writes one byte to `ready` once registered,
+/// runs until `quit` closes. `door`: the endpoints are client doors.
 [[noreturn]] void participants(const std::vector<std::string>& endpoints,
-                               uint32_t workers, int ready, int quit) {
+                               bool door, uint32_t workers, int ready,
+                               int quit) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   auto ok = [](const sagas::step_request&) {
     return sagas::step_result::success();
@@ -192,7 +207,9 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
                 << "' is not host:port\n";
       _exit(1);
     }
-    auto conn = client::connection::open(host, port);
+    client::connect_options co;
+    co.door = door;
+    auto conn = client::connection::open(host, port, co);
     if (!conn) {
       std::cerr << "edda bench saga: participants cannot connect to "
                 << endpoint << ": " << render(conn.error()) << "\n";
@@ -210,8 +227,10 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
     hosts.push_back(std::move(*h));
     conns.push_back(std::move(*conn));
   }
-  auto& im = *conns.front().impl();
-  auto hold = im.sys->spawn(holder, im.frontend());
+  if (!door) {
+    auto& im = *conns.front().impl();
+    (void) im.sys->spawn(holder, im.frontend());
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   char c = 1;
   (void) ::write(ready, &c, 1);
@@ -222,15 +241,8 @@ caf::behavior holder(caf::event_based_actor* self, caf::actor frontend) {
 
 // -- the driver ------------------------------------------------------------------
 
-struct run_result {
-  uint64_t done = 0, not_completed = 0, errors = 0;
-  std::string first_problem;
-  samples latency;
-  double seconds = 0;
-};
-
 struct driver_state {
-  std::shared_ptr<run_result> out;
+  std::shared_ptr<saga_run_result> out;
   std::shared_ptr<std::promise<void>> finished;
   caf::actor frontend;
   std::string type, prefix;
@@ -288,7 +300,7 @@ void issue(driver_ptr self) {
       });
 }
 
-caf::behavior driver(driver_ptr self, std::shared_ptr<run_result> out,
+caf::behavior driver(driver_ptr self, std::shared_ptr<saga_run_result> out,
                      std::shared_ptr<std::promise<void>> finished,
                      caf::actor frontend, std::string type, std::string prefix,
                      uint64_t count, uint64_t window, bool wait) {
@@ -307,11 +319,11 @@ caf::behavior driver(driver_ptr self, std::shared_ptr<run_result> out,
   return {[](wire::tick_atom) {}};
 }
 
-std::shared_ptr<run_result> run(client::connection& conn,
-                                const std::string& type,
-                                const std::string& prefix, uint64_t count,
-                                uint64_t window, bool wait) {
-  auto out = std::make_shared<run_result>();
+std::shared_ptr<saga_run_result> run(client::connection& conn,
+                                     const std::string& type,
+                                     const std::string& prefix, uint64_t count,
+                                     uint64_t window, bool wait) {
+  auto out = std::make_shared<saga_run_result>();
   out->latency.reserve(count);
   auto finished = std::make_shared<std::promise<void>>();
   auto fut = finished->get_future();
@@ -330,12 +342,13 @@ std::string ms(double x) {
 
 /// The phases against `nodes` (sagas started through the first; the
 /// participants registered with each): true if every saga completed.
-/// `memory`: also the memory phase (one node).
+/// `memory`: also the memory phase (one node). `door`: everything over the
+/// nodes' client doors (gRPC); last in a run (no fork after gRPC started).
 bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
-                 const std::string& label, bool memory) {
+                 const std::string& label, bool memory, bool door = false) {
   std::vector<std::string> endpoints;
   for (auto& n : nodes)
-    endpoints.push_back(n.endpoint);
+    endpoints.push_back(door ? n.api_endpoint : n.endpoint);
   // The participant process, forked while this process has no client
   // (the previous run's connection is gone with its threads).
   int ready[2], quit[2];
@@ -346,7 +359,7 @@ bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
   if (ppid == 0) {
     ::close(ready[0]);
     ::close(quit[1]);
-    participants(endpoints, static_cast<uint32_t>(o.workers), ready[1],
+    participants(endpoints, door, static_cast<uint32_t>(o.workers), ready[1],
                  quit[0]);
   }
   ::close(ready[1]);
@@ -370,19 +383,32 @@ bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
               << nodes.front().endpoint << "' is not host:port\n";
     return finish(false);
   }
-  auto conn = client::connection::open(host, port);
-  if (!conn) {
-    std::cerr << "edda bench saga: " << render(conn.error()) << "\n";
-    return finish(false);
+  std::optional<client::connection> conn;
+  if (!door) {
+    auto c = client::connection::open(host, port);
+    if (!c) {
+      std::cerr << "edda bench saga: " << render(c.error()) << "\n";
+      return finish(false);
+    }
+    conn = std::move(*c);
   }
+  // Either path: the sagas of one phase, `window` in flight.
+  auto start = [&](const std::string& type, const std::string& ids,
+                   uint64_t count, uint64_t window, bool wait) {
+    if (door)
+      return std::make_shared<saga_run_result>(start_sagas_door(
+        endpoints.front(), type, ids, count, window, wait));
+    return run(*conn, type, ids, count, window, wait);
+  };
   std::cout << "edda bench saga: " << label << ": sagas through "
-            << nodes.front().endpoint << " (durability " << o.durability
+            << endpoints.front() << (door ? " (client door)" : "")
+            << " (durability " << o.durability
             << "), participants in process " << ppid << " (" << o.workers
             << " workers per node), " << std::thread::hardware_concurrency()
             << " cores\n"
             << std::flush;
   bool ok = true;
-  auto report = [&](const char* phase, run_result& r, uint64_t window) {
+  auto report = [&](const char* phase, saga_run_result& r, uint64_t window) {
     ok = ok && r.errors == 0 && r.not_completed == 0 && r.done > 0;
     std::cout << label << " " << phase << "  " << r.done
               << " three-step sagas, window " << window << ": "
@@ -400,15 +426,15 @@ bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
     if (ch == ' ')
       ch = '-';
   // A short warm-up: connections, the first LMDB pages.
-  (void) run(*conn, "bench3", prefix + "w", std::min<uint64_t>(o.count, 500),
-             o.window, true);
-  auto t = run(*conn, "bench3", prefix + "t", o.count, o.window, true);
+  (void) start("bench3", prefix + "w", std::min<uint64_t>(o.count, 500),
+               o.window, true);
+  auto t = start("bench3", prefix + "t", o.count, o.window, true);
   report("throughput", *t, o.window);
-  auto l = run(*conn, "bench3", prefix + "l", o.latency_count, 1, true);
+  auto l = start("bench3", prefix + "l", o.latency_count, 1, true);
   report("latency   ", *l, 1);
   auto pid = nodes.front().pid;
   auto rss_peak = peak_rss_kib(pid);
-  if (memory && o.live > 0 && ok) {
+  if (memory && !door && o.live > 0 && ok) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     auto before = status_kib(pid, "RssAnon");
     auto h = run(*conn, "hold", prefix + "h", o.live, o.window, false);
@@ -493,6 +519,30 @@ int saga_main(const std::vector<std::string>& argv, const std::string& self_exe)
             << node.data_dir << "\n";
   bool ok = run_against({node}, o, "edda", true);
   stop_node(node);
+  if (o.door) {
+    // A fresh node of the same settings (the memory phase left live sagas
+    // in the first one). All calls come from 127.0.0.1: the window's
+    // StartSaga calls and the participant streams must fit under
+    // api.max_calls_per_address.
+    auto door_settings = settings;
+    door_settings.push_back("api.max_calls_per_address="
+                            + std::to_string(std::max<uint64_t>(
+                              256, o.window + 64)));
+    auto fresh = start_node(self_exe, o.durability, {}, door_settings);
+    if (fresh.endpoint.empty())
+      return 1;
+    if (fresh.api_endpoint.empty()) {
+      std::cerr << "edda bench saga: --door: the node has no client door "
+                   "(api.listen)\n";
+      ok = false;
+    } else {
+      std::cout << "edda bench saga: a fresh node " << fresh.endpoint
+                << " (client door " << fresh.api_endpoint << "), data dir "
+                << fresh.data_dir << "\n";
+      ok = run_against({fresh}, o, "edda-door", false, true) && ok;
+    }
+    stop_node(fresh);
+  }
   return ok ? 0 : 1;
 }
 

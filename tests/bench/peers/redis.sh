@@ -4,10 +4,12 @@
 #
 #   tests/bench/peers/redis.sh [--count N] [--window W] [--size B]
 #                              [--latency-count N] [--latency-rate R]
-#                              [--sync-count N] [edda-only options]
+#                              [--sync-count N] [--no-door] [edda-only options]
 #
 # The options above go to both systems; any other option (e.g. --partitions,
-# --mode, --node-set) goes to `edda bench txmsg` only.
+# --mode, --node-set) goes to `edda bench txmsg` only. edda runs its phases
+# over the node port (CAF) and then over the client door (gRPC, --door):
+# both are set beside Redis; --no-door skips the door.
 # Environment: BUILD_DIR (default build), SKIP_BUILD=1 (use what is built),
 # CSV_OUT=FILE (keep the joined CSV), BUILD_TYPE and JOBS (as scripts/build).
 set -euo pipefail
@@ -18,14 +20,16 @@ peer="$build_dir/tests/bench/peers/redis_txmsg"
 edda="$build_dir/runtime/cli/edda"
 
 # -- split the options ---------------------------------------------------------
-shared=() edda_only=()
+shared=() edda_only=() door=(--door)
 while (($#)); do
   case "$1" in
+    --no-door)
+      door=(); shift ;;
     --count|--window|--size|--latency-count|--latency-rate|--sync-count)
       (($# >= 2)) || { echo "redis.sh: $1 needs a value" >&2; exit 2; }
       shared+=("$1" "$2"); shift 2 ;;
     --help|-h)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *)
       edda_only+=("$1"); shift ;;
   esac
@@ -132,7 +136,7 @@ stop_redis # edda runs on a quiet machine, as Redis did
 echo
 if [ -x "$edda" ] && "$edda" bench txmsg --help >/dev/null 2>&1; then
   "$edda" bench txmsg --csv "$csv" ${shared[@]+"${shared[@]}"} \
-    ${edda_only[@]+"${edda_only[@]}"} || status=$?
+    ${door[@]+"${door[@]}"} ${edda_only[@]+"${edda_only[@]}"} || status=$?
 else
   echo "note: $edda is not built or has no 'bench txmsg' yet: edda skipped, no ratios"
 fi
@@ -145,8 +149,8 @@ if [ -f "$csv" ]; then
       if (a == "" || b == "" || a + 0 == 0 || b + 0 == 0) return "n/a"
       return sprintf("%.2f", a / b)
     }
-    function cell(mode, phase, col,    k, r) {
-      k = "edda," mode "," phase
+    function cell(sys, mode, phase, col,    k, r) {
+      k = sys "," mode "," phase
       r = ratio(v[k, col], v["redis,plain," phase, col])
       if (r != "n/a" && (once[k] != "yes" || once["redis,plain," phase] != "yes"))
         r = r "*"
@@ -155,8 +159,12 @@ if [ -f "$csv" ]; then
       return r
     }
     function row(label, phase, col) {
-      printf "  %-34s %12s %20s\n", label, cell("plain", phase, col),
-             cell("transactional", phase, col)
+      printf "  %-34s %12s %20s", label, cell("edda", "plain", phase, col),
+             cell("edda", "transactional", phase, col)
+      if (seen["edda-door"])
+        printf " %12s %20s", cell("edda-door", "plain", phase, col),
+               cell("edda-door", "transactional", phase, col)
+      printf "\n"
     }
     NR > 1 {
       k = $1 "," $2 "," $3
@@ -170,12 +178,17 @@ if [ -f "$csv" ]; then
       }
       print "edda / redis (Redis plain is the baseline for both edda modes;"
       print "msg/s above 1 = edda faster, ms below 1 = edda faster):"
-      printf "  %-34s %12s %20s\n", "", "edda plain", "edda transactional"
+      printf "  %-34s %12s %20s", "", "edda plain", "edda transactional"
+      if (seen["edda-door"])
+        printf " %12s %20s", "door plain", "door transactional"
+      printf "\n"
       row("throughput producer msg/s", "throughput", 5)
       row("throughput end-to-end msg/s", "throughput", 6)
       row("sync p50 send to durable ack", "sync", 7)
       row("latency p50 send to receive", "latency", 7)
       if (bad) print "  * a phase was not exactly once (see its line above)"
+      if (seen["edda-door"])
+        print "  (edda: the node port, CAF; door: the client door, gRPC; same node, same run)"
     }' "$csv"
   if [ -n "${CSV_OUT:-}" ]; then
     cp "$csv" "$CSV_OUT"
