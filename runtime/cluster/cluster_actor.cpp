@@ -46,6 +46,13 @@ struct cluster_state {
 
 using self_ptr = caf::stateful_actor<cluster_state>*;
 
+/// The same actor instance (CAF's == compares node and id only: a new
+/// proxy of a peer reached again equals the dead one).
+bool same_actor(const caf::actor& a, const caf::actor& b) {
+  return caf::actor_cast<caf::actor_control_block*>(a)
+         == caf::actor_cast<caf::actor_control_block*>(b);
+}
+
 /// Tells the subscribers that the link to `id` is `gateway` (null: down).
 void publish_link(self_ptr self, const std::string& id,
                   const caf::actor& gateway) {
@@ -128,6 +135,7 @@ void connect(self_ptr self, const std::string& id) {
     return;
   }
   if (st.opts.one_way_links && !st.own_gateway) {
+    l.error = "this node's gateway is not known yet";
     schedule(self, id, ch::milliseconds(100)); // told soon after the start
     return;
   }
@@ -185,18 +193,50 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
           down(self, id, why);
           return;
         }
-        l.handle = peer;
         l.error.clear();
         l.backoff = ch::milliseconds(0);
-        self->monitor(peer);
-        publish_link(self, id, peer);
-        EDDA_INFO("cluster", "link to " << id << " at " << l.endpoint
-                                        << " is up");
+        if (!same_actor(l.handle, peer)) {
+          if (l.handle)
+            self->demonitor(l.handle);
+          l.handle = peer;
+          self->monitor(peer);
+          publish_link(self, id, peer);
+          EDDA_INFO("cluster", "link to " << id << " at " << l.endpoint
+                                          << " is up");
+        }
+        if (opts.one_way_links)
+          // Said again now and then: the other node takes the link anew
+          // after it lost it without the connection dropping (this node
+          // rejoined with a new incarnation, its view dropped this one).
+          self->delayed_send(self, opts.reconnect_after,
+                             wire::link_atom::value, id, attempt, caf::actor{},
+                             std::string{"hello again"});
       },
       [=](caf::error& err) {
         auto i = self->state.links.find(id);
         if (i == self->state.links.end() || i->second.attempt != attempt)
           return;
+        auto& opts = self->state.opts;
+        auto code = code_of(err);
+        if (opts.one_way_links && code != errc::invalid_argument) {
+          // Not refused. unavailable: its view does not have this node (of
+          // this incarnation) yet; soon, over the same connection.
+          auto after = code == errc::unavailable ? ch::milliseconds(200)
+                                                 : opts.reconnect_after;
+          if (i->second.handle) { // said again on a working link: keep it
+            self->delayed_send(self, after, wire::link_atom::value, id,
+                               attempt, caf::actor{},
+                               std::string{"hello again"});
+            return;
+          }
+          if (code == errc::unavailable) {
+            i->second.error = "hello to " + i->second.endpoint + ": "
+                              + render(err);
+            self->delayed_send(self, after, wire::link_atom::value, id,
+                               attempt, peer, std::string{});
+            return;
+          }
+        }
         i->second.connecting = false;
         down(self, id, "hello to " + i->second.endpoint + " failed: "
                          + render(err));
@@ -404,7 +444,11 @@ caf::result<pb::PeerWelcome> take_link(self_ptr self, const pb::PeerHello& h,
                         + " is not a member in " + st.opts.node_id
                         + "'s view yet");
   auto& l = i->second;
-  if (l.handle != gw) {
+  if (l.handle && l.handle.node() != gw.node())
+    return refuse(errc::invalid_argument,
+                  "node " + h.node_id() + " is linked from another process "
+                    + "already");
+  if (!same_actor(l.handle, gw)) {
     if (l.handle) {
       self->demonitor(l.handle);
       publish_link(self, h.node_id(), caf::actor{});
@@ -433,8 +477,11 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       subs.erase(gone, subs.end());
       return;
     }
+    auto* gone_block = caf::actor_cast<caf::actor_control_block*>(dm.source);
     for (auto& [id, l] : self->state.links)
-      if (l.handle && l.handle.address() == dm.source) {
+      if (l.handle
+          && caf::actor_cast<caf::actor_control_block*>(l.handle)
+               == gone_block) {
         EDDA_WARN("cluster", "link to " << id << " at " << l.endpoint
                                         << " dropped ("
                                         << render(dm.reason) << ")");
@@ -449,10 +496,19 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       self->state.opts.endpoint = endpoint; // known once the node listens
     },
     [=](pb::MembershipView& v) {
-      self->state.view = std::move(v);
-      for (auto& s : self->state.subscribers)
-        self->send(s, self->state.view);
+      auto& st = self->state;
+      auto before = st.view.incarnation();
+      st.view = std::move(v);
+      for (auto& s : st.subscribers)
+        self->send(s, st.view);
       follow(self);
+      if (st.opts.one_way_links && before != 0
+          && st.view.incarnation() != before)
+        // Rejoined: the others dropped this node's old incarnation; the
+        // links this node makes are said again at once.
+        for (auto& [id, l] : st.links)
+          if (l.handle && links_to(st, id))
+            hello(self, id, l.attempt, l.handle);
     },
     [=](wire::watch_atom, caf::actor& subscriber) {
       // A node actor that follows members and links: it gets the current
@@ -494,6 +550,9 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       return take_link(self, h, std::move(gw));
     },
     [=](wire::link_atom, caf::actor& own_gateway) {
+      auto sender = self->current_sender();
+      if (sender && sender->node() != self->node())
+        return; // told by the node itself only
       self->state.own_gateway = std::move(own_gateway);
     },
     [=](pb::ReplShip& ship) -> caf::result<pb::ReplAck> {
@@ -577,6 +636,8 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
     },
     [=](wire::link_atom, const std::string& id, uint64_t attempt,
         caf::actor& peer, const std::string& err) {
+      if (auto s = self->current_sender(); s && s->node() != self->node())
+        return; // from its own connectors and timers only
       auto i = self->state.links.find(id);
       if (i == self->state.links.end() || i->second.attempt != attempt)
         return; // stale (the member changed, or a newer attempt runs)
@@ -584,6 +645,11 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       if (err == "retry") {
         l.connecting = false;
         connect(self, id);
+        return;
+      }
+      if (err == "hello again") {
+        if (l.handle)
+          hello(self, id, attempt, l.handle);
         return;
       }
       if (!peer) {

@@ -70,11 +70,12 @@ struct cluster_actor_options {
   /// This node's shipper (replication/shipper.hpp), asked for the
   /// replication part of a full status; null: no replication.
   caf::actor shipper;
-  /// One connection per pair of nodes, made by the node of the smaller id
-  /// (node ports behind mutual TLS: CAF 0.17's openssl transport does not
-  /// survive both nodes of a pair connecting to each other). The other
-  /// node takes the link from the hello, which carries the sender's
-  /// gateway; it needs this node's own gateway: (link_atom, gateway).
+  /// The link of a pair of nodes is made by the node of the smaller id
+  /// (node ports behind mutual TLS: with both dialing, CAF 0.17's openssl
+  /// transport never settled on one connection). The other node takes the
+  /// link from the hello, which carries the sender's gateway and is said
+  /// again every reconnect_after and after a rejoin; it needs this node's
+  /// own gateway: (link_atom, gateway).
   bool one_way_links = false;
 };
 

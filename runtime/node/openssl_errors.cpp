@@ -19,6 +19,9 @@
 
 #include <dlfcn.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace {
 
 constexpr const char* openssl_version = "OPENSSL_3.0.0";
@@ -28,6 +31,11 @@ F next_openssl(const char* name) {
   auto f = reinterpret_cast<F>(dlvsym(RTLD_NEXT, name, openssl_version));
   if (f == nullptr)
     f = reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+  if (f == nullptr) {
+    std::fprintf(stderr, "edda: OpenSSL's %s not found (libssl not loaded?)\n",
+                 name);
+    std::abort();
+  }
   return f;
 }
 
@@ -37,27 +45,29 @@ using handshake_fn = int (*)(SSL*);
 
 } // namespace
 
+#define EDDA_EXPORTED __attribute__((visibility("default")))
+
 extern "C" {
 
-int SSL_read(SSL* ssl, void* buf, int num) {
+EDDA_EXPORTED int SSL_read(SSL* ssl, void* buf, int num) {
   static auto real = next_openssl<io_fn>("SSL_read");
   ERR_clear_error();
   return real(ssl, buf, num);
 }
 
-int SSL_write(SSL* ssl, const void* buf, int num) {
+EDDA_EXPORTED int SSL_write(SSL* ssl, const void* buf, int num) {
   static auto real = next_openssl<write_fn>("SSL_write");
   ERR_clear_error();
   return real(ssl, buf, num);
 }
 
-int SSL_connect(SSL* ssl) {
+EDDA_EXPORTED int SSL_connect(SSL* ssl) {
   static auto real = next_openssl<handshake_fn>("SSL_connect");
   ERR_clear_error();
   return real(ssl);
 }
 
-int SSL_accept(SSL* ssl) {
+EDDA_EXPORTED int SSL_accept(SSL* ssl) {
   static auto real = next_openssl<handshake_fn>("SSL_accept");
   ERR_clear_error();
   return real(ssl);
