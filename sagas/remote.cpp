@@ -21,6 +21,8 @@ namespace pb = wire::pb;
 struct participant_host::impl {
   std::shared_ptr<client::connection_impl> conn;
   std::map<std::string, step_function> handlers;
+  /// Set instead of `handlers`: start_async.
+  std::map<std::string, async_step_function> async_handlers;
   host_options opts;
   std::atomic<uint64_t> served{0};
   std::vector<caf::actor> workers;
@@ -33,6 +35,9 @@ struct worker_state {
   std::shared_ptr<participant_host::impl> impl;
   caf::actor frontend;
   bool stopping = false;
+  /// Async steps open: their replies, by this worker's number.
+  std::map<uint64_t, std::function<void(pb::StepReply)>> open;
+  uint64_t next_open = 0;
   static inline const char* name = "edda.participant_host";
 };
 
@@ -42,15 +47,23 @@ using worker_ptr = caf::stateful_actor<worker_state>*;
 /// participants registered *there*: a host registers with every member
 /// (again every 2 s: for members that joined or restarted since). Blocking
 /// links: workers are detached actors.
+/// The registration of the host's names.
+pb::ParticipantRegister registration(const participant_host::impl& im) {
+  pb::ParticipantRegister r;
+  for (auto& [name, fn] : im.handlers)
+    r.add_names(name);
+  for (auto& [name, fn] : im.async_handlers)
+    r.add_names(name);
+  r.set_client_id(im.opts.client_id);
+  r.set_batches(im.opts.batches);
+  return r;
+}
+
 void register_everywhere(worker_ptr self) {
   auto& st = self->state;
   if (st.stopping || !st.frontend)
     return;
-  pb::ParticipantRegister r;
-  for (auto& [name, fn] : st.impl->handlers)
-    r.add_names(name);
-  r.set_client_id(st.impl->opts.client_id);
-  r.set_batches(st.impl->opts.batches);
+  auto r = registration(*st.impl);
   for (auto& [id, gw] : st.impl->conn->other_members(st.frontend))
     self->request(gw, st.impl->opts.timeout, r)
       .then([](const pb::ParticipantRegistered&) {},
@@ -76,12 +89,7 @@ void register_with(worker_ptr self,
   }
   st.frontend = *fe;
   self->monitor(st.frontend);
-  pb::ParticipantRegister r;
-  for (auto& [name, fn] : st.impl->handlers)
-    r.add_names(name);
-  r.set_client_id(st.impl->opts.client_id);
-  r.set_batches(st.impl->opts.batches);
-  self->request(st.frontend, st.impl->opts.timeout, r)
+  self->request(st.frontend, st.impl->opts.timeout, registration(*st.impl))
     .then(
       [=](const pb::ParticipantRegistered&) {
         register_everywhere(self);
@@ -105,6 +113,34 @@ pb::StepReply serve(participant_host::impl& im, const pb::StepCommand& c) {
   return rep;
 }
 
+/// Starts an async step; `reply` runs on this worker once its outcome came
+/// back (wire::release_atom).
+void serve_async(worker_ptr self, const pb::StepCommand& c,
+                 std::function<void(pb::StepReply)> reply) {
+  auto& st = self->state;
+  auto h = st.impl->async_handlers.find(c.participant());
+  if (h == st.impl->async_handlers.end()) {
+    pb::StepReply rep;
+    rep.set_error("participant '" + c.participant() + "' is not served here");
+    rep.set_retryable(true);
+    reply(std::move(rep));
+    return;
+  }
+  auto id = ++st.next_open;
+  st.open.emplace(id, std::move(reply));
+  auto me = caf::actor_cast<caf::actor>(self);
+  try {
+    h->second(to_request(c), [me, id](step_result res) {
+      caf::anon_send(me, wire::release_atom::value, id,
+                     to_reply(std::move(res)));
+    });
+  } catch (const std::exception& e) {
+    caf::anon_send(me, wire::release_atom::value, id,
+                   to_reply(step_result::failure(
+                     std::string("participant threw: ") + e.what())));
+  }
+}
+
 caf::behavior worker(worker_ptr self,
                      std::shared_ptr<participant_host::impl> impl,
                      std::shared_ptr<std::promise<caf::error>> started) {
@@ -123,12 +159,49 @@ caf::behavior worker(worker_ptr self,
   self->attach_functor(
     [ticker] { caf::anon_send_exit(ticker, caf::exit_reason::user_shutdown); });
   return {
-    [=](const pb::StepCommand& c) { return serve(*self->state.impl, c); },
-    [=](const pb::StepBatch& b) {
-      pb::StepBatchReply out;
-      for (auto& c : b.commands())
-        *out.add_replies() = serve(*self->state.impl, c);
-      return out;
+    [=](const pb::StepCommand& c) -> caf::result<pb::StepReply> {
+      if (self->state.impl->async_handlers.empty())
+        return serve(*self->state.impl, c);
+      auto rp = self->make_response_promise<pb::StepReply>();
+      serve_async(self, c,
+                  [rp](pb::StepReply r) mutable { rp.deliver(std::move(r)); });
+      return rp;
+    },
+    [=](const pb::StepBatch& b) -> caf::result<pb::StepBatchReply> {
+      if (self->state.impl->async_handlers.empty()) {
+        pb::StepBatchReply out;
+        for (auto& c : b.commands())
+          *out.add_replies() = serve(*self->state.impl, c);
+        return out;
+      }
+      // Every command of the batch is open at once; the batch is answered
+      // when the last outcome came.
+      auto n = b.commands_size();
+      auto acc = std::make_shared<pb::StepBatchReply>();
+      for (int k = 0; k < n; ++k)
+        acc->add_replies();
+      if (n == 0)
+        return *acc;
+      auto rp = self->make_response_promise<pb::StepBatchReply>();
+      auto left = std::make_shared<int>(n);
+      for (int k = 0; k < n; ++k)
+        serve_async(self, b.commands(k),
+                    [rp, acc, left, k](pb::StepReply r) mutable {
+                      *acc->mutable_replies(k) = std::move(r);
+                      if (--*left == 0)
+                        rp.deliver(std::move(*acc));
+                    });
+      return rp;
+    },
+    [=](wire::release_atom, uint64_t id, pb::StepReply& r) {
+      auto& open = self->state.open;
+      auto i = open.find(id);
+      if (i == open.end())
+        return;
+      auto reply = std::move(i->second);
+      open.erase(i);
+      self->state.impl->served++;
+      reply(std::move(r));
     },
     [=](wire::tick_atom) {
       if (!self->state.stopping)
@@ -151,10 +224,12 @@ participant_host::participant_host(std::shared_ptr<impl> i)
   : impl_(std::move(i)) {
 }
 
-caf::expected<std::unique_ptr<participant_host>>
-participant_host::start(client::connection conn,
-                        std::map<std::string, step_function> handlers,
-                        host_options opts) {
+namespace {
+
+/// Why `handlers` and `opts` cannot start a host (none: they can); gives
+/// `opts` a client id if it has none.
+template <class Handlers>
+caf::error prepare_host(const Handlers& handlers, host_options& opts) {
   if (handlers.empty())
     return make_error(errc::invalid_argument,
                       "a participant host needs at least one handler");
@@ -171,6 +246,17 @@ participant_host::start(client::connection conn,
     return make_error(errc::invalid_argument, "workers must be at least 1");
   if (opts.client_id.empty())
     opts.client_id = client::make_client_id("p");
+  return caf::none;
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<participant_host>>
+participant_host::start(client::connection conn,
+                        std::map<std::string, step_function> handlers,
+                        host_options opts) {
+  if (auto err = prepare_host(handlers, opts))
+    return err;
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
   if (im->conn->door) {
@@ -183,6 +269,28 @@ participant_host::start(client::connection conn,
   }
   im->handlers = std::move(handlers);
   im->opts = std::move(opts);
+  return spawn_workers(im);
+}
+
+caf::expected<std::unique_ptr<participant_host>>
+participant_host::start_async(client::connection conn,
+                              std::map<std::string, async_step_function> handlers,
+                              host_options opts) {
+  if (auto err = prepare_host(handlers, opts))
+    return err;
+  auto im = std::make_shared<impl>();
+  im->conn = conn.impl();
+  if (im->conn->door)
+    return make_error(errc::invalid_argument,
+                      "async participant functions need a node-port or an "
+                      "in-process connection, not the client door");
+  im->async_handlers = std::move(handlers);
+  im->opts = std::move(opts);
+  return spawn_workers(im);
+}
+
+caf::expected<std::unique_ptr<participant_host>>
+participant_host::spawn_workers(std::shared_ptr<impl> im) {
   std::unique_ptr<participant_host> host{new participant_host(im)};
   for (uint32_t i = 0; i < im->opts.workers; ++i) {
     auto started = std::make_shared<std::promise<caf::error>>();

@@ -37,6 +37,13 @@ struct host_options {
   bool batches = true;
 };
 
+/// A step served elsewhere (the client door serves a Participate stream's
+/// names with these): called on the host's worker, which serves other
+/// commands meanwhile; calls `done` exactly once, from any thread, with
+/// the outcome.
+using async_step_function = std::function<void(
+  const step_request&, std::function<void(step_result)> done)>;
+
 class participant_host {
 public:
   /// Registers and serves `handlers` (participant name -> function; an
@@ -46,6 +53,13 @@ public:
   [[nodiscard]] static caf::expected<std::unique_ptr<participant_host>>
   start(client::connection conn, std::map<std::string, step_function> handlers,
         host_options opts = {});
+  /// The same with functions that answer later (async_step_function): one
+  /// worker has any number of steps open. Over a node port or in process
+  /// only (invalid_argument over the client door).
+  [[nodiscard]] static caf::expected<std::unique_ptr<participant_host>>
+  start_async(client::connection conn,
+              std::map<std::string, async_step_function> handlers,
+              host_options opts = {});
   ~participant_host();
   participant_host(const participant_host&) = delete;
   participant_host& operator=(const participant_host&) = delete;
@@ -57,6 +71,8 @@ public:
 
 private:
   explicit participant_host(std::shared_ptr<impl> i);
+  static caf::expected<std::unique_ptr<participant_host>>
+  spawn_workers(std::shared_ptr<impl> im);
   std::shared_ptr<impl> impl_;
 };
 

@@ -8,8 +8,7 @@
 
 namespace edda::sagas {
 
-[[nodiscard]] inline wire::v1::StepReply call_step(const step_function& fn,
-                                                   const wire::v1::StepCommand& c) {
+[[nodiscard]] inline step_request to_request(const wire::v1::StepCommand& c) {
   step_request r;
   r.saga_id = c.saga_id();
   r.saga_type = c.saga_type();
@@ -20,6 +19,21 @@ namespace edda::sagas {
   r.attempt = c.attempt();
   r.compensate = c.compensate();
   r.confirm = c.confirm();
+  return r;
+}
+
+[[nodiscard]] inline wire::v1::StepReply to_reply(step_result res) {
+  wire::v1::StepReply rep;
+  rep.set_ok(res.ok);
+  rep.set_output(std::move(res.output));
+  rep.set_error(std::move(res.error));
+  rep.set_retryable(res.retryable);
+  return rep;
+}
+
+[[nodiscard]] inline wire::v1::StepReply call_step(const step_function& fn,
+                                                   const wire::v1::StepCommand& c) {
+  auto r = to_request(c);
   step_result res;
   try {
     res = fn(r);
@@ -28,12 +42,7 @@ namespace edda::sagas {
   } catch (...) {
     res = step_result::failure("participant threw");
   }
-  wire::v1::StepReply rep;
-  rep.set_ok(res.ok);
-  rep.set_output(std::move(res.output));
-  rep.set_error(std::move(res.error));
-  rep.set_retryable(res.retryable);
-  return rep;
+  return to_reply(std::move(res));
 }
 
 } // namespace edda::sagas

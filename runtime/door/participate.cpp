@@ -1,9 +1,11 @@
 // Participate: a process in any language serves named saga participants
 // over a stream. A sagas::participant_host on the node's in-process
-// connection registers the names (with every node of a cluster) and runs
-// `concurrency` workers; each worker's step call goes to the client as a
-// StepCall and waits for its StepOutcome (or fails, retryable, after the
-// call timeout or when the stream ends).
+// connection registers the names (with every node of a cluster, in
+// batches) and runs one worker whose steps answer later
+// (participant_host::start_async): each step call goes to the client as a
+// StepCall, at most `concurrency` outstanding (the rest wait in order), and
+// is answered by its StepOutcome, or fails, retryable, after the call
+// timeout or when the stream ends. No thread waits for an outcome.
 #include "door/door_impl.hpp"
 
 #include "base/errc.hpp"
@@ -14,7 +16,6 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
-#include <future>
 #include <system_error>
 #include <thread>
 
@@ -70,18 +71,19 @@ public:
     if (in_.has_outcome()) {
       auto& o = in_.outcome();
       auto it = calls_.find(o.call());
-      if (it == calls_.end()) {
+      if (it == calls_.end() || !it->second.sent) {
         error_locked(make_error(errc::not_found,
                                 "call " + std::to_string(o.call())
                                   + " is not waiting for an outcome: "
                                     "answered before, timed out, or never "
                                     "sent"));
       } else {
-        it->second.set_value(o.ok() ? sagas::step_result::success(o.output())
-                                    : sagas::step_result::failure(
-                                      o.error().empty() ? "failed" : o.error(),
-                                      o.retryable()));
+        auto done = std::move(it->second.done);
         calls_.erase(it);
+        --in_flight_;
+        done(o.ok() ? sagas::step_result::success(o.output())
+                    : sagas::step_result::failure(
+                      o.error().empty() ? "failed" : o.error(), o.retryable()));
       }
     } else {
       error_locked(make_error(errc::invalid_argument,
@@ -125,20 +127,22 @@ public:
 
 private:
   friend struct finish_on_exit<participate_stream>;
-  /// The stream's thread: register, serve until closed, unregister.
+  /// The stream's thread: register, expire calls until closed, unregister.
   void run() {
-    std::map<std::string, sagas::step_function> handlers;
+    std::map<std::string, sagas::async_step_function> handlers;
     for (auto& name : reg_.names())
-      handlers[name] = [this, name](const sagas::step_request& r) {
-        return call(name, r);
+      handlers[name] = [this, name](const sagas::step_request& r,
+                                    std::function<void(sagas::step_result)> done) {
+        submit(name, r, std::move(done));
       };
     sagas::host_options o;
     o.client_id = reg_.client_id().empty() ? client::make_client_id("api")
                                            : reg_.client_id();
     auto n = reg_.concurrency() == 0 ? default_concurrency
                                      : reg_.concurrency();
-    o.workers = std::min(n, max_concurrency);
-    o.batches = false; // each call waits for the client: one per worker
+    concurrency_ = std::min(n, max_concurrency);
+    o.workers = 1;    // its steps answer later: it serves others meanwhile
+    o.batches = true; // a batch's calls go out together
     // By default what the node gives an attempt (saga.step_timeout): an
     // outcome later than that comes after the node gave up on it.
     call_timeout_ = std::chrono::milliseconds{
@@ -148,8 +152,8 @@ private:
                   ? caf::expected<std::unique_ptr<sagas::participant_host>>{
                     make_error(errc::invalid_argument,
                                "register at least one participant name")}
-                  : sagas::participant_host::start(st_->node,
-                                                   std::move(handlers), o);
+                  : sagas::participant_host::start_async(st_->node,
+                                                         std::move(handlers), o);
     {
       std::unique_lock<std::recursive_mutex> lock{mtx_};
       if (!host) {
@@ -167,20 +171,20 @@ private:
           reading_ = true;
           StartRead(&in_);
         }
-        closed_cv_.wait(lock, [this] { return closing_; });
+        while (!closing_) {
+          closed_cv_.wait_for(lock, std::chrono::milliseconds(100));
+          expire_locked();
+        }
       }
     }
-    // Workers waiting for outcomes were failed by close_locked(): the
-    // host's workers stop (the node forgets the names).
+    // Calls still open were failed by close_locked(): the host's worker
+    // stops (the node forgets the names); no step reaches submit() after.
     if (host)
       host->reset();
     bool finish = false;
     {
       std::unique_lock<std::recursive_mutex> lock{mtx_};
-      // A host that failed to start may have had a worker in call(): fail
-      // what waits, and let no call outlive the stream.
       (void) close_locked();
-      closed_cv_.wait(lock, [this] { return in_call_ == 0; });
       stopped_ = true;
       ready_ = false;
       if (start_error_)
@@ -191,62 +195,60 @@ private:
       Finish(status_);
   }
 
-  /// On a host worker (a detached actor: it may block): sends the call
-  /// and waits for its outcome.
-  sagas::step_result call(const std::string& name,
-                          const sagas::step_request& r) {
-    std::future<sagas::step_result> outcome;
-    uint64_t id = 0;
-    {
-      std::lock_guard<std::recursive_mutex> guard{mtx_};
-      if (closing_)
-        return sagas::step_result::failure("the participant's stream ended");
-      ++in_call_; // run() outlives every call (see its end)
-      id = next_call_++;
-      api::StepCall c;
-      c.set_call(id);
-      auto* cmd = c.mutable_command();
-      cmd->set_saga_id(r.saga_id);
-      cmd->set_saga_type(r.saga_type);
-      cmd->set_step(r.step);
-      cmd->set_idempotency_key(r.idempotency_key);
-      cmd->set_compensate(r.compensate);
-      cmd->set_input(r.input);
-      cmd->set_attempt(r.attempt);
-      cmd->set_confirm(r.confirm);
-      cmd->set_participant(name);
-      for (auto& [k, v] : r.outputs)
-        (*cmd->mutable_outputs())[k] = v;
-      outcome = calls_[id].get_future();
-      queue_.push_back(std::move(c));
+  /// On the host's worker: queues the call for the client; `done` gets its
+  /// outcome (or a retryable failure) exactly once.
+  void submit(const std::string& name, const sagas::step_request& r,
+              std::function<void(sagas::step_result)> done) {
+    std::lock_guard<std::recursive_mutex> guard{mtx_};
+    if (closing_) {
+      done(sagas::step_result::failure("the participant's stream ended"));
+      return;
+    }
+    auto id = next_call_++;
+    api::StepCall c;
+    c.set_call(id);
+    auto* cmd = c.mutable_command();
+    cmd->set_saga_id(r.saga_id);
+    cmd->set_saga_type(r.saga_type);
+    cmd->set_step(r.step);
+    cmd->set_idempotency_key(r.idempotency_key);
+    cmd->set_compensate(r.compensate);
+    cmd->set_input(r.input);
+    cmd->set_attempt(r.attempt);
+    cmd->set_confirm(r.confirm);
+    cmd->set_participant(name);
+    for (auto& [k, v] : r.outputs)
+      (*cmd->mutable_outputs())[k] = v;
+    calls_.emplace(id, open_call{std::move(done), name,
+                                 std::chrono::steady_clock::now()
+                                   + call_timeout_,
+                                 false});
+    queue_.push_back(std::move(c));
+    write_locked();
+  }
+
+  /// Fails the calls whose time is up (sent or still queued).
+  void expire_locked() {
+    auto now = std::chrono::steady_clock::now();
+    bool freed = false;
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (it->second.deadline > now) {
+        ++it;
+        continue;
+      }
+      if (it->second.sent) {
+        --in_flight_;
+        freed = true;
+      }
+      auto done = std::move(it->second.done);
+      auto name = std::move(it->second.participant);
+      it = calls_.erase(it); // a later outcome is refused as unknown
+      done(sagas::step_result::failure(
+        "no outcome from participant '" + name + "' within "
+        + std::to_string(call_timeout_.count()) + " ms"));
+    }
+    if (freed)
       write_locked();
-    }
-    auto done = [this] {
-      std::lock_guard<std::recursive_mutex> guard{mtx_};
-      if (--in_call_ == 0)
-        closed_cv_.notify_all();
-    };
-    if (outcome.wait_for(call_timeout_) == std::future_status::ready) {
-      auto r = outcome.get();
-      done();
-      return r;
-    }
-    {
-      std::lock_guard<std::recursive_mutex> guard{mtx_};
-      // An outcome may have come between the wait and the lock.
-      if (outcome.wait_for(std::chrono::seconds(0))
-          != std::future_status::ready)
-        calls_.erase(id); // a later outcome is refused as unknown
-    }
-    if (outcome.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-      auto r = outcome.get();
-      done();
-      return r;
-    }
-    done();
-    return sagas::step_result::failure(
-      "no outcome from participant '" + name + "' within "
-      + std::to_string(call_timeout_.count()) + " ms");
   }
 
   void error_locked(const caf::error& err) {
@@ -258,8 +260,14 @@ private:
     if (writing_ || !ready_ || closing_ || finished_)
       return;
     // The registration's confirmation goes alone, first.
-    while (!pending_.has_registered() && !queue_.empty()) {
-      *pending_.add_calls() = std::move(queue_.front());
+    while (!pending_.has_registered() && !queue_.empty()
+           && in_flight_ < concurrency_) {
+      auto it = calls_.find(queue_.front().call());
+      if (it != calls_.end()) { // else: timed out before it was sent
+        it->second.sent = true;
+        ++in_flight_;
+        *pending_.add_calls() = std::move(queue_.front());
+      }
       queue_.pop_front();
     }
     if (!pending_.has_registered() && pending_.calls_size() == 0
@@ -276,11 +284,13 @@ private:
     closing_ = true;
     // Calls waiting for an outcome fail now (retryable): the saga's
     // policy attempts them again, on this or another participant.
-    for (auto& [id, p] : calls_)
-      p.set_value(sagas::step_result::failure(
-        "the participant's stream ended before its outcome"));
+    auto open = std::move(calls_);
     calls_.clear();
     queue_.clear();
+    in_flight_ = 0;
+    for (auto& [id, c] : open)
+      c.done(sagas::step_result::failure(
+        "the participant's stream ended before its outcome"));
     if (thread_started_) {
       closed_cv_.notify_all();
       return;
@@ -307,10 +317,17 @@ private:
   api::ParticipateRequest in_;
   api::ParticipantRegistration reg_;
   api::ParticipateResponse pending_, out_;
-  std::deque<api::StepCall> queue_; // calls not yet sent
-  std::map<uint64_t, std::promise<sagas::step_result>> calls_; // sent, open
+  struct open_call {
+    std::function<void(sagas::step_result)> done;
+    std::string participant;
+    std::chrono::steady_clock::time_point deadline;
+    bool sent = false; ///< written to the client (counted in in_flight_)
+  };
+  std::deque<api::StepCall> queue_; // calls not yet sent, in order
+  std::map<uint64_t, open_call> calls_; // queued or sent, not answered
   uint64_t next_call_ = 1;
-  uint32_t in_call_ = 0; // host workers inside call()
+  uint32_t in_flight_ = 0;   // sent, not answered
+  uint32_t concurrency_ = default_concurrency;
   std::chrono::milliseconds call_timeout_{5000};
   caf::error start_error_;
   grpc::Status status_ = grpc::Status::OK;
