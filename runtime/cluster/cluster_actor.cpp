@@ -119,15 +119,17 @@ void connect(self_ptr self, const std::string& id) {
   auto& st = self->state;
   auto i = st.links.find(id);
   if (i == st.links.end() || i->second.connecting || i->second.handle
-      || i->second.tls != st.opts.one_way_links)
+      || i->second.tls != st.opts.node_tls)
     return;
   auto& l = i->second;
   if (!links_to(st, id)) {
     auto waiting = "waiting for " + id
-                   + " to link (between node ports behind mutual TLS, the "
-                     "node of the smaller id links; if this lasts, see its "
-                     "log: each node's certificate must be signed by the "
-                     "other's network.tls_ca)";
+                   + " to link (the node of the smaller id makes the link; "
+                     "if this lasts, see its log"
+                   + (st.opts.node_tls
+                        ? std::string{": each node's certificate must be "
+                                      "signed by the other's network.tls_ca)"}
+                        : std::string{")"});
     if (l.error.empty() || l.error.rfind("waiting for ", 0) == 0)
       l.error = waiting;
     else
@@ -272,8 +274,8 @@ void follow(self_ptr self) {
     l.endpoint = m->endpoint();
     l.incarnation = m->incarnation();
     l.tls = m->node_tls();
-    if (l.tls != st.opts.one_way_links) {
-      auto mine = st.opts.one_way_links ? "is" : "is not";
+    if (l.tls != st.opts.node_tls) {
+      auto mine = st.opts.node_tls ? "is" : "is not";
       auto theirs = l.tls ? "is" : "is not";
       l.error = "no link: the node port of " + id + " " + theirs
                 + " behind mutual TLS and this node's " + mine
@@ -421,8 +423,7 @@ caf::result<pb::PeerWelcome> take_link(self_ptr self, const pb::PeerHello& h,
   if (!st.opts.one_way_links)
     return refuse(errc::invalid_argument,
                   "node " + st.opts.node_id
-                    + " makes its own links (its node port is not behind "
-                      "mutual TLS): say hello without a gateway");
+                    + " makes its own links: say hello without a gateway");
   auto sender = self->current_sender();
   if (!gw || !sender || gw.node() != sender->node()
       || sender->node() == self->node())
@@ -433,7 +434,7 @@ caf::result<pb::PeerWelcome> take_link(self_ptr self, const pb::PeerHello& h,
                   "the link between " + st.opts.node_id + " and "
                     + h.node_id() + " is made by " + st.opts.node_id);
   auto i = st.links.find(h.node_id());
-  if (i != st.links.end() && i->second.tls != st.opts.one_way_links)
+  if (i != st.links.end() && i->second.tls != st.opts.node_tls)
     return refuse(errc::invalid_argument, i->second.error);
   if (i == st.links.end() || i->second.incarnation != h.incarnation())
     // The sender saw this node in etcd before this node saw it: it tries
@@ -655,7 +656,7 @@ caf::behavior cluster_actor(self_ptr self, cluster_actor_options opts) {
       if (!peer) {
         l.connecting = false;
         auto why = "cannot connect to " + l.endpoint + ": " + err;
-        if (self->state.opts.one_way_links)
+        if (self->state.opts.node_tls)
           why += " (mutual TLS: each node's certificate must be signed by "
                  "the other's network.tls_ca)";
         if (why != l.error) // once, not at every retry

@@ -77,6 +77,9 @@ struct cluster_actor_options {
   /// again every reconnect_after and after a rejoin; it needs this node's
   /// own gateway: (link_atom, gateway).
   bool one_way_links = false;
+  /// This node's port is behind mutual TLS (MemberInfo.node_tls): members
+  /// that differ are not linked.
+  bool node_tls = false;
 };
 
 [[nodiscard]] caf::actor spawn_cluster_actor(caf::actor_system& sys,

@@ -341,7 +341,11 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
     std::max<uint64_t>(500, 2 * settings.connection_timeout_ms + 500));
   co.replicas = im.replicas;
   co.shipper = im.shipper;
-  co.one_way_links = !settings.tls_certificate.empty();
+  co.node_tls = !settings.tls_certificate.empty();
+  // Between TLS node ports only: plain links stay two-way (several cluster
+  // tests' expectations, e.g. of refused hellos, rely on both sides
+  // dialing; a one-way plain mesh is not validated).
+  co.one_way_links = co.node_tls;
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
   if (im.shipper)
