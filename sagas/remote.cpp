@@ -138,6 +138,9 @@ void serve_async(worker_ptr self, const pb::StepCommand& c,
     caf::anon_send(me, wire::release_atom::value, id,
                    to_reply(step_result::failure(
                      std::string("participant threw: ") + e.what())));
+  } catch (...) {
+    caf::anon_send(me, wire::release_atom::value, id,
+                   to_reply(step_result::failure("participant threw")));
   }
 }
 
@@ -212,7 +215,19 @@ caf::behavior worker(worker_ptr self,
         register_everywhere(self);
     },
     [=](wire::stop_atom) {
-      self->state.stopping = true;
+      auto& st = self->state;
+      st.stopping = true;
+      // Async steps still open (their outcomes would come after this
+      // worker is gone) fail now, retryably, instead of waiting out the
+      // step timeout at the saga.
+      auto open = std::move(st.open);
+      st.open.clear();
+      for (auto& [id, reply] : open) {
+        pb::StepReply rep;
+        rep.set_error("the participant host stopped before the outcome");
+        rep.set_retryable(true);
+        reply(std::move(rep));
+      }
       self->quit();
     },
   };

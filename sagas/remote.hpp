@@ -32,8 +32,10 @@ struct host_options {
   uint32_t workers = 1;
   std::chrono::milliseconds timeout{5000}; ///< for registering
   /// The node may send a worker several commands in one batch (served one
-  /// after another). Off for handlers that wait on something remote (the
-  /// client door): each worker then has one command at a time.
+  /// after another, answered together). Off for handlers that wait on
+  /// something remote: each command then has its own answer (with
+  /// start_async, any number open at once; a batch would wait for its
+  /// slowest step).
   bool batches = true;
 };
 

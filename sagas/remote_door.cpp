@@ -32,14 +32,9 @@ struct session {
   std::mutex write_mtx;
   bool closed = false; // WritesDone sent or the stream ended
 
-  /// `more`: another write follows at once (gRPC may hold this one back
-  /// and send them together).
-  bool write(const api::ParticipateRequest& q, bool more = false) {
+  bool write(const api::ParticipateRequest& q) {
     std::lock_guard<std::mutex> guard{write_mtx};
-    auto wo = grpc::WriteOptions{};
-    if (more)
-      wo.set_buffer_hint();
-    return !closed && rw->Write(q, wo);
+    return !closed && rw->Write(q);
   }
   void close() {
     std::lock_guard<std::mutex> guard{write_mtx};
@@ -85,8 +80,7 @@ struct door_host::state {
   }
 
   void serve(session& s, const api::ParticipateResponse& x) {
-    for (int k = 0; k < x.calls_size(); ++k) {
-      auto& c = x.calls(k);
+    for (auto& c : x.calls()) {
       auto h = handlers.find(c.command().participant());
       wire::v1::StepReply rep;
       if (h == handlers.end()) {
@@ -104,7 +98,7 @@ struct door_host::state {
       o->set_output(rep.output());
       o->set_error(rep.error());
       o->set_retryable(rep.retryable());
-      if (!s.write(out, k + 1 < x.calls_size()))
+      if (!s.write(out))
         return; // the stream ended: the node fails the call, retryably
     }
     for (auto& e : x.errors())

@@ -27,6 +27,16 @@ constexpr uint32_t default_concurrency = 16;
 constexpr uint32_t max_concurrency = 256;
 constexpr size_t max_errors = 1000;
 
+class participate_stream;
+
+/// What the host's step functions reach the stream through: closed (null)
+/// before the stream may be deleted, so a step that comes late (a worker
+/// that outlived the stop's wait) fails instead of touching freed memory.
+struct stream_gate {
+  std::mutex mtx;
+  participate_stream* stream = nullptr;
+};
+
 class participate_stream final
   : public grpc::ServerBidiReactor<api::ParticipateRequest,
                                    api::ParticipateResponse> {
@@ -34,6 +44,7 @@ public:
   participate_stream(state_ptr st, call_slot slot,
                      grpc::CallbackServerContext* ctx)
     : st_(std::move(st)), slot_(std::move(slot)), ctx_(ctx) {
+    gate_->stream = this;
     std::lock_guard<std::recursive_mutex> guard{mtx_};
     reading_ = true;
     StartRead(&in_);
@@ -131,9 +142,14 @@ private:
   void run() {
     std::map<std::string, sagas::async_step_function> handlers;
     for (auto& name : reg_.names())
-      handlers[name] = [this, name](const sagas::step_request& r,
-                                    std::function<void(sagas::step_result)> done) {
-        submit(name, r, std::move(done));
+      handlers[name] = [gate = gate_, name](
+                         const sagas::step_request& r,
+                         std::function<void(sagas::step_result)> done) {
+        std::lock_guard<std::mutex> guard{gate->mtx}; // then the stream's
+        if (gate->stream == nullptr)
+          done(sagas::step_result::failure("the participant's stream ended"));
+        else
+          gate->stream->submit(name, r, std::move(done));
       };
     sagas::host_options o;
     o.client_id = reg_.client_id().empty() ? client::make_client_id("api")
@@ -141,8 +157,10 @@ private:
     auto n = reg_.concurrency() == 0 ? default_concurrency
                                      : reg_.concurrency();
     concurrency_ = std::min(n, max_concurrency);
-    o.workers = 1;    // its steps answer later: it serves others meanwhile
-    o.batches = true; // a batch's calls go out together
+    o.workers = 1; // its steps answer later: it serves others meanwhile
+    // One promise per command: a slow call holds up no other (calls queued
+    // while a write is in progress still go out together).
+    o.batches = false;
     // By default what the node gives an attempt (saga.step_timeout): an
     // outcome later than that comes after the node gave up on it.
     call_timeout_ = std::chrono::milliseconds{
@@ -178,9 +196,14 @@ private:
       }
     }
     // Calls still open were failed by close_locked(): the host's worker
-    // stops (the node forgets the names); no step reaches submit() after.
+    // stops (the node forgets the names); the gate closes, so no step
+    // reaches submit() after, even from a worker that outlived the wait.
     if (host)
       host->reset();
+    {
+      std::lock_guard<std::mutex> guard{gate_->mtx};
+      gate_->stream = nullptr;
+    }
     bool finish = false;
     {
       std::unique_lock<std::recursive_mutex> lock{mtx_};
@@ -310,6 +333,7 @@ private:
   }
 
   state_ptr st_;
+  std::shared_ptr<stream_gate> gate_ = std::make_shared<stream_gate>();
   call_slot slot_;
   grpc::CallbackServerContext* ctx_;
   std::recursive_mutex mtx_;

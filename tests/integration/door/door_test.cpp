@@ -728,6 +728,95 @@ TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
   EXPECT_TRUE(second->Finish().ok());
 }
 
+TEST_F(DoorTest, CallsBeyondConcurrencyWaitAndUnansweredCallsTimeOutAlone) {
+  auto s = base_settings();
+  s.saga_types = {"pay = charge"};
+  s.saga_step_backoff_ms = 50;
+  s.saga_step_attempts = 5;
+  start(s);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+  auto p = stub_->Participate(&ctx);
+  api::ParticipateRequest reg;
+  reg.mutable_register_()->add_names("pay.charge");
+  reg.mutable_register_()->set_concurrency(2);
+  reg.mutable_register_()->set_call_timeout_ms(400);
+  ASSERT_TRUE(p->Write(reg));
+  api::ParticipateResponse resp;
+  ASSERT_TRUE(p->Read(&resp));
+  ASSERT_TRUE(resp.has_registered());
+  // The participant keeps the first two calls unanswered and answers every
+  // other. With 2 out, the third waits in the node until the kept ones time
+  // out (400 ms each, on their own); their sagas' next attempts come back.
+  using clk = std::chrono::steady_clock;
+  std::mutex mtx;
+  std::vector<uint64_t> held;
+  clk::time_point second_held_at, third_at;
+  int received = 0;
+  bool refused_late = false;
+  std::thread server{[&] {
+    api::ParticipateResponse r;
+    while (p->Read(&r)) {
+      std::lock_guard<std::mutex> guard{mtx};
+      for (auto& e : r.errors())
+        if (e.code() == "not_found")
+          refused_late = true;
+      for (auto& c : r.calls()) {
+        ++received;
+        if (held.size() < 2) {
+          held.push_back(c.call());
+          if (held.size() == 2)
+            second_held_at = clk::now();
+          continue;
+        }
+        if (third_at == clk::time_point{})
+          third_at = clk::now();
+        api::ParticipateRequest out;
+        out.mutable_outcome()->set_call(c.call());
+        out.mutable_outcome()->set_ok(true);
+        if (!p->Write(out))
+          return;
+      }
+    }
+  }};
+  auto conn = node_->connect();
+  std::vector<std::thread> starters;
+  std::vector<caf::expected<edda::wire::v1::SagaStarted>> results(
+    3, caf::expected<edda::wire::v1::SagaStarted>{caf::error{}});
+  for (int i = 0; i < 3; ++i)
+    starters.emplace_back([&, i] {
+      results[i] = edda::client::admin::saga_start(
+        conn, "pay", "q" + std::to_string(i), "{}", 15s);
+    });
+  for (auto& t : starters)
+    t.join();
+  for (auto& r : results) {
+    ASSERT_TRUE(r) << edda::render(r.error());
+    EXPECT_EQ(r->record().state(), 3u) << r->record().ShortDebugString();
+  }
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    ASSERT_EQ(held.size(), 2u);
+    EXPECT_EQ(received, 5); // 3 sagas, the two kept ones attempted twice
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      third_at - second_held_at);
+    EXPECT_GE(waited.count(), 300)
+      << "a third call went out while 2 were out (concurrency 2)";
+    // A kept call's outcome, too late: refused as unknown.
+    api::ParticipateRequest late;
+    late.mutable_outcome()->set_call(held.front());
+    late.mutable_outcome()->set_ok(true);
+    ASSERT_TRUE(p->Write(late));
+  }
+  EXPECT_TRUE(eventually(5s, [&] {
+    std::lock_guard<std::mutex> guard{mtx};
+    return refused_late;
+  }));
+  p->WritesDone();
+  server.join();
+  EXPECT_TRUE(p->Finish().ok());
+}
+
 TEST_F(DoorTest, AStepWaitsForItsParticipantToRegisterThenGoesOn) {
   auto s = base_settings();
   s.saga_types = {"pay = charge"};
