@@ -759,8 +759,8 @@ const field fields[] = {
   {"network.tls_certificate", "string", "empty or a PEM file",
    "this node's certificate for mutual TLS on the node port (with "
    "network.tls_key and network.tls_ca; all three or none): peers without "
-   "a certificate signed by network.tls_ca are refused before BASP; a "
-   "single node only for now (refused with cluster.etcd)",
+   "a certificate signed by network.tls_ca are refused before BASP; in a "
+   "cluster every node sets them (nodes that differ are never linked)",
    set_optional_string<&ns::tls_certificate>, get_string<&ns::tls_certificate>},
   {"network.tls_key", "string", "empty or a PEM file",
    "the private key of network.tls_certificate (unencrypted)",
