@@ -60,6 +60,36 @@ void publish_link(self_ptr self, const std::string& id,
     self->send(s, wire::link_atom::value, id, gateway);
 }
 
+/// The link to `id` is up with `gateway` (the peer's gateway: reached by
+/// this node, or taken from the peer's hello; `how` says which, for the
+/// log). A new gateway replaces the old one, which is no longer watched.
+void link_up(self_ptr self, const std::string& id, const caf::actor& gateway,
+             const char* how) {
+  auto& l = self->state.links[id];
+  if (!same_actor(l.handle, gateway)) {
+    if (l.handle) {
+      self->demonitor(l.handle);
+      publish_link(self, id, caf::actor{});
+    }
+    l.handle = gateway;
+    self->monitor(gateway);
+    publish_link(self, id, gateway);
+    EDDA_INFO("cluster", "link " << how << " " << id << " at " << l.endpoint
+                                 << " is up");
+  }
+  l.connecting = false;
+  l.error.clear();
+  l.backoff = ch::milliseconds(0);
+}
+
+/// With one_way_links: this node says its hello to `id` again after
+/// `after`, over the link it has (see hello()).
+void hello_again(self_ptr self, const std::string& id, uint64_t attempt,
+                 ch::milliseconds after) {
+  self->delayed_send(self, after, wire::link_atom::value, id, attempt,
+                     caf::actor{}, std::string{"hello again"});
+}
+
 bool split_endpoint(const std::string& ep, std::string& host, uint16_t& port) {
   auto colon = ep.rfind(':');
   if (colon == std::string::npos || colon == 0)
@@ -195,24 +225,12 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
           down(self, id, why);
           return;
         }
-        l.error.clear();
-        l.backoff = ch::milliseconds(0);
-        if (!same_actor(l.handle, peer)) {
-          if (l.handle)
-            self->demonitor(l.handle);
-          l.handle = peer;
-          self->monitor(peer);
-          publish_link(self, id, peer);
-          EDDA_INFO("cluster", "link to " << id << " at " << l.endpoint
-                                          << " is up");
-        }
+        link_up(self, id, peer, "to");
         if (opts.one_way_links)
           // Said again now and then: the other node takes the link anew
           // after it lost it without the connection dropping (this node
           // rejoined with a new incarnation, its view dropped this one).
-          self->delayed_send(self, opts.reconnect_after,
-                             wire::link_atom::value, id, attempt, caf::actor{},
-                             std::string{"hello again"});
+          hello_again(self, id, attempt, opts.reconnect_after);
       },
       [=](caf::error& err) {
         auto i = self->state.links.find(id);
@@ -226,9 +244,7 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
           auto after = code == errc::unavailable ? ch::milliseconds(200)
                                                  : opts.reconnect_after;
           if (i->second.handle) { // said again on a working link: keep it
-            self->delayed_send(self, after, wire::link_atom::value, id,
-                               attempt, caf::actor{},
-                               std::string{"hello again"});
+            hello_again(self, id, attempt, after);
             return;
           }
           if (code == errc::unavailable) {
@@ -449,20 +465,7 @@ caf::result<pb::PeerWelcome> take_link(self_ptr self, const pb::PeerHello& h,
     return refuse(errc::invalid_argument,
                   "node " + h.node_id() + " is linked from another process "
                     + "already");
-  if (!same_actor(l.handle, gw)) {
-    if (l.handle) {
-      self->demonitor(l.handle);
-      publish_link(self, h.node_id(), caf::actor{});
-    }
-    l.handle = gw;
-    self->monitor(gw);
-    publish_link(self, h.node_id(), gw);
-    EDDA_INFO("cluster", "link from " << h.node_id() << " at " << l.endpoint
-                                      << " is up");
-  }
-  l.connecting = false;
-  l.error.clear();
-  l.backoff = ch::milliseconds(0);
+  link_up(self, h.node_id(), gw, "from");
   l.attempt = ++st.attempts; // a retry scheduled before is stale
   return welcome(self);
 }
