@@ -1,6 +1,7 @@
 // participant_host over the client door: each worker thread holds one
-// Participate stream, serves the calls it reads one after another and
-// writes each outcome; after the stream ends it registers again every
+// Participate stream and serves the calls it reads one after another; a
+// writer thread per stream sends the outcomes, those ready together in one
+// request (StepOutcomes); after the stream ends it registers again every
 // 500 ms until stopped. With host_options::batches (the default) the node
 // may have 16 calls outstanding on a stream, which wait in the stream while
 // the worker serves the one before (as the node port's batches); without,
@@ -26,25 +27,92 @@ namespace api = edda::api::v1;
 using participate_stream
   = grpc::ClientReaderWriter<api::ParticipateRequest, api::ParticipateResponse>;
 
+/// One Participate stream. The worker reads calls and serves them one after
+/// another; a writer thread sends their outcomes: whatever is ready when it
+/// is free goes in one request, so nothing finished waits for a later step
+/// and under load many outcomes share a message.
 struct session {
   grpc::ClientContext ctx;
   std::unique_ptr<participate_stream> rw;
-  std::mutex write_mtx;
-  bool closed = false; // WritesDone sent or the stream ended
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<api::StepOutcome> ready; // outcomes not yet written
+  bool leaving = false; // WritesDone once `ready` is written
+  bool closed = false;  // WritesDone sent, or the stream ended
+  std::thread writer;
 
-  bool write(const api::ParticipateRequest& q) {
-    std::lock_guard<std::mutex> guard{write_mtx};
-    return !closed && rw->Write(q);
+  ~session() {
+    stop_writer();
   }
+
+  void start_writer() {
+    writer = std::thread{[this] { write_loop(); }};
+  }
+
+  /// False once the stream is closed: the node fails the call, retryably.
+  bool push(api::StepOutcome o) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (closed || leaving)
+      return false;
+    ready.push_back(std::move(o));
+    if (ready.size() == 1)
+      cv.notify_one();
+    return true;
+  }
+
+  /// Writes what is ready, then WritesDone: the node ends the stream.
   void close() {
-    std::lock_guard<std::mutex> guard{write_mtx};
-    if (!closed) {
+    std::lock_guard<std::mutex> guard{mtx};
+    leaving = true;
+    cv.notify_one();
+  }
+
+  /// The stream ended (read to its end): nothing more is written.
+  void stop_writer() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
       closed = true;
-      rw->WritesDone();
+      cv.notify_one();
+    }
+    if (writer.joinable())
+      writer.join();
+  }
+
+private:
+  void write_loop() {
+    std::vector<api::StepOutcome> batch;
+    std::unique_lock<std::mutex> lock{mtx};
+    for (;;) {
+      cv.wait(lock, [&] { return closed || leaving || !ready.empty(); });
+      if (closed)
+        return;
+      if (ready.empty()) { // leaving, all written
+        closed = true;
+        lock.unlock();
+        rw->WritesDone();
+        return;
+      }
+      batch.swap(ready);
+      lock.unlock();
+      api::ParticipateRequest out;
+      if (batch.size() == 1) {
+        *out.mutable_outcome() = std::move(batch.front());
+      } else {
+        auto* all = out.mutable_outcomes()->mutable_outcomes();
+        all->Reserve(static_cast<int>(batch.size()));
+        for (auto& o : batch)
+          *all->Add() = std::move(o);
+      }
+      batch.clear();
+      bool ok = rw->Write(out);
+      lock.lock();
+      if (!ok) {
+        closed = true; // the stream ended: the reader sees it too
+        return;
+      }
     }
   }
 };
-
 } // namespace
 
 struct door_host::state {
@@ -73,6 +141,7 @@ struct door_host::state {
           [](const api::ParticipateResponse& r) { return r.has_registered(); },
           "registration"))
       return err;
+    s->start_writer();
     // Calls may come with the confirmation: served by the caller.
     if (first.calls_size() > 0)
       serve(*s, first);
@@ -91,14 +160,13 @@ struct door_host::state {
         rep = call_step(h->second, c.command());
         served++;
       }
-      api::ParticipateRequest out;
-      auto* o = out.mutable_outcome();
-      o->set_call(c.call());
-      o->set_ok(rep.ok());
-      o->set_output(rep.output());
-      o->set_error(rep.error());
-      o->set_retryable(rep.retryable());
-      if (!s.write(out))
+      api::StepOutcome o;
+      o.set_call(c.call());
+      o.set_ok(rep.ok());
+      o.set_output(std::move(*rep.mutable_output()));
+      o.set_error(std::move(*rep.mutable_error()));
+      o.set_retryable(rep.retryable());
+      if (!s.push(std::move(o)))
         return; // the stream ended: the node fails the call, retryably
     }
     for (auto& e : x.errors())
@@ -110,10 +178,7 @@ struct door_host::state {
       api::ParticipateResponse x;
       while (s->rw->Read(&x))
         serve(*s, x);
-      {
-        std::lock_guard<std::mutex> w{s->write_mtx};
-        s->closed = true;
-      }
+      s->stop_writer(); // a Write in progress returns: the stream ended
       auto st = s->rw->Finish();
       for (;;) {
         {

@@ -26,6 +26,8 @@ namespace {
 constexpr uint32_t default_concurrency = 16;
 constexpr uint32_t max_concurrency = 256;
 constexpr size_t max_errors = 1000;
+// In one StepOutcomes: no more calls than that can be outstanding.
+constexpr int max_outcomes = static_cast<int>(max_concurrency);
 
 class participate_stream;
 
@@ -80,22 +82,17 @@ public:
       return;
     }
     if (in_.has_outcome()) {
-      auto& o = in_.outcome();
-      auto it = calls_.find(o.call());
-      if (it == calls_.end() || !it->second.sent) {
-        error_locked(make_error(errc::not_found,
-                                "call " + std::to_string(o.call())
-                                  + " is not waiting for an outcome: "
-                                    "answered before, timed out, or never "
-                                    "sent"));
-      } else {
-        auto done = std::move(it->second.done);
-        calls_.erase(it);
-        --in_flight_;
-        done(o.ok() ? sagas::step_result::success(o.output())
-                    : sagas::step_result::failure(
-                      o.error().empty() ? "failed" : o.error(), o.retryable()));
-      }
+      settle_locked(in_.outcome());
+    } else if (in_.has_outcomes()
+               && in_.outcomes().outcomes_size() <= max_outcomes) {
+      for (auto& o : in_.outcomes().outcomes())
+        settle_locked(o);
+    } else if (in_.has_outcomes()) {
+      error_locked(make_error(errc::invalid_argument,
+                              std::to_string(in_.outcomes().outcomes_size())
+                                + " outcomes in one request: at most "
+                                + std::to_string(max_outcomes)
+                                + "; none of them was taken"));
     } else {
       error_locked(make_error(errc::invalid_argument,
                               "already registered: a later request is an "
@@ -248,6 +245,26 @@ private:
                                  false});
     queue_.push_back(std::move(c));
     write_locked();
+  }
+
+  /// One outcome from the client: the call's `done` gets it, or the client
+  /// gets an error (an unknown call).
+  void settle_locked(const api::StepOutcome& o) {
+    auto it = calls_.find(o.call());
+    if (it == calls_.end() || !it->second.sent) {
+      error_locked(make_error(errc::not_found,
+                              "call " + std::to_string(o.call())
+                                + " is not waiting for an outcome: "
+                                  "answered before, timed out, or never "
+                                  "sent"));
+      return;
+    }
+    auto done = std::move(it->second.done);
+    calls_.erase(it);
+    --in_flight_;
+    done(o.ok() ? sagas::step_result::success(o.output())
+                : sagas::step_result::failure(
+                  o.error().empty() ? "failed" : o.error(), o.retryable()));
   }
 
   /// Fails the calls whose time is up (sent or still queued).

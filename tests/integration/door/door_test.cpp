@@ -678,6 +678,100 @@ TEST_F(DoorTest, AParticipantStreamServesADeclaredSagaAndItsCompensation) {
   EXPECT_EQ(seen, expected);
 }
 
+TEST_F(DoorTest, OutcomesSentTogetherAreSettledEachOnItsOwn) {
+  auto s = base_settings();
+  s.saga_types = {"pay = charge"};
+  s.saga_step_backoff_ms = 50;
+  s.saga_step_attempts = 5;
+  start(s);
+  grpc::ClientContext ctx;
+  auto p = participate(*stub_, ctx, {"pay.charge"});
+  auto conn = node_->connect();
+  // Four sagas at once: their calls are answered in one request, with an
+  // outcome for a call that was never sent among them (refused alone).
+  std::vector<std::thread> starters;
+  std::vector<caf::expected<edda::wire::v1::SagaStarted>> results(
+    4, caf::expected<edda::wire::v1::SagaStarted>{caf::error{}});
+  for (int i = 0; i < 4; ++i)
+    starters.emplace_back([&, i] {
+      results[i] = edda::client::admin::saga_start(
+        conn, "pay", "b" + std::to_string(i), "{}", 15s);
+    });
+  std::vector<api::StepCall> calls;
+  api::ParticipateResponse resp;
+  while (calls.size() < 4 && p->Read(&resp))
+    for (auto& c : resp.calls())
+      calls.push_back(c);
+  ASSERT_EQ(calls.size(), 4u);
+  api::ParticipateRequest out;
+  for (auto& c : calls) {
+    auto* o = out.mutable_outcomes()->add_outcomes();
+    o->set_call(c.call());
+    // b3's charge fails, retryably: its next attempt comes on its own.
+    bool refuse = c.command().saga_id() == "b3";
+    o->set_ok(!refuse);
+    o->set_error(refuse ? "bank busy" : "");
+    o->set_retryable(refuse);
+    o->set_output("paid-" + c.command().saga_id());
+  }
+  out.mutable_outcomes()->add_outcomes()->set_call(987654);
+  ASSERT_TRUE(p->Write(out));
+  std::vector<api::Error> errors;
+  std::vector<api::StepCall> again;
+  while ((errors.empty() || again.empty()) && p->Read(&resp)) {
+    errors.insert(errors.end(), resp.errors().begin(), resp.errors().end());
+    again.insert(again.end(), resp.calls().begin(), resp.calls().end());
+  }
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].code(), "not_found");
+  EXPECT_NE(errors[0].message().find("987654"), std::string::npos);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].command().saga_id(), "b3");
+  EXPECT_EQ(again[0].command().attempt(), 2u);
+  api::ParticipateRequest retry;
+  retry.mutable_outcome()->set_call(again[0].call());
+  retry.mutable_outcome()->set_ok(true);
+  ASSERT_TRUE(p->Write(retry));
+  for (auto& t : starters)
+    t.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(results[i]) << edda::render(results[i].error());
+    auto& rec = results[i]->record();
+    EXPECT_EQ(rec.state(), 3u) << rec.ShortDebugString(); // completed
+    EXPECT_EQ(rec.steps(0).attempts(), i == 3 ? 2u : 1u)
+      << rec.ShortDebugString();
+  }
+  // More outcomes in one request than calls can be outstanding: refused
+  // whole, with a clear error; the stream goes on serving.
+  api::ParticipateRequest flood;
+  for (int i = 0; i < 257; ++i)
+    flood.mutable_outcomes()->add_outcomes()->set_call(100000 + i);
+  ASSERT_TRUE(p->Write(flood));
+  ASSERT_TRUE(p->Read(&resp));
+  ASSERT_EQ(resp.errors_size(), 1) << resp.ShortDebugString();
+  EXPECT_EQ(resp.errors(0).code(), "invalid_argument");
+  EXPECT_NE(resp.errors(0).message().find("at most 256"), std::string::npos)
+    << resp.errors(0).message();
+  std::promise<caf::expected<edda::wire::v1::SagaStarted>> last;
+  std::thread starter{[&] {
+    last.set_value(edda::client::admin::saga_start(conn, "pay", "b4", "{}", 15s));
+  }};
+  ASSERT_TRUE(p->Read(&resp));
+  ASSERT_EQ(resp.calls_size(), 1);
+  api::ParticipateRequest one;
+  one.mutable_outcomes()->add_outcomes()->set_call(resp.calls(0).call());
+  one.mutable_outcomes()->mutable_outcomes(0)->set_ok(true);
+  ASSERT_TRUE(p->Write(one));
+  starter.join();
+  auto r = last.get_future().get();
+  ASSERT_TRUE(r) << edda::render(r.error());
+  EXPECT_EQ(r->record().state(), 3u) << r->record().ShortDebugString();
+  p->WritesDone();
+  while (p->Read(&resp)) {
+  }
+  EXPECT_TRUE(p->Finish().ok());
+}
+
 TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
   auto s = base_settings();
   s.saga_types = {"pay = charge"};
