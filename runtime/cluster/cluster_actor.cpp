@@ -29,6 +29,7 @@ struct link {
   caf::actor handle;  ///< the peer's gateway, once the hello succeeded
   uint64_t attempt = 0; ///< replies of older attempts are ignored
   bool connecting = false;
+  bool ever_up = false; ///< linked once (to this incarnation)
   ch::milliseconds backoff{0};
   std::string error; ///< why it is down
 };
@@ -78,6 +79,7 @@ void link_up(self_ptr self, const std::string& id, const caf::actor& gateway,
                                  << " is up");
   }
   l.connecting = false;
+  l.ever_up = true;
   l.error.clear();
   l.backoff = ch::milliseconds(0);
 }
@@ -134,8 +136,14 @@ void down(self_ptr self, const std::string& id, const std::string& why) {
   l.connecting = false;
   l.error = why;
   l.attempt = ++self->state.attempts;
+  // A link that was up waits for the peer to drop its side of it; a first
+  // link that did not come up (the peer still starting, a dial racing its
+  // own start) is tried again sooner: a new member serves its partitions
+  // only once linked.
+  auto first = l.ever_up ? opts.reconnect_after
+                         : std::min(opts.reconnect_after, ch::milliseconds(200));
   l.backoff = l.backoff.count() == 0
-                ? opts.reconnect_after
+                ? first
                 : std::min(l.backoff * 2, ch::milliseconds(5000));
   schedule(self, id, l.backoff);
 }

@@ -8,9 +8,10 @@
 // cluster, and monitors the link. A link that drops is made again after
 // `reconnect_after` (longer than the middleman's connection timeout, so the
 // peer has dropped its side of the old connection first: CAF issue 1304),
-// then with doubling backoff up to 5 s. Between node ports behind mutual
-// TLS (one_way_links) only the node of the smaller id connects; the other
-// takes the link from its hello. Ownership is never decided from a
+// then with doubling backoff up to 5 s (a first link that did not come up:
+// after 200 ms, doubling). With one_way_links (every node's choice) only
+// the node of the smaller id connects; the other takes the link from its
+// hello. Ownership is never decided from a
 // link's loss: only etcd says who is a member.
 //
 // Protocol:
@@ -71,8 +72,9 @@ struct cluster_actor_options {
   /// replication part of a full status; null: no replication.
   caf::actor shipper;
   /// The link of a pair of nodes is made by the node of the smaller id
-  /// (node ports behind mutual TLS: with both dialing, CAF 0.17's openssl
-  /// transport never settled on one connection). The other node takes the
+  /// (with both dialing, CAF 0.17's openssl transport never settled on one
+  /// connection, and plain BASP raced and kept either). false: both dial
+  /// (not used by the node). The other node takes the
   /// link from the hello, which carries the sender's gateway and is said
   /// again every reconnect_after and after a rejoin; it needs this node's
   /// own gateway: (link_atom, gateway).

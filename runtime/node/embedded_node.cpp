@@ -342,10 +342,11 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
   co.replicas = im.replicas;
   co.shipper = im.shipper;
   co.node_tls = !settings.tls_certificate.empty();
-  // Between TLS node ports only: plain links stay two-way (several cluster
-  // tests' expectations, e.g. of refused hellos, rely on both sides
-  // dialing; a one-way plain mesh is not validated).
-  co.one_way_links = co.node_tls;
+  // The node of the smaller id makes each pair's link, plain or TLS: two
+  // nodes dialing each other at once race (CAF keeps one connection, and
+  // under TLS settles on none), and a link cut between two nodes must be
+  // the only connection between them.
+  co.one_way_links = true;
   im.cluster = cluster::spawn_cluster_actor(sys, std::move(co));
   ctx->cluster = im.cluster;
   if (im.shipper)

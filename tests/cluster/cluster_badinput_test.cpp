@@ -77,38 +77,39 @@ TEST_F(ClusterBadInputTest, TwoClustersOnOneEtcdAreSeparateAndCannotLink) {
   auto& a1 = add_node();
   auto b = cluster_name() + "-b";
   // b's n1 advertises a1's address (a configuration copied from cluster a):
-  // b's n2 is sent to a1 for its n1.
+  // b's n0, which makes the pair's link (the smaller id), is sent to a1
+  // for its n1.
+  auto& b0 = add_node({"b0", {"cluster.name=" + b, "node.name=n0"}, false, false, {}});
   add_node(
     {"b1",
      {"cluster.name=" + b, "node.name=n1", "node.advertise=" + a1.endpoint()},
      false,
      false,
      {}});
-  auto& b2 = add_node({"b2", {"cluster.name=" + b, "node.name=n2"}, false, false, {}});
   auto sa = status_of(a1);
   ASSERT_TRUE(sa);
   EXPECT_EQ(sa->cluster_name(), cluster_name());
   ASSERT_EQ(sa->members_size(), 1) << sa->ShortDebugString();
   ASSERT_TRUE(eventually(10s, [&] {
-    auto sb = status_of(b2);
+    auto sb = status_of(b0);
     return sb && sb->members_size() == 2;
   }));
-  // a1 refuses the hello of b's n2: no link, a WARN and a counter there,
-  // and b2 says why.
+  // a1 refuses the hello of b's n0: no link, a WARN and a counter there,
+  // and b's n0 says why.
   ASSERT_TRUE(eventually(
     10s, [&] { return counter_of(a1, "cluster.peers_refused") >= 1; }));
   EXPECT_NE(read_file(a1.process()->log_path)
               .find("refused a peer of cluster '" + b + "'"),
             std::string::npos);
   auto refused_by_a1 = [&] {
-    auto [up, why] = link_of(b2, "n1");
+    auto [up, why] = link_of(b0, "n1");
     auto of_a = "of cluster '" + cluster_name() + "'";
     return !up && why.find(of_a) != std::string::npos;
   };
-  ASSERT_TRUE(eventually(10s, refused_by_a1)) << link_of(b2, "n1").second;
+  ASSERT_TRUE(eventually(10s, refused_by_a1)) << link_of(b0, "n1").second;
   // One topic name in each cluster: separate prefixes in etcd.
   auto ca = connect(a1);
-  auto cb = connect(b2);
+  auto cb = connect(b0);
   ASSERT_TRUE(ca && cb);
   ASSERT_TRUE(client::admin::create_topic(*ca, "same", 1));
   auto tb = client::admin::create_topic(*cb, "same", 2);
@@ -126,16 +127,17 @@ TEST_F(ClusterBadInputTest, AClusterOfTheSameNameOnAnotherEtcdCannotLink) {
   ASSERT_TRUE(e2) << render(e2.error());
   auto other_etcd
     = "cluster.etcd=127.0.0.1:" + std::to_string((*e2)->client_port());
-  // The same cluster.name on another etcd; its n1 advertises a1's address.
+  // The same cluster.name on another etcd; its n1 advertises a1's address
+  // (its n0 makes the pair's link: it is sent to a1 for its n1).
+  auto& x0 = add_node({"x0", {other_etcd, "node.name=n0"}, false, false, {}});
   add_node(
     {"x1",
      {other_etcd, "node.name=n1", "node.advertise=" + a1.endpoint()},
      false,
      false,
      {}});
-  auto& x2 = add_node({"x2", {other_etcd, "node.name=n2"}, false, false, {}});
   ASSERT_TRUE(eventually(10s, [&] {
-    auto s = status_of(x2);
+    auto s = status_of(x0);
     return s && s->members_size() == 2;
   }));
   // Name and node id match; the cluster id does not: no link.
@@ -144,13 +146,13 @@ TEST_F(ClusterBadInputTest, AClusterOfTheSameNameOnAnotherEtcdCannotLink) {
   EXPECT_NE(
     read_file(a1.process()->log_path).find("refused a peer of another cluster"),
     std::string::npos);
-  auto [up, why] = link_of(x2, "n1");
+  auto [up, why] = link_of(x0, "n1");
   EXPECT_FALSE(up);
   EXPECT_NE(why.find("with id"), std::string::npos) << why;
   // The link is tried again (with backoff) and refused again.
   ASSERT_TRUE(eventually(
     15s, [&] { return counter_of(a1, "cluster.peers_refused") >= 2; }));
-  EXPECT_FALSE(link_of(x2, "n1").first);
+  EXPECT_FALSE(link_of(x0, "n1").first);
   auto sa = status_of(a1);
   ASSERT_TRUE(sa);
   EXPECT_EQ(sa->members_size(), 1);

@@ -269,10 +269,27 @@ protected:
 
   /// Adds and starts `count` nodes with the same options (names n<i>).
   void start_nodes(size_t count, const node_options& o = {}) {
+    auto first = nodes_.size();
     for (size_t i = 0; i < count; ++i) {
       auto each = o;
       each.name.clear();
       add_node(each);
+    }
+    // A test starts from a formed cluster: each node sees the others
+    // linked (the node of the smaller id makes each link, a moment after
+    // both joined).
+    std::set<std::string> all;
+    for (auto i = first; i < nodes_.size(); ++i)
+      all.insert(nodes_[i]->name);
+    for (auto i = first; i < nodes_.size(); ++i) {
+      std::set<std::string> seen;
+      if (!eventually(std::chrono::seconds(15), [&] {
+            seen = connected_members(*nodes_[i]);
+            return std::includes(seen.begin(), seen.end(), all.begin(),
+                                 all.end());
+          }))
+        ADD_FAILURE() << nodes_[i]->name << " sees " << seen.size() << " of "
+                      << all.size() << " nodes linked after 15 s";
     }
   }
 

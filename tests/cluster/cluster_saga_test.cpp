@@ -84,8 +84,7 @@ protected:
 };
 
 TEST_F(ClusterSagaTest, MessageStepsReachPartitionsOnOtherNodesExactlyOnce) {
-  for (int i = 0; i < 3; ++i)
-    add_node({"", saga_settings, false, false, {}});
+  start_nodes(3, {"", saga_settings, false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   ASSERT_TRUE(client::admin::create_topic(*c1, "shipments", 3));

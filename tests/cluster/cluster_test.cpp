@@ -473,9 +473,8 @@ TEST_F(ClusterTest, ASecondNodeWithTheSameIdIsRefused) {
 
 TEST_F(ClusterTest, TransactionsLiveOnTheirPartitionsHomeAndCheckBackSettles) {
   // Check-back soon after a half message without an end.
-  for (int i = 0; i < 3; ++i)
-    add_node({"", {"txn.check_after=1500ms", "txn.max_check_interval=1s"},
-              false, false, {}});
+  start_nodes(3, {"", {"txn.check_after=1500ms", "txn.max_check_interval=1s"},
+                 false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   ASSERT_TRUE(client::admin::create_topic(*c1, "tx", 6));
@@ -556,8 +555,7 @@ TEST_F(ClusterTest, SagasLiveOnTheirIdsHomeAndResumeWhenItComesBack) {
                                 "saga.step_timeout=1s",
                                 "saga.step_attempts=20",
                                 "saga.step_backoff=100ms"};
-  for (int i = 0; i < 3; ++i)
-    add_node({"", s, false, false, {}});
+  start_nodes(3, {"", s, false, false, {}});
   auto c1 = connect(node(0));
   ASSERT_TRUE(c1);
   // Participants in this process, registered with every node; each key
