@@ -1,6 +1,6 @@
 // A connection to an edda node: in-process (embedded node) or remote: over
-// the node's client door (edda.api.v1 over gRPC, connect_options::door) or
-// its node port (CAF's middleman, BASP). Producers, consumers and admin
+// the node's client door (edda.api.v1 over gRPC, the default) or its node
+// port (CAF's middleman, BASP: connect_options::door = false). Producers, consumers and admin
 // calls take a connection and behave the same either way.
 //
 // Thread-safety: a connection may be copied and used from any thread. A
@@ -29,14 +29,16 @@ struct connect_options {
   /// No effect on a single node or an in-process connection.
   bool direct_routing = true;
   /// Talk to the node's client door (edda.api.v1 over gRPC; host:port is
-  /// then its api.listen address, by default the node port + 10) instead of
-  /// its node port. Any node's door serves the whole cluster: the node
-  /// routes (direct_routing does not apply). Every client class works over
-  /// it: admin calls, idempotency keys, sagas' start / show / list /
-  /// commands, producers, consumers, transaction producers and participant
-  /// hosts (sagas/remote.hpp). Off by default until the CLI and the fault
-  /// tests move to the door too.
-  bool door = false;
+  /// then its api.listen address, by default the node port + 10) rather
+  /// than its node port (CAF's BASP, for nodes and tools: false). Any
+  /// node's door serves the whole cluster: the node routes
+  /// (direct_routing does not apply). Every client class works over it:
+  /// admin calls, idempotency keys, sagas' start / show / list / commands,
+  /// producers, consumers, transaction producers and participant hosts
+  /// (sagas/remote.hpp). Over the door a client also recovers from a node
+  /// that was hung (SIGSTOP) and resumed, which a node-port client of CAF
+  /// 0.17 may not.
+  bool door = true;
   /// The door's token for this client (a secret of api.tokens), sent as
   /// "authorization: Bearer <token>". Empty: none (a node without
   /// api.tokens).

@@ -173,9 +173,18 @@ open_door(const std::string& host, uint16_t port, const connect_options& opts) {
     auto err = from_status(st, ctx, "the client door at " + link->endpoint);
     if (code_of(err) == errc::unauthenticated)
       return err;
+    // Something that does not speak HTTP/2 answered: most likely the node
+    // port (CAF's BASP), given where the door was expected.
+    auto hint = st.error_message().find("HTTP/2") != std::string::npos
+                  ? std::string{"; something else listens there, maybe the "
+                                "node port: the door is at api.listen (by "
+                                "default the node port + 10), or set "
+                                "connect_options::door = false for the node "
+                                "port"}
+                  : std::string{};
     return make_error(errc::unavailable, "no edda client door answers at "
                                            + link->endpoint + " ("
-                                           + st.error_message() + ")");
+                                           + st.error_message() + ")" + hint);
   }
   return link;
 }

@@ -227,8 +227,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot start node: %s\n", render(node.error()).c_str());
     return 1;
   }
-  auto port = (*node)->port();
-  say("node", "embedded node on 127.0.0.1:" + std::to_string(port)
+  // The wallet service talks to the node's client door (gRPC), as a service
+  // in any language would.
+  auto port = (*node)->api_port();
+  say("node", "embedded node, client door on 127.0.0.1:" + std::to_string(port)
                 + " (fsync durability, check-back after 2 s)");
   std::atomic<int> alerts{0};
   (*node)->alerts().add_hook([&](const alert& a) {

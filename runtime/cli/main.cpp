@@ -176,6 +176,10 @@ caf::expected<client::connection> connect(const args& a) {
     const std::string prefix = "unavailable: ";
     if (why.compare(0, prefix.size(), prefix) == 0)
       why.erase(0, prefix.size());
+    // The library's hint names its option; the CLI's names its flags.
+    if (auto hint = why.find("; something else listens there");
+        hint != std::string::npos)
+      why.erase(hint);
     return make_error(errc::unavailable,
                       why + "; --node names the node's client door "
                             "(api.listen, by default the node port + 10, e.g. "

@@ -385,7 +385,9 @@ bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
   }
   std::optional<client::connection> conn;
   if (!door) {
-    auto c = client::connection::open(host, port);
+    client::connect_options co;
+    co.door = false;
+    auto c = client::connection::open(host, port, co);
     if (!c) {
       std::cerr << "edda bench saga: " << render(c.error()) << "\n";
       return finish(false);

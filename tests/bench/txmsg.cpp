@@ -117,6 +117,7 @@ caf::expected<client::connection> connect(const std::string& endpoint) {
                       "'" + endpoint + "' is not HOST:PORT");
   client::connect_options co;
   co.direct_routing = direct_routing;
+  co.door = false; // the node port; run_door_phases() has the door's
   return client::connection::open(host, port, co);
 }
 
@@ -627,7 +628,9 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
         uint16_t port = 0;
         if (!client::parse_endpoint(m.endpoint(), host, port))
           continue;
-        auto c = client::connection::open(host, port);
+        client::connect_options co;
+        co.door = false; // a member's endpoint is its node port
+        auto c = client::connection::open(host, port, co);
         if (!c)
           continue;
         if (auto x = client::admin::node_status(*c)) {

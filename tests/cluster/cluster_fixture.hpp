@@ -430,6 +430,7 @@ protected:
       o.door = true;
       return client::connection::open("127.0.0.1", p ? api_port_of(*p) : 0, o);
     }
+    o.door = false;
     return client::connection::open("127.0.0.1", n.port, o);
   }
 

@@ -63,6 +63,7 @@ client::connect_options fast() {
   client::connect_options o;
   o.connection_timeout = 1s;
   o.request_timeout = 1s;
+  o.door = false; // the node port
   return o;
 }
 

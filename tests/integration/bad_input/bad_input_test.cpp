@@ -60,6 +60,14 @@ using strings = std::vector<std::string>;
     }                                                                          \
   } while (false)
 
+/// Options for a client of the node port (CAF's BASP), which several tests
+/// here attack or use on purpose.
+client::connect_options node_port() {
+  client::connect_options o;
+  o.door = false;
+  return o;
+}
+
 std::string text(const caf::error& e) {
   return edda::render(e);
 }
@@ -270,7 +278,7 @@ TEST_F(BadInputTest, FiveMiBMessageOverARemoteConnectionIsStoredIntact) {
   s.max_message_size = 8u << 20;
   auto node = start(s, true);
   ASSERT_TRUE(node);
-  auto remote = client::connection::open("127.0.0.1", node->port());
+  auto remote = client::connection::open("127.0.0.1", node->port(), node_port());
   ASSERT_TRUE(remote) << text(remote.error());
   ASSERT_TRUE(admin::create_topic(*remote, "big", 1));
   client::producer_options po;
@@ -439,7 +447,7 @@ TEST_F(BadInputTest, GarbledAndTruncatedFramesFromAPeerDoNotStopTheNode) {
   ASSERT_GE(e, 0);
   ::close(e);
   // The node (same process: it did not crash) serves old and new clients.
-  auto remote = client::connection::open("127.0.0.1", node->port());
+  auto remote = client::connection::open("127.0.0.1", node->port(), node_port());
   ASSERT_TRUE(remote) << text(remote.error());
   auto status = admin::node_status(*remote);
   ASSERT_TRUE(status) << text(status.error());
@@ -755,7 +763,7 @@ TEST_F(BadInputTest, CommandLineMistakesGetHelpOrAClearErrorNeverAName) {
 TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
   auto node = start(settings(), true);
   ASSERT_TRUE(node);
-  auto remote = client::connection::open("127.0.0.1", node->port());
+  auto remote = client::connection::open("127.0.0.1", node->port(), node_port());
   ASSERT_TRUE(remote) << text(remote.error());
   auto& c = *remote;
   ASSERT_TRUE(admin::create_topic(c, "five", 1));
@@ -784,7 +792,7 @@ TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
 TEST_F(BadInputTest, ATagNoSubscriptionCouldSelectIsRefusedAtProduce) {
   auto node = start(settings(), true);
   ASSERT_TRUE(node);
-  auto remote = client::connection::open("127.0.0.1", node->port());
+  auto remote = client::connection::open("127.0.0.1", node->port(), node_port());
   ASSERT_TRUE(remote) << text(remote.error());
   auto& c = *remote;
   ASSERT_TRUE(admin::create_topic(c, "tagged", 1));
@@ -815,7 +823,7 @@ TEST_F(BadInputTest, TopicAdminMisuseIsRejectedAndChangesNothing) {
   ASSERT_TRUE(node);
   // A short request timeout: a rejected create must be answered at once,
   // and a lost answer should not cost 30 s per call.
-  client::connect_options o;
+  auto o = node_port();
   o.request_timeout = milliseconds(2000);
   auto remote = client::connection::open("127.0.0.1", node->port(), o);
   ASSERT_TRUE(remote) << text(remote.error());

@@ -9,6 +9,7 @@
 #include "base/errc.hpp"
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
+#include "client/producer.hpp"
 #include "config/settings.hpp"
 #include "node/embedded_node.hpp"
 #include "support/util.hpp"
@@ -131,6 +132,36 @@ protected:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<api::Edda::Stub> stub_;
 };
+
+TEST_F(DoorTest, AClientTalksToTheDoorByDefaultAndIsToldWhenGivenTheNodePort) {
+  start(base_settings());
+  // Default options: the client door.
+  auto c = edda::client::connection::open("127.0.0.1", node_->api_port());
+  ASSERT_TRUE(c) << edda::render(c.error());
+  ASSERT_TRUE(edda::client::admin::create_topic(*c, "by-default", 1));
+  edda::client::producer p{*c};
+  edda::client::message m;
+  m.topic = "by-default";
+  m.body = "x";
+  auto r = p.send(m);
+  ASSERT_TRUE(r) << edda::render(r.error());
+  // The node port with the defaults: refused at once, saying what to do.
+  auto wrong = edda::client::connection::open("127.0.0.1", node_->port());
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(edda::code_of(wrong.error()), edda::errc::unavailable);
+  auto text = edda::render(wrong.error());
+  EXPECT_NE(text.find("maybe the node port"), std::string::npos) << text;
+  EXPECT_NE(text.find("connect_options::door = false"), std::string::npos)
+    << text;
+  // And with door = false, the node port works.
+  edda::client::connect_options o;
+  o.door = false;
+  auto np = edda::client::connection::open("127.0.0.1", node_->port(), o);
+  ASSERT_TRUE(np) << edda::render(np.error());
+  auto d = edda::client::admin::describe_topic(*np, "by-default");
+  ASSERT_TRUE(d) << edda::render(d.error());
+  EXPECT_EQ(d->partitions(0).end_offset(), 1u) << d->ShortDebugString();
+}
 
 TEST_F(DoorTest, ProduceAcknowledgesEveryRecordOnceStoredAndRefusesBadOnesAlone) {
   auto s = base_settings();

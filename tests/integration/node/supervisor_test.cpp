@@ -62,6 +62,13 @@ using edda::sagas::step_request;
 using edda::sagas::step_result;
 using steady = ch::steady_clock;
 
+/// These tests reach the node's gateway on the node port (CAF's BASP).
+edda::client::connect_options node_port_options() {
+  edda::client::connect_options o;
+  o.door = false;
+  return o;
+}
+
 template <class Pred>
 bool wait_until(Pred pred, ch::milliseconds timeout = 15s) {
   auto deadline = steady::now() + timeout;
@@ -245,7 +252,7 @@ protected:
     node_ = std::move(*n);
     port_ = node_->port();
     ASSERT_NE(port_, 0);
-    auto c = connection::open("127.0.0.1", port_);
+    auto c = connection::open("127.0.0.1", port_, node_port_options());
     ASSERT_TRUE(c) << edda::render(c.error());
     conn_ = std::move(*c);
   }
@@ -311,7 +318,7 @@ TEST_F(Supervision,
   EXPECT_TRUE(listed) << edda::render(listed.error());
   // ...and a new client reaches the new gateway on the same port.
   EXPECT_EQ(node_->port(), port_);
-  auto fresh = connection::open("127.0.0.1", port_);
+  auto fresh = connection::open("127.0.0.1", port_, node_port_options());
   ASSERT_TRUE(fresh) << edda::render(fresh.error());
   producer p(*fresh);
   auto r = p.send(msg("orders", "through a new connection"));
