@@ -13,7 +13,9 @@
 #include "base/log.hpp"
 #include "client/door_impl.hpp"
 
+#include <algorithm>
 #include <condition_variable>
+#include <iterator>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -37,6 +39,9 @@ struct session {
   std::mutex mtx;
   std::condition_variable cv;
   std::vector<api::StepOutcome> ready; // outcomes not yet written
+  /// Outcomes per request, as the node said at registration (1: each
+  /// alone, for a node that does not take StepOutcomes).
+  size_t per_request = 1;
   bool leaving = false; // WritesDone once `ready` is written
   bool closed = false;  // WritesDone sent, or the stream ended
   std::thread writer;
@@ -47,6 +52,13 @@ struct session {
 
   void start_writer() {
     writer = std::thread{[this] { write_loop(); }};
+  }
+
+  /// False once the stream is closing or closed: a call read now is not
+  /// served (the node fails it, retryably).
+  bool open() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return !closed && !leaving;
   }
 
   /// False once the stream is closed: the node fails the call, retryably.
@@ -92,7 +104,14 @@ private:
         rw->WritesDone();
         return;
       }
-      batch.swap(ready);
+      if (ready.size() <= per_request) {
+        batch.swap(ready);
+      } else { // the rest goes in the next request
+        auto cut = ready.begin() + static_cast<std::ptrdiff_t>(per_request);
+        batch.assign(std::make_move_iterator(ready.begin()),
+                     std::make_move_iterator(cut));
+        ready.erase(ready.begin(), cut);
+      }
       lock.unlock();
       api::ParticipateRequest out;
       if (batch.size() == 1) {
@@ -141,6 +160,7 @@ struct door_host::state {
           [](const api::ParticipateResponse& r) { return r.has_registered(); },
           "registration"))
       return err;
+    s->per_request = std::max<size_t>(1, first.registered().max_outcomes());
     s->start_writer();
     // Calls may come with the confirmation: served by the caller.
     if (first.calls_size() > 0)
@@ -150,6 +170,8 @@ struct door_host::state {
 
   void serve(session& s, const api::ParticipateResponse& x) {
     for (auto& c : x.calls()) {
+      if (!s.open())
+        return; // leaving: the node fails the rest, retryably, unrun
       auto h = handlers.find(c.command().participant());
       wire::v1::StepReply rep;
       if (h == handlers.end()) {
@@ -170,7 +192,9 @@ struct door_host::state {
         return; // the stream ended: the node fails the call, retryably
     }
     for (auto& e : x.errors())
-      EDDA_DEBUG("participant_host", "an outcome was refused: " << e.message());
+      EDDA_WARN("participant_host", "the node at " << link->endpoint
+                                                  << " refused an outcome: "
+                                                  << e.message());
   }
 
   void run(size_t i, std::shared_ptr<session> s) {

@@ -121,7 +121,7 @@ caf::expected<caf::actor> connection_impl::link(const std::string& ep) {
   }
   std::string h;
   uint16_t p = 0;
-  if (!parse_endpoint(ep, h, p))
+  if (!parse_endpoint(ep, h, p, 7420))
     return make_error(errc::invalid_argument,
                       "'" + ep + "' is not host:port");
   auto gw = remote_node(*sys, h, p); // a node with TLS links over it
@@ -320,13 +320,13 @@ connection make_local_connection(caf::actor_system& sys, caf::actor frontend) {
 }
 
 bool parse_endpoint(const std::string& text, std::string& host,
-                    uint16_t& port) {
+                    uint16_t& port, uint16_t default_port) {
   auto colon = text.rfind(':');
   host = colon == std::string::npos ? text : text.substr(0, colon);
   if (host.empty())
     host = "127.0.0.1";
   if (colon == std::string::npos) {
-    port = 7420;
+    port = default_port;
     return true;
   }
   auto p = text.substr(colon + 1);

@@ -4,8 +4,9 @@
 // calls take a connection and behave the same either way.
 //
 // Thread-safety: a connection may be copied and used from any thread. A
-// remote connection owns a small actor system that lives until the last
-// copy (and every producer / consumer made from it) is gone.
+// node-port connection owns a small actor system, a door connection a gRPC
+// channel; either lives until the last copy (and every producer / consumer
+// made from it) is gone.
 #pragma once
 
 #include <caf/expected.hpp>
@@ -35,7 +36,8 @@ struct connect_options {
   /// (direct_routing does not apply). Every client class works over it:
   /// admin calls, idempotency keys, sagas' start / show / list / commands,
   /// producers, consumers, transaction producers and participant hosts
-  /// (sagas/remote.hpp). Over the door a client also recovers from a node
+  /// (sagas/remote.hpp: participant_host::start; start_async is for
+  /// in-process connections and node ports). Over the door a client also recovers from a node
   /// that was hung (SIGSTOP) and resumed, which a node-port client of CAF
   /// 0.17 may not.
   bool door = true;
@@ -66,8 +68,9 @@ private:
   std::shared_ptr<connection_impl> impl_;
 };
 
-/// Parses "host:port" (port defaults to 7420).
+/// Parses "host:port"; without ":port", `default_port` (the client door's
+/// 7430; a node port's default is 7420).
 [[nodiscard]] bool parse_endpoint(const std::string& text, std::string& host,
-                                  uint16_t& port);
+                                  uint16_t& port, uint16_t default_port = 7430);
 
 } // namespace edda::client

@@ -158,11 +158,9 @@ caf::expected<client::connection> connect(const args& a) {
   }
   std::string host;
   uint16_t port = 0;
-  if (!client::parse_endpoint(ep, host, port))
+  if (!client::parse_endpoint(ep, host, port, door ? 7430 : 7420))
     return make_error(errc::invalid_argument,
                       "--node expects HOST:PORT, got '" + ep + "'");
-  if (ep.find(':') == std::string::npos && door)
-    port = 7430;
   client::connect_options o;
   o.door = door;
   o.token = a.get("token");
@@ -214,7 +212,7 @@ int cmd_node(const std::vector<std::string>& argv) {
   if (a.has("listen")) {
     std::string host;
     uint16_t port = 0;
-    if (!client::parse_endpoint(a.get("listen"), host, port))
+    if (!client::parse_endpoint(a.get("listen"), host, port, 7420))
       return fail("--listen expects HOST:PORT, got '" + a.get("listen") + "'");
     overrides.push_back("node.listen_host=" + host);
     overrides.push_back("node.listen_port=" + std::to_string(port));

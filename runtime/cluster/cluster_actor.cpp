@@ -122,7 +122,11 @@ void schedule(self_ptr self, const std::string& id, ch::milliseconds after) {
                      caf::actor{}, std::string{"retry"});
 }
 
-void down(self_ptr self, const std::string& id, const std::string& why) {
+/// The link to `id` is down (`why`); tried again later. `refused`: the
+/// peer answered and said no (another cluster, another node): not retried
+/// sooner than reconnect_after, even for a first link.
+void down(self_ptr self, const std::string& id, const std::string& why,
+          bool refused = false) {
   auto i = self->state.links.find(id);
   if (i == self->state.links.end())
     return;
@@ -140,8 +144,9 @@ void down(self_ptr self, const std::string& id, const std::string& why) {
   // link that did not come up (the peer still starting, a dial racing its
   // own start) is tried again sooner: a new member serves its partitions
   // only once linked.
-  auto first = l.ever_up ? opts.reconnect_after
-                         : std::min(opts.reconnect_after, ch::milliseconds(200));
+  auto first = l.ever_up || refused
+                 ? opts.reconnect_after
+                 : std::min(opts.reconnect_after, ch::milliseconds(200));
   l.backoff = l.backoff.count() == 0
                 ? first
                 : std::min(l.backoff * 2, ch::milliseconds(5000));
@@ -230,7 +235,7 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
                      + opts.cluster_name + "' (id " + opts.cluster_id + ")";
           EDDA_WARN("cluster", "no link to " << id << ": " << why);
           metrics::counter("cluster.peers_refused")++;
-          down(self, id, why);
+          down(self, id, why, true);
           return;
         }
         link_up(self, id, peer, "to");
@@ -264,8 +269,9 @@ void hello(self_ptr self, const std::string& id, uint64_t attempt,
           }
         }
         i->second.connecting = false;
-        down(self, id, "hello to " + i->second.endpoint + " failed: "
-                         + render(err));
+        down(self, id,
+             "hello to " + i->second.endpoint + " failed: " + render(err),
+             code == errc::invalid_argument);
       });
 }
 

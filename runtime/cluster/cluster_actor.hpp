@@ -2,17 +2,17 @@
 // nodes.
 //
 // It keeps the latest membership view (pushed by the membership thread) and
-// a full mesh of direct links: for every other member it connects to the
-// endpoint the member published in etcd (never to a handle relayed by a
-// third node), checks with PeerHello that the peer is that node of this
-// cluster, and monitors the link. A link that drops is made again after
-// `reconnect_after` (longer than the middleman's connection timeout, so the
-// peer has dropped its side of the old connection first: CAF issue 1304),
-// then with doubling backoff up to 5 s (a first link that did not come up:
-// after 200 ms, doubling). With one_way_links (every node's choice) only
-// the node of the smaller id connects; the other takes the link from its
-// hello. Ownership is never decided from a
-// link's loss: only etcd says who is a member.
+// a full mesh of direct links: for every other member of a larger id it
+// connects to the endpoint the member published in etcd (never to a handle
+// relayed by a third node), checks with PeerHello that the peer is that
+// node of this cluster, and monitors the link; a member of a smaller id
+// makes the link to this node, which takes it from its hello
+// (one_way_links). A link that drops is made again after `reconnect_after`
+// (longer than the middleman's connection timeout, so the peer has dropped
+// its side of the old connection first: CAF issue 1304), then with
+// doubling backoff up to 5 s (a first link that did not come up: after
+// 200 ms, doubling). Ownership is never decided from a link's loss: only
+// etcd says who is a member.
 //
 // Protocol:
 //   MembershipView            from the membership thread; no reply

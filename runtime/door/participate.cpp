@@ -177,6 +177,7 @@ private:
         auto* r = pending_.mutable_registered();
         r->set_names(static_cast<uint32_t>(reg_.names_size()));
         r->set_client_id(o.client_id);
+        r->set_max_outcomes(static_cast<uint32_t>(max_outcomes));
         ready_ = true;
         EDDA_INFO("api", "participant " << o.client_id << " at "
                                         << ctx_->peer() << " serves "

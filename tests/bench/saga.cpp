@@ -378,7 +378,7 @@ bool run_against(const std::vector<node_process>& nodes, const saga_options& o,
   }
   std::string host;
   uint16_t port = 0;
-  if (!client::parse_endpoint(nodes.front().endpoint, host, port)) {
+  if (!client::parse_endpoint(nodes.front().endpoint, host, port, 7420)) {
     std::cerr << "edda bench saga: the node's endpoint '"
               << nodes.front().endpoint << "' is not host:port\n";
     return finish(false);

@@ -112,7 +112,7 @@ options:
 caf::expected<client::connection> connect(const std::string& endpoint) {
   std::string host;
   uint16_t port = 0;
-  if (!client::parse_endpoint(endpoint, host, port))
+  if (!client::parse_endpoint(endpoint, host, port, 7420))
     return make_error(errc::invalid_argument,
                       "'" + endpoint + "' is not HOST:PORT");
   client::connect_options co;
@@ -626,7 +626,7 @@ std::vector<phase_result> run_cluster(const txmsg_options& o,
       for (auto& m : st->members()) {
         std::string host;
         uint16_t port = 0;
-        if (!client::parse_endpoint(m.endpoint(), host, port))
+        if (!client::parse_endpoint(m.endpoint(), host, port, 7420))
           continue;
         client::connect_options co;
         co.door = false; // a member's endpoint is its node port

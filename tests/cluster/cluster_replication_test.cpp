@@ -154,7 +154,7 @@ TEST_F(ClusterReplicationTest, EveryAcknowledgedMessageIsInTheOtherNodesCopy) {
 
 TEST_F(ClusterReplicationTest, EveryAcknowledgedMessageIsInTheOtherNodesCopyOverTlsLinks) {
   // The follower's copy is shipped over a link taken from the leader's
-  // hello or made by this node (one-way links between TLS node ports):
+  // hello or made by this node (one-way links, as in every cluster):
   // a ship is taken only from the group's node over its link.
   tls_ = true;
   every_acknowledged_message_is_in_the_other_copy();

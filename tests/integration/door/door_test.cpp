@@ -636,6 +636,16 @@ TEST_F(DoorTest, ANodeStoppingEndsOpenStreamsAndStopsPromptly) {
   EXPECT_FALSE(produce_stream->Finish().ok());
 }
 
+/// Joins the threads left running when a test returns early.
+struct joined {
+  std::vector<std::thread>& threads;
+  ~joined() {
+    for (auto& t : threads)
+      if (t.joinable())
+        t.join();
+  }
+};
+
 using participate_stream =
   grpc::ClientReaderWriter<api::ParticipateRequest, api::ParticipateResponse>;
 
@@ -656,6 +666,8 @@ participate(api::Edda::Stub& stub, grpc::ClientContext& ctx,
   api::ParticipateResponse resp;
   EXPECT_TRUE(s->Read(&resp));
   EXPECT_EQ(resp.registered().names(), names.size());
+  // Several outcomes may go in one request (StepOutcomes), up to this.
+  EXPECT_EQ(resp.registered().max_outcomes(), 256u);
   return s;
 }
 
@@ -721,6 +733,7 @@ TEST_F(DoorTest, OutcomesSentTogetherAreSettledEachOnItsOwn) {
   // Four sagas at once: their calls are answered in one request, with an
   // outcome for a call that was never sent among them (refused alone).
   std::vector<std::thread> starters;
+  joined on_exit{starters}; // a failed ASSERT returns with them running
   std::vector<caf::expected<edda::wire::v1::SagaStarted>> results(
     4, caf::expected<edda::wire::v1::SagaStarted>{caf::error{}});
   for (int i = 0; i < 4; ++i)
@@ -784,16 +797,16 @@ TEST_F(DoorTest, OutcomesSentTogetherAreSettledEachOnItsOwn) {
   EXPECT_NE(resp.errors(0).message().find("at most 256"), std::string::npos)
     << resp.errors(0).message();
   std::promise<caf::expected<edda::wire::v1::SagaStarted>> last;
-  std::thread starter{[&] {
+  starters.emplace_back([&] {
     last.set_value(edda::client::admin::saga_start(conn, "pay", "b4", "{}", 15s));
-  }};
+  });
   ASSERT_TRUE(p->Read(&resp));
   ASSERT_EQ(resp.calls_size(), 1);
   api::ParticipateRequest one;
   one.mutable_outcomes()->add_outcomes()->set_call(resp.calls(0).call());
   one.mutable_outcomes()->mutable_outcomes(0)->set_ok(true);
   ASSERT_TRUE(p->Write(one));
-  starter.join();
+  starters.back().join();
   auto r = last.get_future().get();
   ASSERT_TRUE(r) << edda::render(r.error());
   EXPECT_EQ(r->record().state(), 3u) << r->record().ShortDebugString();
