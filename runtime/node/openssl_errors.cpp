@@ -12,15 +12,29 @@
 // the executable first, so libcaf_openssl's calls come here; each clears
 // the queue and calls OpenSSL's own (dlvsym, RTLD_NEXT). Calls made by
 // other libraries (gRPC) get the same, harmless, clearing.
+//
+// SSL_accept also says why a handshake on the node port failed (CAF drops
+// such a connection without a word): a WARN line per peer address at most
+// once a minute, and network.tls_refused counts every one.
 #include "node/tls.hpp"
+
+#include "base/log.hpp"
+#include "base/metrics.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
 
 namespace {
 
@@ -37,6 +51,63 @@ F next_openssl(const char* name) {
     std::abort();
   }
   return f;
+}
+
+/// "ip:port" of the peer on `fd`, or "an unknown peer".
+std::string peer_of(int fd, std::string& ip) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof(sa);
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (fd < 0 || ::getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+    return "an unknown peer";
+  uint16_t port = 0;
+  if (sa.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    port = ntohs(in->sin_port);
+  } else if (sa.ss_family == AF_INET6) {
+    auto* in = reinterpret_cast<sockaddr_in6*>(&sa);
+    ::inet_ntop(AF_INET6, &in->sin6_addr, buf, sizeof(buf));
+    port = ntohs(in->sin6_port);
+  }
+  ip = buf;
+  return ip + ":" + std::to_string(port);
+}
+
+/// A handshake that SSL_accept gave up on (not one that waits for bytes).
+void failed_accept(SSL* ssl, int ret) {
+  auto kind = SSL_get_error(ssl, ret); // reads the queue, leaves it for CAF
+  if (kind != SSL_ERROR_SSL && kind != SSL_ERROR_SYSCALL)
+    return;
+  edda::metrics::counter("network.tls_refused")++;
+  std::string ip;
+  auto peer = peer_of(SSL_get_fd(ssl), ip);
+  static std::mutex mtx;
+  static std::map<std::string, std::chrono::steady_clock::time_point> said;
+  auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (said.size() > 4096)
+      said.clear(); // many addresses: a scan; the counter has them all
+    auto i = said.find(ip);
+    if (i != said.end() && now - i->second < std::chrono::minutes(1))
+      return;
+    said[ip] = now;
+  }
+  std::string why;
+  if (auto code = ERR_peek_last_error(); code != 0) {
+    auto* r = ERR_reason_error_string(code);
+    why = r != nullptr ? r : "error " + std::to_string(code);
+  } else {
+    why = "the peer closed the connection during the handshake";
+  }
+  EDDA_WARN("node", "refused a TLS connection from "
+                      << peer << " on the node port: " << why
+                      << " (a peer needs a certificate signed by this "
+                         "node's network.tls_ca, and to trust its "
+                         "certificate; clients use the client door; at most "
+                         "one line a minute per address, every one counted "
+                         "in network.tls_refused)");
 }
 
 using io_fn = int (*)(SSL*, void*, int);
@@ -70,7 +141,10 @@ EDDA_EXPORTED int SSL_connect(SSL* ssl) {
 EDDA_EXPORTED int SSL_accept(SSL* ssl) {
   static auto real = next_openssl<handshake_fn>("SSL_accept");
   ERR_clear_error();
-  return real(ssl);
+  auto ret = real(ssl);
+  if (ret <= 0)
+    failed_accept(ssl, ret);
+  return ret;
 }
 
 } // extern "C"

@@ -13,6 +13,7 @@
 #include "node/embedded_node.hpp"
 #include "support/certs.hpp"
 #include "support/raw_peer.hpp"
+#include "base/metrics.hpp"
 #include "wire/types.hpp"
 
 #include <caf/actor_system.hpp>
@@ -526,6 +527,7 @@ TEST_F(BadInputTest, PeerAnnouncingAFourGiBHandshakeDoesNotStallTheNode) {
   auto node = start(s, true);
   ASSERT_TRUE(node);
   auto before = peak_rss_kib();
+  auto refused_before = metrics::counter("network.tls_refused").load();
   int fd = raw_connect(node->port());
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(write_all(fd, basp_header(client_handshake, 0xffffffffu)));
@@ -550,6 +552,9 @@ TEST_F(BadInputTest, PeerAnnouncingAFourGiBHandshakeDoesNotStallTheNode) {
     << "a peer with a rogue certificate was answered";
   EXPECT_FALSE(ask_as_peer(node->port(), "", "", ""))
     << "a peer without TLS was answered";
+  // Each of the three failed handshakes is counted (and logged, at most
+  // once a minute per address).
+  EXPECT_GE(metrics::counter("network.tls_refused").load() - refused_before, 3u);
   // Clients use the door.
   client::connect_options o;
   o.door = true;
