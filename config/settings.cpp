@@ -392,7 +392,8 @@ std::string string_items(const value& v, const char* what_array,
   return {};
 }
 
-std::string set_api_listen(const value& v, node_settings& s) {
+template <std::string node_settings::*M>
+std::string set_listen(const value& v, node_settings& s) {
   if (v.type != kind::string)
     return expected("a string: auto, off or \"host:port\"", v);
   if (v.str != "auto" && v.str != "off") {
@@ -404,7 +405,7 @@ std::string set_api_listen(const value& v, node_settings& s) {
         || std::stoul(port) > 65535)
       return "'" + v.str + "' is not auto, off or host:port (port 0-65535)";
   }
-  s.api_listen = v.str;
+  s.*M = v.str;
   return {};
 }
 
@@ -605,6 +606,11 @@ const field fields[] = {
    "the address peers and clients use to reach this node; empty = the "
    "listen address",
    set_advertise, get_string<&ns::advertise>},
+  {"node.admin_listen", "string", "auto, off or host:port",
+   "the admin port (HTTP): GET /metrics (Prometheus), /health, /ready; "
+   "auto: node.listen_host, port node.listen_port + 20 (the OS picks one "
+   "when node.listen_port is 0)",
+   set_listen<&ns::admin_listen>, get_string<&ns::admin_listen>},
   {"node.stop_grace", "duration", "1s..10m",
    "after SIGINT / SIGTERM, a node not stopped by then exits at once "
    "(storage is crash-safe)",
@@ -781,7 +787,7 @@ const field fields[] = {
    "the client door (gRPC, edda.api.v1) for services in any language; "
    "auto: node.listen_host, port node.listen_port + 10 (the OS picks one "
    "when node.listen_port is 0)",
-   set_api_listen, get_string<&ns::api_listen>},
+   set_listen<&ns::api_listen>, get_string<&ns::api_listen>},
   {"api.tokens", "string list", "client:secret each, secret >= 16 chars",
    "bearer tokens a call must carry (authorization: Bearer SECRET); empty "
    "= no authentication; printed without their secrets",

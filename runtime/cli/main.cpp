@@ -8,6 +8,7 @@
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
+#include "admin/admin_server.hpp"
 #include "door/server.hpp"
 #include "node/embedded_node.hpp"
 #include "node/shutdown.hpp"
@@ -253,6 +254,13 @@ int cmd_node(const std::vector<std::string>& argv) {
     std::cout << "edda node listening on " << s.listen_host << ":"
               << (*node)->port() << " (data dir " << s.data_dir
               << ", durability " << config::to_string(s.mode) << ")";
+    if ((*node)->admin_port() != 0) { // before the door's: parsed last
+      std::string admin_host;
+      uint16_t ignored = 0;
+      (void)edda::admin::admin_address(s, admin_host, ignored);
+      std::cout << ", admin (HTTP) on " << admin_host << ":"
+                << (*node)->admin_port();
+    }
     if ((*node)->api_port() != 0) {
       std::string api_host;
       uint16_t ignored = 0;

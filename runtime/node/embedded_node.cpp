@@ -1,4 +1,5 @@
 #include "node/embedded_node.hpp"
+#include "admin/admin_server.hpp"
 #include "door/server.hpp"
 #include "node/hosting.hpp"
 #include "node/services.hpp"
@@ -93,6 +94,7 @@ struct embedded_node::impl {
   uint16_t port = 0;
   /// The client door (gRPC, api.listen), for a node that listens.
   std::unique_ptr<door::server> door;
+  std::unique_ptr<admin::server> admin; ///< the admin port (HTTP)
   std::string endpoint; ///< where peers and clients reach it (advertised)
   std::once_flag stopped;
 };
@@ -820,6 +822,25 @@ embedded_node::start_once(const config::node_settings& settings,
       }
       i.door = std::move(*d);
     }
+    // The admin port last: /ready answers once everything above serves.
+    std::string admin_host;
+    uint16_t admin_port = 0;
+    if (opts.listen && i.hosted_by.empty() && i.standby_for.empty()
+        && admin::admin_address(settings, admin_host, admin_port)) {
+      auto a = admin::server::start(admin_host, admin_port, node->connect());
+      if (!a) {
+        auto why = admin_port != 0 ? listen_problem(admin_host, admin_port)
+                                   : std::string{};
+        node->stop();
+        if (why.empty())
+          return a.error();
+        return make_error(errc::unavailable,
+                          "cannot listen on " + admin_host + ":"
+                            + std::to_string(admin_port)
+                            + " (node.admin_listen): " + why);
+      }
+      i.admin = std::move(*a);
+    }
   }
   EDDA_INFO("node", "started: node " << node->impl_->node_id
                                      << ", data dir " << settings.data_dir
@@ -848,6 +869,10 @@ uint16_t embedded_node::port() const {
 
 uint16_t embedded_node::api_port() const {
   return impl_->door ? impl_->door->port() : 0;
+}
+
+uint16_t embedded_node::admin_port() const {
+  return impl_->admin ? impl_->admin->port() : 0;
 }
 
 const std::string& embedded_node::endpoint() const {
@@ -889,8 +914,12 @@ void embedded_node::stop() {
     auto& i = *impl_;
     if (!i.sys)
       return;
-    // The client door first: its calls end while the node still serves
+    // The admin port first (a probe says "not ready" from then on), then
+    // the client door: its calls end while the node still serves
     // (unsettled deliveries go back to their groups).
+    if (i.admin)
+      i.admin->stop();
+    i.admin.reset();
     if (i.door)
       i.door->stop();
     i.door.reset();

@@ -84,6 +84,9 @@ public:
   /// The port of the client door (gRPC edda.api.v1, api.listen), 0 if it
   /// has none (api.listen off, or not listening).
   [[nodiscard]] uint16_t api_port() const;
+  /// The port of the admin HTTP server (/metrics, /health, /ready;
+  /// node.admin_listen), 0 if it has none.
+  [[nodiscard]] uint16_t admin_port() const;
   /// "host:port" peers and clients reach it at (node.advertise, else the
   /// listen address); empty if not listening.
   [[nodiscard]] const std::string& endpoint() const;

@@ -17,6 +17,7 @@
 //    to a survivor and its consumer goes on; on SIGCONT B fences itself at
 //    once and its stale coordinator stops; the consumer gets B's partitions
 //    again without a restart.
+#include "support/http_get.hpp"
 #include "base/ids.hpp"
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
@@ -61,12 +62,31 @@ TEST_F(ClusterFaultTest, ANodeCutFromEtcdFencesItselfAndStillServesItsClients) {
   ASSERT_FALSE(key.empty());
   auto before = status_of(b);
   ASSERT_TRUE(before);
+  // Its admin port: ready (holding its lease), a member of three.
+  auto admin = test::admin_port_of(*b.process());
+  ASSERT_NE(admin, 0);
+  EXPECT_EQ(test::http_get(admin, "/ready").status, 200);
+  auto metrics = test::http_get(admin, "/metrics").body;
+  EXPECT_NE(metrics.find("\nedda_cluster_clustered 1\n"), std::string::npos)
+    << metrics;
+  EXPECT_NE(metrics.find("\nedda_cluster_members 3\n"), std::string::npos);
+  EXPECT_NE(metrics.find("\nedda_cluster_fenced 0\n"), std::string::npos);
   b.etcd_relay->cut();
   // B cannot renew: it fences itself at 3/4 of the TTL (2 s)...
   ASSERT_TRUE(eventually(4s, [&] {
     auto s = status_of(b);
     return s && s->fenced();
   })) << "n2 did not fence itself";
+  // ...and says it is not ready (a load balancer takes it out), while it
+  // is alive.
+  auto fenced = test::http_get(admin, "/ready");
+  EXPECT_EQ(fenced.status, 503);
+  EXPECT_NE(fenced.body.find("not ready: no lease"), std::string::npos)
+    << fenced.body;
+  EXPECT_EQ(test::http_get(admin, "/health").status, 200);
+  EXPECT_NE(test::http_get(admin, "/metrics").body.find(
+              "\nedda_cluster_fenced 1\n"),
+            std::string::npos);
   // ...while the others drop it once its lease expired in etcd.
   ASSERT_TRUE(eventually(6s, [&] {
     auto s = status_of(node(0));
@@ -88,6 +108,9 @@ TEST_F(ClusterFaultTest, ANodeCutFromEtcdFencesItselfAndStillServesItsClients) {
     return s && !s->fenced() && s->incarnation() > before->incarnation()
            && s->members_size() == 3;
   })) << "n2 did not rejoin";
+  EXPECT_TRUE(eventually(5s, [&] {
+    return test::http_get(admin, "/ready").status == 200;
+  }));
 }
 
 TEST_F(ClusterFaultTest, ANodeCutFromItsPeersKeepsItsPlaceAndSendsFailFast) {

@@ -95,7 +95,9 @@ inline std::unique_ptr<node_process> spawn_node(const node_launch& l) {
                                    // (auto, port + 10, may be taken).
                                    "--set",
                                    "api.listen=127.0.0.1:"
-                                     + std::to_string(l.api_port)};
+                                     + std::to_string(l.api_port),
+                                   // The admin port: the OS picks.
+                                   "--set", "node.admin_listen=127.0.0.1:0"};
   for (auto& s : l.settings) {
     args.emplace_back("--set");
     args.push_back(s);
@@ -180,10 +182,9 @@ inline bool wait_listening(node_process& n, milliseconds timeout) {
   return true;
 }
 
-/// The client door's port from the node's listening line ("client api
-/// (gRPC) on HOST:PORT"), 0 if it has none (call after wait_listening).
-inline uint16_t api_port_of(const node_process& n) {
-  const std::string mark = "client api (gRPC) on ";
+/// The port after `mark` ("... on HOST:PORT") in the node's listening
+/// line, 0 if there is none (call after wait_listening).
+inline uint16_t port_in_line(const node_process& n, const std::string& mark) {
   auto at = n.out.rfind(mark);
   if (at == std::string::npos)
     return 0;
@@ -193,6 +194,16 @@ inline uint16_t api_port_of(const node_process& n) {
     return 0;
   return static_cast<uint16_t>(
     std::stoul(n.out.substr(colon + 1, end - colon - 1)));
+}
+
+/// The client door's port ("client api (gRPC) on HOST:PORT"), 0 if none.
+inline uint16_t api_port_of(const node_process& n) {
+  return port_in_line(n, "client api (gRPC) on ");
+}
+
+/// The admin port ("admin (HTTP) on HOST:PORT"), 0 if none.
+inline uint16_t admin_port_of(const node_process& n) {
+  return port_in_line(n, "admin (HTTP) on ");
 }
 
 /// Records a waitpid status of `n`: its exit, a stop or a continue.

@@ -187,6 +187,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "node.listen_port",
                                        "node.name",
                                        "node.advertise",
+                                       "node.admin_listen",
                                        "node.stop_grace",
                                        "cluster.name",
                                        "cluster.etcd",
@@ -998,6 +999,16 @@ TEST(ConfigTest, RebalanceDelayIsZeroToOneMinuteAndZeroMeansAtOnce) {
   EXPECT_EQ(parse_error("[consumer]\nrebalance_delay = \"61s\"\n"),
             "edda.toml:2: consumer.rebalance_delay: '61s' is not within "
             "0ms..1m");
+}
+
+TEST(ConfigTest, AdminListenIsAutoOffOrHostPort) {
+  EXPECT_EQ(node_settings{}.admin_listen, "auto");
+  EXPECT_EQ(parse_ok("[node]\nadmin_listen = \"off\"\n").admin_listen, "off");
+  EXPECT_EQ(parse_ok("[node]\nadmin_listen = \"0.0.0.0:9644\"\n").admin_listen,
+            "0.0.0.0:9644");
+  EXPECT_EQ(parse_error("[node]\nadmin_listen = \"host:99999\"\n"),
+            "edda.toml:2: node.admin_listen: 'host:99999' is not auto, off or "
+            "host:port (port 0-65535)");
 }
 
 TEST(ConfigTest, ApiSettingsAreCheckedAndTokensAreNeverPrinted) {

@@ -1,0 +1,331 @@
+#include "admin/admin_server.hpp"
+#include "admin/prometheus.hpp"
+
+#include "base/errc.hpp"
+#include "base/log.hpp"
+#include "client/admin.hpp"
+#include "sagas/saga.hpp"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <thread>
+
+namespace edda::admin {
+
+namespace pb = edda::wire::v1;
+
+namespace {
+
+constexpr uint32_t count_cap = 10000; // sagas / transactions counted per scrape
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+const char* routes_text = "routes: GET /metrics, GET /health, GET /ready";
+
+} // namespace
+
+std::string collect_metrics(const client::connection& node) {
+  exposition x;
+  std::vector<std::string> failed; // sections that could not be read
+  auto ns = client::admin::node_status(node);
+  x.family("edda_up", "gauge", "1 when the node answered this scrape");
+  x.sample(ns ? 1.0 : 0.0);
+  if (ns) {
+    x.family("edda_lmdb_map_size_bytes", "gauge",
+             "size of the LMDB map (storage.map_size)");
+    x.sample(static_cast<double>(ns->map_size()));
+    x.family("edda_lmdb_map_used_bytes", "gauge",
+             "bytes of the LMDB map in use");
+    x.sample(static_cast<double>(ns->map_used()));
+    x.family("edda_lmdb_map_used_ratio", "gauge",
+             "map used / map size (at 1 writes fail: map_full)");
+    x.sample(ns->map_size() == 0 ? 0.0
+                                 : static_cast<double>(ns->map_used())
+                                     / static_cast<double>(ns->map_size()));
+    std::map<std::string, uint64_t> sorted(ns->counters().begin(),
+                                           ns->counters().end());
+    for (auto& [name, value] : sorted) {
+      x.family("edda_" + name + "_total", "counter",
+               "edda counter " + name + " since the process started");
+      x.sample(static_cast<double>(value));
+    }
+  } else {
+    failed.push_back("node");
+  }
+
+  // Topics: offsets per partition, and per group the committed offset, the
+  // lag and what is delivered but not settled.
+  auto listed = client::admin::list_topics(node, true);
+  caf::expected<pb::TopicList> topics{pb::TopicList{}};
+  if (!listed) {
+    topics = listed.error();
+  } else {
+    // The list names them; a description has partitions and groups.
+    for (auto& t : listed->topics()) {
+      if (auto d = client::admin::describe_topic(node, t.meta().name()))
+        *topics->add_topics() = std::move(*d);
+      else
+        failed.push_back("topic " + t.meta().name());
+    }
+  }
+  if (topics) {
+    x.family("edda_partition_end_offset", "gauge",
+             "next offset to be written in the partition");
+    for (auto& t : topics->topics())
+      for (auto& p : t.partitions())
+        x.sample({{"topic", t.meta().name()},
+                  {"partition", std::to_string(p.partition())},
+                  {"home", p.home()}},
+                 static_cast<double>(p.end_offset()));
+    x.family("edda_partition_messages", "gauge",
+             "messages stored in the partition");
+    for (auto& t : topics->topics())
+      for (auto& p : t.partitions())
+        x.sample({{"topic", t.meta().name()},
+                  {"partition", std::to_string(p.partition())}},
+                 static_cast<double>(p.message_count()));
+    x.family("edda_partition_unavailable", "gauge",
+             "1 when the partition's home is down or unreachable");
+    for (auto& t : topics->topics())
+      for (auto& p : t.partitions())
+        x.sample({{"topic", t.meta().name()},
+                  {"partition", std::to_string(p.partition())}},
+                 p.unavailable() ? 1.0 : 0.0);
+    for (auto [name, help] :
+         {std::pair<const char*, const char*>{
+            "edda_group_lag", "messages of the partition the group has not "
+                              "acknowledged yet"},
+          {"edda_group_committed_offset",
+           "lowest offset the group has not acknowledged"},
+          {"edda_group_inflight",
+           "messages delivered to the group and not settled yet"}}) {
+      x.family(name, "gauge", help);
+      for (auto& t : topics->topics())
+        for (auto& g : t.groups()) {
+          auto value = std::string{name} == "edda_group_lag" ? g.lag()
+                       : std::string{name} == "edda_group_committed_offset"
+                         ? g.committed()
+                         : g.inflight();
+          x.sample({{"group", g.cursor()},
+                    {"topic", t.meta().name()},
+                    {"partition", std::to_string(g.partition())}},
+                   static_cast<double>(value));
+        }
+    }
+  } else {
+    failed.push_back("topics");
+  }
+
+  // Groups: members and dead letters.
+  if (auto groups = client::admin::list_groups(node)) {
+    x.family("edda_group_members", "gauge", "consumers in the group");
+    for (auto& g : groups->groups())
+      x.sample({{"group", g.group()}}, g.members_size());
+    x.family("edda_dlq_depth", "gauge",
+             "dead letters of the group waiting for redrive (at most 10000 "
+             "counted)");
+    for (auto& g : groups->groups()) {
+      if (auto d = client::admin::dlq_list(node, g.group(), count_cap))
+        x.sample({{"group", g.group()}}, d->entries_size());
+      else
+        failed.push_back("dlq " + g.group());
+    }
+  } else {
+    failed.push_back("groups");
+  }
+
+  // Transactions without an outcome.
+  if (auto txns = client::admin::txn_list(node, count_cap)) {
+    x.family("edda_transactions_in_doubt", "gauge",
+             "half messages without an outcome (at most 10000 counted)");
+    x.sample(txns->records_size());
+    int64_t oldest = 0;
+    for (auto& r : txns->records())
+      if (oldest == 0 || r.created_ms() < oldest)
+        oldest = r.created_ms();
+    x.family("edda_transaction_oldest_in_doubt_seconds", "gauge",
+             "age of the oldest transaction without an outcome (0: none)");
+    x.sample(oldest == 0 ? 0.0
+                         : static_cast<double>(std::max<int64_t>(
+                             0, now_ms() - oldest))
+                             / 1000.0);
+  } else {
+    failed.push_back("transactions");
+  }
+
+  // Sagas that are not over, and those that need an operator.
+  x.family("edda_sagas", "gauge",
+           "sagas by state: running, compensating, failed (at most 10000 "
+           "counted per state)");
+  for (auto s : {sagas::saga_state::running, sagas::saga_state::compensating,
+                 sagas::saga_state::failed}) {
+    pb::SagaList q;
+    q.set_state(static_cast<uint32_t>(s));
+    q.set_limit(count_cap);
+    if (auto r = client::admin::saga_list(node, q))
+      x.sample({{"state", sagas::to_string(s)}}, r->records_size());
+    else
+      failed.push_back(std::string{"sagas "} + sagas::to_string(s));
+  }
+
+  // The cluster as this node sees it.
+  if (auto cs = client::admin::cluster_status(node)) {
+    x.family("edda_cluster_clustered", "gauge",
+             "1 in a cluster (etcd), 0 on a single node");
+    x.sample(cs->clustered() ? 1.0 : 0.0);
+    if (cs->clustered()) {
+      x.family("edda_cluster_fenced", "gauge",
+               "1 while this node has no lease (it serves nothing movable)");
+      x.sample(cs->fenced() ? 1.0 : 0.0);
+      x.family("edda_cluster_lease_renewed_seconds_ago", "gauge",
+               "since this node last renewed its lease in etcd");
+      x.sample(static_cast<double>(cs->renewed_ms_ago()) / 1000.0);
+      x.family("edda_cluster_members", "gauge", "members in etcd");
+      x.sample(cs->members_size());
+      x.family("edda_cluster_member_linked", "gauge",
+               "1 when this node's link to the member is up (itself: 1)");
+      for (auto& m : cs->members())
+        x.sample({{"node", m.node_id()}}, m.connected() ? 1.0 : 0.0);
+      x.family("edda_cluster_member_partitions", "gauge",
+               "partitions homed on the member");
+      for (auto& m : cs->members())
+        x.sample({{"node", m.node_id()}}, m.partitions());
+    }
+  } else {
+    failed.push_back("cluster");
+  }
+
+  x.family("edda_scrape_errors", "gauge",
+           "parts of this scrape the node did not answer (see the log)");
+  x.sample(static_cast<double>(failed.size()));
+  for (auto& f : failed)
+    EDDA_WARN("admin", "/metrics: no answer for " << f);
+  return x.text();
+}
+
+struct server::impl {
+  httplib::Server http;
+  std::thread thread;
+  uint16_t port = 0;
+  client::connection node;
+  explicit impl(client::connection n) : node(std::move(n)) {
+  }
+};
+
+server::server(std::unique_ptr<impl> i) : impl_(std::move(i)) {
+}
+
+server::~server() {
+  stop();
+}
+
+void server::stop() {
+  if (!impl_)
+    return;
+  impl_->http.stop();
+  if (impl_->thread.joinable())
+    impl_->thread.join();
+}
+
+uint16_t server::port() const {
+  return impl_->port;
+}
+
+caf::expected<std::unique_ptr<server>>
+server::start(const std::string& host, uint16_t port, client::connection node) {
+  auto im = std::make_unique<impl>(std::move(node));
+  auto& http = im->http;
+  http.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  http.set_read_timeout(5, 0);
+  http.set_write_timeout(5, 0);
+  http.set_keep_alive_timeout(5);
+  http.set_payload_max_length(64 * 1024);
+  auto* self = im.get();
+  auto text = [](httplib::Response& res, int status, const std::string& body) {
+    res.status = status;
+    res.set_content(body, "text/plain; charset=utf-8");
+  };
+  http.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    res.set_content(collect_metrics(self->node),
+                    "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http.Get("/health", [self, text](const httplib::Request&,
+                                   httplib::Response& res) {
+    auto ns = client::admin::node_status(self->node);
+    if (ns)
+      text(res, 200, "ok\n");
+    else
+      text(res, 503, "the node does not answer: " + render(ns.error()) + "\n");
+  });
+  http.Get("/ready", [self, text](const httplib::Request&,
+                                  httplib::Response& res) {
+    auto cs = client::admin::cluster_status(self->node);
+    if (!cs) {
+      text(res, 503, "not ready: the node does not answer: "
+                       + render(cs.error()) + "\n");
+      return;
+    }
+    if (cs->clustered() && (cs->fenced() || cs->lease_id() == 0)) {
+      text(res, 503, "not ready: no lease in etcd (fenced"
+                       + (cs->problem().empty() ? std::string{}
+                                                : ": " + cs->problem())
+                       + ")\n");
+      return;
+    }
+    text(res, 200, "ready\n");
+  });
+  for (auto path : {"/metrics", "/health", "/ready"}) {
+    auto refuse = [text](const httplib::Request& req, httplib::Response& res) {
+      res.set_header("Allow", "GET");
+      text(res, 405, req.method + " " + req.path + ": only GET; "
+                       + routes_text + "\n");
+    };
+    http.Post(path, refuse);
+    http.Put(path, refuse);
+    http.Delete(path, refuse);
+    http.Patch(path, refuse);
+  }
+  http.set_error_handler([text](const httplib::Request& req,
+                                httplib::Response& res) {
+    if (res.status == 404)
+      text(res, 404, "no route " + req.path + "; " + routes_text + "\n");
+    else if (res.body.empty())
+      text(res, res.status, "refused (" + std::to_string(res.status) + "); "
+                              + routes_text + "\n");
+  });
+  int bound = port == 0 ? http.bind_to_any_port(host)
+                        : (http.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0)
+    return make_error(errc::unavailable,
+                      "cannot listen on " + host + ":" + std::to_string(port)
+                        + " (node.admin_listen)");
+  im->port = static_cast<uint16_t>(bound);
+  im->thread = std::thread{[self] { self->http.listen_after_bind(); }};
+  return std::unique_ptr<server>{new server(std::move(im))};
+}
+
+bool admin_address(const config::node_settings& s, std::string& host,
+                   uint16_t& port) {
+  if (s.admin_listen == "off")
+    return false;
+  if (s.admin_listen == "auto") {
+    host = s.listen_host;
+    port = s.listen_port == 0 ? 0
+                              : static_cast<uint16_t>(std::min<uint32_t>(
+                                  65535, s.listen_port + 20u));
+    return true;
+  }
+  auto colon = s.admin_listen.rfind(':');
+  host = s.admin_listen.substr(0, colon);
+  port = static_cast<uint16_t>(std::stoul(s.admin_listen.substr(colon + 1)));
+  return true;
+}
+
+} // namespace edda::admin

@@ -1,0 +1,71 @@
+#include "admin/prometheus.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+
+namespace edda::admin {
+
+std::string metric_name(const std::string& x) {
+  std::string out;
+  out.reserve(x.size() + 1);
+  for (char c : x) {
+    auto u = static_cast<unsigned char>(c);
+    out += std::isalnum(u) != 0 || c == '_' || c == ':' ? c : '_';
+  }
+  if (out.empty() || std::isdigit(static_cast<unsigned char>(out[0])) != 0)
+    out.insert(out.begin(), '_');
+  return out;
+}
+
+std::string escape_label(const std::string& x) {
+  std::string out;
+  out.reserve(x.size());
+  for (char c : x) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+void exposition::family(const std::string& name, const char* type,
+                        const std::string& help) {
+  name_ = metric_name(name);
+  std::string h;
+  for (char c : help) // HELP escapes \ and newline only
+    h += c == '\n' ? std::string{"\\n"}
+                   : c == '\\' ? std::string{"\\\\"} : std::string(1, c);
+  out_ += "# HELP " + name_ + " " + h + "\n";
+  out_ += "# TYPE " + name_ + " " + type + "\n";
+}
+
+void exposition::sample(const labels& l, double value) {
+  out_ += name_;
+  if (!l.empty()) {
+    out_ += '{';
+    bool first = true;
+    for (auto& [k, v] : l) {
+      if (!first)
+        out_ += ',';
+      first = false;
+      out_ += metric_name(k) + "=\"" + escape_label(v) + "\"";
+    }
+    out_ += '}';
+  }
+  char buf[64];
+  if (std::isnan(value))
+    std::snprintf(buf, sizeof(buf), " NaN\n");
+  else if (value == std::floor(value) && std::fabs(value) < 1e15)
+    std::snprintf(buf, sizeof(buf), " %.0f\n", value);
+  else
+    std::snprintf(buf, sizeof(buf), " %.17g\n", value);
+  out_ += buf;
+}
+
+} // namespace edda::admin

@@ -1,0 +1,329 @@
+// The admin port (runtime/admin): /metrics parsed back and checked against
+// the state the test made; /health and /ready; bad requests answered 4xx.
+#include "admin/prometheus.hpp"
+#include "base/errc.hpp"
+#include "client/admin.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "client/transaction_producer.hpp"
+#include "config/settings.hpp"
+#include "node/embedded_node.hpp"
+#include "support/util.hpp"
+
+#include <httplib.h>
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using edda::test::eventually;
+namespace client = edda::client;
+
+/// One sample of the exposition: name, labels, value.
+struct sample {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  double value = 0;
+};
+
+/// Parses the Prometheus text format strictly enough to catch a malformed
+/// line: every line is a comment (# HELP / # TYPE), or a sample.
+std::vector<sample> parse(const std::string& text, std::set<std::string>& counters,
+                          std::vector<std::string>& bad) {
+  static const std::regex line_re{
+    R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN)$)"};
+  static const std::regex label_re{R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
+  std::vector<sample> out;
+  std::istringstream in{text};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("# HELP ", 0) == 0)
+      continue;
+    if (line.rfind("# TYPE ", 0) == 0) {
+      std::istringstream t{line.substr(7)};
+      std::string name, type;
+      t >> name >> type;
+      if (type == "counter")
+        counters.insert(name);
+      else if (type != "gauge")
+        bad.push_back(line);
+      continue;
+    }
+    std::smatch m;
+    if (!std::regex_match(line, m, line_re)) {
+      bad.push_back(line);
+      continue;
+    }
+    sample s;
+    s.name = m[1];
+    s.value = std::stod(m[4]);
+    std::string labels = m[3];
+    for (std::sregex_iterator i{labels.begin(), labels.end(), label_re}, end;
+         i != end; ++i)
+      s.labels[(*i)[1]] = (*i)[2];
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+/// The sum of the samples named `name` whose labels include `want`.
+double sum(const std::vector<sample>& all, const std::string& name,
+           const std::map<std::string, std::string>& want = {}) {
+  double total = 0;
+  for (auto& s : all) {
+    if (s.name != name)
+      continue;
+    bool match = true;
+    for (auto& [k, v] : want)
+      if (auto i = s.labels.find(k); i == s.labels.end() || i->second != v)
+        match = false;
+    if (match)
+      total += s.value;
+  }
+  return total;
+}
+
+bool has(const std::vector<sample>& all, const std::string& name) {
+  for (auto& s : all)
+    if (s.name == name)
+      return true;
+  return false;
+}
+
+TEST(Prometheus, NamesAreMadeValidAndLabelValuesEscaped) {
+  EXPECT_EQ(edda::admin::metric_name("edda_group.rebalances_total"),
+            "edda_group_rebalances_total");
+  EXPECT_EQ(edda::admin::metric_name("9lives"), "_9lives");
+  EXPECT_EQ(edda::admin::escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+  edda::admin::exposition x;
+  x.family("edda_x.y", "gauge", "help with a \\ and\na newline");
+  x.sample({{"topic", "we\"ird"}, {"partition", "0"}}, 3);
+  x.sample(0.25);
+  EXPECT_EQ(x.text(),
+            "# HELP edda_x_y help with a \\\\ and\\na newline\n"
+            "# TYPE edda_x_y gauge\n"
+            "edda_x_y{topic=\"we\\\"ird\",partition=\"0\"} 3\n"
+            "edda_x_y 0.25\n");
+  std::set<std::string> counters;
+  std::vector<std::string> bad;
+  auto all = parse(x.text(), counters, bad);
+  EXPECT_TRUE(bad.empty());
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].labels["topic"], "we\\\"ird"); // as written, escaped
+  EXPECT_EQ(all[1].value, 0.25);
+}
+
+class AdminHttpTest : public ::testing::Test {
+protected:
+  edda::config::node_settings settings() const {
+    edda::config::node_settings s;
+    s.data_dir = dir_.path() + "/data";
+    s.listen_port = 0; // node.admin_listen auto: the OS picks its port too
+    s.mode = edda::config::durability::nosync;
+    s.map_size = 256ull << 20;
+    s.log_level = "error";
+    s.saga_types = {"pay = charge"};
+    return s;
+  }
+
+  edda::test::temp_dir dir_;
+};
+
+TEST_F(AdminHttpTest, MetricsMatchTheStateTheTestMade) {
+  auto node = edda::node::embedded_node::start(settings());
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  ASSERT_NE(n.admin_port(), 0);
+  ASSERT_NE(n.admin_port(), n.port());
+  auto conn = n.connect();
+  ASSERT_TRUE(client::admin::create_topic(conn, "orders", 2));
+  client::producer p{conn};
+  auto send = [&](int i) {
+    client::message m;
+    m.topic = "orders";
+    m.key = "k" + std::to_string(i);
+    m.body = "m" + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << edda::render(r.error());
+  };
+  for (int i = 0; i < 5; ++i)
+    send(i);
+  // Group billing consumes and acknowledges all five.
+  {
+    std::atomic<int> got{0};
+    client::consumer_options o;
+    o.group = "billing";
+    o.topic = "orders";
+    auto c = client::consumer::start(conn, o, [&](const client::received&) {
+      ++got;
+      return client::consume_result::success;
+    });
+    ASSERT_TRUE(c) << edda::render(c.error());
+    ASSERT_TRUE(eventually(10s, [&] { return got.load() == 5; }));
+    ASSERT_TRUE(eventually(10s, [&] {
+      auto d = client::admin::describe_topic(conn, "orders");
+      if (!d)
+        return false;
+      uint64_t lag = 0;
+      for (auto& g : d->groups())
+        lag += g.lag();
+      return d->groups_size() > 0 && lag == 0;
+    }));
+  }
+  // Two more after the group stopped: its lag is 2.
+  send(5);
+  send(6);
+  // A transaction whose outcome stays unknown: in doubt.
+  client::txn_producer_options to;
+  to.group = "wallets";
+  auto tp = client::transaction_producer::start(
+    conn, to, [](const client::txn_check&) { return client::txn_outcome::unknown; });
+  ASSERT_TRUE(tp) << edda::render(tp.error());
+  client::message tm;
+  tm.topic = "orders";
+  tm.body = "pending";
+  auto tr = (*tp)->send_in_transaction(
+    tm, [](const client::message&, const std::string&) {
+      return client::txn_outcome::unknown;
+    });
+  ASSERT_TRUE(tr) << edda::render(tr.error());
+  // A saga whose participant never registers: running (waiting for it).
+  ASSERT_TRUE(client::admin::saga_start(conn, "pay", "s1", "{}"));
+
+  httplib::Client http{"127.0.0.1", n.admin_port()};
+  http.set_read_timeout(10, 0);
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res) << "no answer from the admin port";
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->get_header_value("Content-Type").find("version=0.0.4"),
+            std::string::npos);
+  std::set<std::string> counters;
+  std::vector<std::string> bad;
+  auto all = parse(res->body, counters, bad);
+  EXPECT_TRUE(bad.empty()) << "malformed lines, the first: " << bad.front();
+  EXPECT_EQ(sum(all, "edda_up"), 1);
+  EXPECT_EQ(sum(all, "edda_scrape_errors"), 0) << res->body;
+  EXPECT_GT(sum(all, "edda_lmdb_map_used_bytes"), 0);
+  EXPECT_EQ(sum(all, "edda_lmdb_map_size_bytes"), 256.0 * (1 << 20));
+  // 7 plain messages; the half message is not in the topic until commit.
+  EXPECT_EQ(sum(all, "edda_partition_end_offset", {{"topic", "orders"}}), 7)
+    << res->body;
+  EXPECT_EQ(sum(all, "edda_partition_messages", {{"topic", "orders"}}), 7);
+  EXPECT_EQ(sum(all, "edda_partition_end_offset",
+                {{"topic", "orders"}, {"partition", "0"}})
+              + sum(all, "edda_partition_end_offset",
+                    {{"topic", "orders"}, {"partition", "1"}}),
+            7);
+  EXPECT_EQ(sum(all, "edda_group_lag", {{"group", "billing"}, {"topic", "orders"}}),
+            2)
+    << res->body;
+  EXPECT_EQ(sum(all, "edda_group_committed_offset",
+                {{"group", "billing"}, {"topic", "orders"}}),
+            5);
+  EXPECT_TRUE(has(all, "edda_dlq_depth"));
+  EXPECT_EQ(sum(all, "edda_dlq_depth", {{"group", "billing"}}), 0);
+  EXPECT_EQ(sum(all, "edda_transactions_in_doubt"), 1) << res->body;
+  EXPECT_GE(sum(all, "edda_transaction_oldest_in_doubt_seconds"), 0);
+  EXPECT_EQ(sum(all, "edda_sagas", {{"state", "running"}}), 1) << res->body;
+  EXPECT_EQ(sum(all, "edda_sagas", {{"state", "failed"}}), 0);
+  EXPECT_EQ(sum(all, "edda_cluster_clustered"), 0);
+  // Every counter of the node is there, as a counter.
+  auto status = client::admin::node_status(conn);
+  ASSERT_TRUE(status);
+  EXPECT_GT(status->counters_size(), 0);
+  for (auto& [name, value] : status->counters()) {
+    std::string metric = "edda_" + name + "_total";
+    for (auto& ch : metric)
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_')
+        ch = '_';
+    EXPECT_EQ(counters.count(metric), 1u) << metric;
+    EXPECT_GE(sum(all, metric), 0) << metric;
+  }
+
+  // Probes.
+  auto health = http.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "ok\n");
+  auto ready = http.Get("/ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_EQ(ready->body, "ready\n");
+}
+
+TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
+  auto node = edda::node::embedded_node::start(settings());
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  httplib::Client http{"127.0.0.1", n.admin_port()};
+  http.set_read_timeout(10, 0);
+  auto nope = http.Get("/nope?x=1");
+  ASSERT_TRUE(nope);
+  EXPECT_EQ(nope->status, 404);
+  EXPECT_NE(nope->body.find("no route /nope"), std::string::npos) << nope->body;
+  EXPECT_NE(nope->body.find("GET /metrics"), std::string::npos) << nope->body;
+  auto post = http.Post("/metrics", "x=1", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(post->get_header_value("Allow"), "GET");
+  EXPECT_NE(post->body.find("only GET"), std::string::npos) << post->body;
+  // A body over 64 KiB is refused.
+  auto big = http.Post("/ready", std::string(128 * 1024, 'x'), "text/plain");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  // Garbage on the socket: 400, and the node answers others.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(n.admin_port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string junk = "\x16\x03\x01 not http at all\r\n\r\n";
+  ASSERT_EQ(::write(fd, junk.data(), junk.size()),
+            static_cast<ssize_t>(junk.size()));
+  char buf[512];
+  auto got = ::read(fd, buf, sizeof(buf));
+  ::close(fd);
+  ASSERT_GT(got, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(got)).rfind("HTTP/1.1 400", 0),
+            0u)
+    << std::string(buf, static_cast<size_t>(got));
+  auto health = http.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(AdminHttpTest, OffHasNoPortAndATakenPortIsAClearError) {
+  auto s = settings();
+  s.admin_listen = "off";
+  auto node = edda::node::embedded_node::start(s);
+  ASSERT_TRUE(node) << edda::render(node.error());
+  EXPECT_EQ((*node)->admin_port(), 0);
+  // A second node whose admin port is the first node's node port.
+  edda::test::temp_dir other;
+  auto t = settings();
+  t.data_dir = other.path() + "/data";
+  t.admin_listen = "127.0.0.1:" + std::to_string((*node)->port());
+  auto second = edda::node::embedded_node::start(t);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(edda::code_of(second.error()), edda::errc::unavailable);
+  auto text = edda::render(second.error());
+  EXPECT_NE(text.find("node.admin_listen"), std::string::npos) << text;
+}
+
+} // namespace
