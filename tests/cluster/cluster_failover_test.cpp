@@ -692,9 +692,7 @@ TEST_F(ClusterFailoverTest, OnlyAnInSyncCopyIsElectedAndALaggingOneCatchesUp) {
   add_node({"n2", {"cluster.replication_factor=3"}, false, false, {}});
   add_node({"n3", {"cluster.replication_factor=3", "cluster.failover=off"},
             false, false, {}});
-  ASSERT_TRUE(eventually(15s, [&] {
-    return connected_members(node(1)).size() == 3;
-  }));
+  ASSERT_TRUE(expect_formed());
   auto c = connect(node(1));
   ASSERT_TRUE(c);
   ASSERT_TRUE(client::admin::create_topic(*c, "pay", 6));
@@ -741,9 +739,7 @@ TEST_F(ClusterUncleanElectionTest, OnlyAnOperatorElectsACopyThatIsNotInSync) {
   // n2 runs with failover off, so that it keeps its own group while down.
   add_node({"n1", {"cluster.failover=auto"}, false, false, {}});
   add_node({"n2", {"cluster.failover=off"}, false, false, {}});
-  ASSERT_TRUE(eventually(15s, [&] {
-    return connected_members(node(1)).size() == 2;
-  }));
+  ASSERT_TRUE(expect_formed());
   auto c = connect(node(0));
   ASSERT_TRUE(c);
   acked_producer p{*c, "pay"};

@@ -275,22 +275,32 @@ protected:
       each.name.clear();
       add_node(each);
     }
-    // A test starts from a formed cluster: each node sees the others
-    // linked (the node of the smaller id makes each link, a moment after
-    // both joined).
+    // A test starts from a formed cluster.
+    expect_formed(first);
+  }
+
+  /// Waits until each node from the `first` added on sees all of them
+  /// linked (the node of the smaller id makes each link, a moment after
+  /// both joined; one node seeing the others says nothing of their links
+  /// to each other); a failure after 15 s. False then.
+  bool expect_formed(size_t first = 0) {
     std::set<std::string> all;
     for (auto i = first; i < nodes_.size(); ++i)
       all.insert(nodes_[i]->name);
+    bool ok = true;
     for (auto i = first; i < nodes_.size(); ++i) {
       std::set<std::string> seen;
       if (!eventually(std::chrono::seconds(15), [&] {
             seen = connected_members(*nodes_[i]);
             return std::includes(seen.begin(), seen.end(), all.begin(),
                                  all.end());
-          }))
+          })) {
         ADD_FAILURE() << nodes_[i]->name << " sees " << seen.size() << " of "
                       << all.size() << " nodes linked after 15 s";
+        ok = false;
+      }
     }
+    return ok;
   }
 
   /// The i-th node added (0-based).
