@@ -607,9 +607,9 @@ const field fields[] = {
    "listen address",
    set_advertise, get_string<&ns::advertise>},
   {"node.admin_listen", "string", "auto, off or host:port",
-   "the admin port (HTTP): GET /metrics (Prometheus), /health, /ready; "
-   "auto: node.listen_host, port node.listen_port + 20 (the OS picks one "
-   "when node.listen_port is 0)",
+   "the admin port (HTTP, no authentication): GET /metrics (Prometheus), "
+   "/health, /ready; auto: 127.0.0.1, port node.listen_port + 20 (the OS "
+   "picks one when node.listen_port is 0)",
    set_listen<&ns::admin_listen>, get_string<&ns::admin_listen>},
   {"node.stop_grace", "duration", "1s..10m",
    "after SIGINT / SIGTERM, a node not stopped by then exits at once "

@@ -46,8 +46,8 @@ struct node_settings {
   std::string advertise; // host:port peers and clients use; empty = listen address
   uint64_t stop_grace_ms = 10000; // after SIGTERM: exit at once if not stopped by then
   // The admin port (HTTP: /metrics, /health, /ready; runtime/admin):
-  // "auto": node.listen_host, port node.listen_port + 20 (the OS picks one
-  // when node.listen_port is 0); "off"; or "host:port" (port 0: OS picks).
+  // "auto": 127.0.0.1, port node.listen_port + 20 (the OS picks one when
+  // node.listen_port is 0); "off"; or "host:port" (port 0: OS picks).
   std::string admin_listen = "auto";
   // [cluster] (no etcd endpoints: a single node that needs nothing else)
   std::string cluster_name = "edda";  // etcd key prefix /edda/<name>/

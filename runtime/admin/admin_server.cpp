@@ -8,7 +8,10 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -213,6 +216,7 @@ std::string collect_metrics(const client::connection& node) {
 struct server::impl {
   httplib::Server http;
   std::thread thread;
+  std::atomic<bool> listened{false}; ///< listen_after_bind returned
   uint16_t port = 0;
   client::connection node;
   explicit impl(client::connection n) : node(std::move(n)) {
@@ -229,6 +233,7 @@ server::~server() {
 void server::stop() {
   if (!impl_)
     return;
+  // start() waited until the server ran (or gave up): stop() reaches it.
   impl_->http.stop();
   if (impl_->thread.joinable())
     impl_->thread.join();
@@ -242,11 +247,32 @@ caf::expected<std::unique_ptr<server>>
 server::start(const std::string& host, uint16_t port, client::connection node) {
   auto im = std::make_unique<impl>(std::move(node));
   auto& http = im->http;
-  http.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  http.new_task_queue = [] { return new httplib::ThreadPool(4); };
   http.set_read_timeout(5, 0);
   http.set_write_timeout(5, 0);
-  http.set_keep_alive_timeout(5);
+  // One request per connection: no idle connection parks a thread.
+  http.set_keep_alive_max_count(1);
   http.set_payload_max_length(64 * 1024);
+  // SO_REUSEADDR only (httplib's default is SO_REUSEPORT, with which a
+  // second node binds the same port and takes half the requests).
+  http.set_socket_options([](int fd) {
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // Only GET (and HEAD) is served; anything else is answered before its
+  // body is read (a chunked body is not bounded by the payload limit).
+  http.set_pre_routing_handler([](const httplib::Request& req,
+                                  httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD")
+      return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_header("Connection", "close");
+    res.set_content(req.method + " " + req.path + ": only GET; "
+                      + routes_text + "\n",
+                    "text/plain; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   auto* self = im.get();
   auto text = [](httplib::Response& res, int status, const std::string& body) {
     res.status = status;
@@ -273,7 +299,8 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
       return;
     }
     if (cs->clustered() && (cs->fenced() || cs->lease_id() == 0)) {
-      text(res, 503, "not ready: no lease in etcd (fenced"
+      text(res, 503, std::string{"not ready: no lease in etcd ("}
+                       + (cs->fenced() ? "fenced" : "not joined yet")
                        + (cs->problem().empty() ? std::string{}
                                                 : ": " + cs->problem())
                        + ")\n");
@@ -281,17 +308,6 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
     }
     text(res, 200, "ready\n");
   });
-  for (auto path : {"/metrics", "/health", "/ready"}) {
-    auto refuse = [text](const httplib::Request& req, httplib::Response& res) {
-      res.set_header("Allow", "GET");
-      text(res, 405, req.method + " " + req.path + ": only GET; "
-                       + routes_text + "\n");
-    };
-    http.Post(path, refuse);
-    http.Put(path, refuse);
-    http.Delete(path, refuse);
-    http.Patch(path, refuse);
-  }
   http.set_error_handler([text](const httplib::Request& req,
                                 httplib::Response& res) {
     if (res.status == 404)
@@ -307,7 +323,24 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
                       "cannot listen on " + host + ":" + std::to_string(port)
                         + " (node.admin_listen)");
   im->port = static_cast<uint16_t>(bound);
-  im->thread = std::thread{[self] { self->http.listen_after_bind(); }};
+  im->thread = std::thread{[self] {
+    if (!self->http.listen_after_bind())
+      EDDA_WARN("admin", "the admin port " << self->port
+                                          << " stopped accepting");
+    self->listened = true;
+  }};
+  // Until it runs, http.stop() would not reach it (and a stop right after
+  // the start would wait for ever).
+  for (int i = 0; i < 5000 && !im->http.is_running() && !im->listened; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!im->http.is_running()) {
+    im->http.stop();
+    if (im->thread.joinable())
+      im->thread.join();
+    return make_error(errc::unavailable,
+                      "the admin port " + host + ":" + std::to_string(bound)
+                        + " did not start (node.admin_listen)");
+  }
   return std::unique_ptr<server>{new server(std::move(im))};
 }
 
@@ -316,7 +349,9 @@ bool admin_address(const config::node_settings& s, std::string& host,
   if (s.admin_listen == "off")
     return false;
   if (s.admin_listen == "auto") {
-    host = s.listen_host;
+    // Loopback: the admin port has no authentication (expose it with an
+    // explicit host:port, on a trusted network).
+    host = "127.0.0.1";
     port = s.listen_port == 0 ? 0
                               : static_cast<uint16_t>(std::min<uint32_t>(
                                   65535, s.listen_port + 20u));

@@ -3,10 +3,13 @@
 //   GET /health   200 while the node answers (a liveness probe)
 //   GET /ready    200 once it serves: started (recovery done) and, in a
 //                 cluster, holding its lease, not fenced (a readiness probe)
-// Anything else gets a 4xx with a one-line reason. Served by two threads;
-// requests of more than 64 KiB, or slower than 5 s, are refused. Every
-// answer is read through the node's in-process client connection, as the
-// CLI's would be.
+// Anything else gets a 4xx with a one-line reason; a method other than GET
+// or HEAD is refused before its body is read. Four threads serve, one
+// request per connection, each read or write waiting at most 5 s (a client
+// that trickles bytes can still hold a thread: the port has no
+// authentication and binds 127.0.0.1 unless told otherwise). Every answer
+// is read through the node's in-process client connection, as the CLI's
+// would be.
 //
 // Thread-safety: start/stop/port from any thread. Keeps httplib out of
 // this header.
@@ -44,7 +47,7 @@ private:
 };
 
 /// Where node.admin_listen puts the admin port: false for "off". "auto" is
-/// node.listen_host and node.listen_port + 20 (0 if that port is 0).
+/// 127.0.0.1 and node.listen_port + 20 (0 if that port is 0).
 [[nodiscard]] bool admin_address(const config::node_settings& s,
                                  std::string& host, uint16_t& port);
 

@@ -1,5 +1,6 @@
 // The admin port (runtime/admin): /metrics parsed back and checked against
 // the state the test made; /health and /ready; bad requests answered 4xx.
+#include "admin/admin_server.hpp"
 #include "admin/prometheus.hpp"
 #include "base/errc.hpp"
 #include "client/admin.hpp"
@@ -45,9 +46,11 @@ struct sample {
 std::vector<sample> parse(const std::string& text, std::set<std::string>& counters,
                           std::vector<std::string>& bad) {
   static const std::regex line_re{
-    R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+]+|NaN)$)"};
+    R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ([-+]?([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|Inf)|NaN)$)"};
   static const std::regex label_re{R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
   std::vector<sample> out;
+  std::set<std::string> typed;
+  std::string family;
   std::istringstream in{text};
   std::string line;
   while (std::getline(in, line)) {
@@ -57,10 +60,13 @@ std::vector<sample> parse(const std::string& text, std::set<std::string>& counte
       std::istringstream t{line.substr(7)};
       std::string name, type;
       t >> name >> type;
+      if (!typed.insert(name).second)
+        bad.push_back("a second TYPE: " + line);
       if (type == "counter")
         counters.insert(name);
       else if (type != "gauge")
         bad.push_back(line);
+      family = name;
       continue;
     }
     std::smatch m;
@@ -70,6 +76,8 @@ std::vector<sample> parse(const std::string& text, std::set<std::string>& counte
     }
     sample s;
     s.name = m[1];
+    if (s.name != family)
+      bad.push_back("outside its family: " + line);
     s.value = std::stod(m[4]);
     std::string labels = m[3];
     for (std::sregex_iterator i{labels.begin(), labels.end(), label_re}, end;
@@ -97,10 +105,19 @@ double sum(const std::vector<sample>& all, const std::string& name,
   return total;
 }
 
-bool has(const std::vector<sample>& all, const std::string& name) {
-  for (auto& s : all)
-    if (s.name == name)
+/// A sample named `name` whose labels include `want` is there.
+bool has(const std::vector<sample>& all, const std::string& name,
+         const std::map<std::string, std::string>& want = {}) {
+  for (auto& s : all) {
+    if (s.name != name)
+      continue;
+    bool match = true;
+    for (auto& [k, v] : want)
+      if (auto i = s.labels.find(k); i == s.labels.end() || i->second != v)
+        match = false;
+    if (match)
       return true;
+  }
   return false;
 }
 
@@ -206,6 +223,7 @@ TEST_F(AdminHttpTest, MetricsMatchTheStateTheTestMade) {
 
   httplib::Client http{"127.0.0.1", n.admin_port()};
   http.set_read_timeout(10, 0);
+  auto before = client::admin::node_status(conn);
   auto res = http.Get("/metrics");
   ASSERT_TRUE(res) << "no answer from the admin port";
   EXPECT_EQ(res->status, 200);
@@ -234,24 +252,42 @@ TEST_F(AdminHttpTest, MetricsMatchTheStateTheTestMade) {
   EXPECT_EQ(sum(all, "edda_group_committed_offset",
                 {{"group", "billing"}, {"topic", "orders"}}),
             5);
-  EXPECT_TRUE(has(all, "edda_dlq_depth"));
+  for (auto p : {"0", "1"}) {
+    std::map<std::string, std::string> l{{"group", "billing"},
+                                         {"topic", "orders"},
+                                         {"partition", p}};
+    EXPECT_TRUE(has(all, "edda_group_lag", l)) << p;
+    EXPECT_TRUE(has(all, "edda_group_committed_offset", l)) << p;
+    EXPECT_TRUE(has(all, "edda_group_inflight", l)) << p;
+  }
+  EXPECT_TRUE(has(all, "edda_group_members", {{"group", "billing"}}));
+  EXPECT_TRUE(has(all, "edda_dlq_depth", {{"group", "billing"}}));
   EXPECT_EQ(sum(all, "edda_dlq_depth", {{"group", "billing"}}), 0);
   EXPECT_EQ(sum(all, "edda_transactions_in_doubt"), 1) << res->body;
-  EXPECT_GE(sum(all, "edda_transaction_oldest_in_doubt_seconds"), 0);
+  ASSERT_TRUE(has(all, "edda_transaction_oldest_in_doubt_seconds"));
+  EXPECT_LT(sum(all, "edda_transaction_oldest_in_doubt_seconds"), 60);
   EXPECT_EQ(sum(all, "edda_sagas", {{"state", "running"}}), 1) << res->body;
+  ASSERT_TRUE(has(all, "edda_sagas", {{"state", "failed"}}));
   EXPECT_EQ(sum(all, "edda_sagas", {{"state", "failed"}}), 0);
+  ASSERT_TRUE(has(all, "edda_cluster_clustered"));
   EXPECT_EQ(sum(all, "edda_cluster_clustered"), 0);
-  // Every counter of the node is there, as a counter.
-  auto status = client::admin::node_status(conn);
-  ASSERT_TRUE(status);
-  EXPECT_GT(status->counters_size(), 0);
-  for (auto& [name, value] : status->counters()) {
+  // Every counter of the node is there, as a counter, with a value at
+  // least what the node said before the scrape (and at most after it).
+  ASSERT_TRUE(before);
+  auto after = client::admin::node_status(conn);
+  ASSERT_TRUE(after);
+  EXPECT_GT(before->counters_size(), 0);
+  for (auto& [name, value] : before->counters()) {
     std::string metric = "edda_" + name + "_total";
     for (auto& ch : metric)
       if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_')
         ch = '_';
     EXPECT_EQ(counters.count(metric), 1u) << metric;
-    EXPECT_GE(sum(all, metric), 0) << metric;
+    ASSERT_TRUE(has(all, metric)) << metric;
+    EXPECT_GE(sum(all, metric), static_cast<double>(value)) << metric;
+    EXPECT_LE(sum(all, metric),
+              static_cast<double>(after->counters().at(name)))
+      << metric;
   }
 
   // Probes.
@@ -279,12 +315,33 @@ TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
   auto post = http.Post("/metrics", "x=1", "application/x-www-form-urlencoded");
   ASSERT_TRUE(post);
   EXPECT_EQ(post->status, 405);
-  EXPECT_EQ(post->get_header_value("Allow"), "GET");
+  EXPECT_EQ(post->get_header_value("Allow"), "GET, HEAD");
   EXPECT_NE(post->body.find("only GET"), std::string::npos) << post->body;
-  // A body over 64 KiB is refused.
+  // A body, even a big one, is not read for a method that is refused.
   auto big = http.Post("/ready", std::string(128 * 1024, 'x'), "text/plain");
   ASSERT_TRUE(big);
-  EXPECT_EQ(big->status, 413);
+  EXPECT_EQ(big->status, 405);
+  // A chunked body that never ends is not read: refused at once.
+  {
+    int cfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(cfd, 0);
+    sockaddr_in ca{};
+    ca.sin_family = AF_INET;
+    ca.sin_port = htons(n.admin_port());
+    ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
+    std::string head = "POST /metrics HTTP/1.1\r\nHost: x\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n"
+                       "100000\r\n";
+    ASSERT_EQ(::write(cfd, head.data(), head.size()),
+              static_cast<ssize_t>(head.size()));
+    char rb[256];
+    auto r = ::read(cfd, rb, sizeof(rb));
+    ::close(cfd);
+    ASSERT_GT(r, 0);
+    EXPECT_EQ(std::string(rb, static_cast<size_t>(r)).rfind("HTTP/1.1 405", 0),
+              0u);
+  }
   // Garbage on the socket: 400, and the node answers others.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
@@ -308,6 +365,18 @@ TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
   EXPECT_EQ(health->status, 200);
 }
 
+TEST_F(AdminHttpTest, AStopRightAfterTheStartReturns) {
+  auto node = edda::node::embedded_node::start(settings());
+  ASSERT_TRUE(node) << edda::render(node.error());
+  // Before the fix, a stop that came before the server's thread ran
+  // waited for ever (httplib's stop() does nothing until it runs).
+  for (int i = 0; i < 50; ++i) {
+    auto a = edda::admin::server::start("127.0.0.1", 0, (*node)->connect());
+    ASSERT_TRUE(a) << edda::render(a.error());
+    (*a)->stop();
+  }
+}
+
 TEST_F(AdminHttpTest, OffHasNoPortAndATakenPortIsAClearError) {
   auto s = settings();
   s.admin_listen = "off";
@@ -324,6 +393,21 @@ TEST_F(AdminHttpTest, OffHasNoPortAndATakenPortIsAClearError) {
   EXPECT_EQ(edda::code_of(second.error()), edda::errc::unavailable);
   auto text = edda::render(second.error());
   EXPECT_NE(text.find("node.admin_listen"), std::string::npos) << text;
+  // Two nodes with the same admin port: the second is refused (httplib's
+  // SO_REUSEPORT would have let both bind).
+  edda::test::temp_dir d1, d2;
+  auto a = settings();
+  a.data_dir = d1.path() + "/data";
+  a.admin_listen = "127.0.0.1:0";
+  auto first = edda::node::embedded_node::start(a);
+  ASSERT_TRUE(first) << edda::render(first.error());
+  auto b = settings();
+  b.data_dir = d2.path() + "/data";
+  b.admin_listen = "127.0.0.1:" + std::to_string((*first)->admin_port());
+  auto twin = edda::node::embedded_node::start(b);
+  ASSERT_FALSE(twin) << "two nodes on admin port " << (*first)->admin_port();
+  EXPECT_NE(edda::render(twin.error()).find("node.admin_listen"),
+            std::string::npos);
 }
 
 } // namespace
