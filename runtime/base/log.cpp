@@ -37,27 +37,34 @@ bool parse_level(const std::string& text, level& out) {
   return false;
 }
 
-void write(level lvl, const char* component, const std::string& line) {
-  auto now = std::chrono::system_clock::now();
-  auto t = std::chrono::system_clock::to_time_t(now);
+std::string format(std::chrono::system_clock::time_point at, level lvl,
+                   const char* component, const std::string& line) {
+  auto t = std::chrono::system_clock::to_time_t(at);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              now.time_since_epoch()).count() % 1000;
+              at.time_since_epoch())
+              .count()
+            % 1000;
+  if (ms < 0) // before 1970
+    ms += 1000;
   std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%H:%M:%S", &tm);
+  gmtime_r(&t, &tm);
+  char buf[40];
+  auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ ", static_cast<int>(ms));
   std::string out;
-  out.reserve(line.size() + 48);
+  out.reserve(line.size() + 64);
   out += buf;
-  char msbuf[8];
-  std::snprintf(msbuf, sizeof(msbuf), ".%03d ", static_cast<int>(ms));
-  out += msbuf;
   out += names[static_cast<int>(lvl)];
   out += " [";
   out += component;
   out += "] ";
   out += line;
   out += '\n';
+  return out;
+}
+
+void write(level lvl, const char* component, const std::string& line) {
+  auto out = format(std::chrono::system_clock::now(), lvl, component, line);
   std::fwrite(out.data(), 1, out.size(), stderr);
 }
 

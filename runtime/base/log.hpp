@@ -1,7 +1,10 @@
 // Minimal leveled logging to stderr (CAF's own logger is compiled out on
-// Debian). Thread-safe: each line is written with one call.
+// Debian). Thread-safe: each line is written with one call. A line:
+//   2026-12-07T19:44:51.051Z INFO [node] started: ...
+// (ISO 8601, UTC, milliseconds; the level; the component).
 #pragma once
 
+#include <chrono>
 #include <sstream>
 #include <string>
 
@@ -14,6 +17,10 @@ void set_level(level x);
 /// Parses "debug", "info", "warn", "error", "off"; false if unknown.
 [[nodiscard]] bool parse_level(const std::string& text, level& out);
 void write(level lvl, const char* component, const std::string& line);
+/// The line write() prints for a message logged at `at` (with its '\n').
+[[nodiscard]] std::string format(std::chrono::system_clock::time_point at,
+                                 level lvl, const char* component,
+                                 const std::string& line);
 
 } // namespace edda::log
 
