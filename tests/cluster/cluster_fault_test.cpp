@@ -139,6 +139,28 @@ TEST_F(ClusterFaultTest, ANodeCutFromItsPeersKeepsItsPlaceAndSendsFailFast) {
   auto s = status_of(node(0));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->members_size(), 3);
+  // n1's /metrics: n2's partition is unavailable, with no offsets (a gap
+  // in a graph, not a drop to 0), and n2 a member not linked.
+  {
+    auto part = std::to_string(shard_of(key, 3));
+    auto admin = test::admin_port_of(*node(0).process());
+    ASSERT_NE(admin, 0);
+    std::string metrics;
+    EXPECT_TRUE(eventually(5s, [&] {
+      metrics = test::http_get(admin, "/metrics").body;
+      return metrics.find("edda_partition_unavailable{topic=\"split\","
+                          "partition=\"" + part + "\"} 1\n")
+             != std::string::npos;
+    })) << metrics;
+    EXPECT_EQ(metrics.find("edda_partition_end_offset{topic=\"split\","
+                           "partition=\"" + part + "\","),
+              std::string::npos)
+      << metrics;
+    EXPECT_NE(metrics.find("edda_cluster_member_linked{node=\"n2\"} 0\n"),
+              std::string::npos)
+      << metrics;
+    EXPECT_NE(metrics.find("edda_cluster_members 3\n"), std::string::npos);
+  }
   m.body = "during";
   auto err = send_fails_fast(p, m);
   // The producer sends straight to n2 over its own link, through the same
