@@ -103,6 +103,27 @@ std::string format_duration_ms(uint64_t ms) {
                            "0ms");
 }
 
+bool listen_address(const std::string& spec, const node_settings& s,
+                    const std::string& auto_host, uint16_t offset,
+                    std::string& host, uint16_t& port) {
+  if (spec == "off")
+    return false;
+  if (spec == "auto") {
+    host = auto_host;
+    port = s.listen_port == 0
+             ? 0
+             : static_cast<uint16_t>(std::min<uint32_t>(
+               static_cast<uint32_t>(s.listen_port) + offset, 65535u));
+    return true;
+  }
+  auto colon = spec.rfind(':');
+  host = spec.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  port = static_cast<uint16_t>(std::stoul(spec.substr(colon + 1)));
+  return true;
+}
+
 std::string format_size_bytes(uint64_t b) {
   return format_with_units(b, size_units, std::size(size_units), "0");
 }

@@ -185,4 +185,14 @@ struct setting_info {
 /// "1000".
 [[nodiscard]] std::string format_size_bytes(uint64_t b);
 
+/// Where a listen setting of `s` ("auto", "off" or "host:port", checked
+/// when set; a bracketed IPv6 host loses its brackets) puts a port: false
+/// for "off". "auto" is `auto_host` and node.listen_port + `offset` (0 if
+/// that port is 0, at most 65535).
+[[nodiscard]] bool listen_address(const std::string& spec,
+                                  const node_settings& s,
+                                  const std::string& auto_host,
+                                  uint16_t offset, std::string& host,
+                                  uint16_t& port);
+
 } // namespace edda::config

@@ -352,21 +352,10 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
 
 bool admin_address(const config::node_settings& s, std::string& host,
                    uint16_t& port) {
-  if (s.admin_listen == "off")
-    return false;
-  if (s.admin_listen == "auto") {
-    // Loopback: the admin port has no authentication (expose it with an
-    // explicit host:port, on a trusted network).
-    host = "127.0.0.1";
-    port = s.listen_port == 0 ? 0
-                              : static_cast<uint16_t>(std::min<uint32_t>(
-                                  65535, s.listen_port + 20u));
-    return true;
-  }
-  auto colon = s.admin_listen.rfind(':');
-  host = s.admin_listen.substr(0, colon);
-  port = static_cast<uint16_t>(std::stoul(s.admin_listen.substr(colon + 1)));
-  return true;
+  // Loopback for auto: the admin port has no authentication (expose it
+  // with an explicit host:port, on a trusted network).
+  return config::listen_address(s.admin_listen, s, "127.0.0.1", 20, host,
+                                port);
 }
 
 } // namespace edda::admin

@@ -319,20 +319,8 @@ void server::stop() {
 
 bool api_address(const config::node_settings& s, std::string& host,
                  uint16_t& port) {
-  if (s.api_listen == "off")
-    return false;
-  if (s.api_listen == "auto") {
-    host = s.listen_host;
-    port = s.listen_port == 0 ? 0 : static_cast<uint16_t>(
-             std::min<uint32_t>(s.listen_port + 10u, 65535u));
-    return true;
-  }
-  auto colon = s.api_listen.rfind(':');
-  host = s.api_listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  port = static_cast<uint16_t>(std::stoul(s.api_listen.substr(colon + 1)));
-  return true;
+  return config::listen_address(s.api_listen, s, s.listen_host, 10, host,
+                                port);
 }
 
 } // namespace edda::door

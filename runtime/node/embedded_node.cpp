@@ -132,6 +132,19 @@ std::string listen_problem(const std::string& host, uint16_t port) {
   return why;
 }
 
+/// The error of a server (the door, the admin port) that did not start on
+/// host:port, set by `setting`: the OS's reason if the port is taken,
+/// else `err`.
+caf::error cannot_listen(const caf::error& err, const std::string& host,
+                         uint16_t port, const char* setting) {
+  auto why = port != 0 ? listen_problem(host, port) : std::string{};
+  if (why.empty())
+    return err;
+  return make_error(errc::unavailable, "cannot listen on " + host + ":"
+                                         + std::to_string(port) + " ("
+                                         + setting + "): " + why);
+}
+
 /// bad_config if a live process holds this node's member key (a lease
 /// other than this data dir's last one): a second process with the same
 /// node.name or a copy of this data dir (the join's own check).
@@ -810,15 +823,10 @@ embedded_node::start_once(const config::node_settings& settings,
       auto d = door::server::start(settings, api_host, api_port,
                                    node->connect());
       if (!d) {
-        auto why = api_port != 0 ? listen_problem(api_host, api_port)
-                                 : std::string{};
+        // Asked before the stop, which frees this node's own ports.
+        auto err = cannot_listen(d.error(), api_host, api_port, "api.listen");
         node->stop();
-        if (why.empty())
-          return d.error();
-        return make_error(errc::unavailable,
-                          "cannot listen on " + api_host + ":"
-                            + std::to_string(api_port) + " (api.listen): "
-                            + why);
+        return err;
       }
       i.door = std::move(*d);
     }
@@ -829,15 +837,10 @@ embedded_node::start_once(const config::node_settings& settings,
         && admin::admin_address(settings, admin_host, admin_port)) {
       auto a = admin::server::start(admin_host, admin_port, node->connect());
       if (!a) {
-        auto why = admin_port != 0 ? listen_problem(admin_host, admin_port)
-                                   : std::string{};
+        auto err = cannot_listen(a.error(), admin_host, admin_port,
+                                 "node.admin_listen");
         node->stop();
-        if (why.empty())
-          return a.error();
-        return make_error(errc::unavailable,
-                          "cannot listen on " + admin_host + ":"
-                            + std::to_string(admin_port)
-                            + " (node.admin_listen): " + why);
+        return err;
       }
       i.admin = std::move(*a);
     }

@@ -88,36 +88,33 @@ std::vector<sample> parse(const std::string& text, std::set<std::string>& counte
   return out;
 }
 
+/// `s` is named `name` and its labels include `want`.
+bool matches(const sample& s, const std::string& name,
+             const std::map<std::string, std::string>& want) {
+  if (s.name != name)
+    return false;
+  for (auto& [k, v] : want)
+    if (auto i = s.labels.find(k); i == s.labels.end() || i->second != v)
+      return false;
+  return true;
+}
+
 /// The sum of the samples named `name` whose labels include `want`.
 double sum(const std::vector<sample>& all, const std::string& name,
            const std::map<std::string, std::string>& want = {}) {
   double total = 0;
-  for (auto& s : all) {
-    if (s.name != name)
-      continue;
-    bool match = true;
-    for (auto& [k, v] : want)
-      if (auto i = s.labels.find(k); i == s.labels.end() || i->second != v)
-        match = false;
-    if (match)
+  for (auto& s : all)
+    if (matches(s, name, want))
       total += s.value;
-  }
   return total;
 }
 
 /// A sample named `name` whose labels include `want` is there.
 bool has(const std::vector<sample>& all, const std::string& name,
          const std::map<std::string, std::string>& want = {}) {
-  for (auto& s : all) {
-    if (s.name != name)
-      continue;
-    bool match = true;
-    for (auto& [k, v] : want)
-      if (auto i = s.labels.find(k); i == s.labels.end() || i->second != v)
-        match = false;
-    if (match)
+  for (auto& s : all)
+    if (matches(s, name, want))
       return true;
-  }
   return false;
 }
 

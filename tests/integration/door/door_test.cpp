@@ -70,6 +70,15 @@ protected:
     return s;
   }
 
+  /// Saga type `pay = charge`, retried quickly (50 ms, 5 attempts).
+  edda::config::node_settings pay_settings() const {
+    auto s = base_settings();
+    s.saga_types = {"pay = charge"};
+    s.saga_step_backoff_ms = 50;
+    s.saga_step_attempts = 5;
+    return s;
+  }
+
   void start(const edda::config::node_settings& s) {
     auto n = edda::node::embedded_node::start(s);
     ASSERT_TRUE(n) << edda::render(n.error());
@@ -722,11 +731,7 @@ TEST_F(DoorTest, AParticipantStreamServesADeclaredSagaAndItsCompensation) {
 }
 
 TEST_F(DoorTest, OutcomesSentTogetherAreSettledEachOnItsOwn) {
-  auto s = base_settings();
-  s.saga_types = {"pay = charge"};
-  s.saga_step_backoff_ms = 50;
-  s.saga_step_attempts = 5;
-  start(s);
+  start(pay_settings());
   grpc::ClientContext ctx;
   auto p = participate(*stub_, ctx, {"pay.charge"});
   auto conn = node_->connect();
@@ -817,11 +822,7 @@ TEST_F(DoorTest, OutcomesSentTogetherAreSettledEachOnItsOwn) {
 }
 
 TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
-  auto s = base_settings();
-  s.saga_types = {"pay = charge"};
-  s.saga_step_backoff_ms = 50;
-  s.saga_step_attempts = 5;
-  start(s);
+  start(pay_settings());
   // The first participant takes the call and leaves without an outcome.
   auto first_ctx = std::make_unique<grpc::ClientContext>();
   auto first = participate(*stub_, *first_ctx, {"pay.charge"});
@@ -867,11 +868,7 @@ TEST_F(DoorTest, CallsOutstandingWhenAParticipantLeavesAreRetriedOnAnother) {
 }
 
 TEST_F(DoorTest, CallsBeyondConcurrencyWaitAndUnansweredCallsTimeOutAlone) {
-  auto s = base_settings();
-  s.saga_types = {"pay = charge"};
-  s.saga_step_backoff_ms = 50;
-  s.saga_step_attempts = 5;
-  start(s);
+  start(pay_settings());
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 20s);
   auto p = stub_->Participate(&ctx);

@@ -1011,6 +1011,30 @@ TEST(ConfigTest, AdminListenIsAutoOffOrHostPort) {
             "host:port (port 0-65535)");
 }
 
+TEST(ConfigTest, ListenAddressReadsAutoOffAndHostPort) {
+  node_settings s;
+  s.listen_host = "10.0.0.5";
+  s.listen_port = 7420;
+  std::string host;
+  uint16_t port = 0;
+  ASSERT_TRUE(listen_address("auto", s, s.listen_host, 10, host, port));
+  EXPECT_EQ(host, "10.0.0.5");
+  EXPECT_EQ(port, 7430);
+  ASSERT_TRUE(listen_address("auto", s, "127.0.0.1", 20, host, port));
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 7440);
+  EXPECT_FALSE(listen_address("off", s, "127.0.0.1", 20, host, port));
+  ASSERT_TRUE(listen_address("[::1]:9644", s, "127.0.0.1", 20, host, port));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 9644);
+  s.listen_port = 0; // the OS picks the node's port, and these
+  ASSERT_TRUE(listen_address("auto", s, "127.0.0.1", 20, host, port));
+  EXPECT_EQ(port, 0);
+  s.listen_port = 65530;
+  ASSERT_TRUE(listen_address("auto", s, "127.0.0.1", 20, host, port));
+  EXPECT_EQ(port, 65535);
+}
+
 TEST(ConfigTest, ApiSettingsAreCheckedAndTokensAreNeverPrinted) {
   auto s = parse_ok("[api]\nlisten = \"0.0.0.0:9000\"\n"
                     "tokens = [\"billing:0123456789abcdef\", "
