@@ -13,6 +13,7 @@
 #include "node/embedded_node.hpp"
 #include "support/certs.hpp"
 #include "support/raw_peer.hpp"
+#include "support/run_edda.hpp"
 #include "base/metrics.hpp"
 #include "wire/types.hpp"
 
@@ -35,7 +36,6 @@
 #include <poll.h>
 #include <random>
 #include <signal.h>
-#include <spawn.h>
 #include <sstream>
 #include <string>
 #include <sys/socket.h>
@@ -44,7 +44,6 @@
 #include <unistd.h>
 #include <vector>
 
-extern char** environ;
 
 namespace {
 
@@ -671,47 +670,11 @@ TEST_F(BadInputTest, SecondNodeOnTheSameDataDirIsLockedOutAndTheFirstGoesOn) {
 
 // -- 9. bad configuration -----------------------------------------------------
 
-struct run_result {
-  int exit_code = -1;
-  bool timed_out = false;
-  std::string err;
-};
+using edda::test::run_result;
 
-/// Runs `edda ARGS...` with stderr captured, killing it after 20 s.
+/// Runs `edda ARGS...` with its output captured, killing it after 20 s.
 run_result run_edda(const strings& args, const std::string& dir) {
-  run_result out;
-  auto err_path = dir + "/stderr.txt";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  strings all{EDDA_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawn(&pid, EDDA_BINARY, &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) {
-    out.err = std::string("posix_spawn: ") + std::strerror(rc);
-    return out;
-  }
-  int status = 0;
-  if (!wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; },
-                  milliseconds(20000))) {
-    out.timed_out = true;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  }
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::stringstream ss;
-  ss << std::ifstream{err_path}.rdbuf();
-  out.err = ss.str();
-  return out;
+  return edda::test::run_command(EDDA_BINARY, args, dir);
 }
 
 TEST_F(BadInputTest, BadConfigMakesTheNodeCommandFailAndNameTheProblem) {
