@@ -9,6 +9,7 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <set>
 #include <type_traits>
 #include <utility>
 
@@ -89,6 +90,40 @@ std::string format_with_units(uint64_t x, const unit* units, size_t n,
 }
 
 } // namespace
+
+bool parse_log_levels(const std::string& spec,
+                      std::map<std::string, std::string>& out,
+                      std::string& error) {
+  static const std::set<std::string> levels{"debug", "info", "warn", "error",
+                                            "off"};
+  auto trim = [](const std::string& x) {
+    auto b = x.find_first_not_of(" \t");
+    auto e = x.find_last_not_of(" \t");
+    return b == std::string::npos ? std::string{} : x.substr(b, e - b + 1);
+  };
+  std::map<std::string, std::string> got;
+  size_t at = 0;
+  while (at <= spec.size()) {
+    auto comma = spec.find(',', at);
+    auto end = comma == std::string::npos ? spec.size() : comma;
+    auto item = trim(spec.substr(at, end - at));
+    at = end + 1;
+    if (item.empty())
+      continue;
+    auto eq = item.find('=');
+    auto name = eq == std::string::npos ? std::string{} : trim(item.substr(0, eq));
+    auto lvl = eq == std::string::npos ? std::string{} : trim(item.substr(eq + 1));
+    if (name.empty() || levels.count(lvl) == 0) {
+      error = "'" + item
+              + "' is not COMPONENT=LEVEL (levels: debug, info, warn, error, "
+                "off), e.g. saga=debug,txn=warn";
+      return false;
+    }
+    got[name] = lvl;
+  }
+  out = std::move(got);
+  return true;
+}
 
 bool parse_duration_ms(const std::string& text, uint64_t& out) {
   return parse_with_units(text, duration_units, std::size(duration_units), out);
@@ -583,6 +618,23 @@ std::string set_level(const value& v, node_settings& s) {
   return to_choice(v, level_names, s.log_level);
 }
 
+constexpr const char* log_format_names[] = {"text", "json"};
+
+std::string set_log_format(const value& v, node_settings& s) {
+  return to_choice(v, log_format_names, s.log_format);
+}
+
+std::string set_log_levels(const value& v, node_settings& s) {
+  if (v.type != kind::string)
+    return expected("a string", v);
+  std::map<std::string, std::string> levels;
+  std::string error;
+  if (!parse_log_levels(v.str, levels, error))
+    return error;
+  s.log_levels = v.str;
+  return {};
+}
+
 // Shared by [consumer] and [groups."name"].
 std::string set_max_reconsume(const value& v, group_settings& g) {
   uint64_t x = 0;
@@ -735,6 +787,11 @@ const field fields[] = {
    "a checker that has not answered by then counts as unknown",
    set_duration<&ns::txn_check_timeout_ms>,
    get_duration<&ns::txn_check_timeout_ms>},
+  {"txn.orphan_alert_after", "duration", "> 0",
+   "a transaction in doubt this long while no producer of its group is "
+   "alive to answer a check-back is alerted (txn_orphaned) and counted",
+   set_duration<&ns::txn_orphan_alert_after_ms>,
+   get_duration<&ns::txn_orphan_alert_after_ms>},
   {"txn.final_policy", "enum", "rollback, commit",
    "outcome applied (and alerted) after the last check-back", set_txn_policy,
    get_string<&ns::txn_final_policy>},
@@ -804,6 +861,14 @@ const field fields[] = {
    set_uint<&ns::max_threads, 0, u32_max>, get_uint<&ns::max_threads>},
   {"log.level", "enum", "debug, info, warn, error", "least severe level logged",
    set_level, get_string<&ns::log_level>},
+  {"log.format", "enum", "text, json",
+   "text lines, or one JSON object a line (ts, level, component, node, msg "
+   "and fields such as saga_id, txn_id, topic, group, partition, by)",
+   set_log_format, get_string<&ns::log_format>},
+  {"log.levels", "string", "COMPONENT=LEVEL,...",
+   "levels of single components over log.level, e.g. \"saga=debug,txn=warn\" "
+   "(components: the names in brackets of each line)",
+   set_log_levels, get_string<&ns::log_levels>},
   {"api.listen", "string", "auto, off or host:port",
    "the client door (gRPC, edda.api.v1) for services in any language; "
    "auto: node.listen_host, port node.listen_port + 10 (the OS picks one "

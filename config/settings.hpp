@@ -85,6 +85,9 @@ struct node_settings {
   uint32_t txn_max_checks = 15;              // answered checks before the final policy
   uint64_t txn_max_check_interval_ms = 60000; // backoff cap between checks
   uint64_t txn_check_timeout_ms = 3000;      // a checker silent this long = unknown
+  // In doubt this long with no member of its producer group alive to ask:
+  // alerted (txn_orphaned) once, and counted by /metrics.
+  uint64_t txn_orphan_alert_after_ms = 60000;
   std::string txn_final_policy = "rollback"; // after max_checks: rollback | commit
   uint64_t txn_retention_ms = 24ull * 3600 * 1000; // resolved outcomes kept
   // [saga]
@@ -110,6 +113,8 @@ struct node_settings {
   uint32_t max_threads = 0;                 // 0 = number of cores
   // [log]
   std::string log_level = "info"; // "debug", "info", "warn", "error"
+  std::string log_format = "text"; // "text" or "json" (one object a line)
+  std::string log_levels;          // "saga=debug,txn=warn": per component
   // [api] the client door (gRPC, runtime/door)
   // "auto": node.listen_host, port node.listen_port + 10 (the OS picks one
   // when node.listen_port is 0); "off"; or "host:port" (port 0: OS picks).
@@ -177,6 +182,12 @@ struct setting_info {
 /// "512" (bytes), "64KiB", "4MiB", "1GiB", "1TiB". Decimal units (MB) are
 /// rejected on purpose: they are too easily confused with MiB.
 [[nodiscard]] bool parse_size_bytes(const std::string& text, uint64_t& out);
+
+/// log.levels, "saga=debug, txn=warn": component -> level (debug, info,
+/// warn, error, off). False, with `error` naming the item, if malformed.
+[[nodiscard]] bool parse_log_levels(const std::string& spec,
+                                    std::map<std::string, std::string>& out,
+                                    std::string& error);
 
 /// Largest unit that divides exactly: 60000 -> "1m", 1500 -> "1500ms".
 [[nodiscard]] std::string format_duration_ms(uint64_t ms);

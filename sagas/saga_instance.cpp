@@ -152,11 +152,26 @@ std::string to_compensating(instance_ptr self, const std::string& reason) {
   st.rec.set_state(static_cast<uint32_t>(saga_state::compensating));
   st.rec.set_reason(reason);
   note(self, "compensating: " + reason);
+  EDDA_INFO_F("saga", "saga " << st.rec.id() << " (" << st.rec.type()
+                              << ") compensating: " << reason,
+              {"saga_id", st.rec.id()}, {"saga_type", st.rec.type()});
   return {};
 }
 
 void on_reply(instance_ptr self, size_t i, part p, bool ok,
               std::string output, std::string error, bool retryable);
+
+/// How long participants take to answer part `p` (sent to reply, a
+/// timeout included).
+metrics::histogram& step_latency(part p) {
+  static auto& action = metrics::latency("sagas.step", "part", "action");
+  static auto& compensation = metrics::latency("sagas.step", "part",
+                                               "compensation");
+  static auto& confirm = metrics::latency("sagas.step", "part", "confirm");
+  return p == part::action         ? action
+         : p == part::compensation ? compensation
+                                   : confirm;
+}
 
 /// Sends part `p` of step `i` as recorded (attempt counts included).
 void send(instance_ptr self, size_t i, part p) {
@@ -193,13 +208,16 @@ void send(instance_ptr self, size_t i, part p) {
                   : p == part::compensation ? s.compensations()
                                             : s.confirms());
   st.busy[i] = 1;
+  auto began = std::chrono::steady_clock::now();
   self->request(target, def.options.timeout, std::move(cmd))
     .then(
       [=](pb::StepReply& r) {
+        step_latency(p).observe(std::chrono::steady_clock::now() - began);
         on_reply(self, i, p, r.ok(), std::move(*r.mutable_output()),
                  std::move(*r.mutable_error()), r.retryable());
       },
       [=](caf::error& err) {
+        step_latency(p).observe(std::chrono::steady_clock::now() - began);
         auto why = err == caf::sec::request_timeout
                      ? "no reply within "
                          + std::to_string(def.options.timeout.count()) + " ms"
@@ -658,6 +676,9 @@ void commit(instance_ptr self) {
     if (!st.stored_once) {
       st.stored_once = true;
       metrics::counter("sagas.started")++;
+      EDDA_INFO_F("saga", "saga " << st.rec.id() << " (" << st.rec.type()
+                                  << ") started",
+                  {"saga_id", st.rec.id()}, {"saga_type", st.rec.type()});
     }
     for (auto& [rp, existed] : st.on_stored) {
       pb::SagaStarted out;
@@ -673,6 +694,18 @@ void commit(instance_ptr self) {
     auto s = state_of(st.rec);
     if (final) {
       metrics::counter(std::string("sagas.") + to_string(s))++;
+      // Start to end by the wall clock (a restart in between included).
+      auto took_ms = std::max<int64_t>(0, st.ctx->clock() - st.rec.created_ms());
+      metrics::latency("sagas.duration", "state", to_string(s))
+        .observe(static_cast<double>(took_ms) / 1000.0);
+      EDDA_INFO_F("saga", "saga " << st.rec.id() << " (" << st.rec.type()
+                                  << ") " << to_string(s) << " in " << took_ms
+                                  << " ms"
+                                  << (st.rec.reason().empty()
+                                        ? std::string{}
+                                        : ": " + st.rec.reason()),
+                  {"saga_id", st.rec.id()}, {"saga_type", st.rec.type()},
+                  {"state", to_string(s)});
       if (s == saga_state::failed)
         st.ctx->alerts->raise(alert{"saga_failed", st.rec.id(),
                                     "saga " + st.rec.id() + " ("
@@ -1009,7 +1042,12 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
       if (st.ended)
         return make_error(errc::invalid_argument,
                           "saga " + st.rec.id() + " is ending");
-      auto reply = [=]() mutable {
+      // Every command taken is an operator's action: an audit line.
+      auto reply = [=](const std::string& action) mutable {
+        EDDA_INFO_F("audit", "saga " << self->state.rec.id() << ": " << action
+                                     << " by " << who,
+                    {"action", "saga " + action}, {"saga_id", self->state.rec.id()},
+                    {"by", who});
         auto rp = self->make_response_promise<pb::SagaRecord>();
         self->state.after_write.push_back(rp);
         advance(self);
@@ -1021,13 +1059,13 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
             return st.rec;
           st.rec.set_paused(true);
           note(self, "paused by " + who);
-          return reply();
+          return reply("pause");
         case pb::SagaCommand::RESUME:
           if (!st.rec.paused())
             return st.rec;
           st.rec.set_paused(false);
           note(self, "resumed by " + who);
-          return reply();
+          return reply("resume");
         case pb::SagaCommand::RETRY:
           if (std::none_of(st.waiting.begin(), st.waiting.end(),
                            [](char w) { return w != 0; }))
@@ -1036,7 +1074,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
                                 + ": no step waits for a retry");
           cancel_timers(self); // the pending backoff is not waited for
           note(self, "retry now, by " + who);
-          return reply();
+          return reply("retry");
         case pb::SagaCommand::SKIP: {
           if (any_busy(self))
             return make_error(errc::invalid_argument,
@@ -1062,7 +1100,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
             clear_wait(s);
             cancel_timers(self);
             note(self, "step " + c.step() + " skipped by " + who);
-            return reply();
+            return reply("skip " + c.step());
           }
           return make_error(errc::not_found, "saga " + st.rec.id()
                                                + " has no step '" + c.step()
@@ -1081,7 +1119,7 @@ caf::behavior saga_instance(instance_ptr self, broker::context_ptr ctx,
                                 + to_string(state)
                                 + "; only a running saga can be compensated");
           (void) to_compensating(self, "compensation forced by " + who);
-          return reply();
+          return reply("compensate");
         }
         default:
           return make_error(errc::invalid_argument, "unknown saga command");

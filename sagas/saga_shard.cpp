@@ -293,6 +293,11 @@ caf::behavior saga_shard(shard_ptr self, broker::context_ptr ctx,
                     ? "compensation retried by " + who
                     : "step " + c.step() + " compensation skipped by " + who);
       rec->set_updated_ms(st.ctx->clock());
+      EDDA_INFO_F("audit", "saga " << c.id() << ": " << e->what(),
+                  {"action", c.op() == pb::SagaCommand::RETRY
+                               ? "saga retry"
+                               : "saga skip " + c.step()},
+                  {"saga_id", c.id()}, {"by", who});
       auto rp = self->make_response_promise<pb::SagaRecord>();
       auto stored = *rec;
       st.reopening.insert(stored.id());

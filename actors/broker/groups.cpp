@@ -69,6 +69,7 @@ using std::chrono::seconds;
 struct member_info {
   caf::actor handle;
   std::map<std::string, std::string> subs; // topic -> expression
+  std::string address;                     // Subscribe.address
 };
 
 struct route {
@@ -357,6 +358,8 @@ caf::result<pb::Subscribed> subscribe(coord_ptr self, const pb::Subscribe& sub,
       self->monitor(member);
     }
     m.subs[s.topic()] = norm;
+    if (!s.address().empty())
+      m.address = s.address();
     if (unchanged) {
       // A member re-asserting its subscription: nothing to rebalance.
       pb::Subscribed ok;
@@ -473,8 +476,14 @@ caf::behavior coordinator(coord_ptr self, context_ptr ctx, caf::actor topics,
       g.set_group(st.group);
       g.set_mode(st.mode);
       g.set_generation(st.generation);
-      for (auto& [id, m] : st.members)
+      for (auto& [id, m] : st.members) {
         g.add_members(id);
+        auto* d = g.add_member_details();
+        d->set_client_id(id);
+        d->set_address(m.address);
+        for (auto& [t, e] : m.subs)
+          d->add_subscriptions(t + " (" + e + ")");
+      }
       for (auto& [t, e] : group_subs(st))
         g.add_topics(t + " (" + e + ")");
       return g;

@@ -78,6 +78,15 @@ caf::expected<pb::NodeStatus> node_status(const connection& c) {
   return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
 }
 
+caf::expected<pb::BackupDone> backup(const connection& c, const std::string& dir,
+                                     bool compact,
+                                     std::chrono::milliseconds timeout) {
+  pb::BackupRequest req;
+  req.set_dir(dir);
+  req.set_compact(compact);
+  return c.impl()->call<pb::BackupDone>(req, timeout);
+}
+
 caf::expected<pb::ClusterStatus> cluster_status(const connection& c) {
   return call<pb::ClusterStatus>(c, pb::ClusterStatusRequest{});
 }

@@ -66,6 +66,7 @@ pb::Subscribe subscribe_request(const consumer_options& o) {
   pb::Subscribe s;
   s.set_group(o.group);
   s.set_client_id(o.client_id);
+  s.set_address(o.address);
   s.set_topic(o.topic);
   s.set_expression(o.expression);
   s.set_mode(o.mode == consume_mode::broadcast ? pb::BROADCAST
@@ -395,6 +396,13 @@ consumer::start(connection conn, consumer_options opts, handler h) {
     opts.client_id = make_client_id("");
   auto im = std::make_shared<impl>();
   im->conn = conn.impl();
+  if (opts.address.empty()) {
+    char host[64] = "host";
+    ::gethostname(host, sizeof(host) - 1);
+    opts.address = im->conn->endpoint == "embedded"
+                     ? std::string{"in-process"}
+                     : std::string(host) + " pid " + std::to_string(::getpid());
+  }
   if (im->conn->door) {
     auto d = door_consumer::start(im->conn->door, opts, std::move(h));
     if (!d)

@@ -44,6 +44,9 @@ struct consumer_options {
   consume_mode mode = consume_mode::clustering;
   consume_from from = consume_from::earliest; ///< for a group's first start
   std::string client_id;          ///< stable per instance; default host-pid-n
+  /// Where the consumer runs, as `edda group describe` shows it; default
+  /// "HOST pid PID" ("in-process" in the node's own process).
+  std::string address;
   uint32_t max_reconsume = 0;     ///< 0 = the node's setting for the group
   std::vector<uint64_t> retry_delays_ms; ///< empty = the node's setting
   std::chrono::milliseconds request_timeout{30000};

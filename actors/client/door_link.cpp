@@ -29,6 +29,7 @@ const std::map<std::string, std::string>& methods() {
     add(pb::DlqList::descriptor(), "ListDeadLetters");
     add(pb::DlqRedrive::descriptor(), "RedriveDeadLetters");
     add(pb::NodeStatusRequest::descriptor(), "NodeStatus");
+    add(pb::BackupRequest::descriptor(), "Backup");
     add(pb::ClusterStatusRequest::descriptor(), "ClusterStatus");
     add(pb::ClusterMapRequest::descriptor(), "ClusterMap");
     add(pb::ElectRequest::descriptor(), "Elect");

@@ -50,6 +50,8 @@ struct coordinator_state {
   std::map<std::string, int64_t> due_at;
   // group -> client id -> checker
   std::map<std::string, std::map<std::string, caf::actor>> producers;
+  /// In doubt past txn.orphan_alert_after with nobody to ask: alerted once.
+  std::set<std::string> orphan_alerted;
   /// Outcomes being written, by txn id: an entry exists from the first end
   /// (producer, check-back, policy or operator) until its write completes.
   struct ending_entry {
@@ -272,11 +274,14 @@ void index(self_ptr self, const pb::TxnRecord& rec) {
 }
 
 /// A pending record as operators see it: with its in-memory next check.
+caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec);
+
 pb::TxnRecord shown(self_ptr self, const std::string& txn) {
   auto rec = self->state.pending[txn];
   auto at = self->state.due_at.find(txn);
   if (at != self->state.due_at.end())
     rec.set_next_check_ms(at->second);
+  rec.set_orphaned(!pick_checker(self, rec));
   return rec;
 }
 
@@ -312,6 +317,12 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
   rec.set_resolved_ms(st.ctx->clock());
   rec.set_resolved_by(by);
   rec.set_reason(reason);
+  if (by.rfind("operator:", 0) == 0)
+    EDDA_INFO_F("audit", "transaction " << txn << ": " << outcome_name(outcome)
+                                        << " by " << by.substr(9),
+                {"action", std::string{"txn resolve "} + outcome_name(outcome)},
+                {"txn_id", txn}, {"group", rec.producer_group()},
+                {"topic", rec.message().topic()}, {"by", by.substr(9)});
   auto reply = [=](const caf::error& err, uint32_t partition, uint64_t offset) {
     auto& st = self->state;
     auto entry = std::move(st.ending[txn]);
@@ -326,6 +337,7 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
     }
     unindex(self, txn);
     st.pending.erase(txn);
+    st.orphan_alerted.erase(txn);
     metrics::counter(outcome == pb::TXN_COMMIT ? "txn.committed"
                                                : "txn.rolled_back")++;
     pb::EndResult res;
@@ -501,6 +513,17 @@ void check_due(self_ptr self) {
     auto& rec = st.pending[txn];
     auto checker = pick_checker(self, rec);
     if (!checker) {
+      auto after = static_cast<int64_t>(
+        st.ctx->settings.txn_orphan_alert_after_ms);
+      if (now - rec.created_ms() >= after && st.orphan_alerted.insert(txn).second)
+        st.ctx->alerts->raise(alert{
+          "txn_orphaned", txn,
+          "transaction " + txn + " of producer group '" + rec.producer_group()
+            + "' in doubt for " + std::to_string((now - rec.created_ms()) / 1000)
+            + " s and no producer of the group is alive to answer a "
+              "check-back: start one, or settle it with `edda txn resolve "
+            + txn + " commit|rollback --by NAME`",
+          rec.message().id(), now});
       // Nobody to ask: try again later, without using up the budget.
       reschedule(self, txn,
                  now

@@ -3,6 +3,7 @@
 
 #include "base/errc.hpp"
 #include "base/log.hpp"
+#include "base/metrics.hpp"
 #include "client/admin.hpp"
 #include "sagas/saga.hpp"
 
@@ -31,6 +32,40 @@ int64_t now_ms() {
 }
 
 const char* routes_text = "routes: GET /metrics, GET /health, GET /ready";
+
+/// The latency histograms of this process (metrics::latency), one family
+/// each, in seconds.
+void latency_families(exposition& x) {
+  static const std::map<std::string, const char*> help{
+    {"storage.commit",
+     "time to apply and sync one LMDB write transaction (writes batched "
+     "into one commit)"},
+    {"sagas.step",
+     "time from sending a saga step to its participant's answer or "
+     "timeout, by part"},
+    {"sagas.duration",
+     "time from a saga's start to its end (wall clock, restarts "
+     "included), by final state"},
+  };
+  std::vector<double> bounds(metrics::histogram::bounds.begin(),
+                             metrics::histogram::bounds.end());
+  std::string current;
+  for (auto& h : metrics::histograms()) {
+    if (h.name != current) {
+      current = h.name;
+      auto it = help.find(h.name);
+      x.family("edda_" + h.name + "_seconds", "histogram",
+               it != help.end() ? it->second : "edda latency " + h.name);
+    }
+    labels l;
+    if (!h.label.empty())
+      l.emplace_back(h.label, h.value);
+    x.histogram(l, bounds,
+                std::vector<uint64_t>(h.data.buckets.begin(),
+                                      h.data.buckets.end()),
+                h.data.count, h.data.sum);
+  }
+}
 
 } // namespace
 
@@ -62,6 +97,7 @@ std::string collect_metrics(const client::connection& node) {
   } else {
     failed.push_back("node");
   }
+  latency_families(x);
 
   // Topics: offsets per partition, and per group the committed offset, the
   // lag and what is delivered but not settled.
@@ -165,6 +201,13 @@ std::string collect_metrics(const client::connection& node) {
                ? 0.0
                : static_cast<double>(std::max<int64_t>(0, now - oldest))
                    / 1000.0);
+    x.family("edda_transactions_orphaned", "gauge",
+             "transactions in doubt with no producer of their group alive to "
+             "answer a check-back (only an operator or a new producer settles "
+             "them)");
+    x.sample(static_cast<double>(
+      std::count_if(txns->records().begin(), txns->records().end(),
+                    [](const pb::TxnRecord& r) { return r.orphaned(); })));
   } else {
     failed.push_back("transactions");
   }

@@ -46,7 +46,29 @@ void exposition::family(const std::string& name, const char* type,
 }
 
 void exposition::sample(const labels& l, double value) {
+  write("", l, value);
+}
+
+void exposition::histogram(const labels& l, const std::vector<double>& bounds,
+                           const std::vector<uint64_t>& cumulative,
+                           uint64_t count, double sum) {
+  auto with_le = l;
+  with_le.emplace_back("le", "");
+  for (size_t i = 0; i < bounds.size() && i < cumulative.size(); ++i) {
+    char le[32];
+    std::snprintf(le, sizeof(le), "%g", bounds[i]);
+    with_le.back().second = le;
+    write("_bucket", with_le, static_cast<double>(cumulative[i]));
+  }
+  with_le.back().second = "+Inf";
+  write("_bucket", with_le, static_cast<double>(count));
+  write("_sum", l, sum);
+  write("_count", l, static_cast<double>(count));
+}
+
+void exposition::write(const char* suffix, const labels& l, double value) {
   out_ += name_;
+  out_ += suffix;
   if (!l.empty()) {
     out_ += '{';
     bool first = true;

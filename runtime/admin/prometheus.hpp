@@ -15,8 +15,9 @@ using labels = std::vector<std::pair<std::string, std::string>>;
 
 class exposition {
 public:
-  /// Starts a family: `name` (made a valid metric name), `type` "counter"
-  /// or "gauge", one line of help. Samples that follow belong to it.
+  /// Starts a family: `name` (made a valid metric name), `type` "counter",
+  /// "gauge" or "histogram", one line of help. Samples that follow belong
+  /// to it.
   void family(const std::string& name, const char* type,
               const std::string& help);
   /// One sample of the current family.
@@ -24,12 +25,19 @@ public:
   void sample(double value) {
     sample(labels{}, value);
   }
+  /// One series of the current histogram family: `<name>_bucket` for each
+  /// upper bound (`cumulative[i]` observations <= `bounds[i]`) and `+Inf`
+  /// (`count`), then `<name>_sum` and `<name>_count`.
+  void histogram(const labels& l, const std::vector<double>& bounds,
+                 const std::vector<uint64_t>& cumulative, uint64_t count,
+                 double sum);
 
   [[nodiscard]] const std::string& text() const {
     return out_;
   }
 
 private:
+  void write(const char* suffix, const labels& l, double value);
   std::string out_;
   std::string name_;
 };

@@ -27,10 +27,12 @@ void alert_sink::add_hook(hook h) {
 void alert_sink::raise(alert a) {
   if (a.at_ms == 0)
     a.at_ms = now_ms();
-  EDDA_WARN("alert", a.kind << " " << a.subject << ": " << a.detail
-                            << (a.message_id.empty() ? "" : " (message ")
-                            << a.message_id
-                            << (a.message_id.empty() ? "" : ")"));
+  EDDA_WARN_F("alert", a.kind << " " << a.subject << ": " << a.detail
+                              << (a.message_id.empty() ? "" : " (message ")
+                              << a.message_id
+                              << (a.message_id.empty() ? "" : ")"),
+              {"alert", a.kind}, {"subject", a.subject},
+              {"message_id", a.message_id});
   metrics::counter("alerts." + a.kind)++;
   std::vector<hook> hooks;
   {

@@ -1,44 +1,137 @@
 #include "base/log.hpp"
 
 #include "base/ids.hpp"
+#include "config/settings.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/stdout_sinks.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <unistd.h>
 
 namespace edda::log {
 
 namespace {
-std::atomic<int> level_{static_cast<int>(level::info)};
+
 const char* names[] = {"DEBUG", "INFO", "WARN", "ERROR", "OFF"};
+const char* json_names[] = {"debug", "info", "warn", "error", "off"};
+
+/// Every component by name, the default level and the per-component ones.
+struct registry {
+  std::mutex mtx;
+  std::map<std::string, std::unique_ptr<component>> all;
+  std::map<std::string, level> own; // log.levels
+  level fallback = level::info;
+  std::atomic<int> format{static_cast<int>(format_kind::text)};
+  std::string node;
+  std::shared_ptr<spdlog::logger> out;
+
+  registry() {
+    // spdlog writes the line whole (its sink holds a mutex) and flushes it;
+    // the line is formatted here (pattern %v).
+    auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    out = std::make_shared<spdlog::logger>("edda", std::move(sink));
+    out->set_pattern("%v", spdlog::pattern_time_type::utc);
+    out->set_level(spdlog::level::trace);
+    out->flush_on(spdlog::level::trace);
+  }
+
+  level level_of(const std::string& name) const {
+    auto i = own.find(name);
+    return i != own.end() ? i->second : fallback;
+  }
+};
+
+registry& reg() {
+  static registry* r = new registry; // never destroyed: logs at exit work
+  return *r;
+}
+
+spdlog::level::level_enum to_spdlog(level l) {
+  switch (l) {
+    case level::debug:
+      return spdlog::level::debug;
+    case level::info:
+      return spdlog::level::info;
+    case level::warn:
+      return spdlog::level::warn;
+    case level::error:
+      return spdlog::level::err;
+    default:
+      return spdlog::level::off;
+  }
+}
+
 } // namespace
 
+component& component_named(const char* name) {
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  auto& slot = r.all[name];
+  if (!slot)
+    slot = std::make_unique<component>(name, r.level_of(name));
+  return *slot;
+}
+
 void set_level(level x) {
-  level_ = static_cast<int>(x);
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  r.fallback = x;
+  for (auto& [name, c] : r.all)
+    c->set(r.level_of(name));
 }
 
 level current_level() {
-  return static_cast<level>(level_.load(std::memory_order_relaxed));
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  return r.fallback;
+}
+
+bool set_levels(const std::string& spec, std::string& error) {
+  std::map<std::string, std::string> names;
+  if (!config::parse_log_levels(spec, names, error))
+    return false;
+  std::map<std::string, level> own;
+  for (auto& [c, l] : names)
+    (void) parse_level(l, own[c]);
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  r.own = std::move(own);
+  for (auto& [name, c] : r.all)
+    c->set(r.level_of(name));
+  return true;
+}
+
+void set_format(format_kind f) {
+  reg().format = static_cast<int>(f);
+}
+
+void set_node(const std::string& node) {
+  auto& r = reg();
+  std::lock_guard<std::mutex> guard{r.mtx};
+  r.node = node;
 }
 
 bool parse_level(const std::string& text, level& out) {
-  for (int i = 0; i <= 4; ++i) {
-    std::string n = names[i];
-    for (auto& c : n)
-      c = static_cast<char>(std::tolower(c));
-    if (n == text) {
+  for (int i = 0; i <= 4; ++i)
+    if (text == json_names[i]) {
       out = static_cast<level>(i);
       return true;
     }
-  }
   return false;
 }
 
-std::string format(std::chrono::system_clock::time_point at, level lvl,
-                   const char* component, const std::string& line) {
+namespace {
+
+std::string timestamp(std::chrono::system_clock::time_point at) {
   auto t = std::chrono::system_clock::to_time_t(at);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
               at.time_since_epoch())
@@ -50,22 +143,65 @@ std::string format(std::chrono::system_clock::time_point at, level lvl,
   gmtime_r(&t, &tm);
   char buf[40];
   auto n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ ", static_cast<int>(ms));
+  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", static_cast<int>(ms));
+  return buf;
+}
+
+} // namespace
+
+std::string format(std::chrono::system_clock::time_point at, level lvl,
+                   const char* component, const std::string& msg) {
   std::string out;
-  out.reserve(line.size() + 64);
-  out += buf;
+  out.reserve(msg.size() + 64);
+  out += timestamp(at);
+  out += ' ';
   out += names[static_cast<int>(lvl)];
   out += " [";
   out += component;
   out += "] ";
-  out += line;
+  out += msg;
   out += '\n';
   return out;
 }
 
-void write(level lvl, const char* component, const std::string& line) {
-  auto out = format(std::chrono::system_clock::now(), lvl, component, line);
-  std::fwrite(out.data(), 1, out.size(), stderr);
+std::string format_json(std::chrono::system_clock::time_point at, level lvl,
+                        const std::string& component, const std::string& node,
+                        const std::string& msg, const fields& f) {
+  nlohmann::ordered_json j;
+  j["ts"] = timestamp(at);
+  j["level"] = json_names[static_cast<int>(lvl)];
+  j["component"] = component;
+  if (!node.empty())
+    j["node"] = node;
+  j["msg"] = msg;
+  for (auto& [k, v] : f)
+    j[k] = v;
+  // Bytes that are not UTF-8 (a key, a reason) are replaced, not refused.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+void write(level lvl, const component& c, const std::string& msg,
+           const fields& f) {
+  auto& r = reg();
+  auto now = std::chrono::system_clock::now();
+  std::string line;
+  if (r.format.load(std::memory_order_relaxed)
+      == static_cast<int>(format_kind::json)) {
+    std::string node;
+    {
+      std::lock_guard<std::mutex> guard{r.mtx};
+      node = r.node;
+    }
+    line = format_json(now, lvl, c.name(), node, msg, f);
+  } else {
+    line = format(now, lvl, c.name().c_str(), msg);
+  }
+  line.pop_back(); // spdlog ends the line
+  r.out->log(to_spdlog(lvl), spdlog::string_view_t{line.data(), line.size()});
+}
+
+void write(level lvl, const char* name, const std::string& msg) {
+  write(lvl, component_named(name), msg);
 }
 
 } // namespace edda::log

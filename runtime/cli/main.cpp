@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -45,11 +46,13 @@ Commands:
                             manage topics
   produce                   send messages (or measure throughput with --count)
   consume                   receive messages as a member of a consumer group
-  group list                show consumer groups and their members
+  group list|describe       consumer groups; one group's members, addresses
+                            and lag per partition
   dlq list|redrive          inspect and redrive a group's dead letters
   txn list|show|resolve     transactions without an outcome; operator override
   saga list|show|start      sagas: filter by state, type, age; steps and history
   status                    the node's storage, durability and counters
+  backup DIR                a consistent hot copy of the node's data
   cluster status            members, their addresses and links, the lease
   bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
                             against a node process; the LMDB disk floor
@@ -721,18 +724,126 @@ void warn_unreachable(const Names& nodes, const char* what) {
   std::cerr << ": down or unreachable\n";
 }
 
+const char* group_help = R"(Usage:
+  edda group list                           groups: mode, members, topics
+  edda group describe GROUP                 its members (client id, address,
+                                            subscriptions) and, per topic and
+                                            partition, committed offset, end
+                                            offset, lag, in flight, member
+)";
+
+/// `cursor` is group `g`'s: the group itself, or one of its broadcast
+/// members' (g@client).
+bool cursor_of(const std::string& cursor, const std::string& g) {
+  return cursor == g || cursor.rfind(g + "@", 0) == 0;
+}
+
+int group_describe(const client::connection& conn, const std::string& name,
+                   bool json) {
+  auto groups = client::admin::list_groups(conn);
+  if (!groups)
+    return fail(groups.error());
+  pb::GroupDescription out;
+  bool known = false;
+  for (auto& g : groups->groups())
+    if (g.group() == name) {
+      *out.mutable_group() = g;
+      known = true;
+    }
+  // The lag is the topics': every topic the group has offsets on, even
+  // with no member now.
+  auto topics = client::admin::list_topics(conn, true);
+  if (!topics)
+    return fail(topics.error());
+  std::vector<std::string> missing;
+  for (auto& t : topics->topics()) {
+    auto d = client::admin::describe_topic(conn, t.meta().name());
+    if (!d) {
+      missing.push_back(t.meta().name() + " (" + render(d.error()) + ")");
+      continue;
+    }
+    pb::TopicInfo mine;
+    *mine.mutable_meta() = d->meta();
+    *mine.mutable_partitions() = d->partitions();
+    for (auto& l : d->groups())
+      if (cursor_of(l.cursor(), name))
+        *mine.add_groups() = l;
+    if (mine.groups_size() > 0) {
+      known = true;
+      *out.add_topics() = std::move(mine);
+    }
+  }
+  if (!known) {
+    for (auto& m : missing)
+      std::cerr << "edda: warning: topic " << m << " not read\n";
+    return fail(make_error(errc::unknown_group,
+                           "no group '" + name
+                             + "': it has no members and no offsets (edda "
+                               "group list shows the groups)"));
+  }
+  out.mutable_group()->set_group(name);
+  if (json) {
+    print_json(out);
+  } else {
+    auto& g = out.group();
+    std::cout << "group " << name << ": "
+              << (g.mode() == pb::BROADCAST ? "broadcast" : "clustering")
+              << ", generation " << g.generation() << ", "
+              << g.member_details_size() << " members\n";
+    if (g.member_details_size() > 0)
+      std::cout << "  MEMBER\tADDRESS\tSUBSCRIPTIONS\n";
+    for (auto& m : g.member_details()) {
+      std::cout << "  " << m.client_id() << "\t"
+                << (m.address().empty() ? "-" : m.address()) << "\t";
+      for (int i = 0; i < m.subscriptions_size(); ++i)
+        std::cout << (i > 0 ? ", " : "") << m.subscriptions(i);
+      std::cout << "\n";
+    }
+    if (out.topics_size() > 0)
+      std::cout << "  TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tIN FLIGHT\tMEMBER\n";
+    uint64_t total = 0;
+    for (auto& t : out.topics())
+      for (auto& l : t.groups()) {
+        std::string end = "?";
+        for (auto& p : t.partitions())
+          if (p.partition() == l.partition())
+            end = p.unavailable() ? "unavailable"
+                                  : std::to_string(p.end_offset());
+        std::cout << "  " << t.meta().name() << "\t" << l.partition() << "\t"
+                  << l.committed() << "\t" << end << "\t" << l.lag() << "\t"
+                  << l.inflight() << "\t"
+                  << (l.member().empty() ? "-" : l.member())
+                  << (l.cursor() != name ? " (" + l.cursor() + ")" : "")
+                  << "\n";
+        total += l.lag();
+      }
+    std::cout << "  total lag " << total << "\n";
+  }
+  for (auto& m : missing)
+    std::cerr << "edda: warning: topic " << m << " not read\n";
+  warn_unreachable(groups->unreachable(), "groups");
+  return 0;
+}
+
 int cmd_group(const std::vector<std::string>& argv) {
   args a;
   std::string err;
   if (!a.parse(argv, {"help", "json"}, {"node"}, err))
-    return fail(err);
-  if (a.has("help") || a.positional.empty() || a.positional[0] != "list") {
-    std::cout << "Usage: edda group list\n";
+    return fail(err + "\n" + group_help);
+  if (a.has("help") || a.positional.empty()) {
+    std::cout << group_help;
     return a.has("help") ? 0 : 1;
   }
+  const auto& verb = a.positional[0];
+  if (verb != "list" && verb != "describe")
+    return fail("unknown group command '" + verb + "'\n" + group_help);
+  if (verb == "describe" && a.positional.size() != 2)
+    return fail("group describe needs one GROUP\n" + std::string{group_help});
   auto conn = connect(a);
   if (!conn)
     return fail(conn.error());
+  if (verb == "describe")
+    return group_describe(*conn, a.positional[1], a.has("json"));
   auto r = client::admin::list_groups(*conn);
   if (!r)
     return fail(r.error());
@@ -855,12 +966,20 @@ int cmd_txn(const std::vector<std::string>& argv) {
     }
     std::printf("%-34s %-16s %-16s %8s %6s %10s\n", "txn", "producer group",
                 "topic", "age", "checks", "next check");
-    for (auto& t : r->records())
-      std::printf("%-34s %-16s %-16s %8s %6u %10s\n", t.txn_id().c_str(),
+    int orphaned = 0;
+    for (auto& t : r->records()) {
+      std::printf("%-34s %-16s %-16s %8s %6u %10s%s\n", t.txn_id().c_str(),
                   t.producer_group().c_str(), t.message().topic().c_str(),
                   age(r->now_ms() - t.created_ms()).c_str(), t.checks(),
-                  age(t.next_check_ms() - r->now_ms()).c_str());
+                  age(t.next_check_ms() - r->now_ms()).c_str(),
+                  t.orphaned() ? "  no producer alive" : "");
+      orphaned += t.orphaned() ? 1 : 0;
+    }
     std::printf("%d transactions in doubt\n", r->records_size());
+    if (orphaned > 0)
+      std::printf("%d of them with no producer of their group alive to answer "
+                  "a check-back: start one, or `edda txn resolve`\n",
+                  orphaned);
     return 0;
   }
   if (verb == "show") {
@@ -877,6 +996,10 @@ int cmd_txn(const std::vector<std::string>& argv) {
               << ", message " << r->message().id() << ", "
               << r->message().body().size() << " bytes\n  check-backs "
               << r->checks() << "\n";
+    if (r->orphaned())
+      std::cout << "  no producer of group " << r->producer_group()
+                << " is alive to answer a check-back: start one, or settle "
+                   "it with `edda txn resolve`\n";
     if (r->state() != pb::TxnRecord::PREPARED)
       std::cout << "  resolved by " << r->resolved_by()
                 << (r->reason().empty() ? "" : ": " + r->reason()) << "\n";
@@ -899,6 +1022,49 @@ int cmd_txn(const std::vector<std::string>& argv) {
     return 0;
   }
   return fail("unknown txn command '" + verb + "'\n" + txn_help);
+}
+
+const char* backup_help = R"(Usage: edda backup DIR [--compact] [--node HOST:PORT] [--json]
+
+A consistent copy of the node's data (LMDB), taken while it serves: writes
+go on meanwhile, the copy holds exactly what was committed when it began.
+DIR is on the node's machine and must be new or empty; a relative DIR is
+taken from this shell's working directory. --compact leaves free pages out
+(smaller, slower). Restore: stop the node and start it with --data-dir DIR
+(or put DIR/data.mdb in place of its data dir's). In a cluster this copies
+one node's data, which restores that node only (its identity is inside).
+)";
+
+int cmd_backup(const std::vector<std::string>& argv) {
+  args a;
+  std::string err;
+  if (!a.parse(argv, {"help", "json", "compact"}, {"node"}, err))
+    return fail(err + "\n" + backup_help);
+  if (a.has("help")) {
+    std::cout << backup_help;
+    return 0;
+  }
+  if (a.positional.size() != 1)
+    return fail(std::string{"backup needs one DIR\n"} + backup_help);
+  std::error_code ec;
+  auto dir = std::filesystem::absolute(a.positional[0], ec).lexically_normal();
+  if (ec)
+    return fail("cannot make '" + a.positional[0] + "' absolute: "
+                + ec.message());
+  auto conn = connect(a);
+  if (!conn)
+    return fail(conn.error());
+  auto r = client::admin::backup(*conn, dir.string(), a.has("compact"));
+  if (!r)
+    return fail(r.error());
+  if (a.has("json")) {
+    print_json(*r);
+    return 0;
+  }
+  std::cout << "backup of node " << r->node_id() << " written to "
+            << r->dir() << "/data.mdb: " << r->bytes() << " bytes in "
+            << r->millis() << " ms\n";
+  return 0;
 }
 
 int cmd_status(const std::vector<std::string>& argv) {
@@ -1436,6 +1602,8 @@ int main(int argc, char** argv) {
     return cmd_bench(args);
   if (cmd == "saga")
     return cmd_saga(args);
+  if (cmd == "backup")
+    return cmd_backup(args);
   std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
   return 1;
 }

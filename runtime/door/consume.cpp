@@ -163,6 +163,7 @@ private:
     o.from = sub_.from() == wire_from_latest ? client::consume_from::latest
                                              : client::consume_from::earliest;
     o.client_id = sub_.client_id();
+    o.address = "door " + ctx_->peer();
     o.max_reconsume = sub_.max_reconsume();
     o.retry_delays_ms.assign(sub_.retry_delays_ms().begin(),
                              sub_.retry_delays_ms().end());

@@ -18,6 +18,7 @@ using namespace std::chrono_literals;
 constexpr auto admin_cap = std::chrono::milliseconds{30000};
 constexpr auto saga_wait_cap = std::chrono::milliseconds{300000};
 constexpr auto elect_cap = std::chrono::milliseconds{125000};
+constexpr auto backup_cap = std::chrono::milliseconds{3600000};
 
 /// Passes `req` to the node and answers with its reply (or its error),
 /// without holding a thread meanwhile.
@@ -133,6 +134,11 @@ public:
                                        const pb::NodeStatusRequest* req,
                                        pb::NodeStatus* out) override {
     return forward(st_, ctx, *req, out);
+  }
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* ctx,
+                                   const pb::BackupRequest* req,
+                                   pb::BackupDone* out) override {
+    return forward(st_, ctx, *req, out, backup_cap);
   }
   grpc::ServerUnaryReactor* ListTransactions(grpc::CallbackServerContext* ctx,
                                              const pb::TxnList* req,

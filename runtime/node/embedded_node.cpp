@@ -313,6 +313,28 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       if (auto err = replication::end_log(*im.env))
         return err;
   }
+  // An alert once the map is 80% used (again once it went under 75%):
+  // past 100% every write fails with storage_full.
+  stream.usage = [alerts = im.alerts,
+                  high = std::make_shared<bool>(false)](uint64_t used,
+                                                        uint64_t size) {
+    if (size == 0)
+      return;
+    auto pct = used * 100 / size;
+    if (pct >= 80 && !*high) {
+      *high = true;
+      alerts->raise(alert{
+        "storage_map_high", "storage",
+        "the LMDB map is " + std::to_string(pct) + "% used ("
+          + std::to_string(used >> 20) + " of " + std::to_string(size >> 20)
+          + " MiB, the high-water mark: pages freed by deletes are reused "
+            "but not subtracted): once full, writes that need new pages fail "
+            "with storage_full; raise storage.map_size and restart",
+        "", now_ms()});
+    } else if (pct < 75) {
+      *high = false;
+    }
+  };
   im.writer = storage::spawn_writer(
     sys, im.env, true,
     std::chrono::milliseconds(settings.offset_flush_delay_ms),
@@ -704,6 +726,10 @@ embedded_node::start_once(const config::node_settings& settings,
   log::level lvl;
   if (log::parse_level(settings.log_level, lvl))
     log::set_level(lvl);
+  log::set_format(settings.log_format == "json" ? log::format_kind::json
+                                                : log::format_kind::text);
+  if (std::string why; !log::set_levels(settings.log_levels, why))
+    return make_error(errc::bad_config, "log.levels: " + why);
   auto coded_sagas = opts.sagas; // before the declared ones join them
   // Declared saga types (saga.types), checked before anything is opened.
   sagas::step_options step_defaults;
@@ -737,6 +763,7 @@ embedded_node::start_once(const config::node_settings& settings,
   if (!id)
     return id.error();
   im->node_id = *id;
+  log::set_node(im->node_id);
   wire::register_types(im->cfg);
   im->cfg.load<caf::io::middleman>();
   if (auto err = load_tls(im->cfg, settings))

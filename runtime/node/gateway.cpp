@@ -669,6 +669,44 @@ caf::behavior gateway(gateway_ptr self,
     [=](pb::ReplPositionQuery& x) -> caf::result<pb::ReplAck> {
       return to_cluster<pb::ReplAck>(self, cluster, x);
     },
+    [=](pb::BackupRequest& x) -> caf::result<pb::BackupDone> {
+      // The copy blocks for as long as it takes: a thread of its own.
+      auto env = ctx->env;
+      auto node = ctx->node_id;
+      auto worker = self->home_system().spawn<caf::detached>(
+        [env, node](caf::event_based_actor* w) -> caf::behavior {
+          return {[=](const pb::BackupRequest& r) -> caf::result<pb::BackupDone> {
+            w->quit();
+            auto began = std::chrono::steady_clock::now();
+            auto bytes = env->copy_to(r.dir(), r.compact());
+            if (!bytes) {
+              EDDA_WARN("storage", "backup to '" << r.dir() << "' refused or "
+                                                 << "failed: "
+                                                 << render(bytes.error()));
+              return bytes.error();
+            }
+            pb::BackupDone done;
+            done.set_dir(r.dir());
+            done.set_node_id(node);
+            done.set_bytes(*bytes);
+            done.set_millis(static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - began)
+                .count()));
+            metrics::counter("storage.backups")++;
+            EDDA_INFO("storage", "backup written to '"
+                                   << r.dir() << "': " << done.bytes()
+                                   << " bytes in " << done.millis() << " ms"
+                                   << (r.compact() ? " (compacted)" : ""));
+            return done;
+          }};
+        });
+      auto rp = self->make_response_promise<pb::BackupDone>();
+      self->request(worker, caf::infinite, std::move(x))
+        .then([rp](pb::BackupDone& d) mutable { rp.deliver(std::move(d)); },
+              [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      return rp;
+    },
     [=](const pb::NodeStatusRequest&) {
       pb::NodeStatus s;
       s.set_node_id(ctx->node_id);

@@ -548,6 +548,11 @@ caf::result<pb::ElectReply> take_move(self_ptr self, const pb::ElectRequest& r) 
   EDDA_WARN("replication", (add ? "a replica of group " : "a move of group ")
                              << r.group() << (add ? " on " : " to ") << target
                              << " was asked by " << r.by());
+  EDDA_INFO_F("audit", "replica group " << r.group() << ": "
+                                        << (add ? "add replica on " : "move to ")
+                                        << target << " by " << r.by(),
+              {"action", add ? "cluster add-replica" : "cluster move-group"},
+              {"group", r.group()}, {"target", target}, {"by", r.by()});
   auto rp = self->make_response_promise<pb::ElectReply>();
   st.pending.push_back({r.group(), add ? "replica" : "move",
                         add ? target : (home ? std::string{} : target),
@@ -597,6 +602,10 @@ caf::result<pb::ElectReply> take_request(self_ptr self,
                                            + " changed meanwhile; ask again");
   EDDA_WARN("replication", "an unclean election of group "
                              << r.group() << " was asked by " << r.by());
+  EDDA_INFO_F("audit", "replica group " << r.group()
+                                        << ": unclean election by " << r.by(),
+              {"action", "cluster elect --unclean"}, {"group", r.group()},
+              {"by", r.by()});
   auto rp = self->make_response_promise<pb::ElectReply>();
   st.pending.push_back({r.group(), "", "", put->revision,
                         std::chrono::steady_clock::now()

@@ -8,6 +8,7 @@
 #include <lmdb.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -224,6 +225,50 @@ environment::apply(const std::vector<const wire::v1::WriteBatch*>& batches,
     return lmdb_error(rc, "commit");
   EDDA_FAILPOINT("storage.after_commit");
   return caf::none;
+}
+
+caf::expected<uint64_t> environment::copy_to(const std::string& dir,
+                                             bool compact) const {
+  namespace fs = std::filesystem;
+  if (dir.empty() || dir[0] != '/')
+    return make_error(errc::invalid_argument,
+                      "a backup dir must be an absolute path on the node's "
+                      "machine, got '" + dir + "'");
+  std::error_code ec;
+  fs::path p{dir};
+  if (fs::exists(p, ec)) {
+    if (!fs::is_directory(p, ec))
+      return make_error(errc::invalid_argument,
+                        "'" + dir + "' exists and is not a directory");
+    if (!fs::is_empty(p, ec))
+      return make_error(errc::invalid_argument,
+                        "'" + dir + "' is not empty: a backup goes into a "
+                        "new or empty directory");
+  } else if (!fs::create_directories(p, ec) && ec) {
+    return make_error(errc::invalid_argument,
+                      "cannot create '" + dir + "': " + ec.message());
+  }
+  auto file = (p / "data.mdb").string();
+  int rc = mdb_env_copy2(env_, dir.c_str(), compact ? MDB_CP_COMPACT : 0);
+  int fd = rc == 0 ? ::open(file.c_str(), O_RDONLY | O_CLOEXEC) : -1;
+  if (rc == 0 && (fd < 0 || ::fsync(fd) != 0))
+    rc = errno != 0 ? errno : EIO;
+  if (fd >= 0)
+    ::close(fd);
+  if (rc == 0) {
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void) ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  if (rc != 0) {
+    fs::remove(file, ec);
+    return make_error(errc::storage_error, "backup to '" + dir
+                                             + "' failed: " + mdb_strerror(rc));
+  }
+  auto size = fs::file_size(file, ec);
+  return ec ? uint64_t{0} : static_cast<uint64_t>(size);
 }
 
 uint64_t environment::map_used() const {

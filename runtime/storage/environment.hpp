@@ -104,6 +104,16 @@ public:
   [[nodiscard]] caf::error apply(const std::vector<const wire::v1::WriteBatch*>& batches,
                                  std::vector<caf::error>& failed);
 
+  /// Writes a consistent copy of the environment (one read transaction:
+  /// writers go on meanwhile) as `dir`/data.mdb, synced. `dir` must be an
+  /// absolute path, new or an empty directory (created if missing).
+  /// `compact` leaves free pages out. Blocks for as long as the copy takes:
+  /// call it off the actor threads. Returns the copy's size in bytes.
+  /// Errors: invalid_argument (the dir), storage_error (the copy failed;
+  /// its partial file is removed).
+  [[nodiscard]] caf::expected<uint64_t> copy_to(const std::string& dir,
+                                                bool compact) const;
+
   /// Bytes of the map in use (last page number times page size).
   [[nodiscard]] uint64_t map_used() const;
 

@@ -45,6 +45,7 @@ struct writer_state {
   uint64_t repl_seq = 0; // the last commit shipped (stream.ship set)
   uint64_t replicated = 0; // gated: the last commit the replicas have
   std::deque<parked_commit> parked; // gated: by seq
+  std::chrono::steady_clock::time_point usage_told{}; // stream.usage
   static inline const char* name = "edda.storage.writer";
 };
 
@@ -61,6 +62,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
     self->state.replicated = self->state.repl_seq; // durable before a restart
   auto& commits = metrics::counter("storage.commits");
   auto& batches_total = metrics::counter("storage.batches");
+  auto& commit_latency = metrics::latency("storage.commit");
   return {
     [=](wire::pb::WriteBatch& batch) -> caf::result<wire::pb::WriteResult> {
       auto& st = self->state;
@@ -94,7 +96,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         self->send(self, wire::flush_atom::value);
       }
     },
-    [=, &commits, &batches_total](wire::flush_atom) {
+    [=, &commits, &batches_total, &commit_latency](wire::flush_atom) {
       auto& st = self->state;
       st.flush_scheduled = false;
       st.urgent = 0;
@@ -146,7 +148,9 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
         ptrs.push_back(&position);
       }
       std::vector<caf::error> failed;
+      auto began = std::chrono::steady_clock::now();
       auto err = st.env->apply(ptrs, failed);
+      commit_latency.observe(std::chrono::steady_clock::now() - began);
       if (err) {
         EDDA_ERROR("storage", "write transaction failed, writes stopped: "
                                 << render(err));
@@ -158,6 +162,10 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       }
       ++st.commit_seq;
       commits++;
+      if (st.stream.usage && began - st.usage_told >= std::chrono::seconds(1)) {
+        st.usage_told = began;
+        st.stream.usage(st.env->map_used(), st.env->opts().map_size);
+      }
       if (st.stream.ship) {
         wire::pb::ReplBatch out;
         out.set_leader_epoch(st.stream.epoch);

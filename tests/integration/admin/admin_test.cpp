@@ -3,25 +3,32 @@
 #include "admin/admin_server.hpp"
 #include "admin/prometheus.hpp"
 #include "base/errc.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
 #include "client/transaction_producer.hpp"
 #include "config/settings.hpp"
 #include "node/embedded_node.hpp"
+#include "sagas/remote.hpp"
 #include "support/util.hpp"
 
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -42,9 +49,13 @@ struct sample {
 };
 
 /// Parses the Prometheus text format strictly enough to catch a malformed
-/// line: every line is a comment (# HELP / # TYPE), or a sample.
+/// line: every line is a comment (# HELP / # TYPE), or a sample of the
+/// family typed last (a histogram's: `_bucket`, `_sum`, `_count`).
 std::vector<sample> parse(const std::string& text, std::set<std::string>& counters,
-                          std::vector<std::string>& bad) {
+                          std::vector<std::string>& bad,
+                          std::set<std::string>* histogram_families = nullptr) {
+  std::set<std::string> own;
+  auto* histograms = histogram_families != nullptr ? histogram_families : &own;
   static const std::regex line_re{
     R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ([-+]?([0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?|Inf)|NaN)$)"};
   static const std::regex label_re{R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
@@ -64,6 +75,8 @@ std::vector<sample> parse(const std::string& text, std::set<std::string>& counte
         bad.push_back("a second TYPE: " + line);
       if (type == "counter")
         counters.insert(name);
+      else if (type == "histogram")
+        histograms->insert(name);
       else if (type != "gauge")
         bad.push_back(line);
       family = name;
@@ -76,7 +89,11 @@ std::vector<sample> parse(const std::string& text, std::set<std::string>& counte
     }
     sample s;
     s.name = m[1];
-    if (s.name != family)
+    bool ours = s.name == family;
+    if (histograms->count(family) != 0)
+      ours = s.name == family + "_bucket" || s.name == family + "_sum"
+             || s.name == family + "_count";
+    if (!ours)
       bad.push_back("outside its family: " + line);
     s.value = std::stod(m[4]);
     std::string labels = m[3];
@@ -116,6 +133,94 @@ bool has(const std::vector<sample>& all, const std::string& name,
     if (matches(s, name, want))
       return true;
   return false;
+}
+
+/// A transaction of producer group `group` on `topic` left in doubt (its
+/// local transaction and every check-back say unknown), with its producer
+/// (alive until reset).
+struct in_doubt {
+  std::unique_ptr<client::transaction_producer> producer;
+  std::string txn_id;
+};
+
+in_doubt leave_in_doubt(const client::connection& conn, const std::string& topic,
+                        const std::string& group) {
+  in_doubt out;
+  client::txn_producer_options to;
+  to.group = group;
+  auto tp = client::transaction_producer::start(
+    conn, to, [](const client::txn_check&) { return client::txn_outcome::unknown; });
+  if (!tp) {
+    ADD_FAILURE() << edda::render(tp.error());
+    return out;
+  }
+  client::message tm;
+  tm.topic = topic;
+  tm.body = "pending";
+  auto tr = (*tp)->send_in_transaction(
+    tm, [](const client::message&, const std::string&) {
+      return client::txn_outcome::unknown;
+    });
+  if (!tr) {
+    ADD_FAILURE() << edda::render(tr.error());
+    return out;
+  }
+  out.producer = std::move(*tp);
+  out.txn_id = tr.txn_id;
+  return out;
+}
+
+/// Serves step `charge` of the declared saga type `pay` (participant
+/// pay.charge), always with success.
+auto serve_pay(const client::connection& conn) {
+  return edda::sagas::participant_host::start(
+    conn,
+    {{"pay.charge", [](const edda::sagas::step_request&) {
+        return edda::sagas::step_result::success("charged");
+      }}},
+    {.client_id = "pay-1", .workers = 1});
+}
+
+TEST(Prometheus, AHistogramHasCumulativeBucketsThenSumAndCount) {
+  edda::admin::exposition x;
+  x.family("edda_storage.commit_seconds", "histogram", "commit time");
+  x.histogram({{"part", "action"}}, {0.001, 0.0025, 1}, {2, 5, 7}, 9, 3.5);
+  EXPECT_EQ(x.text(),
+            "# HELP edda_storage_commit_seconds commit time\n"
+            "# TYPE edda_storage_commit_seconds histogram\n"
+            "edda_storage_commit_seconds_bucket{part=\"action\",le=\"0.001\"} 2\n"
+            "edda_storage_commit_seconds_bucket{part=\"action\",le=\"0.0025\"} 5\n"
+            "edda_storage_commit_seconds_bucket{part=\"action\",le=\"1\"} 7\n"
+            "edda_storage_commit_seconds_bucket{part=\"action\",le=\"+Inf\"} 9\n"
+            "edda_storage_commit_seconds_sum{part=\"action\"} 3.5\n"
+            "edda_storage_commit_seconds_count{part=\"action\"} 9\n");
+}
+
+TEST(Metrics, AnObservationCountsInItsBucketAndEveryLargerOne) {
+  edda::metrics::histogram h;
+  h.observe(0.003);                       // (0.0025, 0.005]
+  h.observe(std::chrono::microseconds{50}); // <= 0.0001
+  h.observe(0.005);                       // a bound is inclusive
+  h.observe(60.0);                        // over the last bound: +Inf only
+  auto r = h.read();
+  const auto& b = edda::metrics::histogram::bounds;
+  auto at = [&](double le) {
+    for (size_t i = 0; i < b.size(); ++i)
+      if (b[i] == le)
+        return r.buckets[i];
+    ADD_FAILURE() << "no bound " << le;
+    return uint64_t{0};
+  };
+  EXPECT_EQ(at(0.0001), 1u);
+  EXPECT_EQ(at(0.0025), 1u);
+  EXPECT_EQ(at(0.005), 3u);
+  EXPECT_EQ(at(10.0), 3u);
+  EXPECT_EQ(r.count, 4u);
+  EXPECT_NEAR(r.sum, 0.003 + 0.00005 + 0.005 + 60.0, 1e-6);
+  // The registry hands out one histogram per name and label value.
+  auto& a = edda::metrics::latency("test.x", "part", "a");
+  EXPECT_EQ(&a, &edda::metrics::latency("test.x", "part", "a"));
+  EXPECT_NE(&a, &edda::metrics::latency("test.x", "part", "b"));
 }
 
 TEST(Prometheus, NamesAreMadeValidAndLabelValuesEscaped) {
@@ -202,19 +307,8 @@ TEST_F(AdminHttpTest, MetricsMatchTheStateTheTestMade) {
   send(5);
   send(6);
   // A transaction whose outcome stays unknown: in doubt.
-  client::txn_producer_options to;
-  to.group = "wallets";
-  auto tp = client::transaction_producer::start(
-    conn, to, [](const client::txn_check&) { return client::txn_outcome::unknown; });
-  ASSERT_TRUE(tp) << edda::render(tp.error());
-  client::message tm;
-  tm.topic = "orders";
-  tm.body = "pending";
-  auto tr = (*tp)->send_in_transaction(
-    tm, [](const client::message&, const std::string&) {
-      return client::txn_outcome::unknown;
-    });
-  ASSERT_TRUE(tr) << edda::render(tr.error());
+  auto doubt = leave_in_doubt(conn, "orders", "wallets");
+  ASSERT_FALSE(doubt.txn_id.empty());
   // A saga whose participant never registers: running (waiting for it).
   ASSERT_TRUE(client::admin::saga_start(conn, "pay", "s1", "{}"));
 
@@ -296,6 +390,267 @@ TEST_F(AdminHttpTest, MetricsMatchTheStateTheTestMade) {
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 200);
   EXPECT_EQ(ready->body, "ready\n");
+}
+
+/// The samples of one scrape of `port`'s /metrics, with its histogram
+/// families; fails the test on a malformed line.
+std::vector<sample> scrape(uint16_t port, std::set<std::string>& histograms) {
+  httplib::Client http{"127.0.0.1", port};
+  http.set_read_timeout(10, 0);
+  auto res = http.Get("/metrics");
+  if (!res) {
+    ADD_FAILURE() << "no answer from the admin port";
+    return {};
+  }
+  EXPECT_EQ(res->status, 200);
+  std::set<std::string> counters;
+  std::vector<std::string> bad;
+  auto all = parse(res->body, counters, bad, &histograms);
+  EXPECT_TRUE(bad.empty()) << "malformed lines, the first: " << bad.front();
+  return all;
+}
+
+TEST_F(AdminHttpTest, LatencyHistogramsCountTheCommitsAndStepsTheNodeMade) {
+  auto node = edda::node::embedded_node::start(settings());
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  auto conn = n.connect();
+  ASSERT_TRUE(client::admin::create_topic(conn, "orders", 1));
+  auto host = serve_pay(conn);
+  ASSERT_TRUE(host) << edda::render(host.error());
+  std::set<std::string> families;
+  auto before = scrape(n.admin_port(), families);
+  // Three acknowledged sends: each waited for a commit of its own.
+  client::producer p{conn};
+  for (int i = 0; i < 3; ++i) {
+    client::message m;
+    m.topic = "orders";
+    m.body = "m" + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << edda::render(r.error());
+  }
+  // Two sagas of one step each, waited for to the end.
+  for (auto id : {"h1", "h2"}) {
+    auto s = client::admin::saga_start(conn, "pay", id, "{}", 10s);
+    ASSERT_TRUE(s) << edda::render(s.error());
+    ASSERT_EQ(s->record().state(),
+              static_cast<uint32_t>(edda::sagas::saga_state::completed));
+  }
+  auto after = scrape(n.admin_port(), families);
+  for (auto f : {"edda_storage_commit_seconds", "edda_sagas_step_seconds",
+                 "edda_sagas_duration_seconds"})
+    EXPECT_EQ(families.count(f), 1u) << f << " is not a histogram family";
+
+  // Every series: buckets cumulative in the order of their bounds, +Inf
+  // equal to _count.
+  std::map<std::string, std::vector<std::pair<std::string, double>>> series;
+  for (auto& s : after)
+    if (s.name.size() > 7 && s.name.rfind("_bucket") == s.name.size() - 7) {
+      auto key = s.name;
+      for (auto& [k, v] : s.labels)
+        if (k != "le")
+          key += "|" + k + "=" + v;
+      series[key].emplace_back(s.labels.at("le"), s.value);
+    }
+  ASSERT_GE(series.size(), 3u);
+  for (auto& [key, buckets] : series) {
+    double last = 0;
+    for (auto& [le, v] : buckets) {
+      EXPECT_GE(v, last) << key << " le=" << le;
+      last = v;
+    }
+    ASSERT_EQ(buckets.back().first, "+Inf") << key;
+  }
+  auto delta = [&](const std::string& name,
+                   const std::map<std::string, std::string>& l = {}) {
+    return sum(after, name, l) - sum(before, name, l);
+  };
+  EXPECT_EQ(sum(after, "edda_storage_commit_seconds_bucket", {{"le", "+Inf"}}),
+            sum(after, "edda_storage_commit_seconds_count"));
+  EXPECT_GE(delta("edda_storage_commit_seconds_count"), 3);
+  EXPECT_GE(delta("edda_storage_commit_seconds_sum"), 0);
+  // One action per saga, no compensation; each answered within 10 s.
+  EXPECT_EQ(delta("edda_sagas_step_seconds_count", {{"part", "action"}}), 2);
+  EXPECT_EQ(delta("edda_sagas_step_seconds_bucket",
+                  {{"part", "action"}, {"le", "10"}}),
+            2);
+  EXPECT_GT(delta("edda_sagas_step_seconds_sum", {{"part", "action"}}), 0);
+  EXPECT_LT(delta("edda_sagas_step_seconds_sum", {{"part", "action"}}), 20);
+  EXPECT_EQ(delta("edda_sagas_step_seconds_count", {{"part", "compensation"}}),
+            0);
+  EXPECT_EQ(delta("edda_sagas_duration_seconds_count",
+                  {{"state", "completed"}}),
+            2);
+  EXPECT_EQ(delta("edda_sagas_duration_seconds_count", {{"state", "failed"}}),
+            0);
+}
+
+TEST_F(AdminHttpTest, AlertsTellOfAFillingMapAndOfATransactionNobodyCanSettle) {
+  auto s = settings();
+  s.map_size = 8ull << 20;
+  s.txn_check_after_ms = 200;
+  s.txn_orphan_alert_after_ms = 600;
+  auto node = edda::node::embedded_node::start(s);
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  std::mutex mtx;
+  std::vector<edda::alert> alerts;
+  n.alerts().add_hook([&](const edda::alert& a) {
+    std::lock_guard<std::mutex> guard{mtx};
+    alerts.push_back(a);
+  });
+  auto raised = [&](const std::string& kind) {
+    std::lock_guard<std::mutex> guard{mtx};
+    for (auto& a : alerts)
+      if (a.kind == kind)
+        return a;
+    return edda::alert{};
+  };
+  auto conn = n.connect();
+
+  // A transaction whose producer goes away before it is settled.
+  ASSERT_TRUE(client::admin::create_topic(conn, "fill", 1));
+  auto tr = leave_in_doubt(conn, "fill", "wallets");
+  ASSERT_FALSE(tr.txn_id.empty());
+  auto shown = client::admin::txn_show(conn, tr.txn_id);
+  ASSERT_TRUE(shown) << edda::render(shown.error());
+  EXPECT_FALSE(shown->orphaned()) << "its producer is alive";
+  tr.producer.reset(); // the only producer of group wallets stops
+  ASSERT_TRUE(eventually(10s, [&] { return !raised("txn_orphaned").kind.empty(); }))
+    << "no txn_orphaned alert";
+  auto orphan = raised("txn_orphaned");
+  EXPECT_EQ(orphan.subject, tr.txn_id);
+  EXPECT_NE(orphan.detail.find("producer group 'wallets'"), std::string::npos)
+    << orphan.detail;
+  EXPECT_NE(orphan.detail.find("edda txn resolve"), std::string::npos);
+  shown = client::admin::txn_show(conn, tr.txn_id);
+  ASSERT_TRUE(shown);
+  EXPECT_TRUE(shown->orphaned());
+  std::set<std::string> families;
+  auto all = scrape(n.admin_port(), families);
+  EXPECT_EQ(sum(all, "edda_transactions_orphaned"), 1);
+  ASSERT_TRUE(client::admin::txn_resolve(conn, tr.txn_id, false, "test"));
+  all = scrape(n.admin_port(), families);
+  EXPECT_EQ(sum(all, "edda_transactions_orphaned"), 0);
+  EXPECT_EQ(sum(all, "edda_transactions_in_doubt"), 0);
+
+  // The map fills: past 80% (told after the next commit, at most a second
+  // later) an alert says so, before any write fails.
+  client::producer p{conn};
+  const std::string body(256 * 1024, 'x');
+  double ratio = 0;
+  for (int i = 0; i < 40 && ratio < 0.82; ++i) {
+    client::message m;
+    m.topic = "fill";
+    m.body = body;
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << "write " << i << " failed before 82%: "
+                   << edda::render(r.error());
+    auto st = client::admin::node_status(conn);
+    ASSERT_TRUE(st);
+    ratio = static_cast<double>(st->map_used()) / static_cast<double>(st->map_size());
+  }
+  ASSERT_GE(ratio, 0.82);
+  std::this_thread::sleep_for(1100ms);
+  client::message small;
+  small.topic = "fill";
+  small.body = "one more";
+  ASSERT_TRUE(p.send(small));
+  ASSERT_TRUE(eventually(5s, [&] { return !raised("storage_map_high").kind.empty(); }))
+    << "no storage_map_high alert at " << ratio;
+  auto high = raised("storage_map_high");
+  EXPECT_NE(high.detail.find("% used"), std::string::npos) << high.detail;
+  EXPECT_NE(high.detail.find("storage.map_size"), std::string::npos);
+  all = scrape(n.admin_port(), families);
+  EXPECT_GE(sum(all, "edda_lmdb_map_used_ratio"), 0.8);
+  EXPECT_GE(sum(all, "edda_alerts_storage_map_high_total"), 1);
+}
+
+/// Everything this process writes to stderr while alive, in a file.
+class stderr_capture {
+public:
+  explicit stderr_capture(const std::string& path) : path_(path) {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  ~stderr_capture() {
+    restore();
+  }
+  /// Stops capturing; the lines written.
+  std::vector<std::string> restore() {
+    if (saved_ >= 0) {
+      std::fflush(stderr);
+      ::dup2(saved_, 2);
+      ::close(saved_);
+      saved_ = -1;
+    }
+    std::vector<std::string> lines;
+    std::istringstream in{edda::test::read_file(path_)};
+    for (std::string l; std::getline(in, l);)
+      lines.push_back(l);
+    return lines;
+  }
+
+private:
+  std::string path_;
+  int saved_ = -1;
+};
+
+TEST_F(AdminHttpTest, JsonLogsCarryTheSagaAndTheOperatorOfEachAction) {
+  auto s = settings();
+  s.log_level = "info";
+  s.log_format = "json";
+  s.log_levels = "partition=error";
+  stderr_capture capture{dir_.path() + "/stderr.log"};
+  std::vector<std::string> lines;
+  std::string txn_id;
+  {
+    auto node = edda::node::embedded_node::start(s);
+    ASSERT_TRUE(node) << edda::render(node.error());
+    auto& n = **node;
+    auto conn = n.connect();
+    auto host = serve_pay(conn);
+    ASSERT_TRUE(host) << edda::render(host.error());
+    auto done = client::admin::saga_start(conn, "pay", "log-1", "{}", 10s);
+    ASSERT_TRUE(done) << edda::render(done.error());
+    // A transaction settled by an operator.
+    ASSERT_TRUE(client::admin::create_topic(conn, "orders", 1));
+    auto doubt = leave_in_doubt(conn, "orders", "wallets");
+    txn_id = doubt.txn_id;
+    ASSERT_FALSE(txn_id.empty());
+    ASSERT_TRUE(client::admin::txn_resolve(conn, txn_id, true, "alice"));
+    lines = capture.restore();
+  }
+  edda::log::set_format(edda::log::format_kind::text);
+  std::string why;
+  ASSERT_TRUE(edda::log::set_levels("", why));
+  bool started = false, completed = false, audited = false;
+  for (auto& l : lines) {
+    auto j = nlohmann::json::parse(l, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << "not JSON: " << l;
+    ASSERT_TRUE(j.contains("ts") && j.contains("level") && j.contains("msg")
+                && j.contains("component"))
+      << l;
+    EXPECT_EQ(j["ts"].get<std::string>().back(), 'Z') << l;
+    EXPECT_NE(j["component"], "partition") << "partition=error let through: " << l;
+    if (j["component"] == "saga" && j.value("saga_id", "") == "log-1") {
+      EXPECT_EQ(j.value("saga_type", ""), "pay") << l;
+      EXPECT_FALSE(j.value("node", "").empty()) << l;
+      auto msg = j["msg"].get<std::string>();
+      started |= msg.find("started") != std::string::npos;
+      completed |= msg.find("completed in") != std::string::npos
+                   && j.value("state", "") == "completed";
+    }
+    if (j["component"] == "audit" && j.value("by", "") == "alice"
+        && j.value("action", "") == "txn resolve commit")
+      audited = j.value("txn_id", "") == txn_id && j.value("group", "") == "wallets";
+  }
+  EXPECT_TRUE(started) << "no saga started line";
+  EXPECT_TRUE(completed) << "no saga completed line";
+  EXPECT_TRUE(audited) << "no audit line for the operator's resolve";
 }
 
 TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {

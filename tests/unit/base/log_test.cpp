@@ -18,3 +18,55 @@ TEST(LogTest, ALineStartsWithAnIso8601UtcTimestamp) {
 }
 
 } // namespace
+
+namespace {
+
+using edda::log::level;
+
+TEST(LogTest, AJsonLineHasTheFixedKeysThenTheFieldsEscaped) {
+  std::chrono::system_clock::time_point at{
+    std::chrono::milliseconds{1796672691051}};
+  auto line = edda::log::format_json(
+    at, level::info, "saga", "n1", "saga s-1 \"quoted\"\nnext",
+    {{"saga_id", "s-1"}, {"by", "alice"}, {"key", std::string("\xff", 1)}});
+  EXPECT_EQ(line, "{\"ts\":\"2026-12-07T19:44:51.051Z\",\"level\":\"info\","
+                  "\"component\":\"saga\",\"node\":\"n1\",\"msg\":\"saga s-1 "
+                  "\\\"quoted\\\"\\nnext\",\"saga_id\":\"s-1\",\"by\":\"alice\","
+                  "\"key\":\"\xef\xbf\xbd\"}\n");
+  // Without a node (a tool, not a node): no node key.
+  EXPECT_EQ(edda::log::format_json(at, level::warn, "x", "", "m", {}),
+            "{\"ts\":\"2026-12-07T19:44:51.051Z\",\"level\":\"warn\","
+            "\"component\":\"x\",\"msg\":\"m\"}\n");
+}
+
+TEST(LogTest, AComponentFollowsItsOwnLevelElseTheDefault) {
+  auto& saga = edda::log::component_named("test_saga");
+  auto& txn = edda::log::component_named("test_txn");
+  EXPECT_EQ(&saga, &edda::log::component_named("test_saga"));
+  edda::log::set_level(level::warn);
+  std::string err;
+  ASSERT_TRUE(edda::log::set_levels(" test_saga = debug , test_txn=off", err))
+    << err;
+  EXPECT_TRUE(saga.enabled(level::debug));
+  EXPECT_FALSE(txn.enabled(level::error));
+  // A component made later takes its configured level too.
+  auto& later = edda::log::component_named("test_later");
+  EXPECT_FALSE(later.enabled(level::info));
+  EXPECT_TRUE(later.enabled(level::warn));
+  // A malformed spec changes nothing and says which item.
+  EXPECT_FALSE(edda::log::set_levels("test_saga=loud", err));
+  EXPECT_NE(err.find("'test_saga=loud' is not COMPONENT=LEVEL"),
+            std::string::npos)
+    << err;
+  EXPECT_TRUE(saga.enabled(level::debug));
+  EXPECT_FALSE(edda::log::set_levels("=info", err));
+  // The default moves the components without a level of their own.
+  edda::log::set_level(level::debug);
+  EXPECT_TRUE(later.enabled(level::debug));
+  EXPECT_FALSE(txn.enabled(level::error));
+  ASSERT_TRUE(edda::log::set_levels("", err));
+  EXPECT_TRUE(txn.enabled(level::debug));
+  edda::log::set_level(level::info);
+}
+
+} // namespace

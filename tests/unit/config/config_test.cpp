@@ -69,6 +69,9 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.scheduler_policy, b.scheduler_policy);
   EXPECT_EQ(a.max_threads, b.max_threads);
   EXPECT_EQ(a.log_level, b.log_level);
+  EXPECT_EQ(a.log_format, b.log_format);
+  EXPECT_EQ(a.log_levels, b.log_levels);
+  EXPECT_EQ(a.txn_orphan_alert_after_ms, b.txn_orphan_alert_after_ms);
   ASSERT_EQ(a.groups.size(), b.groups.size());
   for (const auto& [name, g] : a.groups) {
     ASSERT_EQ(b.groups.count(name), 1u) << name;
@@ -110,6 +113,9 @@ node_settings non_defaults() {
   s.scheduler_policy = "stealing";
   s.max_threads = 3;
   s.log_level = "debug";
+  s.log_format = "json";
+  s.log_levels = "saga=warn,txn=debug";
+  s.txn_orphan_alert_after_ms = 90000;
   s.groups["orders"] = {3, {1000}};
   s.groups["pay.v2 \"fast\""] = {64, {1, 2, 3}};
   return s;
@@ -210,7 +216,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "txn.check_after",
                                        "txn.max_checks",
                                        "txn.max_check_interval",
-                                       "txn.check_timeout",
+                                       "txn.check_timeout", "txn.orphan_alert_after",
                                        "txn.final_policy",
                                        "txn.retention", "saga.shards", "saga.types",
                                        "saga.step_timeout", "saga.step_attempts",
@@ -224,7 +230,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "network.tls_ca",
                                        "scheduler.policy",
                                        "scheduler.max_threads",
-                                       "log.level",
+                                       "log.level", "log.format", "log.levels",
                                        "api.listen",
                                        "api.tokens",
                                        "api.max_request_size",

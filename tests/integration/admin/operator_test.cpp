@@ -1,0 +1,226 @@
+// Operator commands of the `edda` CLI run as a user runs them, against a
+// node in this process through its client door: `group describe` (members,
+// their addresses, lag per partition) and `backup` (a consistent copy
+// taken while writes go on, opened by a second node).
+#include "base/errc.hpp"
+#include "client/admin.hpp"
+#include "client/connection.hpp"
+#include "client/consumer.hpp"
+#include "client/producer.hpp"
+#include "config/settings.hpp"
+#include "node/embedded_node.hpp"
+#include "support/run_edda.hpp"
+#include "support/util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using edda::test::eventually;
+using edda::test::run_result;
+namespace client = edda::client;
+namespace admin = edda::client::admin;
+
+class OperatorCommandTest : public ::testing::Test {
+protected:
+  static edda::config::node_settings settings(const std::string& data) {
+    edda::config::node_settings s;
+    s.data_dir = data;
+    s.listen_port = 0; // the door and the admin port: the OS picks
+    s.mode = edda::config::durability::nosync;
+    s.map_size = 256ull << 20;
+    s.log_level = "error";
+    return s;
+  }
+
+  /// `edda ARGS... --node <the door>`.
+  run_result edda(std::vector<std::string> args, uint16_t door) {
+    args.push_back("--node");
+    args.push_back("127.0.0.1:" + std::to_string(door));
+    return edda::test::run_command(EDDA_BINARY, args, dir_.path());
+  }
+
+  static void send(client::producer& p, const std::string& topic, int i) {
+    client::message m;
+    m.topic = topic;
+    m.key = "k" + std::to_string(i);
+    m.body = "m" + std::to_string(i);
+    auto r = p.send(m);
+    ASSERT_TRUE(r) << edda::render(r.error());
+  }
+
+  static uint64_t end_offset(const client::connection& c,
+                             const std::string& topic) {
+    auto d = admin::describe_topic(c, topic);
+    EXPECT_TRUE(d) << edda::render(d.error());
+    uint64_t total = 0;
+    if (d)
+      for (auto& p : d->partitions())
+        total += p.end_offset();
+    return total;
+  }
+
+  edda::test::temp_dir dir_;
+};
+
+TEST_F(OperatorCommandTest, GroupDescribeShowsMembersTheirAddressesAndLag) {
+  auto node = edda::node::embedded_node::start(settings(dir_.path() + "/data"));
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  ASSERT_NE(n.api_port(), 0);
+  auto conn = n.connect();
+  ASSERT_TRUE(admin::create_topic(conn, "orders", 2));
+  client::producer p{conn};
+  for (int i = 0; i < 6; ++i)
+    send(p, "orders", i);
+  // A member of group billing over the door, as a service would be.
+  auto remote = client::connection::open("127.0.0.1", n.api_port(), {});
+  ASSERT_TRUE(remote) << edda::render(remote.error());
+  std::atomic<int> got{0};
+  client::consumer_options o;
+  o.group = "billing";
+  o.topic = "orders";
+  o.client_id = "biller-1";
+  auto c = client::consumer::start(*remote, o, [&](const client::received&) {
+    ++got;
+    return client::consume_result::success;
+  });
+  ASSERT_TRUE(c) << edda::render(c.error());
+  ASSERT_TRUE(eventually(10s, [&] { return got.load() == 6; }));
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto r = edda({"group", "describe", "billing"}, n.api_port());
+    return r.exit_code == 0 && r.out.find("total lag 0") != std::string::npos;
+  }));
+  auto live = edda({"group", "describe", "billing"}, n.api_port());
+  EXPECT_EQ(live.exit_code, 0) << live.err;
+  EXPECT_NE(live.out.find("group billing: clustering"), std::string::npos)
+    << live.out;
+  EXPECT_NE(live.out.find("1 members"), std::string::npos) << live.out;
+  // The member, where the node saw it connect from, and what it reads.
+  EXPECT_NE(live.out.find("biller-1\tdoor ipv4:127.0.0.1:"), std::string::npos)
+    << live.out;
+  EXPECT_NE(live.out.find("orders (*)"), std::string::npos) << live.out;
+  // One row per partition: committed = end, lag 0, its member.
+  uint64_t ends = 0;
+  auto described = admin::describe_topic(conn, "orders");
+  ASSERT_TRUE(described) << edda::render(described.error());
+  for (auto& pi : described->partitions()) {
+    auto row = "orders\t" + std::to_string(pi.partition()) + "\t"
+               + std::to_string(pi.end_offset()) + "\t"
+               + std::to_string(pi.end_offset()) + "\t0\t0\tbiller-1";
+    EXPECT_NE(live.out.find(row), std::string::npos) << row << "\n" << live.out;
+    ends += pi.end_offset();
+  }
+  EXPECT_EQ(ends, 6u);
+  auto json = edda({"group", "describe", "billing", "--json"}, n.api_port());
+  EXPECT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"client_id\":\"biller-1\""), std::string::npos)
+    << json.out;
+
+  // The member leaves; two more messages: no members, lag 2, still known.
+  (*c)->stop();
+  send(p, "orders", 6);
+  send(p, "orders", 7);
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto r = edda({"group", "describe", "billing"}, n.api_port());
+    return r.exit_code == 0 && r.out.find("0 members") != std::string::npos;
+  }));
+  auto idle = edda({"group", "describe", "billing"}, n.api_port());
+  EXPECT_NE(idle.out.find("total lag 2"), std::string::npos) << idle.out;
+
+  // Mistakes: an unknown group, no group, help.
+  auto unknown = edda({"group", "describe", "nobody"}, n.api_port());
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no group 'nobody'"), std::string::npos)
+    << unknown.err;
+  auto none = edda({"group", "describe"}, n.api_port());
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("needs one GROUP"), std::string::npos) << none.err;
+  auto help = edda::test::run_command(EDDA_BINARY, {"group", "-h"}, dir_.path());
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("edda group describe GROUP"), std::string::npos)
+    << help.out;
+}
+
+TEST_F(OperatorCommandTest, BackupIsAConsistentCopyTakenWhileWritesGoOn) {
+  auto node = edda::node::embedded_node::start(settings(dir_.path() + "/data"));
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  auto conn = n.connect();
+  ASSERT_TRUE(admin::create_topic(conn, "ledger", 1));
+  client::producer p{conn};
+  for (int i = 0; i < 200; ++i)
+    send(p, "ledger", i);
+  // Writes go on while the copy is taken (bounded: 2,000 or 20 s).
+  std::atomic<bool> stop{false};
+  std::atomic<int> acked{200};
+  std::thread writer{[&] {
+    client::producer wp{conn};
+    auto until = std::chrono::steady_clock::now() + 20s;
+    for (int i = 200; i < 2200 && !stop && std::chrono::steady_clock::now() < until;
+         ++i) {
+      client::message m;
+      m.topic = "ledger";
+      m.body = "w" + std::to_string(i);
+      if (wp.send(m))
+        ++acked;
+    }
+  }};
+  ASSERT_TRUE(eventually(10s, [&] { return acked.load() > 300; }));
+  auto copy = dir_.path() + "/backups/first";
+  auto r = edda({"backup", copy}, n.api_port());
+  int at_end_of_backup = acked.load();
+  stop = true;
+  writer.join();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto status = admin::node_status(conn);
+  ASSERT_TRUE(status);
+  EXPECT_NE(r.out.find("backup of node " + status->node_id() + " written to "
+                       + copy + "/data.mdb"),
+            std::string::npos)
+    << r.out;
+  ASSERT_TRUE(std::filesystem::exists(copy + "/data.mdb"));
+
+  // Refused: a directory that is not empty, a path that is a file, a
+  // relative path (asked directly: the CLI makes it absolute).
+  auto again = edda({"backup", copy}, n.api_port());
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("is not empty"), std::string::npos) << again.err;
+  std::ofstream{dir_.path() + "/a-file"} << "x";
+  auto file = admin::backup(conn, dir_.path() + "/a-file");
+  ASSERT_FALSE(file);
+  EXPECT_EQ(edda::code_of(file.error()), edda::errc::invalid_argument);
+  EXPECT_NE(edda::render(file.error()).find("not a directory"), std::string::npos);
+  auto relative = admin::backup(conn, "relative/dir");
+  ASSERT_FALSE(relative);
+  EXPECT_EQ(edda::code_of(relative.error()), edda::errc::invalid_argument);
+  uint64_t live_end = end_offset(conn, "ledger");
+
+  // The copy opens as a node's data: every message acknowledged before the
+  // backup began is in it, nothing after its end, and no gap.
+  auto restored_settings = settings(copy);
+  auto restored = edda::node::embedded_node::start(restored_settings, {});
+  ASSERT_TRUE(restored) << edda::render(restored.error());
+  auto rc = (*restored)->connect();
+  auto d = admin::describe_topic(rc, "ledger");
+  ASSERT_TRUE(d) << edda::render(d.error());
+  ASSERT_EQ(d->partitions_size(), 1);
+  auto copied = d->partitions(0).end_offset();
+  EXPECT_GE(copied, 300u);
+  EXPECT_LE(copied, static_cast<uint64_t>(at_end_of_backup));
+  EXPECT_LE(copied, live_end);
+  EXPECT_EQ(d->partitions(0).message_count(), copied);
+  auto rs = admin::node_status(rc);
+  ASSERT_TRUE(rs);
+  EXPECT_EQ(rs->node_id(), status->node_id());
+}
+
+} // namespace
