@@ -3,7 +3,8 @@
 // httplib below). The test makes a dead letter and a failed saga on a real
 // node, clicks Redrive and Retry as an operator who typed their name, and
 // checks the outcome with the `edda` CLI. A screenshot of each section goes
-// to build/screenshots/console-<section>.png.
+// to build/screenshots/console-<section>.png (and of the DLQ and the saga
+// after the actions: console-dlq-redriven.png, console-sagas-retried.png).
 //
 // Chromium missing is a failure, not a skip: scripts/setup installs it.
 #include "base/errc.hpp"
@@ -122,7 +123,7 @@ public:
             {"args",
              {"--headless=new", "--no-sandbox", "--disable-gpu",
               "--disable-dev-shm-usage", "--user-data-dir=" + profile,
-              "--window-size=1280,900", "--no-first-run"}}}}}}}}};
+              "--window-size=1280,1100", "--no-first-run"}}}}}}}}};
     auto v = call("POST", "/session", caps);
     if (v.is_null())
       return false;
@@ -424,6 +425,10 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
   ASSERT_TRUE(wd.click(box));
   ASSERT_TRUE(wd.click(wd.find("#dlq-redrive")));
   EXPECT_TRUE(message_has("Redrove 1 dead letters of billing"));
+  EXPECT_TRUE(eventually(10s, [&] {
+    return wd.find("input.dlq-check[value='" + sent->id + "']", true).empty();
+  }, 100ms)) << "the page still lists the dead letter";
+  save("dlq-redriven", wd.screenshot());
 
   // Sagas: the failed ones, open pay-42, retry it.
   open("sagas");
@@ -437,6 +442,14 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
   save("sagas", wd.screenshot());
   ASSERT_TRUE(wd.click(wd.find("#saga-retry")));
   EXPECT_TRUE(message_has("Saga pay-42: retry done"));
+  // The page shows the retry in the saga's history, with the name.
+  EXPECT_TRUE(eventually(10s, [&] {
+    auto h = wd.find("#saga-history", true);
+    return !h.empty()
+           && wd.text(h).find("compensation retried by alice-ops")
+                != std::string::npos;
+  }, 100ms)) << "the history on the page does not show the retry";
+  save("sagas-retried", wd.screenshot());
   // The filter shows only what matches: failed sagas, pay-42 no longer.
   auto state = wd.find("#saga-state");
   ASSERT_FALSE(state.empty());
