@@ -1,9 +1,10 @@
 // The web console in a real browser: Debian's headless Chromium, driven
 // through chromedriver with the W3C WebDriver protocol (a small client over
-// httplib below). The test makes a dead letter and a failed saga on a real
-// node, clicks Redrive and Retry as an operator who typed their name, and
-// checks the outcome with the `edda` CLI. A screenshot of each section goes
-// to build/screenshots/console-<section>.png (and of the DLQ and the saga
+// httplib below). The test makes a dead letter, a transaction in doubt and
+// failed sagas on a real node, clicks Redrive, Rollback and Retry as an
+// operator who typed their name, and checks the outcome with the `edda`
+// CLI. A screenshot of each section goes to
+// build/screenshots/console-<section>.png (and of the DLQ and the saga
 // after the actions: console-dlq-redriven.png, console-sagas-retried.png).
 //
 // Chromium missing is a failure, not a skip: scripts/setup installs it.
@@ -417,6 +418,14 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
     save(section, wd.screenshot());
   }
 
+  // Transactions: roll the one in doubt back.
+  auto txns = client::admin::txn_list(conn);
+  ASSERT_TRUE(txns);
+  ASSERT_EQ(txns->records_size(), 1);
+  const auto txn = txns->records(0).txn_id();
+  ASSERT_TRUE(wd.click(wd.wait_for("button.txn-rollback[data-id='" + txn + "']")));
+  EXPECT_TRUE(message_has("Transaction " + txn + " is now rolled back"));
+
   // Dead letters: tick the one and redrive it.
   open("dlq");
   auto box = wd.wait_for("input.dlq-check[value='" + sent->id + "']");
@@ -486,6 +495,11 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
                  || e.value("what", "") == "compensation retried by alice-ops";
   EXPECT_TRUE(recorded) << "the history does not name the operator: "
                         << saga.dump();
+  auto [txn_rc, txn_out] = run(edda + " txn show " + txn + at);
+  EXPECT_EQ(txn_rc, 0) << txn_out;
+  EXPECT_NE(txn_out.find(": rolled back"), std::string::npos) << txn_out;
+  EXPECT_NE(txn_out.find("resolved by operator:alice-ops"), std::string::npos)
+    << txn_out;
   auto [rc43, out43] = run(edda + " saga show pay-43" + at);
   EXPECT_NE(out43.find("failed"), std::string::npos)
     << "pay-43 was not touched: " << out43;
