@@ -1,4 +1,5 @@
 #include "admin/admin_server.hpp"
+#include "admin/console_api.hpp"
 #include "admin/prometheus.hpp"
 
 #include "base/errc.hpp"
@@ -31,7 +32,8 @@ int64_t now_ms() {
     .count();
 }
 
-const char* routes_text = "routes: GET /metrics, GET /health, GET /ready";
+const char* routes_text = "routes: GET /metrics, GET /health, GET /ready, "
+                          "GET / (the console), GET and POST /api/...";
 
 /// The latency histograms of this process (metrics::latency), one family
 /// each, in seconds.
@@ -301,24 +303,35 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
   http.set_write_timeout(5, 0);
   // One request per connection: no idle connection parks a thread.
   http.set_keep_alive_max_count(1);
-  http.set_payload_max_length(64 * 1024);
+  http.set_payload_max_length(console_body_limit);
   // SO_REUSEADDR only (httplib's default is SO_REUSEPORT, with which a
   // second node binds the same port and takes half the requests).
   http.set_socket_options([](int fd) {
     int yes = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  // Only GET (and HEAD) is served; anything else is answered before its
-  // body is read (a chunked body is not bounded by the payload limit).
+  // Only GET (and HEAD) is served, and POST for the console's actions
+  // under /api/ (a Content-Length of at most 64 KiB); anything else is
+  // answered before its body is read (a chunked body is not bounded by
+  // the payload limit).
   http.set_pre_routing_handler([](const httplib::Request& req,
                                   httplib::Response& res) {
     if (req.method == "GET" || req.method == "HEAD")
       return httplib::Server::HandlerResponse::Unhandled;
+    switch (check_console_post(req, res)) {
+      case console_post::allowed:
+        return httplib::Server::HandlerResponse::Unhandled;
+      case console_post::refused:
+        return httplib::Server::HandlerResponse::Handled;
+      case console_post::not_ours:
+        break;
+    }
     res.status = 405;
     res.set_header("Allow", "GET, HEAD");
     res.set_header("Connection", "close");
-    res.set_content(req.method + " " + req.path + ": only GET; "
-                      + routes_text + "\n",
+    res.set_content(req.method + " " + req.path
+                      + ": only GET (and POST under /api/); " + routes_text
+                      + "\n",
                     "text/plain; charset=utf-8");
     return httplib::Server::HandlerResponse::Handled;
   });
@@ -357,11 +370,14 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
     }
     text(res, 200, "ready\n");
   });
+  add_console_routes(http, self->node);
   http.set_error_handler([text](const httplib::Request& req,
                                 httplib::Response& res) {
+    if (!res.body.empty())
+      return; // a route's own answer (the console's JSON errors)
     if (res.status == 404)
       text(res, 404, "no route " + req.path + "; " + routes_text + "\n");
-    else if (res.body.empty())
+    else
       text(res, res.status, "refused (" + std::to_string(res.status) + "); "
                               + routes_text + "\n");
   });

@@ -3,8 +3,10 @@
 //   GET /health   200 while the node answers (a liveness probe)
 //   GET /ready    200 once it serves: started (recovery done) and, in a
 //                 cluster, holding its lease, not fenced (a readiness probe)
+//   GET /         the web console, and its JSON routes under /api/
+//                 (console_api.hpp; POST there for its actions)
 // Anything else gets a 4xx with a one-line reason; a method other than GET
-// or HEAD is refused before its body is read. Four threads serve, one
+// or HEAD (or POST under /api/) is refused before its body is read. Four threads serve, one
 // request per connection, each read or write waiting at most 5 s (a client
 // that trickles bytes can still hold a thread: the port has no
 // authentication and binds 127.0.0.1 unless told otherwise). Every answer

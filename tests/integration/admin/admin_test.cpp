@@ -762,4 +762,230 @@ TEST_F(AdminHttpTest, OffHasNoPortAndATakenPortIsAClearError) {
             std::string::npos);
 }
 
+/// The JSON of an answer (discarded when it is not JSON).
+nlohmann::json json_of(const httplib::Result& r) {
+  return r ? nlohmann::json::parse(r->body, nullptr, false)
+           : nlohmann::json(nlohmann::json::value_t::discarded);
+}
+
+/// The answer has `status` and a JSON error that contains `words`.
+::testing::AssertionResult refused(const httplib::Result& r, int status,
+                                   const std::string& words) {
+  if (!r)
+    return ::testing::AssertionFailure() << "no answer";
+  auto j = json_of(r);
+  if (r->status != status || j.is_discarded() || !j.is_object()
+      || !j.contains("error") || !j["error"].is_string()
+      || j["error"].get<std::string>().find(words) == std::string::npos)
+    return ::testing::AssertionFailure()
+           << "wanted " << status << " with an error saying '" << words
+           << "', got " << r->status << " " << r->body;
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(AdminHttpTest, ConsoleApiRefusesBadInputAndActionsOnWhatMovedOn) {
+  auto node = edda::node::embedded_node::start(settings());
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  auto conn = n.connect();
+  ASSERT_TRUE(client::admin::create_topic(conn, "orders", 1));
+  // A running saga (its participant never registers) and a transaction in
+  // doubt.
+  ASSERT_TRUE(client::admin::saga_start(conn, "pay", "s1", "{}"));
+  client::txn_producer_options to;
+  to.group = "wallets";
+  auto tp = client::transaction_producer::start(
+    conn, to, [](const client::txn_check&) { return client::txn_outcome::unknown; });
+  ASSERT_TRUE(tp) << edda::render(tp.error());
+  client::message tm;
+  tm.topic = "orders";
+  tm.body = "pending";
+  auto tr = (*tp)->send_in_transaction(
+    tm, [](const client::message&, const std::string&) {
+      return client::txn_outcome::unknown;
+    });
+  ASSERT_TRUE(tr) << edda::render(tr.error());
+  auto txns = client::admin::txn_list(conn);
+  ASSERT_TRUE(txns);
+  ASSERT_EQ(txns->records_size(), 1);
+  auto txn = txns->records(0).txn_id();
+
+  httplib::Client http{"127.0.0.1", n.admin_port()};
+  http.set_read_timeout(10, 0);
+  auto post = [&](const std::string& path, const std::string& body) {
+    return http.Post(path.c_str(), body, "application/json");
+  };
+
+  // The page: HTML with the operator's name field.
+  auto page = http.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->get_header_value("Content-Type").find("text/html"),
+            std::string::npos);
+  EXPECT_NE(page->body.find("id=\"by\""), std::string::npos);
+  auto console = http.Get("/console");
+  ASSERT_TRUE(console);
+  EXPECT_EQ(console->body, page->body);
+
+  // Reads with bad parameters: 400 with a reason; unknown ids: 404.
+  EXPECT_TRUE(refused(http.Get("/api/dlq"), 400, "group is required"));
+  EXPECT_TRUE(refused(http.Get("/api/dlq?group=g&limit=x"), 400,
+                      "limit takes a number"));
+  EXPECT_TRUE(refused(http.Get("/api/sagas?state=sleepy"), 400,
+                      "state takes running"));
+  EXPECT_TRUE(refused(http.Get("/api/sagas?limit=0"), 400,
+                      "limit must be from 1"));
+  EXPECT_TRUE(refused(http.Get("/api/sagas?older_than=-5"), 400,
+                      "older_than takes a number"));
+  EXPECT_TRUE(refused(http.Get("/api/txns?limit=99999999999999"), 400,
+                      "limit takes a number"));
+  EXPECT_TRUE(refused(http.Get("/api/sagas/nope"), 404, "nope"));
+  EXPECT_TRUE(refused(http.Get("/api/txns/nope"), 404, ""));
+  EXPECT_TRUE(refused(http.Get("/api/nothing/here"), 404, "no route"));
+
+  // Good reads.
+  auto sagas = json_of(http.Get("/api/sagas?state=running&type=pay"));
+  ASSERT_TRUE(sagas.is_object()) << sagas.dump();
+  ASSERT_EQ(sagas["records"].size(), 1u) << sagas.dump();
+  EXPECT_EQ(sagas["records"][0]["id"], "s1");
+  EXPECT_EQ(json_of(http.Get("/api/sagas?state=failed"))["records"].size(), 0u);
+  EXPECT_EQ(json_of(http.Get("/api/sagas?older_than=3600"))["records"].size(),
+            0u)
+    << "s1 is seconds old";
+  auto topics = json_of(http.Get("/api/topics"));
+  ASSERT_TRUE(topics.is_object());
+  bool orders = false;
+  for (auto& t : topics["topics"])
+    orders = orders || (t["name"] == "orders" && t["partitions"].size() == 1);
+  EXPECT_TRUE(orders) << topics.dump();
+  EXPECT_EQ(json_of(http.Get("/api/cluster"))["clustered"], false);
+  EXPECT_EQ(json_of(http.Get("/api/txns"))["records"].size(), 1u);
+
+  // Actions with bad bodies: 400, and nothing done.
+  auto cmd = "/api/sagas/s1/command";
+  EXPECT_TRUE(refused(post(cmd, "{not json"), 400, "JSON object"));
+  EXPECT_TRUE(refused(post(cmd, "[1,2]"), 400, "JSON object"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"pause"})"), 400,
+                      "by is required"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"pause","by":""})"), 400,
+                      "by is required"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"pause","by":7})"), 400,
+                      "by must be a string"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"pause","by":")"
+                                  + std::string(65, 'x') + R"("})"),
+                      400, "longer than 64"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"explode","by":"bob"})"), 400,
+                      "command takes pause"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"skip","by":"bob"})"), 400,
+                      "skip needs step"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"skip","step":"nope","by":"bob"})"),
+                      400, "no step 'nope'"));
+  EXPECT_TRUE(refused(post(cmd, R"({"command":"pause","by":"bob","expect_state":"dozing"})"),
+                      400, "not a saga state"));
+  EXPECT_TRUE(refused(post("/api/sagas/nope/command",
+                           R"({"command":"pause","by":"bob"})"),
+                      404, "nope"));
+  auto resolve = "/api/txns/" + txn + "/resolve";
+  EXPECT_TRUE(refused(post(resolve, R"({"outcome":"maybe","by":"bob"})"), 400,
+                      "commit or rollback"));
+  EXPECT_TRUE(refused(post("/api/txns/nope/resolve",
+                           R"({"outcome":"commit","by":"bob"})"),
+                      404, ""));
+  EXPECT_TRUE(refused(post("/api/dlq/redrive", R"({"group":"g","by":"bob"})"),
+                      400, "ids is required"));
+  EXPECT_TRUE(refused(post("/api/dlq/redrive",
+                           R"({"group":"g","ids":[3],"by":"bob"})"),
+                      400, "non-empty strings"));
+  // A dead letter that is not (or no longer) there: refused, none redriven.
+  auto gone = post("/api/dlq/redrive",
+                   R"({"group":"billing","ids":["0123456789abcdef"],"by":"bob"})");
+  ASSERT_TRUE(gone);
+  if (gone->status != 404) { // a group the node does not know at all
+    EXPECT_TRUE(refused(gone, 409, "not in the DLQ"));
+    EXPECT_EQ(json_of(gone)["missing"][0], "0123456789abcdef");
+  }
+  ASSERT_TRUE(client::admin::txn_show(conn, txn));
+  EXPECT_EQ(client::admin::txn_show(conn, txn)->state(),
+            edda::wire::v1::TxnRecord::PREPARED)
+    << "a refused action did something";
+
+  // A body over 64 KiB is refused before it is read; a chunked one too.
+  EXPECT_TRUE(refused(post(cmd, std::string(128 * 1024, ' ')), 413,
+                      "larger than 65536"));
+  {
+    int cfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(cfd, 0);
+    sockaddr_in ca{};
+    ca.sin_family = AF_INET;
+    ca.sin_port = htons(n.admin_port());
+    ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
+    std::string head = std::string{"POST "} + cmd + " HTTP/1.1\r\nHost: x\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n100000\r\n";
+    ASSERT_EQ(::write(cfd, head.data(), head.size()),
+              static_cast<ssize_t>(head.size()));
+    // The whole answer: the server closes the connection after it (the
+    // head and the body may come in two reads).
+    timeval tv{5, 0};
+    ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string answer;
+    char rb[512];
+    for (ssize_t r; (r = ::read(cfd, rb, sizeof(rb))) > 0;)
+      answer.append(rb, static_cast<size_t>(r));
+    ::close(cfd);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 411", 0), 0u) << answer;
+    EXPECT_NE(answer.find("chunked"), std::string::npos) << answer;
+  }
+
+  // Actions that the state allows: done, and recorded with who did them.
+  auto paused = post(cmd, R"({"command":"pause","by":"bob","expect_state":"running"})");
+  ASSERT_TRUE(paused);
+  EXPECT_EQ(paused->status, 200) << paused->body;
+  auto after = client::admin::saga_show(conn, "s1");
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->paused());
+  bool recorded = false;
+  for (auto& e : after->history())
+    recorded = recorded || e.what() == "paused by bob";
+  EXPECT_TRUE(recorded) << after->DebugString();
+
+  // The page showed s1 failed, but it is running: refused with its state.
+  auto stale = post(cmd, R"({"command":"retry","by":"bob","expect_state":"failed"})");
+  EXPECT_TRUE(refused(stale, 409, "is running now, not failed"));
+  EXPECT_EQ(json_of(stale)["state"], "running");
+  EXPECT_EQ(json_of(stale)["saga"]["id"], "s1");
+
+  // A transaction resolved meanwhile: the second operator is refused.
+  auto rolled = post(resolve, R"({"outcome":"rollback","by":"bob"})");
+  ASSERT_TRUE(rolled);
+  EXPECT_EQ(rolled->status, 200) << rolled->body;
+  EXPECT_EQ(json_of(rolled)["state"], "rolled back");
+  EXPECT_EQ(json_of(rolled)["resolved_by"], "operator:bob");
+  auto late = post(resolve, R"({"outcome":"commit","by":"carol"})");
+  EXPECT_TRUE(refused(late, 409, "no longer in doubt"));
+  EXPECT_EQ(json_of(late)["state"], "rolled back");
+  EXPECT_EQ(json_of(late)["txn"]["resolved_by"], "operator:bob");
+  EXPECT_EQ(client::admin::txn_show(conn, txn)->state(),
+            edda::wire::v1::TxnRecord::ROLLED_BACK);
+
+  // Every action is in the console's list, with who and how it ended.
+  auto audit = json_of(http.Get("/api/audit"));
+  ASSERT_TRUE(audit.is_object());
+  std::vector<std::string> seen;
+  for (auto& a : audit["actions"])
+    seen.push_back(a["action"].get<std::string>() + " "
+                   + a["by"].get<std::string>() + " "
+                   + std::to_string(a["status"].get<int>()));
+  std::vector<std::string> want{"commit carol 409", "rollback bob 200",
+                                "retry bob 409", "pause bob 200"};
+  if (gone->status == 409)
+    want.emplace_back("redrive bob 409");
+  EXPECT_EQ(seen, want);
+
+  // And the node serves on.
+  auto health = http.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
 } // namespace
