@@ -727,6 +727,10 @@ const field fields[] = {
   {"storage.map_size", "size", ">= 1MiB",
    "LMDB map size, the upper bound of the database size",
    set_size<&ns::map_size, (1ull << 20), u64_max>, get_size<&ns::map_size>},
+  {"storage.backup_dir", "string", "a directory, or off",
+   "where `edda backup NAME` writes NAME/data.mdb; empty: node.data_dir + "
+   "\".backups\"; off: backups refused",
+   set_optional_string<&ns::backup_dir>, get_string<&ns::backup_dir>},
   {"broker.max_message_size", "size", "1KiB..64MiB",
    "largest message accepted (body + properties + key + tags)",
    set_size<&ns::max_message_size, (1ull << 10), (64ull << 20)>,

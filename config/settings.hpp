@@ -66,6 +66,9 @@ struct node_settings {
   // [storage]
   durability mode = durability::fsync;
   uint64_t map_size = 4ull << 30; // bytes
+  // Where `edda backup NAME` writes (NAME/data.mdb): "" = the data dir's
+  // path + ".backups"; "off" refuses backups.
+  std::string backup_dir;
   // [broker]
   uint64_t max_message_size = 4ull << 20; // bytes, body+properties+key+tags
   uint32_t default_partitions = 4;

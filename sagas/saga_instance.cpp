@@ -173,6 +173,19 @@ metrics::histogram& step_latency(part p) {
                                    : confirm;
 }
 
+/// How long sagas take from start to end, by the state they ended in.
+metrics::histogram& duration_latency(saga_state s) {
+  static auto& completed = metrics::latency("sagas.duration", "state",
+                                            to_string(saga_state::completed));
+  static auto& compensated = metrics::latency(
+    "sagas.duration", "state", to_string(saga_state::compensated));
+  if (s == saga_state::completed)
+    return completed;
+  if (s == saga_state::compensated)
+    return compensated;
+  return metrics::latency("sagas.duration", "state", to_string(s)); // rare
+}
+
 /// Sends part `p` of step `i` as recorded (attempt counts included).
 void send(instance_ptr self, size_t i, part p) {
   auto& st = self->state;
@@ -696,8 +709,7 @@ void commit(instance_ptr self) {
       metrics::counter(std::string("sagas.") + to_string(s))++;
       // Start to end by the wall clock (a restart in between included).
       auto took_ms = std::max<int64_t>(0, st.ctx->clock() - st.rec.created_ms());
-      metrics::latency("sagas.duration", "state", to_string(s))
-        .observe(static_cast<double>(took_ms) / 1000.0);
+      duration_latency(s).observe(static_cast<double>(took_ms) / 1000.0);
       EDDA_INFO_F("saga", "saga " << st.rec.id() << " (" << st.rec.type()
                                   << ") " << to_string(s) << " in " << took_ms
                                   << " ms"

@@ -78,11 +78,12 @@ caf::expected<pb::NodeStatus> node_status(const connection& c) {
   return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
 }
 
-caf::expected<pb::BackupDone> backup(const connection& c, const std::string& dir,
-                                     bool compact,
+caf::expected<pb::BackupDone> backup(const connection& c, const std::string& name,
+                                     const std::string& by, bool compact,
                                      std::chrono::milliseconds timeout) {
   pb::BackupRequest req;
-  req.set_dir(dir);
+  req.set_name(name);
+  req.set_by(by);
   req.set_compact(compact);
   return c.impl()->call<pb::BackupDone>(req, timeout);
 }

@@ -38,14 +38,16 @@ dlq_list(const connection& c, const std::string& group, uint32_t limit = 0);
 dlq_redrive(const connection& c, const std::string& group,
             const std::vector<std::string>& ids = {});
 [[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
-/// edda backup DIR: a consistent copy of the node's LMDB data, taken while
-/// it serves, written to `dir` on the node's machine (created if missing;
-/// refused if it holds a data.mdb). `compact` leaves free pages out.
-/// Answered once the copy is written and synced. Errors: invalid_argument
-/// (no dir, a data.mdb there, not a directory), storage_error (the copy
-/// failed: nothing usable is left), timeout.
+/// edda backup NAME: a consistent copy of the node's LMDB data, taken while
+/// it serves, written to storage.backup_dir/NAME/data.mdb on the node's
+/// machine (BackupDone.dir says where), asked by `by` (logged). `compact`
+/// leaves free pages out. Answered once the copy is written and synced.
+/// Errors: invalid_argument (a bad NAME, one that exists, no `by`),
+/// unavailable (backups off, another one running), storage_error (no room,
+/// or the copy failed: nothing is left of it), timeout.
 [[nodiscard]] caf::expected<pb::BackupDone>
-backup(const connection& c, const std::string& dir, bool compact = false,
+backup(const connection& c, const std::string& name, const std::string& by,
+       bool compact = false,
        std::chrono::milliseconds timeout = std::chrono::hours{1});
 /// The cluster as the node sees it: members, their links, its lease (a
 /// single node answers with itself, `clustered` false).

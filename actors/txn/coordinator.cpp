@@ -52,6 +52,11 @@ struct coordinator_state {
   std::map<std::string, std::map<std::string, caf::actor>> producers;
   /// In doubt past txn.orphan_alert_after with nobody to ask: alerted once.
   std::set<std::string> orphan_alerted;
+  /// Producer group -> when a check-back first found none of its members
+  /// (erased once one is found): a transaction is orphaned once both it
+  /// and this absence are older than txn.orphan_alert_after, so producers
+  /// that re-register after a restart or a link drop alert nothing.
+  std::map<std::string, int64_t> orphan_since;
   /// Outcomes being written, by txn id: an entry exists from the first end
   /// (producer, check-back, policy or operator) until its write completes.
   struct ending_entry {
@@ -276,12 +281,24 @@ void index(self_ptr self, const pb::TxnRecord& rec) {
 /// A pending record as operators see it: with its in-memory next check.
 caf::actor pick_checker(self_ptr self, const pb::TxnRecord& rec);
 
+/// In doubt for txn.orphan_alert_after while no producer of its group was
+/// there to answer a check-back.
+bool orphaned(self_ptr self, const pb::TxnRecord& rec, int64_t now) {
+  auto& st = self->state;
+  auto since = st.orphan_since.find(rec.producer_group());
+  if (since == st.orphan_since.end() || pick_checker(self, rec))
+    return false;
+  auto from = std::max(rec.created_ms(), since->second);
+  return now - from
+         >= static_cast<int64_t>(st.ctx->settings.txn_orphan_alert_after_ms);
+}
+
 pb::TxnRecord shown(self_ptr self, const std::string& txn) {
   auto rec = self->state.pending[txn];
   auto at = self->state.due_at.find(txn);
   if (at != self->state.due_at.end())
     rec.set_next_check_ms(at->second);
-  rec.set_orphaned(!pick_checker(self, rec));
+  rec.set_orphaned(orphaned(self, rec, self->state.ctx->clock()));
   return rec;
 }
 
@@ -317,12 +334,6 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
   rec.set_resolved_ms(st.ctx->clock());
   rec.set_resolved_by(by);
   rec.set_reason(reason);
-  if (by.rfind("operator:", 0) == 0)
-    EDDA_INFO_F("audit", "transaction " << txn << ": " << outcome_name(outcome)
-                                        << " by " << by.substr(9),
-                {"action", std::string{"txn resolve "} + outcome_name(outcome)},
-                {"txn_id", txn}, {"group", rec.producer_group()},
-                {"topic", rec.message().topic()}, {"by", by.substr(9)});
   auto reply = [=](const caf::error& err, uint32_t partition, uint64_t offset) {
     auto& st = self->state;
     auto entry = std::move(st.ending[txn]);
@@ -338,6 +349,12 @@ void finish(self_ptr self, const std::string& txn, pb::TxnOutcome outcome,
     unindex(self, txn);
     st.pending.erase(txn);
     st.orphan_alerted.erase(txn);
+    if (by.rfind("operator:", 0) == 0) // recorded: an operator's action
+      EDDA_INFO_F("audit", "transaction " << txn << ": " << outcome_name(outcome)
+                                          << " by " << by.substr(9),
+                  {"action", std::string{"txn resolve "} + outcome_name(outcome)},
+                  {"txn_id", txn}, {"group", rec.producer_group()},
+                  {"topic", rec.message().topic()}, {"by", by.substr(9)});
     metrics::counter(outcome == pb::TXN_COMMIT ? "txn.committed"
                                                : "txn.rolled_back")++;
     pb::EndResult res;
@@ -513,17 +530,23 @@ void check_due(self_ptr self) {
     auto& rec = st.pending[txn];
     auto checker = pick_checker(self, rec);
     if (!checker) {
-      auto after = static_cast<int64_t>(
-        st.ctx->settings.txn_orphan_alert_after_ms);
-      if (now - rec.created_ms() >= after && st.orphan_alerted.insert(txn).second)
+      st.orphan_since.emplace(rec.producer_group(), now);
+      if (orphaned(self, rec, now) && st.orphan_alerted.insert(txn).second) {
+        auto& group = rec.producer_group();
         st.ctx->alerts->raise(alert{
           "txn_orphaned", txn,
-          "transaction " + txn + " of producer group '" + rec.producer_group()
+          "transaction " + txn + " of producer group '" + group
             + "' in doubt for " + std::to_string((now - rec.created_ms()) / 1000)
             + " s and no producer of the group is alive to answer a "
-              "check-back: start one, or settle it with `edda txn resolve "
-            + txn + " commit|rollback --by NAME`",
+              "check-back: "
+            + (broker::is_node_group(group)
+                 ? std::string{"its node answers from its saga records once "
+                               "it serves again (restart it)"}
+                 : std::string{"start one"})
+            + ", or settle it with `edda txn resolve " + txn
+            + " commit|rollback --by NAME`",
           rec.message().id(), now});
+      }
       // Nobody to ask: try again later, without using up the budget.
       reschedule(self, txn,
                  now
@@ -534,6 +557,7 @@ void check_due(self_ptr self) {
       metrics::counter("txn.checks_undeliverable")++;
       continue;
     }
+    st.orphan_since.erase(rec.producer_group());
     pb::CheckTxn q;
     q.set_txn_id(txn);
     q.set_producer_group(rec.producer_group());

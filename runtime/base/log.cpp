@@ -31,7 +31,7 @@ struct registry {
   std::map<std::string, level> own; // log.levels
   level fallback = level::info;
   std::atomic<int> format{static_cast<int>(format_kind::text)};
-  std::string node;
+  std::shared_ptr<const std::string> node = std::make_shared<std::string>();
   std::shared_ptr<spdlog::logger> out;
 
   registry() {
@@ -46,7 +46,12 @@ struct registry {
 
   level level_of(const std::string& name) const {
     auto i = own.find(name);
-    return i != own.end() ? i->second : fallback;
+    if (i != own.end())
+      return i->second;
+    // Operators' actions are logged unless asked otherwise by name.
+    if (name == "audit" && fallback > level::info)
+      return level::info;
+    return fallback;
   }
 };
 
@@ -115,9 +120,8 @@ void set_format(format_kind f) {
 }
 
 void set_node(const std::string& node) {
-  auto& r = reg();
-  std::lock_guard<std::mutex> guard{r.mtx};
-  r.node = node;
+  std::atomic_store(&reg().node, std::shared_ptr<const std::string>(
+                                   std::make_shared<std::string>(node)));
 }
 
 bool parse_level(const std::string& text, level& out) {
@@ -159,7 +163,24 @@ std::string format(std::chrono::system_clock::time_point at, level lvl,
   out += " [";
   out += component;
   out += "] ";
-  out += msg;
+  // One event, one line: a control character (a newline in a reason or
+  // in an operator's name) is escaped, so no line can be forged.
+  for (char ch : msg) {
+    auto u = static_cast<unsigned char>(ch);
+    if (u >= 0x20 && u != 0x7f) {
+      out += ch;
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else if (ch == '\r') {
+      out += "\\r";
+    } else if (ch == '\t') {
+      out += "\\t";
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\x%02x", u);
+      out += hex;
+    }
+  }
   out += '\n';
   return out;
 }
@@ -174,8 +195,13 @@ std::string format_json(std::chrono::system_clock::time_point at, level lvl,
   if (!node.empty())
     j["node"] = node;
   j["msg"] = msg;
-  for (auto& [k, v] : f)
-    j[k] = v;
+  for (auto& [k, v] : f) {
+    std::string key = k;
+    if (key == "ts" || key == "level" || key == "component" || key == "node"
+        || key == "msg")
+      key += "_field"; // never overrides a fixed key
+    j[key] = v;
+  }
   // Bytes that are not UTF-8 (a key, a reason) are replaced, not refused.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -187,12 +213,8 @@ void write(level lvl, const component& c, const std::string& msg,
   std::string line;
   if (r.format.load(std::memory_order_relaxed)
       == static_cast<int>(format_kind::json)) {
-    std::string node;
-    {
-      std::lock_guard<std::mutex> guard{r.mtx};
-      node = r.node;
-    }
-    line = format_json(now, lvl, c.name(), node, msg, f);
+    auto node = std::atomic_load(&r.node);
+    line = format_json(now, lvl, c.name(), *node, msg, f);
   } else {
     line = format(now, lvl, c.name().c_str(), msg);
   }

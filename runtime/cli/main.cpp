@@ -25,9 +25,10 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
+
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace edda::cli {
@@ -52,7 +53,7 @@ Commands:
   txn list|show|resolve     transactions without an outcome; operator override
   saga list|show|start      sagas: filter by state, type, age; steps and history
   status                    the node's storage, durability and counters
-  backup DIR                a consistent hot copy of the node's data
+  backup NAME               a consistent hot copy of the node's data
   cluster status            members, their addresses and links, the lease
   bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
                             against a node process; the LMDB disk floor
@@ -776,12 +777,31 @@ int group_describe(const client::connection& conn, const std::string& name,
   if (!known) {
     for (auto& m : missing)
       std::cerr << "edda: warning: topic " << m << " not read\n";
-    return fail(make_error(errc::unknown_group,
-                           "no group '" + name
-                             + "': it has no members and no offsets (edda "
-                               "group list shows the groups)"));
+    std::string where;
+    for (auto& u : groups->unreachable())
+      where += (where.empty() ? "" : ", ") + u;
+    return fail(make_error(
+      errc::unknown_group,
+      "no group '" + name + "': it has no members and no offsets"
+        + (where.empty() ? std::string{}
+                         : " on the nodes that answered (not reached: " + where
+                             + ")")
+        + " (edda group list shows the groups)"));
   }
   out.mutable_group()->set_group(name);
+  // Members as ids (a node from before member_details lists only those).
+  if (out.group().member_details_size() == 0)
+    for (auto& m : out.group().members())
+      out.mutable_group()->add_member_details()->set_client_id(m);
+  std::set<std::string> live;
+  for (auto& m : out.group().member_details())
+    live.insert(m.client_id());
+  // A broadcast cursor (group@client) of a client that left stays with its
+  // offsets; its lag is not the group's.
+  auto departed = [&](const pb::GroupLag& l) {
+    return l.cursor() != name
+           && live.count(l.cursor().substr(name.size() + 1)) == 0;
+  };
   if (json) {
     print_json(out);
   } else {
@@ -809,13 +829,15 @@ int group_describe(const client::connection& conn, const std::string& name,
           if (p.partition() == l.partition())
             end = p.unavailable() ? "unavailable"
                                   : std::to_string(p.end_offset());
+        bool gone = departed(l);
         std::cout << "  " << t.meta().name() << "\t" << l.partition() << "\t"
                   << l.committed() << "\t" << end << "\t" << l.lag() << "\t"
                   << l.inflight() << "\t"
                   << (l.member().empty() ? "-" : l.member())
                   << (l.cursor() != name ? " (" + l.cursor() + ")" : "")
-                  << "\n";
-        total += l.lag();
+                  << (gone ? " departed, not in the total" : "") << "\n";
+        if (!gone)
+          total += l.lag();
       }
     std::cout << "  total lag " << total << "\n";
   }
@@ -1024,37 +1046,38 @@ int cmd_txn(const std::vector<std::string>& argv) {
   return fail("unknown txn command '" + verb + "'\n" + txn_help);
 }
 
-const char* backup_help = R"(Usage: edda backup DIR [--compact] [--node HOST:PORT] [--json]
+const char* backup_help = R"(Usage: edda backup NAME [--compact] [--by WHO] [--node HOST:PORT] [--json]
 
 A consistent copy of the node's data (LMDB), taken while it serves: writes
 go on meanwhile, the copy holds exactly what was committed when it began.
-DIR is on the node's machine and must be new or empty; a relative DIR is
-taken from this shell's working directory. --compact leaves free pages out
-(smaller, slower). Restore: stop the node and start it with --data-dir DIR
-(or put DIR/data.mdb in place of its data dir's). In a cluster this copies
-one node's data, which restores that node only (its identity is inside).
+It is written on the node's machine as storage.backup_dir/NAME/data.mdb
+(by default next to the data dir: <node.data_dir>.backups/NAME), synced,
+one backup at a time; NAME is new, made of letters, digits, _ - . only.
+--compact leaves free pages out (smaller, slower). --by names who asks
+(default $USER), logged. Restore: stop the node and start it with
+--data-dir <the backup's dir>, or put its data.mdb in place of the data
+dir's. In a cluster this copies one node's data, which restores that node
+only (its identity is inside).
 )";
 
 int cmd_backup(const std::vector<std::string>& argv) {
   args a;
   std::string err;
-  if (!a.parse(argv, {"help", "json", "compact"}, {"node"}, err))
+  if (!a.parse(argv, {"help", "json", "compact"}, {"node", "by"}, err))
     return fail(err + "\n" + backup_help);
   if (a.has("help")) {
     std::cout << backup_help;
     return 0;
   }
   if (a.positional.size() != 1)
-    return fail(std::string{"backup needs one DIR\n"} + backup_help);
-  std::error_code ec;
-  auto dir = std::filesystem::absolute(a.positional[0], ec).lexically_normal();
-  if (ec)
-    return fail("cannot make '" + a.positional[0] + "' absolute: "
-                + ec.message());
+    return fail(std::string{"backup needs one NAME\n"} + backup_help);
   auto conn = connect(a);
   if (!conn)
     return fail(conn.error());
-  auto r = client::admin::backup(*conn, dir.string(), a.has("compact"));
+  const char* user = std::getenv("USER");
+  auto r = client::admin::backup(*conn, a.positional[0],
+                                 a.get("by", user != nullptr ? user : "cli"),
+                                 a.has("compact"));
   if (!r)
     return fail(r.error());
   if (a.has("json")) {

@@ -313,27 +313,31 @@ caf::error spawn_actors(embedded_node::impl& im, start_options& opts) {
       if (auto err = replication::end_log(*im.env))
         return err;
   }
-  // An alert once the map is 80% used (again once it went under 75%):
-  // past 100% every write fails with storage_full.
+  // An alert at 80%, 90% and 95% of the map in use by live pages (each
+  // once, again after it went under 75%): once full, writes fail with
+  // storage_full.
   stream.usage = [alerts = im.alerts,
-                  high = std::make_shared<bool>(false)](uint64_t used,
+                  told = std::make_shared<uint64_t>(0)](uint64_t used,
                                                         uint64_t size) {
     if (size == 0)
       return;
     auto pct = used * 100 / size;
-    if (pct >= 80 && !*high) {
-      *high = true;
-      alerts->raise(alert{
-        "storage_map_high", "storage",
-        "the LMDB map is " + std::to_string(pct) + "% used ("
-          + std::to_string(used >> 20) + " of " + std::to_string(size >> 20)
-          + " MiB, the high-water mark: pages freed by deletes are reused "
-            "but not subtracted): once full, writes that need new pages fail "
-            "with storage_full; raise storage.map_size and restart",
-        "", now_ms()});
-    } else if (pct < 75) {
-      *high = false;
+    if (pct < 75) {
+      *told = 0;
+      return;
     }
+    uint64_t mark = pct >= 95 ? 95 : pct >= 90 ? 90 : pct >= 80 ? 80 : 0;
+    if (mark <= *told)
+      return;
+    *told = mark;
+    alerts->raise(alert{
+      "storage_map_high", "storage",
+      "the LMDB map is " + std::to_string(pct) + "% used ("
+        + std::to_string(used >> 20) + " of " + std::to_string(size >> 20)
+        + " MiB in live pages): once full, writes fail with storage_full; "
+          "raise storage.map_size and restart, or free space (delete "
+          "topics, purge dead letters)",
+      "", now_ms()});
   };
   im.writer = storage::spawn_writer(
     sys, im.env, true,

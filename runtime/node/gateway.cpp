@@ -670,23 +670,48 @@ caf::behavior gateway(gateway_ptr self,
       return to_cluster<pb::ReplAck>(self, cluster, x);
     },
     [=](pb::BackupRequest& x) -> caf::result<pb::BackupDone> {
+      // storage.backup_dir/NAME, NAME a plain name: a client picks a name,
+      // never a place on the node's machine.
+      auto root = ctx->settings.backup_dir;
+      if (root == "off")
+        return make_error(errc::unavailable,
+                          "backups are off on this node (storage.backup_dir "
+                          "= off)");
+      if (root.empty()) {
+        root = ctx->settings.data_dir;
+        while (root.size() > 1 && root.back() == '/')
+          root.pop_back();
+        root += ".backups";
+      }
+      const auto& name = x.name();
+      if (name.empty() || name.size() > 128 || !only_name_chars(name)
+          || name == "." || name == "..")
+        return make_error(errc::invalid_argument,
+                          "a backup NAME is 1 to 128 letters, digits, '_', "
+                          "'-' or '.' (not . or ..), got '" + name + "'");
+      if (x.by().empty())
+        return make_error(errc::invalid_argument,
+                          "a backup needs `by` (who asks), logged with it");
+      auto dir = root + "/" + name;
+      EDDA_INFO_F("audit", "backup to " << dir << " by " << x.by(),
+                  {"action", "backup"}, {"target", dir}, {"by", x.by()});
       // The copy blocks for as long as it takes: a thread of its own.
       auto env = ctx->env;
       auto node = ctx->node_id;
       auto worker = self->home_system().spawn<caf::detached>(
-        [env, node](caf::event_based_actor* w) -> caf::behavior {
+        [env, node, dir](caf::event_based_actor* w) -> caf::behavior {
           return {[=](const pb::BackupRequest& r) -> caf::result<pb::BackupDone> {
             w->quit();
             auto began = std::chrono::steady_clock::now();
-            auto bytes = env->copy_to(r.dir(), r.compact());
+            auto bytes = env->copy_to(dir, r.compact());
             if (!bytes) {
-              EDDA_WARN("storage", "backup to '" << r.dir() << "' refused or "
+              EDDA_WARN("storage", "backup to '" << dir << "' refused or "
                                                  << "failed: "
                                                  << render(bytes.error()));
               return bytes.error();
             }
             pb::BackupDone done;
-            done.set_dir(r.dir());
+            done.set_dir(dir);
             done.set_node_id(node);
             done.set_bytes(*bytes);
             done.set_millis(static_cast<uint64_t>(
@@ -695,14 +720,14 @@ caf::behavior gateway(gateway_ptr self,
                 .count()));
             metrics::counter("storage.backups")++;
             EDDA_INFO("storage", "backup written to '"
-                                   << r.dir() << "': " << done.bytes()
+                                   << dir << "': " << done.bytes()
                                    << " bytes in " << done.millis() << " ms"
                                    << (r.compact() ? " (compacted)" : ""));
             return done;
           }};
         });
       auto rp = self->make_response_promise<pb::BackupDone>();
-      self->request(worker, caf::infinite, std::move(x))
+      self->request(worker, std::chrono::seconds{3600}, std::move(x))
         .then([rp](pb::BackupDone& d) mutable { rp.deliver(std::move(d)); },
               [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;

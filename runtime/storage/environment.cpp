@@ -7,12 +7,14 @@
 
 #include <lmdb.h>
 
+#include <atomic>
 #include <cerrno>
 #include <filesystem>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 namespace edda::storage {
@@ -230,45 +232,90 @@ environment::apply(const std::vector<const wire::v1::WriteBatch*>& batches,
 caf::expected<uint64_t> environment::copy_to(const std::string& dir,
                                              bool compact) const {
   namespace fs = std::filesystem;
-  if (dir.empty() || dir[0] != '/')
-    return make_error(errc::invalid_argument,
-                      "a backup dir must be an absolute path on the node's "
-                      "machine, got '" + dir + "'");
+  static std::atomic<bool> busy{false};
+  if (busy.exchange(true))
+    return make_error(errc::unavailable,
+                      "a backup is running: one at a time, try again later");
+  struct release {
+    ~release() {
+      busy = false;
+    }
+  } guard;
   std::error_code ec;
-  fs::path p{dir};
-  if (fs::exists(p, ec)) {
-    if (!fs::is_directory(p, ec))
-      return make_error(errc::invalid_argument,
-                        "'" + dir + "' exists and is not a directory");
-    if (!fs::is_empty(p, ec))
-      return make_error(errc::invalid_argument,
-                        "'" + dir + "' is not empty: a backup goes into a "
-                        "new or empty directory");
-  } else if (!fs::create_directories(p, ec) && ec) {
-    return make_error(errc::invalid_argument,
-                      "cannot create '" + dir + "': " + ec.message());
+  fs::path p = fs::absolute(dir, ec);
+  if (ec || !p.has_parent_path())
+    return make_error(errc::invalid_argument, "no backup dir '" + dir + "'");
+  auto root = p.parent_path();
+  fs::create_directories(root, ec);
+  if (ec)
+    return make_error(errc::invalid_argument, "cannot create '" + root.string()
+                                                + "': " + ec.message());
+  // Room for the copy: the live pages and a margin.
+  struct statvfs vfs {};
+  if (::statvfs(root.c_str(), &vfs) == 0) {
+    auto free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    auto need = live_bytes() / 10 * 11;
+    if (free_bytes < need)
+      return make_error(errc::storage_error,
+                        "not enough room in " + root.string() + " for a backup: "
+                          + std::to_string(free_bytes >> 20) + " MiB free, "
+                          + std::to_string(need >> 20) + " MiB needed");
   }
+  if (::mkdir(p.c_str(), 0700) != 0)
+    return make_error(errc::invalid_argument,
+                      errno == EEXIST ? "a backup named '" + p.filename().string()
+                                          + "' exists in " + root.string()
+                                      : "cannot create '" + p.string()
+                                          + "': " + std::strerror(errno));
+  // Written as data.mdb.partial (this call's own file), renamed once synced:
+  // a data.mdb in a backup dir is always whole.
+  auto partial = (p / "data.mdb.partial").string();
   auto file = (p / "data.mdb").string();
-  int rc = mdb_env_copy2(env_, dir.c_str(), compact ? MDB_CP_COMPACT : 0);
-  int fd = rc == 0 ? ::open(file.c_str(), O_RDONLY | O_CLOEXEC) : -1;
-  if (rc == 0 && (fd < 0 || ::fsync(fd) != 0))
-    rc = errno != 0 ? errno : EIO;
+  int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int rc = fd < 0 ? errno : 0;
+  if (rc == 0)
+    rc = mdb_env_copyfd2(env_, fd, compact ? MDB_CP_COMPACT : 0);
+  if (rc == 0 && ::fsync(fd) != 0)
+    rc = errno;
   if (fd >= 0)
     ::close(fd);
-  if (rc == 0) {
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (rc == 0 && ::rename(partial.c_str(), file.c_str()) != 0)
+    rc = errno;
+  if (rc != 0) {
+    ::unlink(partial.c_str());
+    ::rmdir(p.c_str());
+    return make_error(errc::storage_error, "backup to '" + p.string()
+                                             + "' failed: " + mdb_strerror(rc));
+  }
+  for (auto* d : {&p, &root}) { // the rename and the new dir, durable
+    int dfd = ::open(d->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       (void) ::fsync(dfd);
       ::close(dfd);
     }
   }
-  if (rc != 0) {
-    fs::remove(file, ec);
-    return make_error(errc::storage_error, "backup to '" + dir
-                                             + "' failed: " + mdb_strerror(rc));
-  }
   auto size = fs::file_size(file, ec);
   return ec ? uint64_t{0} : static_cast<uint64_t>(size);
+}
+
+uint64_t environment::live_bytes() const {
+  MDB_txn* txn = nullptr;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn) != 0)
+    return map_used();
+  uint64_t pages = 2; // the meta pages
+  auto add = [&](MDB_dbi dbi) {
+    MDB_stat st{};
+    if (mdb_stat(txn, dbi, &st) == 0)
+      pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+  };
+  add(0); // FREE_DBI
+  add(1); // MAIN_DBI: the names of the databases
+  for (auto dbi : dbis_)
+    add(dbi);
+  mdb_txn_abort(txn);
+  MDB_stat env_stat{};
+  mdb_env_stat(env_, &env_stat);
+  return pages * env_stat.ms_psize;
 }
 
 uint64_t environment::map_used() const {

@@ -104,15 +104,25 @@ public:
   [[nodiscard]] caf::error apply(const std::vector<const wire::v1::WriteBatch*>& batches,
                                  std::vector<caf::error>& failed);
 
-  /// Writes a consistent copy of the environment (one read transaction:
-  /// writers go on meanwhile) as `dir`/data.mdb, synced. `dir` must be an
-  /// absolute path, new or an empty directory (created if missing).
-  /// `compact` leaves free pages out. Blocks for as long as the copy takes:
-  /// call it off the actor threads. Returns the copy's size in bytes.
-  /// Errors: invalid_argument (the dir), storage_error (the copy failed;
-  /// its partial file is removed).
+  /// Writes a consistent copy of the environment (one read transaction;
+  /// writers go on, but LMDB holds its write lock while the copy's first
+  /// pages are written) as `dir`/data.mdb: `dir` is made (mode 0700, it
+  /// must not exist; its parent is created), the copy written as
+  /// data.mdb.partial (0600), synced, then renamed, so a data.mdb there is
+  /// always whole. One copy at a time in the process; refused without room
+  /// for live_bytes() and 10%. `compact` leaves free pages out. Blocks for
+  /// as long as the copy takes: call it off the actor threads. Returns the
+  /// copy's size. Errors: invalid_argument (the dir), unavailable (another
+  /// copy runs), storage_error (no room, or the copy failed: its partial
+  /// file and dir are removed).
   [[nodiscard]] caf::expected<uint64_t> copy_to(const std::string& dir,
                                                 bool compact) const;
+
+  /// Bytes of the pages the data holds now (every database's branch, leaf
+  /// and overflow pages, the free list's own, the two meta pages): what a
+  /// full map is measured against, since LMDB reuses freed pages while
+  /// map_used() never goes down.
+  [[nodiscard]] uint64_t live_bytes() const;
 
   /// Bytes of the map in use (last page number times page size).
   [[nodiscard]] uint64_t map_used() const;

@@ -164,7 +164,7 @@ caf::behavior writer(caf::stateful_actor<writer_state>* self,
       commits++;
       if (st.stream.usage && began - st.usage_told >= std::chrono::seconds(1)) {
         st.usage_told = began;
-        st.stream.usage(st.env->map_used(), st.env->opts().map_size);
+        st.stream.usage(st.env->live_bytes(), st.env->opts().map_size);
       }
       if (st.stream.ship) {
         wire::pb::ReplBatch out;

@@ -55,8 +55,9 @@ struct commit_stream {
   uint64_t epoch = 0;
   std::string log_id; ///< kept in the position with each commit
   bool gated = false;
-  /// Called after a commit, at most once a second, with the map's bytes in
-  /// use and its size (the node's map-usage alert), on the writer's thread.
+  /// Called after a commit, at most once a second, with the bytes the data
+  /// holds (environment::live_bytes) and the map's size (the node's
+  /// map-usage alert), on the writer's thread.
   std::function<void(uint64_t used, uint64_t size)> usage;
 };
 

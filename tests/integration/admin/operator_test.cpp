@@ -175,8 +175,9 @@ TEST_F(OperatorCommandTest, BackupIsAConsistentCopyTakenWhileWritesGoOn) {
     }
   }};
   ASSERT_TRUE(eventually(10s, [&] { return acked.load() > 300; }));
-  auto copy = dir_.path() + "/backups/first";
-  auto r = edda({"backup", copy}, n.api_port());
+  // storage.backup_dir defaults to the data dir + ".backups".
+  auto copy = dir_.path() + "/data.backups/first";
+  auto r = edda({"backup", "first", "--by", "tester"}, n.api_port());
   int at_end_of_backup = acked.load();
   stop = true;
   writer.join();
@@ -188,25 +189,31 @@ TEST_F(OperatorCommandTest, BackupIsAConsistentCopyTakenWhileWritesGoOn) {
             std::string::npos)
     << r.out;
   ASSERT_TRUE(std::filesystem::exists(copy + "/data.mdb"));
+  EXPECT_FALSE(std::filesystem::exists(copy + "/data.mdb.partial"));
 
-  // Refused: a directory that is not empty, a path that is a file, a
-  // relative path (asked directly: the CLI makes it absolute).
-  auto again = edda({"backup", copy}, n.api_port());
+  // Refused: a name that exists, a name that is a path, no `by`.
+  auto again = edda({"backup", "first"}, n.api_port());
   EXPECT_EQ(again.exit_code, 1);
-  EXPECT_NE(again.err.find("is not empty"), std::string::npos) << again.err;
-  std::ofstream{dir_.path() + "/a-file"} << "x";
-  auto file = admin::backup(conn, dir_.path() + "/a-file");
-  ASSERT_FALSE(file);
-  EXPECT_EQ(edda::code_of(file.error()), edda::errc::invalid_argument);
-  EXPECT_NE(edda::render(file.error()).find("not a directory"), std::string::npos);
-  auto relative = admin::backup(conn, "relative/dir");
-  ASSERT_FALSE(relative);
-  EXPECT_EQ(edda::code_of(relative.error()), edda::errc::invalid_argument);
+  EXPECT_NE(again.err.find("a backup named 'first' exists"), std::string::npos)
+    << again.err;
+  for (auto bad : {"../escape", "/etc/x", "..", "a b"}) {
+    auto path = admin::backup(conn, bad, "tester");
+    ASSERT_FALSE(path) << bad;
+    EXPECT_EQ(edda::code_of(path.error()), edda::errc::invalid_argument) << bad;
+    EXPECT_NE(edda::render(path.error()).find("a backup NAME is"),
+              std::string::npos)
+      << edda::render(path.error());
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/escape"));
+  auto anonymous = admin::backup(conn, "second", "");
+  ASSERT_FALSE(anonymous);
+  EXPECT_EQ(edda::code_of(anonymous.error()), edda::errc::invalid_argument);
   uint64_t live_end = end_offset(conn, "ledger");
 
   // The copy opens as a node's data: every message acknowledged before the
   // backup began is in it, nothing after its end, and no gap.
   auto restored_settings = settings(copy);
+  restored_settings.backup_dir = "off";
   auto restored = edda::node::embedded_node::start(restored_settings, {});
   ASSERT_TRUE(restored) << edda::render(restored.error());
   auto rc = (*restored)->connect();
@@ -221,6 +228,11 @@ TEST_F(OperatorCommandTest, BackupIsAConsistentCopyTakenWhileWritesGoOn) {
   auto rs = admin::node_status(rc);
   ASSERT_TRUE(rs);
   EXPECT_EQ(rs->node_id(), status->node_id());
+  // storage.backup_dir = off: refused, and said why.
+  auto off = admin::backup(rc, "third", "tester");
+  ASSERT_FALSE(off);
+  EXPECT_EQ(edda::code_of(off.error()), edda::errc::unavailable);
+  EXPECT_NE(edda::render(off.error()).find("backups are off"), std::string::npos);
 }
 
 } // namespace

@@ -40,6 +40,13 @@ TEST(LogTest, AJsonLineHasTheFixedKeysThenTheFieldsEscaped) {
 }
 
 TEST(LogTest, AComponentFollowsItsOwnLevelElseTheDefault) {
+  struct restore {
+    ~restore() {
+      edda::log::set_level(level::info);
+      std::string e;
+      (void) edda::log::set_levels("", e);
+    }
+  } guard; // also when an assertion returns early
   auto& saga = edda::log::component_named("test_saga");
   auto& txn = edda::log::component_named("test_txn");
   EXPECT_EQ(&saga, &edda::log::component_named("test_saga"));
@@ -67,6 +74,42 @@ TEST(LogTest, AComponentFollowsItsOwnLevelElseTheDefault) {
   ASSERT_TRUE(edda::log::set_levels("", err));
   EXPECT_TRUE(txn.enabled(level::debug));
   edda::log::set_level(level::info);
+}
+
+} // namespace
+
+namespace {
+
+TEST(LogTest, ALineCannotBeForgedAndFieldsNeverOverrideTheFixedKeys) {
+  std::chrono::system_clock::time_point at{std::chrono::seconds{0}};
+  // An operator's name with a newline and a fake line behind it.
+  EXPECT_EQ(edda::log::format(at, edda::log::level::info, "audit",
+                              "by x\n1970-01-01T00:00:00.000Z INFO [audit] y\x01"),
+            "1970-01-01T00:00:00.000Z INFO [audit] by x\\n1970-01-01T00:00:"
+            "00.000Z INFO [audit] y\\x01\n");
+  auto line = edda::log::format_json(at, edda::log::level::info, "audit", "n1",
+                                     "m", {{"msg", "forged"}, {"level", "x"}});
+  EXPECT_NE(line.find("\"msg\":\"m\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"msg_field\":\"forged\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"level\":\"info\""), std::string::npos) << line;
+}
+
+TEST(LogTest, AuditLinesStayAtInfoUnderAQuieterDefault) {
+  struct restore {
+    ~restore() {
+      edda::log::set_level(edda::log::level::info);
+      std::string e;
+      (void) edda::log::set_levels("", e);
+    }
+  } guard;
+  auto& audit = edda::log::component_named("audit");
+  edda::log::set_level(edda::log::level::warn);
+  EXPECT_TRUE(audit.enabled(edda::log::level::info));
+  EXPECT_FALSE(edda::log::component_named("test_other")
+                 .enabled(edda::log::level::info));
+  std::string err;
+  ASSERT_TRUE(edda::log::set_levels("audit=off", err)) << err;
+  EXPECT_FALSE(audit.enabled(edda::log::level::error)); // asked by name
 }
 
 } // namespace

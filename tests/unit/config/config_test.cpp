@@ -56,6 +56,7 @@ void expect_same(const node_settings& a, const node_settings& b) {
   EXPECT_EQ(a.failover, b.failover);
   EXPECT_EQ(a.mode, b.mode);
   EXPECT_EQ(a.map_size, b.map_size);
+  EXPECT_EQ(a.backup_dir, b.backup_dir);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
   EXPECT_EQ(a.default_partitions, b.default_partitions);
   expect_same_group(a.group_defaults, b.group_defaults);
@@ -96,6 +97,7 @@ node_settings non_defaults() {
   s.failover = "auto";
   s.mode = durability::nometasync;
   s.map_size = (16ull << 30) + 4096;
+  s.backup_dir = "/var/backups/edda";
   s.max_message_size = 1500;
   s.default_partitions = 1024;
   s.group_defaults.max_reconsume = 0;
@@ -203,7 +205,7 @@ TEST(ConfigTest, DeclarationTableDescribesEverySetting) {
                                        "cluster.replica_lag_max",
                                        "cluster.failover",
                                        "storage.durability",
-                                       "storage.map_size",
+                                       "storage.map_size", "storage.backup_dir",
                                        "broker.max_message_size",
                                        "broker.default_partitions",
                                        "consumer.max_reconsume",
