@@ -80,6 +80,8 @@ cmake --build "$work/build" -j2 >"$work/build.log" 2>&1 ||
   { tail -n 40 "$work/build.log"; fail "building the example failed"; }
 
 echo "== run it against the installed edda node"
+# Made here, not by the node's redirection: the loop below reads it at once.
+: >"$work/node.out"
 "$prefix/bin/edda" node --listen 127.0.0.1:0 --data-dir "$work/data" \
   --durability nosync --set 'saga.types=["greet = hello!"]' \
   >"$work/node.out" 2>"$work/node.log" &
