@@ -314,8 +314,35 @@ server::start(const std::string& host, uint16_t port, client::connection node) {
   // under /api/ (a Content-Length of at most 64 KiB); anything else is
   // answered before its body is read (a chunked body is not bounded by
   // the payload limit).
-  http.set_pre_routing_handler([](const httplib::Request& req,
-                                  httplib::Response& res) {
+  // Bound to a loopback address, only loopback names may be asked for: a
+  // DNS name rebound to 127.0.0.1 by a web page reaches nothing (421).
+  bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  // No page of another site may frame the console.
+  http.set_default_headers({{"X-Frame-Options", "DENY"},
+                            {"Content-Security-Policy",
+                             "frame-ancestors 'none'"}});
+  http.set_pre_routing_handler([loopback](const httplib::Request& req,
+                                          httplib::Response& res) {
+    if (loopback && req.has_header("Host")) {
+      auto h = req.get_header_value("Host");
+      auto name = h.rfind("[", 0) == 0 ? h.substr(0, h.find(']') + 1)
+                                       : h.substr(0, h.find(':'));
+      if (name != "127.0.0.1" && name != "localhost" && name != "[::1]") {
+        res.status = 421;
+        res.set_header("Connection", "close");
+        res.set_content("Host '" + h + "' is not this port's (a loopback "
+                        "address): refused\n",
+                        "text/plain; charset=utf-8");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if ((req.method == "GET" || req.method == "HEAD")
+        && req.path.rfind("/api/", 0) == 0 && !same_site(req)) {
+      res.status = 403;
+      res.set_content("{\"error\": \"a read from another site is refused\"}\n",
+                      "application/json; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (req.method == "GET" || req.method == "HEAD")
       return httplib::Server::HandlerResponse::Unhandled;
     switch (check_console_post(req, res)) {

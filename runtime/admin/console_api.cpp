@@ -275,8 +275,10 @@ struct audit_log {
 
 void audit(audit_log& log, const std::string& action, const std::string& target,
            const std::string& by, int status, const std::string& result) {
-  EDDA_INFO("admin", "console: " << action << " " << target << " by " << by
-                                 << ": " << status << " " << result);
+  EDDA_INFO_F("audit", "console: " << action << " " << target << " by " << by
+                                    << ": " << status << " " << result,
+              {"action", "console " + action}, {"target", target}, {"by", by},
+              {"status", std::to_string(status)});
   std::lock_guard<std::mutex> guard{log.mtx};
   log.last.push_front({{"at_ms", now_ms()},
                        {"action", action},
@@ -431,6 +433,16 @@ void cluster_route(const client::connection& node, httplib::Response& res) {
 
 } // namespace
 
+bool same_site(const httplib::Request& req) {
+  auto site = req.get_header_value("Sec-Fetch-Site");
+  if (site == "cross-site" || site == "same-site")
+    return false;
+  if (req.has_header("Origin"))
+    return req.get_header_value("Origin")
+           == "http://" + req.get_header_value("Host");
+  return true;
+}
+
 console_post check_console_post(const httplib::Request& req,
                                 httplib::Response& res) {
   if (req.method != "POST" || req.path.rfind("/api/", 0) != 0)
@@ -452,6 +464,15 @@ console_post check_console_post(const httplib::Request& req,
   if (std::stoull(len) > console_body_limit)
     return refuse(413, "the body is larger than "
                          + std::to_string(console_body_limit) + " bytes");
+  // No action from another site (CSRF): a JSON body, which a form or a
+  // no-cors fetch cannot send without a preflight (refused: no CORS), and
+  // no Origin but this one.
+  auto type = req.get_header_value("Content-Type");
+  if (type.rfind("application/json", 0) != 0)
+    return refuse(415, "an action's body is JSON (Content-Type: "
+                       "application/json)");
+  if (!same_site(req))
+    return refuse(403, "an action from another site is refused");
   return console_post::allowed;
 }
 

@@ -19,7 +19,10 @@
 // client connection. Errors: 400 bad parameters, 404 unknown saga,
 // transaction, group or route, 409 an action on something that moved on
 // (with its current state), 411/413 a POST without a length or over 64 KiB,
-// 503/504 the node does not answer; each {"error": "..."}. Every action
+// 503/504 the node does not answer; each {"error": "..."}. Requests from
+// another site are refused (403; an action's body must be JSON, 415), and
+// on a loopback address a Host that is not a loopback name (421: DNS
+// rebinding; admin_server.cpp). Every action
 // takes `by` (who did it), passes it to the record (saga history,
 // transaction resolved_by) and is logged at INFO, category admin:
 // "console: ACTION TARGET by BY: RESULT".
@@ -54,9 +57,14 @@ enum class console_post {
 };
 /// For the pre-routing handler, before a body is read: may the console
 /// take this POST? Chunked bodies and bodies without a Content-Length are
-/// refused (411), those over console_body_limit too (413).
+/// refused (411), those over console_body_limit too (413); a body that is
+/// not JSON (415) and a request from another site (403: CSRF) as well.
 [[nodiscard]] console_post check_console_post(const httplib::Request& req,
                                               httplib::Response& res);
+
+/// Not from another site: no Sec-Fetch-Site cross-site / same-site, and an
+/// Origin, if any, that is this server's ("http://" + Host).
+[[nodiscard]] bool same_site(const httplib::Request& req);
 
 /// The page: one HTML document with its CSS and JavaScript (console.html,
 /// embedded at build time).

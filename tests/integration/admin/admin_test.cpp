@@ -693,7 +693,7 @@ TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
     ca.sin_port = htons(n.admin_port());
     ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
-    std::string head = "POST /metrics HTTP/1.1\r\nHost: x\r\n"
+    std::string head = "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n"
                        "100000\r\n";
     ASSERT_EQ(::write(cfd, head.data(), head.size()),
@@ -803,19 +803,8 @@ TEST_F(AdminHttpTest, ConsoleApiRefusesBadInputAndActionsOnWhatMovedOn) {
   // A running saga (its participant never registers) and a transaction in
   // doubt.
   ASSERT_TRUE(client::admin::saga_start(conn, "pay", "s1", "{}"));
-  client::txn_producer_options to;
-  to.group = "wallets";
-  auto tp = client::transaction_producer::start(
-    conn, to, [](const client::txn_check&) { return client::txn_outcome::unknown; });
-  ASSERT_TRUE(tp) << edda::render(tp.error());
-  client::message tm;
-  tm.topic = "orders";
-  tm.body = "pending";
-  auto tr = (*tp)->send_in_transaction(
-    tm, [](const client::message&, const std::string&) {
-      return client::txn_outcome::unknown;
-    });
-  ASSERT_TRUE(tr) << edda::render(tr.error());
+  auto doubt = leave_in_doubt(conn, "orders", "wallets");
+  ASSERT_FALSE(doubt.txn_id.empty());
   auto txns = client::admin::txn_list(conn);
   ASSERT_TRUE(txns);
   ASSERT_EQ(txns->records_size(), 1);
@@ -837,6 +826,31 @@ TEST_F(AdminHttpTest, ConsoleApiRefusesBadInputAndActionsOnWhatMovedOn) {
   auto console = http.Get("/console");
   ASSERT_TRUE(console);
   EXPECT_EQ(console->body, page->body);
+  // No other site may frame it, act through it (CSRF) or read it by a name
+  // rebound to 127.0.0.1 (DNS rebinding): the transaction stays in doubt.
+  EXPECT_EQ(page->get_header_value("X-Frame-Options"), "DENY");
+  auto resolve_path = "/api/txns/" + txn + "/resolve";
+  auto commit = std::string{R"({"outcome": "commit", "by": "mallory"})"};
+  auto form = http.Post(resolve_path.c_str(), commit, "text/plain");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 415) << form->body;
+  auto foreign = http.Post(resolve_path.c_str(),
+                           httplib::Headers{{"Origin", "http://evil.example"}},
+                           commit, "application/json");
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->status, 403) << foreign->body;
+  auto cross = http.Get("/api/txns",
+                        httplib::Headers{{"Sec-Fetch-Site", "cross-site"}});
+  ASSERT_TRUE(cross);
+  EXPECT_EQ(cross->status, 403) << cross->body;
+  httplib::Client rebound{"127.0.0.1", n.admin_port()};
+  auto renamed = rebound.Get("/api/txns",
+                             httplib::Headers{{"Host", "evil.example"}});
+  ASSERT_TRUE(renamed);
+  EXPECT_EQ(renamed->status, 421) << renamed->body;
+  auto still = client::admin::txn_show(conn, txn);
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->state(), edda::wire::v1::TxnRecord::PREPARED);
 
   // Reads with bad parameters: 400 with a reason; unknown ids: 404.
   EXPECT_TRUE(refused(http.Get("/api/dlq"), 400, "group is required"));
@@ -931,7 +945,7 @@ TEST_F(AdminHttpTest, ConsoleApiRefusesBadInputAndActionsOnWhatMovedOn) {
     ca.sin_port = htons(n.admin_port());
     ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
-    std::string head = std::string{"POST "} + cmd + " HTTP/1.1\r\nHost: x\r\n"
+    std::string head = std::string{"POST "} + cmd + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n100000\r\n";
     ASSERT_EQ(::write(cfd, head.data(), head.size()),
               static_cast<ssize_t>(head.size()));

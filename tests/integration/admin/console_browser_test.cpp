@@ -78,19 +78,22 @@ std::pair<int, std::string> run(const std::string& cmd) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-/// chromedriver as a child process, stopped by its pid.
+/// chromedriver as a child process in a process group of its own, with the
+/// Chromium it starts: the whole group is stopped by the driver's pid.
 struct driver_process {
   pid_t pid = -1;
   ~driver_process() {
     if (pid > 0) {
-      ::kill(pid, SIGTERM);
+      ::kill(-pid, SIGTERM);
       int status = 0;
       for (int i = 0; i < 50; ++i) {
-        if (::waitpid(pid, &status, WNOHANG) == pid)
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+          ::kill(-pid, SIGKILL); // a browser the driver left behind
           return;
+        }
         std::this_thread::sleep_for(100ms);
       }
-      ::kill(pid, SIGKILL);
+      ::kill(-pid, SIGKILL);
       ::waitpid(pid, &status, 0);
     }
   }
@@ -366,6 +369,7 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
     driver.pid = ::fork();
     ASSERT_GE(driver.pid, 0);
     if (driver.pid == 0) {
+      ::setpgid(0, 0);
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       int fd = ::open(driver_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (fd >= 0) {
@@ -375,6 +379,7 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
+    ::setpgid(driver.pid, driver.pid); // also here: no kill before the child's
   }
   webdriver wd{port};
   ASSERT_TRUE(eventually(20s, [&] { return wd.ready(); }, 100ms))
