@@ -755,8 +755,13 @@ caf::behavior group_manager(manager_ptr self, context_ptr ctx,
       auto prefix = keys::dlq_prefix(req.group());
       txn.scan(db::dlq, prefix, prefix,
                [&](std::string_view, std::string_view v) {
-                 out.add_entries()->ParseFromArray(v.data(),
-                                                   static_cast<int>(v.size()));
+                 auto* e = out.add_entries();
+                 e->ParseFromArray(v.data(), static_cast<int>(v.size()));
+                 auto* body = e->mutable_message()->mutable_body();
+                 if (req.max_body() > 0 && body->size() > req.max_body()) {
+                   e->set_body_bytes(body->size());
+                   body->resize(req.max_body());
+                 }
                  return static_cast<uint32_t>(out.entries_size()) < limit;
                });
       if (out.entries_size() == 0 && st.known.count(req.group()) == 0)

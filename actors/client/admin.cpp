@@ -57,8 +57,10 @@ caf::expected<pb::GroupList> list_groups(const connection& c) {
 
 caf::expected<pb::DlqEntries> dlq_list(const connection& c,
                                        const std::string& group,
-                                       uint32_t limit) {
+                                       uint32_t limit,
+                                       uint32_t max_body) {
   pb::DlqList req;
+  req.set_max_body(max_body);
   req.set_group(group);
   req.set_limit(limit);
   return call<pb::DlqEntries>(c, req);

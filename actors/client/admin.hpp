@@ -31,7 +31,8 @@ describe_topic(const connection& c, const std::string& name);
 list_topics(const connection& c, bool include_internal = false);
 [[nodiscard]] caf::expected<pb::GroupList> list_groups(const connection& c);
 [[nodiscard]] caf::expected<pb::DlqEntries>
-dlq_list(const connection& c, const std::string& group, uint32_t limit = 0);
+dlq_list(const connection& c, const std::string& group, uint32_t limit = 0,
+         uint32_t max_body = 0);
 /// Redrives the given dead letters (all if `ids` is empty) through the
 /// group's retry topic.
 [[nodiscard]] caf::expected<pb::DlqRedriven>

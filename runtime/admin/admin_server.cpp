@@ -178,7 +178,7 @@ std::string collect_metrics(const client::connection& node) {
              "dead letters of the group waiting for redrive (at most 10000 "
              "counted)");
     for (auto& g : groups->groups()) {
-      if (auto d = client::admin::dlq_list(node, g.group(), count_cap))
+      if (auto d = client::admin::dlq_list(node, g.group(), count_cap, 1))
         x.sample({{"group", g.group()}}, d->entries_size());
       else
         failed.push_back("dlq " + g.group());

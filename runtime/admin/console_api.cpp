@@ -126,6 +126,9 @@ const char* txn_state_name(pb::TxnRecord::State s) {
   }
 }
 
+/// The bytes of a body a page shows.
+constexpr uint32_t body_preview = 512;
+
 json message_json(const pb::Message& m) {
   json tags = json::array();
   for (auto& t : m.tags())
@@ -133,13 +136,12 @@ json message_json(const pb::Message& m) {
   json props = json::object();
   for (auto& [k, v] : m.properties())
     props[k] = v;
-  constexpr size_t preview = 512; // of the body, in bytes
   return {{"id", m.id()},
           {"topic", m.topic()},
           {"key", m.key()},
           {"tags", std::move(tags)},
           {"properties", std::move(props)},
-          {"body", m.body().substr(0, preview)},
+          {"body", m.body().substr(0, body_preview)},
           {"body_bytes", m.body().size()},
           {"born_ms", m.born_ms()},
           {"reconsume_times", m.reconsume_times()},
@@ -378,7 +380,7 @@ void groups_route(const client::connection& node, httplib::Response& res) {
                 {"generation", g.generation()}};
     auto l = lag.find(g.group());
     row["lag"] = l == lag.end() ? json::array() : l->second;
-    auto d = client::admin::dlq_list(node, g.group(), list_cap);
+    auto d = client::admin::dlq_list(node, g.group(), list_cap, 1); // a count
     row["dlq_depth"] = d ? json(d->entries_size()) : json(nullptr);
     out.push_back(std::move(row));
   }
@@ -525,16 +527,21 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
     std::string why;
     if (!uint_param(req, "limit", 1000, 1, list_cap, limit, why))
       return fail(res, 400, why);
-    auto d = client::admin::dlq_list(*n, group, static_cast<uint32_t>(limit));
+    auto d = client::admin::dlq_list(*n, group, static_cast<uint32_t>(limit),
+                                     body_preview);
     if (!d)
       return fail(res, d.error());
     json entries = json::array();
-    for (auto& e : d->entries())
+    for (auto& e : d->entries()) {
+      auto m = message_json(e.message());
+      if (e.body_bytes() > 0) // cut by the node to the preview
+        m["body_bytes"] = e.body_bytes();
       entries.push_back({{"id", e.message().id()},
                          {"group", e.group()},
                          {"dead_ms", e.dead_ms()},
                          {"reason", e.reason()},
-                         {"message", message_json(e.message())}});
+                         {"message", std::move(m)}});
+    }
     reply(res, 200,
           {{"group", group},
            {"entries", std::move(entries)},
@@ -564,7 +571,7 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
       return fail(res, 400, "at most 1000 ids at once");
     // Those that left the DLQ since the page was read (redriven by someone
     // else): the action is refused, with what is there now.
-    auto now = client::admin::dlq_list(*n, group, list_cap);
+    auto now = client::admin::dlq_list(*n, group, list_cap, 1); // ids
     if (!now)
       return fail(res, now.error());
     std::set<std::string> there;

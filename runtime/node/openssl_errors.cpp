@@ -74,14 +74,15 @@ std::string peer_of(int fd, std::string& ip) {
   return ip + ":" + std::to_string(port);
 }
 
-/// A handshake that SSL_accept gave up on (not one that waits for bytes).
-void failed_accept(SSL* ssl, int ret) {
+/// A handshake that SSL_accept gave up on (not one that waits for bytes),
+/// with the peer as it was before the call (a peer that sends an alert and
+/// resets is gone by the time the call returns).
+void failed_accept(SSL* ssl, int ret, const std::string& peer,
+                   const std::string& ip) {
   auto kind = SSL_get_error(ssl, ret); // reads the queue, leaves it for CAF
   if (kind != SSL_ERROR_SSL && kind != SSL_ERROR_SYSCALL)
     return;
   edda::metrics::counter("network.tls_refused")++;
-  std::string ip;
-  auto peer = peer_of(SSL_get_fd(ssl), ip);
   static std::mutex mtx;
   static std::map<std::string, std::chrono::steady_clock::time_point> said;
   auto now = std::chrono::steady_clock::now();
@@ -141,9 +142,12 @@ EDDA_EXPORTED int SSL_connect(SSL* ssl) {
 EDDA_EXPORTED int SSL_accept(SSL* ssl) {
   static auto real = next_openssl<handshake_fn>("SSL_accept");
   ERR_clear_error();
+  // A handshake is a few calls; the address costs one getpeername each.
+  std::string ip;
+  auto peer = peer_of(SSL_get_fd(ssl), ip);
   auto ret = real(ssl);
   if (ret <= 0)
-    failed_accept(ssl, ret);
+    failed_accept(ssl, ret, peer, ip);
   return ret;
 }
 

@@ -305,6 +305,13 @@ TEST_F(ConsoleBrowserTest, AnOperatorRedrivesADeadLetterAndRetriesAFailedSaga) {
     auto d = client::admin::dlq_list(conn, "billing");
     return d && d->entries_size() == 1;
   })) << "the message did not reach the DLQ";
+  // A list for a page or a count carries bodies cut by the node, with
+  // their sizes: a DLQ of large messages costs no more than its previews.
+  auto cut = client::admin::dlq_list(conn, "billing", 10, 4);
+  ASSERT_TRUE(cut) << edda::render(cut.error());
+  ASSERT_EQ(cut->entries_size(), 1);
+  EXPECT_EQ(cut->entries(0).message().body(), m.body.substr(0, 4));
+  EXPECT_EQ(cut->entries(0).body_bytes(), m.body.size());
 
   // A failed saga: ship fails for good, the undo of charge fails once.
   std::atomic<bool> undo_works{false};
