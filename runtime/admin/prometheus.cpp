@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace edda::admin {
 
@@ -85,8 +86,12 @@ void exposition::write(const char* suffix, const labels& l, double value) {
     std::snprintf(buf, sizeof(buf), " NaN\n");
   else if (value == std::floor(value) && std::fabs(value) < 1e15)
     std::snprintf(buf, sizeof(buf), " %.0f\n", value);
-  else
-    std::snprintf(buf, sizeof(buf), " %.17g\n", value);
+  else {
+    // The shortest form that reads back as the same double.
+    std::snprintf(buf, sizeof(buf), " %.15g\n", value);
+    if (std::strtod(buf, nullptr) != value)
+      std::snprintf(buf, sizeof(buf), " %.17g\n", value);
+  }
   out_ += buf;
 }
 
