@@ -2,6 +2,7 @@
 
 #include "base/errc.hpp"
 #include "base/ids.hpp"
+#include "records.pb.h"
 
 #include <algorithm>
 #include <cctype>
@@ -20,6 +21,35 @@ const char* to_string(saga_state x) {
     case saga_state::failed: return "failed";
   }
   return "unknown";
+}
+
+const char* state_name(uint32_t state) {
+  return state >= 1 && state <= 5 ? to_string(static_cast<saga_state>(state))
+                                  : "unknown";
+}
+
+uint32_t state_number(const std::string& name) {
+  for (uint32_t i = 1; i <= 5; ++i)
+    if (name == state_name(i))
+      return i;
+  return 0;
+}
+
+const char* step_status_name(uint32_t status) {
+  using s = wire::v1::SagaStep;
+  switch (status) {
+    case s::PENDING: return "pending";
+    case s::RUNNING: return "running";
+    case s::DONE: return "done";
+    case s::FAILED: return "failed";
+    case s::GAVE_UP: return "gave up";
+    case s::COMPENSATING: return "compensating";
+    case s::COMPENSATED: return "compensated";
+    case s::COMPENSATION_FAILED: return "compensation failed";
+    case s::CONFIRMING: return "confirming";
+    case s::CONFIRMED: return "confirmed";
+    default: return "unknown";
+  }
 }
 
 bool is_terminal(saga_state x) {

@@ -62,6 +62,13 @@ enum class saga_state : uint32_t {
 
 [[nodiscard]] const char* to_string(saga_state x);
 [[nodiscard]] bool is_terminal(saga_state x);
+/// The name of a stored state (SagaRecord.state); "unknown" outside 1..5.
+[[nodiscard]] const char* state_name(uint32_t state);
+/// The stored state named `name` ("running", ...); 0 when none is.
+[[nodiscard]] uint32_t state_number(const std::string& name);
+/// The name of a step's status (SagaStep.status), as operators read it
+/// ("gave up", "compensation failed"); "unknown" for another number.
+[[nodiscard]] const char* step_status_name(uint32_t status);
 
 struct retry_policy {
   uint32_t max_attempts = 3; ///< including the first

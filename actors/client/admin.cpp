@@ -76,6 +76,14 @@ caf::expected<pb::DlqRedriven> dlq_redrive(const connection& c,
   return call<pb::DlqRedriven>(c, req);
 }
 
+const char* txn_state_name(pb::TxnRecord::State s) {
+  switch (s) {
+    case pb::TxnRecord::COMMITTED: return "committed";
+    case pb::TxnRecord::ROLLED_BACK: return "rolled back";
+    default: return "in doubt";
+  }
+}
+
 caf::expected<pb::NodeStatus> node_status(const connection& c) {
   return call<pb::NodeStatus>(c, pb::NodeStatusRequest{});
 }

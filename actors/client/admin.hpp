@@ -39,6 +39,9 @@ dlq_list(const connection& c, const std::string& group, uint32_t limit = 0,
 dlq_redrive(const connection& c, const std::string& group,
             const std::vector<std::string>& ids = {});
 [[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
+/// A transaction's state as operators read it: "in doubt", "committed",
+/// "rolled back".
+[[nodiscard]] const char* txn_state_name(pb::TxnRecord::State s);
 /// edda backup NAME: a consistent copy of the node's LMDB data, taken while
 /// it serves, written to storage.backup_dir/NAME/data.mdb on the node's
 /// machine (BackupDone.dir says where), asked by `by` (logged). `compact`

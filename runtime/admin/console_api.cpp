@@ -89,42 +89,7 @@ json strings(const google::protobuf::RepeatedPtrField<std::string>& xs) {
   return out;
 }
 
-const char* saga_state_name(uint32_t s) {
-  return s >= 1 && s <= 5 ? sagas::to_string(static_cast<sagas::saga_state>(s))
-                          : "unknown";
-}
-
-/// The number of a saga state's name; 0 when there is none.
-uint32_t saga_state_number(const std::string& name) {
-  for (uint32_t i = 1; i <= 5; ++i)
-    if (name == saga_state_name(i))
-      return i;
-  return 0;
-}
-
-const char* step_status_name(pb::SagaStep::Status s) {
-  switch (s) {
-    case pb::SagaStep::PENDING: return "pending";
-    case pb::SagaStep::RUNNING: return "running";
-    case pb::SagaStep::DONE: return "done";
-    case pb::SagaStep::FAILED: return "failed";
-    case pb::SagaStep::GAVE_UP: return "gave up";
-    case pb::SagaStep::COMPENSATING: return "compensating";
-    case pb::SagaStep::COMPENSATED: return "compensated";
-    case pb::SagaStep::COMPENSATION_FAILED: return "compensation failed";
-    case pb::SagaStep::CONFIRMING: return "confirming";
-    case pb::SagaStep::CONFIRMED: return "confirmed";
-    default: return "unknown";
-  }
-}
-
-const char* txn_state_name(pb::TxnRecord::State s) {
-  switch (s) {
-    case pb::TxnRecord::COMMITTED: return "committed";
-    case pb::TxnRecord::ROLLED_BACK: return "rolled back";
-    default: return "in doubt";
-  }
-}
+using client::admin::txn_state_name;
 
 /// The bytes of a body a page shows.
 constexpr uint32_t body_preview = 512;
@@ -171,7 +136,7 @@ json txn_json(const pb::TxnRecord& r) {
 json saga_json(const pb::SagaRecord& r, bool full) {
   json out = {{"id", r.id()},
               {"type", r.type()},
-              {"state", saga_state_name(r.state())},
+              {"state", sagas::state_name(r.state())},
               {"paused", r.paused()},
               {"created_ms", r.created_ms()},
               {"updated_ms", r.updated_ms()},
@@ -183,7 +148,7 @@ json saga_json(const pb::SagaRecord& r, bool full) {
   json steps = json::array();
   for (auto& s : r.steps())
     steps.push_back({{"name", s.name()},
-                     {"status", step_status_name(s.status())},
+                     {"status", sagas::step_status_name(s.status())},
                      {"attempts", s.attempts()},
                      {"compensations", s.compensations()},
                      {"confirms", s.confirms()},
@@ -681,7 +646,7 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
     pb::SagaList q;
     std::string why;
     if (req.has_param("state") && !req.get_param_value("state").empty()) {
-      auto s = saga_state_number(req.get_param_value("state"));
+      auto s = sagas::state_number(req.get_param_value("state"));
       if (s == 0)
         return fail(res, 400, "state takes running, compensating, completed, "
                               "compensated or failed, got '"
@@ -746,7 +711,7 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
       return fail(res, 400, "skip needs step: the step to take as done");
     if (command != "skip" && !step.empty())
       return fail(res, 400, "step is only for skip");
-    if (!expect.empty() && saga_state_number(expect) == 0)
+    if (!expect.empty() && sagas::state_number(expect) == 0)
       return fail(res, 400, "expect_state is not a saga state: '"
                               + expect.substr(0, 40) + "'");
     auto before = client::admin::saga_show(*n, id);
@@ -756,12 +721,12 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
     auto moved_on = [&](const pb::SagaRecord& now, const std::string& msg) {
       audit(*log, command, target, by, 409, msg);
       fail(res, 409, msg,
-           {{"state", saga_state_name(now.state())},
+           {{"state", sagas::state_name(now.state())},
             {"saga", saga_json(now, true)}});
     };
-    if (!expect.empty() && expect != saga_state_name(before->state()))
+    if (!expect.empty() && expect != sagas::state_name(before->state()))
       return moved_on(*before, "saga " + id + " is "
-                                 + saga_state_name(before->state())
+                                 + sagas::state_name(before->state())
                                  + " now, not " + expect
                                  + "; look at it and try again");
     if (command == "skip") {
@@ -783,7 +748,7 @@ void add_console_routes(httplib::Server& http, const client::connection& node) {
             render(r.error()));
       return fail(res, r.error());
     }
-    audit(*log, command, target, by, 200, saga_state_name(r->state()));
+    audit(*log, command, target, by, 200, sagas::state_name(r->state()));
     auto out = saga_json(*r, true);
     out["now_ms"] = now_ms();
     reply(res, 200, out);

@@ -949,13 +949,6 @@ std::string age(int64_t ms) {
   return std::to_string(ms / 60'000) + "m";
 }
 
-const char* state_name(const pb::TxnRecord& r) {
-  switch (r.state()) {
-    case pb::TxnRecord::COMMITTED: return "committed";
-    case pb::TxnRecord::ROLLED_BACK: return "rolled back";
-    default: return "in doubt";
-  }
-}
 
 int cmd_txn(const std::vector<std::string>& argv) {
   args a;
@@ -1012,7 +1005,7 @@ int cmd_txn(const std::vector<std::string>& argv) {
       print_json(*r);
       return 0;
     }
-    std::cout << "txn " << r->txn_id() << ": " << state_name(*r)
+    std::cout << "txn " << r->txn_id() << ": " << client::admin::txn_state_name(r->state())
               << "\n  producer group " << r->producer_group() << " (sent by "
               << r->client_id() << ")\n  topic " << r->message().topic()
               << ", message " << r->message().id() << ", "
@@ -1039,7 +1032,7 @@ int cmd_txn(const std::vector<std::string>& argv) {
     else
       std::cout << "txn " << a.positional[1] << " "
                 << (r->already() ? "was already " : "is now ")
-                << state_name(r->record()) << " (by "
+                << client::admin::txn_state_name(r->record().state()) << " (by "
                 << r->record().resolved_by() << ")\n";
     return 0;
   }
@@ -1382,30 +1375,11 @@ const char* saga_help = R"(Usage:
 Every operator command is recorded in the saga's history.
 )";
 
-const char* saga_state_name(uint32_t s) {
-  return s >= 1 && s <= 5 ? sagas::to_string(static_cast<sagas::saga_state>(s))
-                          : "unknown";
-}
 
-const char* step_status_name(pb::SagaStep::Status s) {
-  switch (s) {
-    case pb::SagaStep::PENDING: return "pending";
-    case pb::SagaStep::RUNNING: return "running";
-    case pb::SagaStep::DONE: return "done";
-    case pb::SagaStep::FAILED: return "failed";
-    case pb::SagaStep::GAVE_UP: return "gave up";
-    case pb::SagaStep::COMPENSATING: return "compensating";
-    case pb::SagaStep::COMPENSATED: return "compensated";
-    case pb::SagaStep::COMPENSATION_FAILED: return "compensation failed";
-    case pb::SagaStep::CONFIRMING: return "confirming";
-    case pb::SagaStep::CONFIRMED: return "confirmed";
-    default: return "unknown";
-  }
-}
 
 void print_saga(const pb::SagaRecord& r, int64_t now) {
   std::cout << "saga " << r.id() << " (" << r.type() << "): "
-            << saga_state_name(r.state()) << (r.paused() ? " (paused)" : "")
+            << sagas::state_name(r.state()) << (r.paused() ? " (paused)" : "")
             << ", age "
             << age(now - r.created_ms()) << "\n";
   if (!r.reason().empty())
@@ -1413,7 +1387,7 @@ void print_saga(const pb::SagaRecord& r, int64_t now) {
   if (r.deadline_ms() > 0)
     std::cout << "  deadline in " << age(r.deadline_ms() - now) << "\n";
   for (auto& s : r.steps()) {
-    std::cout << "  step " << s.name() << ": " << step_status_name(s.status())
+    std::cout << "  step " << s.name() << ": " << sagas::step_status_name(s.status())
               << ", " << s.attempts() << " attempt(s)";
     if (s.compensations() > 0)
       std::cout << ", " << s.compensations() << " compensation attempt(s)";
@@ -1468,10 +1442,7 @@ int cmd_saga(const std::vector<std::string>& argv) {
     q.set_type(a.get("type"));
     if (a.has("state")) {
       auto s = a.get("state");
-      uint32_t n = 0;
-      for (uint32_t i = 1; i <= 5; ++i)
-        if (s == saga_state_name(i))
-          n = i;
+      auto n = sagas::state_number(s);
       if (n == 0)
         return fail("--state takes running, compensating, completed, "
                     "compensated or failed, got '" + s + "'");
@@ -1493,7 +1464,7 @@ int cmd_saga(const std::vector<std::string>& argv) {
                 "reason");
     for (auto& s : r->records())
       std::printf("%-34s %-20s %-13s %8s  %s\n", s.id().c_str(),
-                  s.type().c_str(), saga_state_name(s.state()),
+                  s.type().c_str(), sagas::state_name(s.state()),
                   age(r->now_ms() - s.created_ms()).c_str(),
                   s.reason().c_str());
     std::printf("%d sagas\n", r->records_size());
@@ -1551,7 +1522,7 @@ int cmd_saga(const std::vector<std::string>& argv) {
   }
   std::cout << (r->existed() ? "saga exists already: " : "started saga ")
             << r->record().id() << " (" << r->record().type() << "), "
-            << saga_state_name(r->record().state()) << "\n";
+            << sagas::state_name(r->record().state()) << "\n";
   return 0;
 }
 

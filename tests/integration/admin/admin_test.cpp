@@ -12,6 +12,7 @@
 #include "config/settings.hpp"
 #include "node/embedded_node.hpp"
 #include "sagas/remote.hpp"
+#include "support/raw_peer.hpp"
 #include "support/util.hpp"
 
 #include <httplib.h>
@@ -19,9 +20,7 @@
 
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -686,18 +685,12 @@ TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
   EXPECT_EQ(big->status, 405);
   // A chunked body that never ends is not read: refused at once.
   {
-    int cfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int cfd = edda::test::raw_connect(n.admin_port());
     ASSERT_GE(cfd, 0);
-    sockaddr_in ca{};
-    ca.sin_family = AF_INET;
-    ca.sin_port = htons(n.admin_port());
-    ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
     std::string head = "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n"
                        "100000\r\n";
-    ASSERT_EQ(::write(cfd, head.data(), head.size()),
-              static_cast<ssize_t>(head.size()));
+    ASSERT_TRUE(edda::test::write_all(cfd, head));
     char rb[256];
     auto r = ::read(cfd, rb, sizeof(rb));
     ::close(cfd);
@@ -706,16 +699,10 @@ TEST_F(AdminHttpTest, BadRequestsGetAReasonAndTheNodeServesOn) {
               0u);
   }
   // Garbage on the socket: 400, and the node answers others.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = edda::test::raw_connect(n.admin_port());
   ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(n.admin_port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
   std::string junk = "\x16\x03\x01 not http at all\r\n\r\n";
-  ASSERT_EQ(::write(fd, junk.data(), junk.size()),
-            static_cast<ssize_t>(junk.size()));
+  ASSERT_TRUE(edda::test::write_all(fd, junk));
   char buf[512];
   auto got = ::read(fd, buf, sizeof(buf));
   ::close(fd);
@@ -938,17 +925,11 @@ TEST_F(AdminHttpTest, ConsoleApiRefusesBadInputAndActionsOnWhatMovedOn) {
   EXPECT_TRUE(refused(post(cmd, std::string(128 * 1024, ' ')), 413,
                       "larger than 65536"));
   {
-    int cfd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int cfd = edda::test::raw_connect(n.admin_port());
     ASSERT_GE(cfd, 0);
-    sockaddr_in ca{};
-    ca.sin_family = AF_INET;
-    ca.sin_port = htons(n.admin_port());
-    ca.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(cfd, reinterpret_cast<sockaddr*>(&ca), sizeof(ca)), 0);
     std::string head = std::string{"POST "} + cmd + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        "Transfer-Encoding: chunked\r\n\r\n100000\r\n";
-    ASSERT_EQ(::write(cfd, head.data(), head.size()),
-              static_cast<ssize_t>(head.size()));
+    ASSERT_TRUE(edda::test::write_all(cfd, head));
     // The whole answer: the server closes the connection after it (the
     // head and the body may come in two reads).
     timeval tv{5, 0};
