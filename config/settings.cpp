@@ -178,7 +178,8 @@ std::string expected(const char* what, const value& v) {
   std::string got = toml::to_string(v.type);
   if (v.type == kind::string)
     got += " (" + toml::quote(v.str) + ")";
-  else if (v.type != kind::array)
+  else if (v.type == kind::integer || v.type == kind::floating
+           || v.type == kind::boolean)
     got += " (" + toml::format_value(v) + ")";
   return std::string("expected ") + what + ", got " + got;
 }
@@ -951,6 +952,12 @@ const group_field* find_group_field(const toml::key_path& path) {
   return nullptr;
 }
 
+bool is_table_name(const std::string& name) {
+  return std::find_if(std::begin(table_names), std::end(table_names),
+                      [&](const char* t) { return name == t; })
+         != std::end(table_names);
+}
+
 std::string table_of(const std::string& key) {
   return key.substr(0, key.find('.'));
 }
@@ -1018,20 +1025,30 @@ std::string unknown_table(const toml::key_path& path) {
          + did_you_mean(path, candidates);
 }
 
+/// Where a key or table starts in a file (line 0: the command line).
+struct position {
+  int line = 0;
+  int column = 0;
+  bool operator<(const position& o) const {
+    return line != o.line ? line < o.line : column < o.column;
+  }
+};
+
 /// Validation state of one parse or override.
 class applier {
 public:
-  applier(node_settings base, std::function<std::string(int)> where)
+  applier(node_settings base, std::function<std::string(position)> where)
       : s_(std::move(base)), where_(std::move(where)) {}
 
   /// Empty on success, else the full error line.
-  [[nodiscard]] std::string table(const toml::key_path& path, int line) {
+  [[nodiscard]] std::string table(const toml::key_path& path, position line) {
+    // An inline table, or a table header, where a setting takes a value.
+    if (find_field(toml::format_key(path)) != nullptr
+        || find_group_field(path) != nullptr)
+      return where_(line) + toml::format_key(path)
+             + ": expected a value, got a table";
     if (path[0] != "groups") {
-      bool known
-        = path.size() == 1
-          && std::find_if(std::begin(table_names), std::end(table_names),
-                          [&](const char* t) { return path[0] == t; })
-               != std::end(table_names);
+      bool known = path.size() == 1 && is_table_name(path[0]);
       return known ? "" : where_(line) + unknown_table(path);
     }
     if (path.size() == 1)
@@ -1045,7 +1062,7 @@ public:
   }
 
   [[nodiscard]] std::string set(const toml::key_path& path, const value& v,
-                                int line) {
+                                position line) {
     std::string key = toml::format_key(path);
     if (const auto* f = find_field(key)) {
       lines_[key] = line;
@@ -1063,6 +1080,9 @@ public:
       pending_groups_[path[1]].emplace_back(f, v);
       return {};
     }
+    if (path.size() == 1 && is_table_name(path[0]))
+      return where_(line) + "'" + path[0] + "' is a table: write [" + path[0]
+             + "] and its keys below it";
     return where_(line) + unknown_key(path);
   }
 
@@ -1123,9 +1143,9 @@ public:
   }
 
 private:
-  int line_of(const std::string& key) const {
+  position line_of(const std::string& key) const {
     auto it = lines_.find(key);
-    return it == lines_.end() ? 0 : it->second;
+    return it == lines_.end() ? position{} : it->second;
   }
 
   // The key a cross-key rule lives on is blamed unless only the other one
@@ -1135,8 +1155,8 @@ private:
   }
 
   node_settings s_;
-  std::function<std::string(int)> where_;
-  std::map<std::string, int> lines_;
+  std::function<std::string(position)> where_;
+  std::map<std::string, position> lines_;
   std::map<std::string, std::vector<std::pair<const group_field*, value>>>
     pending_groups_;
 };
@@ -1163,9 +1183,10 @@ bool parse_settings(const std::string& text, const std::string& source_name,
   toml::document doc;
   if (!toml::parse(text, source_name, doc, error))
     return false;
-  applier a{out, [&](int line) {
-              return line > 0 ? source_name + ":" + std::to_string(line) + ": "
-                              : source_name + ": ";
+  applier a{out, [&](position at) {
+              return at.line > 0 ? source_name + ":" + std::to_string(at.line)
+                                     + ":" + std::to_string(at.column) + ": "
+                                 : source_name + ": ";
             }};
   // Headers and entries in document order, so the first error is reported.
   size_t t = 0;
@@ -1174,12 +1195,14 @@ bool parse_settings(const std::string& text, const std::string& source_name,
     std::string err;
     if (e == doc.entries.size()
         || (t < doc.tables.size()
-            && doc.tables[t].line < doc.entries[e].line)) {
-      err = a.table(doc.tables[t].path, doc.tables[t].line);
+            && position{doc.tables[t].line, doc.tables[t].column}
+                 < position{doc.entries[e].line, doc.entries[e].column})) {
+      const auto& tb = doc.tables[t];
+      err = a.table(tb.path, {tb.line, tb.column});
       ++t;
     } else {
       const auto& en = doc.entries[e];
-      err = a.set(en.path, en.val, en.line);
+      err = a.set(en.path, en.val, {en.line, en.column});
       ++e;
     }
     if (!err.empty()) {
@@ -1251,10 +1274,10 @@ bool apply_override(const std::string& key_eq_value, node_settings& out,
   } else if (type != "integer" || !toml::parse_value(raw, v, err)) {
     v = value::of_string(raw);
   }
-  applier a{out, [&](int) {
+  applier a{out, [&](position) {
               return where;
             }};
-  if (auto e = a.set(path, v, 0); !e.empty()) {
+  if (auto e = a.set(path, v, {}); !e.empty()) {
     error = std::move(e);
     return false;
   }

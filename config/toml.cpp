@@ -1,10 +1,11 @@
 #include "config/toml.hpp"
 
+#include <toml++/toml.h>
+
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
-#include <limits>
-#include <map>
-#include <set>
+#include <string_view>
 #include <utility>
 
 namespace edda::config::toml {
@@ -21,6 +22,10 @@ const char* to_string(kind k) {
       return "a boolean";
     case kind::array:
       return "an array";
+    case kind::table:
+      return "a table";
+    case kind::datetime:
+      return "a date-time";
   }
   return "a value";
 }
@@ -53,440 +58,104 @@ bool is_bare_key_char(char c) {
          || (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
+std::string str(std::string_view v) {
+  return std::string(v.data(), v.size());
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
+/// toml++'s node as edda's value (dates and tables only named).
+value convert(const ::toml::node& n) {
+  value v;
+  switch (n.type()) {
+    case ::toml::node_type::string:
+      v.type = kind::string;
+      v.str = n.as_string()->get();
+      break;
+    case ::toml::node_type::integer:
+      v.type = kind::integer;
+      v.integer = n.as_integer()->get();
+      break;
+    case ::toml::node_type::floating_point:
+      v.type = kind::floating;
+      v.floating = n.as_floating_point()->get();
+      break;
+    case ::toml::node_type::boolean:
+      v.type = kind::boolean;
+      v.boolean = n.as_boolean()->get();
+      break;
+    case ::toml::node_type::array:
+      v.type = kind::array;
+      for (const auto& item : *n.as_array())
+        v.array.push_back(convert(item));
+      break;
+    case ::toml::node_type::table:
+      v.type = kind::table;
+      break;
+    default: // date, time, date_time
+      v.type = kind::datetime;
+      break;
+  }
+  return v;
+}
+
+/// Every table under `t` and every value that is not a table, depth first.
+void flatten(const ::toml::table& t, key_path& path, document& out) {
+  for (const auto& [k, node] : t) {
+    path.push_back(str(k.str()));
+    int line = static_cast<int>(k.source().begin.line);
+    int column = static_cast<int>(k.source().begin.column);
+    if (const auto* sub = node.as_table()) {
+      out.tables.push_back({path, line, column});
+      flatten(*sub, path, out);
+    } else {
+      out.entries.push_back({path, convert(node), line, column});
+    }
+    path.pop_back();
   }
 }
 
-/// Cursor over one line; every method reports failures through `error_`.
-class line_parser {
-public:
-  explicit line_parser(const std::string& line) : s_(line) {}
-
-  [[nodiscard]] const std::string& error() const {
-    return error_;
-  }
-
-  [[nodiscard]] bool at_end() const {
-    return pos_ >= s_.size();
-  }
-
-  [[nodiscard]] char peek(size_t ahead = 0) const {
-    return pos_ + ahead < s_.size() ? s_[pos_ + ahead] : '\0';
-  }
-
-  [[nodiscard]] size_t pos() const {
-    return pos_;
-  }
-
-  void advance() {
-    ++pos_;
-  }
-
-  void skip_ws() {
-    while (!at_end() && (s_[pos_] == ' ' || s_[pos_] == '\t'))
-      ++pos_;
-  }
-
-  /// True if only blanks and an optional comment remain.
-  [[nodiscard]] bool at_line_end() {
-    skip_ws();
-    return at_end() || peek() == '#';
-  }
-
-  [[nodiscard]] bool parse_key(key_path& out) {
-    out.clear();
-    for (;;) {
-      skip_ws();
-      std::string part;
-      char c = peek();
-      if (c == '"') {
-        if (!parse_basic_string(part))
-          return false;
-      } else if (c == '\'') {
-        if (!parse_literal_string(part))
-          return false;
-      } else if (is_bare_key_char(c)) {
-        while (!at_end() && is_bare_key_char(peek()))
-          part += s_[pos_++];
-      } else {
-        return fail(at_end()
-                      ? "expected a key"
-                      : "invalid character '" + std::string(1, c) + "' in key");
-      }
-      out.push_back(std::move(part));
-      skip_ws();
-      if (peek() != '.')
-        return true;
-      advance();
-    }
-  }
-
-  [[nodiscard]] bool parse_value(value& out) {
-    skip_ws();
-    char c = peek();
-    if (c == '"') {
-      out = value{};
-      out.type = kind::string;
-      return parse_basic_string(out.str);
-    }
-    if (c == '\'') {
-      out = value{};
-      out.type = kind::string;
-      return parse_literal_string(out.str);
-    }
-    if (c == '[')
-      return parse_array(out);
-    if (c == '{')
-      return fail("inline tables are not supported");
-    if (at_end() || c == '#')
-      return fail("expected a value");
-    // Scalars end at a blank, ',', ']' or a comment.
-    size_t start = pos_;
-    while (!at_end() && peek() != ' ' && peek() != '\t' && peek() != ','
-           && peek() != ']' && peek() != '#')
-      ++pos_;
-    std::string token = s_.substr(start, pos_ - start);
-    if (token == "true" || token == "false") {
-      out = value{};
-      out.type = kind::boolean;
-      out.boolean = token == "true";
-      return true;
-    }
-    if (is_digit(c) || c == '+' || c == '-')
-      return parse_number(token, out);
-    return fail("invalid value '" + token + "' (strings must be quoted)");
-  }
-
-private:
-  bool fail(std::string what) {
-    if (error_.empty())
-      error_ = std::move(what);
-    return false;
-  }
-
-  bool parse_basic_string(std::string& out) {
-    advance(); // opening quote
-    if (peek() == '"' && peek(1) == '"')
-      return fail("multi-line strings are not supported");
-    while (!at_end()) {
-      char c = s_[pos_++];
-      if (c == '"')
-        return true;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (at_end())
-        break;
-      char e = s_[pos_++];
-      switch (e) {
-        case '"':
-          out += '"';
-          break;
-        case '\\':
-          out += '\\';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 'b':
-          out += '\b';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'u':
-        case 'U': {
-          size_t n = e == 'u' ? 4 : 8;
-          if (pos_ + n > s_.size())
-            return fail("truncated \\" + std::string(1, e) + " escape");
-          uint32_t cp = 0;
-          auto first = s_.data() + pos_;
-          auto [p, ec] = std::from_chars(first, first + n, cp, 16);
-          if (ec != std::errc{} || p != first + n || cp > 0x10FFFF
-              || (cp >= 0xD800 && cp <= 0xDFFF))
-            return fail("invalid \\" + std::string(1, e) + " escape");
-          pos_ += n;
-          append_utf8(out, cp);
-          break;
-        }
-        default:
-          return fail("invalid escape '\\" + std::string(1, e) + "' in string");
-      }
-    }
-    return fail("unterminated string");
-  }
-
-  bool parse_literal_string(std::string& out) {
-    advance(); // opening quote
-    if (peek() == '\'' && peek(1) == '\'')
-      return fail("multi-line strings are not supported");
-    size_t end = s_.find('\'', pos_);
-    if (end == std::string::npos)
-      return fail("unterminated string");
-    out = s_.substr(pos_, end - pos_);
-    pos_ = end + 1;
-    return true;
-  }
-
-  bool parse_array(value& out) {
-    advance(); // '['
-    out = value{};
-    out.type = kind::array;
-    for (;;) {
-      skip_ws();
-      if (at_end() || peek() == '#')
-        return fail("unterminated array (arrays must be on one line)");
-      if (peek() == ']') {
-        advance();
-        return true;
-      }
-      value item;
-      if (!parse_value(item))
-        return false;
-      out.array.push_back(std::move(item));
-      skip_ws();
-      if (peek() == ',') {
-        advance();
-      } else if (peek() == ']') {
-        advance();
-        return true;
-      } else if (at_end() || peek() == '#') {
-        return fail("unterminated array (arrays must be on one line)");
-      } else {
-        return fail("expected ',' or ']' in array");
-      }
-    }
-  }
-
-  bool parse_number(const std::string& token, value& out) {
-    auto bad = [&] {
-      return fail("invalid number '" + token + "'");
-    };
-    // Digits with '_' only between digits, as TOML requires.
-    std::string digits;
-    bool is_float = false;
-    char prev = '\0';
-    for (size_t i = 0; i < token.size(); ++i) {
-      char c = token[i];
-      if (c == '_') {
-        if (!is_digit(prev) || i + 1 >= token.size() || !is_digit(token[i + 1]))
-          return bad();
-      } else if (c == '.' || c == 'e' || c == 'E') {
-        is_float = true;
-        digits += c;
-      } else if ((c == '+' || c == '-')
-                 && (i == 0 || prev == 'e' || prev == 'E')) {
-        digits += c;
-      } else if (is_digit(c)) {
-        digits += c;
-      } else {
-        return bad();
-      }
-      prev = c;
-    }
-    size_t sign = (digits[0] == '+' || digits[0] == '-') ? 1 : 0;
-    if (sign == digits.size() || !is_digit(digits[sign]))
-      return bad();
-    // TOML forbids leading zeros ("007" is probably a typo, not octal).
-    if (digits[sign] == '0' && sign + 1 < digits.size()
-        && is_digit(digits[sign + 1]))
-      return bad();
-    const char* first = digits.data() + sign;
-    const char* last = digits.data() + digits.size();
-    out = value{};
-    if (is_float) {
-      size_t dot = digits.find('.');
-      if (dot != std::string::npos
-          && (dot + 1 >= digits.size() || !is_digit(digits[dot + 1])))
-        return bad();
-      double d = 0;
-      auto [p, ec] = std::from_chars(first, last, d);
-      if (ec != std::errc{} || p != last)
-        return bad();
-      out.type = kind::floating;
-      out.floating = digits[0] == '-' ? -d : d;
-      return true;
-    }
-    uint64_t magnitude = 0;
-    auto [p, ec] = std::from_chars(first, last, magnitude);
-    if (ec != std::errc{} || p != last)
-      return ec == std::errc::result_out_of_range
-               ? fail("integer '" + token + "' is out of range")
-               : bad();
-    constexpr uint64_t max_pos = std::numeric_limits<int64_t>::max();
-    bool neg = digits[0] == '-';
-    if (magnitude > max_pos + (neg ? 1 : 0))
-      return fail("integer '" + token + "' is out of range");
-    out.type = kind::integer;
-    out.integer = neg ? static_cast<int64_t>(0 - magnitude)
-                      : static_cast<int64_t>(magnitude);
-    return true;
-  }
-
-  const std::string& s_;
-  size_t pos_ = 0;
-  std::string error_;
-};
-
-/// Tracks what each path is, to reject redefinitions.
-class definitions {
-public:
-  /// Empty on success, else the error text.
-  [[nodiscard]] std::string define_table(const key_path& path, int line) {
-    if (auto err = check_prefixes(path); !err.empty())
-      return err;
-    auto it = kinds_.find(path);
-    if (it != kinds_.end()) {
-      if (it->second.r == role::value)
-        return "key '" + format_key(path) + "' is already a value (line "
-               + std::to_string(it->second.line) + ")";
-      if (it->second.r == role::explicit_table)
-        return "table '" + format_key(path) + "' is defined twice (first on"
-               + " line " + std::to_string(it->second.line) + ")";
-    }
-    kinds_[path] = {role::explicit_table, line};
-    return {};
-  }
-
-  [[nodiscard]] std::string define_value(const key_path& path, int line) {
-    if (auto err = check_prefixes(path); !err.empty())
-      return err;
-    auto it = kinds_.find(path);
-    if (it != kinds_.end()) {
-      if (it->second.r == role::value)
-        return "duplicate key '" + format_key(path) + "' (first set on line "
-               + std::to_string(it->second.line) + ")";
-      return "key '" + format_key(path) + "' is already a table (line "
-             + std::to_string(it->second.line) + ")";
-    }
-    kinds_[path] = {role::value, line};
-    return {};
-  }
-
-private:
-  enum class role { implicit_table, explicit_table, value };
-  struct def {
-    role r;
-    int line;
-  };
-
-  // Every proper prefix becomes an implicit table; none may be a value.
-  std::string check_prefixes(const key_path& path) {
-    key_path prefix;
-    for (size_t i = 0; i + 1 < path.size(); ++i) {
-      prefix.push_back(path[i]);
-      auto it = kinds_.find(prefix);
-      if (it == kinds_.end()) {
-        kinds_[prefix] = {role::implicit_table, 0};
-      } else if (it->second.r == role::value) {
-        return "key '" + format_key(prefix) + "' (line "
-               + std::to_string(it->second.line) + ") is not a table";
-      }
-    }
-    return {};
-  }
-
-  std::map<key_path, def> kinds_;
-};
+template <class T>
+void sort_by_position(std::vector<T>& xs) {
+  std::stable_sort(xs.begin(), xs.end(), [](const T& a, const T& b) {
+    return a.line != b.line ? a.line < b.line : a.column < b.column;
+  });
+}
 
 } // namespace
 
 bool parse(const std::string& text, const std::string& source_name,
            document& out, std::string& error) {
   out = document{};
-  definitions defs;
-  key_path current;
-  int line_no = 0;
-  // Editors on some platforms prepend a UTF-8 byte order mark.
-  size_t begin = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
-  while (begin <= text.size()) {
-    size_t end = text.find('\n', begin);
-    if (end == std::string::npos)
-      end = text.size();
-    std::string line = text.substr(begin, end - begin);
-    if (!line.empty() && line.back() == '\r')
-      line.pop_back();
-    ++line_no;
-    begin = end + 1;
-    auto fail = [&](const std::string& what) {
-      error = source_name + ":" + std::to_string(line_no) + ": " + what;
-      return false;
-    };
-    line_parser p{line};
-    if (p.at_line_end())
-      continue;
-    if (p.peek() == '[') {
-      if (p.peek(1) == '[')
-        return fail("arrays of tables ([[...]]) are not supported");
-      p.advance();
-      key_path path;
-      if (!p.parse_key(path))
-        return fail(p.error());
-      if (p.peek() != ']')
-        return fail("expected ']' after table name");
-      p.advance();
-      if (!p.at_line_end())
-        return fail("unexpected text after table header");
-      if (auto err = defs.define_table(path, line_no); !err.empty())
-        return fail(err);
-      out.tables.push_back({path, line_no});
-      current = std::move(path);
-      continue;
-    }
-    key_path key;
-    if (!p.parse_key(key))
-      return fail(p.error());
-    if (p.peek() != '=')
-      return fail("expected '=' after key");
-    p.advance();
-    value v;
-    if (!p.parse_value(v))
-      return fail(p.error());
-    if (!p.at_line_end())
-      return fail("unexpected text after value");
-    key_path full = current;
-    full.insert(full.end(), key.begin(), key.end());
-    if (auto err = defs.define_value(full, line_no); !err.empty())
-      return fail(err);
-    out.entries.push_back({std::move(full), std::move(v), line_no});
+  try {
+    auto root = ::toml::parse(std::string_view{text},
+                              std::string_view{source_name});
+    key_path path;
+    flatten(root, path, out);
+  } catch (const ::toml::parse_error& e) {
+    const auto& at = e.source().begin;
+    error = source_name + ":" + std::to_string(at.line) + ":"
+            + std::to_string(at.column) + ": " + str(e.description());
+    // The mistake toml++ names least clearly: a bare word as a value.
+    if (e.description().find("could not determine value type")
+        != std::string_view::npos)
+      error += " (strings must be quoted)";
+    return false;
   }
+  sort_by_position(out.tables);
+  sort_by_position(out.entries);
   return true;
 }
 
 bool parse_value(const std::string& text, value& out, std::string& error) {
-  line_parser p{text};
-  if (!p.parse_value(out)) {
-    error = p.error();
+  if (text.find_first_of("\r\n") != std::string::npos) {
+    error = "a value here must be on one line";
     return false;
   }
-  p.skip_ws();
-  if (!p.at_end()) {
-    error = "unexpected text after value";
+  try {
+    auto root = ::toml::parse("v = " + text);
+    out = convert(*root.get("v"));
+  } catch (const ::toml::parse_error& e) {
+    // The column counts the "v = " put in front.
+    error = str(e.description());
     return false;
   }
   return true;
@@ -494,18 +163,46 @@ bool parse_value(const std::string& text, value& out, std::string& error) {
 
 bool parse_assignment(const std::string& text, key_path& key, std::string& rest,
                       std::string& error) {
-  line_parser p{text};
-  if (!p.parse_key(key)) {
-    error = p.error();
-    return false;
+  // The first '=' outside a quoted key part.
+  char quote = 0;
+  size_t eq = std::string::npos;
+  for (size_t i = 0; i < text.size() && eq == std::string::npos; ++i) {
+    char c = text[i];
+    if (quote != 0) {
+      if (c == '\\' && quote == '"')
+        ++i;
+      else if (c == quote)
+        quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '=') {
+      eq = i;
+    }
   }
-  if (p.peek() != '=') {
+  if (eq == std::string::npos) {
     error = "expected '=' after key";
     return false;
   }
-  p.advance();
-  p.skip_ws();
-  rest = text.substr(p.pos());
+  std::string key_text = text.substr(0, eq);
+  if (key_text.find_first_of("\r\n#") != std::string::npos) {
+    error = "invalid key '" + key_text + "'";
+    return false;
+  }
+  key.clear();
+  try {
+    auto root = ::toml::parse(key_text + " = 0");
+    const ::toml::table* t = &root;
+    while (t != nullptr && t->size() == 1) {
+      auto it = t->cbegin();
+      key.push_back(str(it->first.str()));
+      t = it->second.as_table();
+    }
+  } catch (const ::toml::parse_error& e) {
+    error = "invalid key '" + key_text + "': " + str(e.description());
+    return false;
+  }
+  size_t from = text.find_first_not_of(" \t", eq + 1);
+  rest = from == std::string::npos ? std::string{} : text.substr(from);
   while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t'))
     rest.pop_back();
   return true;
@@ -584,6 +281,10 @@ std::string format_value(const value& v) {
       }
       return out + "]";
     }
+    case kind::table:
+      return "{...}";
+    case kind::datetime:
+      return "(a date-time)";
   }
   return {};
 }

@@ -1,11 +1,13 @@
-// A small TOML subset, enough for edda's settings files.
+// edda's settings files are TOML 1.0, read by toml++ (libtomlplusplus-dev):
+// this module flattens a parsed document into the keys and tables it
+// defines, each with its position, so the settings layer can validate keys
+// one by one and name the line and column of the first mistake. toml++ stays
+// out of this header.
 //
-// Supported: `#` comments, `[table]` and `[a."quoted.part"]` headers, dotted
-// keys, `key = value` with basic strings ("..." with the TOML escapes),
-// literal strings ('...'), decimal integers (sign, `_` separators), floats,
-// booleans and one-line arrays of those. Not supported (reported as errors):
-// multi-line strings and arrays, inline tables, `[[array.of.tables]]`,
-// dates. Defining a key or a table twice is an error.
+// Every TOML 1.0 form is read (multi-line strings and arrays, inline tables,
+// dotted keys, literal strings, hex / octal / binary integers); values edda
+// has no use for (dates, tables in an array) keep their kind so the error
+// can name it. Defining a key or a table twice is a syntax error.
 //
 // Thread-safety: free functions without shared state.
 #pragma once
@@ -16,7 +18,15 @@
 
 namespace edda::config::toml {
 
-enum class kind : uint8_t { string, integer, floating, boolean, array };
+enum class kind : uint8_t {
+  string,
+  integer,
+  floating,
+  boolean,
+  array,
+  table,    ///< an inline table or a table in an array (only named)
+  datetime, ///< a date, time or date-time (only named)
+};
 
 /// "a string", "an integer", ... for error messages.
 [[nodiscard]] const char* to_string(kind);
@@ -36,28 +46,33 @@ struct value {
 
 using key_path = std::vector<std::string>;
 
-/// One `key = value`; `path` is the full path (table header + dotted key).
+/// One `key = value`; `path` is the full path (table header + dotted key);
+/// `line` and `column` (from 1) are where its key starts.
 struct entry {
   key_path path;
   value val;
   int line = 0;
+  int column = 0;
 };
 
-/// One explicit `[table]` header.
+/// One table: a `[table]` header, an inline table, or a table a dotted key
+/// or a header made on the way (`[a.b]` makes `a`), at its first mention.
 struct table_header {
   key_path path;
   int line = 0;
+  int column = 0;
 };
 
-/// Entries and headers in document order.
+/// Tables and entries, each in document order.
 struct document {
   std::vector<table_header> tables;
   std::vector<entry> entries;
 };
 
 /// Parses `text`. On failure returns false and sets `error` to
-/// "<source_name>:<line>: <what>", e.g. "edda.toml:12: expected '=' after
-/// key"; `out` is then unspecified.
+/// "<source_name>:<line>:<column>: <what>", e.g. "edda.toml:12:10: Error
+/// while parsing key-value pair: expected value, saw '\n'" (toml++'s words);
+/// `out` is then unspecified.
 [[nodiscard]] bool parse(const std::string& text,
                          const std::string& source_name, document& out,
                          std::string& error);
@@ -67,8 +82,9 @@ struct document {
 [[nodiscard]] bool parse_value(const std::string& text, value& out,
                                std::string& error);
 
-/// Splits "a.b = rest" into the key path and the trimmed text after '='.
-/// Used for command line overrides whose values need not be TOML.
+/// Splits "a.b = rest" into the key path (TOML key syntax: dotted, quoted
+/// parts) and the trimmed text after '='. Used for command line overrides
+/// whose values need not be TOML.
 [[nodiscard]] bool parse_assignment(const std::string& text, key_path& key,
                                     std::string& rest, std::string& error);
 

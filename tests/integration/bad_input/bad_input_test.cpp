@@ -695,10 +695,10 @@ TEST_F(BadInputTest, BadConfigMakesTheNodeCommandFailAndNameTheProblem) {
         << "'" << m << "' missing in stderr: " << r.err;
   };
   check({"--config", file("unknown.toml", "[storage]\nmapsize = 1\n")},
-        {"bad_config", "unknown.toml:2", "unknown key 'storage.mapsize'",
+        {"bad_config", "unknown.toml:2:1:", "unknown key 'storage.mapsize'",
          "did you mean 'storage.map_size'"});
   check({"--config", file("value.toml", "[storage]\ndurability = \"fast\"\n")},
-        {"value.toml:2", "storage.durability", "'fast'", "nosync"});
+        {"value.toml:2:1:", "storage.durability", "'fast'", "nosync"});
   check({"--config", tmp + "/no-such.toml"},
         {"cannot read '" + tmp + "/no-such.toml'"});
   check({"--set", "nonsense=1"}, {"command line", "unknown key 'nonsense'"});
