@@ -15,8 +15,11 @@
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <limits>
 #include <map>
+#include <optional>
 
 namespace edda::broker {
 
@@ -64,6 +67,12 @@ struct partition_state {
   uint64_t durable_end = 0;
   std::map<std::string, cursor_state> cursors;
   bool tick_scheduled = false;
+  // Retention (meta.retention_ms / retention_bytes): what the kept messages
+  // take, counted once retention by size is set; a trim pass at a time.
+  uint64_t bytes = 0;
+  bool bytes_known = false;
+  bool trim_scheduled = false;
+  bool trimming = false;
   /// Produces and acks waiting for their commit: failed at once if this
   /// partition ends first (its manager restarted), not at the timeout.
   std::shared_ptr<open_promises> open;
@@ -76,11 +85,11 @@ std::chrono::milliseconds ms(int64_t x) {
   return std::chrono::milliseconds{x};
 }
 
-void put(pb::WriteBatch& b, db d, std::string key, const std::string& value) {
+void put(pb::WriteBatch& b, db d, std::string key, std::string value) {
   auto* op = b.add_ops();
   op->set_db(static_cast<uint32_t>(d));
   op->set_key(std::move(key));
-  op->set_value(value);
+  op->set_value(std::move(value));
 }
 
 void put_offset(self_ptr self, cursor_state& c, pb::WriteBatch& b) {
@@ -348,6 +357,7 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
   res.set_partition(st.partition);
   res.set_topic_partitions(topic_partitions);
   std::vector<int64_t> dues;
+  uint64_t added_bytes = 0;
   for (auto& m : *msgs) {
     if (m.id().empty())
       m.set_id(new_unique_id());
@@ -372,8 +382,10 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
     }
     auto off = st.next_offset++;
     m.set_offset(off);
+    auto record = m.SerializeAsString();
+    added_bytes += record.size();
     put(b, db::log, keys::log_key(st.meta.id(), st.partition, off),
-        m.SerializeAsString());
+        std::move(record));
     res.add_offsets(off);
   }
   if (extra != nullptr)
@@ -389,10 +401,113 @@ void append(self_ptr self, google::protobuf::RepeatedPtrField<pb::Message>* msgs
           }
           auto& st = self->state;
           st.durable_end = std::max(st.durable_end, end);
+          st.bytes += added_bytes;
           metrics::counter("broker.stored") += static_cast<uint64_t>(count);
           rp.deliver(std::move(res));
           pump_all(self);
         });
+}
+
+/// Messages a trim pass drops at most (one write; the next pass follows at
+/// once).
+constexpr size_t max_trim_batch = 10000;
+
+bool has_retention(const partition_state& st) {
+  return st.meta.retention_ms() > 0 || st.meta.retention_bytes() > 0;
+}
+
+void schedule_trim(self_ptr self) {
+  auto& st = self->state;
+  if (st.trim_scheduled || !has_retention(st))
+    return;
+  st.trim_scheduled = true;
+  self->delayed_send(self, std::chrono::seconds(2), wire::trim_atom::value);
+}
+
+/// Drops the oldest messages while they are older than retention_ms or the
+/// partition holds more than retention_bytes; cursors below the new low
+/// watermark move up to it.
+void trim(self_ptr self) {
+  auto& st = self->state;
+  if (!has_retention(st) || st.trimming)
+    return;
+  auto txn = st.ctx->env->read();
+  auto prefix = keys::log_prefix(st.meta.id(), st.partition);
+  if (st.meta.retention_bytes() > 0 && !st.bytes_known) {
+    st.bytes = 0;
+    txn.scan(db::log, prefix, prefix,
+             [&](std::string_view, std::string_view v) {
+               st.bytes += v.size();
+               return true;
+             });
+    st.bytes_known = true;
+  }
+  auto cutoff = st.meta.retention_ms() > 0
+                  ? st.ctx->clock() - static_cast<int64_t>(st.meta.retention_ms())
+                  : std::numeric_limits<int64_t>::min();
+  uint64_t kept = st.bytes;
+  uint64_t dropped_bytes = 0;
+  uint64_t new_first = st.first_offset;
+  size_t count = 0;
+  pb::WriteBatch b;
+  pb::Message m;
+  txn.scan(db::log, prefix, prefix,
+           [&](std::string_view k, std::string_view v) {
+             auto off = keys::log_key_offset(k);
+             if (off >= st.durable_end || count == max_trim_batch)
+               return false;
+             bool old = m.ParseFromArray(v.data(), static_cast<int>(v.size()))
+                        && m.stored_ms() < cutoff;
+             bool over = st.meta.retention_bytes() > 0
+                         && kept > st.meta.retention_bytes();
+             if (!old && !over)
+               return false;
+             auto* op = b.add_ops();
+             op->set_db(static_cast<uint32_t>(db::log));
+             op->set_key(std::string(k));
+             op->set_kind(pb::WriteOp::DEL);
+             kept -= std::min<uint64_t>(kept, v.size());
+             dropped_bytes += v.size();
+             new_first = off + 1;
+             ++count;
+             return true;
+           });
+  if (count == 0) {
+    schedule_trim(self);
+    return;
+  }
+  st.trimming = true;
+  write(self, std::move(b), {}, {}, [=](const caf::error& err) {
+    auto& st = self->state;
+    st.trimming = false;
+    if (err) {
+      EDDA_WARN_F("partition", st.meta.name() << "/" << st.partition
+                                << ": retention could not drop " << count
+                                << " messages: " << render(err),
+                  {"topic", st.meta.name()},
+                  {"partition", std::to_string(st.partition)});
+      schedule_trim(self);
+      return;
+    }
+    st.first_offset = std::max(st.first_offset, new_first);
+    st.bytes -= std::min(st.bytes, dropped_bytes);
+    for (auto& [name, c] : st.cursors) {
+      c.inflight.erase(c.inflight.begin(),
+                       c.inflight.lower_bound(st.first_offset));
+      c.next_read = std::max(c.next_read, st.first_offset);
+    }
+    metrics::counter("broker.retention_dropped") += count;
+    EDDA_DEBUG_F("partition", st.meta.name() << "/" << st.partition
+                                 << ": retention dropped " << count
+                                 << " messages; low watermark "
+                                 << st.first_offset,
+                 {"topic", st.meta.name()},
+                 {"partition", std::to_string(st.partition)});
+    if (count == max_trim_batch)
+      self->send(self, wire::trim_atom::value);
+    else
+      schedule_trim(self);
+  });
 }
 
 cursor_state& open_cursor(self_ptr self, const pb::AssignCursor& a) {
@@ -409,13 +524,93 @@ cursor_state& open_cursor(self_ptr self, const pb::AssignCursor& a) {
                    keys::offset_key(c.name, st.meta.id(), st.partition));
   pb::CommittedOffset rec;
   if (v && rec.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
-    c.next_read = rec.offset();
+    // Retention may have dropped what it had not consumed.
+    c.next_read = std::max(rec.offset(), st.first_offset);
     c.token = rec.token(); // an older owner stays refused after a restart
   } else {
     c.next_read = a.from() == pb::LATEST ? st.durable_end : st.first_offset;
   }
   c.persisted = c.next_read;
   return st.cursors.emplace(c.name, std::move(c)).first->second;
+}
+
+/// The first stored offset at or after `from` (below durable_end) and when
+/// it was stored.
+std::optional<std::pair<uint64_t, int64_t>>
+stored_at(const partition_state& st, storage::read_txn& txn, uint64_t from) {
+  std::optional<std::pair<uint64_t, int64_t>> out;
+  auto prefix = keys::log_prefix(st.meta.id(), st.partition);
+  txn.scan(db::log, keys::log_key(st.meta.id(), st.partition, from), prefix,
+           [&](std::string_view k, std::string_view v) {
+             auto off = keys::log_key_offset(k);
+             pb::Message m;
+             if (off < st.durable_end
+                 && m.ParseFromArray(v.data(), static_cast<int>(v.size())))
+               out.emplace(off, m.stored_ms());
+             return false;
+           });
+  return out;
+}
+
+/// The first offset whose message was stored at or after `at_ms`
+/// (durable_end if none): a binary search, as messages are stored in
+/// order of time.
+uint64_t offset_at_time(const partition_state& st, storage::read_txn& txn,
+                        int64_t at_ms) {
+  uint64_t lo = st.first_offset;
+  uint64_t hi = st.durable_end;
+  while (lo < hi) {
+    auto mid = lo + (hi - lo) / 2;
+    auto x = stored_at(st, txn, mid);
+    if (!x || x->first >= hi)
+      hi = mid;
+    else if (x->second < at_ms)
+      lo = x->first + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/// Messages read by one FindMessages at most (the reply says when the scan
+/// stopped there).
+constexpr uint64_t max_find_scan = 1'000'000;
+
+pb::FoundMessages find_messages(const partition_state& st,
+                                const pb::FindMessages& req) {
+  pb::FoundMessages out;
+  auto limit = req.limit() == 0 ? 100u : req.limit();
+  auto txn = st.ctx->env->read();
+  auto from = req.since_ms() > 0 ? offset_at_time(st, txn, req.since_ms())
+                                 : st.first_offset;
+  auto prefix = keys::log_prefix(st.meta.id(), st.partition);
+  pb::Message m;
+  uint64_t scanned = 0;
+  txn.scan(db::log, keys::log_key(st.meta.id(), st.partition, from), prefix,
+           [&](std::string_view k, std::string_view v) {
+             if (keys::log_key_offset(k) >= st.durable_end)
+               return false;
+             if (scanned++ == max_find_scan) {
+               out.set_truncated(true);
+               return false;
+             }
+             if (!m.ParseFromArray(v.data(), static_cast<int>(v.size())))
+               return true;
+             if ((!req.id().empty() && m.id() != req.id())
+                 || (req.by_key() && m.key() != req.key()))
+               return true;
+             if (static_cast<uint32_t>(out.messages_size()) == limit) {
+               out.set_truncated(true);
+               return false;
+             }
+             auto* hit = out.add_messages();
+             *hit = m;
+             if (req.max_body() > 0 && hit->body().size() > req.max_body())
+               hit->mutable_body()->resize(req.max_body());
+             return req.id().empty(); // an id is unique: done
+           });
+  out.set_scanned(scanned);
+  return out;
 }
 
 caf::behavior partition_actor(self_ptr self, context_ptr ctx,
@@ -437,7 +632,22 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
     });
     st.durable_end = st.next_offset;
   }
+  schedule_trim(self);
   return {
+    [=](wire::trim_atom) {
+      self->state.trim_scheduled = false;
+      trim(self);
+    },
+    [=](const pb::TopicMeta& meta) {
+      // The topic's retention changed (edda topic alter): applied now.
+      auto& st = self->state;
+      st.meta.set_retention_ms(meta.retention_ms());
+      st.meta.set_retention_bytes(meta.retention_bytes());
+      if (st.meta.retention_bytes() == 0)
+        st.bytes_known = false;
+      if (!st.trimming)
+        trim(self);
+    },
     [=](pb::ProduceRequest& req) -> caf::result<pb::ProduceResult> {
       auto rp = self->make_response_promise<pb::ProduceResult>();
       append(self, req.mutable_messages(), nullptr, self->state.open->keep(rp),
@@ -611,6 +821,102 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
       if (!st.cursors.empty())
         schedule_tick(self);
     },
+    [=](const pb::FindMessages& req) {
+      return find_messages(self->state, req);
+    },
+    [=](const pb::ResetOffsets& req) -> caf::result<pb::OffsetsReset> {
+      auto& st = self->state;
+      for (auto& [name, c] : st.cursors)
+        if (c.group == req.group() && c.broadcast)
+          return make_error(errc::invalid_argument,
+                            "group '" + req.group()
+                              + "' consumes in broadcast mode: each client "
+                                "keeps its own offsets; reset-offsets moves "
+                                "a clustering group's");
+      pb::OffsetsReset out;
+      out.set_group(req.group());
+      out.set_topic(st.meta.name());
+      auto* row = out.add_partitions();
+      row->set_partition(st.partition);
+      row->set_low_watermark(st.first_offset);
+      row->set_end_offset(st.durable_end);
+      auto i = st.cursors.find(req.group());
+      uint64_t token = 0;
+      if (i != st.cursors.end()) {
+        row->set_committed(i->second.committed());
+        token = i->second.token;
+        if (i->second.member)
+          row->set_member(i->second.member_id);
+      } else {
+        // Not consumed since this partition started: what is stored.
+        auto txn = st.ctx->env->read();
+        auto v = txn.get(db::offsets, keys::offset_key(req.group(),
+                                                       st.meta.id(),
+                                                       st.partition));
+        pb::CommittedOffset rec;
+        if (v && rec.ParseFromArray(v->data(), static_cast<int>(v->size()))) {
+          row->set_committed(std::max(rec.offset(), st.first_offset));
+          token = rec.token();
+        } else {
+          row->set_committed(st.first_offset);
+        }
+      }
+      uint64_t target = st.first_offset;
+      switch (req.to()) {
+        case pb::ResetOffsets::TO_OFFSET:
+          target = std::clamp(req.offset(), st.first_offset, st.durable_end);
+          break;
+        case pb::ResetOffsets::TO_LATEST:
+          target = st.durable_end;
+          break;
+        case pb::ResetOffsets::TO_DATETIME: {
+          auto txn = st.ctx->env->read();
+          target = offset_at_time(st, txn, req.datetime_ms());
+          break;
+        }
+        default:
+          break;
+      }
+      row->set_target(target);
+      if (!req.execute())
+        return out;
+      // (The gateway refused a group with live members unless forced; a
+      // member assigned here now is given everything again from target.)
+      // The cursor moves now, before the write, so that an ack answered
+      // in the meantime stores the new offset too, never the old one;
+      // it keeps the coordinator's token (a stale owner stays refused).
+      if (i == st.cursors.end()) {
+        cursor_state c;
+        c.name = req.group();
+        c.group = req.group();
+        c.token = token;
+        i = st.cursors.emplace(c.name, std::move(c)).first;
+      }
+      auto& c = i->second;
+      c.inflight.clear(); // acks of these are no-ops from now on
+      c.next_read = target;
+      c.persisted = target;
+      pb::WriteBatch b;
+      put_offset(self, c, b);
+      out.set_executed(true);
+      auto rp = self->make_response_promise<pb::OffsetsReset>();
+      auto kept = st.open->keep(rp);
+      write(self, std::move(b), {}, {},
+            [=](const caf::error& err) mutable {
+              if (err) {
+                kept.deliver(make_error(
+                  code_of(err), "the reset of " + self->state.meta.name()
+                                  + "/" + std::to_string(self->state.partition)
+                                  + " was not stored: " + render(err)));
+                return;
+              }
+              kept.deliver(out);
+              auto j = self->state.cursors.find(req.group());
+              if (j != self->state.cursors.end())
+                pump(self, j->second);
+            });
+      return rp;
+    },
     [=](const pb::DescribeTopic&) {
       auto& st = self->state;
       pb::TopicInfo info;
@@ -618,6 +924,9 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
       p->set_partition(st.partition);
       p->set_end_offset(st.durable_end);
       p->set_message_count(st.durable_end - st.first_offset);
+      p->set_low_watermark(st.first_offset);
+      if (st.bytes_known)
+        p->set_bytes(st.bytes);
       for (auto& [name, c] : st.cursors) {
         auto* g = info.add_groups();
         g->set_cursor(name);

@@ -18,6 +18,7 @@
 #include "broker/actors.hpp"
 #include "broker/partition_actor.hpp"
 #include "broker/topic_table.hpp"
+#include "config/settings.hpp"
 #include "base/inflight.hpp"
 #include "storage/environment.hpp"
 #include "storage/keys.hpp"
@@ -109,6 +110,56 @@ void spawn_partitions(self_ptr self, topic_entry& t) {
     self->link_to(a); // partitions stop with the manager
     t.partitions.push_back(a);
   }
+}
+
+/// The checks of an AlterTopic both modes make (`now`: the partitions the
+/// topic has, 0 when the topic table checks them).
+caf::error check_alter(const pb::AlterTopic& req, const std::string& name,
+                       uint32_t now) {
+  if (req.partitions() == 0 && !req.set_retention()
+      && !req.set_retention_bytes())
+    return make_error(errc::invalid_argument,
+                      "nothing to alter: give partitions or a retention");
+  if (req.partitions() > 1024)
+    return make_error(errc::invalid_argument,
+                      "at most 1024 partitions, got "
+                        + std::to_string(req.partitions()));
+  if (now != 0 && req.partitions() != 0 && req.partitions() <= now)
+    return make_error(errc::invalid_argument,
+                      "partitions can only grow (now " + std::to_string(now)
+                        + ", at most 1024), got "
+                        + std::to_string(req.partitions()));
+  if ((req.set_retention() || req.set_retention_bytes()) && !name.empty()
+      && name[0] == '%')
+    return make_error(errc::invalid_argument,
+                      "internal topics keep what their group needs: no "
+                      "retention on '" + name + "'");
+  return caf::none;
+}
+
+void apply_retention(const pb::AlterTopic& req, pb::TopicMeta& meta) {
+  if (req.set_retention())
+    meta.set_retention_ms(req.retention_ms());
+  if (req.set_retention_bytes())
+    meta.set_retention_bytes(req.retention_bytes());
+}
+
+bool retention_changed(const pb::TopicMeta& a, const pb::TopicMeta& b) {
+  return a.retention_ms() != b.retention_ms()
+         || a.retention_bytes() != b.retention_bytes();
+}
+
+/// "retention 72h and 1GiB per partition", "kept for ever".
+std::string retention_text(const pb::TopicMeta& m) {
+  if (m.retention_ms() == 0 && m.retention_bytes() == 0)
+    return "kept for ever";
+  std::string out = "retention";
+  if (m.retention_ms() > 0)
+    out += " " + config::format_duration_ms(m.retention_ms());
+  if (m.retention_bytes() > 0)
+    out += std::string(m.retention_ms() > 0 ? " and" : "") + " "
+           + config::format_size_bytes(m.retention_bytes()) + " per partition";
+  return out;
 }
 
 void notify_route(self_ptr self, const std::string& topic) {
@@ -220,6 +271,14 @@ void apply_topic(self_ptr self, const pb::ClusterTopic& ct) {
   auto& t = st.topics[ct.name()];
   bool changed = t.meta.name().empty()
                  || static_cast<int>(t.homes.size()) != ct.homes_size();
+  bool retention = t.meta.retention_ms() != ct.retention_ms()
+                   || t.meta.retention_bytes() != ct.retention_bytes();
+  t.meta.set_retention_ms(ct.retention_ms());
+  t.meta.set_retention_bytes(ct.retention_bytes());
+  if (retention && !t.meta.name().empty())
+    for (auto& p : t.partitions)
+      if (p)
+        self->send(p, t.meta);
   t.meta.set_name(ct.name());
   t.meta.set_id(ct.id());
   t.meta.set_partitions(static_cast<uint32_t>(ct.homes_size()));
@@ -766,6 +825,220 @@ caf::message_handler cluster_updates(self_ptr self) {
   };
 }
 
+/// Asks every partition of `t` homed here, and each other home once (with
+/// local_only set, for all of its partitions), `req`. `done(replies,
+/// errors, unreachable)` gets the replies, the errors of those that
+/// answered with one, and the partitions whose home is down, unreachable
+/// or did not answer. With req.local_only(): only the partitions here.
+template <class Reply, class Request, class Done>
+void ask_partitions(self_ptr self, const topic_entry& t, const Request& req,
+                    Done done) {
+  struct target {
+    caf::actor who;
+    std::vector<uint32_t> partitions;
+  };
+  std::vector<target> ask;
+  std::map<std::string, size_t> by_home;
+  struct acc {
+    std::vector<Reply> replies;
+    std::vector<caf::error> errors;
+    std::vector<uint32_t> unreachable;
+    size_t left = 0;
+  };
+  auto a = std::make_shared<acc>();
+  for (uint32_t p = 0; p < t.partitions.size(); ++p) {
+    if (is_local(self, t, p)) {
+      ask.push_back({t.partitions[p], {p}});
+    } else if (!req.local_only()) {
+      auto gw = home_gateway(self, t, p);
+      if (!gw) {
+        a->unreachable.push_back(p);
+        continue;
+      }
+      auto [i, fresh] = by_home.emplace(t.homes[p], ask.size());
+      if (fresh)
+        ask.push_back({gw, {p}});
+      else
+        ask[i->second].partitions.push_back(p);
+    }
+  }
+  a->left = ask.size();
+  if (ask.empty()) {
+    done(std::move(a->replies), std::move(a->errors),
+         std::move(a->unreachable));
+    return;
+  }
+  auto one_done = [a, done]() mutable {
+    if (--a->left == 0)
+      done(std::move(a->replies), std::move(a->errors),
+           std::move(a->unreachable));
+  };
+  auto local = req;
+  local.set_local_only(true);
+  for (auto& x : ask)
+    self->state.requests.request<Reply>(
+      self, x.who, std::chrono::seconds(30), local,
+      [a, one_done](Reply& r) mutable {
+        a->replies.push_back(std::move(r));
+        one_done();
+      },
+      [a, one_done, ps = x.partitions](caf::error& err) mutable {
+        // A partition's own refusal is an answer; a lost link is not.
+        if (code_of(err) == errc::unavailable || code_of(err) == errc::timeout
+            || code_of(err) == errc::partition_unavailable
+            || code_of(err) == errc::shutting_down)
+          a->unreachable.insert(a->unreachable.end(), ps.begin(), ps.end());
+        else
+          a->errors.push_back(std::move(err));
+        one_done();
+      });
+}
+
+/// ResetOffsets for the partitions of req.topic() (the gateway checked the
+/// group): one row per partition, those whose home is down marked
+/// unavailable (left as they were).
+void reset_offsets(self_ptr self, pb::ResetOffsets req,
+                   caf::response_promise rp) {
+  auto name = req.topic();
+  with_topic(self, name, [=](caf::expected<topic_entry*> t) mutable {
+    if (!t) {
+      rp.deliver(t.error());
+      return;
+    }
+    auto homes = (*t)->homes;
+    ask_partitions<pb::OffsetsReset>(
+      self, **t, req,
+      [=](std::vector<pb::OffsetsReset> rs, std::vector<caf::error> errs,
+          std::vector<uint32_t> unreachable) mutable {
+        pb::OffsetsReset out;
+        out.set_group(req.group());
+        out.set_topic(name);
+        out.set_executed(req.execute());
+        std::map<uint32_t, pb::PartitionReset> rows;
+        for (auto& r : rs)
+          for (auto& row : *r.mutable_partitions())
+            rows[row.partition()] = std::move(row);
+        for (auto p : unreachable) {
+          rows[p].set_partition(p);
+          rows[p].set_unavailable(true);
+        }
+        for (auto& [p, row] : rows) {
+          if (p < homes.size())
+            row.set_home(homes[p]);
+          *out.add_partitions() = std::move(row);
+        }
+        if (!errs.empty()) {
+          // Some partitions were moved, some refused: say both.
+          std::string moved;
+          for (auto& [p, row] : rows)
+            if (!row.unavailable())
+              moved += (moved.empty() ? "" : ", ") + std::to_string(p);
+          rp.deliver(make_error(
+            code_of(errs.front()),
+            render(errs.front())
+              + (req.execute() && !moved.empty()
+                   ? " (partitions reset anyway: " + moved + ")"
+                   : "")));
+          return;
+        }
+        rp.deliver(std::move(out));
+      });
+  });
+}
+
+/// FindMessages over req.topic(), or every topic but the internal ones when
+/// it names none (a show by id): oldest first, at most the limit.
+void find_messages(self_ptr self, pb::FindMessages req,
+                   caf::response_promise rp) {
+  auto limit = req.limit() == 0 ? 100u : req.limit();
+  auto names = std::make_shared<std::vector<std::string>>();
+  if (!req.topic().empty()) {
+    names->push_back(req.topic());
+  } else {
+    for (auto& [name, t] : self->state.topics)
+      if (!t.pending && name[0] != '%')
+        names->push_back(name);
+  }
+  struct acc {
+    pb::FoundMessages out;
+    caf::error err;
+    size_t left = 0;
+  };
+  auto a = std::make_shared<acc>();
+  a->left = names->size();
+  auto finish = [a, rp, limit]() mutable {
+    if (a->err) {
+      rp.deliver(a->err);
+      return;
+    }
+    auto* ms = a->out.mutable_messages();
+    std::stable_sort(ms->begin(), ms->end(),
+                     [](const pb::Message& x, const pb::Message& y) {
+                       if (x.stored_ms() != y.stored_ms())
+                         return x.stored_ms() < y.stored_ms();
+                       if (x.partition() != y.partition())
+                         return x.partition() < y.partition();
+                       return x.offset() < y.offset();
+                     });
+    if (static_cast<uint32_t>(ms->size()) > limit) {
+      ms->DeleteSubrange(static_cast<int>(limit),
+                         ms->size() - static_cast<int>(limit));
+      a->out.set_truncated(true);
+    }
+    rp.deliver(std::move(a->out));
+  };
+  if (names->empty()) {
+    finish();
+    return;
+  }
+  for (auto& name : *names)
+    with_topic(self, name, [=](caf::expected<topic_entry*> t) mutable {
+      if (!t) {
+        if (!req.topic().empty())
+          a->err = t.error();
+        if (--a->left == 0)
+          finish();
+        return;
+      }
+      ask_partitions<pb::FoundMessages>(
+        self, **t, req,
+        [=](std::vector<pb::FoundMessages> rs, std::vector<caf::error> errs,
+            std::vector<uint32_t> unreachable) mutable {
+          for (auto& r : rs) {
+            a->out.set_scanned(a->out.scanned() + r.scanned());
+            a->out.set_truncated(a->out.truncated() || r.truncated());
+            for (auto& m : *r.mutable_messages())
+              *a->out.add_messages() = std::move(m);
+            for (auto& u : r.unreachable())
+              a->out.add_unreachable(u);
+          }
+          for (auto p : unreachable)
+            a->out.add_unreachable(name + "/" + std::to_string(p));
+          if (!errs.empty() && !a->err)
+            a->err = errs.front();
+          if (--a->left == 0)
+            finish();
+        });
+    });
+}
+
+/// What both modes answer alike: operators' offset resets and message
+/// searches, over the partitions wherever they live.
+caf::message_handler operator_requests(self_ptr self) {
+  return {
+    [=](pb::ResetOffsets& req) -> caf::result<pb::OffsetsReset> {
+      auto rp = self->make_response_promise<pb::OffsetsReset>();
+      reset_offsets(self, std::move(req), rp);
+      return rp;
+    },
+    [=](pb::FindMessages& req) -> caf::result<pb::FoundMessages> {
+      auto rp = self->make_response_promise<pb::FoundMessages>();
+      find_messages(self, std::move(req), rp);
+      return rp;
+    },
+  };
+}
+
 caf::behavior cluster_main(self_ptr self) {
   return caf::message_handler{
     [=](caf::actor groups) {
@@ -796,10 +1069,8 @@ caf::behavior cluster_main(self_ptr self) {
       return rp;
     },
     [=](const pb::AlterTopic& req) -> caf::result<pb::TopicInfo> {
-      if (req.partitions() > 1024)
-        return make_error(errc::invalid_argument,
-                          "at most 1024 partitions, got "
-                            + std::to_string(req.partitions()));
+      if (auto err = check_alter(req, req.name(), 0))
+        return err;
       auto rp = self->make_response_promise<pb::TopicInfo>();
       self->request(self->state.table, std::chrono::seconds(30), req)
         .then(
@@ -1223,7 +1494,8 @@ caf::behavior cluster_main(self_ptr self) {
       return rp;
     },
   }
-    .or_else(cluster_updates(self));
+    .or_else(cluster_updates(self))
+    .or_else(operator_requests(self));
 }
 
 /// In a cluster the manager first waits for the table's snapshot; requests
@@ -1341,7 +1613,7 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
     }
     self->quit(em.reason);
   });
-  return {
+  return caf::message_handler{
     [=](caf::actor groups) {
       // Startup wiring, and again when the node's supervisor restarted this
       // manager: the partitions the groups knew died with the old one, so
@@ -1415,14 +1687,12 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
       if (e.pending)
         return make_error(errc::invalid_argument,
                           "topic '" + req.name() + "' is being changed");
-      if (req.partitions() <= e.meta.partitions() || req.partitions() > 1024)
-        return make_error(errc::invalid_argument,
-                          "partitions can only grow (now "
-                            + std::to_string(e.meta.partitions())
-                            + ", at most 1024), got "
-                            + std::to_string(req.partitions()));
+      if (auto err = check_alter(req, e.meta.name(), e.meta.partitions()))
+        return err;
       auto meta = e.meta;
-      meta.set_partitions(req.partitions());
+      if (req.partitions() != 0)
+        meta.set_partitions(req.partitions());
+      apply_retention(req, meta);
       e.pending = true;
       auto rp = self->make_response_promise<pb::TopicInfo>();
       auto name = req.name();
@@ -1433,10 +1703,15 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
           rp.deliver(err);
           return;
         }
+        bool retention = retention_changed(t.meta, meta);
         t.meta = meta;
         spawn_partitions(self, t);
-        EDDA_INFO("topics", "topic " << name << " now has "
-                                     << meta.partitions() << " partitions");
+        if (retention)
+          for (auto& p : t.partitions)
+            self->send(p, meta);
+        EDDA_INFO("topics", "topic " << name << ": " << meta.partitions()
+                                     << " partitions, "
+                                     << retention_text(meta));
         notify_route(self, name);
         rp.deliver(info_of(t));
       });
@@ -1550,7 +1825,8 @@ caf::behavior topic_manager(self_ptr self, context_ptr ctx) {
         self->state.topics[topic].waiters.push_back(rp);
       return rp;
     },
-  };
+  }
+    .or_else(operator_requests(self));
 }
 
 } // namespace

@@ -269,20 +269,26 @@ caf::behavior topic_table(self_ptr self, topic_table_options opts) {
         return t.error();
       auto expect = t->mod_revision();
       auto have = static_cast<uint32_t>(t->homes_size());
-      if (req.partitions() <= have)
+      if (req.partitions() != 0 && req.partitions() <= have)
         return make_error(errc::invalid_argument,
                           "topic '" + req.name() + "' has "
                             + std::to_string(have)
                             + " partitions: partitions can only grow, got "
                             + std::to_string(req.partitions()));
-      std::vector<node_id> members;
-      std::map<node_id, uint32_t> load;
-      if (auto err = members_and_load(self, members, load))
-        return err;
-      for (auto& h : cluster::place_partitions(req.name(), have,
-                                               req.partitions() - have,
-                                               members, load))
-        t->add_homes(h.value());
+      if (req.partitions() != 0) {
+        std::vector<node_id> members;
+        std::map<node_id, uint32_t> load;
+        if (auto err = members_and_load(self, members, load))
+          return err;
+        for (auto& h : cluster::place_partitions(req.name(), have,
+                                                 req.partitions() - have,
+                                                 members, load))
+          t->add_homes(h.value());
+      }
+      if (req.set_retention())
+        t->set_retention_ms(req.retention_ms());
+      if (req.set_retention_bytes())
+        t->set_retention_bytes(req.retention_bytes());
       t->clear_mod_revision();
       auto put = st.opts.store->cas_put(key, t->SerializeAsString(), expect);
       if (!put)

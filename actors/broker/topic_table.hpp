@@ -20,7 +20,8 @@
 // Protocol (from the topic manager, which checked names and bounds):
 //   (CreateTopic, uint32_t kind) -> ClusterTopic   (kind: TopicKind)
 //                errors: topic_exists, unavailable (etcd, or no live member)
-//   AlterTopic  -> ClusterTopic   partitions only grow; new ones are placed
+//   AlterTopic  -> ClusterTopic   partitions only grow; new ones are placed;
+//                                 retention (set_retention*) replaced
 //   (AlterTopic, home) -> ClusterTopic   one more partition, homed on
 //                                 `home`, unless it has one there already
 //   DeleteTopic -> Done           errors: unknown_topic

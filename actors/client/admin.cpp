@@ -30,6 +30,11 @@ alter_topic(const connection& c, const std::string& name, uint32_t partitions) {
   return call<pb::TopicInfo>(c, req);
 }
 
+caf::expected<pb::TopicInfo> alter_topic(const connection& c,
+                                         const pb::AlterTopic& req) {
+  return call<pb::TopicInfo>(c, req);
+}
+
 caf::expected<pb::Done> delete_topic(const connection& c,
                                      const std::string& name) {
   pb::DeleteTopic req;
@@ -82,6 +87,16 @@ const char* txn_state_name(pb::TxnRecord::State s) {
     case pb::TxnRecord::ROLLED_BACK: return "rolled back";
     default: return "in doubt";
   }
+}
+
+caf::expected<pb::OffsetsReset> reset_offsets(const connection& c,
+                                              const pb::ResetOffsets& req) {
+  return call<pb::OffsetsReset>(c, req);
+}
+
+caf::expected<pb::FoundMessages> find_messages(const connection& c,
+                                               const pb::FindMessages& req) {
+  return call<pb::FoundMessages>(c, req);
 }
 
 caf::expected<pb::NodeStatus> node_status(const connection& c) {

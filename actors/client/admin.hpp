@@ -23,6 +23,10 @@ namespace pb = edda::wire::v1;
 create_topic(const connection& c, const std::string& name, uint32_t partitions);
 [[nodiscard]] caf::expected<pb::TopicInfo>
 alter_topic(const connection& c, const std::string& name, uint32_t partitions);
+/// Sets a topic's retention (0 = keep for ever), online: partitions drop
+/// what falls out of it within a few seconds (AlterTopic for all fields).
+[[nodiscard]] caf::expected<pb::TopicInfo>
+alter_topic(const connection& c, const pb::AlterTopic& req);
 [[nodiscard]] caf::expected<pb::Done> delete_topic(const connection& c,
                                                    const std::string& name);
 [[nodiscard]] caf::expected<pb::TopicInfo>
@@ -38,6 +42,18 @@ dlq_list(const connection& c, const std::string& group, uint32_t limit = 0,
 [[nodiscard]] caf::expected<pb::DlqRedriven>
 dlq_redrive(const connection& c, const std::string& group,
             const std::vector<std::string>& ids = {});
+/// edda group reset-offsets: moves group `req.group()`'s committed offsets
+/// on topic `req.topic()` (a dry run unless req.execute()). Errors:
+/// unknown_group, unknown_topic, invalid_argument (live members without
+/// force, a broadcast group), unavailable (a partition's home is down:
+/// the reply of the others is in the error's text).
+[[nodiscard]] caf::expected<pb::OffsetsReset>
+reset_offsets(const connection& c, const pb::ResetOffsets& req);
+/// edda message show / find (pb::FindMessages). Errors: unknown_topic,
+/// invalid_argument (no id, key or since), not_found (show: no message
+/// with that id).
+[[nodiscard]] caf::expected<pb::FoundMessages>
+find_messages(const connection& c, const pb::FindMessages& req);
 [[nodiscard]] caf::expected<pb::NodeStatus> node_status(const connection& c);
 /// A transaction's state as operators read it: "in doubt", "committed",
 /// "rolled back".

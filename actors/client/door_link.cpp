@@ -28,6 +28,8 @@ const std::map<std::string, std::string>& methods() {
     add(pb::ListGroups::descriptor(), "ListGroups");
     add(pb::DlqList::descriptor(), "ListDeadLetters");
     add(pb::DlqRedrive::descriptor(), "RedriveDeadLetters");
+    add(pb::ResetOffsets::descriptor(), "ResetOffsets");
+    add(pb::FindMessages::descriptor(), "FindMessages");
     add(pb::NodeStatusRequest::descriptor(), "NodeStatus");
     add(pb::BackupRequest::descriptor(), "Backup");
     add(pb::ClusterStatusRequest::descriptor(), "ClusterStatus");

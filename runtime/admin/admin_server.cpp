@@ -129,6 +129,14 @@ std::string collect_metrics(const client::connection& node) {
                     {"partition", std::to_string(p.partition())},
                     {"home", p.home()}},
                    static_cast<double>(p.end_offset()));
+    x.family("edda_partition_low_watermark", "gauge",
+             "the oldest offset the partition still keeps (retention)");
+    for (auto& t : topics->topics())
+      for (auto& p : t.partitions())
+        if (!p.unavailable())
+          x.sample({{"topic", t.meta().name()},
+                    {"partition", std::to_string(p.partition())}},
+                   static_cast<double>(p.low_watermark()));
     x.family("edda_partition_messages", "gauge",
              "messages stored in the partition");
     for (auto& t : topics->topics())

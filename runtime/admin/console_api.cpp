@@ -292,6 +292,7 @@ void topics_route(const client::connection& node, httplib::Response& res) {
     json parts = json::array();
     for (auto& p : d->partitions())
       parts.push_back({{"partition", p.partition()},
+                       {"low_watermark", p.low_watermark()},
                        {"end_offset", p.end_offset()},
                        {"messages", p.message_count()},
                        {"home", p.home()},

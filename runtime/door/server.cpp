@@ -130,6 +130,16 @@ public:
                      pb::DlqRedriven* out) override {
     return forward(st_, ctx, from_client(*req), out);
   }
+  grpc::ServerUnaryReactor* ResetOffsets(grpc::CallbackServerContext* ctx,
+                                         const pb::ResetOffsets* req,
+                                         pb::OffsetsReset* out) override {
+    return forward(st_, ctx, from_client(*req), out);
+  }
+  grpc::ServerUnaryReactor* FindMessages(grpc::CallbackServerContext* ctx,
+                                         const pb::FindMessages* req,
+                                         pb::FoundMessages* out) override {
+    return forward(st_, ctx, from_client(*req), out);
+  }
   grpc::ServerUnaryReactor* NodeStatus(grpc::CallbackServerContext* ctx,
                                        const pb::NodeStatusRequest* req,
                                        pb::NodeStatus* out) override {

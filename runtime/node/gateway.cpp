@@ -177,6 +177,58 @@ caf::result<Reply> to_cluster(gateway_ptr self, const caf::actor& cluster,
   return caf::delegated<Reply>{};
 }
 
+/// Every group as the cluster knows it (a single node: as it knows it),
+/// for `done`: each group once, as its coordinator tells it, and the nodes
+/// whose part is missing.
+template <class Done>
+void every_group(gateway_ptr self, bool clustered, const caf::actor& groups,
+                 Done done) {
+  if (!clustered) {
+    self->request(groups, std::chrono::seconds(10), pb::ListGroups{})
+      .then([=](pb::GroupList& r) mutable { done(std::move(r)); },
+            [=](caf::error& err) mutable { done(std::move(err)); });
+    return;
+  }
+  gather<pb::GroupList>(
+    self, groups, pb::ListGroups{}, errc::unknown_group,
+    [done](std::vector<pb::GroupList> rs, std::vector<caf::error> errs,
+           std::vector<std::string> missed) mutable {
+      if (rs.empty() && missed.empty()) {
+        done(first_error(errs, errc::unknown_group));
+        return;
+      }
+      // A group once, as its coordinator tells it (a node that only
+      // knows its name lists no members and generation 0).
+      std::map<std::string, pb::GroupInfo> by_name;
+      for (auto& r : rs)
+        for (auto& g : *r.mutable_groups()) {
+          auto& slot = by_name[g.group()];
+          if (slot.group().empty() || g.generation() > slot.generation())
+            slot = std::move(g);
+        }
+      pb::GroupList out;
+      note_missed(out, missed);
+      for (auto& [name, g] : by_name)
+        *out.add_groups() = std::move(g);
+      done(std::move(out));
+    });
+}
+
+/// "to offset 5", "to the earliest", ... for the audit line.
+std::string reset_target(const pb::ResetOffsets& x) {
+  switch (x.to()) {
+    case pb::ResetOffsets::TO_OFFSET:
+      return "to offset " + std::to_string(x.offset());
+    case pb::ResetOffsets::TO_EARLIEST:
+      return "to the earliest";
+    case pb::ResetOffsets::TO_LATEST:
+      return "to the latest";
+    default:
+      return "to the first message at or after "
+             + std::to_string(x.datetime_ms()) + " ms";
+  }
+}
+
 caf::behavior gateway(gateway_ptr self,
                       broker::context_ptr ctx, caf::actor topics, caf::actor groups,
                        caf::actor dedup, caf::actor txn,
@@ -477,29 +529,122 @@ caf::behavior gateway(gateway_ptr self,
         return caf::delegated<pb::GroupList>{};
       }
       auto rp = self->make_response_promise<pb::GroupList>();
-      gather<pb::GroupList>(
-        self, groups, std::move(x), errc::unknown_group,
-        [rp](std::vector<pb::GroupList> rs, std::vector<caf::error> errs,
-             std::vector<std::string> missed) mutable {
-          if (rs.empty() && missed.empty()) {
-            rp.deliver(first_error(errs, errc::unknown_group));
-            return;
-          }
-          // A group once, as its coordinator tells it (a node that only
-          // knows its name lists no members and generation 0).
-          std::map<std::string, pb::GroupInfo> by_name;
-          for (auto& r : rs)
-            for (auto& g : *r.mutable_groups()) {
-              auto& slot = by_name[g.group()];
-              if (slot.group().empty() || g.generation() > slot.generation())
-                slot = std::move(g);
-            }
-          pb::GroupList out;
-          note_missed(out, missed);
-          for (auto& [name, g] : by_name)
-            *out.add_groups() = std::move(g);
-          rp.deliver(std::move(out));
-        });
+      every_group(self, ctx->clustered(), groups,
+                  [rp](caf::expected<pb::GroupList> r) mutable {
+        if (r)
+          rp.deliver(std::move(*r));
+        else
+          rp.deliver(r.error());
+      });
+      return rp;
+    },
+    [=](pb::ResetOffsets& x) -> caf::result<pb::OffsetsReset> {
+      if (x.local_only()) { // another node's: its home partitions here
+        self->delegate(topics, std::move(x));
+        return caf::delegated<pb::OffsetsReset>{};
+      }
+      if (x.group().empty() || x.topic().empty())
+        return make_error(errc::invalid_argument,
+                          "reset-offsets needs a group and a topic");
+      if (broker::is_node_group(x.group()))
+        return make_error(errc::invalid_argument,
+                          "groups starting with 'edda.' are the nodes' own");
+      if (x.execute() && x.by().empty())
+        return make_error(errc::invalid_argument,
+                          "reset-offsets --execute needs `by` (who asks), "
+                          "logged with it");
+      auto rp = self->make_response_promise<pb::OffsetsReset>();
+      // The group as its coordinator tells it: known, clustering, and,
+      // unless forced, without live members.
+      every_group(self, ctx->clustered(), groups,
+                  [=](caf::expected<pb::GroupList> r) mutable {
+        if (!r) {
+          rp.deliver(r.error());
+          return;
+        }
+        const pb::GroupInfo* g = nullptr;
+        for (auto& info : r->groups())
+          if (info.group() == x.group())
+            g = &info;
+        if (g == nullptr) {
+          rp.deliver(make_error(
+            r->unreachable().empty() ? errc::unknown_group : errc::unavailable,
+            "no consumer group '" + x.group() + "'"
+              + (r->unreachable().empty()
+                   ? std::string{" (a group exists once a member subscribed)"}
+                   : "; its coordinator may be on a node that is down")));
+          return;
+        }
+        if (g->mode() == pb::BROADCAST) {
+          rp.deliver(make_error(errc::invalid_argument,
+                                "group '" + x.group()
+                                  + "' consumes in broadcast mode: each "
+                                    "client keeps its own offsets; "
+                                    "reset-offsets moves a clustering "
+                                    "group's"));
+          return;
+        }
+        if (g->members_size() > 0 && x.execute() && !x.force()) {
+          std::string names;
+          for (auto& m : g->members())
+            names += (names.empty() ? "" : ", ") + m;
+          rp.deliver(make_error(
+            errc::invalid_argument,
+            "group '" + x.group() + "' has "
+              + std::to_string(g->members_size()) + " live member"
+              + (g->members_size() == 1 ? "" : "s") + " (" + names
+              + "): stop them first, or pass --force (they are then given "
+                "what they had not acknowledged again, from the new "
+                "offset)"));
+          return;
+        }
+        auto req = x;
+        self->request(topics, std::chrono::seconds(60), std::move(req))
+          .then(
+            [=](pb::OffsetsReset& done) mutable {
+              if (x.execute())
+                EDDA_INFO_F("audit",
+                            "offsets of group " << x.group() << " on topic "
+                                                << x.topic() << " reset ("
+                                                << reset_target(x) << ") by "
+                                                << x.by(),
+                            {"action", "reset-offsets"}, {"group", x.group()},
+                            {"topic", x.topic()}, {"by", x.by()});
+              rp.deliver(std::move(done));
+            },
+            [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      });
+      return rp;
+    },
+    [=](pb::FindMessages& x) -> caf::result<pb::FoundMessages> {
+      if (!x.local_only() && x.id().empty() && !x.by_key()
+          && x.since_ms() == 0)
+        return make_error(errc::invalid_argument,
+                          "find messages by an id, a key or a time");
+      if (!x.local_only() && x.id().empty() && x.topic().empty())
+        return make_error(errc::invalid_argument,
+                          "find by key or time needs a topic");
+      if (x.local_only() || x.id().empty()) {
+        self->delegate(topics, std::move(x));
+        return caf::delegated<pb::FoundMessages>{};
+      }
+      // A show: no such id is not_found, unless a part went unread.
+      auto rp = self->make_response_promise<pb::FoundMessages>();
+      auto id = x.id();
+      auto where = x.topic().empty() ? std::string{"any topic"}
+                                     : "topic '" + x.topic() + "'";
+      self->request(topics, std::chrono::seconds(60), std::move(x))
+        .then(
+          [=](pb::FoundMessages& found) mutable {
+            if (found.messages_size() == 0 && found.unreachable_size() == 0
+                && !found.truncated())
+              rp.deliver(make_error(errc::not_found,
+                                    "no message with id " + id + " in "
+                                      + where));
+            else
+              rp.deliver(std::move(found));
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
     },
     [=](pb::DlqList& x) -> caf::result<pb::DlqEntries> {
