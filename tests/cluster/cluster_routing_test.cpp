@@ -21,6 +21,7 @@ namespace edda::test {
 namespace {
 
 using namespace std::chrono_literals;
+namespace pb = wire::v1;
 
 class ClusterRoutingTest : public ClusterFixture {
 protected:
@@ -300,6 +301,111 @@ TEST_F(ClusterRoutingTest, KeyedTransactionsGoStraightToTheirHome) {
   auto pending = client::admin::txn_list(*c1);
   ASSERT_TRUE(pending);
   EXPECT_EQ(pending->records_size(), 0);
+}
+
+// Operator commands over partitions homed on several nodes, asked of
+// whichever node: a group's offsets reset on every home, a message found
+// where it lives, a retention applied by each home.
+TEST_F(ClusterRoutingTest, OperatorsResetFindAndTrimOnEveryHome) {
+  start_linked(3);
+  auto c1 = connect(node(0));
+  auto c2 = connect(node(1));
+  auto c3 = connect(node(2));
+  ASSERT_TRUE(c1 && c2 && c3);
+  ASSERT_TRUE(client::admin::create_topic(*c1, "ops", 3));
+  auto home = homes(*c1, "ops");
+  std::set<std::string> distinct;
+  for (auto& [p, h] : home)
+    distinct.insert(h);
+  ASSERT_GE(distinct.size(), 2u) << "the partitions should be spread";
+  client::producer p{*c1};
+  for (int i = 0; i < 9; ++i) {
+    client::message m;
+    m.topic = "ops";
+    m.key = "k" + std::to_string(i);
+    m.body = "b" + std::to_string(i);
+    ASSERT_TRUE(p.send(m));
+  }
+  {
+    std::atomic<int> got{0};
+    client::consumer_options o;
+    o.group = "ledger";
+    o.topic = "ops";
+    auto c = client::consumer::start(*c2, o, [&](const client::received&) {
+      ++got;
+      return client::consume_result::success;
+    });
+    ASSERT_TRUE(c) << render(c.error());
+    ASSERT_TRUE(eventually(15s, [&] { return got.load() == 9; }));
+    (*c)->stop();
+  }
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto l = client::admin::list_groups(*c1);
+    if (!l)
+      return false;
+    for (auto& g : l->groups())
+      if (g.group() == "ledger")
+        return g.members_size() == 0;
+    return false;
+  }));
+
+  // Reset through n3: every partition, wherever it lives, back to 0.
+  pb::ResetOffsets r;
+  r.set_group("ledger");
+  r.set_topic("ops");
+  r.set_to(pb::ResetOffsets::TO_EARLIEST);
+  r.set_execute(true);
+  r.set_by("ops-bob");
+  auto done = client::admin::reset_offsets(*c3, r);
+  ASSERT_TRUE(done) << render(done.error());
+  ASSERT_EQ(done->partitions_size(), 3);
+  uint64_t was = 0;
+  for (auto& row : done->partitions()) {
+    EXPECT_FALSE(row.unavailable()) << row.partition();
+    EXPECT_EQ(row.home(), home[row.partition()]);
+    EXPECT_EQ(row.target(), 0u);
+    was += row.committed();
+  }
+  EXPECT_EQ(was, 9u);
+  auto d = client::admin::describe_topic(*c1, "ops");
+  ASSERT_TRUE(d);
+  int rows = 0;
+  for (auto& g : d->groups())
+    if (g.cursor() == "ledger") {
+      ++rows;
+      EXPECT_EQ(g.committed(), 0u) << g.partition();
+    }
+  EXPECT_EQ(rows, 3);
+
+  // A message found through n2, whatever its home.
+  for (int i = 0; i < 9; ++i) {
+    pb::FindMessages f;
+    f.set_topic("ops");
+    f.set_by_key(true);
+    f.set_key("k" + std::to_string(i));
+    auto found = client::admin::find_messages(*c2, f);
+    ASSERT_TRUE(found) << render(found.error());
+    ASSERT_EQ(found->messages_size(), 1) << i;
+    EXPECT_EQ(found->messages(0).body(), "b" + std::to_string(i));
+  }
+
+  // Retention set through n1 (one byte: nothing is kept) reaches every
+  // home through etcd: each drops its messages.
+  pb::AlterTopic a;
+  a.set_name("ops");
+  a.set_set_retention_bytes(true);
+  a.set_retention_bytes(1);
+  ASSERT_TRUE(client::admin::alter_topic(*c1, a));
+  ASSERT_TRUE(eventually(15s, [&] {
+    auto d = client::admin::describe_topic(*c3, "ops");
+    if (!d || d->partitions_size() != 3)
+      return false;
+    return std::all_of(d->partitions().begin(), d->partitions().end(),
+                       [](auto& p) {
+                         return !p.unavailable()
+                                && p.low_watermark() == p.end_offset();
+                       });
+  }));
 }
 
 } // namespace
