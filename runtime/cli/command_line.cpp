@@ -666,22 +666,38 @@ std::string unknown_command(const CLI::App& app, const std::string& word) {
          + (near.empty() ? std::string{} : "; did you mean '" + near + "'?");
 }
 
-/// The first word the parse left over, said where it was typed: an
-/// unknown option, an unknown command, or an argument too many; `chain`
-/// ends with the command it was typed to. Empty when none was left.
-std::string leftover(std::vector<CLI::App*>& chain) {
+/// What the parse left over, said where it was typed: an unknown option
+/// first, else an unknown command or an argument too many; `chain` ends
+/// with the command it was typed to. Empty when nothing was left. A word
+/// after `--` is an argument, whatever it looks like (CLI11 hands those a
+/// command has no room for to its group).
+std::string leftover(std::vector<CLI::App*>& chain,
+                     const std::vector<std::string>& args) {
+  auto mark = std::find(args.begin(), args.end(), "--");
+  auto typed_as_option = [&](const std::string& word) {
+    return is_dashed(word) && word != "--"
+           && std::find(args.begin(), mark, word) != mark;
+  };
   for (size_t depth = 0; depth < chain.size(); ++depth) {
-    auto* app = chain[depth];
-    auto rest = app->remaining(false);
+    auto rest = chain[depth]->remaining(false);
+    auto option = std::find_if(rest.begin(), rest.end(), typed_as_option);
+    if (option != rest.end()) {
+      chain.resize(depth + 1);
+      return unknown_option(*chain.back(), *option);
+    }
+  }
+  for (size_t depth = 0; depth < chain.size(); ++depth) {
+    auto rest = chain[depth]->remaining(false);
+    rest.erase(std::remove(rest.begin(), rest.end(), "--"), rest.end());
     if (rest.empty())
       continue;
+    const auto& word = rest.front();
+    if (std::find(args.begin(), mark, word) == mark) // after --: the command's
+      return "unexpected argument '" + word + "'";
     chain.resize(depth + 1);
-    auto dashed = std::find_if(rest.begin(), rest.end(), is_dashed);
-    if (dashed != rest.end())
-      return unknown_option(*app, *dashed);
-    if (!app->get_subcommands({}).empty())
-      return unknown_command(*app, rest.front());
-    return "unexpected argument '" + rest.front() + "'";
+    if (!chain.back()->get_subcommands({}).empty())
+      return unknown_command(*chain.back(), word);
+    return "unexpected argument '" + word + "'";
   }
   return {};
 }
@@ -821,7 +837,7 @@ int parse(const std::vector<std::string>& args_in, command_line& out,
     return exit_ok;
   } catch (const CLI::ParseError& e) {
     auto chain = chosen(app);
-    auto what = leftover(chain);
+    auto what = leftover(chain, args);
     if (what.empty() && dynamic_cast<const CLI::RequiredError*>(&e)) {
       if (!chain.back()->get_subcommands({}).empty()) {
         // A command group without its command (`edda topic`): its help.

@@ -182,6 +182,17 @@ TEST(CommandLineTest, AWordStartingWithADashIsNeverAName) {
   ASSERT_EQ(after.rc, -1) << after.err;
   EXPECT_EQ(after.cl.saga.type, "-5");
   EXPECT_EQ(after.cl.saga.wait.value, 5u);
+  // After --, an option's name is an argument too: one too many here.
+  auto more = run({"saga", "start", "--", "-x", "--wait", "5"});
+  EXPECT_EQ(more.rc, exit_usage);
+  EXPECT_TRUE(has(more.err, "unexpected argument '--wait'")) << more.err;
+  auto extra = run({"saga", "start", "t", "--", "-x"});
+  EXPECT_EQ(extra.rc, exit_usage);
+  EXPECT_TRUE(has(extra.err, "unexpected argument '-x'")) << extra.err;
+  auto typo = run({"saga", "start", "--wiat", "5", "--", "-x"});
+  EXPECT_EQ(typo.rc, exit_usage);
+  EXPECT_TRUE(has(typo.err, "unknown option --wiat; did you mean --wait?"))
+    << typo.err;
   // An option's value may start with one.
   auto value = run({"produce", "--topic", "t", "--key", "-k", "body"});
   ASSERT_EQ(value.rc, -1) << value.err;
