@@ -1,9 +1,10 @@
-// edda: the command line. `edda --help` lists the commands; every command
-// has its own --help.
+// edda: the command line. command_line.cpp declares the commands and
+// parses (`edda --help` lists them, every command has its own --help);
+// here they run.
 #include "base/errc.hpp"
 #include "base/ids.hpp"
 #include "base/log.hpp"
-#include "cli/args.hpp"
+#include "cli/command_line.hpp"
 #include "client/admin.hpp"
 #include "client/consumer.hpp"
 #include "client/producer.hpp"
@@ -17,8 +18,10 @@
 #include "txmsg.hpp"
 #include <unistd.h>
 
+#include <caf/sec.hpp>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <chrono>
@@ -27,7 +30,9 @@
 #include <cstdlib>
 
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -37,112 +42,37 @@ namespace {
 namespace pb = wire::v1;
 using clock_type = std::chrono::steady_clock;
 
-const char* main_help = R"(edda: transactional messages and sagas on an actor runtime.
-
-Usage: edda COMMAND [ARGS] [--node HOST:PORT] [--json]
-
-Commands:
-  node                      run a node (embedded single node by default)
-  topic create|list|describe|alter|delete
-                            manage topics
-  produce                   send messages (or measure throughput with --count)
-  consume                   receive messages as a member of a consumer group
-  group list|describe       consumer groups; one group's members, addresses
-                            and lag per partition
-  dlq list|redrive          inspect and redrive a group's dead letters
-  txn list|show|resolve     transactions without an outcome; operator override
-  saga list|show|start      sagas: filter by state, type, age; steps and history
-  status                    the node's storage, durability and counters
-  backup NAME               a consistent hot copy of the node's data
-  cluster status            members, their addresses and links, the lease
-  bench txmsg|disk          benchmarks (BENCHMARKS.md): the txmsg workload
-                            against a node process; the LMDB disk floor
-
-Options for every command that talks to a node:
-  --node HOST:PORT          the node's client door (api.listen; default
-                            $EDDA_NODE or 127.0.0.1:7430)
-  --token SECRET            the door's token (api.tokens; default $EDDA_TOKEN)
-  --node-port               --node is the node port (CAF) instead: for a node
-                            with api.listen = off
-  --json                    machine-readable output
-Run `edda COMMAND --help` for a command's options.
-)";
-
-const char* node_help = R"(Usage: edda node [--config FILE] [--set KEY=VALUE]... [options]
-
-Runs a node until SIGINT or SIGTERM. With no arguments: a single node with
-its data in ./edda-data, listening on 127.0.0.1:7420, fsync durability.
-
-  --config FILE             TOML settings (see config/default.toml)
-  --set KEY=VALUE           override one setting, e.g. --set storage.durability=nosync
-  --data-dir DIR            same as --set node.data_dir=DIR
-  --listen HOST:PORT        same as node.listen_host / node.listen_port
-  --durability MODE         fsync (default), nometasync or nosync
-  --print-config            print every setting with its value and description, then exit
-)";
-
-const char* topic_help = R"(Usage:
-  edda topic create NAME [--partitions N]   (default: broker.default_partitions)
-  edda topic list [--all]                   (--all: include %RETRY% topics)
-  edda topic describe NAME                  partitions, end offsets, group lag
-  edda topic alter NAME --partitions N      add partitions online (only grows)
-  edda topic delete NAME                    delete the topic and its messages
-)";
-
-const char* produce_help = R"(Usage:
-  edda produce --topic T [--key K] [--tag TAG]... [--prop K=V]... [--delay-ms MS] BODY...
-      sends one message whose body is BODY (words joined by spaces), or
-      standard input when no BODY is given; prints where it was stored.
-  edda produce --topic T --count N [--size BYTES] [--window W]
-      throughput: N messages of BYTES (default 256) with at most W (default
-      256) unacknowledged; every one is durable on the node before it counts.
-  edda produce --topic T --count N --transactional [--group G] [--window W]
-      transactional throughput: each message is a half message + a local
-      transaction that does nothing + a commit, both durable; at most W
-      transactions in flight (default 256, pipelined) in producer group G
-      (default edda-cli).
-)";
-
-const char* txn_help = R"(Usage:
-  edda txn list [--limit N]                 transactions without an outcome:
-                                            age, check-backs so far, next check
-  edda txn show TXN_ID                      one transaction, pending or resolved
-  edda txn resolve TXN_ID commit|rollback [--by NAME]
-                                            operator override, recorded as
-                                            resolved by operator:NAME
-)";
-
-const char* consume_help = R"(Usage: edda consume --topic T --group G [options]
-
-  --expr EXPR               tag expression: '*' (default), 'TagA', 'TagA || TagC'
-  --broadcast               broadcast mode (default: clustering)
-  --from latest             a new group starts at the end (default: earliest)
-  --count N                 stop after N messages
-  --idle-ms MS              stop after MS without a message (default: run until Ctrl-C,
-                            or 3000 with --count)
-  --fail-every K            answer retry_later for every K-th message (to try retries)
-  --quiet                   do not print messages; print the throughput at the end
-  --client-id ID            stable member id (default: host-pid-n)
-)";
-
-const char* dlq_help = R"(Usage:
-  edda dlq list --group G [--limit N]        dead letters of group G
-  edda dlq redrive --group G [--id ID]...    send them back through the group's
-                                             retry topic (all, or the given ids)
-)";
-
-struct context {
-  args a;
-  bool json = false;
-};
-
-int fail(const std::string& what) {
+/// Says what failed (on stderr, "edda: ...") and returns the exit code:
+/// what the node answered decides it, so that a script can tell a missing
+/// thing and an unreachable node from any other failure.
+int fail(const std::string& what, int code = exit_failure) {
   std::cerr << "edda: " << what << "\n";
-  return 1;
+  return code;
 }
 
 int fail(const caf::error& err) {
-  return fail(render(err));
+  if (err == caf::sec::request_timeout) // the node port did not answer
+    return fail(render(err), exit_unavailable);
+  switch (code_of(err)) {
+    case errc::unknown_topic:
+    case errc::unknown_group:
+    case errc::not_found:
+    case errc::unknown_txn:
+    case errc::unknown_saga_type:
+      return fail(render(err), exit_not_found);
+    case errc::unavailable:
+    case errc::shutting_down:
+    case errc::partition_unavailable:
+    case errc::timeout:
+      return fail(render(err), exit_unavailable);
+    default:
+      return fail(render(err));
+  }
+}
+
+/// A mistake in the command line that only running the command finds.
+int usage(const std::string& what) {
+  return fail(what, exit_usage);
 }
 
 void print_json(const google::protobuf::Message& m) {
@@ -154,21 +84,26 @@ void print_json(const google::protobuf::Message& m) {
   std::cout << out << "\n";
 }
 
-caf::expected<client::connection> connect(const args& a) {
-  bool door = !a.has("node-port");
-  std::string ep = a.get("node");
+/// The connection to the node of --node (default $EDDA_NODE, else the
+/// local door, or the node port with --node-port). None when it failed:
+/// it said why, and `rc` is the exit code.
+std::optional<client::connection> connect(const node_options& a, int& rc) {
+  bool door = !a.node_port;
+  std::string ep = a.node;
   if (ep.empty()) {
     const char* env = std::getenv("EDDA_NODE");
     ep = env != nullptr ? env : door ? "127.0.0.1:7430" : "127.0.0.1:7420";
   }
   std::string host;
   uint16_t port = 0;
-  if (!client::parse_endpoint(ep, host, port, door ? 7430 : 7420))
-    return make_error(errc::invalid_argument,
-                      "--node expects HOST:PORT, got '" + ep + "'");
+  if (!client::parse_endpoint(ep, host, port, door ? 7430 : 7420)) {
+    rc = usage(render(make_error(
+      errc::invalid_argument, "--node expects HOST:PORT, got '" + ep + "'")));
+    return std::nullopt;
+  }
   client::connect_options o;
   o.door = door;
-  o.token = a.get("token");
+  o.token = a.token;
   if (o.token.empty())
     if (const char* env = std::getenv("EDDA_TOKEN"))
       o.token = env;
@@ -183,49 +118,48 @@ caf::expected<client::connection> connect(const args& a) {
     if (auto hint = why.find("; something else listens there");
         hint != std::string::npos)
       why.erase(hint);
-    return make_error(errc::unavailable,
-                      why + "; --node names the node's client door "
-                            "(api.listen, by default the node port + 10, e.g. "
-                            "7430); --node-port talks to the node port "
-                            "instead");
+    rc = fail(make_error(errc::unavailable,
+                         why
+                           + "; --node names the node's client door "
+                             "(api.listen, by default the node port + 10, "
+                             "e.g. 7430); --node-port talks to the node "
+                             "port instead"));
+    return std::nullopt;
   }
-  return c;
+  if (!c) {
+    rc = fail(c.error());
+    return std::nullopt;
+  }
+  return std::move(*c);
 }
 
 // -- node ---------------------------------------------------------------------
 
-int cmd_node(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "print-config"},
-               {"config", "set", "data-dir", "listen", "durability"}, err))
-    return fail(err + "\n" + node_help);
-  if (a.has("help")) {
-    std::cout << node_help;
-    return 0;
-  }
-  if (!a.positional.empty())
-    return fail("unexpected argument '" + a.positional[0] + "'\n" + node_help);
+/// A node's own failures (it did not start, it stopped on one) exit 1:
+/// the exit codes of what a node answers are for the commands that ask it.
+int cmd_node(const node_command& a) {
   config::node_settings s;
-  if (a.has("config") && !config::load_settings_file(a.get("config"), s, err))
-    return fail(make_error(errc::bad_config, err));
-  std::vector<std::string> overrides = a.all("set");
-  if (a.has("data-dir"))
-    overrides.push_back("node.data_dir=" + a.get("data-dir"));
-  if (a.has("durability"))
-    overrides.push_back("storage.durability=" + a.get("durability"));
-  if (a.has("listen")) {
+  std::string err;
+  if (!a.config.empty() && !config::load_settings_file(a.config, s, err))
+    return fail(render(make_error(errc::bad_config, err)));
+  std::vector<std::string> overrides = a.set;
+  if (!a.data_dir.empty())
+    overrides.push_back("node.data_dir=" + a.data_dir);
+  if (!a.durability.empty())
+    overrides.push_back("storage.durability=" + a.durability);
+  if (!a.listen.empty()) {
     std::string host;
     uint16_t port = 0;
-    if (!client::parse_endpoint(a.get("listen"), host, port, 7420))
-      return fail("--listen expects HOST:PORT, got '" + a.get("listen") + "'");
+    if (!client::parse_endpoint(a.listen, host, port, 7420))
+      return usage("--listen expects HOST:PORT, got '" + a.listen + "'");
     overrides.push_back("node.listen_host=" + host);
     overrides.push_back("node.listen_port=" + std::to_string(port));
   }
+  // What the command line set: a mistake there is a usage error.
   for (auto& o : overrides)
     if (!config::apply_override(o, s, err))
-      return fail(make_error(errc::bad_config, err));
-  if (a.has("print-config")) {
+      return usage(render(make_error(errc::bad_config, err)));
+  if (a.print_config) {
     std::cout << config::render_settings(s);
     return 0;
   }
@@ -253,7 +187,7 @@ int cmd_node(const std::vector<std::string>& argv) {
     auto node = node::embedded_node::start(s, opts);
     if (!node) {
       shutdown.stopped();
-      return fail(node.error());
+      return fail(render(node.error()));
     }
     std::cout << "edda node listening on " << s.listen_host << ":"
               << (*node)->port() << " (data dir " << s.data_dir
@@ -300,7 +234,7 @@ int cmd_node(const std::vector<std::string>& argv) {
     (*node)->stop();
     shutdown.stopped();
     if (failure)
-      return fail(failure);
+      return fail(render(failure));
     return 0;
   }
 }
@@ -329,42 +263,15 @@ void print_topic(const pb::TopicInfo& t) {
               << "\n";
 }
 
-int cmd_topic(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json", "all"}, {"node", "partitions"}, err))
-    return fail(err + "\n" + topic_help);
-  if (a.has("help") || a.positional.empty()) {
-    std::cout << topic_help;
-    return a.has("help") ? 0 : 1;
-  }
-  bool json = a.has("json");
-  const auto& verb = a.positional[0];
-  auto need_name = [&]() -> std::string {
-    return a.positional.size() > 1 ? a.positional[1] : std::string{};
-  };
-  uint64_t partitions = 0;
-  if (!a.get_uint("partitions", 0, partitions, err))
-    return fail(err);
-  if (a.has("partitions") && partitions == 0)
-    return fail(make_error(errc::invalid_argument,
-                           "--partitions must be at least 1 (without it: "
-                           "broker.default_partitions)"));
-  if (verb != "list" && need_name().empty())
-    return fail("topic " + verb + " needs a topic NAME\n" + topic_help);
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
+int cmd_topic(const client::connection& conn, bool json,
+              const std::string& verb, const topic_command& a) {
+  auto partitions = static_cast<uint32_t>(a.partitions.value);
   if (verb == "create" || verb == "alter" || verb == "describe") {
-    if (verb == "alter" && partitions == 0)
-      return fail("topic alter needs --partitions N");
     auto r = verb == "create"
-               ? client::admin::create_topic(*conn, need_name(),
-                                             static_cast<uint32_t>(partitions))
+               ? client::admin::create_topic(conn, a.name, partitions)
              : verb == "alter"
-               ? client::admin::alter_topic(*conn, need_name(),
-                                            static_cast<uint32_t>(partitions))
-               : client::admin::describe_topic(*conn, need_name());
+               ? client::admin::alter_topic(conn, a.name, partitions)
+               : client::admin::describe_topic(conn, a.name);
     if (!r)
       return fail(r.error());
     if (json)
@@ -374,7 +281,7 @@ int cmd_topic(const std::vector<std::string>& argv) {
     return 0;
   }
   if (verb == "list") {
-    auto r = client::admin::list_topics(*conn, a.has("all"));
+    auto r = client::admin::list_topics(conn, a.all);
     if (!r)
       return fail(r.error());
     if (json) {
@@ -388,17 +295,14 @@ int cmd_topic(const std::vector<std::string>& argv) {
       std::cout << "(no topics)\n";
     return 0;
   }
-  if (verb == "delete") {
-    auto r = client::admin::delete_topic(*conn, need_name());
-    if (!r)
-      return fail(r.error());
-    if (json)
-      print_json(*r);
-    else
-      std::cout << r->what() << "\n";
-    return 0;
-  }
-  return fail("unknown topic command '" + verb + "'\n" + topic_help);
+  auto r = client::admin::delete_topic(conn, a.name); // delete
+  if (!r)
+    return fail(r.error());
+  if (json)
+    print_json(*r);
+  else
+    std::cout << r->what() << "\n";
+  return 0;
 }
 
 // -- produce ------------------------------------------------------------------
@@ -410,12 +314,12 @@ std::string durability_of(const client::connection& conn) {
 
 /// Up to `window` transactions in flight (pipelined, batched on the wire):
 /// half message, a local transaction that does nothing, commit.
-int produce_transactional(const args& a, const client::connection& conn,
-                          uint64_t count, uint64_t size, uint64_t window) {
-  if (count == 0)
-    count = 1;
+int produce_transactional(const produce_command& a, bool json,
+                          const client::connection& conn) {
+  auto count = std::max<uint64_t>(a.count.value, 1);
+  auto size = a.size.value, window = a.window.value;
   client::txn_producer_options o;
-  o.group = a.get("group", "edda-cli");
+  o.group = a.group;
   auto p = client::transaction_producer::start(
     conn, o, [](const client::txn_check&) { return client::txn_outcome::commit; });
   if (!p)
@@ -434,7 +338,7 @@ int produce_transactional(const args& a, const client::connection& conn,
       ++inflight;
     }
     client::message m;
-    m.topic = a.get("topic");
+    m.topic = a.topic;
     m.body = body;
     (*p)->send_in_transaction_async(
       std::move(m),
@@ -457,7 +361,7 @@ int produce_transactional(const args& a, const client::connection& conn,
   (*p)->flush();
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
   auto mode = durability_of(conn);
-  if (a.has("json"))
+  if (json)
     std::printf("{\"transactions\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
                 "\"txn_per_s\":%.0f,\"durability\":\"%s\"}\n",
                 static_cast<unsigned long long>(ok.load()),
@@ -476,58 +380,36 @@ int produce_transactional(const args& a, const client::connection& conn,
   return 0;
 }
 
-int cmd_produce(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json", "transactional"},
-               {"node", "topic", "key", "tag", "prop", "delay-ms", "count",
-                "size", "window", "group"},
-               err))
-    return fail(err + "\n" + produce_help);
-  if (a.has("help")) {
-    std::cout << produce_help;
-    return 0;
-  }
-  if (a.get("topic").empty())
-    return fail("produce needs --topic\n" + std::string(produce_help));
-  uint64_t count = 0, size = 256, window = 256, delay = 0;
-  if (!a.get_uint("count", 0, count, err) || !a.get_uint("size", 256, size, err)
-      || !a.get_uint("window", 256, window, err)
-      || !a.get_uint("delay-ms", 0, delay, err))
-    return fail(err);
-  if (window == 0)
-    return fail("--window must be at least 1");
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  if (a.has("transactional"))
-    return produce_transactional(a, *conn, count, size, window);
-  client::producer prod{*conn};
+int cmd_produce(const client::connection& conn, bool json,
+                const produce_command& a) {
+  if (a.transactional)
+    return produce_transactional(a, json, conn);
+  auto count = a.count.value, size = a.size.value, window = a.window.value;
+  auto delay = a.delay_ms.value;
+  client::producer prod{conn};
   if (count == 0) {
     client::message m;
-    m.topic = a.get("topic");
-    m.key = a.get("key");
-    m.tags = a.all("tag");
-    for (auto& kv : a.all("prop")) {
+    m.topic = a.topic;
+    m.key = a.key;
+    m.tags = a.tags;
+    for (auto& kv : a.props) { // KEY=VALUE (command_line.cpp checked)
       auto eq = kv.find('=');
-      if (eq == std::string::npos)
-        return fail("--prop expects KEY=VALUE, got '" + kv + "'");
       m.properties[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     if (delay > 0)
       m.deliver_at_ms = now_ms() + static_cast<int64_t>(delay);
-    if (a.positional.empty()) {
+    if (a.body.empty()) {
       std::string line;
       while (std::getline(std::cin, line))
         m.body += line + "\n";
     } else {
-      for (size_t i = 0; i < a.positional.size(); ++i)
-        m.body += (i ? " " : "") + a.positional[i];
+      for (size_t i = 0; i < a.body.size(); ++i)
+        m.body += (i ? " " : "") + a.body[i];
     }
     auto r = prod.send(std::move(m));
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       std::cout << "{\"id\":\"" << r->id << "\",\"topic\":\"" << r->topic
                 << "\",\"partition\":" << r->partition
                 << ",\"offset\":" << r->offset
@@ -555,11 +437,11 @@ int cmd_produce(const std::vector<std::string>& argv) {
       ++outstanding;
     }
     client::message m;
-    m.topic = a.get("topic");
+    m.topic = a.topic;
     m.body = body;
-    m.tags = a.all("tag");
-    if (a.has("key"))
-      m.key = a.get("key") + std::to_string(i % 1024);
+    m.tags = a.tags;
+    if (!a.key.empty())
+      m.key = a.key + std::to_string(i % 1024);
     prod.send_async(std::move(m), [&](caf::expected<client::send_result> r) {
       std::lock_guard<std::mutex> guard{mtx};
       --outstanding;
@@ -575,8 +457,8 @@ int cmd_produce(const std::vector<std::string>& argv) {
   }
   prod.flush();
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
-  std::string mode = durability_of(*conn);
-  if (a.has("json")) {
+  std::string mode = durability_of(conn);
+  if (json) {
     std::printf("{\"messages\":%llu,\"failed\":%llu,\"bytes\":%llu,"
                 "\"seconds\":%.3f,\"msg_per_s\":%.0f,\"durability\":\"%s\"}\n",
                 static_cast<unsigned long long>(ok),
@@ -598,51 +480,29 @@ int cmd_produce(const std::vector<std::string>& argv) {
 
 // -- consume ------------------------------------------------------------------
 
-int cmd_consume(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json", "broadcast", "quiet"},
-               {"node", "topic", "group", "expr", "from", "count", "idle-ms",
-                "fail-every", "client-id"},
-               err))
-    return fail(err + "\n" + consume_help);
-  if (a.has("help")) {
-    std::cout << consume_help;
-    return 0;
-  }
-  if (a.get("topic").empty() || a.get("group").empty())
-    return fail("consume needs --topic and --group\n"
-                + std::string(consume_help));
-  uint64_t count = 0, idle = 0, fail_every = 0;
-  if (!a.get_uint("count", 0, count, err)
-      || !a.get_uint("idle-ms", 0, idle, err)
-      || !a.get_uint("fail-every", 0, fail_every, err))
-    return fail(err);
+int cmd_consume(const client::connection& conn, bool json,
+                const consume_command& a) {
+  auto count = a.count.value, idle = a.idle_ms.value;
+  auto fail_every = a.fail_every.value;
   if (idle == 0 && count > 0)
     idle = 3000;
-  auto from = a.get("from", "earliest");
-  if (from != "earliest" && from != "latest")
-    return fail("--from expects earliest or latest, got '" + from + "'");
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
   client::consumer_options o;
-  o.group = a.get("group");
-  o.topic = a.get("topic");
-  o.expression = a.get("expr", "*");
-  o.mode = a.has("broadcast") ? client::consume_mode::broadcast
-                              : client::consume_mode::clustering;
-  o.from = from == "latest" ? client::consume_from::latest
-                            : client::consume_from::earliest;
-  o.client_id = a.get("client-id");
-  bool quiet = a.has("quiet"), json = a.has("json");
+  o.group = a.group;
+  o.topic = a.topic;
+  o.expression = a.expr;
+  o.mode = a.broadcast ? client::consume_mode::broadcast
+                       : client::consume_mode::clustering;
+  o.from = a.from == "latest" ? client::consume_from::latest
+                              : client::consume_from::earliest;
+  o.client_id = a.client_id;
+  bool quiet = a.quiet;
   std::mutex mtx;
   std::condition_variable cv;
   uint64_t seen = 0;
   auto last = clock_type::now();
   clock_type::time_point first{};
   auto c = client::consumer::start(
-    *conn, o, [&](const client::received& r) {
+    conn, o, [&](const client::received& r) {
       std::lock_guard<std::mutex> guard{mtx};
       // --count N: exactly N are taken (and acknowledged); any delivered
       // beyond them are released, for the group to deliver again.
@@ -724,14 +584,6 @@ void warn_unreachable(const Names& nodes, const char* what) {
     std::cerr << " " << n;
   std::cerr << ": down or unreachable\n";
 }
-
-const char* group_help = R"(Usage:
-  edda group list                           groups: mode, members, topics
-  edda group describe GROUP                 its members (client id, address,
-                                            subscriptions) and, per topic and
-                                            partition, committed offset, end
-                                            offset, lag, in flight, member
-)";
 
 /// `cursor` is group `g`'s: the group itself, or one of its broadcast
 /// members' (g@client).
@@ -847,29 +699,14 @@ int group_describe(const client::connection& conn, const std::string& name,
   return 0;
 }
 
-int cmd_group(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
-    return fail(err + "\n" + group_help);
-  if (a.has("help") || a.positional.empty()) {
-    std::cout << group_help;
-    return a.has("help") ? 0 : 1;
-  }
-  const auto& verb = a.positional[0];
-  if (verb != "list" && verb != "describe")
-    return fail("unknown group command '" + verb + "'\n" + group_help);
-  if (verb == "describe" && a.positional.size() != 2)
-    return fail("group describe needs one GROUP\n" + std::string{group_help});
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
+int cmd_group(const client::connection& conn, bool json,
+              const std::string& verb, const group_command& a) {
   if (verb == "describe")
-    return group_describe(*conn, a.positional[1], a.has("json"));
-  auto r = client::admin::list_groups(*conn);
+    return group_describe(conn, a.name, json);
+  auto r = client::admin::list_groups(conn);
   if (!r)
     return fail(r.error());
-  if (a.has("json")) {
+  if (json) {
     print_json(*r);
     return 0;
   }
@@ -887,30 +724,14 @@ int cmd_group(const std::vector<std::string>& argv) {
   return 0;
 }
 
-int cmd_dlq(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json"}, {"node", "group", "limit", "id"}, err))
-    return fail(err + "\n" + dlq_help);
-  if (a.has("help") || a.positional.empty()) {
-    std::cout << dlq_help;
-    return a.has("help") ? 0 : 1;
-  }
-  if (a.get("group").empty())
-    return fail("dlq needs --group\n" + std::string(dlq_help));
-  uint64_t limit = 0;
-  if (!a.get_uint("limit", 0, limit, err))
-    return fail(err);
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  const auto& verb = a.positional[0];
+int cmd_dlq(const client::connection& conn, bool json, const std::string& verb,
+            const dlq_command& a) {
   if (verb == "list") {
-    auto r = client::admin::dlq_list(*conn, a.get("group"),
-                                     static_cast<uint32_t>(limit));
+    auto r = client::admin::dlq_list(conn, a.group,
+                                     static_cast<uint32_t>(a.limit.value));
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
@@ -919,24 +740,21 @@ int cmd_dlq(const std::vector<std::string>& argv) {
                 << "/" << e.message().origin_partition() << "@"
                 << e.message().origin_offset() << "\tattempts "
                 << e.message().reconsume_times() << "\t" << e.reason() << "\n";
-    std::cout << r->entries_size() << " dead letters in %DLQ%" << a.get("group")
+    std::cout << r->entries_size() << " dead letters in %DLQ%" << a.group
               << "\n";
     warn_unreachable(r->unreachable(), "dead letters");
     return 0;
   }
-  if (verb == "redrive") {
-    auto r = client::admin::dlq_redrive(*conn, a.get("group"), a.all("id"));
-    if (!r)
-      return fail(r.error());
-    if (a.has("json"))
-      print_json(*r);
-    else
-      std::cout << "redrove " << r->count() << " dead letters to %RETRY%"
-                << a.get("group") << "\n";
-    warn_unreachable(r->unreachable(), "dead letters (not redriven)");
-    return 0;
-  }
-  return fail("unknown dlq command '" + verb + "'\n" + dlq_help);
+  auto r = client::admin::dlq_redrive(conn, a.group, a.ids); // redrive
+  if (!r)
+    return fail(r.error());
+  if (json)
+    print_json(*r);
+  else
+    std::cout << "redrove " << r->count() << " dead letters to %RETRY%"
+              << a.group << "\n";
+  warn_unreachable(r->unreachable(), "dead letters (not redriven)");
+  return 0;
 }
 
 std::string age(int64_t ms) {
@@ -949,33 +767,14 @@ std::string age(int64_t ms) {
   return std::to_string(ms / 60'000) + "m";
 }
 
-
-int cmd_txn(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json"}, {"node", "limit", "by"}, err))
-    return fail(err + "\n" + txn_help);
-  if (a.has("help") || a.positional.empty()) {
-    std::cout << txn_help;
-    return a.has("help") ? 0 : 1;
-  }
-  uint64_t limit = 0;
-  if (!a.get_uint("limit", 0, limit, err))
-    return fail(err);
-  const auto& verb = a.positional[0];
-  if ((verb == "show" && a.positional.size() != 2)
-      || (verb == "resolve"
-          && (a.positional.size() != 3
-              || (a.positional[2] != "commit" && a.positional[2] != "rollback"))))
-    return fail("wrong arguments for txn " + verb + "\n" + txn_help);
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
+int cmd_txn(const client::connection& conn, bool json, const std::string& verb,
+            const txn_command& a) {
   if (verb == "list") {
-    auto r = client::admin::txn_list(*conn, static_cast<uint32_t>(limit));
+    auto r
+      = client::admin::txn_list(conn, static_cast<uint32_t>(a.limit.value));
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
@@ -998,10 +797,10 @@ int cmd_txn(const std::vector<std::string>& argv) {
     return 0;
   }
   if (verb == "show") {
-    auto r = client::admin::txn_show(*conn, a.positional[1]);
+    auto r = client::admin::txn_show(conn, a.id);
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
@@ -1020,60 +819,26 @@ int cmd_txn(const std::vector<std::string>& argv) {
                 << (r->reason().empty() ? "" : ": " + r->reason()) << "\n";
     return 0;
   }
-  if (verb == "resolve") {
-    const char* user = std::getenv("USER");
-    auto who = a.get("by", user != nullptr ? user : "cli");
-    auto r = client::admin::txn_resolve(*conn, a.positional[1],
-                                        a.positional[2] == "commit", who);
-    if (!r)
-      return fail(r.error());
-    if (a.has("json"))
-      print_json(*r);
-    else
-      std::cout << "txn " << a.positional[1] << " "
-                << (r->already() ? "was already " : "is now ")
-                << client::admin::txn_state_name(r->record().state()) << " (by "
-                << r->record().resolved_by() << ")\n";
-    return 0;
-  }
-  return fail("unknown txn command '" + verb + "'\n" + txn_help);
-}
-
-const char* backup_help = R"(Usage: edda backup NAME [--compact] [--by WHO] [--node HOST:PORT] [--json]
-
-A consistent copy of the node's data (LMDB), taken while it serves: writes
-go on meanwhile, the copy holds exactly what was committed when it began.
-It is written on the node's machine as storage.backup_dir/NAME/data.mdb
-(by default next to the data dir: <node.data_dir>.backups/NAME), synced,
-one backup at a time; NAME is new, made of letters, digits, _ - . only.
---compact leaves free pages out (smaller, slower). --by names who asks
-(default $USER), logged. Restore: stop the node and start it with
---data-dir <the backup's dir>, or put its data.mdb in place of the data
-dir's. In a cluster this copies one node's data, which restores that node
-only (its identity is inside).
-)";
-
-int cmd_backup(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json", "compact"}, {"node", "by"}, err))
-    return fail(err + "\n" + backup_help);
-  if (a.has("help")) {
-    std::cout << backup_help;
-    return 0;
-  }
-  if (a.positional.size() != 1)
-    return fail(std::string{"backup needs one NAME\n"} + backup_help);
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  const char* user = std::getenv("USER");
-  auto r = client::admin::backup(*conn, a.positional[0],
-                                 a.get("by", user != nullptr ? user : "cli"),
-                                 a.has("compact"));
+  auto r = client::admin::txn_resolve(conn, a.id, a.outcome == "commit",
+                                      a.by); // resolve
   if (!r)
     return fail(r.error());
-  if (a.has("json")) {
+  if (json)
+    print_json(*r);
+  else
+    std::cout << "txn " << a.id << " "
+              << (r->already() ? "was already " : "is now ")
+              << client::admin::txn_state_name(r->record().state()) << " (by "
+              << r->record().resolved_by() << ")\n";
+  return 0;
+}
+
+int cmd_backup(const client::connection& conn, bool json,
+               const backup_command& a) {
+  auto r = client::admin::backup(conn, a.name, a.by, a.compact);
+  if (!r)
+    return fail(r.error());
+  if (json) {
     print_json(*r);
     return 0;
   }
@@ -1083,26 +848,15 @@ int cmd_backup(const std::vector<std::string>& argv) {
   return 0;
 }
 
-int cmd_status(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json"}, {"node"}, err))
-    return fail(err);
-  if (a.has("help")) {
-    std::cout << "Usage: edda status [--node HOST:PORT] [--json]\n";
-    return 0;
-  }
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  auto r = client::admin::node_status(*conn);
+int cmd_status(const client::connection& conn, bool json) {
+  auto r = client::admin::node_status(conn);
   if (!r)
     return fail(r.error());
-  if (a.has("json")) {
+  if (json) {
     print_json(*r);
     return 0;
   }
-  std::cout << "node at " << conn->endpoint() << "\n  data dir " << r->data_dir()
+  std::cout << "node at " << conn.endpoint() << "\n  data dir " << r->data_dir()
             << "\n  durability " << r->durability() << "\n  map "
             << r->map_used() << " of " << r->map_size() << " bytes used\n";
   for (auto& [k, v] : r->counters())
@@ -1111,48 +865,6 @@ int cmd_status(const std::vector<std::string>& argv) {
 }
 
 // -- cluster ------------------------------------------------------------------
-
-const char* cluster_help = R"(Usage: edda cluster status [--node HOST:PORT] [--json]
-       edda cluster elect NODE --unclean --by NAME [--node HOST:PORT]
-       edda cluster add-replica GROUP NODE --by NAME [--node HOST:PORT]
-       edda cluster move-group GROUP --to NODE --by NAME [--node HOST:PORT]
-
-The cluster as the node at --node sees it: its members (from etcd), their
-addresses, incarnations and the partitions homed on each, whether this
-node's link to each is up, the owners of the consumer groups' coordinators
-with their fencing tokens, and the node's own lease (renewed how long ago; FENCED when it could not be renewed
-in time, so its movable duties are stopped). With cluster.replication_factor
-above 1: the copies of this node's storage, each follower in or out of the
-in-sync set, how many commits behind, and what it is doing (streaming,
-copying, diverged), and every replica group as etcd records it: served by
-its node or, after a failover, by another; its epoch and in-sync copies. A
-node without cluster.etcd answers as a cluster of one.
-
-elect: when node NODE is gone and none of its in-sync copies is on a live
-node, its group waits for it (cluster.failover = auto elects only an
-in-sync copy, which has every acknowledged write). --unclean lets the
-controller elect the live copy with the most writes instead: the writes
-NODE acknowledged after that copy are LOST. Recorded in etcd with --by,
-logged as an ERROR and raised as the alert unclean_election. Prints the
-node that serves the group now.
-
-add-replica: node NODE keeps a copy of replica group GROUP (a node's whole
-storage; the group is named by its node) beyond cluster.replication_factor:
-a full copy, then every commit. Waits until that copy is in sync (up to
-120 s; it goes on after that). Recorded in etcd with --by.
-
-move-group: moves GROUP to NODE's in-sync copy, online: the node serving
-it stops serving it (its followers get its last commits first), that copy
-is elected (nothing acknowledged is lost) and NODE serves GROUP's
-partitions, transactions and sagas; clients follow through etcd. A group
-moved away from its own node stays where it was moved; its node keeps
-running as a standby with a copy, and "move-group GROUP --to GROUP" brings
-it back. NODE without an in-sync copy: add-replica first. Waits until NODE
-serves it (up to 60 s); ask through a node other than the one serving
-GROUP (it stops serving it on the way). To replace a machine: start the new node, add a
-replica of the old node's group on it, move the group there, stop the old
-node.
-)";
 
 std::string age_of(int64_t ms) {
   if (ms < 0)
@@ -1168,33 +880,10 @@ std::string age_of(int64_t ms) {
          + "m";
 }
 
-int cmd_cluster(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json", "unclean"}, {"node", "by", "to"}, err))
-    return fail(err + "\n" + cluster_help);
-  if (a.has("help")) {
-    std::cout << cluster_help;
-    return 0;
-  }
-  if (!a.positional.empty() && a.positional[0] == "elect") {
-    if (a.positional.size() != 2)
-      return fail("cluster elect needs the NODE whose group to elect\n"
-                  + std::string{cluster_help});
-    if (!a.has("unclean"))
-      return fail("a clean election happens by itself (cluster.failover = "
-                  "auto) once a node is gone; elect asks for an unclean one: "
-                  "--unclean\n"
-                  + std::string{cluster_help});
-    if (!a.has("by"))
-      return fail("an unclean election is recorded with who asked: --by "
-                  "NAME\n"
-                  + std::string{cluster_help});
-    auto conn = connect(a);
-    if (!conn)
-      return fail(conn.error());
-    auto r = client::admin::elect_unclean(*conn, a.positional[1],
-                                          a.get("by", ""));
+int cmd_cluster(const client::connection& conn, bool json,
+                const std::string& verb, const cluster_command& a) {
+  if (verb == "elect") {
+    auto r = client::admin::elect_unclean(conn, a.node_id, a.by);
     if (!r)
       return fail(r.error());
     std::cout << "group " << r->group() << " is served by " << r->host()
@@ -1205,27 +894,10 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << ")\n";
     return 0;
   }
-  if (!a.positional.empty()
-      && (a.positional[0] == "move-group" || a.positional[0] == "add-replica")) {
-    bool move = a.positional[0] == "move-group";
-    if (a.positional.size() != (move ? 2u : 3u) || (move && !a.has("to")))
-      return fail(std::string{move ? "cluster move-group needs GROUP and "
-                                     "--to NODE"
-                                   : "cluster add-replica needs GROUP and "
-                                     "NODE"}
-                  + "\n" + cluster_help);
-    if (!a.has("by"))
-      return fail("a move or a replica is recorded with who asked: --by "
-                  "NAME\n"
-                  + std::string{cluster_help});
-    auto conn = connect(a);
-    if (!conn)
-      return fail(conn.error());
-    auto& group = a.positional[1];
-    auto r = move ? client::admin::move_group(*conn, group, a.get("to", ""),
-                                              a.get("by", ""))
-                  : client::admin::add_replica(*conn, group, a.positional[2],
-                                               a.get("by", ""));
+  if (verb == "move-group" || verb == "add-replica") {
+    auto r = verb == "move-group"
+               ? client::admin::move_group(conn, a.group, a.to, a.by)
+               : client::admin::add_replica(conn, a.group, a.node_id, a.by);
     if (!r)
       return fail(r.error());
     std::string isr;
@@ -1236,18 +908,10 @@ int cmd_cluster(const std::vector<std::string>& argv) {
               << (isr.empty() ? "none" : isr) << "\n";
     return 0;
   }
-  if (a.positional.empty() || a.positional[0] != "status")
-    return fail((a.positional.empty() ? std::string{"missing command"}
-                                      : "unknown cluster command '"
-                                          + a.positional[0] + "'")
-                + "\n" + cluster_help);
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  auto r = client::admin::cluster_status(*conn);
+  auto r = client::admin::cluster_status(conn);
   if (!r)
     return fail(r.error());
-  if (a.has("json")) {
+  if (json) {
     print_json(*r);
     return 0;
   }
@@ -1352,31 +1016,6 @@ int cmd_cluster(const std::vector<std::string>& argv) {
 
 // -- saga ---------------------------------------------------------------------
 
-const char* saga_help = R"(Usage:
-  edda saga list [--state S] [--type T] [--older-than SECONDS] [--limit N]
-                                            sagas, oldest first; S is running,
-                                            compensating, completed,
-                                            compensated or failed
-  edda saga show ID                         one saga: state, steps, attempts,
-                                            errors, timings, history
-  edda saga start TYPE [--id ID] [--input JSON] [--wait SECONDS]
-                                            start a saga of a type registered
-                                            on the node; idempotent: an
-                                            existing ID returns that saga;
-                                            --wait: until it has ended
-  edda saga pause ID [--by NAME]            no new step starts
-  edda saga resume ID [--by NAME]
-  edda saga retry ID [--by NAME]            the waiting step now; a failed
-                                            saga: its failed compensations
-  edda saga skip ID STEP [--by NAME]        take STEP as done (forward) or
-                                            compensated (backward)
-  edda saga compensate ID [--by NAME]       stop going forward, undo what
-                                            was done
-Every operator command is recorded in the saga's history.
-)";
-
-
-
 void print_saga(const pb::SagaRecord& r, int64_t now) {
   std::cout << "saga " << r.id() << " (" << r.type() << "): "
             << sagas::state_name(r.state()) << (r.paused() ? " (paused)" : "")
@@ -1408,55 +1047,23 @@ void print_saga(const pb::SagaRecord& r, int64_t now) {
     std::cout << "  " << age(now - e.at_ms()) << " ago: " << e.what() << "\n";
 }
 
-int cmd_saga(const std::vector<std::string>& argv) {
-  args a;
-  std::string err;
-  if (!a.parse(argv, {"help", "json"},
-               {"node", "state", "type", "older-than", "limit", "id", "input",
-                "by", "wait"},
-               err))
-    return fail(err + "\n" + saga_help);
-  if (a.has("help") || a.positional.empty()) {
-    std::cout << saga_help;
-    return a.has("help") ? 0 : 1;
-  }
-  const auto& verb = a.positional[0];
+int cmd_saga(const client::connection& conn, bool json,
+             const std::string& verb, const saga_command& a) {
   static const std::map<std::string, pb::SagaCommand::Op> ops{
     {"pause", pb::SagaCommand::PAUSE},   {"resume", pb::SagaCommand::RESUME},
     {"retry", pb::SagaCommand::RETRY},   {"skip", pb::SagaCommand::SKIP},
     {"compensate", pb::SagaCommand::COMPENSATE}};
   auto op = ops.find(verb);
-  if (verb != "list" && verb != "show" && verb != "start" && op == ops.end())
-    return fail("unknown saga command '" + verb + "'\n" + saga_help);
-  size_t want = verb == "list" ? 1 : verb == "skip" ? 3 : 2;
-  if (a.positional.size() != want)
-    return fail("wrong arguments for saga " + verb + "\n" + saga_help);
-  pb::SagaList q;
   if (verb == "list") {
-    uint64_t limit = 0, older = 0;
-    if (!a.get_uint("limit", 0, limit, err)
-        || !a.get_uint("older-than", 0, older, err))
-      return fail(err);
-    q.set_limit(static_cast<uint32_t>(limit));
-    q.set_older_than_ms(static_cast<int64_t>(older) * 1000);
-    q.set_type(a.get("type"));
-    if (a.has("state")) {
-      auto s = a.get("state");
-      auto n = sagas::state_number(s);
-      if (n == 0)
-        return fail("--state takes running, compensating, completed, "
-                    "compensated or failed, got '" + s + "'");
-      q.set_state(n);
-    }
-  }
-  auto conn = connect(a);
-  if (!conn)
-    return fail(conn.error());
-  if (verb == "list") {
-    auto r = client::admin::saga_list(*conn, q);
+    pb::SagaList q;
+    q.set_limit(static_cast<uint32_t>(a.limit.value));
+    q.set_older_than_ms(static_cast<int64_t>(a.older_than.value) * 1000);
+    q.set_type(a.type_filter);
+    q.set_state(sagas::state_number(a.state)); // 0: any (run() checked it)
+    auto r = client::admin::saga_list(conn, q);
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
@@ -1473,13 +1080,10 @@ int cmd_saga(const std::vector<std::string>& argv) {
     return 0;
   }
   if (op != ops.end()) {
-    auto r = client::admin::saga_command(
-      *conn, a.positional[1], op->second,
-      verb == "skip" ? a.positional[2] : std::string{},
-      a.get("by", "operator:cli"));
+    auto r = client::admin::saga_command(conn, a.id, op->second, a.step, a.by);
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
@@ -1487,36 +1091,34 @@ int cmd_saga(const std::vector<std::string>& argv) {
     return 0;
   }
   if (verb == "show") {
-    auto r = client::admin::saga_show(*conn, a.positional[1]);
+    auto r = client::admin::saga_show(conn, a.id);
     if (!r)
       return fail(r.error());
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
     print_saga(*r, now_ms());
     return 0;
   }
-  uint64_t wait_s = 0;
-  if (!a.get_uint("wait", 0, wait_s, err))
-    return fail(err);
-  auto r = client::admin::saga_start(*conn, a.positional[1], a.get("id"),
-                                     a.get("input"),
+  auto wait_s = a.wait.value; // start
+  auto r = client::admin::saga_start(conn, a.type, a.new_id, a.input,
                                      std::chrono::seconds(wait_s));
   if (!r)
     return fail(r.error());
   if (wait_s > 0) {
-    if (a.has("json")) {
+    if (json) {
       print_json(*r);
       return 0;
     }
     print_saga(r->record(), now_ms());
+    // Ended, but not completed: the saga failed, a failure of the command.
     return r->record().state()
                == static_cast<uint32_t>(sagas::saga_state::completed)
-             ? 0
-             : 3;
+             ? exit_ok
+             : exit_failure;
   }
-  if (a.has("json")) {
+  if (json) {
     print_json(*r);
     return 0;
   }
@@ -1528,37 +1130,58 @@ int cmd_saga(const std::vector<std::string>& argv) {
 
 // -- bench --------------------------------------------------------------------
 
-const char* bench_help = R"(Usage:
-  edda bench txmsg [options]   the txmsg workload (`edda bench txmsg --help`)
-  edda bench saga [options]    three-step sagas, participants in another
-                               process (`edda bench saga --help`)
-  edda bench disk [--dir DIR]  the LMDB commit floor of this disk
-)";
-
-int cmd_bench(std::vector<std::string> argv) {
-  if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
-    std::cout << bench_help;
-    return argv.empty() ? 2 : 0;
-  }
-  auto what = argv[0];
-  argv.erase(argv.begin());
-  if (what == "txmsg" || what == "saga") {
-    char self[4096];
-    auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-      std::cerr << "edda bench: cannot find the edda binary (/proc/self/exe)\n";
-      return 1;
-    }
-    auto exe = std::string(self, static_cast<size_t>(n));
-    return what == "saga" ? bench::saga_main(argv, exe)
-                          : bench::txmsg_main(argv, exe);
-  }
+/// The benchmarks parse their own options (tests/bench).
+int cmd_bench(const std::string& what, const std::vector<std::string>& argv) {
   if (what == "disk")
     return bench::disk_main(argv);
-  std::cerr << "edda bench: unknown benchmark '" << what
-            << "' (txmsg, saga, disk)\n\n"
-            << bench_help;
-  return 2;
+  char self[4096];
+  auto n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    std::cerr << "edda bench: cannot find the edda binary (/proc/self/exe)\n";
+    return 1;
+  }
+  auto exe = std::string(self, static_cast<size_t>(n));
+  return what == "saga" ? bench::saga_main(argv, exe)
+                        : bench::txmsg_main(argv, exe);
+}
+
+int run(const command_line& cl) {
+  const auto& cmd = cl.path.front();
+  auto verb = cl.path.size() > 1 ? cl.path[1] : std::string{};
+  if (cmd == "node")
+    return cmd_node(cl.node);
+  if (cmd == "bench")
+    return cmd_bench(verb, cl.bench.args);
+  // What command_line.cpp cannot check (the names are the sagas library's).
+  if (!cl.saga.state.empty() && sagas::state_number(cl.saga.state) == 0)
+    return usage("--state takes running, compensating, completed, "
+                 "compensated or failed, got '"
+                 + cl.saga.state + "'");
+  // Every other command talks to a node.
+  int rc = 0;
+  auto conn = connect(cl.conn, rc);
+  if (!conn)
+    return rc;
+  bool json = cl.conn.json;
+  if (cmd == "topic")
+    return cmd_topic(*conn, json, verb, cl.topic);
+  if (cmd == "produce")
+    return cmd_produce(*conn, json, cl.produce);
+  if (cmd == "consume")
+    return cmd_consume(*conn, json, cl.consume);
+  if (cmd == "group")
+    return cmd_group(*conn, json, verb, cl.group);
+  if (cmd == "dlq")
+    return cmd_dlq(*conn, json, verb, cl.dlq);
+  if (cmd == "status")
+    return cmd_status(*conn, json);
+  if (cmd == "cluster")
+    return cmd_cluster(*conn, json, verb, cl.cluster);
+  if (cmd == "txn")
+    return cmd_txn(*conn, json, verb, cl.txn);
+  if (cmd == "saga")
+    return cmd_saga(*conn, json, verb, cl.saga);
+  return cmd_backup(*conn, json, cl.backup); // backup
 }
 
 } // namespace
@@ -1566,38 +1189,8 @@ int cmd_bench(std::vector<std::string> argv) {
 
 int main(int argc, char** argv) {
   using namespace edda::cli;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h"
-      || args[0] == "help") {
-    std::cout << main_help;
-    return args.empty() ? 1 : 0;
-  }
-  auto cmd = args[0];
-  args.erase(args.begin());
-  if (cmd == "node")
-    return cmd_node(args);
-  if (cmd == "topic")
-    return cmd_topic(args);
-  if (cmd == "produce")
-    return cmd_produce(args);
-  if (cmd == "consume")
-    return cmd_consume(args);
-  if (cmd == "group")
-    return cmd_group(args);
-  if (cmd == "dlq")
-    return cmd_dlq(args);
-  if (cmd == "status")
-    return cmd_status(args);
-  if (cmd == "cluster")
-    return cmd_cluster(args);
-  if (cmd == "txn")
-    return cmd_txn(args);
-  if (cmd == "bench")
-    return cmd_bench(args);
-  if (cmd == "saga")
-    return cmd_saga(args);
-  if (cmd == "backup")
-    return cmd_backup(args);
-  std::cerr << "edda: unknown command '" << cmd << "'\n\n" << main_help;
-  return 1;
+  command_line cl;
+  auto rc = parse(std::vector<std::string>(argv + 1, argv + argc), cl,
+                  std::cout, std::cerr);
+  return rc >= 0 ? rc : run(cl);
 }

@@ -136,14 +136,17 @@ TEST_F(OperatorCommandTest, GroupDescribeShowsMembersTheirAddressesAndLag) {
   auto idle = edda({"group", "describe", "billing"}, n.api_port());
   EXPECT_NE(idle.out.find("total lag 2"), std::string::npos) << idle.out;
 
-  // Mistakes: an unknown group, no group, help.
+  // Mistakes: an unknown group (the node says unknown_group: exit 3, not
+  // found), no group (a usage error, exit 2), help.
   auto unknown = edda({"group", "describe", "nobody"}, n.api_port());
-  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_EQ(unknown.exit_code, 3);
   EXPECT_NE(unknown.err.find("no group 'nobody'"), std::string::npos)
     << unknown.err;
   auto none = edda({"group", "describe"}, n.api_port());
-  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("needs one GROUP"), std::string::npos) << none.err;
+  auto topic = edda({"topic", "describe", "nothing"}, n.api_port());
+  EXPECT_EQ(topic.exit_code, 3) << topic.err;
   auto help = edda::test::run_command(EDDA_BINARY, {"group", "-h"}, dir_.path());
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("edda group describe GROUP"), std::string::npos)

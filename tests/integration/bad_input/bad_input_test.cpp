@@ -717,15 +717,37 @@ TEST_F(BadInputTest, CommandLineMistakesGetHelpOrAClearErrorNeverAName) {
     EXPECT_EQ(r.err.find("cannot reach"), std::string::npos) << r.err;
   }
   // Any other single-dash word is an unknown option, said at once (no
-  // node is asked); --partitions 0 is refused the same way.
+  // node is asked); --partitions 0 is refused the same way. Both are usage
+  // errors: exit 2.
   auto dash = run_edda({"saga", "start", "-x", "--node", "127.0.0.1:1"}, tmp);
-  EXPECT_EQ(dash.exit_code, 1);
+  EXPECT_EQ(dash.exit_code, 2);
   EXPECT_NE(dash.err.find("unknown option -x"), std::string::npos) << dash.err;
   auto zero = run_edda(
     {"topic", "create", "t", "--partitions", "0", "--node", "127.0.0.1:1"}, tmp);
-  EXPECT_EQ(zero.exit_code, 1);
+  EXPECT_EQ(zero.exit_code, 2);
   EXPECT_NE(zero.err.find("--partitions must be at least 1"), std::string::npos)
     << zero.err;
+  // A mistyped option or command: which one was meant.
+  auto typo = run_edda(
+    {"topic", "create", "t", "--partiton", "3", "--node", "127.0.0.1:1"}, tmp);
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("unknown option --partiton; did you mean "
+                          "--partitions?"),
+            std::string::npos)
+    << typo.err;
+  auto command = run_edda({"topc", "list"}, tmp);
+  EXPECT_EQ(command.exit_code, 2);
+  EXPECT_NE(command.err.find("unknown command 'topc'; did you mean 'topic'?"),
+            std::string::npos)
+    << command.err;
+  // No command at all: the help, and a usage error.
+  auto none = run_edda({}, tmp);
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.out.find("Exit codes:"), std::string::npos) << none.out;
+  // Nothing listens there: unavailable, exit 4.
+  auto down = run_edda({"status", "--node", "127.0.0.1:1"}, tmp);
+  EXPECT_FALSE(down.timed_out);
+  EXPECT_EQ(down.exit_code, 4) << down.err;
 }
 
 TEST_F(BadInputTest, ConsumeCountNAcknowledgesExactlyN) {
