@@ -158,7 +158,8 @@ std::string retention_text(const pb::TopicMeta& m) {
     out += " " + config::format_duration_ms(m.retention_ms());
   if (m.retention_bytes() > 0)
     out += std::string(m.retention_ms() > 0 ? " and" : "") + " "
-           + config::format_size_bytes(m.retention_bytes()) + " per partition";
+           + config::format_size_bytes(m.retention_bytes())
+           + (m.retention_bytes() % 1024 == 0 ? "" : " bytes") + " per partition";
   return out;
 }
 

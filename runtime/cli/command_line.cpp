@@ -1,12 +1,16 @@
 #include "cli/command_line.hpp"
 
 #include "cli/suggest.hpp"
+#include "config/settings.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <ostream>
 #include <sstream>
+#include <tuple>
 
 namespace edda::cli {
 namespace {
@@ -43,7 +47,14 @@ const char* const topic_footer = R"(Usage:
   edda topic create NAME [--partitions N]   (default: broker.default_partitions)
   edda topic list [--all]                   (--all: include %RETRY% topics)
   edda topic describe NAME                  partitions, end offsets, group lag
-  edda topic alter NAME --partitions N      add partitions online (only grows)
+  edda topic alter NAME [--partitions N] [--retention D] [--retention-bytes S]
+                                            add partitions online (only
+                                            grows); keep messages for D
+                                            (72h, 7d; 0: for ever) and at
+                                            most S a partition (1GiB; 0: no
+                                            limit), applied within seconds:
+                                            the oldest go first, and groups
+                                            that had not read them skip them
   edda topic delete NAME                    delete the topic and its messages)";
 
 const char* const produce_footer = R"(Usage:
@@ -64,7 +75,32 @@ const char* const group_footer = R"(Usage:
   edda group describe GROUP                 its members (client id, address,
                                             subscriptions) and, per topic and
                                             partition, committed offset, end
-                                            offset, lag, in flight, member)";
+                                            offset, lag, in flight, member
+  edda group reset-offsets GROUP --topic T (--to-earliest | --to-latest |
+                                  --to-offset N | --to-datetime TIME)
+                                  [--execute [--force]] [--by NAME]
+                                            move GROUP's committed offset on
+                                            every partition of T; shows what
+                                            it would do unless --execute;
+                                            refused while GROUP has live
+                                            members unless --force (they are
+                                            then given everything again from
+                                            the new offset)
+
+TIME is 2026-12-08T09:30:00Z (ISO 8601; UTC unless it has an offset such as
++01:00), 2026-12-08, now-1h, now-30m, or epoch ms.)";
+
+const char* const message_footer = R"(Usage:
+  edda message show ID [--topic T]          one stored message: where, when,
+                                            key, tags, properties, body
+  edda message find --topic T [--key K] [--since TIME] [--limit N]
+                                            T's messages with key K and / or
+                                            stored since TIME, oldest first
+                                            (default at most 100)
+
+These read what a topic stores (its retention decides how long), not what a
+group consumed. TIME is 2026-12-08T09:30:00Z (ISO 8601; UTC unless it has an
+offset such as +01:00), 2026-12-08, now-1h, now-30m, or epoch ms.)";
 
 const char* const dlq_footer = R"(Usage:
   edda dlq list --group G [--limit N]        dead letters of group G
@@ -217,6 +253,26 @@ CLI::Option* add_number(CLI::App* app, const std::string& name, number& n,
     ->type_name(type);
 }
 
+/// A duration or a size ("72h", "1GiB"; "0" turns it off): parsed by
+/// `parse` (config's, as in the settings), else a usage error.
+CLI::Option* add_amount(CLI::App* app, const std::string& name, number& n,
+                        const std::string& type,
+                        bool (*parse)(const std::string&, uint64_t&),
+                        const std::string& what) {
+  auto set = [&n, name, type, parse](const std::string& text) {
+    uint64_t v = 0;
+    if (!parse(text, v))
+      throw CLI::ValidationError(
+        name + ": '" + text + "' is not "
+        + (type == "D" ? "a duration (72h, 7d, 30m, 500ms; 0: for ever)"
+                       : "a size (1GiB, 500MiB, 64KiB, bytes; 0: no limit)"));
+    n.value = v;
+    n.given = true;
+  };
+  return app->add_option_function<std::string>(name, set, what)
+    ->type_name(type);
+}
+
 /// A repeatable option: one value per occurrence, every occurrence kept.
 CLI::Option* add_list(CLI::App* app, const std::string& name,
                       std::vector<std::string>& values, const std::string& what,
@@ -289,22 +345,30 @@ void describe_topic(CLI::App& root, command_line& cl) {
   auto name = [&](CLI::App* app) {
     add_name(app, "NAME", o.name, "the topic");
   };
+  auto retention = [&](CLI::App* app) {
+    add_amount(app, "--retention", o.retention_ms, "D", config::parse_duration_ms,
+               "keep messages for D: 72h, 7d, 30m (0: for ever)");
+    add_amount(app, "--retention-bytes", o.retention_bytes, "S",
+               config::parse_size_bytes,
+               "keep at most S a partition: 1GiB, 500MiB (0: no limit)");
+  };
   auto* create = add_command(topic, "create", "create a topic", &cl);
   name(create);
   add_number(create, "--partitions", o.partitions,
              "its partitions (default: broker.default_partitions)");
+  retention(create);
   auto* list
     = add_command(topic, "list", "the topics and their partitions", &cl);
   list->add_flag("--all", o.all, "include %RETRY% topics");
   auto* describe
     = add_command(topic, "describe", "partitions, end offsets, group lag", &cl);
   name(describe);
-  auto* alter
-    = add_command(topic, "alter", "add partitions online (only grows)", &cl);
+  auto* alter = add_command(
+    topic, "alter", "add partitions (only grows), set retention; online", &cl);
   name(alter);
   add_number(alter, "--partitions", o.partitions,
-             "the topic's partitions from now on")
-    ->required();
+             "the topic's partitions from now on");
+  retention(alter);
   auto* del
     = add_command(topic, "delete", "delete the topic and its messages", &cl);
   name(del);
@@ -383,7 +447,58 @@ void describe_group(CLI::App& root, command_line& cl) {
                                "member",
                                &cl);
   add_name(describe, "GROUP", cl.group.name, "the consumer group");
+  auto& o = cl.group;
+  o.by = user_or_cli();
+  auto* reset = add_command(group, "reset-offsets",
+                            "move GROUP's committed offset on every partition "
+                            "of a topic (a dry run unless --execute)",
+                            &cl);
+  add_name(reset, "GROUP", o.name, "the consumer group");
+  add_text(reset, "--topic", o.topic, "the topic", "T")->required();
+  reset->add_flag("--to-earliest", o.to_earliest,
+                  "to the oldest message kept");
+  reset->add_flag("--to-latest", o.to_latest,
+                  "to the end: only what comes next");
+  add_number(reset, "--to-offset", o.to_offset,
+             "to offset N on every partition (kept within each)");
+  add_text(reset, "--to-datetime", o.to_datetime,
+           "to the first message stored at or after TIME", "TIME");
+  reset->add_flag("--execute", o.execute,
+                  "do it (without: show what it would do)");
+  reset->add_flag("--force", o.force,
+                  "even while the group has live members");
+  add_text(reset, "--by", o.by, "who asks, logged (default $USER)", "NAME");
   group->footer(group_footer);
+}
+
+void describe_message(CLI::App& root, command_line& cl) {
+  auto* message = add_group(&root, "message",
+                            "read a topic's stored messages: show one by id, "
+                            "find by key or time",
+                            &cl);
+  auto& o = cl.message;
+  auto* show = add_command(message, "show",
+                           "one stored message by its id: where, when, key, "
+                           "tags, properties, body",
+                           &cl);
+  add_name(show, "ID", o.id, "the message id");
+  add_text(show, "--topic", o.topic, "look only in topic T (faster)", "T");
+  auto* find = add_command(message, "find",
+                           "a topic's messages by key and / or time, oldest "
+                           "first",
+                           &cl);
+  add_text(find, "--topic", o.topic, "the topic", "T")->required();
+  find->add_option_function<std::string>(
+    "--key",
+    [&o](const std::string& k) {
+      o.key = k;
+      o.by_key = true;
+    },
+    "messages with key K");
+  add_text(find, "--since", o.since, "messages stored at or after TIME",
+           "TIME");
+  add_number(find, "--limit", o.limit, "at most N of them (default 100)");
+  message->footer(message_footer);
 }
 
 void describe_dlq(CLI::App& root, command_line& cl) {
@@ -598,6 +713,7 @@ void describe(CLI::App& app, command_line& cl) {
   describe_produce(app, cl);
   describe_consume(app, cl);
   describe_group(app, cl);
+  describe_message(app, cl);
   describe_dlq(app, cl);
   describe_txn(app, cl);
   describe_saga(app, cl);
@@ -743,8 +859,10 @@ std::string check(const command_line& cl) {
              "broker.default_partitions)";
     if (verb != "list" && cl.topic.name.empty())
       return "topic " + verb + " needs a topic NAME";
-    if (verb == "alter" && !cl.topic.partitions.given)
-      return "topic alter needs --partitions N";
+    if (verb == "alter" && !cl.topic.partitions.given
+        && !cl.topic.retention_ms.given && !cl.topic.retention_bytes.given)
+      return "topic alter needs --partitions N, --retention D or "
+             "--retention-bytes S";
   }
   if (cmd == "produce") {
     if (cl.produce.topic.empty())
@@ -763,6 +881,26 @@ std::string check(const command_line& cl) {
   }
   if (cmd == "group" && verb == "describe" && cl.group.name.empty())
     return "group describe needs one GROUP";
+  if (cmd == "group" && verb == "reset-offsets") {
+    const auto& g = cl.group;
+    if (g.name.empty() || g.topic.empty())
+      return "group reset-offsets needs GROUP and --topic T";
+    int targets = (g.to_earliest ? 1 : 0) + (g.to_latest ? 1 : 0)
+                  + (g.to_offset.given ? 1 : 0)
+                  + (g.to_datetime.empty() ? 0 : 1);
+    if (targets != 1)
+      return "group reset-offsets needs one of --to-earliest, --to-latest, "
+             "--to-offset N, --to-datetime TIME";
+    if (g.force && !g.execute)
+      return "--force goes with --execute (a dry run changes nothing)";
+    if (g.execute && g.by.empty())
+      return "--execute is logged with who asked: --by NAME";
+  }
+  if (cmd == "message" && verb == "show" && cl.message.id.empty())
+    return "message show needs one message ID";
+  if (cmd == "message" && verb == "find" && !cl.message.by_key
+      && cl.message.since.empty())
+    return "message find needs --key K or --since TIME";
   if (cmd == "dlq" && cl.dlq.group.empty())
     return "dlq needs --group";
   if (cmd == "txn"
@@ -815,6 +953,130 @@ std::string refused(const CLI::ParseError& e) {
 
 } // namespace
 
+// -- times --------------------------------------------------------------------
+
+namespace {
+
+/// Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's
+/// days_from_civil).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool leap(int64_t y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/// Reads exactly `n` digits at `pos`.
+bool digits(const std::string& s, size_t& pos, size_t n, int& out) {
+  if (pos + n > s.size())
+    return false;
+  out = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = s[pos + i];
+    if (c < '0' || c > '9')
+      return false;
+    out = out * 10 + (c - '0');
+  }
+  pos += n;
+  return true;
+}
+
+bool iso_time_ms(const std::string& s, int64_t& out) {
+  size_t pos = 0;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, ms = 0;
+  if (!digits(s, pos, 4, y) || pos >= s.size() || s[pos++] != '-'
+      || !digits(s, pos, 2, mo) || pos >= s.size() || s[pos++] != '-'
+      || !digits(s, pos, 2, d))
+    return false;
+  static const int month_days[] = {31, 28, 31, 30, 31, 30,
+                                   31, 31, 30, 31, 30, 31};
+  if (mo < 1 || mo > 12 || d < 1
+      || d > month_days[mo - 1] + (mo == 2 && leap(y) ? 1 : 0))
+    return false;
+  int64_t offset_min = 0;
+  if (pos < s.size()) {
+    if (s[pos] != 'T' && s[pos] != 't' && s[pos] != ' ')
+      return false;
+    ++pos;
+    if (!digits(s, pos, 2, h) || pos >= s.size() || s[pos++] != ':'
+        || !digits(s, pos, 2, mi))
+      return false;
+    if (pos < s.size() && s[pos] == ':') {
+      ++pos;
+      if (!digits(s, pos, 2, sec))
+        return false;
+      if (pos < s.size() && (s[pos] == '.' || s[pos] == ',')) {
+        ++pos;
+        size_t from = pos;
+        int scale = 100;
+        while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+          ms += (s[pos] - '0') * scale;
+          scale /= 10;
+          ++pos;
+        }
+        if (pos == from)
+          return false;
+      }
+    }
+    if (h > 23 || mi > 59 || sec > 59)
+      return false;
+    if (pos < s.size()) {
+      char z = s[pos++];
+      if (z == 'Z' || z == 'z') {
+        // UTC
+      } else if (z == '+' || z == '-') {
+        int oh = 0, om = 0;
+        if (!digits(s, pos, 2, oh))
+          return false;
+        if (pos < s.size() && s[pos] == ':')
+          ++pos;
+        if (!digits(s, pos, 2, om) || oh > 23 || om > 59)
+          return false;
+        offset_min = (z == '+' ? 1 : -1) * (oh * 60 + om);
+      } else {
+        return false;
+      }
+    }
+    if (pos != s.size())
+      return false;
+  }
+  int64_t secs = days_from_civil(y, static_cast<unsigned>(mo),
+                                 static_cast<unsigned>(d))
+                   * 86400
+                 + h * 3600 + mi * 60 + sec - offset_min * 60;
+  out = secs * 1000 + ms;
+  return true;
+}
+
+} // namespace
+
+bool parse_time_ms(const std::string& text, int64_t now_ms, int64_t& out) {
+  if (text == "now") {
+    out = now_ms;
+    return true;
+  }
+  if (text.compare(0, 4, "now-") == 0) {
+    uint64_t ago = 0;
+    if (!config::parse_duration_ms(text.substr(4), ago)
+        || ago > static_cast<uint64_t>(now_ms))
+      return false;
+    out = now_ms - static_cast<int64_t>(ago);
+    return true;
+  }
+  if (!text.empty() && text.size() <= 16
+      && text.find_first_not_of("0123456789") == std::string::npos) {
+    out = std::stoll(text);
+    return true;
+  }
+  return iso_time_ms(text, out);
+}
+
 int parse(const std::vector<std::string>& args_in, command_line& out,
           std::ostream& out_stream, std::ostream& err_stream) {
   auto args = args_in;
@@ -860,6 +1122,20 @@ int parse(const std::vector<std::string>& args_in, command_line& out,
     out.bench.args.assign(args.begin() + 2, args.end());
   if (auto what = check(out); !what.empty())
     return usage(chain, what, err_stream);
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  for (auto [text, ms, name] :
+       {std::tuple{&out.group.to_datetime, &out.group.datetime_ms,
+                   "--to-datetime"},
+        std::tuple{&out.message.since, &out.message.since_ms, "--since"}})
+    if (!text->empty() && !parse_time_ms(*text, now, *ms))
+      return usage(chain,
+                   std::string{name} + ": '" + *text
+                     + "' is not a time (2026-12-08T09:30:00Z, "
+                       "2026-12-08T09:30+01:00, 2026-12-08, now-1h, or "
+                       "epoch ms)",
+                   err_stream);
   return -1;
 }
 

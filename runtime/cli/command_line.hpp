@@ -53,6 +53,8 @@ struct topic_command {
   std::string name;
   number partitions;
   bool all = false;
+  number retention_ms;    ///< --retention 72h (0: keep for ever)
+  number retention_bytes; ///< --retention-bytes 1GiB (0: no size limit)
 };
 
 struct produce_command {
@@ -84,6 +86,26 @@ struct consume_command {
 
 struct group_command {
   std::string name;
+  // reset-offsets
+  std::string topic;
+  bool to_earliest = false;
+  bool to_latest = false;
+  number to_offset;
+  std::string to_datetime; ///< as typed (parse_time_ms)
+  int64_t datetime_ms = 0;
+  bool execute = false;
+  bool force = false;
+  std::string by; ///< default $USER, else "cli"
+};
+
+struct message_command {
+  std::string id;    ///< show
+  std::string topic; ///< find; show: only this topic
+  std::string key;
+  bool by_key = false;
+  std::string since; ///< as typed (parse_time_ms)
+  int64_t since_ms = 0;
+  number limit;
 };
 
 struct dlq_command {
@@ -143,6 +165,7 @@ struct command_line {
   produce_command produce;
   consume_command consume;
   group_command group;
+  message_command message;
   dlq_command dlq;
   txn_command txn;
   saga_command saga;
@@ -150,6 +173,14 @@ struct command_line {
   cluster_command cluster;
   bench_command bench;
 };
+
+/// A point in time as an operator types it, in ms since the epoch:
+/// "2026-12-08T09:30:00Z" (ISO 8601: a date, a time to the minute, second
+/// or ms, then Z or +HH:MM / -HH:MM; without a zone it is UTC),
+/// "2026-12-08" (midnight UTC), "now-1h" / "now-90s" / "now", or epoch ms
+/// (digits). False if it is none of these.
+[[nodiscard]] bool parse_time_ms(const std::string& text, int64_t now_ms,
+                                 int64_t& out);
 
 /// Parses `args` (argv without the program name) into `out`. Returns -1
 /// when the command in `out.path` is to run. Otherwise returns the exit

@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 #include <iostream>
 #include <map>
@@ -87,6 +88,19 @@ void print_json(const google::protobuf::Message& m) {
 /// The connection to the node of --node (default $EDDA_NODE, else the
 /// local door, or the node port with --node-port). None when it failed:
 /// it said why, and `rc` is the exit code.
+/// `ms` since the epoch as ISO 8601 UTC, to the millisecond:
+/// 2026-12-08T09:30:00.123Z.
+std::string iso_utc(int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[80];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
 std::optional<client::connection> connect(const node_options& a, int& rc) {
   bool door = !a.node_port;
   std::string ep = a.node;
@@ -241,16 +255,41 @@ int cmd_node(const node_command& a) {
 
 // -- topic --------------------------------------------------------------------
 
+/// "1GiB", "100 bytes".
+std::string size_text(uint64_t bytes) {
+  auto s = config::format_size_bytes(bytes);
+  return s.find_first_not_of("0123456789") == std::string::npos ? s + " bytes"
+                                                                 : s;
+}
+
+/// ", retention 72h and 1GiB a partition", or "" when kept for ever.
+std::string retention_of(const pb::TopicMeta& m) {
+  if (m.retention_ms() == 0 && m.retention_bytes() == 0)
+    return {};
+  std::string out = ", retention";
+  if (m.retention_ms() > 0)
+    out += " " + config::format_duration_ms(m.retention_ms());
+  if (m.retention_bytes() > 0)
+    out += std::string(m.retention_ms() > 0 ? " and" : "") + " "
+           + size_text(m.retention_bytes()) + " a partition";
+  return out;
+}
+
 void print_topic(const pb::TopicInfo& t) {
   std::cout << "topic " << t.meta().name() << ": " << t.meta().partitions()
-            << " partitions, id " << t.meta().id() << "\n";
+            << " partitions, id " << t.meta().id() << retention_of(t.meta())
+            << "\n";
   for (auto& p : t.partitions()) {
     std::cout << "  partition " << p.partition() << ": ";
     if (p.unavailable())
       std::cout << "unavailable (its home is down or unreachable)";
     else
       std::cout << "end offset " << p.end_offset() << ", "
-                << p.message_count() << " messages";
+                << p.message_count() << " messages"
+                << (p.low_watermark() > 0
+                      ? ", low watermark " + std::to_string(p.low_watermark())
+                      : std::string{})
+                << (p.bytes() > 0 ? ", " + size_text(p.bytes()) : std::string{});
     if (!p.home().empty())
       std::cout << ", home " << p.home();
     std::cout << "\n";
@@ -266,12 +305,25 @@ void print_topic(const pb::TopicInfo& t) {
 int cmd_topic(const client::connection& conn, bool json,
               const std::string& verb, const topic_command& a) {
   auto partitions = static_cast<uint32_t>(a.partitions.value);
+  // What alter changes, and what create sets after making the topic.
+  pb::AlterTopic alter;
+  alter.set_name(a.name);
+  alter.set_set_retention(a.retention_ms.given);
+  alter.set_retention_ms(a.retention_ms.value);
+  alter.set_set_retention_bytes(a.retention_bytes.given);
+  alter.set_retention_bytes(a.retention_bytes.value);
   if (verb == "create" || verb == "alter" || verb == "describe") {
-    auto r = verb == "create"
-               ? client::admin::create_topic(conn, a.name, partitions)
-             : verb == "alter"
-               ? client::admin::alter_topic(conn, a.name, partitions)
-               : client::admin::describe_topic(conn, a.name);
+    caf::expected<pb::TopicInfo> r = caf::error{};
+    if (verb == "create") {
+      r = client::admin::create_topic(conn, a.name, partitions);
+      if (r && (a.retention_ms.given || a.retention_bytes.given))
+        r = client::admin::alter_topic(conn, alter);
+    } else if (verb == "alter") {
+      alter.set_partitions(partitions);
+      r = client::admin::alter_topic(conn, alter);
+    } else {
+      r = client::admin::describe_topic(conn, a.name);
+    }
     if (!r)
       return fail(r.error());
     if (json)
@@ -699,10 +751,77 @@ int group_describe(const client::connection& conn, const std::string& name,
   return 0;
 }
 
+int reset_offsets(const client::connection& conn, const group_command& a,
+                  bool json) {
+  pb::ResetOffsets req;
+  req.set_group(a.name);
+  req.set_topic(a.topic);
+  req.set_execute(a.execute);
+  req.set_force(a.force);
+  req.set_by(a.by);
+  std::string to;
+  if (a.to_earliest) {
+    req.set_to(pb::ResetOffsets::TO_EARLIEST);
+    to = "the earliest";
+  } else if (a.to_latest) {
+    req.set_to(pb::ResetOffsets::TO_LATEST);
+    to = "the latest";
+  } else if (a.to_offset.given) {
+    req.set_to(pb::ResetOffsets::TO_OFFSET);
+    req.set_offset(a.to_offset.value);
+    to = "offset " + std::to_string(a.to_offset.value);
+  } else {
+    req.set_to(pb::ResetOffsets::TO_DATETIME);
+    req.set_datetime_ms(a.datetime_ms);
+    to = "the first message stored at or after " + iso_utc(a.datetime_ms);
+  }
+  auto r = client::admin::reset_offsets(conn, req);
+  if (!r)
+    return fail(r.error());
+  int unavailable = 0;
+  for (auto& row : r->partitions())
+    unavailable += row.unavailable() ? 1 : 0;
+  if (json) {
+    print_json(*r);
+  } else {
+    std::cout << "group " << a.name << " on topic " << a.topic << ": to " << to
+              << (r->executed() ? ", done (by " + a.by + ")"
+                                : ": a dry run, nothing changed (--execute "
+                                  "does it)")
+              << "\n";
+    std::printf("%-10s %12s %12s %12s %12s  %s\n", "partition", "committed",
+                r->executed() ? "now" : "would be", "low", "end", "member");
+    for (auto& row : r->partitions()) {
+      if (row.unavailable()) {
+        std::printf("%-10u %s\n", row.partition(),
+                    ("unavailable: its home " + row.home()
+                     + " is down or unreachable; left as it was")
+                      .c_str());
+        continue;
+      }
+      std::printf("%-10u %12llu %12llu %12llu %12llu  %s\n", row.partition(),
+                  static_cast<unsigned long long>(row.committed()),
+                  static_cast<unsigned long long>(row.target()),
+                  static_cast<unsigned long long>(row.low_watermark()),
+                  static_cast<unsigned long long>(row.end_offset()),
+                  row.member().empty() ? "-" : row.member().c_str());
+    }
+  }
+  if (unavailable > 0)
+    return fail(std::to_string(unavailable) + " partition"
+                  + (unavailable == 1 ? "" : "s")
+                  + " not reached (home down): run it again once they are "
+                    "back",
+                exit_unavailable);
+  return 0;
+}
+
 int cmd_group(const client::connection& conn, bool json,
               const std::string& verb, const group_command& a) {
   if (verb == "describe")
     return group_describe(conn, a.name, json);
+  if (verb == "reset-offsets")
+    return reset_offsets(conn, a, json);
   auto r = client::admin::list_groups(conn);
   if (!r)
     return fail(r.error());
@@ -721,6 +840,106 @@ int cmd_group(const client::connection& conn, bool json,
   if (r->groups().empty())
     std::cout << "(no groups)\n";
   warn_unreachable(r->unreachable(), "groups");
+  return 0;
+}
+
+// -- message ------------------------------------------------------------------
+
+/// Bytes as text on one line: printable ASCII as is, the rest escaped.
+std::string printable(const std::string& bytes, size_t max = 0) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (max > 0 && out.size() >= max) {
+      out += "...";
+      break;
+    }
+    if (c == '\\')
+      out += "\\\\";
+    else if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else if (c == '\n')
+      out += "\\n";
+    else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+void print_message(const pb::Message& m) {
+  std::cout << "message " << m.id() << "\n"
+            << "  topic       " << m.topic() << ", partition " << m.partition()
+            << ", offset " << m.offset() << "\n"
+            << "  stored      " << iso_utc(m.stored_ms()) << " (born "
+            << iso_utc(m.born_ms()) << ")\n";
+  if (!m.key().empty())
+    std::cout << "  key         " << printable(m.key()) << "\n";
+  if (m.tags_size() > 0) {
+    std::cout << "  tags       ";
+    for (auto& t : m.tags())
+      std::cout << " " << printable(t);
+    std::cout << "\n";
+  }
+  std::map<std::string, std::string> props(m.properties().begin(),
+                                           m.properties().end());
+  for (auto& [k, v] : props)
+    std::cout << "  property    " << k << " = " << printable(v) << "\n";
+  if (!m.txn_id().empty())
+    std::cout << "  transaction " << m.txn_id() << " (producer group "
+              << m.producer_group() << ")\n";
+  if (m.reconsume_times() > 0 || !m.origin_topic().empty())
+    std::cout << "  retry copy  of " << m.origin_topic() << "/"
+              << m.origin_partition() << "@" << m.origin_offset()
+              << ", failed deliveries " << m.reconsume_times()
+              << (m.last_error().empty() ? "" : ", last error: " + m.last_error())
+              << "\n";
+  std::cout << "  body        " << m.body().size() << " bytes\n"
+            << m.body() << (m.body().empty() || m.body().back() == '\n' ? "" : "\n");
+}
+
+int cmd_message(const client::connection& conn, bool json,
+                const std::string& verb, const message_command& a) {
+  pb::FindMessages req;
+  req.set_topic(a.topic);
+  if (verb == "show") {
+    req.set_id(a.id);
+  } else {
+    req.set_by_key(a.by_key);
+    req.set_key(a.key);
+    req.set_since_ms(a.since_ms);
+    req.set_limit(static_cast<uint32_t>(a.limit.value));
+    req.set_max_body(json ? 0 : 200); // a line each: the start of the body
+  }
+  auto r = client::admin::find_messages(conn, req);
+  if (!r)
+    return fail(r.error());
+  if (json) {
+    print_json(*r);
+  } else if (verb == "show") {
+    for (auto& m : r->messages())
+      print_message(m);
+  } else {
+    for (auto& m : r->messages())
+      std::cout << m.topic() << "/" << m.partition() << "@" << m.offset()
+                << "\t" << iso_utc(m.stored_ms()) << "\t" << m.id() << "\t"
+                << (m.key().empty() ? "-" : printable(m.key(), 40)) << "\t"
+                << printable(m.body(), 60) << "\n";
+    std::cout << r->messages_size() << " message"
+              << (r->messages_size() == 1 ? "" : "s") << " (read "
+              << r->scanned() << ")"
+              << (r->truncated() ? "; more match: raise --limit, or narrow "
+                                   "with --since"
+                                 : "")
+              << "\n";
+  }
+  if (r->unreachable_size() > 0) {
+    std::cerr << "warning: not searched, partition(s)";
+    for (auto& p : r->unreachable())
+      std::cerr << " " << p;
+    std::cerr << ": their home is down or unreachable\n";
+  }
   return 0;
 }
 
@@ -1171,6 +1390,8 @@ int run(const command_line& cl) {
     return cmd_consume(*conn, json, cl.consume);
   if (cmd == "group")
     return cmd_group(*conn, json, verb, cl.group);
+  if (cmd == "message")
+    return cmd_message(*conn, json, verb, cl.message);
   if (cmd == "dlq")
     return cmd_dlq(*conn, json, verb, cl.dlq);
   if (cmd == "status")

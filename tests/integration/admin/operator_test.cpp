@@ -238,4 +238,91 @@ TEST_F(OperatorCommandTest, BackupIsAConsistentCopyTakenWhileWritesGoOn) {
   EXPECT_NE(edda::render(off.error()).find("backups are off"), std::string::npos);
 }
 
+TEST_F(OperatorCommandTest, ResetOffsetsFindMessagesAndRetentionAsAUserTypesThem) {
+  auto node = edda::node::embedded_node::start(settings(dir_.path() + "/data"));
+  ASSERT_TRUE(node) << edda::render(node.error());
+  auto& n = **node;
+  auto conn = n.connect();
+  auto door = n.api_port();
+  auto created = edda({"topic", "create", "pay", "--partitions", "2",
+                       "--retention", "72h"},
+                      door);
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_NE(created.out.find("retention 3d"), std::string::npos) << created.out;
+  client::producer p{conn};
+  for (int i = 0; i < 6; ++i)
+    send(p, "pay", i); // keys k0..k5, bodies m0..m5
+  auto consumed = edda({"consume", "--topic", "pay", "--group", "books",
+                        "--count", "6", "--quiet"},
+                       door);
+  ASSERT_EQ(consumed.exit_code, 0) << consumed.err;
+
+  // A dry run shows where each partition would go and changes nothing.
+  auto dry = edda({"group", "reset-offsets", "books", "--topic", "pay",
+                   "--to-earliest"},
+                  door);
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("a dry run, nothing changed"), std::string::npos)
+    << dry.out;
+  auto lag = [&] {
+    uint64_t total = 0;
+    auto d = admin::describe_topic(conn, "pay");
+    EXPECT_TRUE(d);
+    if (d)
+      for (auto& g : d->groups())
+        if (g.cursor() == "books")
+          total += g.lag();
+    return total;
+  };
+  EXPECT_EQ(lag(), 0u);
+  auto done = edda({"group", "reset-offsets", "books", "--topic", "pay",
+                    "--to-earliest", "--execute", "--by", "carol"},
+                   door);
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_NE(done.out.find("done (by carol)"), std::string::npos) << done.out;
+  EXPECT_EQ(lag(), 6u);
+  auto unknown = edda({"group", "reset-offsets", "nobody", "--topic", "pay",
+                       "--to-latest"},
+                      door);
+  EXPECT_EQ(unknown.exit_code, 3) << unknown.err; // not found
+  auto no_target = edda({"group", "reset-offsets", "books", "--topic", "pay"},
+                        door);
+  EXPECT_EQ(no_target.exit_code, 2) << no_target.err; // usage
+
+  // find by key prints one line a message; show prints one in full.
+  auto found = edda({"message", "find", "--topic", "pay", "--key", "k4"}, door);
+  ASSERT_EQ(found.exit_code, 0) << found.err;
+  EXPECT_NE(found.out.find("\tk4\tm4\n"), std::string::npos) << found.out;
+  EXPECT_NE(found.out.find("1 message (read"), std::string::npos) << found.out;
+  auto json = edda({"message", "find", "--topic", "pay", "--since", "now-1h",
+                    "--json"},
+                   door);
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  auto id_at = json.out.find("\"id\":\"");
+  ASSERT_NE(id_at, std::string::npos) << json.out;
+  auto id = json.out.substr(id_at + 6, 32);
+  auto shown = edda({"message", "show", id}, door);
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("message " + id), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("  topic       pay, partition "), std::string::npos)
+    << shown.out;
+  auto missing = edda({"message", "show", "0123456789abcdef0123456789abcdef"},
+                      door);
+  EXPECT_EQ(missing.exit_code, 3) << missing.err;
+
+  // Retention by size, online: describe shows the low watermark move.
+  auto alter = edda({"topic", "alter", "pay", "--retention-bytes", "1"}, door);
+  ASSERT_EQ(alter.exit_code, 0) << alter.err;
+  EXPECT_NE(alter.out.find("retention 3d and 1 bytes a partition"),
+            std::string::npos)
+    << alter.out;
+  ASSERT_TRUE(eventually(10s, [&] {
+    auto d = edda({"topic", "describe", "pay"}, door);
+    return d.exit_code == 0 && d.out.find("0 messages, low watermark")
+                                 != std::string::npos;
+  }));
+  auto bad = edda({"topic", "alter", "pay", "--retention", "forever"}, door);
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+}
+
 } // namespace

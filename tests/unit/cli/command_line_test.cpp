@@ -52,6 +52,10 @@ TEST(CommandLineTest, EveryCommandAndSubcommandHasItsHelp) {
     {"group"},
     {"group", "list"},
     {"group", "describe"},
+    {"group", "reset-offsets"},
+    {"message"},
+    {"message", "show"},
+    {"message", "find"},
     {"dlq"},
     {"dlq", "list"},
     {"dlq", "redrive"},
@@ -101,7 +105,7 @@ TEST(CommandLineTest, EveryCommandAndSubcommandHasItsHelp) {
   // `edda help COMMAND` is `edda COMMAND --help`.
   auto topic = run({"help", "topic"});
   EXPECT_EQ(topic.rc, exit_ok);
-  EXPECT_TRUE(has(topic.out, "edda topic alter NAME --partitions N"))
+  EXPECT_TRUE(has(topic.out, "edda topic alter NAME [--partitions N]"))
     << topic.out;
 }
 
@@ -271,7 +275,32 @@ TEST(CommandLineTest, ArgumentsThatCannotBeRightAreUsageErrors) {
           "--partitions must be at least 1"},
          {{"topic", "alter", "t", "--partitions", "0"},
           "--partitions must be at least 1"},
-         {{"topic", "alter", "t"}, "topic alter needs --partitions N"},
+         {{"topic", "alter", "t"},
+          "topic alter needs --partitions N, --retention D or "
+          "--retention-bytes S"},
+         {{"topic", "alter", "t", "--retention", "3 days"},
+          "--retention: '3 days' is not a duration"},
+         {{"topic", "alter", "t", "--retention-bytes", "1GB"},
+          "--retention-bytes: '1GB' is not a size"},
+         {{"group", "reset-offsets", "g", "--topic", "t"},
+          "needs one of --to-earliest, --to-latest, --to-offset N, "
+          "--to-datetime TIME"},
+         {{"group", "reset-offsets", "g", "--topic", "t", "--to-earliest",
+           "--to-latest"},
+          "needs one of --to-earliest"},
+         {{"group", "reset-offsets", "g", "--to-earliest"},
+          "group reset-offsets needs GROUP and --topic T"},
+         {{"group", "reset-offsets", "g", "--topic", "t", "--to-latest",
+           "--force"},
+          "--force goes with --execute"},
+         {{"group", "reset-offsets", "g", "--topic", "t", "--to-datetime",
+           "yesterday"},
+          "--to-datetime: 'yesterday' is not a time"},
+         {{"message", "find", "--topic", "t"},
+          "message find needs --key K or --since TIME"},
+         {{"message", "find", "--topic", "t", "--since", "2026-13-01"},
+          "--since: '2026-13-01' is not a time"},
+         {{"message", "show"}, "message show needs one message ID"},
          {{"topic", "describe"}, "topic describe needs a topic NAME"},
          {{"topic", "create", "t", "--partitions", "x"},
           "--partitions expects a non-negative integer, got 'x'"},
@@ -313,6 +342,70 @@ TEST(CommandLineTest, ArgumentsThatCannotBeRightAreUsageErrors) {
     EXPECT_TRUE(has(p.err, "edda: ") && has(p.err, m.says))
       << joined(m.args) << ": " << p.err;
     EXPECT_TRUE(p.out.empty()) << joined(m.args) << ": " << p.out;
+  }
+}
+
+TEST(CommandLineTest, AResetOfOffsetsAndAFindSayWhatTheyWant) {
+  auto p = run({"group", "reset-offsets", "billing", "--topic", "orders",
+                "--to-datetime", "2026-12-08T09:30:00Z", "--execute",
+                "--by", "alice"});
+  ASSERT_EQ(p.rc, -1) << p.err;
+  EXPECT_EQ(p.cl.group.name, "billing");
+  EXPECT_EQ(p.cl.group.topic, "orders");
+  EXPECT_EQ(p.cl.group.datetime_ms, 1796722200000);
+  EXPECT_TRUE(p.cl.group.execute);
+  EXPECT_FALSE(p.cl.group.force);
+  EXPECT_EQ(p.cl.group.by, "alice");
+  p = run({"group", "reset-offsets", "billing", "--topic", "orders",
+           "--to-offset", "17"});
+  ASSERT_EQ(p.rc, -1) << p.err;
+  EXPECT_TRUE(p.cl.group.to_offset.given);
+  EXPECT_EQ(p.cl.group.to_offset.value, 17u);
+  EXPECT_FALSE(p.cl.group.execute);
+  p = run({"message", "find", "--topic", "pay", "--key", "", "--limit", "5"});
+  ASSERT_EQ(p.rc, -1) << p.err;
+  EXPECT_TRUE(p.cl.message.by_key); // an empty key is a key
+  EXPECT_EQ(p.cl.message.limit.value, 5u);
+  p = run({"topic", "alter", "t", "--retention", "72h", "--retention-bytes",
+           "1GiB"});
+  ASSERT_EQ(p.rc, -1) << p.err;
+  EXPECT_EQ(p.cl.topic.retention_ms.value, 72 * 3600 * 1000ull);
+  EXPECT_EQ(p.cl.topic.retention_bytes.value, 1ull << 30);
+  EXPECT_FALSE(p.cl.topic.partitions.given);
+}
+
+TEST(CommandLineTest, TimesAreIsoDatesRelativeOrEpochMilliseconds) {
+  const int64_t now = 1796722200000; // 2026-12-08T09:30:00Z
+  struct ok {
+    const char* text;
+    int64_t ms;
+  };
+  for (const auto& c : std::vector<ok>{
+         {"2026-12-08T09:30:00Z", now},
+         {"2026-12-08T09:30:00.250Z", now + 250},
+         {"2026-12-08T09:30", now},
+         {"2026-12-08 09:30:00", now},
+         {"2026-12-08T10:30:00+01:00", now},
+         {"2026-12-08T04:00-0530", now},
+         {"2026-12-08", now - (9 * 3600 + 30 * 60) * 1000ll},
+         {"2024-02-29T00:00:00Z", 1709164800000},
+         {"1970-01-01", 0},
+         {"now", now},
+         {"now-1h", now - 3600000},
+         {"now-90s", now - 90000},
+         {"1796722200000", now},
+       }) {
+    int64_t out = -1;
+    EXPECT_TRUE(parse_time_ms(c.text, now, out)) << c.text;
+    EXPECT_EQ(out, c.ms) << c.text;
+  }
+  for (const char* bad :
+       {"", "yesterday", "2026-13-01", "2026-02-30", "2025-02-29",
+        "2026-12-08T24:00", "2026-12-08T09:60", "2026-12-08T09:30:00X",
+        "2026-12-08T09:30+1", "2026-12-8", "now-", "now-1x", "now+1h",
+        "-1h", "12:00", "2026-12-08T09:30:00.Z"}) {
+    int64_t out = 7;
+    EXPECT_FALSE(parse_time_ms(bad, now, out)) << bad;
   }
 }
 
