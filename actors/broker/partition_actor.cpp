@@ -435,16 +435,32 @@ void trim(self_ptr self) {
   auto prefix = keys::log_prefix(st.meta.id(), st.partition);
   if (st.meta.retention_bytes() > 0 && !st.bytes_known) {
     st.bytes = 0;
+    // Only what is durable: appends committed since are counted when
+    // their commit is answered.
     txn.scan(db::log, prefix, prefix,
-             [&](std::string_view, std::string_view v) {
+             [&](std::string_view k, std::string_view v) {
+               if (keys::log_key_offset(k) >= st.durable_end)
+                 return false;
                st.bytes += v.size();
                return true;
              });
     st.bytes_known = true;
   }
+  // Stored before `cutoff`: too old (a retention longer than the clock's
+  // age keeps everything).
+  auto now = st.ctx->clock();
   auto cutoff = st.meta.retention_ms() > 0
-                  ? st.ctx->clock() - static_cast<int64_t>(st.meta.retention_ms())
+                    && st.meta.retention_ms() < static_cast<uint64_t>(now)
+                  ? now - static_cast<int64_t>(st.meta.retention_ms())
                   : std::numeric_limits<int64_t>::min();
+  // Never the newest record: the next offset is found from it at a
+  // restart, so offsets never start again at 0. Nor a message out for
+  // delivery to a live member: its nack must still find it (a retry copy,
+  // a dead letter); it goes in a later pass, once settled.
+  uint64_t stop = st.durable_end == 0 ? 0 : st.durable_end - 1;
+  for (auto& [name, c] : st.cursors)
+    if (c.member && !c.inflight.empty())
+      stop = std::min(stop, c.inflight.begin()->first);
   uint64_t kept = st.bytes;
   uint64_t dropped_bytes = 0;
   uint64_t new_first = st.first_offset;
@@ -454,7 +470,7 @@ void trim(self_ptr self) {
   txn.scan(db::log, prefix, prefix,
            [&](std::string_view k, std::string_view v) {
              auto off = keys::log_key_offset(k);
-             if (off >= st.durable_end || count == max_trim_batch)
+             if (off >= stop || count == max_trim_batch)
                return false;
              bool old = m.ParseFromArray(v.data(), static_cast<int>(v.size()))
                         && m.stored_ms() < cutoff;
@@ -574,7 +590,7 @@ uint64_t offset_at_time(const partition_state& st, storage::read_txn& txn,
 
 /// Messages read by one FindMessages at most (the reply says when the scan
 /// stopped there).
-constexpr uint64_t max_find_scan = 1'000'000;
+constexpr uint64_t max_find_scan = 200'000;
 
 pb::FoundMessages find_messages(const partition_state& st,
                                 const pb::FindMessages& req) {
@@ -826,13 +842,25 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
     },
     [=](const pb::ResetOffsets& req) -> caf::result<pb::OffsetsReset> {
       auto& st = self->state;
+      // Broadcast: cursors group@client, here or only stored.
+      bool broadcast = false;
       for (auto& [name, c] : st.cursors)
-        if (c.group == req.group() && c.broadcast)
-          return make_error(errc::invalid_argument,
-                            "group '" + req.group()
-                              + "' consumes in broadcast mode: each client "
-                                "keeps its own offsets; reset-offsets moves "
-                                "a clustering group's");
+        broadcast = broadcast || (c.group == req.group() && c.broadcast);
+      if (!broadcast) {
+        auto txn = st.ctx->env->read();
+        auto clients = req.group() + "@";
+        txn.scan(db::offsets, clients, clients,
+                 [&](std::string_view, std::string_view) {
+                   broadcast = true;
+                   return false;
+                 });
+      }
+      if (broadcast)
+        return make_error(errc::invalid_argument,
+                          "group '" + req.group()
+                            + "' consumes in broadcast mode: each client "
+                              "keeps its own offsets; reset-offsets moves a "
+                              "clustering group's");
       pb::OffsetsReset out;
       out.set_group(req.group());
       out.set_topic(st.meta.name());
@@ -905,9 +933,13 @@ caf::behavior partition_actor(self_ptr self, context_ptr ctx,
             [=](const caf::error& err) mutable {
               if (err) {
                 kept.deliver(make_error(
-                  code_of(err), "the reset of " + self->state.meta.name()
-                                  + "/" + std::to_string(self->state.partition)
-                                  + " was not stored: " + render(err)));
+                  code_of(err) == errc::none ? errc::storage_error
+                                             : code_of(err),
+                  "the reset of " + self->state.meta.name() + "/"
+                    + std::to_string(self->state.partition)
+                    + " was not stored (" + render(err)
+                    + "); its cursor moved in memory and is stored with its "
+                      "next acknowledgement: run the reset again"));
                 return;
               }
               kept.deliver(out);

@@ -28,6 +28,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/message_handler.hpp>
+#include <caf/sec.hpp>
 #include <caf/skip.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -120,15 +121,21 @@ caf::error check_alter(const pb::AlterTopic& req, const std::string& name,
       && !req.set_retention_bytes())
     return make_error(errc::invalid_argument,
                       "nothing to alter: give partitions or a retention");
-  if (req.partitions() > 1024)
-    return make_error(errc::invalid_argument,
-                      "at most 1024 partitions, got "
-                        + std::to_string(req.partitions()));
-  if (now != 0 && req.partitions() != 0 && req.partitions() <= now)
+  if (now != 0 && req.partitions() != 0
+      && (req.partitions() <= now || req.partitions() > 1024))
     return make_error(errc::invalid_argument,
                       "partitions can only grow (now " + std::to_string(now)
                         + ", at most 1024), got "
                         + std::to_string(req.partitions()));
+  if (req.partitions() > 1024)
+    return make_error(errc::invalid_argument,
+                      "at most 1024 partitions, got "
+                        + std::to_string(req.partitions()));
+  constexpr uint64_t century_ms = 100ull * 365 * 24 * 3600 * 1000;
+  if (req.set_retention() && req.retention_ms() > century_ms)
+    return make_error(errc::invalid_argument,
+                      "a retention of at most 100 years (0: for ever), got "
+                        + config::format_duration_ms(req.retention_ms()));
   if ((req.set_retention() || req.set_retention_bytes()) && !name.empty()
       && name[0] == '%')
     return make_error(errc::invalid_argument,
@@ -159,7 +166,7 @@ std::string retention_text(const pb::TopicMeta& m) {
   if (m.retention_bytes() > 0)
     out += std::string(m.retention_ms() > 0 ? " and" : "") + " "
            + config::format_size_bytes(m.retention_bytes())
-           + (m.retention_bytes() % 1024 == 0 ? "" : " bytes") + " per partition";
+           + (m.retention_bytes() % 1024 == 0 ? "" : " bytes") + " a partition";
   return out;
 }
 
@@ -884,10 +891,13 @@ void ask_partitions(self_ptr self, const topic_entry& t, const Request& req,
         one_done();
       },
       [a, one_done, ps = x.partitions](caf::error& err) mutable {
-        // A partition's own refusal is an answer; a lost link is not.
+        // A partition's own refusal is an answer; a lost link, a home or
+        // partition that stopped or did not answer in time is not.
         if (code_of(err) == errc::unavailable || code_of(err) == errc::timeout
             || code_of(err) == errc::partition_unavailable
-            || code_of(err) == errc::shutting_down)
+            || code_of(err) == errc::shutting_down
+            || err == caf::sec::request_timeout
+            || err == caf::sec::request_receiver_down)
           a->unreachable.insert(a->unreachable.end(), ps.begin(), ps.end());
         else
           a->errors.push_back(std::move(err));
@@ -934,8 +944,9 @@ void reset_offsets(self_ptr self, pb::ResetOffsets req,
           for (auto& [p, row] : rows)
             if (!row.unavailable())
               moved += (moved.empty() ? "" : ", ") + std::to_string(p);
+          auto code = code_of(errs.front());
           rp.deliver(make_error(
-            code_of(errs.front()),
+            code == errc::none ? errc::unavailable : code,
             render(errs.front())
               + (req.execute() && !moved.empty()
                    ? " (partitions reset anyway: " + moved + ")"

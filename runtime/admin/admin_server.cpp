@@ -135,7 +135,8 @@ std::string collect_metrics(const client::connection& node) {
       for (auto& p : t.partitions())
         if (!p.unavailable())
           x.sample({{"topic", t.meta().name()},
-                    {"partition", std::to_string(p.partition())}},
+                    {"partition", std::to_string(p.partition())},
+                    {"home", p.home()}},
                    static_cast<double>(p.low_watermark()));
     x.family("edda_partition_messages", "gauge",
              "messages stored in the partition");

@@ -896,6 +896,8 @@ std::string check(const command_line& cl) {
     if (g.execute && g.by.empty())
       return "--execute is logged with who asked: --by NAME";
   }
+  if (cmd == "message" && cl.message.limit.value > 10000)
+    return "--limit is at most 10000 (narrow with --since)";
   if (cmd == "message" && verb == "show" && cl.message.id.empty())
     return "message show needs one message ID";
   if (cmd == "message" && verb == "find" && !cl.message.by_key
@@ -1069,7 +1071,9 @@ bool parse_time_ms(const std::string& text, int64_t now_ms, int64_t& out) {
     out = now_ms - static_cast<int64_t>(ago);
     return true;
   }
-  if (!text.empty() && text.size() <= 16
+  // Epoch ms: 10 digits at least (2001 on), so that "2026" or "20261208"
+  // is not taken for a time in 1970.
+  if (text.size() >= 10 && text.size() <= 16
       && text.find_first_not_of("0123456789") == std::string::npos) {
     out = std::stoll(text);
     return true;
@@ -1129,7 +1133,7 @@ int parse(const std::vector<std::string>& args_in, command_line& out,
        {std::tuple{&out.group.to_datetime, &out.group.datetime_ms,
                    "--to-datetime"},
         std::tuple{&out.message.since, &out.message.since_ms, "--since"}})
-    if (!text->empty() && !parse_time_ms(*text, now, *ms))
+    if (!text->empty() && (!parse_time_ms(*text, now, *ms) || *ms <= 0))
       return usage(chain,
                    std::string{name} + ": '" + *text
                      + "' is not a time (2026-12-08T09:30:00Z, "

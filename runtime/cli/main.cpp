@@ -20,6 +20,7 @@
 
 #include <caf/sec.hpp>
 #include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -76,6 +77,12 @@ int usage(const std::string& what) {
   return fail(what, exit_usage);
 }
 
+/// One JSON object on a line, by nlohmann-json (strings escaped, numbers
+/// as they are).
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump() << "\n";
+}
+
 void print_json(const google::protobuf::Message& m) {
   std::string out;
   google::protobuf::util::JsonPrintOptions opts;
@@ -85,9 +92,6 @@ void print_json(const google::protobuf::Message& m) {
   std::cout << out << "\n";
 }
 
-/// The connection to the node of --node (default $EDDA_NODE, else the
-/// local door, or the node port with --node-port). None when it failed:
-/// it said why, and `rc` is the exit code.
 /// `ms` since the epoch as ISO 8601 UTC, to the millisecond:
 /// 2026-12-08T09:30:00.123Z.
 std::string iso_utc(int64_t ms) {
@@ -101,6 +105,9 @@ std::string iso_utc(int64_t ms) {
   return buf;
 }
 
+/// The connection to the node of --node (default $EDDA_NODE, else the
+/// local door, or the node port with --node-port). None when it failed:
+/// it said why, and `rc` is the exit code.
 std::optional<client::connection> connect(const node_options& a, int& rc) {
   bool door = !a.node_port;
   std::string ep = a.node;
@@ -258,8 +265,9 @@ int cmd_node(const node_command& a) {
 /// "1GiB", "100 bytes".
 std::string size_text(uint64_t bytes) {
   auto s = config::format_size_bytes(bytes);
-  return s.find_first_not_of("0123456789") == std::string::npos ? s + " bytes"
-                                                                 : s;
+  if (s.find_first_not_of("0123456789") != std::string::npos)
+    return s;
+  return s + (bytes == 1 ? " byte" : " bytes");
 }
 
 /// ", retention 72h and 1GiB a partition", or "" when kept for ever.
@@ -414,11 +422,11 @@ int produce_transactional(const produce_command& a, bool json,
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
   auto mode = durability_of(conn);
   if (json)
-    std::printf("{\"transactions\":%llu,\"failed\":%llu,\"seconds\":%.3f,"
-                "\"txn_per_s\":%.0f,\"durability\":\"%s\"}\n",
-                static_cast<unsigned long long>(ok.load()),
-                static_cast<unsigned long long>(failed.load()), secs,
-                ok / secs, mode.c_str());
+    print_json(nlohmann::json{{"transactions", ok.load()},
+                              {"failed", failed.load()},
+                              {"seconds", secs},
+                              {"txn_per_s", ok / secs},
+                              {"durability", mode}});
   else
     std::printf("committed %llu transactional messages of %llu bytes in %.3f "
                 "s: %.0f msg/s (half + commit both durable; node durability "
@@ -462,10 +470,11 @@ int cmd_produce(const client::connection& conn, bool json,
     if (!r)
       return fail(r.error());
     if (json) {
-      std::cout << "{\"id\":\"" << r->id << "\",\"topic\":\"" << r->topic
-                << "\",\"partition\":" << r->partition
-                << ",\"offset\":" << r->offset
-                << ",\"delayed\":" << (r->delayed ? "true" : "false") << "}\n";
+      print_json(nlohmann::json{{"id", r->id},
+                                {"topic", r->topic},
+                                {"partition", r->partition},
+                                {"offset", r->offset},
+                                {"delayed", r->delayed}});
     } else if (r->delayed) {
       std::cout << "stored " << r->id << " (delayed " << delay
                 << " ms) for " << r->topic << "\n";
@@ -511,12 +520,12 @@ int cmd_produce(const client::connection& conn, bool json,
   auto secs = std::chrono::duration<double>(clock_type::now() - start).count();
   std::string mode = durability_of(conn);
   if (json) {
-    std::printf("{\"messages\":%llu,\"failed\":%llu,\"bytes\":%llu,"
-                "\"seconds\":%.3f,\"msg_per_s\":%.0f,\"durability\":\"%s\"}\n",
-                static_cast<unsigned long long>(ok),
-                static_cast<unsigned long long>(failed),
-                static_cast<unsigned long long>(size), secs, ok / secs,
-                mode.c_str());
+    print_json(nlohmann::json{{"messages", ok},
+                              {"failed", failed},
+                              {"bytes", size},
+                              {"seconds", secs},
+                              {"msg_per_s", ok / secs},
+                              {"durability", mode}});
   } else {
     std::printf("produced %llu messages of %llu bytes in %.3f s: %.0f msg/s "
                 "durable (node durability %s, window %llu)\n",
@@ -567,11 +576,12 @@ int cmd_consume(const client::connection& conn, bool json,
       bool fail_it = fail_every > 0 && seen % fail_every == 0;
       if (!quiet) {
         if (json)
-          std::cout << "{\"id\":\"" << r.msg.id << "\",\"topic\":\""
-                    << r.msg.topic << "\",\"partition\":" << r.partition
-                    << ",\"offset\":" << r.offset
-                    << ",\"reconsume_times\":" << r.reconsume_times
-                    << ",\"body_bytes\":" << r.msg.body.size() << "}\n";
+          print_json(nlohmann::json{{"id", r.msg.id},
+                                    {"topic", r.msg.topic},
+                                    {"partition", r.partition},
+                                    {"offset", r.offset},
+                                    {"reconsume_times", r.reconsume_times},
+                                    {"body_bytes", r.msg.body.size()}});
         else
           std::cout << r.msg.topic << "/" << r.partition << "@" << r.offset
                     << (r.msg.tags.empty() ? "" : " [" + r.msg.tags[0] + "]")
@@ -845,8 +855,10 @@ int cmd_group(const client::connection& conn, bool json,
 
 // -- message ------------------------------------------------------------------
 
-/// Bytes as text on one line: printable ASCII as is, the rest escaped.
-std::string printable(const std::string& bytes, size_t max = 0) {
+/// Bytes as text: printable ASCII as is, the rest escaped (never a
+/// control character to the terminal); on one line unless `lines`.
+std::string printable(const std::string& bytes, size_t max = 0,
+                      bool lines = false) {
   std::string out;
   for (unsigned char c : bytes) {
     if (max > 0 && out.size() >= max) {
@@ -855,7 +867,7 @@ std::string printable(const std::string& bytes, size_t max = 0) {
     }
     if (c == '\\')
       out += "\\\\";
-    else if (c >= 0x20 && c < 0x7f)
+    else if ((c >= 0x20 && c < 0x7f) || (lines && (c == '\n' || c == '\t')))
       out += static_cast<char>(c);
     else if (c == '\n')
       out += "\\n";
@@ -895,8 +907,10 @@ void print_message(const pb::Message& m) {
               << ", failed deliveries " << m.reconsume_times()
               << (m.last_error().empty() ? "" : ", last error: " + m.last_error())
               << "\n";
-  std::cout << "  body        " << m.body().size() << " bytes\n"
-            << m.body() << (m.body().empty() || m.body().back() == '\n' ? "" : "\n");
+  // Escaped (--json has the bytes as they are, in base64).
+  auto body = printable(m.body(), 0, true);
+  std::cout << "  body        " << size_text(m.body().size()) << "\n"
+            << body << (body.empty() || body.back() == '\n' ? "" : "\n");
 }
 
 int cmd_message(const client::connection& conn, bool json,
@@ -910,7 +924,8 @@ int cmd_message(const client::connection& conn, bool json,
     req.set_key(a.key);
     req.set_since_ms(a.since_ms);
     req.set_limit(static_cast<uint32_t>(a.limit.value));
-    req.set_max_body(json ? 0 : 200); // a line each: the start of the body
+    // A line each: the start of the body; --json: up to 64 KiB of it.
+    req.set_max_body(json ? 64 * 1024 : 200);
   }
   auto r = client::admin::find_messages(conn, req);
   if (!r)
@@ -935,11 +950,18 @@ int cmd_message(const client::connection& conn, bool json,
               << "\n";
   }
   if (r->unreachable_size() > 0) {
-    std::cerr << "warning: not searched, partition(s)";
+    std::string names;
     for (auto& p : r->unreachable())
-      std::cerr << " " << p;
-    std::cerr << ": their home is down or unreachable\n";
+      names += " " + p;
+    return fail("not searched, partition(s)" + names
+                  + ": their home is down or unreachable",
+                exit_unavailable);
   }
+  if (verb == "show" && r->messages_size() == 0) // the scan stopped first
+    return fail("no message with id " + a.id + " in the " + std::to_string(r->scanned())
+                  + " messages read (each partition reads a bounded number "
+                    "at a time): give --topic",
+                exit_not_found);
   return 0;
 }
 

@@ -553,6 +553,10 @@ caf::behavior gateway(gateway_ptr self,
         return make_error(errc::invalid_argument,
                           "reset-offsets --execute needs `by` (who asks), "
                           "logged with it");
+      if (!pb::ResetOffsets::To_IsValid(x.to()))
+        return make_error(errc::invalid_argument,
+                          "reset-offsets: unknown target "
+                            + std::to_string(x.to()));
       auto rp = self->make_response_promise<pb::OffsetsReset>();
       // The group as its coordinator tells it: known, clustering, and,
       // unless forced, without live members.
@@ -584,6 +588,19 @@ caf::behavior gateway(gateway_ptr self,
                                     "group's"));
           return;
         }
+        if (!r->unreachable().empty() && x.execute() && !x.force()) {
+          // Its coordinator, and live members, may be on a node that did
+          // not answer.
+          std::string names;
+          for (auto& n : r->unreachable())
+            names += (names.empty() ? "" : ", ") + n;
+          rp.deliver(make_error(
+            errc::unavailable,
+            "cannot tell whether group '" + x.group()
+              + "' has live members: node(s) " + names
+              + " did not answer; try again, or pass --force"));
+          return;
+        }
         if (g->members_size() > 0 && x.execute() && !x.force()) {
           std::string names;
           for (auto& m : g->members())
@@ -612,7 +629,19 @@ caf::behavior gateway(gateway_ptr self,
                             {"topic", x.topic()}, {"by", x.by()});
               rp.deliver(std::move(done));
             },
-            [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+            [=](caf::error& err) mutable {
+              // Some partitions may have moved before one failed.
+              if (x.execute())
+                EDDA_WARN_F("audit",
+                            "offsets of group "
+                              << x.group() << " on topic " << x.topic()
+                              << " reset (" << reset_target(x) << ") by "
+                              << x.by() << " failed, in part or whole: "
+                              << render(err),
+                            {"action", "reset-offsets"}, {"group", x.group()},
+                            {"topic", x.topic()}, {"by", x.by()});
+              rp.deliver(std::move(err));
+            });
       });
       return rp;
     },

@@ -212,6 +212,33 @@ TEST_F(OffsetsTest, ResetToEarliestIsADryRunUntilExecutedAndRedeliversEverything
     EXPECT_EQ(again->bodies.count("m" + std::to_string(i)), 1u) << i;
 }
 
+TEST_F(OffsetsTest, AForcedResetGivesALiveMemberEverythingAgain) {
+  ASSERT_TRUE(admin::create_topic(*conn_, "feed", 1));
+  for (int i = 0; i < 4; ++i)
+    send("feed", "", "f" + std::to_string(i));
+  auto m = join("readers", "feed");
+  ASSERT_TRUE(eventually(10s, [&] { return m->count() == 4; }));
+  ASSERT_TRUE(eventually(10s, [&] {
+    return committed("feed", "readers")[0] == 4;
+  }));
+  auto forced = reset("readers", "feed", pb::ResetOffsets::TO_OFFSET, true);
+  forced.set_offset(1);
+  forced.set_force(true);
+  auto r = admin::reset_offsets(*conn_, forced);
+  ASSERT_TRUE(r) << edda::render(r.error());
+  EXPECT_EQ(r->partitions(0).member(), "readers-1");
+  // The live member is given offsets 1..3 again, without a restart.
+  ASSERT_TRUE(eventually(10s, [&] { return m->count() == 7; }));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(m->count(), 7u);
+  EXPECT_EQ(m->bodies.count("f0"), 1u);
+  EXPECT_EQ(m->bodies.count("f3"), 2u);
+  ASSERT_TRUE(eventually(10s, [&] {
+    return committed("feed", "readers")[0] == 4;
+  }));
+  m->c->stop();
+}
+
 TEST_F(OffsetsTest, ResetToADatetimeAnOffsetOrTheLatestAndItsRefusals) {
   ASSERT_TRUE(admin::create_topic(*conn_, "ledger", 1));
   for (int i = 0; i < 5; ++i)
@@ -382,10 +409,26 @@ TEST_F(OffsetsTest, RetentionBySizeAndTimeDropsTheOldestOnlineAndMovesCursors) {
   back.set_by("ops");
   ASSERT_TRUE(admin::reset_offsets(*conn_, back));
 
-  // Nothing to alter, and internal topics, are refused.
+  // Refused: nothing to alter, an internal topic (the group's retry topic
+  // exists since it consumed), a retention beyond 100 years.
   pb::AlterTopic nothing;
   nothing.set_name("events");
   auto r = admin::alter_topic(*conn_, nothing);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(edda::code_of(r.error()), edda::errc::invalid_argument);
+  pb::AlterTopic internal;
+  internal.set_name("%RETRY%slow");
+  internal.set_set_retention(true);
+  internal.set_retention_ms(1000);
+  r = admin::alter_topic(*conn_, internal);
+  ASSERT_FALSE(r);
+  EXPECT_NE(edda::render(r.error()).find("internal topics"), std::string::npos)
+    << edda::render(r.error());
+  pb::AlterTopic forever;
+  forever.set_name("events");
+  forever.set_set_retention(true);
+  forever.set_retention_ms(~0ull);
+  r = admin::alter_topic(*conn_, forever);
   ASSERT_FALSE(r);
   EXPECT_EQ(edda::code_of(r.error()), edda::errc::invalid_argument);
 
@@ -418,7 +461,8 @@ TEST_F(OffsetsTest, RetentionBySizeAndTimeDropsTheOldestOnlineAndMovesCursors) {
   }
 
   // The setting is kept across a restart; then by time: everything older
-  // than 200 ms goes, and new messages are kept until they are that old.
+  // than 200 ms goes but the newest message (offsets go on from it after
+  // a restart), and a new message is kept until it is that old.
   restart();
   d = describe("events");
   EXPECT_EQ(d.meta().retention_bytes(), 2048u);
@@ -429,12 +473,20 @@ TEST_F(OffsetsTest, RetentionBySizeAndTimeDropsTheOldestOnlineAndMovesCursors) {
   time.set_retention_ms(200);
   ASSERT_TRUE(admin::alter_topic(*conn_, time));
   ASSERT_TRUE(eventually(10s, [&] {
-    return describe("events").partitions(0).low_watermark() == 20;
+    return describe("events").partitions(0).low_watermark() == 19;
   }));
   send("events", "", "fresh");
   auto kept = describe("events");
   EXPECT_EQ(kept.partitions(0).end_offset(), 21u);
+  ASSERT_TRUE(eventually(10s, [&] {
+    return describe("events").partitions(0).low_watermark() == 20;
+  }));
+  restart();
+  kept = describe("events");
   EXPECT_EQ(kept.partitions(0).low_watermark(), 20u);
+  EXPECT_EQ(kept.partitions(0).end_offset(), 21u);
+  send("events", "", "after");
+  EXPECT_EQ(describe("events").partitions(0).end_offset(), 22u);
 
   // Retention off: kept for ever again.
   time.set_retention_ms(0);

@@ -403,7 +403,7 @@ TEST(CommandLineTest, TimesAreIsoDatesRelativeOrEpochMilliseconds) {
        {"", "yesterday", "2026-13-01", "2026-02-30", "2025-02-29",
         "2026-12-08T24:00", "2026-12-08T09:60", "2026-12-08T09:30:00X",
         "2026-12-08T09:30+1", "2026-12-8", "now-", "now-1x", "now+1h",
-        "-1h", "12:00", "2026-12-08T09:30:00.Z"}) {
+        "-1h", "12:00", "2026-12-08T09:30:00.Z", "2026", "20261208"}) {
     int64_t out = 7;
     EXPECT_FALSE(parse_time_ms(bad, now, out)) << bad;
   }
